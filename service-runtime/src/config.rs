@@ -1,0 +1,73 @@
+//! Flags shared by every service, read from the command line or the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+/// Exit code for invalid configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// How the gRPC server listens and protects itself.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address of the gRPC listener; port 0 picks a free port.
+    #[arg(long, env = "GRPC_ADDR")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener; unset to serve no metrics.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Longest a unary RPC may run before it is cancelled, in milliseconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+    /// Requests served at once; beyond it, requests fail fast with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 4_096)]
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight requests, in milliseconds. Keep it below the
+    /// orchestrator's termination grace period.
+    #[arg(long, env = "DRAIN_GRACE_MS", default_value_t = 10_000)]
+    pub drain_grace_ms: u64,
+}
+
+impl ServerArgs {
+    /// Settings for a test server on a free loopback port.
+    pub fn loopback() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
+            request_timeout_ms: 10_000,
+            max_in_flight: 4_096,
+            drain_grace_ms: 2_000,
+        }
+    }
+
+    /// Refuses values that would make the server useless.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.request_timeout_ms == 0 {
+            return Err("REQUEST_TIMEOUT_MS must be positive".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("MAX_IN_FLIGHT must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
+    }
+}
+
+/// Prints `message` as a configuration error and exits with [`EXIT_BAD_CONFIG`].
+pub fn exit_bad_config(service: &str, message: impl std::fmt::Display) -> ! {
+    eprintln!("{service}: invalid configuration: {message}");
+    std::process::exit(EXIT_BAD_CONFIG)
+}
+
+/// Checks a NATS subject prefix or Redis key prefix: 1-48 of `[a-z0-9_]`.
+pub fn validate_prefix(name: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 48
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { Ok(()) } else { Err(format!("{name} must be 1-48 of [a-z0-9_], got {value:?}")) }
+}

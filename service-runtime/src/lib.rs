@@ -1,0 +1,21 @@
+//! What every service of the mesh starts with, so each `main.rs` stays a few lines long.
+//!
+//! - [`config`]: the server flags every service shares, and the exit code for bad configuration.
+//! - [`telemetry`]: structured logs, OTLP traces and the Prometheus `/metrics` listener, plus
+//!   W3C trace-context propagation through gRPC metadata and NATS headers.
+//! - [`server`]: the gRPC server with its tower stack, `grpc.health.v1`, reflection and
+//!   graceful shutdown.
+//! - [`bus`]: the NATS JetStream event bus (one stream per prefix, protobuf envelopes).
+//! - [`db`]: a Postgres connection confined to the service's own schema.
+//! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+
+pub use server::{GrpcServer, shutdown_signal};
+pub use tokio_util::sync::CancellationToken;

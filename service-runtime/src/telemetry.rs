@@ -1,0 +1,150 @@
+//! Logs, traces and metrics.
+//!
+//! - Logs go to stderr through `tracing`; `LOG_FORMAT=json` makes them JSON (for production),
+//!   `RUST_LOG` filters them (default `info`).
+//! - When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC in batches;
+//!   an absent collector only costs dropped batches, never a failed request.
+//! - W3C trace context (`traceparent`) travels in gRPC metadata and NATS headers: see
+//!   [`inject_grpc`], [`extract_http`], [`inject_nats`] and [`extract_nats`].
+
+use std::net::SocketAddr;
+
+use opentelemetry::{
+    Context, global,
+    propagation::{Extractor, Injector},
+    trace::TracerProvider as _,
+};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Flushes pending spans when dropped at the end of `main`.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber: filtered, plain or JSON logs, plus OTLP export when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Call once, at the top of `main`, inside the runtime.
+pub fn init(service_name: &'static str) -> TelemetryGuard {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let fmt = if json {
+        tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+    };
+
+    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|endpoint| !endpoint.is_empty())
+        .and_then(|endpoint| match otlp_provider(service_name, &endpoint) {
+            Ok(provider) => Some(provider),
+            Err(error) => {
+                eprintln!("{service_name}: OTLP export disabled: {error}");
+                None
+            }
+        });
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name))
+    });
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    TelemetryGuard { provider }
+}
+
+fn otlp_provider(service_name: &'static str, endpoint: &str) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+    let provider = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service_name).build())
+        .with_batch_exporter(exporter)
+        .build();
+    global::set_tracer_provider(provider.clone());
+    Ok(provider)
+}
+
+/// Starts the Prometheus exporter: `GET /metrics` on `addr`. Process-wide; call from `main`.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+}
+
+struct HeaderInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct HttpExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HttpExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Adds the current span's trace context to an outgoing gRPC request.
+pub fn inject_grpc<T>(request: &mut tonic::Request<T>) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(request.metadata_mut())));
+}
+
+/// The trace context an incoming HTTP/2 request carries, if any.
+pub fn extract_http(headers: &http::HeaderMap) -> Context {
+    global::get_text_map_propagator(|p| p.extract(&HttpExtractor(headers)))
+}
+
+struct NatsInjector<'a>(&'a mut async_nats::HeaderMap);
+
+impl Injector for NatsInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct NatsExtractor<'a>(&'a async_nats::HeaderMap);
+
+impl Extractor for NatsExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// Adds the current span's trace context to outgoing NATS headers.
+pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut NatsInjector(headers)));
+}
+
+/// Makes `span` a child of the trace context in NATS `headers`, when there is one.
+pub fn extract_nats(headers: Option<&async_nats::HeaderMap>, span: &tracing::Span) {
+    if let Some(headers) = headers {
+        let parent = global::get_text_map_propagator(|p| p.extract(&NatsExtractor(headers)));
+        let _ = span.set_parent(parent);
+    }
+}
