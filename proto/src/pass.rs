@@ -35,7 +35,9 @@ impl PassKey {
         let id = id.into();
         let secret = secret.into();
         if id.is_empty() || id.len() > 32 || id.contains([',', ':', ' ']) {
-            return Err(PassError::BadKeyConfig(format!("key id {id:?} must be 1-32 characters without ',', ':' or spaces")));
+            return Err(PassError::BadKeyConfig(format!(
+                "key id {id:?} must be 1-32 characters without ',', ':' or spaces"
+            )));
         }
         if secret.len() < Self::MIN_SECRET_LEN {
             return Err(PassError::BadKeyConfig(format!(
@@ -112,11 +114,7 @@ impl PassKeyRing {
         let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| PassError::Malformed)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| PassError::Malformed)?;
         let claims = PassClaims::decode(body.as_slice()).map_err(|_| PassError::Malformed)?;
-        let key = self
-            .keys
-            .iter()
-            .find(|key| key.id == claims.key_id)
-            .ok_or(PassError::UnknownKey)?;
+        let key = self.keys.iter().find(|key| key.id == claims.key_id).ok_or(PassError::UnknownKey)?;
         let mut mac = key.mac();
         mac.update(&body);
         mac.verify_slice(&signature).map_err(|_| PassError::BadSignature)?;

@@ -112,7 +112,10 @@ impl EventBus {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", envelope.message_id.as_str());
         crate::telemetry::inject_nats(&mut headers);
-        let publish_error = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.clone(), message: e.to_string() };
+        let publish_error = |e: &dyn std::fmt::Display| BusError::Publish {
+            subject: subject.clone(),
+            message: e.to_string(),
+        };
         let ack = self
             .jetstream
             .publish_with_headers(subject.clone(), headers, envelope.encode_to_vec().into())
@@ -187,8 +190,12 @@ pub fn timestamp_to_ms(ts: &prost_types::Timestamp) -> i64 {
 /// A message is acknowledged only after `handle` succeeds; on failure it is redelivered
 /// after a pause. A message that is not an envelope is logged and terminated, since no
 /// redelivery can fix it. Reconnects after stream errors.
-pub async fn consume<F, Fut>(consumer: PullConsumer, name: &'static str, stopping: CancellationToken, mut handle: F)
-where
+pub async fn consume<F, Fut>(
+    consumer: PullConsumer,
+    name: &'static str,
+    stopping: CancellationToken,
+    mut handle: F,
+) where
     F: FnMut(EventEnvelope) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
@@ -237,7 +244,11 @@ where
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(consumer = name, error = format!("{error:#}"), "handling failed; redelivering later");
+                    tracing::warn!(
+                        consumer = name,
+                        error = format!("{error:#}"),
+                        "handling failed; redelivering later"
+                    );
                     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 }
             }

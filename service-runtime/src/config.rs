@@ -9,7 +9,7 @@ pub const EXIT_BAD_CONFIG: i32 = 64;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// Address of the gRPC listener; port 0 picks a free port.
-    #[arg(long, env = "GRPC_ADDR")]
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
     /// Address of the Prometheus `/metrics` listener; unset to serve no metrics.
     #[arg(long, env = "METRICS_ADDR")]

@@ -7,10 +7,10 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     {
         // A short-lived connection to create the schema; the pool below pins the search path.
-        let bootstrap = Database::connect(ConnectOptions::new(url).max_connections(1).sqlx_logging(false).to_owned()).await?;
-        bootstrap
-            .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .await?;
+        let bootstrap =
+            Database::connect(ConnectOptions::new(url).max_connections(1).sqlx_logging(false).to_owned())
+                .await?;
+        bootstrap.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).await?;
         bootstrap.close().await?;
     }
     let mut options = ConnectOptions::new(url);

@@ -90,9 +90,10 @@ impl GrpcServer {
             .add_service(service);
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = drain_rx.await;
-        }));
+        let server =
+            tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = drain_rx.await;
+            }));
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_service_status(S::NAME, ServingStatus::Serving).await;
         tracing::info!(%local_addr, service = S::NAME, "serving");
@@ -116,7 +117,10 @@ impl GrpcServer {
                 result??;
                 tracing::info!("drain finished; stopped cleanly");
             }
-            Err(_) => tracing::warn!(grace_ms = args.drain_grace_ms, "drain grace elapsed with requests still in flight; stopping anyway"),
+            Err(_) => tracing::warn!(
+                grace_ms = args.drain_grace_ms,
+                "drain grace elapsed with requests still in flight; stopping anyway"
+            ),
         }
         Ok(())
     }
@@ -202,7 +206,8 @@ where
             };
             span.record("rpc.grpc.status_code", code as i32);
             metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
-            metrics::histogram!("grpc_server_request_duration_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+            metrics::histogram!("grpc_server_request_duration_seconds", "method" => method)
+                .record(started.elapsed().as_secs_f64());
             result
         })
     }

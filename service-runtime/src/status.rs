@@ -26,7 +26,12 @@ pub fn reason(status: &Status) -> Option<(String, HashMap<String, String>)> {
 
 /// An `INVALID_ARGUMENT` naming the offending field.
 pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
-    with_reason(Code::InvalidArgument, format!("{field}: {problem}"), "INVALID_ARGUMENT", [("field", field.to_owned())])
+    with_reason(
+        Code::InvalidArgument,
+        format!("{field}: {problem}"),
+        "INVALID_ARGUMENT",
+        [("field", field.to_owned())],
+    )
 }
 
 /// Checks a caller-chosen user id: 1-128 of `[A-Za-z0-9_.@:-]`.

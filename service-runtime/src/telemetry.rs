@@ -53,16 +53,20 @@ pub fn init(service_name: &'static str) -> TelemetryGuard {
                 None
             }
         });
-    let otel = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name))
-    });
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
     TelemetryGuard { provider }
 }
 
-fn otlp_provider(service_name: &'static str, endpoint: &str) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
+fn otlp_provider(
+    service_name: &'static str,
+    endpoint: &str,
+) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
     use opentelemetry_otlp::WithExportConfig;
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+    let exporter =
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
     let provider = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(service_name).build())
         .with_batch_exporter(exporter)
@@ -108,7 +112,9 @@ impl Extractor for HttpExtractor<'_> {
 /// Adds the current span's trace context to an outgoing gRPC request.
 pub fn inject_grpc<T>(request: &mut tonic::Request<T>) {
     let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(request.metadata_mut())));
+    global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(request.metadata_mut()))
+    });
 }
 
 /// The trace context an incoming HTTP/2 request carries, if any.
