@@ -1,5 +1,9 @@
-//! Tools around the mesh: the local stack (`stack`), the flash-sale simulator (`flashsale`),
-//! and [`testenv`], the isolated backing-service environment every integration test uses.
+//! Tools around the mesh:
+//! - [`stack`]: the local stack (backing services, the five services, HAProxy) as processes;
+//! - [`sale`]: a small flash sale through the load balancer, verified against ground truth;
+//! - [`testenv`]: the isolated backing-service environment every integration test uses.
 #![forbid(unsafe_code)]
 
+pub mod sale;
+pub mod stack;
 pub mod testenv;

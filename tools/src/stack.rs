@@ -1,0 +1,463 @@
+//! The local stack: backing services, the five services and the load balancer as processes.
+//!
+//! - [`ensure_backing_services`] makes Postgres, Redis and NATS (JetStream) answer on
+//!   loopback, installing them from Debian's packages and starting them where needed.
+//! - [`ensure_haproxy`] installs HAProxy, the L7 gRPC load balancer, if it is missing.
+//! - [`Stack::start`] starts the services and HAProxy with their logs and pid files in one
+//!   folder and waits until every health check answers SERVING; [`stop`] stops them by pid.
+//!
+//! The same code starts the real processes for the end-to-end test, on free ports and with
+//! the test's own database and prefixes.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// How long a backing service may take to answer after being started.
+const BACKING_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the services may take to report SERVING (migrations, first connections).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `stop` waits after SIGTERM before SIGKILL; longer than the services' drain grace.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The workspace root, where `cargo` runs.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Where cargo puts binaries: `$CARGO_TARGET_DIR` or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn answers(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500)).is_ok()
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn has_program(path: &str) -> bool {
+    Path::new(path).exists()
+        || Command::new("sh")
+            .args(["-c", &format!("command -v {path}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Installs Debian packages, refreshing the package lists once if the first try fails.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    eprintln!("installing {} from Debian's packages", packages.join(", "));
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    if run("apt-get", &args).is_ok() {
+        return Ok(());
+    }
+    run("apt-get", &["update", "-q"])?;
+    run("apt-get", &args)
+}
+
+fn wait_for_port(name: &str, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + BACKING_START_TIMEOUT;
+    while !answers(port) {
+        if Instant::now() > deadline {
+            bail!("{name} did not answer on 127.0.0.1:{port} within {BACKING_START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn ensure_postgres() -> anyhow::Result<()> {
+    if answers(5432) {
+        return Ok(());
+    }
+    let fresh = !has_program("pg_ctlcluster");
+    if fresh {
+        apt_install(&["postgresql"])?;
+    }
+    let versions: Vec<String> = fs::read_dir("/etc/postgresql")
+        .context("no /etc/postgresql after installing postgresql")?
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let version = versions.iter().max().context("no PostgreSQL cluster configured")?;
+    if fresh {
+        // The mesh connects as `postgres` over TCP without a password, as on the project's
+        // machines: trust loopback connections.
+        let hba = format!("/etc/postgresql/{version}/main/pg_hba.conf");
+        let existing = fs::read_to_string(&hba).unwrap_or_default();
+        fs::write(&hba, format!("host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n{existing}"))?;
+    }
+    run("pg_ctlcluster", &["--skip-systemctl-redirect", version, "main", "start"])?;
+    wait_for_port("PostgreSQL", 5432)
+}
+
+fn ensure_redis() -> anyhow::Result<()> {
+    if answers(6379) {
+        return Ok(());
+    }
+    if !has_program("redis-server") {
+        apt_install(&["redis-server"])?;
+    }
+    fs::create_dir_all("/var/lib/redis").ok();
+    fs::create_dir_all("/var/log/redis").ok();
+    run(
+        "redis-server",
+        &[
+            "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "", "--appendonly",
+            "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+        ],
+    )?;
+    wait_for_port("Redis", 6379)
+}
+
+fn ensure_nats() -> anyhow::Result<()> {
+    if answers(4222) {
+        return Ok(());
+    }
+    if !has_program("/usr/sbin/nats-server") {
+        apt_install(&["nats-server"])?;
+    }
+    fs::create_dir_all("/var/lib/nats-server").ok();
+    run(
+        "start-stop-daemon",
+        &[
+            "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server", "--", "-a", "127.0.0.1", "-p",
+            "4222", "-js", "-sd", "/var/lib/nats-server", "-l", "/var/log/nats-server.log",
+        ],
+    )?;
+    wait_for_port("NATS", 4222)
+}
+
+/// Makes PostgreSQL (5432), Redis (6379) and NATS with JetStream (4222) answer on loopback.
+pub fn ensure_backing_services() -> anyhow::Result<()> {
+    ensure_postgres().context("PostgreSQL")?;
+    ensure_redis().context("Redis")?;
+    ensure_nats().context("NATS")?;
+    Ok(())
+}
+
+/// The HAProxy binary, installed from Debian's packages if missing.
+pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from("/usr/sbin/haproxy");
+    if !path.exists() {
+        apt_install(&["haproxy"])?;
+    }
+    Ok(path)
+}
+
+/// One service of the mesh as the stack runs it.
+#[derive(Debug, Clone)]
+pub struct ServiceProcess {
+    /// Crate and binary name.
+    pub name: &'static str,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+}
+
+/// Everything the stack's processes are started with.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Logs, pid files and the rendered HAProxy config.
+    pub state_dir: PathBuf,
+    /// Where the service binaries are.
+    pub bin_dir: PathBuf,
+    pub services: Vec<ServiceProcess>,
+    pub lb_port: u16,
+    pub database_url: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub nats_url: String,
+    pub nats_prefix: String,
+    /// `id:secret` for signing admission passes, shared by admission and seat-lock.
+    pub pass_keys: String,
+    /// Seat holds' lifetime.
+    pub hold_ttl_secs: u64,
+}
+
+/// The service names, in start order.
+pub const SERVICES: [&str; 5] = ["inventory", "payment", "seat-lock", "admission", "notifier"];
+
+impl StackConfig {
+    /// The local stack on its standard ports (services 50051-50055, metrics 9101-9105, load
+    /// balancer 8080) with a fresh pass key.
+    pub fn local(state_dir: PathBuf, bin_dir: PathBuf) -> Self {
+        let ports = [("admission", 50051), ("seat-lock", 50052), ("inventory", 50053), ("payment", 50054), ("notifier", 50055)];
+        Self {
+            state_dir,
+            bin_dir,
+            services: SERVICES
+                .iter()
+                .map(|name| {
+                    let grpc_port = ports.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
+                    ServiceProcess { name, grpc_port, metrics_port: grpc_port - 50051 + 9101 }
+                })
+                .collect(),
+            lb_port: 8080,
+            database_url: "postgres://postgres@127.0.0.1:5432/ticketing".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "ticketing:".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_prefix: "ticketing".into(),
+            pass_keys: format!("k{}:{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), uuid::Uuid::new_v4().simple()),
+            hold_ttl_secs: 600,
+        }
+    }
+
+    /// A stack on free ports, for tests.
+    pub fn on_free_ports(state_dir: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
+        let mut config = Self::local(state_dir, bin_dir);
+        for service in &mut config.services {
+            service.grpc_port = free_port()?;
+            service.metrics_port = free_port()?;
+        }
+        config.lb_port = free_port()?;
+        Ok(config)
+    }
+
+    /// The gRPC port of a service.
+    pub fn port(&self, name: &str) -> u16 {
+        self.services.iter().find(|s| s.name == name).map_or(0, |s| s.grpc_port)
+    }
+
+    /// `http://127.0.0.1:<port>` of the load balancer.
+    pub fn lb_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.lb_port)
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(name))
+    }
+
+    fn env_of(&self, service: &ServiceProcess) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port)),
+            ("METRICS_ADDR", format!("127.0.0.1:{}", service.metrics_port)),
+            ("NATS_URL", self.nats_url.clone()),
+            ("NATS_PREFIX", self.nats_prefix.clone()),
+            ("DRAIN_GRACE_MS", "5000".into()),
+        ];
+        match service.name {
+            "inventory" | "notifier" => env.push(("DATABASE_URL", self.database_url.clone())),
+            "payment" => {
+                env.push(("DATABASE_URL", self.database_url.clone()));
+                env.push(("SEAT_LOCK_URL", self.url("seat-lock")));
+            }
+            "seat-lock" | "admission" => {
+                env.push(("REDIS_URL", self.redis_url.clone()));
+                env.push(("REDIS_PREFIX", self.redis_prefix.clone()));
+                env.push(("INVENTORY_URL", self.url("inventory")));
+                env.push(("PASS_KEYS", self.pass_keys.clone()));
+                if service.name == "seat-lock" {
+                    env.push(("PAYMENT_URL", self.url("payment")));
+                    env.push(("HOLD_TTL_SECS", self.hold_ttl_secs.to_string()));
+                }
+            }
+            _ => {}
+        }
+        env
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A started stack. Dropping it leaves the processes running; call [`Stack::stop`].
+pub struct Stack {
+    pub config: StackConfig,
+}
+
+impl Stack {
+    /// Starts the five services and HAProxy, then waits until all report SERVING.
+    pub async fn start(config: StackConfig) -> anyhow::Result<Self> {
+        let logs = config.state_dir.join("logs");
+        let pids = config.state_dir.join("pids");
+        fs::create_dir_all(&logs)?;
+        fs::create_dir_all(&pids)?;
+        let haproxy = ensure_haproxy()?;
+        for service in &config.services {
+            let binary = config.bin_dir.join(service.name);
+            if !binary.exists() {
+                bail!("{} is missing: build the services first (`cargo build --bins`)", binary.display());
+            }
+            let log = fs::File::create(logs.join(format!("{}.log", service.name)))?;
+            let mut command = Command::new(&binary);
+            command.envs(config.env_of(service)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+            let child = spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
+            fs::write(pids.join(format!("{}.pid", service.name)), child.to_string())?;
+        }
+        let cfg = config.state_dir.join("haproxy.cfg");
+        fs::copy(workspace_root().join("tools/haproxy/haproxy.cfg"), &cfg)?;
+        let log = fs::File::create(logs.join("haproxy.log"))?;
+        let mut command = Command::new(haproxy);
+        command
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .env("LB_ADDR", format!("127.0.0.1:{}", config.lb_port))
+            .envs(config.services.iter().map(|s| {
+                (format!("{}_ADDR", s.name.replace('-', "_").to_uppercase()), format!("127.0.0.1:{}", s.grpc_port))
+            }))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = spawn_detached(&mut command).context("cannot start haproxy")?;
+        fs::write(pids.join("haproxy.pid"), child.to_string())?;
+
+        let stack = Self { config };
+        stack.wait_healthy().await?;
+        Ok(stack)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + HEALTH_TIMEOUT;
+        let mut targets: Vec<(String, u16)> =
+            self.config.services.iter().map(|s| (s.name.to_owned(), s.grpc_port)).collect();
+        targets.push(("load balancer".into(), self.config.lb_port));
+        for (name, port) in targets {
+            loop {
+                match health(port).await {
+                    Ok(true) => break,
+                    _ if Instant::now() > deadline => {
+                        bail!(
+                            "{name} is not SERVING on port {port} after {HEALTH_TIMEOUT:?}; see {}",
+                            self.config.state_dir.join("logs").display()
+                        )
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every process of the stack.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        stop(&self.config.state_dir)
+    }
+}
+
+/// Starts `command` in its own process group, so a Ctrl-C at the terminal that ran
+/// `stack up` does not reach the stack, and returns its pid.
+fn spawn_detached(command: &mut Command) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    Ok(command.process_group(0).spawn()?.id())
+}
+
+/// Asks `grpc.health.v1.Health/Check` on `127.0.0.1:port` whether the server is SERVING.
+pub async fn health(port: u16) -> anyhow::Result<bool> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
+    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
+}
+
+/// The pid files under `state_dir`, as (name, pid).
+pub fn pid_files(state_dir: &Path) -> Vec<(String, u32)> {
+    let Ok(entries) = fs::read_dir(state_dir.join("pids")) else { return Vec::new() };
+    let mut pids: Vec<(String, u32)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.path().file_stem()?.to_string_lossy().into_owned();
+            let pid = fs::read_to_string(entry.path()).ok()?.trim().parse().ok()?;
+            Some((name, pid))
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// SIGTERM to every process with a pid file under `state_dir`, SIGKILL to those still
+/// running after [`STOP_TIMEOUT`]; removes the pid files.
+pub fn stop(state_dir: &Path) -> anyhow::Result<()> {
+    let pids = pid_files(state_dir);
+    for (_, pid) in &pids {
+        if alive(*pid) {
+            signal(*pid, "TERM");
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for (name, pid) in &pids {
+        while alive(*pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if alive(*pid) {
+            eprintln!("{name} (pid {pid}) did not stop within {STOP_TIMEOUT:?}; killing it");
+            signal(*pid, "KILL");
+        }
+        let _ = fs::remove_file(state_dir.join("pids").join(format!("{name}.pid")));
+    }
+    Ok(())
+}
+
+/// Whether each process with a pid file is running, as (name, pid, running).
+pub fn status(state_dir: &Path) -> Vec<(String, u32, bool)> {
+    pid_files(state_dir).into_iter().map(|(name, pid)| (name, pid, alive(pid))).collect()
+}
+
+/// Gives the local stack a clean slate: a fresh `ticketing` database, no JetStream stream
+/// and no Redis keys of the local prefix, so a run never depends on an earlier one.
+pub async fn reset_local_state(config: &StackConfig) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database};
+    let (server, database) = config.database_url.rsplit_once('/').context("DATABASE_URL has no database name")?;
+    let admin = Database::connect(format!("{server}/postgres")).await?;
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {database}")).await?;
+    admin.close().await?;
+
+    let nats = async_nats::connect(&config.nats_url).await?;
+    let _ = async_nats::jetstream::new(nats).delete_stream(format!("{}_events", config.nats_prefix)).await;
+
+    use fred::prelude::*;
+    let redis = Client::new(fred::types::config::Config::from_url(&config.redis_url)?, None, None, None);
+    redis.init().await?;
+    if config.redis_prefix.is_empty() {
+        bail!("refusing to delete every Redis key: the local stack needs a Redis prefix");
+    }
+    let pattern = format!("{}*", config.redis_prefix);
+    let mut cursor = "0".to_owned();
+    loop {
+        let (next, keys): (String, Vec<String>) =
+            redis.custom(fred::cmd!("SCAN"), vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "1000".into()]).await?;
+        if !keys.is_empty() {
+            let _: i64 = redis.del(keys).await?;
+        }
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    redis.quit().await?;
+    Ok(())
+}
