@@ -11,8 +11,8 @@ pub struct ServerArgs {
     /// Address of the gRPC listener; port 0 picks a free port.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
-    /// Address of the Prometheus `/metrics` listener; unset to serve no metrics.
-    #[arg(long, env = "METRICS_ADDR")]
+    /// Address of the Prometheus `/metrics` listener.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: Option<SocketAddr>,
     /// Longest a unary RPC may run before it is cancelled, in milliseconds.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
