@@ -1,0 +1,56 @@
+//! Flags and environment of the inventory service.
+
+use service_runtime::config::{ServerArgs, validate_prefix};
+
+/// Everything the inventory service needs to start, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "inventory", about = "Catalogue and live seat map of the ticketing mesh")]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Postgres holding the catalogue (schema `inventory`).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    /// Connections in the Postgres pool; the hot path is served from memory, so few suffice.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+    /// NATS server carrying the JetStream event stream.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Subject prefix of the mesh's events; the stream is `<prefix>_events`.
+    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
+    pub nats_prefix: String,
+    /// Longest `App::build` waits for the seat map to catch up with the event stream, in ms.
+    #[arg(long, env = "CATCH_UP_TIMEOUT_MS", default_value_t = 30_000)]
+    pub catch_up_timeout_ms: u64,
+}
+
+impl Config {
+    /// A configuration for tests: loopback server on a free port and the given backing services.
+    pub fn for_tests(database_url: &str, nats_url: &str, nats_prefix: &str) -> Self {
+        Self {
+            server: ServerArgs::loopback(),
+            database_url: database_url.to_owned(),
+            database_max_connections: 4,
+            nats_url: nats_url.to_owned(),
+            nats_prefix: nats_prefix.to_owned(),
+            catch_up_timeout_ms: 30_000,
+        }
+    }
+
+    /// Refuses a configuration the service could not work with, before anything is bound.
+    pub fn validate(&self) -> Result<(), String> {
+        self.server.validate()?;
+        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if self.database_url.is_empty() {
+            return Err("DATABASE_URL is required".into());
+        }
+        if self.nats_url.is_empty() {
+            return Err("NATS_URL is required".into());
+        }
+        if !(1..=256).contains(&self.database_max_connections) {
+            return Err("DATABASE_MAX_CONNECTIONS must be 1-256".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! The one error type of the service and its mapping to gRPC statuses.
+
+use service_runtime::status::{invalid, with_reason};
+use tonic::{Code, Status};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; `field` names the offending request field.
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+    /// The venue id is well-formed but no venue has it.
+    #[error("venue {0} not found")]
+    VenueNotFound(String),
+    /// The event id is well-formed but no event has it.
+    #[error("event {0} not found")]
+    EventNotFound(String),
+    /// The event has no zone with this id.
+    #[error("event {event_id} has no zone {zone_id}")]
+    ZoneNotFound { event_id: String, zone_id: String },
+    /// Too many `WatchSeatMap` streams are open on this replica.
+    #[error("too many seat map watchers")]
+    TooManyWatchers,
+    /// Postgres failed.
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// A stored row could not be read back (a bug or a manual edit).
+    #[error("corrupt stored row: {0}")]
+    CorruptRow(String),
+}
+
+impl Error {
+    /// An INVALID_ARGUMENT naming `field`.
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), problem: problem.into() }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid { field, problem } => invalid(&field, problem),
+            Error::VenueNotFound(id) => with_reason(
+                Code::NotFound,
+                format!("venue_id: venue {id} not found"),
+                "VENUE_NOT_FOUND",
+                [("venue_id", id)],
+            ),
+            Error::EventNotFound(id) => with_reason(
+                Code::NotFound,
+                format!("event_id: event {id} not found"),
+                "EVENT_NOT_FOUND",
+                [("event_id", id)],
+            ),
+            Error::ZoneNotFound { event_id, zone_id } => with_reason(
+                Code::NotFound,
+                format!("zone_id: event {event_id} has no zone {zone_id:?}"),
+                "ZONE_NOT_FOUND",
+                [("event_id", event_id), ("zone_id", zone_id)],
+            ),
+            Error::TooManyWatchers => with_reason(
+                Code::ResourceExhausted,
+                "too many seat map watchers on this replica; retry later",
+                "TOO_MANY_WATCHERS",
+                [],
+            ),
+            Error::Database(error) => {
+                tracing::error!(error = %format!("{error:#}"), "database error");
+                Status::unavailable("catalogue database unavailable")
+            }
+            Error::CorruptRow(problem) => {
+                tracing::error!(%problem, "corrupt stored row");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        // `service_runtime::status` checks answer a Status naming the field; keep its message.
+        let field = service_runtime::status::reason(&status)
+            .and_then(|(_, metadata)| metadata.get("field").cloned())
+            .unwrap_or_default();
+        let problem = status.message().strip_prefix(&format!("{field}: ")).unwrap_or(status.message());
+        Self::Invalid { field: field.clone(), problem: problem.to_owned() }
+    }
+}

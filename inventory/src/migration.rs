@@ -1,0 +1,66 @@
+//! The `inventory` schema: venues, their zones, and events on them.
+
+use sea_orm_migration::prelude::*;
+
+/// Runs the catalogue migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateCatalogue)]
+    }
+}
+
+/// Venues, zones (row labels and accessible seats as jsonb arrays) and events.
+#[derive(DeriveMigrationName)]
+struct CreateCatalogue;
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateCatalogue {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                r#"
+CREATE TABLE venues (
+    venue_id       uuid PRIMARY KEY,
+    name           text NOT NULL,
+    total_capacity integer NOT NULL CHECK (total_capacity > 0),
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE zones (
+    venue_id            uuid NOT NULL REFERENCES venues (venue_id) ON DELETE CASCADE,
+    zone_id             text NOT NULL,
+    position            integer NOT NULL,
+    name                text NOT NULL,
+    kind                smallint NOT NULL,
+    price_cents         bigint NOT NULL CHECK (price_cents >= 0),
+    row_labels          jsonb NOT NULL DEFAULT '[]',
+    seats_per_row       integer NOT NULL DEFAULT 0,
+    capacity            integer NOT NULL CHECK (capacity > 0),
+    accessible_seat_ids jsonb NOT NULL DEFAULT '[]',
+    PRIMARY KEY (venue_id, zone_id),
+    UNIQUE (venue_id, position)
+);
+CREATE TABLE events (
+    event_id             uuid PRIMARY KEY,
+    venue_id             uuid NOT NULL REFERENCES venues (venue_id),
+    name                 text NOT NULL,
+    starts_at            timestamptz NOT NULL,
+    sale_opens_at        timestamptz NOT NULL,
+    max_tickets_per_user integer NOT NULL,
+    currency             text NOT NULL,
+    admission_capacity   integer NOT NULL,
+    admission_tick_ms    integer NOT NULL,
+    pass_ttl_seconds     integer NOT NULL,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    CHECK (sale_opens_at <= starts_at)
+);
+CREATE INDEX events_by_sale_opening ON events (sale_opens_at, event_id);
+"#,
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,400 @@
+//! The live seat map of one event: per zone a packed state array (seated) or counters
+//! (general admission), changed by applying seat events in stream order.
+//!
+//! Applying is idempotent and order-aware: a release frees a seat only if the releasing hold
+//! still holds it, and a sold seat never changes again, so replaying the stream from the
+//! start on every boot always rebuilds the same map.
+
+use std::collections::HashMap;
+
+use ticketing_proto::v1::{
+    Event, GetSeatMapResponse, SeatChange, SeatState, Zone, ZoneAvailability, ZoneKind, ZoneSeatMap,
+};
+
+use crate::catalogue::parse_seat_id;
+
+/// A seat event, as the stream carries it, reduced to what the map needs.
+#[derive(Debug, Clone, Copy)]
+pub enum SeatEvent<'a> {
+    /// Seat-lock granted `hold_id` these seats (or `quantity` places of a GA zone).
+    Held { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String], quantity: u32 },
+    /// The hold ended without a sale (released or expired).
+    Released { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String] },
+    /// The hold was paid for: its seats are sold for good.
+    Confirmed { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String], quantity: u32 },
+}
+
+/// What one applied event changed, for watchers.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// The map's version after the event.
+    pub version: u64,
+    /// Seats whose state changed (seated zones only).
+    pub seats: Vec<SeatChange>,
+    /// Zones whose counts changed (seated or GA).
+    pub zones: Vec<String>,
+}
+
+/// States of a seated zone, two bits per seat, exactly as `ZoneSeatMap.seat_states` wants.
+struct SeatedSeats {
+    rows: HashMap<String, u32>,
+    seats_per_row: u32,
+    packed: Vec<u8>,
+    /// The hold that holds each held seat, by seat index.
+    held_by: HashMap<u32, String>,
+}
+
+impl SeatedSeats {
+    fn get(&self, index: u32) -> u8 {
+        (self.packed[(index / 4) as usize] >> ((index % 4) * 2)) & 0b11
+    }
+
+    fn set(&mut self, index: u32, state: SeatState) {
+        let byte = &mut self.packed[(index / 4) as usize];
+        let shift = (index % 4) * 2;
+        *byte = (*byte & !(0b11 << shift)) | ((state as u8) << shift);
+    }
+
+    fn index(&self, zone_id: &str, seat_id: &str) -> Option<u32> {
+        let (zone, row, number) = parse_seat_id(seat_id)?;
+        if zone != zone_id || number == 0 || number > self.seats_per_row {
+            return None;
+        }
+        Some(self.rows.get(row)? * self.seats_per_row + (number - 1))
+    }
+}
+
+/// Places of a general-admission zone, by hold.
+#[derive(Default)]
+struct GaPlaces {
+    held: HashMap<String, u32>,
+    sold: HashMap<String, u32>,
+}
+
+enum Places {
+    Seated(SeatedSeats),
+    General(GaPlaces),
+}
+
+struct ZoneState {
+    zone: Zone,
+    places: Places,
+    held: u32,
+    sold: u32,
+}
+
+impl ZoneState {
+    fn free(&self) -> u32 {
+        self.zone.capacity.saturating_sub(self.held + self.sold)
+    }
+
+    fn availability(&self) -> ZoneAvailability {
+        ZoneAvailability {
+            zone_id: self.zone.zone_id.clone(),
+            kind: self.zone.kind,
+            price_cents: self.zone.price_cents,
+            capacity: self.zone.capacity,
+            free: self.free(),
+            held: self.held,
+            sold: self.sold,
+        }
+    }
+
+    fn seat_map(&self) -> ZoneSeatMap {
+        ZoneSeatMap {
+            zone_id: self.zone.zone_id.clone(),
+            kind: self.zone.kind,
+            row_labels: self.zone.row_labels.clone(),
+            seats_per_row: self.zone.seats_per_row,
+            seat_states: match &self.places {
+                Places::Seated(seats) => seats.packed.clone(),
+                Places::General(_) => Vec::new(),
+            },
+            capacity: self.zone.capacity,
+            free: self.free(),
+            held: self.held,
+            sold: self.sold,
+        }
+    }
+}
+
+/// The seat map of one event.
+pub struct SeatMap {
+    event_id: String,
+    zones: Vec<ZoneState>,
+    by_id: HashMap<String, usize>,
+    version: u64,
+}
+
+impl SeatMap {
+    /// An all-free map of `event`'s zones.
+    pub fn new(event: &Event) -> Self {
+        let zones: Vec<ZoneState> = event
+            .zones
+            .iter()
+            .map(|zone| {
+                let places = if zone.kind == ZoneKind::GeneralAdmission as i32 {
+                    Places::General(GaPlaces::default())
+                } else {
+                    Places::Seated(SeatedSeats {
+                        rows: zone
+                            .row_labels
+                            .iter()
+                            .enumerate()
+                            .map(|(i, l)| (l.clone(), i as u32))
+                            .collect(),
+                        seats_per_row: zone.seats_per_row,
+                        packed: vec![0; zone.capacity.div_ceil(4) as usize],
+                        held_by: HashMap::new(),
+                    })
+                };
+                ZoneState { zone: zone.clone(), places, held: 0, sold: 0 }
+            })
+            .collect();
+        let by_id = zones.iter().enumerate().map(|(i, z)| (z.zone.zone_id.clone(), i)).collect();
+        Self { event_id: event.event_id.clone(), zones, by_id, version: 0 }
+    }
+
+    /// Count of seat events applied.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether the event has zone `zone_id`.
+    pub fn has_zone(&self, zone_id: &str) -> bool {
+        self.by_id.contains_key(zone_id)
+    }
+
+    /// The map of every zone, or of `zone_id` only (`None` if the event has no such zone).
+    pub fn snapshot(&self, zone_id: Option<&str>) -> Option<GetSeatMapResponse> {
+        let zones = match zone_id {
+            None => self.zones.iter().map(ZoneState::seat_map).collect(),
+            Some(id) => vec![self.zones[*self.by_id.get(id)?].seat_map()],
+        };
+        Some(GetSeatMapResponse { event_id: self.event_id.clone(), zones, version: self.version })
+    }
+
+    /// Per-zone counts, of every zone or of `zone_id` only.
+    pub fn availability(&self, zone_id: Option<&str>) -> Vec<ZoneAvailability> {
+        self.zones
+            .iter()
+            .filter(|z| zone_id.is_none_or(|id| z.zone.zone_id == id))
+            .map(ZoneState::availability)
+            .collect()
+    }
+
+    /// Applies one seat event and answers what changed. Unknown zones and seats are logged
+    /// and skipped; the event still counts towards the version.
+    pub fn apply(&mut self, event: SeatEvent<'_>) -> Changes {
+        self.version += 1;
+        let mut changes = Changes { version: self.version, ..Changes::default() };
+        let (zone_id, seat_ids) = match event {
+            SeatEvent::Held { zone_id, seat_ids, .. }
+            | SeatEvent::Released { zone_id, seat_ids, .. }
+            | SeatEvent::Confirmed { zone_id, seat_ids, .. } => (zone_id, seat_ids),
+        };
+        // Seated events name their zone in every seat id; trust those when the field is empty.
+        let zone_id = match (zone_id.is_empty(), seat_ids.first().and_then(|s| parse_seat_id(s))) {
+            (true, Some((zone, _, _))) => zone,
+            _ => zone_id,
+        };
+        let Some(&zone_index) = self.by_id.get(zone_id) else {
+            tracing::warn!(event_id = %self.event_id, zone_id, "seat event for an unknown zone; skipped");
+            return changes;
+        };
+        let zone = &mut self.zones[zone_index];
+        let changed = match &mut zone.places {
+            Places::Seated(seats) => apply_seated(
+                &self.event_id,
+                zone_id,
+                seats,
+                &mut zone.held,
+                &mut zone.sold,
+                event,
+                &mut changes.seats,
+            ),
+            Places::General(places) => {
+                let free = zone.zone.capacity.saturating_sub(zone.held + zone.sold);
+                apply_general(places, &mut zone.held, &mut zone.sold, free, event)
+            }
+        };
+        if changed {
+            changes.zones.push(zone_id.to_owned());
+        }
+        changes
+    }
+}
+
+fn apply_seated(
+    event_id: &str,
+    zone_id: &str,
+    seats: &mut SeatedSeats,
+    held: &mut u32,
+    sold: &mut u32,
+    event: SeatEvent<'_>,
+    out: &mut Vec<SeatChange>,
+) -> bool {
+    let (hold_id, seat_ids) = match event {
+        SeatEvent::Held { hold_id, seat_ids, .. }
+        | SeatEvent::Released { hold_id, seat_ids, .. }
+        | SeatEvent::Confirmed { hold_id, seat_ids, .. } => (hold_id, seat_ids),
+    };
+    let before = out.len();
+    for seat_id in seat_ids {
+        let Some(index) = seats.index(zone_id, seat_id) else {
+            tracing::warn!(event_id, zone_id, seat_id, "unknown seat id in a seat event; skipped");
+            continue;
+        };
+        let state = seats.get(index);
+        let next = match event {
+            SeatEvent::Held { .. } if state == SeatState::Free as u8 => {
+                *held += 1;
+                seats.held_by.insert(index, hold_id.to_owned());
+                Some(SeatState::Held)
+            }
+            SeatEvent::Held { .. } if state == SeatState::Held as u8 => {
+                // Seat-lock is the gatekeeper: a newer hold means the older one ended, even if
+                // its release was never published. Same state, new owner.
+                if seats.held_by.get(&index).is_some_and(|owner| owner != hold_id) {
+                    tracing::warn!(event_id, seat_id, hold_id, "seat held again by another hold");
+                    seats.held_by.insert(index, hold_id.to_owned());
+                }
+                None
+            }
+            SeatEvent::Released { .. }
+                if state == SeatState::Held as u8
+                    && seats.held_by.get(&index).is_some_and(|owner| owner == hold_id) =>
+            {
+                *held -= 1;
+                seats.held_by.remove(&index);
+                Some(SeatState::Free)
+            }
+            SeatEvent::Confirmed { .. } if state != SeatState::Sold as u8 => {
+                if state == SeatState::Held as u8 {
+                    *held -= 1;
+                    seats.held_by.remove(&index);
+                }
+                *sold += 1;
+                Some(SeatState::Sold)
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            seats.set(index, next);
+            out.push(SeatChange {
+                zone_id: zone_id.to_owned(),
+                seat_id: seat_id.clone(),
+                state: next as i32,
+            });
+        }
+    }
+    out.len() > before
+}
+
+fn apply_general(
+    places: &mut GaPlaces,
+    held: &mut u32,
+    sold: &mut u32,
+    free: u32,
+    event: SeatEvent<'_>,
+) -> bool {
+    match event {
+        SeatEvent::Held { hold_id, quantity, .. } => {
+            if quantity == 0 || places.held.contains_key(hold_id) || places.sold.contains_key(hold_id) {
+                return false;
+            }
+            // Never count more places than the zone has, whatever the stream says.
+            let quantity = quantity.min(free);
+            places.held.insert(hold_id.to_owned(), quantity);
+            *held += quantity;
+            quantity > 0
+        }
+        SeatEvent::Released { hold_id, .. } => match places.held.remove(hold_id) {
+            Some(quantity) => {
+                *held -= quantity;
+                quantity > 0
+            }
+            None => false,
+        },
+        SeatEvent::Confirmed { hold_id, quantity, .. } => {
+            if places.sold.contains_key(hold_id) {
+                return false;
+            }
+            let was_held = places.held.remove(hold_id).unwrap_or(0);
+            *held -= was_held;
+            let quantity = if quantity == 0 { was_held } else { quantity };
+            let quantity = quantity.min(free + was_held);
+            places.sold.insert(hold_id.to_owned(), quantity);
+            *sold += quantity;
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            event_id: "e".into(),
+            zones: vec![
+                Zone {
+                    zone_id: "A".into(),
+                    kind: ZoneKind::Seated as i32,
+                    row_labels: vec!["1".into(), "2".into()],
+                    seats_per_row: 3,
+                    capacity: 6,
+                    ..Zone::default()
+                },
+                Zone {
+                    zone_id: "GA".into(),
+                    kind: ZoneKind::GeneralAdmission as i32,
+                    capacity: 10,
+                    ..Zone::default()
+                },
+            ],
+            ..Event::default()
+        }
+    }
+
+    fn states(map: &SeatMap) -> Vec<u8> {
+        map.snapshot(Some("A")).map(|s| s.zones[0].seat_states.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn release_frees_only_seats_of_the_same_hold_and_sold_is_terminal() {
+        let mut map = SeatMap::new(&event());
+        let seats = vec!["A-1-1".to_owned(), "A-2-3".to_owned(), "A-9-1".to_owned()];
+        let changes =
+            map.apply(SeatEvent::Held { hold_id: "h1", zone_id: "A", seat_ids: &seats, quantity: 2 });
+        assert_eq!(changes.seats.len(), 2);
+        // Seat 0 held (bits 0-1), seat 5 held (byte 1, bits 2-3).
+        assert_eq!(states(&map), vec![0b01, 0b0100]);
+        map.apply(SeatEvent::Released { hold_id: "h2", zone_id: "A", seat_ids: &seats });
+        assert_eq!(states(&map), vec![0b01, 0b0100]);
+        map.apply(SeatEvent::Confirmed { hold_id: "h1", zone_id: "A", seat_ids: &seats[..1], quantity: 1 });
+        map.apply(SeatEvent::Released { hold_id: "h1", zone_id: "A", seat_ids: &seats });
+        assert_eq!(states(&map), vec![0b10, 0]);
+        let a = &map.availability(Some("A"))[0];
+        assert_eq!((a.free, a.held, a.sold), (5, 0, 1));
+        assert_eq!(map.version(), 4);
+    }
+
+    #[test]
+    fn general_admission_counts_by_hold_and_ignores_repeats() {
+        let mut map = SeatMap::new(&event());
+        let none: Vec<String> = Vec::new();
+        let held = |h| SeatEvent::Held { hold_id: h, zone_id: "GA", seat_ids: &none, quantity: 4 };
+        map.apply(held("h1"));
+        map.apply(held("h1"));
+        map.apply(held("h2"));
+        map.apply(SeatEvent::Released { hold_id: "h1", zone_id: "GA", seat_ids: &none });
+        map.apply(SeatEvent::Released { hold_id: "h1", zone_id: "GA", seat_ids: &none });
+        map.apply(SeatEvent::Confirmed { hold_id: "h2", zone_id: "GA", seat_ids: &none, quantity: 4 });
+        map.apply(SeatEvent::Confirmed { hold_id: "h2", zone_id: "GA", seat_ids: &none, quantity: 4 });
+        map.apply(SeatEvent::Confirmed { hold_id: "h3", zone_id: "GA", seat_ids: &none, quantity: 9 });
+        let ga = &map.availability(Some("GA"))[0];
+        assert_eq!((ga.free, ga.held, ga.sold), (0, 0, 10));
+    }
+}
