@@ -1,1 +1,31 @@
-//! stub
+//! The payment service: idempotent checkout that never takes money twice and never loses a
+//! paid booking.
+//!
+//! Parts:
+//! - [`service`]: the gRPC `PaymentService` — validation, `Pay`, and the owner-only reads
+//!   (`GetPayment`, `GetBooking`, `ListBookings`) plus `ListSoldSeats` for seat-lock.
+//! - [`checkout`]: the `Pay` flow. A request claims its idempotency key (`in_flight`), asks
+//!   seat-lock to move the hold into checkout, writes a `processing` payment, charges the
+//!   provider (idempotent on the payment id), asks seat-lock to confirm the hold, and commits
+//!   booking, seats, `seat_guard` rows, the confirmed payment, an outbox event and the stored
+//!   answer in one Postgres transaction. A lost hold or a seat-guard conflict refunds the
+//!   charge; anything unexpected after the charge leaves the payment `processing` for the
+//!   recovery pass, which settles it from the provider's ledger.
+//! - [`gateway`]: the `PaymentGateway` trait and the sandbox provider with its own ledger.
+//! - [`relay`]: the outbox relay, publishing events to JetStream with the outbox message id
+//!   as `Nats-Msg-Id`, then deleting them.
+//! - [`store`]: rows, their protobuf form, and read queries; [`migration`]: the schema.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod checkout;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod migration;
+pub mod relay;
+pub mod service;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

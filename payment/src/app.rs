@@ -1,0 +1,91 @@
+//! Wiring: connections, migrations, the gRPC server and the background loops.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sea_orm_migration::MigratorTrait;
+use service_runtime::{CancellationToken, GrpcServer, bus::EventBus};
+use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
+use tokio::sync::Notify;
+
+use crate::{
+    checkout::Checkout, config::Config, gateway::SandboxGateway, migration::Migrator, relay::OutboxRelay,
+    service::PaymentApi,
+};
+
+/// Longest a call to seat-lock may take; BeginCheckout and ConfirmHold are single Redis scripts.
+const SEAT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The payment service, bound and ready to serve.
+pub struct App {
+    server: GrpcServer,
+    api: PaymentApi,
+    checkout: Arc<Checkout>,
+    relay: OutboxRelay,
+    recovery_after: Duration,
+}
+
+impl App {
+    /// Connects to backing services, runs migrations, binds (port 0 allowed). Nothing is served yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = service_runtime::db::connect(&config.database_url, "payment", config.db_max_connections)
+            .await
+            .context("cannot connect to Postgres")?;
+        Migrator::up(&db, None).await.context("cannot migrate schema payment")?;
+        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
+            .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
+        let outbox_ready = Arc::new(Notify::new());
+        let gateway = Arc::new(SandboxGateway::new(db.clone()));
+        let checkout = Arc::new(Checkout::new(db.clone(), gateway, seat_lock, Arc::clone(&outbox_ready)));
+        let api = PaymentApi::new(db.clone(), Arc::clone(&checkout));
+        let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
+        let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
+        Ok(Self {
+            server,
+            api,
+            checkout,
+            relay,
+            recovery_after: Duration::from_secs(config.recovery_after_secs),
+        })
+    }
+
+    /// The bound gRPC port.
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    /// Settles payments stuck in `processing` for longer than `older_than` (see
+    /// [`Checkout::recover_stuck_payments`]); also runs at startup and every minute.
+    pub async fn recover_stuck_payments(&self, older_than: Duration) -> anyhow::Result<usize> {
+        Ok(self.checkout.recover_stuck_payments(older_than).await?)
+    }
+
+    /// Serves until `shutdown` resolves; the relay and recovery loops stop on `server.stopping()`.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let stopping = self.server.stopping();
+        let relay = tokio::spawn(self.relay.run(stopping.clone()));
+        let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping));
+        let served = self.server.serve(PaymentServiceServer::new(self.api), shutdown).await;
+        let _ = relay.await;
+        let _ = recovery.await;
+        served
+    }
+}
+
+/// How often the recovery pass looks for stuck payments.
+const RECOVERY_PERIOD: Duration = Duration::from_secs(60);
+
+async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: CancellationToken) {
+    loop {
+        match checkout.recover_stuck_payments(older_than).await {
+            Ok(0) => {}
+            Ok(settled) => tracing::warn!(settled, "recovery settled stuck payments"),
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "recovery pass failed"),
+        }
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            () = tokio::time::sleep(RECOVERY_PERIOD) => {}
+        }
+    }
+}

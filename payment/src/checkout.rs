@@ -1,0 +1,679 @@
+//! `Pay`: idempotency, seat-lock checkout, the charge, and the one transaction that books.
+//!
+//! The order is what keeps money safe:
+//! 1. the idempotency key is claimed (`in_flight`) in its own statement, so concurrent
+//!    replays see it and never reach the provider;
+//! 2. seat-lock moves the hold into checkout, or refuses before any money moves;
+//! 3. a `processing` payment row is written, then the provider is charged with the payment id
+//!    as its idempotency key;
+//! 4. seat-lock confirms the hold; if it was lost, the charge is refunded;
+//! 5. booking, seats, seat guard, payment, outbox and the stored answer commit together.
+//!
+//! Every settlement updates the payment only `WHERE status = 'processing'`, and the recovery
+//! pass locks the row before refunding, so the request and recovery never both settle it.
+//! Anything unexpected after the charge leaves the payment `processing` for recovery.
+
+use std::{sync::Arc, time::Duration};
+
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use service_runtime::bus::{envelope, kind};
+use sha2::{Digest, Sha256};
+use ticketing_proto::{
+    events::{self, event_envelope::Body},
+    v1::{self, seat_lock_service_client::SeatLockServiceClient},
+};
+use tokio::sync::Notify;
+use tonic::{Code, Status, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    error::Error,
+    gateway::{ChargeOutcome, PaymentGateway},
+    store::{BookingRecord, PAYMENT_COLUMNS, PaymentRecord, PaymentStatus, sql},
+};
+
+/// Attempts at ConfirmHold when seat-lock is briefly unreachable; the money is already taken,
+/// so a short retry beats leaving the payment to recovery.
+const CONFIRM_ATTEMPTS: u32 = 4;
+/// Pause before the first ConfirmHold retry; doubles each time.
+const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Stuck payments settled per recovery query, so one pass stays short.
+const RECOVERY_BATCH: i64 = 100;
+/// Claims of a key retried when its row vanished between our insert and our read (a failed
+/// first attempt deleted it).
+const CLAIM_ATTEMPTS: u32 = 3;
+
+/// Told to the user when the hold was lost while the provider was charging.
+pub const HOLD_LOST_REASON: &str = "hold expired before payment completed";
+
+/// A validated `Pay` request.
+#[derive(Debug, Clone)]
+pub struct PayCommand {
+    pub idempotency_key: String,
+    pub event_id: Uuid,
+    pub hold_id: Uuid,
+    pub user_id: String,
+    pub payment_method: String,
+}
+
+impl PayCommand {
+    /// SHA-256 over the canonical request: every field, length-prefixed, ids in canonical form.
+    pub fn request_hash(&self) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        for field in [
+            "pay.v1",
+            &self.idempotency_key,
+            &self.event_id.to_string(),
+            &self.hold_id.to_string(),
+            &self.user_id,
+            &self.payment_method,
+        ] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field.as_bytes());
+        }
+        hasher.finalize().to_vec()
+    }
+}
+
+/// What claiming an idempotency key found.
+enum Claim {
+    /// The key is ours; go on.
+    Fresh,
+    /// The key was finished before: its answer.
+    Replay(Box<v1::PayResponse>),
+}
+
+/// How seat-lock answered.
+enum SeatLockAnswer {
+    Hold(v1::Hold),
+    /// A definitive no for this hold.
+    Refused(Status),
+    /// Seat-lock is down or overloaded; nothing is decided.
+    Unavailable(Status),
+}
+
+fn classify(result: Result<tonic::Response<v1::Hold>, Status>) -> SeatLockAnswer {
+    match result {
+        Ok(response) => SeatLockAnswer::Hold(response.into_inner()),
+        Err(status) => match status.code() {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::OutOfRange => SeatLockAnswer::Refused(status),
+            _ => SeatLockAnswer::Unavailable(status),
+        },
+    }
+}
+
+/// Runs payments. Shared by the gRPC handlers and the recovery loop.
+pub struct Checkout {
+    db: DatabaseConnection,
+    gateway: Arc<dyn PaymentGateway>,
+    seat_lock: SeatLockServiceClient<Channel>,
+    outbox_ready: Arc<Notify>,
+}
+
+impl Checkout {
+    /// A checkout that wakes the relay through `outbox_ready` after every commit.
+    pub fn new(
+        db: DatabaseConnection,
+        gateway: Arc<dyn PaymentGateway>,
+        seat_lock: Channel,
+        outbox_ready: Arc<Notify>,
+    ) -> Self {
+        Self { db, gateway, seat_lock: SeatLockServiceClient::new(seat_lock), outbox_ready }
+    }
+
+    /// Pays for a hold, once per idempotency key. See the module docs for the steps.
+    pub async fn pay(&self, command: PayCommand) -> Result<v1::PayResponse, Error> {
+        let hash = command.request_hash();
+        if let Claim::Replay(response) = self.claim(&command.idempotency_key, &hash).await? {
+            return Ok(*response);
+        }
+
+        let checkout = self
+            .seat_lock
+            .clone()
+            .begin_checkout(traced(v1::BeginCheckoutRequest {
+                event_id: command.event_id.to_string(),
+                hold_id: command.hold_id.to_string(),
+                user_id: command.user_id.clone(),
+            }))
+            .await;
+        let hold = match classify(checkout) {
+            SeatLockAnswer::Hold(hold) => hold,
+            SeatLockAnswer::Refused(status) => {
+                self.store_failure(&command.idempotency_key, &status).await?;
+                return Err(Error::SeatLockRefused(status));
+            }
+            SeatLockAnswer::Unavailable(status) => {
+                self.release_key(&command.idempotency_key).await;
+                return Err(match status.code() {
+                    Code::Aborted | Code::ResourceExhausted => Error::SeatLockRefused(status),
+                    _ => Error::SeatLockUnavailable(status),
+                });
+            }
+        };
+        if hold.total_price_cents < 0 || hold.currency.is_empty() || hold.quantity == 0 {
+            self.release_key(&command.idempotency_key).await;
+            return Err(Error::BadHold(format!(
+                "price {} {:?}, quantity {}",
+                hold.total_price_cents, hold.currency, hold.quantity
+            )));
+        }
+
+        let payment = match self.insert_payment(&command, &hold).await {
+            Ok(payment) => payment,
+            Err(error) => {
+                self.release_key(&command.idempotency_key).await;
+                return Err(error);
+            }
+        };
+
+        // From here on money may move: on unexpected errors the payment stays `processing`
+        // and the key `in_flight`, for the recovery pass to settle from the provider's ledger.
+        let outcome = self
+            .gateway
+            .charge(payment.payment_id, payment.amount_cents, &payment.currency, &command.payment_method)
+            .await?;
+        let charge_id = match outcome {
+            ChargeOutcome::Declined { reason } => {
+                metrics::counter!("payment_charges_total", "outcome" => "declined").increment(1);
+                return self.settle_declined(payment, reason).await;
+            }
+            ChargeOutcome::Captured { charge_id } => {
+                metrics::counter!("payment_charges_total", "outcome" => "captured").increment(1);
+                charge_id
+            }
+        };
+
+        let booking_id = Uuid::now_v7();
+        match self.confirm_hold(&command, booking_id).await {
+            SeatLockAnswer::Hold(_) => {}
+            SeatLockAnswer::Refused(status) => {
+                let reason = match service_runtime::status::reason(&status) {
+                    Some((reason, _)) if reason == "HOLD_EXPIRED" || reason == "HOLD_NOT_FOUND" => {
+                        HOLD_LOST_REASON.to_owned()
+                    }
+                    _ if status.code() == Code::NotFound => HOLD_LOST_REASON.to_owned(),
+                    _ => format!("seat-lock refused to confirm the hold: {}", status.message()),
+                };
+                tracing::warn!(payment_id = %payment.payment_id, %reason, "hold lost after the charge; refunding");
+                return self.refund_and_settle(payment, charge_id, reason).await;
+            }
+            SeatLockAnswer::Unavailable(status) => {
+                tracing::error!(
+                    payment_id = %payment.payment_id,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "cannot confirm the hold after the charge; recovery will settle the payment"
+                );
+                return Err(Error::SeatLockUnavailable(status));
+            }
+        }
+
+        let booking = BookingRecord {
+            booking_id,
+            payment_id: payment.payment_id,
+            event_id: command.event_id,
+            user_id: command.user_id.clone(),
+            hold_id: command.hold_id,
+            zone_id: hold.zone_id.clone(),
+            seat_ids: hold.seat_ids.clone(),
+            quantity: hold.quantity,
+            amount_cents: payment.amount_cents,
+            currency: payment.currency.clone(),
+            created_at: chrono::Utc::now(),
+        };
+        match self.commit_booking(payment.clone(), charge_id.clone(), booking).await? {
+            Booked::Done(response) => Ok(*response),
+            Booked::SeatTaken(seat_id) => {
+                metrics::counter!("payment_seat_guard_conflicts_total").increment(1);
+                tracing::error!(
+                    payment_id = %payment.payment_id,
+                    event_id = %command.event_id,
+                    %seat_id,
+                    "seat guard conflict: seat already sold in Postgres although seat-lock confirmed it; refunding"
+                );
+                self.refund_and_settle(payment, charge_id, format!("seat {seat_id} was already sold")).await
+            }
+            Booked::HoldTaken => {
+                tracing::error!(
+                    payment_id = %payment.payment_id,
+                    hold_id = %command.hold_id,
+                    "hold already booked by another payment; refunding"
+                );
+                self.refund_and_settle(payment, charge_id, "hold was already paid by another payment".into())
+                    .await
+            }
+        }
+    }
+
+    /// Claims `key` for this request, or answers the replay.
+    async fn claim(&self, key: &str, hash: &[u8]) -> Result<Claim, Error> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let inserted = self
+                .db
+                .execute_raw(sql(
+                    "INSERT INTO idempotency_keys (key, request_hash, state) VALUES ($1, $2, 'in_flight') \
+                     ON CONFLICT (key) DO NOTHING",
+                    [key.into(), hash.to_vec().into()],
+                ))
+                .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(Claim::Fresh);
+            }
+            let Some(row) = self
+                .db
+                .query_one_raw(sql(
+                    "SELECT request_hash, state, response, error_code, error_message, error_reason \
+                     FROM idempotency_keys WHERE key = $1",
+                    [key.into()],
+                ))
+                .await?
+            else {
+                continue;
+            };
+            let stored_hash: Vec<u8> = row.try_get("", "request_hash")?;
+            if stored_hash != hash {
+                return Err(Error::IdempotencyKeyReused);
+            }
+            let state: String = row.try_get("", "state")?;
+            if state != "done" {
+                return Err(Error::RequestInFlight);
+            }
+            let response: Option<Vec<u8>> = row.try_get("", "response")?;
+            if let Some(bytes) = response {
+                let mut response = v1::PayResponse::decode(bytes.as_slice())?;
+                response.replayed = true;
+                return Ok(Claim::Replay(Box::new(response)));
+            }
+            return Err(Error::StoredFailure {
+                code: row.try_get::<Option<i32>>("", "error_code")?.unwrap_or(Code::Internal as i32),
+                message: row.try_get::<Option<String>>("", "error_message")?.unwrap_or_default(),
+                reason: row.try_get("", "error_reason")?,
+            });
+        }
+        Err(Error::RequestInFlight)
+    }
+
+    /// Records `status` as the final answer of `key`.
+    async fn store_failure(&self, key: &str, status: &Status) -> Result<(), Error> {
+        let reason = service_runtime::status::reason(status).map(|(reason, _)| reason);
+        self.db
+            .execute_raw(sql(
+                "UPDATE idempotency_keys SET state = 'done', error_code = $2, error_message = $3, \
+                 error_reason = $4, updated_at = now() WHERE key = $1",
+                [key.into(), (status.code() as i32).into(), status.message().into(), reason.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Gives `key` back after a failure that decided nothing, so the client may retry.
+    /// Best effort: a row left behind is deleted by the recovery pass.
+    async fn release_key(&self, key: &str) {
+        let deleted = self
+            .db
+            .execute_raw(sql(
+                "DELETE FROM idempotency_keys WHERE key = $1 AND state = 'in_flight'",
+                [key.into()],
+            ))
+            .await;
+        if let Err(error) = deleted {
+            tracing::warn!(%key, error = %format!("{error:#}"), "cannot release idempotency key");
+        }
+    }
+
+    async fn insert_payment(&self, command: &PayCommand, hold: &v1::Hold) -> Result<PaymentRecord, Error> {
+        let payment_id = Uuid::now_v7();
+        let row = self
+            .db
+            .query_one_raw(sql(
+                &format!(
+                    "INSERT INTO payments (payment_id, idempotency_key, event_id, hold_id, user_id, \
+                     amount_cents, currency, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'processing') \
+                     RETURNING {PAYMENT_COLUMNS}"
+                ),
+                [
+                    payment_id.into(),
+                    command.idempotency_key.as_str().into(),
+                    command.event_id.into(),
+                    command.hold_id.into(),
+                    command.user_id.as_str().into(),
+                    hold.total_price_cents.into(),
+                    hold.currency.as_str().into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotInserted)?;
+        Ok(PaymentRecord::from_row(&row)?)
+    }
+
+    async fn confirm_hold(&self, command: &PayCommand, booking_id: Uuid) -> SeatLockAnswer {
+        let mut pause = CONFIRM_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            let answer = classify(
+                self.seat_lock
+                    .clone()
+                    .confirm_hold(traced(v1::ConfirmHoldRequest {
+                        event_id: command.event_id.to_string(),
+                        hold_id: command.hold_id.to_string(),
+                        user_id: command.user_id.clone(),
+                        booking_id: booking_id.to_string(),
+                    }))
+                    .await,
+            );
+            match answer {
+                SeatLockAnswer::Unavailable(status) if attempt < CONFIRM_ATTEMPTS => {
+                    tracing::warn!(attempt, code = ?status.code(), "ConfirmHold failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn settle_declined(
+        &self,
+        mut payment: PaymentRecord,
+        reason: String,
+    ) -> Result<v1::PayResponse, Error> {
+        payment.status = PaymentStatus::Declined;
+        payment.failure_reason = Some(reason.clone());
+        let event = envelope(
+            format!("payment_failed:{}", payment.payment_id),
+            Body::PaymentFailed(events::PaymentFailed {
+                event_id: payment.event_id.to_string(),
+                user_id: payment.user_id.clone(),
+                payment_id: payment.payment_id.to_string(),
+                hold_id: payment.hold_id.to_string(),
+                reason,
+            }),
+        );
+        let response = v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
+        let txn = self.db.begin().await?;
+        settle(&txn, &payment, &event, &response).await?;
+        txn.commit().await?;
+        self.outbox_ready.notify_one();
+        Ok(response)
+    }
+
+    /// Refunds the charge, then records the payment as refunded with `reason`. If the refund
+    /// fails the payment stays `processing` for recovery.
+    async fn refund_and_settle(
+        &self,
+        payment: PaymentRecord,
+        charge_id: String,
+        reason: String,
+    ) -> Result<v1::PayResponse, Error> {
+        self.gateway.refund(&charge_id).await?;
+        metrics::counter!("payment_refunds_total").increment(1);
+        let txn = self.db.begin().await?;
+        let response = settle_refunded(&txn, payment, charge_id, reason).await?;
+        txn.commit().await?;
+        self.outbox_ready.notify_one();
+        Ok(response)
+    }
+
+    async fn commit_booking(
+        &self,
+        mut payment: PaymentRecord,
+        charge_id: String,
+        booking: BookingRecord,
+    ) -> Result<Booked, Error> {
+        let txn = self.db.begin().await?;
+        payment.status = PaymentStatus::Confirmed;
+        payment.provider_charge_id = Some(charge_id);
+        payment.booking_id = Some(booking.booking_id);
+
+        let booked = txn
+            .execute_raw(sql(
+                "INSERT INTO bookings (booking_id, payment_id, event_id, user_id, hold_id, zone_id, quantity, \
+                 amount_cents, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (hold_id) DO NOTHING",
+                [
+                    booking.booking_id.into(),
+                    booking.payment_id.into(),
+                    booking.event_id.into(),
+                    booking.user_id.as_str().into(),
+                    booking.hold_id.into(),
+                    booking.zone_id.as_str().into(),
+                    i32::try_from(booking.quantity).unwrap_or(i32::MAX).into(),
+                    booking.amount_cents.into(),
+                    booking.currency.as_str().into(),
+                ],
+            ))
+            .await?;
+        if booked.rows_affected() != 1 {
+            txn.rollback().await?;
+            return Ok(Booked::HoldTaken);
+        }
+        for seat_id in &booking.seat_ids {
+            txn.execute_raw(sql(
+                "INSERT INTO booking_seats (booking_id, event_id, zone_id, seat_id) VALUES ($1, $2, $3, $4)",
+                [
+                    booking.booking_id.into(),
+                    booking.event_id.into(),
+                    booking.zone_id.as_str().into(),
+                    seat_id.as_str().into(),
+                ],
+            ))
+            .await?;
+            let guarded = txn
+                .execute_raw(sql(
+                    "INSERT INTO seat_guard (event_id, seat_id, booking_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (event_id, seat_id) DO NOTHING",
+                    [booking.event_id.into(), seat_id.as_str().into(), booking.booking_id.into()],
+                ))
+                .await?;
+            if guarded.rows_affected() != 1 {
+                txn.rollback().await?;
+                return Ok(Booked::SeatTaken(seat_id.clone()));
+            }
+        }
+        let event = envelope(
+            format!("booking:{}", booking.booking_id),
+            Body::BookingConfirmed(events::BookingConfirmed {
+                event_id: booking.event_id.to_string(),
+                user_id: booking.user_id.clone(),
+                booking_id: booking.booking_id.to_string(),
+                payment_id: booking.payment_id.to_string(),
+                hold_id: booking.hold_id.to_string(),
+                zone_id: booking.zone_id.clone(),
+                seat_ids: booking.seat_ids.clone(),
+                quantity: booking.quantity,
+                amount_cents: booking.amount_cents,
+                currency: booking.currency.clone(),
+            }),
+        );
+        let response = v1::PayResponse {
+            payment: Some(payment.to_proto()),
+            booking: Some(booking.to_proto()),
+            replayed: false,
+        };
+        settle(&txn, &payment, &event, &response).await?;
+        txn.commit().await?;
+        self.outbox_ready.notify_one();
+        Ok(Booked::Done(Box::new(response)))
+    }
+
+    /// Settles payments left `processing` for longer than `older_than` (a crash, a provider
+    /// or seat-lock failure after the charge) from the provider's ledger: a captured charge
+    /// without a booking is refunded; no charge means nothing was taken. Also frees keys
+    /// left `in_flight` by requests that died before writing a payment. Returns how many
+    /// payments it settled.
+    pub async fn recover_stuck_payments(&self, older_than: Duration) -> Result<usize, Error> {
+        let seconds = older_than.as_secs_f64();
+        self.db
+            .execute_raw(sql(
+                "DELETE FROM idempotency_keys k WHERE k.state = 'in_flight' \
+                 AND k.updated_at < now() - make_interval(secs => $1) \
+                 AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.idempotency_key = k.key)",
+                [seconds.into()],
+            ))
+            .await?;
+        let stuck = self
+            .db
+            .query_all_raw(sql(
+                "SELECT payment_id FROM payments WHERE status = 'processing' \
+                 AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
+                [seconds.into(), RECOVERY_BATCH.into()],
+            ))
+            .await?;
+        let mut settled = 0;
+        for row in stuck {
+            let payment_id: Uuid = row.try_get("", "payment_id")?;
+            if self.recover_payment(payment_id).await? {
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
+
+    async fn recover_payment(&self, payment_id: Uuid) -> Result<bool, Error> {
+        let txn = self.db.begin().await?;
+        // The row lock makes a late commit of the original request wait for us, and then
+        // find the payment no longer `processing`.
+        let Some(row) = txn
+            .query_one_raw(sql(
+                &format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 AND status = 'processing' \
+                     FOR UPDATE SKIP LOCKED"
+                ),
+                [payment_id.into()],
+            ))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let payment = PaymentRecord::from_row(&row)?;
+        match self.gateway.lookup(payment_id).await? {
+            Some(charge) => {
+                if charge.status == "captured" {
+                    self.gateway.refund(&charge.charge_id).await?;
+                    metrics::counter!("payment_refunds_total").increment(1);
+                }
+                tracing::warn!(%payment_id, charge_id = %charge.charge_id, "recovery refunded a stuck payment");
+                settle_refunded(
+                    &txn,
+                    payment,
+                    charge.charge_id,
+                    "payment interrupted; the charge was refunded".into(),
+                )
+                .await?;
+            }
+            None => {
+                tracing::warn!(%payment_id, "recovery closed a stuck payment that was never charged");
+                let mut payment = payment;
+                payment.status = PaymentStatus::Declined;
+                payment.failure_reason =
+                    Some("payment interrupted before the charge; nothing was taken".into());
+                let event = envelope(
+                    format!("payment_failed:{payment_id}"),
+                    Body::PaymentFailed(events::PaymentFailed {
+                        event_id: payment.event_id.to_string(),
+                        user_id: payment.user_id.clone(),
+                        payment_id: payment_id.to_string(),
+                        hold_id: payment.hold_id.to_string(),
+                        reason: payment.failure_reason.clone().unwrap_or_default(),
+                    }),
+                );
+                let response =
+                    v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
+                settle(&txn, &payment, &event, &response).await?;
+            }
+        }
+        txn.commit().await?;
+        self.outbox_ready.notify_one();
+        Ok(true)
+    }
+}
+
+/// How the booking transaction ended.
+enum Booked {
+    Done(Box<v1::PayResponse>),
+    /// The seat guard already holds this seat: rolled back.
+    SeatTaken(String),
+    /// Another payment already booked this hold: rolled back.
+    HoldTaken,
+}
+
+/// Records a refunded payment, its event and answer in `txn`.
+async fn settle_refunded(
+    txn: &DatabaseTransaction,
+    mut payment: PaymentRecord,
+    charge_id: String,
+    reason: String,
+) -> Result<v1::PayResponse, Error> {
+    payment.status = PaymentStatus::Refunded;
+    payment.provider_charge_id = Some(charge_id);
+    payment.failure_reason = Some(reason.clone());
+    payment.booking_id = None;
+    let event = envelope(
+        format!("refunded:{}", payment.payment_id),
+        Body::Refunded(events::Refunded {
+            event_id: payment.event_id.to_string(),
+            user_id: payment.user_id.clone(),
+            payment_id: payment.payment_id.to_string(),
+            hold_id: payment.hold_id.to_string(),
+            amount_cents: payment.amount_cents,
+            currency: payment.currency.clone(),
+            reason,
+        }),
+    );
+    let response = v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
+    settle(txn, &payment, &event, &response).await?;
+    Ok(response)
+}
+
+/// In `txn`: moves the payment out of `processing` (refusing if someone else already did),
+/// queues `event` in the outbox and stores `response` as the key's final answer.
+async fn settle(
+    txn: &DatabaseTransaction,
+    payment: &PaymentRecord,
+    event: &events::EventEnvelope,
+    response: &v1::PayResponse,
+) -> Result<(), Error> {
+    let updated = txn
+        .execute_raw(sql(
+            "UPDATE payments SET status = $2, provider_charge_id = $3, failure_reason = $4, booking_id = $5, \
+             updated_at = now() WHERE payment_id = $1 AND status = 'processing'",
+            [
+                payment.payment_id.into(),
+                payment.status.as_str().into(),
+                payment.provider_charge_id.clone().into(),
+                payment.failure_reason.clone().into(),
+                payment.booking_id.into(),
+            ],
+        ))
+        .await?;
+    if updated.rows_affected() != 1 {
+        return Err(Error::SettledConcurrently(payment.payment_id));
+    }
+    let event_kind = service_runtime::bus::kind_of(event).unwrap_or(kind::PAYMENT_FAILED);
+    txn.execute_raw(sql(
+        "INSERT INTO outbox (message_id, kind, payload) VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
+        [event.message_id.as_str().into(), event_kind.into(), event.encode_to_vec().into()],
+    ))
+    .await?;
+    txn.execute_raw(sql(
+        "UPDATE idempotency_keys SET state = 'done', response = $2, updated_at = now() WHERE key = $1",
+        [payment.idempotency_key.as_str().into(), response.encode_to_vec().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A request to seat-lock carrying the current trace context.
+fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    service_runtime::telemetry::inject_grpc(&mut request);
+    request
+}

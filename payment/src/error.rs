@@ -1,0 +1,117 @@
+//! Every way a payment RPC can fail, and the one mapping to gRPC statuses.
+
+use service_runtime::status::with_reason;
+use tonic::{Code, Status};
+
+use crate::gateway::GatewayError;
+
+/// Reason of a key reused with a different request.
+pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+/// Reason of a replay that arrives while the first request is still running (retryable).
+pub const REQUEST_IN_FLIGHT: &str = "REQUEST_IN_FLIGHT";
+/// Reason of an unknown (or someone else's) payment.
+pub const PAYMENT_NOT_FOUND: &str = "PAYMENT_NOT_FOUND";
+/// Reason of an unknown (or someone else's) booking.
+pub const BOOKING_NOT_FOUND: &str = "BOOKING_NOT_FOUND";
+/// Reason when seat-lock cannot be reached; nothing was stored, the caller may retry.
+pub const SEAT_LOCK_UNAVAILABLE: &str = "SEAT_LOCK_UNAVAILABLE";
+
+/// Why a payment RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed; the status names the field.
+    #[error("invalid request: {}", .0.message())]
+    InvalidInput(Status),
+    /// The idempotency key was first used for a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    /// The first request with this key has not finished yet.
+    #[error("a request with this idempotency key is still in flight")]
+    RequestInFlight,
+    /// The stored final error of the first request with this key, replayed.
+    #[error("replayed failure: {message}")]
+    StoredFailure { code: i32, message: String, reason: Option<String> },
+    /// Seat-lock refused to move the hold into checkout (expired, unknown, not the owner...);
+    /// its status is passed on unchanged.
+    #[error("seat-lock refused: {}", .0.message())]
+    SeatLockRefused(Status),
+    /// Seat-lock could not be reached or failed; nothing was charged.
+    #[error("seat-lock unavailable: {}", .0.message())]
+    SeatLockUnavailable(Status),
+    /// Seat-lock answered with a hold that cannot be paid (negative price, no currency).
+    #[error("seat-lock returned an unusable hold: {0}")]
+    BadHold(String),
+    /// No such payment for this user.
+    #[error("payment {0} not found")]
+    PaymentNotFound(String),
+    /// No such booking for this user.
+    #[error("booking {0} not found")]
+    BookingNotFound(String),
+    /// Postgres failed.
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// The payment provider failed; the charge's outcome is settled by recovery.
+    #[error("payment provider: {0}")]
+    Gateway(#[from] GatewayError),
+    /// A stored response could not be decoded.
+    #[error("stored response is corrupt: {0}")]
+    CorruptResponse(#[from] prost::DecodeError),
+    /// The payment was settled by someone else (the recovery pass) while this request ran.
+    #[error("payment {0} was settled concurrently")]
+    SettledConcurrently(uuid::Uuid),
+    /// The outbox relay could not publish to NATS; the rows stay for the next attempt.
+    #[error("publish: {0}")]
+    Publish(#[from] service_runtime::bus::BusError),
+    /// The task running the checkout died.
+    #[error("checkout task failed: {0}")]
+    CheckoutTask(#[from] tokio::task::JoinError),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidInput(status) | Error::SeatLockRefused(status) => status,
+            Error::IdempotencyKeyReused => with_reason(
+                Code::FailedPrecondition,
+                "idempotency_key was already used for a different request",
+                IDEMPOTENCY_KEY_REUSED,
+                [],
+            ),
+            Error::RequestInFlight => with_reason(
+                Code::Aborted,
+                "a request with this idempotency_key is still being processed; retry later",
+                REQUEST_IN_FLIGHT,
+                [],
+            ),
+            Error::StoredFailure { code, message, reason } => match reason {
+                Some(reason) => with_reason(Code::from(code), message, &reason, []),
+                None => Status::new(Code::from(code), message),
+            },
+            Error::SeatLockUnavailable(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "seat-lock unavailable");
+                with_reason(
+                    Code::Unavailable,
+                    "seat-lock is unavailable; retry later",
+                    SEAT_LOCK_UNAVAILABLE,
+                    [],
+                )
+            }
+            Error::PaymentNotFound(id) => {
+                with_reason(Code::NotFound, format!("payment {id} not found"), PAYMENT_NOT_FOUND, [])
+            }
+            Error::BookingNotFound(id) => {
+                with_reason(Code::NotFound, format!("booking {id} not found"), BOOKING_NOT_FOUND, [])
+            }
+            error @ (Error::BadHold(_)
+            | Error::Database(_)
+            | Error::Gateway(_)
+            | Error::CorruptResponse(_)
+            | Error::SettledConcurrently(_)
+            | Error::Publish(_)
+            | Error::CheckoutTask(_)) => {
+                tracing::error!(error = %format!("{error:#}"), "payment request failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The outbox relay: publishes committed events to JetStream, then deletes them.
+//!
+//! Rows are claimed with `FOR UPDATE SKIP LOCKED`, so replicas relay side by side without
+//! publishing the same row at once. A row is deleted only after JetStream acknowledged it;
+//! a crash in between publishes it again with the same `Nats-Msg-Id`, which JetStream drops
+//! as a duplicate within its window. While NATS is down the rows stay and are retried.
+
+use std::{sync::Arc, time::Duration};
+
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use service_runtime::{CancellationToken, bus::EventBus};
+use ticketing_proto::events::EventEnvelope;
+use tokio::sync::Notify;
+
+use crate::{error::Error, store::sql};
+
+/// Rows published per transaction: bounds the time row locks are held and the memory used.
+pub const RELAY_BATCH: i64 = 100;
+/// Longest pause between attempts while NATS or Postgres keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Moves outbox rows to the event bus.
+pub struct OutboxRelay {
+    db: DatabaseConnection,
+    bus: EventBus,
+    ready: Arc<Notify>,
+    interval: Duration,
+}
+
+impl OutboxRelay {
+    /// A relay woken by `ready` (after each commit) and every `interval` otherwise.
+    pub fn new(db: DatabaseConnection, bus: EventBus, ready: Arc<Notify>, interval: Duration) -> Self {
+        Self { db, bus, ready, interval }
+    }
+
+    /// Relays until `stopping` is cancelled.
+    pub async fn run(self, stopping: CancellationToken) {
+        let mut backoff = self.interval;
+        loop {
+            let pause = match self.drain().await {
+                Ok(()) => {
+                    backoff = self.interval;
+                    self.interval
+                }
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; rows stay for the next attempt");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    pause
+                }
+            };
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                () = self.ready.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Publishes batches until the outbox is empty.
+    async fn drain(&self) -> Result<(), Error> {
+        loop {
+            let published = self.relay_batch().await?;
+            if published < RELAY_BATCH as usize {
+                break;
+            }
+        }
+        let pending = self
+            .db
+            .query_one_raw(sql("SELECT count(*) AS pending FROM outbox", []))
+            .await?
+            .map(|row| row.try_get::<i64>("", "pending"))
+            .transpose()?
+            .unwrap_or(0);
+        metrics::gauge!("payment_outbox_pending").set(pending as f64);
+        Ok(())
+    }
+
+    /// One transaction: claim, publish, delete what was published. Returns how many rows it
+    /// claimed; fails (after deleting what did get through) when a publish fails.
+    async fn relay_batch(&self) -> Result<usize, Error> {
+        let txn = self.db.begin().await?;
+        let rows = txn
+            .query_all_raw(sql(
+                "SELECT id, message_id, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                [RELAY_BATCH.into()],
+            ))
+            .await?;
+        let claimed = rows.len();
+        let mut done: Vec<i64> = Vec::with_capacity(claimed);
+        let mut failure = None;
+        for row in rows {
+            let id: i64 = row.try_get("", "id")?;
+            let message_id: String = row.try_get("", "message_id")?;
+            let payload: Vec<u8> = row.try_get("", "payload")?;
+            match EventEnvelope::decode(payload.as_slice()) {
+                Ok(envelope) => match self.bus.publish(&envelope).await {
+                    Ok(()) => done.push(id),
+                    Err(error) => {
+                        failure = Some(Error::Publish(error));
+                        break;
+                    }
+                },
+                Err(error) => {
+                    // Nothing a retry can fix; keep the relay moving.
+                    tracing::error!(%message_id, %error, "undecodable outbox row; dropping it");
+                    done.push(id);
+                }
+            }
+        }
+        if !done.is_empty() {
+            let ids = done.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            txn.execute_unprepared(&format!("DELETE FROM outbox WHERE id IN ({ids})")).await?;
+        }
+        txn.commit().await?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(claimed),
+        }
+    }
+}

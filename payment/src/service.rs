@@ -1,0 +1,137 @@
+//! `PaymentService`: input validation and the read RPCs; `Pay` hands over to [`Checkout`].
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use service_runtime::status::{invalid, user_id, uuid};
+use ticketing_proto::v1::{self, payment_service_server::PaymentService};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    checkout::{Checkout, PayCommand},
+    error::Error,
+    gateway::PaymentMethod,
+    store::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE},
+};
+
+/// The gRPC face of the payment service.
+#[derive(Clone)]
+pub struct PaymentApi {
+    db: DatabaseConnection,
+    checkout: Arc<Checkout>,
+}
+
+impl PaymentApi {
+    /// Serves reads from `db` and payments through `checkout`.
+    pub fn new(db: DatabaseConnection, checkout: Arc<Checkout>) -> Self {
+        Self { db, checkout }
+    }
+}
+
+/// Checks an idempotency key: 8-128 of `[A-Za-z0-9_-]`.
+fn idempotency_key(value: &str) -> Result<String, Status> {
+    let ok = (8..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok { Ok(value.to_owned()) } else { Err(invalid("idempotency_key", "must be 8-128 of [A-Za-z0-9_-]")) }
+}
+
+fn pay_command(request: v1::PayRequest) -> Result<PayCommand, Status> {
+    let idempotency_key = idempotency_key(&request.idempotency_key)?;
+    let event_id = uuid("event_id", &request.event_id)?;
+    let hold_id = uuid("hold_id", &request.hold_id)?;
+    let user_id = user_id(&request.user_id)?.to_owned();
+    if PaymentMethod::parse(&request.payment_method).is_none() {
+        return Err(invalid(
+            "payment_method",
+            "must be pm_card_ok, pm_card_declined or pm_card_slow_<millis>",
+        ));
+    }
+    Ok(PayCommand { idempotency_key, event_id, hold_id, user_id, payment_method: request.payment_method })
+}
+
+#[tonic::async_trait]
+impl PaymentService for PaymentApi {
+    async fn pay(&self, request: Request<v1::PayRequest>) -> Result<Response<v1::PayResponse>, Status> {
+        let command = pay_command(request.into_inner()).map_err(Error::InvalidInput)?;
+        // Its own task: a client that gives up (or a deadline) must not cut a payment in half
+        // between the charge and the commit.
+        let checkout = Arc::clone(&self.checkout);
+        let span = tracing::Span::current();
+        let task =
+            tokio::spawn(tracing::Instrument::instrument(async move { checkout.pay(command).await }, span));
+        let response = task.await.map_err(Error::from)??;
+        Ok(Response::new(response))
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<v1::GetPaymentRequest>,
+    ) -> Result<Response<v1::Payment>, Status> {
+        let request = request.into_inner();
+        let payment_id = uuid("payment_id", &request.payment_id).map_err(Error::InvalidInput)?;
+        let user_id = user_id(&request.user_id).map_err(Error::InvalidInput)?;
+        let payment = store::payment_of_user(&self.db, payment_id, user_id).await?;
+        Ok(Response::new(payment.to_proto()))
+    }
+
+    async fn get_booking(
+        &self,
+        request: Request<v1::GetBookingRequest>,
+    ) -> Result<Response<v1::Booking>, Status> {
+        let request = request.into_inner();
+        let booking_id = uuid("booking_id", &request.booking_id).map_err(Error::InvalidInput)?;
+        let user_id = user_id(&request.user_id).map_err(Error::InvalidInput)?;
+        let booking = store::booking_of_user(&self.db, booking_id, user_id).await?;
+        Ok(Response::new(booking.to_proto()))
+    }
+
+    async fn list_bookings(
+        &self,
+        request: Request<v1::ListBookingsRequest>,
+    ) -> Result<Response<v1::ListBookingsResponse>, Status> {
+        let request = request.into_inner();
+        let user_id = user_id(&request.user_id).map_err(Error::InvalidInput)?;
+        let event_id = match request.event_id.as_str() {
+            "" => None,
+            id => Some(uuid("event_id", id).map_err(Error::InvalidInput)?),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(uuid::Uuid::parse_str(token).map_err(|_| {
+                Error::InvalidInput(invalid("page_token", "is not a token this service issued"))
+            })?),
+        };
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let (bookings, next) = store::bookings_of_user(&self.db, user_id, event_id, page_size, after).await?;
+        Ok(Response::new(v1::ListBookingsResponse {
+            bookings: bookings.iter().map(store::BookingRecord::to_proto).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_sold_seats(
+        &self,
+        request: Request<v1::ListSoldSeatsRequest>,
+    ) -> Result<Response<v1::ListSoldSeatsResponse>, Status> {
+        let event_id = uuid("event_id", &request.into_inner().event_id).map_err(Error::InvalidInput)?;
+        let seats = store::sold_seats(&self.db, event_id).await?;
+        Ok(Response::new(v1::ListSoldSeatsResponse { seats }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert!(idempotency_key("abcd-123_X").is_ok());
+        assert!(idempotency_key(&"k".repeat(128)).is_ok());
+        for bad in ["", "short", "has space!", "ключ-ключ-ключ", &"k".repeat(129)] {
+            assert!(idempotency_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Rows of the `payment` schema as Rust values, their protobuf form, and the read queries.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
+use ticketing_proto::v1;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// Bookings per page when the caller asks for none.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Largest page of bookings, so one call cannot read a user's whole history at once.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// Life of a payment row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Processing,
+    Confirmed,
+    Declined,
+    Refunded,
+}
+
+impl PaymentStatus {
+    /// The value stored in `payments.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::Confirmed => "confirmed",
+            Self::Declined => "declined",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, DbErr> {
+        Ok(match value {
+            "processing" => Self::Processing,
+            "confirmed" => Self::Confirmed,
+            "declined" => Self::Declined,
+            "refunded" => Self::Refunded,
+            other => return Err(DbErr::Type(format!("unknown payment status {other:?}"))),
+        })
+    }
+
+    fn to_proto(self) -> v1::PaymentStatus {
+        match self {
+            Self::Processing => v1::PaymentStatus::Processing,
+            Self::Confirmed => v1::PaymentStatus::Confirmed,
+            Self::Declined => v1::PaymentStatus::Declined,
+            Self::Refunded => v1::PaymentStatus::Refunded,
+        }
+    }
+}
+
+/// One `payments` row.
+#[derive(Debug, Clone)]
+pub struct PaymentRecord {
+    pub payment_id: Uuid,
+    pub idempotency_key: String,
+    pub event_id: Uuid,
+    pub hold_id: Uuid,
+    pub user_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: PaymentStatus,
+    pub provider_charge_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub booking_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Columns of [`PaymentRecord`], in `SELECT` order.
+pub const PAYMENT_COLUMNS: &str = "payment_id, idempotency_key, event_id, hold_id, user_id, amount_cents, \
+     currency, status, provider_charge_id, failure_reason, booking_id, created_at";
+
+impl PaymentRecord {
+    /// Reads a row selected with [`PAYMENT_COLUMNS`].
+    pub fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+        Ok(Self {
+            payment_id: row.try_get("", "payment_id")?,
+            idempotency_key: row.try_get("", "idempotency_key")?,
+            event_id: row.try_get("", "event_id")?,
+            hold_id: row.try_get("", "hold_id")?,
+            user_id: row.try_get("", "user_id")?,
+            amount_cents: row.try_get("", "amount_cents")?,
+            currency: row.try_get("", "currency")?,
+            status: PaymentStatus::parse(&row.try_get::<String>("", "status")?)?,
+            provider_charge_id: row.try_get("", "provider_charge_id")?,
+            failure_reason: row.try_get("", "failure_reason")?,
+            booking_id: row.try_get("", "booking_id")?,
+            created_at: row.try_get("", "created_at")?,
+        })
+    }
+
+    /// The API form.
+    pub fn to_proto(&self) -> v1::Payment {
+        v1::Payment {
+            payment_id: self.payment_id.to_string(),
+            idempotency_key: self.idempotency_key.clone(),
+            event_id: self.event_id.to_string(),
+            hold_id: self.hold_id.to_string(),
+            user_id: self.user_id.clone(),
+            status: self.status.to_proto().into(),
+            amount_cents: self.amount_cents,
+            currency: self.currency.clone(),
+            provider_charge_id: self.provider_charge_id.clone().unwrap_or_default(),
+            failure_reason: self.failure_reason.clone().unwrap_or_default(),
+            booking_id: self.booking_id.map(|id| id.to_string()).unwrap_or_default(),
+            created_at: Some(timestamp(self.created_at)),
+        }
+    }
+}
+
+/// One `bookings` row with its seats.
+#[derive(Debug, Clone)]
+pub struct BookingRecord {
+    pub booking_id: Uuid,
+    pub payment_id: Uuid,
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub hold_id: Uuid,
+    pub zone_id: String,
+    /// Empty for general admission.
+    pub seat_ids: Vec<String>,
+    pub quantity: u32,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const BOOKING_COLUMNS: &str = "b.booking_id, b.payment_id, b.event_id, b.user_id, b.hold_id, b.zone_id, \
+     b.quantity, b.amount_cents, b.currency, b.created_at, \
+     COALESCE((SELECT string_agg(s.seat_id, ',' ORDER BY s.seat_id) FROM booking_seats s \
+               WHERE s.booking_id = b.booking_id), '') AS seat_ids";
+
+impl BookingRecord {
+    fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+        let seats: String = row.try_get("", "seat_ids")?;
+        let quantity: i32 = row.try_get("", "quantity")?;
+        Ok(Self {
+            booking_id: row.try_get("", "booking_id")?,
+            payment_id: row.try_get("", "payment_id")?,
+            event_id: row.try_get("", "event_id")?,
+            user_id: row.try_get("", "user_id")?,
+            hold_id: row.try_get("", "hold_id")?,
+            zone_id: row.try_get("", "zone_id")?,
+            seat_ids: seats.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            quantity: u32::try_from(quantity).map_err(|_| DbErr::Type(format!("quantity {quantity}")))?,
+            amount_cents: row.try_get("", "amount_cents")?,
+            currency: row.try_get("", "currency")?,
+            created_at: row.try_get("", "created_at")?,
+        })
+    }
+
+    /// The API form.
+    pub fn to_proto(&self) -> v1::Booking {
+        v1::Booking {
+            booking_id: self.booking_id.to_string(),
+            payment_id: self.payment_id.to_string(),
+            event_id: self.event_id.to_string(),
+            user_id: self.user_id.clone(),
+            hold_id: self.hold_id.to_string(),
+            zone_id: self.zone_id.clone(),
+            seat_ids: self.seat_ids.clone(),
+            quantity: self.quantity,
+            amount_cents: self.amount_cents,
+            currency: self.currency.clone(),
+            created_at: Some(timestamp(self.created_at)),
+        }
+    }
+}
+
+/// A time as a protobuf timestamp.
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    service_runtime::bus::timestamp_ms(at.timestamp_millis())
+}
+
+/// A raw Postgres statement.
+pub fn sql<I: IntoIterator<Item = Value>>(sql: &str, values: I) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// The payment, if it exists and belongs to `user_id` (someone else's is "not found").
+pub async fn payment_of_user(
+    db: &impl ConnectionTrait,
+    payment_id: Uuid,
+    user_id: &str,
+) -> Result<PaymentRecord, Error> {
+    let row = db
+        .query_one_raw(sql(
+            &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 AND user_id = $2"),
+            [payment_id.into(), user_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| Error::PaymentNotFound(payment_id.to_string()))?;
+    Ok(PaymentRecord::from_row(&row)?)
+}
+
+/// The booking, if it exists and belongs to `user_id`.
+pub async fn booking_of_user(
+    db: &impl ConnectionTrait,
+    booking_id: Uuid,
+    user_id: &str,
+) -> Result<BookingRecord, Error> {
+    let row = db
+        .query_one_raw(sql(
+            &format!("SELECT {BOOKING_COLUMNS} FROM bookings b WHERE b.booking_id = $1 AND b.user_id = $2"),
+            [booking_id.into(), user_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| Error::BookingNotFound(booking_id.to_string()))?;
+    Ok(BookingRecord::from_row(&row)?)
+}
+
+/// A page of the user's bookings, newest first (booking ids are UUIDv7, so id order is time
+/// order), after `after` when given. Returns the page and the next page token.
+pub async fn bookings_of_user(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    event_id: Option<Uuid>,
+    page_size: u32,
+    after: Option<Uuid>,
+) -> Result<(Vec<BookingRecord>, Option<Uuid>), Error> {
+    let limit = i64::from(page_size) + 1;
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "SELECT {BOOKING_COLUMNS} FROM bookings b WHERE b.user_id = $1 \
+                 AND ($2::uuid IS NULL OR b.event_id = $2) AND ($3::uuid IS NULL OR b.booking_id < $3) \
+                 ORDER BY b.booking_id DESC LIMIT $4"
+            ),
+            [user_id.into(), event_id.into(), after.into(), limit.into()],
+        ))
+        .await?;
+    let mut bookings = rows.iter().map(BookingRecord::from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if bookings.len() > page_size as usize {
+        bookings.truncate(page_size as usize);
+        bookings.last().map(|b| b.booking_id)
+    } else {
+        None
+    };
+    Ok((bookings, next))
+}
+
+/// Every sold place of an event: one entry per booked seat, and `quantity` entries with no
+/// seat id per general-admission booking.
+pub async fn sold_seats(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Vec<v1::SoldSeat>, Error> {
+    let rows = db
+        .query_all_raw(sql(
+            "SELECT s.zone_id, s.seat_id, b.user_id, b.booking_id, b.hold_id, 1 AS places \
+             FROM booking_seats s JOIN bookings b ON b.booking_id = s.booking_id WHERE s.event_id = $1 \
+             UNION ALL \
+             SELECT b.zone_id, '' AS seat_id, b.user_id, b.booking_id, b.hold_id, b.quantity AS places \
+             FROM bookings b WHERE b.event_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM booking_seats s WHERE s.booking_id = b.booking_id) \
+             ORDER BY booking_id, seat_id",
+            [event_id.into()],
+        ))
+        .await?;
+    let mut seats = Vec::new();
+    for row in rows {
+        let places: i32 = row.try_get("", "places")?;
+        let booking_id: Uuid = row.try_get("", "booking_id")?;
+        let hold_id: Uuid = row.try_get("", "hold_id")?;
+        let seat = v1::SoldSeat {
+            zone_id: row.try_get("", "zone_id")?,
+            seat_id: row.try_get("", "seat_id")?,
+            user_id: row.try_get("", "user_id")?,
+            booking_id: booking_id.to_string(),
+            hold_id: hold_id.to_string(),
+        };
+        for _ in 1..places.max(1) {
+            seats.push(seat.clone());
+        }
+        seats.push(seat);
+    }
+    Ok(seats)
+}

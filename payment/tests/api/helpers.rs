@@ -1,0 +1,281 @@
+//! Test harness: the real payment service on port 0 against the test's Postgres and NATS,
+//! with a small in-test seat-lock whose answers each test controls.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use payment::{App, Config};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use service_runtime::{bus::EventBus, config::ServerArgs, status::with_reason};
+use ticketing_proto::{
+    events::EventEnvelope,
+    v1::{
+        self,
+        payment_service_client::PaymentServiceClient,
+        seat_lock_service_server::{SeatLockService, SeatLockServiceServer},
+    },
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status, transport::Channel};
+use tools::testenv::TestEnv;
+use uuid::Uuid;
+
+/// What the fake seat-lock knows and how it should answer.
+#[derive(Default)]
+pub struct FakeState {
+    pub holds: HashMap<String, v1::Hold>,
+    /// When set, BeginCheckout refuses with this code and reason.
+    pub refuse_begin: Option<(Code, &'static str)>,
+    /// When set, ConfirmHold refuses with this code and reason (e.g. the hold expired).
+    pub refuse_confirm: Option<(Code, &'static str)>,
+}
+
+/// An honest, minimal seat-lock: holds live in a map; checkout and confirm check ownership.
+#[derive(Default, Clone)]
+pub struct FakeSeatLock {
+    pub state: Arc<Mutex<FakeState>>,
+    pub begin_calls: Arc<AtomicUsize>,
+    pub confirm_calls: Arc<AtomicUsize>,
+}
+
+impl FakeSeatLock {
+    /// Adds a seated hold of `seats` in zone A (or a GA hold of `quantity` when `seats` is empty).
+    pub fn add_hold(&self, event_id: Uuid, user_id: &str, seats: &[&str], quantity: u32) -> Uuid {
+        let hold_id = Uuid::now_v7();
+        let hold = v1::Hold {
+            hold_id: hold_id.to_string(),
+            event_id: event_id.to_string(),
+            user_id: user_id.to_owned(),
+            zone_id: "A".to_owned(),
+            seat_ids: seats.iter().map(|s| (*s).to_owned()).collect(),
+            quantity,
+            state: v1::HoldState::Held.into(),
+            expires_at: None,
+            total_price_cents: 5_000 * i64::from(quantity),
+            currency: "EUR".to_owned(),
+        };
+        self.state.lock().unwrap().holds.insert(hold_id.to_string(), hold);
+        hold_id
+    }
+
+    pub fn refuse_begin(&self, refusal: Option<(Code, &'static str)>) {
+        self.state.lock().unwrap().refuse_begin = refusal;
+    }
+
+    pub fn refuse_confirm(&self, refusal: Option<(Code, &'static str)>) {
+        self.state.lock().unwrap().refuse_confirm = refusal;
+    }
+
+    pub fn begin_calls(&self) -> usize {
+        self.begin_calls.load(Ordering::SeqCst)
+    }
+
+    fn transition(
+        &self,
+        event_id: &str,
+        hold_id: &str,
+        user_id: &str,
+        refusal: Option<(Code, &'static str)>,
+        state: v1::HoldState,
+    ) -> Result<Response<v1::Hold>, Status> {
+        if let Some((code, reason)) = refusal {
+            return Err(with_reason(code, format!("refused: {reason}"), reason, []));
+        }
+        let mut guard = self.state.lock().unwrap();
+        let hold = guard
+            .holds
+            .get_mut(hold_id)
+            .filter(|hold| hold.event_id == event_id)
+            .ok_or_else(|| with_reason(Code::NotFound, "no such hold", "HOLD_NOT_FOUND", []))?;
+        if hold.user_id != user_id {
+            return Err(with_reason(Code::PermissionDenied, "not your hold", "NOT_HOLD_OWNER", []));
+        }
+        hold.state = state.into();
+        Ok(Response::new(hold.clone()))
+    }
+}
+
+#[tonic::async_trait]
+impl SeatLockService for FakeSeatLock {
+    async fn hold_seats(&self, _: Request<v1::HoldSeatsRequest>) -> Result<Response<v1::Hold>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+    async fn hold_best_available(
+        &self,
+        _: Request<v1::HoldBestAvailableRequest>,
+    ) -> Result<Response<v1::Hold>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+    async fn release_hold(
+        &self,
+        _: Request<v1::ReleaseHoldRequest>,
+    ) -> Result<Response<v1::ReleaseHoldResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+    async fn get_hold(&self, _: Request<v1::GetHoldRequest>) -> Result<Response<v1::Hold>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+    async fn begin_checkout(
+        &self,
+        request: Request<v1::BeginCheckoutRequest>,
+    ) -> Result<Response<v1::Hold>, Status> {
+        self.begin_calls.fetch_add(1, Ordering::SeqCst);
+        let r = request.into_inner();
+        let refusal = self.state.lock().unwrap().refuse_begin;
+        self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, v1::HoldState::Checkout)
+    }
+    async fn confirm_hold(
+        &self,
+        request: Request<v1::ConfirmHoldRequest>,
+    ) -> Result<Response<v1::Hold>, Status> {
+        self.confirm_calls.fetch_add(1, Ordering::SeqCst);
+        let r = request.into_inner();
+        assert!(Uuid::parse_str(&r.booking_id).is_ok(), "ConfirmHold without a booking id");
+        let refusal = self.state.lock().unwrap().refuse_confirm;
+        self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, v1::HoldState::Sold)
+    }
+}
+
+/// Serves `fake` on a free loopback port; returns its URL.
+pub async fn spawn_fake_seat_lock(fake: FakeSeatLock) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(SeatLockServiceServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    format!("http://{addr}")
+}
+
+/// A running payment service with its fake seat-lock and a view of its database.
+pub struct TestApp {
+    pub env: TestEnv,
+    pub client: PaymentServiceClient<Channel>,
+    pub seat_lock: FakeSeatLock,
+    pub db: DatabaseConnection,
+    pub bus: EventBus,
+    pub event_id: Uuid,
+}
+
+pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
+    Config {
+        server: ServerArgs::loopback(),
+        database_url: env.database_url.clone(),
+        db_max_connections: 16,
+        nats_url: env.nats_url.clone(),
+        nats_prefix: env.nats_prefix.clone(),
+        seat_lock_url: seat_lock_url.to_owned(),
+        relay_interval_ms: 50,
+        recovery_after_secs: 300,
+    }
+}
+
+/// Starts `app` in the background and connects a client to it.
+pub async fn serve(app: App) -> PaymentServiceClient<Channel> {
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let channel =
+        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).unwrap();
+    PaymentServiceClient::new(channel)
+}
+
+/// A fresh environment, fake seat-lock and payment service.
+pub async fn spawn_app() -> TestApp {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let app = App::build(config(&env, &url)).await.unwrap();
+    attach(env, seat_lock, app).await
+}
+
+/// Serves a built `app` and gathers what the tests need around it.
+pub async fn attach(env: TestEnv, seat_lock: FakeSeatLock, app: App) -> TestApp {
+    let client = serve(app).await;
+    let db = env.database().await.unwrap();
+    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    TestApp { env, client, seat_lock, db, bus, event_id: Uuid::now_v7() }
+}
+
+impl TestApp {
+    pub fn pay_request(&self, key: &str, hold_id: Uuid, user_id: &str, method: &str) -> v1::PayRequest {
+        v1::PayRequest {
+            idempotency_key: key.to_owned(),
+            event_id: self.event_id.to_string(),
+            hold_id: hold_id.to_string(),
+            user_id: user_id.to_owned(),
+            payment_method: method.to_owned(),
+        }
+    }
+
+    pub async fn pay(&self, request: v1::PayRequest) -> Result<v1::PayResponse, Status> {
+        self.client.clone().pay(request).await.map(Response::into_inner)
+    }
+
+    /// `SELECT count(*)` of a table of schema `payment`, with an optional `WHERE`.
+    pub async fn count(&self, table: &str, filter: &str) -> i64 {
+        let where_clause = if filter.is_empty() { String::new() } else { format!(" WHERE {filter}") };
+        self.scalar(&format!("SELECT count(*) AS n FROM payment.{table}{where_clause}")).await
+    }
+
+    pub async fn scalar(&self, query: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    /// Waits until the relay has emptied the outbox; false if it did not within 15 s.
+    pub async fn outbox_drained(&self) -> bool {
+        tools::testenv::eventually(Duration::from_secs(15), || async {
+            (self.count("outbox", "").await == 0).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    /// Every message in the test's stream: (subject, Nats-Msg-Id, envelope).
+    pub async fn stream_events(&self) -> Vec<(String, String, EventEnvelope)> {
+        let stream = self.bus.stream().await.unwrap();
+        let mut stream = stream;
+        let info = stream.info().await.unwrap().clone();
+        let mut events = Vec::new();
+        if info.state.messages == 0 {
+            return events;
+        }
+        for sequence in info.state.first_sequence..=info.state.last_sequence {
+            let Ok(message) = stream.get_raw_message(sequence).await else { continue };
+            let id = message.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+            let envelope = EventEnvelope::decode(message.payload).unwrap();
+            events.push((message.subject.to_string(), id, envelope));
+        }
+        events
+    }
+
+    /// Waits until the stream holds a message with this id.
+    pub async fn event_with_id(&self, message_id: &str) -> Option<(String, EventEnvelope)> {
+        tools::testenv::eventually(Duration::from_secs(15), || async {
+            self.stream_events()
+                .await
+                .into_iter()
+                .find(|(_, id, _)| id == message_id)
+                .map(|(subject, _, envelope)| (subject, envelope))
+        })
+        .await
+    }
+}
+
+/// The ErrorInfo reason of a status, if any.
+pub fn reason(status: &Status) -> Option<String> {
+    service_runtime::status::reason(status).map(|(reason, _)| reason)
+}
