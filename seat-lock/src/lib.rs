@@ -1,1 +1,30 @@
-//! stub
+//! seat-lock: atomic, expiring seat holds in Redis — where "never sell a seat twice" is enforced.
+//!
+//! Parts:
+//! - [`service`]: the `SeatLockService` gRPC handlers. A request is validated against the
+//!   event's layout ([`catalog`], fetched once from inventory and kept in memory), its
+//!   admission pass is verified locally with the key ring, then ONE Lua script ([`store`])
+//!   checks the user's ticket limit, the zone counter and every seat, and holds all seats or
+//!   none, with a TTL.
+//! - [`store`]: the Redis keys of an event (all under the hash tag `{<event_id>}`) and the
+//!   scripts that change them. Every script first checks the event's `ready` marker; when it
+//!   is missing (first use, or Redis lost its data) the service rebuilds the sold seats from
+//!   payment's `ListSoldSeats` under a short lock and retries; until then it answers
+//!   UNAVAILABLE, never "free".
+//! - [`relay`]: the sweeper, which ends expired holds (seats back on sale, counters restored)
+//!   without anyone calling, and the outbox relay, which publishes `SeatsHeld` /
+//!   `SeatsReleased` to JetStream with deterministic message ids, so no fact is lost or
+//!   delivered twice when the process dies between Redis and NATS.
+//! - [`app`], [`config`], [`error`]: wiring, flags, and the one error-to-status mapping.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod relay;
+pub mod service;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

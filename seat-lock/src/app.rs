@@ -1,0 +1,61 @@
+//! Wiring: connects Redis, NATS, inventory and payment, binds the server, runs the loops.
+
+use std::future::Future;
+
+use service_runtime::{GrpcServer, bus::EventBus};
+use ticketing_proto::v1::seat_lock_service_server::SeatLockServiceServer;
+
+use crate::{
+    Config,
+    catalog::{Catalog, INVENTORY_TIMEOUT},
+    relay,
+    service::{PAYMENT_TIMEOUT, SeatLockService},
+    store::Store,
+};
+
+/// A built seat-lock: connected and bound, not yet serving.
+pub struct App {
+    server: GrpcServer,
+    service: SeatLockService,
+    store: Store,
+    bus: EventBus,
+    config: Config,
+}
+
+impl App {
+    /// Connects to backing services, loads the scripts, binds (port 0 allowed). Nothing is served yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.redis_url, &config.redis_prefix).await?;
+        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
+        let payment = ticketing_proto::connect(&config.payment_url, PAYMENT_TIMEOUT)?;
+        let service = SeatLockService::new(
+            Catalog::new(inventory),
+            store.clone(),
+            payment,
+            config.pass_keys.clone(),
+            config.hold_ttl(),
+            config.checkout_grace(),
+        );
+        let server = GrpcServer::bind(&config.server).await?;
+        Ok(Self { server, service, store, bus, config })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves; the sweeper and relay stop on `server.stopping()`.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { server, service, store, bus, config } = self;
+        let stopping = server.stopping();
+        let interval = config.sweep_interval();
+        let sweeper = tokio::spawn(relay::sweep_loop(store.clone(), interval, stopping.clone()));
+        let relay = tokio::spawn(relay::relay_loop(store, bus, interval, stopping.clone()));
+        let result = server.serve(SeatLockServiceServer::new(service), shutdown).await;
+        stopping.cancel();
+        let _ = tokio::join!(sweeper, relay);
+        result
+    }
+}

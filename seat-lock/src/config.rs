@@ -1,0 +1,90 @@
+//! Flags and environment of seat-lock.
+
+use std::time::Duration;
+
+use service_runtime::config::{ServerArgs, validate_prefix};
+use ticketing_proto::pass::PassKeyRing;
+
+/// Everything seat-lock needs to start, read from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "seat-lock", about = "Atomic, expiring seat holds in Redis")]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Redis holding the holds, sold marks and zone counters.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Put in front of every Redis key, so several stacks (or tests) share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+    /// NATS JetStream carrying the SeatsHeld / SeatsReleased events.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Subject prefix of the event stream.
+    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
+    pub nats_prefix: String,
+    /// Inventory, asked once per event for its layout.
+    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
+    pub inventory_url: String,
+    /// Payment, asked for the sold seats when Redis lost an event's state.
+    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:50054")]
+    pub payment_url: String,
+    /// Keys verifying admission passes, `id:secret[,id:secret...]`, newest first.
+    #[arg(long, env = "PASS_KEYS")]
+    pub pass_keys: PassKeyRing,
+    /// How long a hold lasts before its seats return to sale, in seconds.
+    #[arg(long, env = "HOLD_TTL_SECS", default_value_t = 600)]
+    pub hold_ttl_secs: u64,
+    /// How far BeginCheckout extends a hold so the payment can finish, in seconds.
+    #[arg(long, env = "CHECKOUT_GRACE_SECS", default_value_t = 300)]
+    pub checkout_grace_secs: u64,
+    /// How often the sweeper ends expired holds and the relay publishes the outbox, in ms.
+    #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 250)]
+    pub sweep_interval_ms: u64,
+}
+
+impl Config {
+    /// Refuses settings the service cannot run with, before anything is bound.
+    pub fn validate(&self) -> Result<(), String> {
+        self.server.validate()?;
+        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        for (name, url) in [
+            ("REDIS_URL", &self.redis_url),
+            ("NATS_URL", &self.nats_url),
+            ("INVENTORY_URL", &self.inventory_url),
+            ("PAYMENT_URL", &self.payment_url),
+        ] {
+            if !url.contains("://") {
+                return Err(format!("{name} must be a URL, got {url:?}"));
+            }
+        }
+        if self.redis_prefix.len() > 64 || self.redis_prefix.contains(['{', '}', ' ']) {
+            return Err("REDIS_PREFIX must be at most 64 characters without braces or spaces".into());
+        }
+        if !(1..=86_400).contains(&self.hold_ttl_secs) {
+            return Err("HOLD_TTL_SECS must be 1-86400".into());
+        }
+        if !(1..=3_600).contains(&self.checkout_grace_secs) {
+            return Err("CHECKOUT_GRACE_SECS must be 1-3600".into());
+        }
+        if !(10..=60_000).contains(&self.sweep_interval_ms) {
+            return Err("SWEEP_INTERVAL_MS must be 10-60000".into());
+        }
+        Ok(())
+    }
+
+    /// How long a new hold lasts.
+    pub fn hold_ttl(&self) -> Duration {
+        Duration::from_secs(self.hold_ttl_secs)
+    }
+
+    /// How far a checkout extends a hold.
+    pub fn checkout_grace(&self) -> Duration {
+        Duration::from_secs(self.checkout_grace_secs)
+    }
+
+    /// The sweeper's and relay's period.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
+    }
+}

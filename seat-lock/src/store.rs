@@ -1,0 +1,447 @@
+//! The Redis side of seat-lock: one Lua script per operation, each atomic, plus the
+//! typed outcomes the service maps to answers.
+//!
+//! Key layout (see `store/common.lua`): every key of an event starts with
+//! `<prefix>sl:{<event_id>}:` so one event lives in one Redis Cluster slot; the set of known
+//! events is `<prefix>sl:events`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use fred::prelude::*;
+
+use crate::{catalog::Layout, error::Error};
+
+/// Connections to Redis. Scripts are short; a few connections keep the pipeline full.
+const REDIS_POOL_SIZE: usize = 8;
+
+/// Holds a sweep call ends at most, so one call never blocks Redis for long.
+pub const SWEEP_BATCH: u32 = 500;
+
+/// Outbox entries published per event and round, bounding one round's memory and latency.
+pub const OUTBOX_BATCH: i64 = 200;
+
+/// How long one replica may hold an event's rebuild lock; longer than a payment call.
+const REBUILD_LOCK_TTL: Duration = Duration::from_secs(15);
+
+/// A script loaded by SHA and reloaded when Redis forgot it (e.g. after a restart).
+struct LuaScript {
+    source: String,
+    sha: String,
+}
+
+impl LuaScript {
+    async fn load(pool: &Pool, source: String) -> Result<Self, Error> {
+        let sha: String = pool.next().script_load(source.clone()).await?;
+        Ok(Self { source, sha })
+    }
+
+    async fn call<R: FromValue>(
+        &self,
+        pool: &Pool,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, Error> {
+        let client = pool.next();
+        match client.evalsha(self.sha.clone(), keys.clone(), args.clone()).await {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                let _: String = client.script_load(self.source.clone()).await?;
+                Ok(client.evalsha(self.sha.clone(), keys, args).await?)
+            }
+            result => Ok(result?),
+        }
+    }
+}
+
+/// A script built from the shared helpers and its own body.
+fn with_helpers(body: &str) -> String {
+    format!("{}\n{}", include_str!("store/common.lua"), body)
+}
+
+/// The state of a hold as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    Held,
+    Checkout,
+    Sold,
+    Released,
+    Expired,
+}
+
+/// A hold as a script answered it.
+#[derive(Debug, Clone)]
+pub struct StoredHold {
+    pub hold_id: String,
+    pub user_id: String,
+    pub zone_id: String,
+    pub seat_ids: Vec<String>,
+    pub quantity: u32,
+    pub state: HoldState,
+    pub expires_at_ms: i64,
+    pub total_price_cents: i64,
+    pub booking_id: String,
+}
+
+impl StoredHold {
+    /// Parses the `{'OK', hold_id, user, zone, seats, quantity, state, expires_at_ms,
+    /// price_cents, booking_id}` reply of `hold_reply` in common.lua.
+    fn parse(reply: &[String]) -> Option<Self> {
+        let [ok, hold_id, user_id, zone_id, seats, quantity, state, expires, price, booking] = reply else {
+            return None;
+        };
+        if ok != "OK" {
+            return None;
+        }
+        let state = match state.as_str() {
+            "held" => HoldState::Held,
+            "checkout" => HoldState::Checkout,
+            "sold" => HoldState::Sold,
+            "released" => HoldState::Released,
+            "expired" => HoldState::Expired,
+            _ => return None,
+        };
+        Some(Self {
+            hold_id: hold_id.clone(),
+            user_id: user_id.clone(),
+            zone_id: zone_id.clone(),
+            seat_ids: seats.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            quantity: quantity.parse().ok()?,
+            state,
+            expires_at_ms: parse_number(expires)?,
+            total_price_cents: parse_number(price)?,
+            booking_id: booking.clone(),
+        })
+    }
+}
+
+/// Lua numbers may come back as "1.7e+12"-style floats; read both forms.
+fn parse_number(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+}
+
+/// A new hold to create.
+pub struct NewHold<'a> {
+    pub hold_id: String,
+    pub user_id: &'a str,
+    pub zone_id: &'a str,
+    pub ttl: Duration,
+    pub price_cents: i64,
+    pub limit: u32,
+}
+
+/// What to hold: named seats, or the best `quantity` of the zone.
+pub enum Pick<'a> {
+    Seats(&'a [String]),
+    Best { quantity: u32, seated: bool, allow_split: bool, seats_per_row: u32, row_labels: &'a [String] },
+}
+
+/// A sale that payment knows of, grouped by hold, for a rebuild.
+#[derive(Debug, Default)]
+pub struct SoldHold {
+    pub user_id: String,
+    pub zone_id: String,
+    pub seat_ids: Vec<String>,
+    pub quantity: u32,
+    pub booking_id: String,
+}
+
+/// Sentinel raised by scripts when the event's state is missing and must be rebuilt.
+#[derive(Debug)]
+pub struct NotReady;
+
+/// The Redis store with its loaded scripts.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    prefix: String,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    hold_seats: LuaScript,
+    hold_best: LuaScript,
+    release: LuaScript,
+    get_hold: LuaScript,
+    checkout: LuaScript,
+    confirm: LuaScript,
+    sweep: LuaScript,
+    init: LuaScript,
+    ack: LuaScript,
+}
+
+impl Store {
+    /// Connects to Redis and loads every script.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
+        let config = Config::from_url(url)?;
+        let pool = Builder::from_config(config)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(3);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_secs(5);
+            })
+            .build_pool(REDIS_POOL_SIZE)?;
+        pool.init().await?;
+        let scripts = Scripts {
+            hold_seats: LuaScript::load(&pool, with_helpers(include_str!("store/hold_seats.lua"))).await?,
+            hold_best: LuaScript::load(&pool, with_helpers(include_str!("store/hold_best.lua"))).await?,
+            release: LuaScript::load(&pool, with_helpers(include_str!("store/release.lua"))).await?,
+            get_hold: LuaScript::load(&pool, with_helpers(include_str!("store/get_hold.lua"))).await?,
+            checkout: LuaScript::load(&pool, with_helpers(include_str!("store/checkout.lua"))).await?,
+            confirm: LuaScript::load(&pool, with_helpers(include_str!("store/confirm.lua"))).await?,
+            sweep: LuaScript::load(&pool, with_helpers(include_str!("store/sweep.lua"))).await?,
+            init: LuaScript::load(&pool, with_helpers(include_str!("store/init.lua"))).await?,
+            ack: LuaScript::load(&pool, include_str!("store/ack.lua").to_owned()).await?,
+        };
+        Ok(Self { pool, prefix: prefix.to_owned(), scripts: Arc::new(scripts) })
+    }
+
+    /// `<prefix>sl:{<event_id>}:`, the start of every key of the event.
+    pub fn base(&self, event_id: &str) -> String {
+        format!("{}sl:{{{event_id}}}:", self.prefix)
+    }
+
+    fn events_key(&self) -> String {
+        format!("{}sl:events", self.prefix)
+    }
+
+    /// Remembers `event_id` so the sweeper and the relay visit it.
+    pub async fn remember_event(&self, event_id: &str) -> Result<(), Error> {
+        let _: i64 = self.pool.sadd(self.events_key(), event_id).await?;
+        Ok(())
+    }
+
+    /// Every event the sweeper and relay visit.
+    pub async fn known_events(&self) -> Result<Vec<String>, Error> {
+        Ok(self.pool.smembers(self.events_key()).await?)
+    }
+
+    /// Holds seats as `pick` says, all or nothing.
+    pub async fn hold(
+        &self,
+        event_id: &str,
+        new: &NewHold<'_>,
+        pick: &Pick<'_>,
+    ) -> Result<StoredHold, Outcome> {
+        let mut args = vec![
+            new.hold_id.clone(),
+            new.user_id.to_owned(),
+            new.zone_id.to_owned(),
+            new.ttl.as_millis().to_string(),
+            new.price_cents.to_string(),
+            new.limit.to_string(),
+        ];
+        let reply: Vec<String> = match pick {
+            Pick::Seats(seat_ids) => {
+                args.extend(seat_ids.iter().cloned());
+                self.scripts.hold_seats.call(&self.pool, vec![self.base(event_id)], args).await?
+            }
+            Pick::Best { quantity, seated, allow_split, seats_per_row, row_labels } => {
+                args.push(quantity.to_string());
+                args.push(if *seated { "seated" } else { "ga" }.to_owned());
+                args.push(if *allow_split { "1" } else { "0" }.to_owned());
+                args.push(seats_per_row.to_string());
+                args.extend(row_labels.iter().cloned());
+                self.scripts.hold_best.call(&self.pool, vec![self.base(event_id)], args).await?
+            }
+        };
+        let zone_id = new.zone_id.to_owned();
+        let quantity = match pick {
+            Pick::Seats(seat_ids) => seat_ids.len() as u32,
+            Pick::Best { quantity, .. } => *quantity,
+        };
+        match reply.first().map(String::as_str) {
+            Some("SEAT_TAKEN") => Err(Error::SeatTaken(reply[1..].to_vec()).into()),
+            Some("ZONE_SOLD_OUT") => {
+                Err(Error::ZoneSoldOut { zone_id, free: reply.get(1).cloned().unwrap_or_default() }.into())
+            }
+            Some("NO_ADJACENT_SEATS") => Err(Error::NoAdjacentSeats { zone_id, quantity }.into()),
+            Some("TICKET_LIMIT_EXCEEDED") => Err(Error::TicketLimitExceeded {
+                limit: reply.get(1).cloned().unwrap_or_default(),
+                already: reply.get(2).cloned().unwrap_or_default(),
+            }
+            .into()),
+            _ => self.parse_common(reply),
+        }
+    }
+
+    /// Ends a held hold (owner only).
+    pub async fn release(&self, event_id: &str, hold_id: &str, user_id: &str) -> Result<StoredHold, Outcome> {
+        let reply = self.per_hold(&self.scripts.release, event_id, hold_id, user_id, None).await?;
+        self.parse_per_hold(hold_id, reply)
+    }
+
+    /// The hold as it stands (owner only).
+    pub async fn get(&self, event_id: &str, hold_id: &str, user_id: &str) -> Result<StoredHold, Outcome> {
+        let reply = self.per_hold(&self.scripts.get_hold, event_id, hold_id, user_id, None).await?;
+        self.parse_per_hold(hold_id, reply)
+    }
+
+    /// Moves a live hold into checkout, extending it by `grace`.
+    pub async fn checkout(
+        &self,
+        event_id: &str,
+        hold_id: &str,
+        user_id: &str,
+        grace: Duration,
+    ) -> Result<StoredHold, Outcome> {
+        let grace = grace.as_millis().to_string();
+        let reply = self.per_hold(&self.scripts.checkout, event_id, hold_id, user_id, Some(grace)).await?;
+        self.parse_per_hold(hold_id, reply)
+    }
+
+    /// Turns a live hold into a sale under `booking_id`; a replay answers the same.
+    pub async fn confirm(
+        &self,
+        event_id: &str,
+        hold_id: &str,
+        user_id: &str,
+        booking_id: &str,
+    ) -> Result<StoredHold, Outcome> {
+        let reply = self
+            .per_hold(&self.scripts.confirm, event_id, hold_id, user_id, Some(booking_id.to_owned()))
+            .await?;
+        if reply.first().map(String::as_str) == Some("LOST") {
+            tracing::error!(%event_id, %hold_id, seats = ?&reply[1..], "a live hold lost its seats; refusing to sell");
+            return Err(Error::HoldExpired(hold_id.to_owned()).into());
+        }
+        self.parse_per_hold(hold_id, reply)
+    }
+
+    async fn per_hold(
+        &self,
+        script: &LuaScript,
+        event_id: &str,
+        hold_id: &str,
+        user_id: &str,
+        extra: Option<String>,
+    ) -> Result<Vec<String>, Error> {
+        let mut args = vec![hold_id.to_owned(), user_id.to_owned()];
+        args.extend(extra);
+        script.call(&self.pool, vec![self.base(event_id)], args).await
+    }
+
+    fn parse_per_hold(&self, hold_id: &str, reply: Vec<String>) -> Result<StoredHold, Outcome> {
+        let hold_id = hold_id.to_owned();
+        match reply.first().map(String::as_str) {
+            Some("NOT_FOUND") => Err(Error::HoldNotFound(hold_id).into()),
+            Some("NOT_OWNER") => Err(Error::NotHoldOwner(hold_id).into()),
+            Some("IN_CHECKOUT") => Err(Error::HoldInCheckout(hold_id).into()),
+            Some("SOLD") => Err(Error::HoldSold(hold_id).into()),
+            Some("EXPIRED") => Err(Error::HoldExpired(hold_id).into()),
+            _ => self.parse_common(reply),
+        }
+    }
+
+    fn parse_common(&self, reply: Vec<String>) -> Result<StoredHold, Outcome> {
+        if reply.first().map(String::as_str) == Some("NOT_READY") {
+            return Err(Outcome::NotReady(NotReady));
+        }
+        StoredHold::parse(&reply).ok_or_else(|| Error::UnexpectedReply(reply).into())
+    }
+
+    /// Ends up to [`SWEEP_BATCH`] expired holds of the event; returns how many.
+    pub async fn sweep(&self, event_id: &str) -> Result<i64, Error> {
+        self.scripts.sweep.call(&self.pool, vec![self.base(event_id)], vec![SWEEP_BATCH.to_string()]).await
+    }
+
+    /// The first facts of the event's outbox, oldest first.
+    pub async fn outbox(&self, event_id: &str) -> Result<Vec<String>, Error> {
+        Ok(self.pool.lrange(format!("{}outbox", self.base(event_id)), 0, OUTBOX_BATCH - 1).await?)
+    }
+
+    /// Removes published facts from the event's outbox.
+    pub async fn ack(&self, event_id: &str, entries: Vec<String>) -> Result<(), Error> {
+        let _: i64 = self
+            .scripts
+            .ack
+            .call(&self.pool, vec![format!("{}outbox", self.base(event_id))], entries)
+            .await?;
+        Ok(())
+    }
+
+    /// The raw fields of a hold, for building an event from an outbox fact.
+    pub async fn hold_fields(&self, event_id: &str, hold_id: &str) -> Result<Option<StoredHold>, Error> {
+        let fields: Vec<Option<String>> = self
+            .pool
+            .hmget(
+                format!("{}hold:{hold_id}", self.base(event_id)),
+                vec![
+                    "user",
+                    "zone",
+                    "seats",
+                    "quantity",
+                    "state",
+                    "expires_at_ms",
+                    "price_cents",
+                    "booking_id",
+                ],
+            )
+            .await?;
+        if fields.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut reply = vec!["OK".to_owned(), hold_id.to_owned()];
+        reply.extend(fields.into_iter().map(Option::unwrap_or_default));
+        Ok(StoredHold::parse(&reply))
+    }
+
+    /// Takes the event's rebuild lock for this replica; false when another replica has it.
+    pub async fn lock_rebuild(&self, event_id: &str, token: &str) -> Result<bool, Error> {
+        let taken: Option<String> = self
+            .pool
+            .set(
+                format!("{}rebuild", self.base(event_id)),
+                token,
+                Some(Expiration::PX(REBUILD_LOCK_TTL.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Gives the rebuild lock back.
+    pub async fn unlock_rebuild(&self, event_id: &str) -> Result<(), Error> {
+        let _: i64 = self.pool.del(format!("{}rebuild", self.base(event_id))).await?;
+        Ok(())
+    }
+
+    /// Initialises the event's counters and sold seats (once; a no-op when already ready).
+    pub async fn init(&self, layout: &Layout, sold: &BTreeMap<String, SoldHold>) -> Result<bool, Error> {
+        let mut args = vec![layout.zones.len().to_string()];
+        for zone in &layout.zones {
+            args.push(zone.zone_id.clone());
+            args.push(zone.capacity.to_string());
+        }
+        for (hold_id, hold) in sold {
+            let price =
+                layout.zone(&hold.zone_id).map_or(0, |zone| zone.price_cents) * i64::from(hold.quantity);
+            args.extend([
+                hold_id.clone(),
+                hold.user_id.clone(),
+                hold.zone_id.clone(),
+                hold.seat_ids.join(","),
+                hold.quantity.to_string(),
+                hold.booking_id.clone(),
+                price.to_string(),
+            ]);
+        }
+        let initialised: i64 =
+            self.scripts.init.call(&self.pool, vec![self.base(&layout.event_id)], args).await?;
+        Ok(initialised == 1)
+    }
+}
+
+/// A script's answer that is not a hold: a refusal, or "rebuild first".
+#[derive(Debug)]
+pub enum Outcome {
+    NotReady(NotReady),
+    Failed(Error),
+}
+
+impl From<Error> for Outcome {
+    fn from(error: Error) -> Self {
+        Self::Failed(error)
+    }
+}

@@ -1,0 +1,282 @@
+//! Test harness: a fake inventory + payment on a port-0 listener, a real seat-lock on the
+//! test's own Redis prefix and NATS prefix, and pass signing.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use fred::prelude::*;
+use futures::StreamExt;
+use seat_lock::{App, Config};
+use service_runtime::config::ServerArgs;
+use ticketing_proto::{
+    pass::{PassClaims, PassKeyRing},
+    v1::{
+        Event, GetEventRequest, GetEventResponse, HoldSeatsRequest, ListSoldSeatsRequest,
+        ListSoldSeatsResponse, SoldSeat, Zone, ZoneKind,
+        inventory_service_server::{InventoryService, InventoryServiceServer},
+        payment_service_server::{PaymentService, PaymentServiceServer},
+        seat_lock_service_client::SeatLockServiceClient,
+        *,
+    },
+};
+use tonic::{Request, Response, Status, transport::Channel};
+use tools::testenv::TestEnv;
+
+pub const KEYS: &str = "k2:current-secret-0123456789,k1:previous-secret-0123456789";
+pub const PREVIOUS_KEY: &str = "k1:previous-secret-0123456789";
+pub const MAX_TICKETS: u32 = 4;
+/// Seated zone "A": rows R1..R5 of 10 seats.
+pub const ROWS: [&str; 5] = ["R1", "R2", "R3", "R4", "R5"];
+pub const SEATS_PER_ROW: u32 = 10;
+pub const CAPACITY_A: u32 = 50;
+pub const PRICE_A: i64 = 5_000;
+pub const PRICE_GA: i64 = 2_000;
+
+/// Serves one fixed event, NOT_FOUND for any other.
+struct FakeInventory {
+    event: Event,
+}
+
+#[tonic::async_trait]
+impl InventoryService for FakeInventory {
+    async fn create_venue(
+        &self,
+        _: Request<CreateVenueRequest>,
+    ) -> Result<Response<CreateVenueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn create_event(
+        &self,
+        _: Request<CreateEventRequest>,
+    ) -> Result<Response<CreateEventResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_event(
+        &self,
+        request: Request<GetEventRequest>,
+    ) -> Result<Response<GetEventResponse>, Status> {
+        if request.get_ref().event_id == self.event.event_id {
+            Ok(Response::new(GetEventResponse { event: Some(self.event.clone()) }))
+        } else {
+            Err(Status::not_found("no such event"))
+        }
+    }
+    async fn list_events(
+        &self,
+        _: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_seat_map(
+        &self,
+        _: Request<GetSeatMapRequest>,
+    ) -> Result<Response<GetSeatMapResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_availability(
+        &self,
+        _: Request<GetAvailabilityRequest>,
+    ) -> Result<Response<GetAvailabilityResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    type WatchSeatMapStream = futures::stream::Empty<Result<SeatMapUpdate, Status>>;
+    async fn watch_seat_map(
+        &self,
+        _: Request<WatchSeatMapRequest>,
+    ) -> Result<Response<Self::WatchSeatMapStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// Lists the sold seats the test put in `sold`; fails while `down` is set.
+#[derive(Clone, Default)]
+pub struct FakePayment {
+    pub sold: Arc<Mutex<Vec<SoldSeat>>>,
+    pub down: Arc<AtomicBool>,
+}
+
+#[tonic::async_trait]
+impl PaymentService for FakePayment {
+    async fn pay(&self, _: Request<PayRequest>) -> Result<Response<PayResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_payment(&self, _: Request<GetPaymentRequest>) -> Result<Response<Payment>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_booking(&self, _: Request<GetBookingRequest>) -> Result<Response<Booking>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_bookings(
+        &self,
+        _: Request<ListBookingsRequest>,
+    ) -> Result<Response<ListBookingsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_sold_seats(
+        &self,
+        request: Request<ListSoldSeatsRequest>,
+    ) -> Result<Response<ListSoldSeatsResponse>, Status> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("payment is down"));
+        }
+        let event_id = request.into_inner().event_id;
+        let seats = self.sold.lock().map_err(|_| Status::internal("poisoned"))?.clone();
+        let _ = event_id;
+        Ok(Response::new(ListSoldSeatsResponse { seats }))
+    }
+}
+
+/// A running seat-lock with its fakes.
+pub struct TestApp {
+    pub env: TestEnv,
+    pub client: SeatLockServiceClient<Channel>,
+    pub event_id: String,
+    pub payment: FakePayment,
+    pub ring: PassKeyRing,
+    pub redis: Client,
+}
+
+fn event(event_id: &str) -> Event {
+    Event {
+        event_id: event_id.to_owned(),
+        venue_id: uuid::Uuid::new_v4().to_string(),
+        name: "Test concert".into(),
+        max_tickets_per_user: MAX_TICKETS,
+        currency: "EUR".into(),
+        zones: vec![
+            Zone {
+                zone_id: "A".into(),
+                name: "Stalls".into(),
+                kind: ZoneKind::Seated as i32,
+                price_cents: PRICE_A,
+                row_labels: ROWS.iter().map(|r| (*r).to_owned()).collect(),
+                seats_per_row: SEATS_PER_ROW,
+                accessible_seat_ids: vec![],
+                capacity: CAPACITY_A,
+            },
+            Zone {
+                zone_id: "GA".into(),
+                name: "Standing".into(),
+                kind: ZoneKind::GeneralAdmission as i32,
+                price_cents: PRICE_GA,
+                capacity: 100,
+                ..Default::default()
+            },
+        ],
+        total_capacity: CAPACITY_A + 100,
+        ..Default::default()
+    }
+}
+
+/// Starts the fakes and seat-lock with holds lasting `hold_ttl_secs`.
+pub async fn spawn_app(hold_ttl_secs: u64) -> anyhow::Result<TestApp> {
+    let env = TestEnv::new().await?;
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let payment = FakePayment::default();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let fakes_addr = listener.local_addr()?;
+    let router = tonic::transport::Server::builder()
+        .add_service(InventoryServiceServer::new(FakeInventory { event: event(&event_id) }))
+        .add_service(PaymentServiceServer::new(payment.clone()));
+    tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+
+    let config = Config {
+        server: ServerArgs::loopback(),
+        redis_url: env.redis_url.clone(),
+        redis_prefix: env.redis_prefix.clone(),
+        nats_url: env.nats_url.clone(),
+        nats_prefix: env.nats_prefix.clone(),
+        inventory_url: format!("http://{fakes_addr}"),
+        payment_url: format!("http://{fakes_addr}"),
+        pass_keys: KEYS.parse()?,
+        hold_ttl_secs,
+        checkout_grace_secs: 300,
+        sweep_interval_ms: 100,
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let app = App::build(config).await?;
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let client = SeatLockServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+
+    let redis = Builder::from_config(fred::prelude::Config::from_url(&env.redis_url)?).build()?;
+    redis.init().await?;
+    Ok(TestApp { env, client, event_id, payment, ring: KEYS.parse()?, redis })
+}
+
+impl TestApp {
+    /// A valid pass for `user` on this event, signed with the current key.
+    pub fn pass(&self, user: &str) -> String {
+        self.ring.sign(claims(&self.event_id, user, now_ms() + 60_000))
+    }
+
+    pub fn client(&self) -> SeatLockServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// A HoldSeats request for `user` with a valid pass.
+    pub fn hold_request(&self, user: &str, seats: &[&str]) -> HoldSeatsRequest {
+        HoldSeatsRequest {
+            pass_token: self.pass(user),
+            event_id: self.event_id.clone(),
+            user_id: user.to_owned(),
+            seat_ids: seats.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Holds `seats` for `user`.
+    pub async fn hold(&self, user: &str, seats: &[&str]) -> Result<Hold, Status> {
+        self.client().hold_seats(self.hold_request(user, seats)).await.map(Response::into_inner)
+    }
+
+    /// A Redis key of this test's event.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}sl:{{{}}}:{suffix}", self.env.redis_prefix, self.event_id)
+    }
+
+    /// The free counter of a zone, read straight from Redis.
+    pub async fn free(&self, zone: &str) -> anyhow::Result<i64> {
+        Ok(self.redis.get::<Option<i64>, _>(self.key(&format!("free:{zone}"))).await?.unwrap_or(-1))
+    }
+
+    /// Deletes every key of this test (never FLUSHALL: other tests share the server).
+    pub async fn flush_test_keys(&self) -> anyhow::Result<()> {
+        let mut keys = Vec::new();
+        let mut scan = self.redis.scan_buffered(format!("{}*", self.env.redis_prefix), Some(500), None);
+        while let Some(key) = scan.next().await {
+            keys.push(key?);
+        }
+        for key in keys {
+            let _: i64 = self.redis.del(key).await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn claims(event_id: &str, user: &str, expires_at_ms: i64) -> PassClaims {
+    PassClaims {
+        key_id: String::new(),
+        event_id: event_id.to_owned(),
+        user_id: user.to_owned(),
+        pass_id: uuid::Uuid::new_v4().to_string(),
+        expires_at_ms,
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The ErrorInfo reason and metadata of a refusal (empty when it has none).
+pub fn reason_of(status: &Status) -> (String, std::collections::HashMap<String, String>) {
+    service_runtime::status::reason(status).unwrap_or_default()
+}
+
+/// Generous bound for background work (sweeper, relay) in tests; never a speed assertion.
+pub const EVENTUALLY: Duration = Duration::from_secs(15);
