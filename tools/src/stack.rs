@@ -305,7 +305,7 @@ impl Stack {
             fs::write(pids.join(format!("{}.pid", service.name)), child.to_string())?;
         }
         let cfg = config.state_dir.join("haproxy.cfg");
-        fs::copy(workspace_root().join("tools/haproxy/haproxy.cfg"), &cfg)?;
+        fs::copy(workspace_root().join("k8s/base/haproxy/haproxy.cfg"), &cfg)?;
         let log = fs::File::create(logs.join("haproxy.log"))?;
         let mut command = Command::new(haproxy);
         command

@@ -41,7 +41,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5_000)]
         users: u32,
     },
-    /// Starts the backing services if needed, builds the services and runs every test.
+    /// Starts the backing services if needed, builds the services, runs every test and the
+    /// offline check of the Kubernetes manifests.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -103,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
             let mut test = vec!["test", "--workspace"];
             test.extend(args.iter().map(String::as_str));
             cargo(&test)?;
+            // The deployment is checked offline: schemas, patch targets, ports, images.
+            let k8s = Command::new("bash").arg("tools/k8s/check.sh").current_dir(stack::workspace_root()).status()?;
+            if !k8s.success() {
+                bail!("the offline Kubernetes check failed");
+            }
         }
     }
     Ok(())

@@ -1,0 +1,219 @@
+//! The whole mesh as real processes behind HAProxy: the happy path end to end, and the
+//! small flash sale with its invariant checks.
+//!
+//! Needs the service binaries (`cargo build --bins`, which the README's test command runs)
+//! and HAProxy (installed by that command too).
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use ticketing_proto::v1::{
+    self as pb, admission_service_client::AdmissionServiceClient, inventory_service_client::InventoryServiceClient,
+    notifier_service_client::NotifierServiceClient, payment_service_client::PaymentServiceClient,
+    seat_lock_service_client::SeatLockServiceClient,
+};
+use tokio_stream::StreamExt;
+use tools::{
+    stack::{self, Stack, StackConfig},
+    testenv::{TestEnv, eventually},
+};
+
+/// Stops the stack's processes when the test ends, even when it fails.
+struct Running(Stack);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
+async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
+    stack::ensure_haproxy()?;
+    let state_dir = std::env::temp_dir().join(format!("ticketing-e2e-{}", env.id));
+    let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
+    config.database_url = env.database_url.clone();
+    config.redis_prefix = env.redis_prefix.clone();
+    config.nats_prefix = env.nats_prefix.clone();
+    Ok(Running(Stack::start(config).await?))
+}
+
+fn ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let stack = start_stack(&env).await?;
+    let lb = tonic::transport::Endpoint::from_shared(stack.0.config.lb_url())?.connect().await?;
+
+    // Catalogue.
+    let mut inventory = InventoryServiceClient::new(lb.clone());
+    let venue = inventory
+        .create_venue(pb::CreateVenueRequest {
+            name: "Loopback Hall".into(),
+            zones: vec![pb::ZoneSpec {
+                zone_id: "A".into(),
+                name: "Stalls".into(),
+                price_cents: 5_000,
+                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
+                    row_labels: vec!["1".into(), "2".into()],
+                    seats_per_row: 10,
+                    accessible_seat_ids: vec![],
+                })),
+            }],
+        })
+        .await?
+        .into_inner()
+        .venue
+        .expect("venue");
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = inventory
+        .create_event(pb::CreateEventRequest {
+            venue_id: venue.venue_id.clone(),
+            name: "End to end".into(),
+            starts_at: Some(ts(now + 86_400_000)),
+            sale_opens_at: Some(ts(now - 1_000)),
+            max_tickets_per_user: 4,
+            currency: "EUR".into(),
+            admission_capacity: 10,
+            admission_tick_ms: 50,
+            pass_ttl_seconds: 120,
+        })
+        .await?
+        .into_inner()
+        .event
+        .expect("event");
+    let event_id = event.event_id.clone();
+    let user_id = "alice".to_owned();
+
+    // Waiting room.
+    let mut admission = AdmissionServiceClient::new(lb.clone());
+    let joined = admission.join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }).await?.into_inner();
+    let again = admission.join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }).await?.into_inner();
+    assert_eq!(joined.ticket, again.ticket, "joining twice keeps the place");
+    let mut watch = admission
+        .watch_queue(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+        .await?
+        .into_inner();
+    let mut pass = None;
+    while let Some(status) = tokio::time::timeout(Duration::from_secs(20), watch.next()).await? {
+        if let Some(p) = status?.pass {
+            pass = Some(p);
+            break;
+        }
+    }
+    let pass = pass.expect("admitted with a pass");
+
+    // Subscribe before buying so the confirmation is seen live.
+    let mut notifications = NotifierServiceClient::new(lb.clone())
+        .subscribe(pb::SubscribeRequest { user_id: user_id.clone(), after_id: 0 })
+        .await?
+        .into_inner();
+
+    // Hold two seats.
+    let mut seat_lock = SeatLockServiceClient::new(lb.clone());
+    let hold = seat_lock
+        .hold_seats(pb::HoldSeatsRequest {
+            pass_token: pass.token.clone(),
+            event_id: event_id.clone(),
+            user_id: user_id.clone(),
+            seat_ids: vec!["A-1-1".into(), "A-1-2".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(hold.quantity, 2);
+    assert_eq!(hold.total_price_cents, 10_000);
+
+    // Inventory shows them held, from its event stream.
+    let held = eventually(Duration::from_secs(10), || {
+        let mut inventory = inventory.clone();
+        let event_id = event_id.clone();
+        async move {
+            let a = inventory.get_availability(pb::GetAvailabilityRequest { event_id }).await.ok()?.into_inner();
+            (a.zones[0].held == 2).then_some(())
+        }
+    })
+    .await;
+    assert!(held.is_some(), "inventory shows the held seats");
+
+    // Pay, twice with the same key: one charge, the same answer.
+    let mut payment = PaymentServiceClient::new(lb.clone());
+    let pay = pb::PayRequest {
+        idempotency_key: "e2e-key-0001".into(),
+        event_id: event_id.clone(),
+        hold_id: hold.hold_id.clone(),
+        user_id: user_id.clone(),
+        payment_method: "pm_card_ok".into(),
+    };
+    let paid = payment.pay(pay.clone()).await?.into_inner();
+    let replay = payment.pay(pay).await?.into_inner();
+    let booking = paid.booking.clone().expect("a booking");
+    assert_eq!(paid.payment.as_ref().map(|p| p.status()), Some(pb::PaymentStatus::Confirmed));
+    assert_eq!(replay.booking.map(|b| b.booking_id), Some(booking.booking_id.clone()));
+    assert!(replay.replayed);
+
+    // The confirmation reaches the user's live stream.
+    let confirmed = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(n) = notifications.next().await {
+            let n = n?;
+            if n.kind() == pb::NotificationKind::BookingConfirmed {
+                return Ok::<_, tonic::Status>(Some(n));
+            }
+        }
+        Ok(None)
+    })
+    .await??
+    .expect("a BookingConfirmed notification");
+    assert_eq!(confirmed.event_id, event_id);
+
+    // Ground truth in Postgres: the booking, its seats and one seat_guard row per seat.
+    let db = env.database().await?;
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        let booking_id = booking.booking_id.clone();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [booking_id.into()]))
+                .await?
+                .expect("a row");
+            anyhow::Ok(row.try_get_by_index::<i64>(0)?)
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM payment.bookings WHERE booking_id::text = $1").await?, 1);
+    assert_eq!(count("SELECT count(*) FROM payment.seat_guard WHERE booking_id::text = $1").await?, 2);
+    assert_eq!(count("SELECT count(*) FROM notifier.inbox WHERE message_id = 'booking:' || $1").await?, 1);
+
+    // Inventory shows the seats sold.
+    let sold = eventually(Duration::from_secs(10), || {
+        let mut inventory = inventory.clone();
+        let event_id = event_id.clone();
+        async move {
+            let a = inventory.get_availability(pb::GetAvailabilityRequest { event_id }).await.ok()?.into_inner();
+            (a.zones[0].sold == 2 && a.zones[0].held == 0).then_some(())
+        }
+    })
+    .await;
+    assert!(sold.is_some(), "inventory shows the sold seats");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_flash_sale_keeps_every_invariant() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let stack = start_stack(&env).await?;
+    let report = tools::sale::run(tools::sale::SaleConfig {
+        lb_url: stack.0.config.lb_url(),
+        database_url: env.database_url.clone(),
+        seats: 100,
+        users: 300,
+        max_tickets_per_user: 4,
+        admission_capacity: 50,
+    })
+    .await?;
+    println!("{report}");
+    assert!(report.violations.is_empty(), "{report}");
+    assert!(report.seats_sold > 0 && report.seats_sold <= 100, "{report}");
+    assert_eq!(report.errors, 0, "{report}");
+    Ok(())
+}
