@@ -1,0 +1,89 @@
+//! Wiring: connects Redis, NATS and inventory, binds the server, and runs the background
+//! tasks (controller, BookingConfirmed consumer) next to it.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use service_runtime::{
+    GrpcServer,
+    bus::{EventBus, consume, kind},
+};
+use ticketing_proto::{events::event_envelope::Body, v1::admission_service_server::AdmissionServiceServer};
+
+use crate::{
+    catalog::{Catalog, INVENTORY_TIMEOUT},
+    config::Config,
+    controller::Controller,
+    service::AdmissionService,
+    store::Store,
+};
+
+/// The name of the durable NATS consumer that frees passes after purchases; shared by all
+/// replicas, so each confirmation is handled once.
+pub const CONSUMER_NAME: &str = "admission";
+
+/// A built, bound, not yet serving admission service.
+pub struct App {
+    server: GrpcServer,
+    service: AdmissionService,
+    bus: EventBus,
+}
+
+impl App {
+    /// Connects to backing services and binds (port 0 allowed). Nothing is served yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Arc::new(Store::connect(&config.redis_url, &config.redis_prefix).await?);
+        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
+        let catalog = Arc::new(Catalog::new(channel));
+        let controller = Arc::new(Controller::new(
+            store.clone(),
+            catalog.clone(),
+            bus.clone(),
+            Duration::from_millis(config.controller_poll_ms),
+        ));
+        let server = GrpcServer::bind(&config.server).await?;
+        let service = AdmissionService {
+            store,
+            catalog,
+            controller,
+            ring: config.pass_keys.clone(),
+            join_rate_limit: config.join_rate_limit,
+            stopping: server.stopping(),
+        };
+        Ok(Self { server, service, bus })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves; the controller, the consumer and the streams stop
+    /// on `server.stopping()`.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { server, service, bus } = self;
+        let stopping = server.stopping();
+        let controller = tokio::spawn(service.controller.clone().run(stopping.clone()));
+
+        let consumer = bus.durable_consumer(CONSUMER_NAME, &[kind::BOOKING_CONFIRMED]).await?;
+        let store = service.store.clone();
+        let consumer = tokio::spawn(consume(consumer, CONSUMER_NAME, stopping, move |event| {
+            let store = store.clone();
+            async move {
+                if let Some(Body::BookingConfirmed(booking)) = event.body
+                    && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
+                {
+                    let event_id = event_id.to_string();
+                    let freed = store.release_pass(&event_id, &booking.user_id).await?;
+                    tracing::debug!(%event_id, user_id = %booking.user_id, freed, "booking confirmed; pass released");
+                }
+                Ok(())
+            }
+        }));
+
+        let served = server.serve(AdmissionServiceServer::new(service), shutdown).await;
+        let _ = controller.await;
+        let _ = consumer.await;
+        served
+    }
+}

@@ -1,0 +1,63 @@
+//! Flags and environment of the admission service.
+
+use service_runtime::config::{ServerArgs, validate_prefix};
+use ticketing_proto::pass::PassKeyRing;
+
+/// Everything the service reads at start-up; validated before anything is bound.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "admission", about = "The virtual waiting room of the ticketing mesh")]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Redis holding the queues and passes.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Put in front of every Redis key, so several deployments (or tests) share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+    /// NATS JetStream carrying the mesh's events.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Subject prefix (and stream name) of the mesh's events.
+    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
+    pub nats_prefix: String,
+    /// The inventory service, which describes events (sale opening, capacity, tick, pass ttl).
+    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
+    pub inventory_url: String,
+    /// Pass-signing keys, `id:secret[,id:secret...]`, newest first; never printed.
+    #[arg(long, env = "PASS_KEYS")]
+    pub pass_keys: PassKeyRing,
+    /// How often the controller looks for events whose admission tick is due, in milliseconds.
+    #[arg(long, env = "CONTROLLER_POLL_MS", default_value_t = 50)]
+    pub controller_poll_ms: u64,
+    /// Joins one user may make per event per second before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "JOIN_RATE_LIMIT", default_value_t = 5)]
+    pub join_rate_limit: u32,
+}
+
+impl Config {
+    /// Refuses a configuration the service cannot run with, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        self.server.validate()?;
+        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if self.redis_prefix.len() > 64 || self.redis_prefix.contains(['{', '}', ' ']) {
+            return Err(format!(
+                "REDIS_PREFIX must be at most 64 characters without braces or spaces, got {:?}",
+                self.redis_prefix
+            ));
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+            return Err(format!("REDIS_URL must start with redis:// or rediss://, got {:?}", self.redis_url));
+        }
+        if !self.inventory_url.starts_with("http://") && !self.inventory_url.starts_with("https://") {
+            return Err(format!("INVENTORY_URL must be an http(s) URL, got {:?}", self.inventory_url));
+        }
+        if !(1..=60_000).contains(&self.controller_poll_ms) {
+            return Err("CONTROLLER_POLL_MS must be 1-60000".into());
+        }
+        if self.join_rate_limit == 0 {
+            return Err("JOIN_RATE_LIMIT must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! The admission controller and the per-event "now serving" view.
+//!
+//! Every replica runs [`Controller::run`]: each `CONTROLLER_POLL_MS` it walks the events that
+//! have a queue and, for each whose tick (`admission_tick_ms`) is due locally, runs the tick
+//! script once. The script admits only for the replica that wins the tick's lease and only
+//! once the sale is open, so an event is ticked at most once per interval across replicas;
+//! every replica still gets the event's figures back (lowest waiting ticket, queue length,
+//! passes issued), which it publishes on a `tokio::sync::watch` channel. `WatchQueue` streams
+//! read that channel, so a thousand streams cost one Redis call per tick, not a thousand.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use service_runtime::{
+    CancellationToken,
+    bus::{EventBus, envelope, timestamp_ms},
+};
+use ticketing_proto::events::{Admitted, event_envelope::Body};
+use tokio::sync::watch;
+
+use crate::{
+    catalog::{Catalog, EventInfo},
+    error::Error,
+    store::{AdmittedUser, Store, TickParams, TickReport},
+};
+
+/// Events ticked at once by one replica; bounds the Redis calls in flight per poll.
+const MAX_CONCURRENT_TICKS: usize = 16;
+
+/// Admitted events published at once; JetStream acks each publish, so a batch of a
+/// thousand admissions is published in a few round trips instead of a thousand.
+const PUBLISH_CONCURRENCY: usize = 64;
+
+/// Attempts to publish one Admitted event; the message id makes retries harmless.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Time constant of the admission-rate average: long enough to smooth the burst of each
+/// tick, short enough to follow a change of pace within seconds.
+const RATE_TIME_CONSTANT_MS: f64 = 5_000.0;
+
+/// Below this measured rate (admissions per second) the estimate falls back to
+/// capacity / pass ttl instead of promising an endless wait.
+const MIN_MEASURED_RATE: f64 = 0.01;
+
+/// The figures of one event as of its last tick, shared by all its watchers on a replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct View {
+    /// False until the first tick of this replica reported.
+    pub refreshed: bool,
+    /// Redis time of the tick, unix ms.
+    pub now_ms: i64,
+    /// The lowest ticket still waiting: a user with ticket `t >= head` is at about
+    /// `t - head + 1` (an upper bound when people ahead left).
+    pub head: u64,
+    pub queue_length: u64,
+    pub active_passes: u64,
+    /// Admissions per second, averaged; `None` until measured.
+    pub rate: Option<f64>,
+}
+
+impl View {
+    /// Seconds until a user at `position` is admitted: position / measured rate, or
+    /// position / (capacity / pass ttl) before anything was measured, plus the time left
+    /// until the sale opens.
+    pub fn estimated_wait_seconds(&self, info: &EventInfo, position: u64, now_ms: i64) -> u32 {
+        let fallback = f64::from(info.capacity.max(1)) / f64::from(info.pass_ttl_seconds.max(1));
+        let rate = self.rate.filter(|rate| *rate >= MIN_MEASURED_RATE).unwrap_or(fallback);
+        let until_open = (info.sale_opens_at_ms - now_ms).max(0) as f64 / 1000.0;
+        let seconds = (position as f64 / rate + until_open).ceil();
+        if seconds >= f64::from(u32::MAX) { u32::MAX } else { seconds as u32 }
+    }
+}
+
+/// Local tick bookkeeping of one event.
+struct EventClock {
+    last_tick: Option<Instant>,
+    /// `admitted_total` and Redis time of the previous report, for the rate.
+    last_total: Option<(u64, i64)>,
+    rate: Option<f64>,
+}
+
+/// Runs the admission ticks and keeps the views.
+pub struct Controller {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    bus: EventBus,
+    poll: Duration,
+    views: Mutex<HashMap<String, watch::Sender<View>>>,
+    /// Events this replica has already put in the Redis set of events.
+    registered: Mutex<HashSet<String>>,
+}
+
+impl Controller {
+    /// A controller polling every `poll`.
+    pub fn new(store: Arc<Store>, catalog: Arc<Catalog>, bus: EventBus, poll: Duration) -> Self {
+        Self {
+            store,
+            catalog,
+            bus,
+            poll,
+            views: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The view channel of an event, created on first use.
+    pub fn watch(&self, event_id: &str) -> watch::Receiver<View> {
+        let mut views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        views.entry(event_id.to_owned()).or_insert_with(|| watch::Sender::new(View::default())).subscribe()
+    }
+
+    /// The latest view of an event (the default before its first tick here).
+    pub fn view(&self, event_id: &str) -> View {
+        *self.watch(event_id).borrow()
+    }
+
+    /// Makes sure the controllers walk this event; one SADD per event per replica.
+    pub async fn register(&self, event_id: &str) -> Result<(), Error> {
+        let known = self.registered.lock().unwrap_or_else(|p| p.into_inner()).contains(event_id);
+        if !known {
+            self.store.register_event(event_id).await?;
+            self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(event_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Ticks due events until `stopping` is cancelled.
+    pub async fn run(self: Arc<Self>, stopping: CancellationToken) {
+        let mut clocks: HashMap<String, EventClock> = HashMap::new();
+        let mut interval = tokio::time::interval(self.poll);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let events = match self.store.events().await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot list events with a queue");
+                    continue;
+                }
+            };
+            let mut due = Vec::new();
+            for event_id in events {
+                let info = match self.catalog.get(&event_id).await {
+                    Ok(info) => info,
+                    Err(error) => {
+                        tracing::warn!(%event_id, error = %error, "cannot describe event; skipping its tick");
+                        continue;
+                    }
+                };
+                let clock = clocks.entry(event_id).or_insert(EventClock {
+                    last_tick: None,
+                    last_total: None,
+                    rate: None,
+                });
+                let tick = Duration::from_millis(u64::from(info.tick_ms));
+                if clock.last_tick.is_none_or(|last| last.elapsed() >= tick) {
+                    clock.last_tick = Some(Instant::now());
+                    due.push(info);
+                }
+            }
+            let reports: Vec<(EventInfo, Result<TickReport, Error>)> = futures::stream::iter(due)
+                .map(|info| async {
+                    let report = self.tick(&info).await;
+                    (info, report)
+                })
+                .buffer_unordered(MAX_CONCURRENT_TICKS)
+                .collect()
+                .await;
+            for (info, report) in reports {
+                match report {
+                    Ok(report) => {
+                        if let Some(clock) = clocks.get_mut(&info.event_id) {
+                            self.observe(&info, clock, &report);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(event_id = %info.event_id, error = %error, "admission tick failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tick of one event: the script, then an Admitted event per admitted user.
+    async fn tick(&self, info: &EventInfo) -> Result<TickReport, Error> {
+        let params = TickParams {
+            sale_opens_at_ms: info.sale_opens_at_ms,
+            capacity: info.capacity,
+            pass_ttl_ms: u64::from(info.pass_ttl_seconds) * 1000,
+            tick_ms: info.tick_ms,
+        };
+        let report = self.store.tick(&info.event_id, params).await?;
+        if !report.admitted.is_empty() {
+            metrics::counter!("admission_admitted_total", "event_id" => info.event_id.clone())
+                .increment(report.admitted.len() as u64);
+            futures::stream::iter(&report.admitted)
+                .for_each_concurrent(PUBLISH_CONCURRENCY, |user| self.publish(&info.event_id, user))
+                .await;
+        }
+        Ok(report)
+    }
+
+    async fn publish(&self, event_id: &str, user: &AdmittedUser) {
+        let message_id = format!("admitted:{event_id}:{}:{}", user.user_id, user.pass.pass_id);
+        let event = envelope(
+            message_id,
+            Body::Admitted(Admitted {
+                event_id: event_id.to_owned(),
+                user_id: user.user_id.clone(),
+                pass_id: user.pass.pass_id.clone(),
+                pass_expires_at: Some(timestamp_ms(user.pass.expires_at_ms)),
+                ticket: user.pass.ticket,
+            }),
+        );
+        for attempt in 1..=PUBLISH_ATTEMPTS {
+            match self.bus.publish(&event).await {
+                Ok(()) => return,
+                Err(error) if attempt == PUBLISH_ATTEMPTS => {
+                    tracing::error!(error = %format!("{error:#}"), message_id = %event.message_id, "cannot publish Admitted; the pass stands, the event is lost");
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, attempt, "publishing Admitted failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Updates the rate average, the view and the gauges from a tick's report.
+    fn observe(&self, info: &EventInfo, clock: &mut EventClock, report: &TickReport) {
+        if let Some((total, at)) = clock.last_total {
+            let elapsed_ms = report.now_ms - at;
+            let delta = report.admitted_total.saturating_sub(total);
+            let busy = delta > 0 || (report.queue_length > 0 && report.now_ms >= info.sale_opens_at_ms);
+            if elapsed_ms > 0 && busy {
+                let instant = delta as f64 * 1000.0 / elapsed_ms as f64;
+                let alpha = 1.0 - (-(elapsed_ms as f64) / RATE_TIME_CONSTANT_MS).exp();
+                clock.rate = Some(match clock.rate {
+                    Some(rate) => rate + alpha * (instant - rate),
+                    // Seeded with the configured pace, so the first bursty ticks do not swing it.
+                    None => {
+                        let seed = f64::from(info.capacity.max(1)) / f64::from(info.pass_ttl_seconds.max(1));
+                        seed + alpha * (instant - seed)
+                    }
+                });
+            }
+        }
+        clock.last_total = Some((report.admitted_total, report.now_ms));
+        let view = View {
+            refreshed: true,
+            now_ms: report.now_ms,
+            head: report.head,
+            queue_length: report.queue_length,
+            active_passes: report.active_passes,
+            rate: clock.rate,
+        };
+        let event_id = info.event_id.clone();
+        let wait = view.estimated_wait_seconds(info, report.queue_length, report.now_ms);
+        metrics::gauge!("admission_queue_length", "event_id" => event_id.clone())
+            .set(report.queue_length as f64);
+        metrics::gauge!("admission_active_passes", "event_id" => event_id.clone())
+            .set(report.active_passes as f64);
+        metrics::gauge!("admission_rate", "event_id" => event_id.clone()).set(clock.rate.unwrap_or(0.0));
+        metrics::gauge!("admission_estimated_wait_seconds", "event_id" => event_id).set(f64::from(wait));
+        let views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match views.get(&info.event_id) {
+            Some(sender) => {
+                sender.send_replace(view);
+            }
+            None => {
+                drop(views);
+                let mut views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                views.insert(info.event_id.clone(), watch::Sender::new(view));
+            }
+        }
+    }
+}

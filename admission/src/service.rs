@@ -1,0 +1,237 @@
+//! The gRPC `AdmissionService`: validation, then the store, then the answer.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use service_runtime::{
+    CancellationToken,
+    bus::timestamp_ms,
+    status::{user_id, uuid},
+};
+use ticketing_proto::{
+    pass::{PassClaims, PassKeyRing},
+    v1::{
+        GetQueueStatusRequest, JoinRequest, LeaveRequest, LeaveResponse, Pass, QueueState, QueueStatus,
+        WatchQueueRequest, admission_service_server::AdmissionService as AdmissionApi,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    catalog::{Catalog, EventInfo},
+    controller::{Controller, View},
+    error::Error,
+    store::{JoinOutcome, Standing, Store, StoredPass},
+};
+
+/// Messages buffered per WatchQueue stream; a slow reader gets the latest position a
+/// moment later rather than an unbounded backlog.
+const WATCH_BUFFER: usize = 4;
+
+/// How often a WatchQueue stream reports, at the least.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Implements the generated `AdmissionService` trait.
+#[derive(Clone)]
+pub struct AdmissionService {
+    pub(crate) store: Arc<Store>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) controller: Arc<Controller>,
+    pub(crate) ring: PassKeyRing,
+    pub(crate) join_rate_limit: u32,
+    pub(crate) stopping: CancellationToken,
+}
+
+/// The event id in canonical form (so keys do not depend on case) and the checked user id.
+fn ids(event_id: &str, user: &str) -> Result<(String, String), Error> {
+    let event_id = uuid("event_id", event_id)?.to_string();
+    let user = user_id(user)?.to_owned();
+    Ok((event_id, user))
+}
+
+impl AdmissionService {
+    fn pass(&self, event_id: &str, user_id: &str, stored: &StoredPass) -> Pass {
+        let token = self.ring.sign(PassClaims {
+            key_id: String::new(),
+            event_id: event_id.to_owned(),
+            user_id: user_id.to_owned(),
+            pass_id: stored.pass_id.clone(),
+            expires_at_ms: stored.expires_at_ms,
+        });
+        Pass { token, pass_id: stored.pass_id.clone(), expires_at: Some(timestamp_ms(stored.expires_at_ms)) }
+    }
+
+    /// Turns a standing into the answer; NOT_FOUND when the user is not in the room.
+    fn status(
+        &self,
+        info: &EventInfo,
+        user_id: &str,
+        standing: Standing,
+        view: &View,
+    ) -> Result<QueueStatus, Error> {
+        let mut status = QueueStatus {
+            event_id: info.event_id.clone(),
+            user_id: user_id.to_owned(),
+            sale_opens_at: Some(timestamp_ms(info.sale_opens_at_ms)),
+            ..Default::default()
+        };
+        match standing {
+            Standing::Absent => {
+                return Err(Error::NotInQueue {
+                    event_id: info.event_id.clone(),
+                    user_id: user_id.to_owned(),
+                });
+            }
+            Standing::Waiting { ticket, rank, queue_length, now_ms } => {
+                let position = rank + 1;
+                status.state = waiting_state(info, now_ms) as i32;
+                status.ticket = ticket;
+                status.position = position;
+                status.queue_length = queue_length;
+                status.estimated_wait_seconds = view.estimated_wait_seconds(info, position, now_ms);
+            }
+            Standing::Admitted { pass, queue_length, .. } => {
+                status.state = QueueState::Admitted as i32;
+                status.ticket = pass.ticket;
+                status.queue_length = queue_length;
+                status.pass = Some(self.pass(&info.event_id, user_id, &pass));
+            }
+        }
+        Ok(status)
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<QueueStatus, Error> {
+        let (event_id, user_id) = ids(&request.event_id, &request.user_id)?;
+        let info = self.catalog.get(&event_id).await?;
+        let standing = match self.store.join(&event_id, &user_id, self.join_rate_limit).await? {
+            JoinOutcome::RateLimited { retry_after_ms } => return Err(Error::RateLimited { retry_after_ms }),
+            JoinOutcome::Joined(standing) => standing,
+        };
+        self.controller.register(&event_id).await?;
+        self.status(&info, &user_id, standing, &self.controller.view(&event_id))
+    }
+
+    async fn get_status(&self, event_id: &str, user_id: &str) -> Result<(EventInfo, QueueStatus), Error> {
+        let (event_id, user_id) = ids(event_id, user_id)?;
+        let info = self.catalog.get(&event_id).await?;
+        let standing = self.store.standing(&event_id, &user_id).await?;
+        let status = self.status(&info, &user_id, standing, &self.controller.view(&event_id))?;
+        Ok((info, status))
+    }
+
+    async fn leave(&self, request: LeaveRequest) -> Result<bool, Error> {
+        let (event_id, user_id) = ids(&request.event_id, &request.user_id)?;
+        self.catalog.get(&event_id).await?;
+        self.store.leave(&event_id, &user_id).await
+    }
+
+    /// Feeds one WatchQueue stream from the shared view; Redis is asked only once the head
+    /// of the queue has passed the user's ticket (admitted, or left and rejoined).
+    async fn watch(
+        self,
+        info: EventInfo,
+        mut last: QueueStatus,
+        tx: mpsc::Sender<Result<QueueStatus, Status>>,
+    ) {
+        let mut views = self.controller.watch(&info.event_id);
+        let mut interval = tokio::time::interval(WATCH_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            let report_due = tokio::select! {
+                () = self.stopping.cancelled() => return,
+                () = tx.closed() => return,
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+                _ = interval.tick() => true,
+            };
+            let view = *views.borrow_and_update();
+            if view.refreshed && view.head > last.ticket {
+                let standing = match self.store.standing(&info.event_id, &last.user_id).await {
+                    Ok(standing) => standing,
+                    Err(error) => {
+                        let _ = tx.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                match self.status(&info, &last.user_id, standing, &view) {
+                    Ok(status) => {
+                        let admitted = status.state == QueueState::Admitted as i32;
+                        last = status.clone();
+                        if tx.send(Ok(status)).await.is_err() || admitted {
+                            return;
+                        }
+                        interval.reset();
+                    }
+                    Err(error) => {
+                        let _ = tx.send(Err(error.into())).await;
+                        return;
+                    }
+                }
+            } else if report_due {
+                if view.refreshed {
+                    let position = last.ticket - view.head + 1;
+                    last.position = last.position.min(position).max(1);
+                    last.queue_length = view.queue_length;
+                    last.state = waiting_state(&info, view.now_ms) as i32;
+                    last.estimated_wait_seconds =
+                        view.estimated_wait_seconds(&info, last.position, view.now_ms);
+                }
+                if tx.send(Ok(last.clone())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn waiting_state(info: &EventInfo, now_ms: i64) -> QueueState {
+    if now_ms < info.sale_opens_at_ms { QueueState::PreQueue } else { QueueState::Waiting }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<QueueStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AdmissionApi for AdmissionService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<QueueStatus>, Status> {
+        Ok(Response::new(AdmissionService::join(self, request.into_inner()).await?))
+    }
+
+    type WatchQueueStream = WatchStream;
+
+    async fn watch_queue(
+        &self,
+        request: Request<WatchQueueRequest>,
+    ) -> Result<Response<Self::WatchQueueStream>, Status> {
+        let request = request.into_inner();
+        let (info, first) = self.get_status(&request.event_id, &request.user_id).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let admitted = first.state == QueueState::Admitted as i32;
+        // The first message goes out at once; the buffer has room for it.
+        let _ = tx.try_send(Ok(first.clone()));
+        if !admitted {
+            tokio::spawn(self.clone().watch(info, first, tx));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_queue_status(
+        &self,
+        request: Request<GetQueueStatusRequest>,
+    ) -> Result<Response<QueueStatus>, Status> {
+        let request = request.into_inner();
+        let (_, status) = self.get_status(&request.event_id, &request.user_id).await?;
+        Ok(Response::new(status))
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+        let left = AdmissionService::leave(self, request.into_inner()).await?;
+        Ok(Response::new(LeaveResponse { left }))
+    }
+}

@@ -1,0 +1,28 @@
+-- leave.lua: takes a user out of the queue, or gives back the user's unused pass.
+--
+-- KEYS[1] queue     ZSET  user -> ticket
+-- KEYS[2] tickets   HASH  user -> ticket
+-- KEYS[3] passes    ZSET  user -> pass expiry (unix ms)
+-- KEYS[4] admitted  HASH  user -> "pass_id:expires_at_ms:ticket"
+-- ARGV[1] user id
+--
+-- Returns 1 when the user was waiting (removed from the queue) or held a valid pass (slot
+-- freed for the next in line), 0 when neither.
+local user = ARGV[1]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local queued = redis.call('ZREM', KEYS[1], user)
+local ticketed = redis.call('HDEL', KEYS[2], user)
+if queued + ticketed > 0 then
+  return 1
+end
+local expires = redis.call('ZSCORE', KEYS[3], user)
+if expires then
+  redis.call('ZREM', KEYS[3], user)
+  redis.call('HDEL', KEYS[4], user)
+  if tonumber(expires) > now then
+    return 1
+  end
+end
+return 0

@@ -1,0 +1,321 @@
+//! The waiting room in Redis: one Lua script per operation, so each is atomic and every
+//! replica sees the same order.
+//!
+//! Keys of an event share the hash tag `{<event_id>}`, so the scripts run unchanged on Redis
+//! Cluster:
+//! - `<p>adm:{e}:seq` last ticket, `queue` ZSET user→ticket and `tickets` HASH user→ticket
+//!   of the users still waiting;
+//! - `passes` ZSET user→expiry (unix ms) of the active passes, `admitted` HASH
+//!   user→`pass_id:expires_at_ms:ticket`, `passseq` last pass id, `admitted_total`;
+//! - `lease` (the replica admitting in this tick) and `rl:<user>` (join rate limit).
+//!
+//! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
+//! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
+
+use fred::{
+    clients::Pool,
+    interfaces::{ClientLike, LuaInterface, SetsInterface},
+    types::{
+        Value,
+        config::{Config as RedisConfig, ReconnectPolicy},
+    },
+};
+use tokio::sync::RwLock;
+
+use crate::error::Error;
+
+/// Connections to Redis; each pipelines many commands, so a few cover thousands of requests.
+const REDIS_POOL_SIZE: usize = 8;
+
+/// The most users admitted in one tick of one event; bounds the script's run time (Redis is
+/// single-threaded) while a large free capacity is filled over a few ticks.
+pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
+
+/// A Lua script loaded into Redis, run by SHA and reloaded if Redis forgot it.
+struct Script {
+    lua: &'static str,
+    sha: RwLock<String>,
+}
+
+impl Script {
+    const fn new(lua: &'static str) -> Self {
+        Self { lua, sha: RwLock::const_new(String::new()) }
+    }
+
+    async fn load(&self, pool: &Pool) -> Result<(), fred::error::Error> {
+        let sha: String = pool.script_load(self.lua).await?;
+        *self.sha.write().await = sha;
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        pool: &Pool,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, fred::error::Error> {
+        let sha = self.sha.read().await.clone();
+        match pool.evalsha::<Value, _, _, _>(sha, keys.clone(), args.clone()).await {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                self.load(pool).await?;
+                let sha = self.sha.read().await.clone();
+                pool.evalsha(sha, keys, args).await
+            }
+            result => result,
+        }
+    }
+}
+
+/// An issued pass as stored: any replica re-signs the same token from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPass {
+    pub pass_id: String,
+    pub expires_at_ms: i64,
+    pub ticket: u64,
+}
+
+/// Where a user stands in an event's waiting room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Neither waiting nor holding a valid pass.
+    Absent,
+    /// In line; `rank` counts the users ahead.
+    Waiting { ticket: u64, rank: u64, queue_length: u64, now_ms: i64 },
+    /// Holds a valid pass.
+    Admitted { pass: StoredPass, queue_length: u64, now_ms: i64 },
+}
+
+/// The answer of a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    RateLimited { retry_after_ms: u64 },
+    Joined(Standing),
+}
+
+/// A user the controller admitted in a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedUser {
+    pub user_id: String,
+    pub pass: StoredPass,
+}
+
+/// What one controller tick saw and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Redis time of the tick, unix ms.
+    pub now_ms: i64,
+    /// The lowest ticket still waiting; last ticket + 1 when nobody waits.
+    pub head: u64,
+    pub queue_length: u64,
+    /// Passes issued for the event so far, by every replica.
+    pub admitted_total: u64,
+    pub active_passes: u64,
+    /// Admitted by this tick (empty when another replica held the lease).
+    pub admitted: Vec<AdmittedUser>,
+}
+
+/// The settings a tick needs.
+#[derive(Debug, Clone, Copy)]
+pub struct TickParams {
+    pub sale_opens_at_ms: i64,
+    pub capacity: u32,
+    pub pass_ttl_ms: u64,
+    pub tick_ms: u32,
+}
+
+/// The Redis side of admission.
+pub struct Store {
+    pool: Pool,
+    prefix: String,
+    /// Stored in the lease so an operator sees which replica admits.
+    replica_id: String,
+    join: Script,
+    status: Script,
+    leave: Script,
+    release: Script,
+    tick: Script,
+}
+
+fn int(value: Option<&Value>) -> Result<i64, Error> {
+    value.and_then(Value::as_i64).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
+}
+
+fn uint(value: Option<&Value>) -> Result<u64, Error> {
+    u64::try_from(int(value)?).map_err(|_| Error::UnexpectedReply(format!("{value:?}")))
+}
+
+fn string(value: Option<&Value>) -> Result<String, Error> {
+    value.and_then(Value::as_string).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
+}
+
+/// Parses `pass_id:expires_at_ms:ticket` as stored in the `admitted` hash.
+fn stored_pass(value: Option<&Value>) -> Result<StoredPass, Error> {
+    let raw = string(value)?;
+    let mut parts = raw.split(':');
+    let parsed = (|| {
+        let pass_id = parts.next()?.to_owned();
+        let expires_at_ms = parts.next()?.parse().ok()?;
+        let ticket = parts.next()?.parse().ok()?;
+        Some(StoredPass { pass_id, expires_at_ms, ticket })
+    })();
+    parsed.ok_or_else(|| Error::UnexpectedReply(raw.clone()))
+}
+
+/// Reads the `{0}` / `{1, ...}` / `{2, ...}` shapes that join.lua and status.lua share.
+fn standing(reply: &[Value]) -> Result<Standing, Error> {
+    match int(reply.first())? {
+        0 if reply.len() == 1 => Ok(Standing::Absent),
+        0 | 1 => Ok(Standing::Waiting {
+            ticket: uint(reply.get(1))?,
+            rank: uint(reply.get(2))?,
+            queue_length: uint(reply.get(3))?,
+            now_ms: int(reply.get(4))?,
+        }),
+        2 => Ok(Standing::Admitted {
+            pass: stored_pass(reply.get(1))?,
+            now_ms: int(reply.get(2))?,
+            queue_length: uint(reply.get(3))?,
+        }),
+        other => Err(Error::UnexpectedReply(format!("standing code {other}"))),
+    }
+}
+
+impl Store {
+    /// Connects to Redis and loads the scripts.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let config = RedisConfig::from_url(url)?;
+        let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
+        let pool = Pool::new(config, None, None, Some(policy), REDIS_POOL_SIZE)?;
+        pool.init().await?;
+        let store = Self {
+            pool,
+            prefix: prefix.to_owned(),
+            replica_id: uuid::Uuid::new_v4().to_string(),
+            join: Script::new(include_str!("join.lua")),
+            status: Script::new(include_str!("status.lua")),
+            leave: Script::new(include_str!("leave.lua")),
+            release: Script::new(include_str!("release.lua")),
+            tick: Script::new(include_str!("tick.lua")),
+        };
+        for script in [&store.join, &store.status, &store.leave, &store.release, &store.tick] {
+            script.load(&store.pool).await?;
+        }
+        Ok(store)
+    }
+
+    fn key(&self, event_id: &str, name: &str) -> String {
+        format!("{}adm:{{{event_id}}}:{name}", self.prefix)
+    }
+
+    fn events_key(&self) -> String {
+        format!("{}adm:events", self.prefix)
+    }
+
+    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Vec<Value>, Error> {
+        match script.run(&self.pool, keys, args).await? {
+            Value::Array(values) => Ok(values),
+            other => Err(Error::UnexpectedReply(format!("{other:?}"))),
+        }
+    }
+
+    /// Queues the user (once), after the per-user rate limit.
+    pub async fn join(&self, event_id: &str, user_id: &str, rate_limit: u32) -> Result<JoinOutcome, Error> {
+        let keys = vec![
+            self.key(event_id, &format!("rl:{user_id}")),
+            self.key(event_id, "seq"),
+            self.key(event_id, "queue"),
+            self.key(event_id, "tickets"),
+            self.key(event_id, "passes"),
+            self.key(event_id, "admitted"),
+        ];
+        let reply = self.run(&self.join, keys, vec![user_id.to_owned(), rate_limit.to_string()]).await?;
+        if int(reply.first())? == -1 {
+            return Ok(JoinOutcome::RateLimited { retry_after_ms: uint(reply.get(1))? });
+        }
+        Ok(JoinOutcome::Joined(standing(&reply)?))
+    }
+
+    /// Adds the event to the set the controllers walk; repeating it is harmless.
+    pub async fn register_event(&self, event_id: &str) -> Result<(), Error> {
+        let _: i64 = self.pool.sadd(self.events_key(), event_id).await?;
+        Ok(())
+    }
+
+    /// The events that have a queue.
+    pub async fn events(&self) -> Result<Vec<String>, Error> {
+        Ok(self.pool.smembers(self.events_key()).await?)
+    }
+
+    fn user_keys(&self, event_id: &str) -> Vec<String> {
+        vec![
+            self.key(event_id, "queue"),
+            self.key(event_id, "tickets"),
+            self.key(event_id, "passes"),
+            self.key(event_id, "admitted"),
+        ]
+    }
+
+    /// Where the user stands; reads only.
+    pub async fn standing(&self, event_id: &str, user_id: &str) -> Result<Standing, Error> {
+        let reply = self.run(&self.status, self.user_keys(event_id), vec![user_id.to_owned()]).await?;
+        standing(&reply)
+    }
+
+    /// Takes the user out of the queue or drops the user's valid pass; false if neither.
+    pub async fn leave(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
+        let reply = self.leave.run(&self.pool, self.user_keys(event_id), vec![user_id.to_owned()]).await?;
+        Ok(int(Some(&reply))? == 1)
+    }
+
+    /// Drops the user's pass after a purchase, freeing the slot; false if there was none.
+    pub async fn release_pass(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
+        let keys = vec![self.key(event_id, "passes"), self.key(event_id, "admitted")];
+        let reply = self.release.run(&self.pool, keys, vec![user_id.to_owned()]).await?;
+        Ok(int(Some(&reply))? == 1)
+    }
+
+    /// One controller step: admits the head of the queue when the sale is open and this
+    /// replica wins the tick's lease, and always reports the "now serving" figures.
+    pub async fn tick(&self, event_id: &str, params: TickParams) -> Result<TickReport, Error> {
+        let keys = vec![
+            self.key(event_id, "lease"),
+            self.key(event_id, "queue"),
+            self.key(event_id, "tickets"),
+            self.key(event_id, "passes"),
+            self.key(event_id, "admitted"),
+            self.key(event_id, "passseq"),
+            self.key(event_id, "admitted_total"),
+            self.key(event_id, "seq"),
+        ];
+        let args = vec![
+            params.sale_opens_at_ms.to_string(),
+            params.capacity.to_string(),
+            params.pass_ttl_ms.to_string(),
+            params.tick_ms.to_string(),
+            MAX_ADMIT_PER_TICK.to_string(),
+            self.replica_id.clone(),
+        ];
+        let reply = self.run(&self.tick, keys, args).await?;
+        let count = uint(reply.get(5))? as usize;
+        let mut admitted = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = 6 + 4 * i;
+            admitted.push(AdmittedUser {
+                user_id: string(reply.get(at))?,
+                pass: StoredPass {
+                    pass_id: string(reply.get(at + 1))?,
+                    expires_at_ms: int(reply.get(at + 2))?,
+                    ticket: uint(reply.get(at + 3))?,
+                },
+            });
+        }
+        Ok(TickReport {
+            now_ms: int(reply.first())?,
+            head: uint(reply.get(1))?,
+            queue_length: uint(reply.get(2))?,
+            admitted_total: uint(reply.get(3))?,
+            active_passes: uint(reply.get(4))?,
+            admitted,
+        })
+    }
+}

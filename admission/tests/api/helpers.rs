@@ -1,0 +1,201 @@
+//! Shared test plumbing: a fake inventory, the admission app on a free port, Redis and NATS
+//! readers.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use admission::{App, Config};
+use fred::{clients::Client, interfaces::ClientLike, types::config::Config as RedisConfig};
+use futures::StreamExt;
+use prost::Message;
+use service_runtime::{
+    bus::{EventBus, kind, timestamp_ms},
+    config::ServerArgs,
+};
+use ticketing_proto::{
+    events::{Admitted, EventEnvelope, event_envelope::Body},
+    v1::{
+        self, Event,
+        admission_service_client::AdmissionServiceClient,
+        inventory_service_server::{InventoryService, InventoryServiceServer},
+    },
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, transport::Channel};
+use tools::testenv::TestEnv;
+
+pub const PASS_KEYS: &str = "k1:0123456789abcdef0123";
+
+/// Serves `GetEvent` for the events a test defines; nothing else.
+#[derive(Clone, Default)]
+pub struct FakeInventory {
+    events: Arc<Mutex<HashMap<String, Event>>>,
+}
+
+type Unimplemented<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl InventoryService for FakeInventory {
+    async fn create_venue(
+        &self,
+        _: Request<v1::CreateVenueRequest>,
+    ) -> Unimplemented<v1::CreateVenueResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn create_event(
+        &self,
+        _: Request<v1::CreateEventRequest>,
+    ) -> Unimplemented<v1::CreateEventResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_event(
+        &self,
+        request: Request<v1::GetEventRequest>,
+    ) -> Result<Response<v1::GetEventResponse>, Status> {
+        let id = request.into_inner().event_id;
+        let event = self.events.lock().unwrap().get(&id).cloned();
+        match event {
+            Some(event) => Ok(Response::new(v1::GetEventResponse { event: Some(event) })),
+            None => Err(Status::not_found(format!("event {id} not found"))),
+        }
+    }
+    async fn list_events(&self, _: Request<v1::ListEventsRequest>) -> Unimplemented<v1::ListEventsResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_seat_map(&self, _: Request<v1::GetSeatMapRequest>) -> Unimplemented<v1::GetSeatMapResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_availability(
+        &self,
+        _: Request<v1::GetAvailabilityRequest>,
+    ) -> Unimplemented<v1::GetAvailabilityResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    type WatchSeatMapStream = futures::stream::Empty<Result<v1::SeatMapUpdate, Status>>;
+    async fn watch_seat_map(
+        &self,
+        _: Request<v1::WatchSeatMapRequest>,
+    ) -> Result<Response<Self::WatchSeatMapStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+impl FakeInventory {
+    /// Defines an event; `opens_in_ms` may be negative (already open).
+    pub fn add_event(&self, opens_in_ms: i64, capacity: u32, tick_ms: u32, pass_ttl_seconds: u32) -> String {
+        let event_id = uuid::Uuid::new_v4().to_string();
+        let now = chrono::Utc::now().timestamp_millis();
+        let event = Event {
+            event_id: event_id.clone(),
+            name: "test".into(),
+            sale_opens_at: Some(timestamp_ms(now + opens_in_ms)),
+            admission_capacity: capacity,
+            admission_tick_ms: tick_ms,
+            pass_ttl_seconds,
+            ..Default::default()
+        };
+        self.events.lock().unwrap().insert(event_id.clone(), event);
+        event_id
+    }
+
+    /// Serves on a free loopback port; returns the URL.
+    pub async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service = InventoryServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        url
+    }
+}
+
+pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
+    Config {
+        server: ServerArgs::loopback(),
+        redis_url: env.redis_url.clone(),
+        redis_prefix: env.redis_prefix.clone(),
+        nats_url: env.nats_url.clone(),
+        nats_prefix: env.nats_prefix.clone(),
+        inventory_url: inventory_url.to_owned(),
+        pass_keys: PASS_KEYS.parse().unwrap(),
+        controller_poll_ms: 10,
+        join_rate_limit: 5,
+    }
+}
+
+/// Builds and runs the app; returns a connected client.
+pub async fn spawn_app_with(config: Config) -> AdmissionServiceClient<Channel> {
+    config.validate().unwrap();
+    let app = App::build(config).await.unwrap();
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let channel =
+        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10)).unwrap();
+    AdmissionServiceClient::new(channel)
+}
+
+pub async fn spawn_app(env: &TestEnv, inventory_url: &str) -> AdmissionServiceClient<Channel> {
+    spawn_app_with(config(env, inventory_url)).await
+}
+
+pub async fn redis(env: &TestEnv) -> Client {
+    let client = Client::new(RedisConfig::from_url(&env.redis_url).unwrap(), None, None, None);
+    client.init().await.unwrap();
+    client
+}
+
+pub fn key(env: &TestEnv, event_id: &str, name: &str) -> String {
+    format!("{}adm:{{{event_id}}}:{name}", env.redis_prefix)
+}
+
+/// Every key under the test's prefix.
+pub async fn keys_under_prefix(env: &TestEnv) -> Vec<String> {
+    let client = redis(env).await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let (next, mut page): (String, Vec<String>) = client
+            .custom(
+                fred::cmd!("SCAN"),
+                vec![
+                    cursor.clone(),
+                    "MATCH".into(),
+                    format!("{}*", env.redis_prefix),
+                    "COUNT".into(),
+                    "1000".into(),
+                ],
+            )
+            .await
+            .unwrap();
+        keys.append(&mut page);
+        if next == "0" {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// Reads `expected` Admitted events from the test's stream (or what came within `timeout`).
+pub async fn admitted_events(env: &TestEnv, expected: usize, timeout: Duration) -> Vec<Admitted> {
+    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    let consumer = bus.durable_consumer("test-reader", &[kind::ADMITTED]).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < expected {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await else { break };
+        let message = message.unwrap();
+        let envelope = EventEnvelope::decode(message.payload.clone()).unwrap();
+        message.ack().await.unwrap();
+        if let Some(Body::Admitted(admitted)) = envelope.body {
+            events.push(admitted);
+        }
+    }
+    events
+}
