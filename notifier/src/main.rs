@@ -1,1 +1,17 @@
-fn main() {}
+use clap::Parser;
+use notifier::{App, Config};
+use service_runtime::{config::exit_bad_config, shutdown_signal, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("notifier");
+    let config = Config::parse();
+    if let Err(problem) = config.validate() {
+        exit_bad_config("notifier", problem);
+    }
+    if let Some(addr) = config.server.metrics_addr {
+        telemetry::serve_metrics(addr).unwrap_or_else(|problem| exit_bad_config("notifier", problem));
+    }
+    let app = App::build(config).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}

@@ -1,0 +1,74 @@
+//! Wiring: connections, migrations, the gRPC server and the background loops.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::PullConsumer;
+use sea_orm_migration::MigratorTrait;
+use service_runtime::{GrpcServer, bus::EventBus};
+use ticketing_proto::v1::notifier_service_server::NotifierServiceServer;
+
+use crate::{
+    Config,
+    consumer::{self, DURABLE, KINDS},
+    inbox::Inbox,
+    migration::Migrator,
+    service::NotifierService,
+    webhook::DeliveryWorker,
+};
+
+/// Postgres connections per replica: the consumer, the delivery worker and the RPCs share them.
+pub const DB_MAX_CONNECTIONS: u32 = 16;
+
+/// A built notifier: connected, migrated and bound, not serving yet.
+pub struct App {
+    server: GrpcServer,
+    service: NotifierService,
+    consumer: PullConsumer,
+    worker: DeliveryWorker,
+}
+
+impl App {
+    /// Connects to backing services, runs migrations, binds (port 0 allowed). Nothing is served yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let db = service_runtime::db::connect(&config.database_url, "notifier", DB_MAX_CONNECTIONS)
+            .await
+            .context("connecting to Postgres")?;
+        Migrator::up(&db, None).await.context("running migrations")?;
+        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let consumer = bus.durable_consumer(DURABLE, KINDS).await?;
+        let server = GrpcServer::bind(&config.server).await.context("binding the gRPC address")?;
+
+        let inbox = Inbox::new(db.clone());
+        let allowed_hosts = Arc::new(config.allowed_hosts());
+        let worker = DeliveryWorker {
+            db,
+            config: Arc::new(config),
+            allowed_hosts: allowed_hosts.clone(),
+            wake: inbox.deliveries_due(),
+        };
+        let service = NotifierService { inbox, allowed_hosts, stopping: server.stopping() };
+        Ok(Self { server, service, consumer, worker })
+    }
+
+    /// The bound gRPC port.
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves; background loops stop on `server.stopping()` and are
+    /// awaited, so a handler in flight commits (and acks) before this returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { server, service, consumer, worker } = self;
+        let stopping = server.stopping();
+        let consuming = tokio::spawn(consumer::run(consumer, service.inbox.clone(), stopping.clone()));
+        let delivering = tokio::spawn(worker.run(stopping.clone()));
+        let served = server.serve(NotifierServiceServer::new(service), shutdown).await;
+        // serve() cancels `stopping` on shutdown; if it failed instead, stop the loops too.
+        stopping.cancel();
+        let _ = consuming.await;
+        let _ = delivering.await;
+        served
+    }
+}

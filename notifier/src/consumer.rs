@@ -1,0 +1,73 @@
+//! Turns domain events from JetStream into inbox notifications.
+//!
+//! The durable consumer `notifier` takes the whole prefix and skips what users need not hear
+//! about (seats held, seats released by the user). A message is acknowledged only after its
+//! notification is committed, so a crash between the two redelivers it, and the inbox's
+//! unique `message_id` makes that redelivery harmless.
+
+use async_nats::jetstream::consumer::PullConsumer;
+use service_runtime::{
+    CancellationToken,
+    bus::{self, kind},
+};
+use ticketing_proto::{
+    events::{EventEnvelope, ReleaseReason, event_envelope::Body},
+    v1::NotificationKind,
+};
+
+use crate::inbox::{Draft, Inbox};
+
+/// The durable consumer's name, shared by every replica so each event is handled once.
+pub const DURABLE: &str = "notifier";
+
+/// The event kinds the notifier listens to.
+pub const KINDS: &[&str] =
+    &[kind::ADMITTED, kind::SEATS_RELEASED, kind::BOOKING_CONFIRMED, kind::PAYMENT_FAILED, kind::REFUNDED];
+
+/// What notification `envelope` becomes, if any.
+pub fn classify(envelope: &EventEnvelope) -> Option<Draft> {
+    let (kind, user_id, event_id) = match envelope.body.as_ref()? {
+        Body::Admitted(e) => (NotificationKind::Admitted, &e.user_id, &e.event_id),
+        Body::SeatsReleased(e) if e.reason == ReleaseReason::Expired as i32 => {
+            (NotificationKind::HoldExpired, &e.user_id, &e.event_id)
+        }
+        // Released by the user, who knows; held seats are not news.
+        Body::SeatsReleased(_) | Body::SeatsHeld(_) => return None,
+        Body::BookingConfirmed(e) => (NotificationKind::BookingConfirmed, &e.user_id, &e.event_id),
+        Body::PaymentFailed(e) => (NotificationKind::PaymentFailed, &e.user_id, &e.event_id),
+        Body::Refunded(e) => (NotificationKind::Refunded, &e.user_id, &e.event_id),
+    };
+    Some(Draft {
+        message_id: envelope.message_id.clone(),
+        user_id: user_id.clone(),
+        kind,
+        event_id: event_id.clone(),
+        source: envelope.clone(),
+    })
+}
+
+/// Stores one event's notification. Ok means committed (or nothing to store), so it may be acked.
+pub async fn handle(inbox: &Inbox, envelope: EventEnvelope) -> anyhow::Result<()> {
+    let Some(draft) = classify(&envelope) else {
+        return Ok(());
+    };
+    if draft.message_id.is_empty() || draft.user_id.is_empty() {
+        // Cannot be deduplicated or addressed; no redelivery will fix it.
+        tracing::warn!(message_id = %draft.message_id, "event without message_id or user_id; skipped");
+        return Ok(());
+    }
+    match inbox.store(draft).await? {
+        Some(n) => tracing::debug!(notification_id = n.notification_id, "notification stored"),
+        None => tracing::debug!(message_id = %envelope.message_id, "redelivered event; already stored"),
+    }
+    Ok(())
+}
+
+/// Consumes events until `stopping` is cancelled. The handler in flight finishes first.
+pub async fn run(consumer: PullConsumer, inbox: Inbox, stopping: CancellationToken) {
+    bus::consume(consumer, DURABLE, stopping, |envelope| {
+        let inbox = inbox.clone();
+        async move { handle(&inbox, envelope).await }
+    })
+    .await;
+}

@@ -1,0 +1,158 @@
+//! The durable per-user inbox in Postgres and the live fan-out of what it stores.
+//!
+//! [`Inbox::store`] inserts a notification once per `message_id`, creates the webhook
+//! deliveries it owes in the same transaction and, only after the commit, pushes it to live
+//! subscribers through a broadcast channel.
+
+use std::sync::Arc;
+
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait};
+use ticketing_proto::{
+    events::EventEnvelope,
+    v1::{Notification, NotificationKind},
+};
+use tokio::sync::{Notify, broadcast};
+
+use crate::Error;
+
+/// Notifications buffered for live subscribers. A subscriber that falls further behind gets
+/// `Lagged` and re-reads from Postgres, so this bounds memory, never correctness.
+pub const LIVE_BUFFER: usize = 1_024;
+
+/// Columns of an inbox row, in the order [`notification_from_row`] reads them.
+const COLUMNS: &str = "id, user_id, kind, event_id, message_id, source, created_at";
+
+/// A notification about to be stored.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub message_id: String,
+    pub user_id: String,
+    pub kind: NotificationKind,
+    pub event_id: String,
+    pub source: EventEnvelope,
+}
+
+/// The inbox: Postgres rows plus the broadcast of newly stored ones. Cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    db: DatabaseConnection,
+    live: broadcast::Sender<Arc<Notification>>,
+    /// Woken when a stored notification created webhook deliveries, so the worker need not poll.
+    deliveries_due: Arc<Notify>,
+}
+
+impl Inbox {
+    /// An inbox over `db` with an empty live channel.
+    pub fn new(db: DatabaseConnection) -> Self {
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        Self { db, live, deliveries_due: Arc::new(Notify::new()) }
+    }
+
+    /// The database connection pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// A receiver of every notification stored from now on.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<Notification>> {
+        self.live.subscribe()
+    }
+
+    /// Signalled when new webhook deliveries are due.
+    pub fn deliveries_due(&self) -> Arc<Notify> {
+        self.deliveries_due.clone()
+    }
+
+    /// Stores `draft` unless its `message_id` is already stored. Returns the new notification,
+    /// or `None` for a redelivered event. Returns only after the commit.
+    pub async fn store(&self, draft: Draft) -> Result<Option<Notification>, Error> {
+        let tx = self.db.begin().await?;
+        let inserted = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO inbox (message_id, user_id, kind, event_id, source) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (message_id) DO NOTHING RETURNING id, created_at",
+                [
+                    draft.message_id.clone().into(),
+                    draft.user_id.clone().into(),
+                    (draft.kind as i16).into(),
+                    draft.event_id.clone().into(),
+                    draft.source.encode_to_vec().into(),
+                ],
+            ))
+            .await?;
+        let Some(row) = inserted else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let id: i64 = row.try_get_by("id")?;
+        let created_at: chrono::DateTime<chrono::Utc> = row.try_get_by("created_at")?;
+        let deliveries = tx
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO webhook_deliveries (webhook_id, notification_id) \
+                 SELECT webhook_id, $1 FROM webhooks \
+                 WHERE user_id = $2 AND (kinds = '[]'::jsonb OR kinds @> jsonb_build_array($3::int)) \
+                 ON CONFLICT (webhook_id, notification_id) DO NOTHING",
+                [id.into(), draft.user_id.clone().into(), i32::from(draft.kind as i16).into()],
+            ))
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+
+        metrics::counter!("notifier_stored_total", "kind" => kind_name(draft.kind).to_ascii_lowercase())
+            .increment(1);
+        if deliveries > 0 {
+            self.deliveries_due.notify_one();
+        }
+        let notification = Notification {
+            notification_id: id as u64,
+            user_id: draft.user_id,
+            kind: draft.kind as i32,
+            event_id: draft.event_id,
+            message_id: draft.message_id,
+            created_at: Some(service_runtime::bus::timestamp_ms(created_at.timestamp_millis())),
+            source: Some(draft.source),
+        };
+        // No receivers is fine: nobody is subscribed on this replica.
+        let _ = self.live.send(Arc::new(notification.clone()));
+        Ok(Some(notification))
+    }
+
+    /// Up to `limit` of `user_id`'s notifications with id > `after_id`, oldest first.
+    pub async fn page(&self, user_id: &str, after_id: i64, limit: u32) -> Result<Vec<Notification>, Error> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!("SELECT {COLUMNS} FROM inbox WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"),
+                [user_id.into(), after_id.into(), i64::from(limit).into()],
+            ))
+            .await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+}
+
+/// The short name of a kind, e.g. `BOOKING_CONFIRMED`.
+pub fn kind_name(kind: NotificationKind) -> &'static str {
+    let name = kind.as_str_name();
+    name.strip_prefix("NOTIFICATION_KIND_").unwrap_or(name)
+}
+
+/// An inbox row (selected as [`COLUMNS`]) as the API's message.
+fn notification_from_row(row: &QueryResult) -> Result<Notification, Error> {
+    let id: i64 = row.try_get_by("id")?;
+    let kind: i16 = row.try_get_by("kind")?;
+    let source: Vec<u8> = row.try_get_by("source")?;
+    let created_at: chrono::DateTime<chrono::Utc> = row.try_get_by("created_at")?;
+    Ok(Notification {
+        notification_id: id as u64,
+        user_id: row.try_get_by("user_id")?,
+        kind: i32::from(kind),
+        event_id: row.try_get_by("event_id")?,
+        message_id: row.try_get_by("message_id")?,
+        created_at: Some(service_runtime::bus::timestamp_ms(created_at.timestamp_millis())),
+        source: Some(EventEnvelope::decode(source.as_slice())?),
+    })
+}

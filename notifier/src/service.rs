@@ -1,0 +1,218 @@
+//! The gRPC API: Subscribe, ListNotifications and RegisterWebhook.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use service_runtime::{CancellationToken, status};
+use ticketing_proto::v1::{
+    ListNotificationsRequest, ListNotificationsResponse, Notification, RegisterWebhookRequest,
+    RegisterWebhookResponse, SubscribeRequest, notifier_service_server,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Error,
+    inbox::Inbox,
+    webhook::{self, SECRET_LEN, Target},
+};
+
+/// Notifications queued per Subscribe stream for a slow client; when full, the stream's
+/// task waits (and may lag the broadcast, which it then recovers from Postgres).
+pub const STREAM_BUFFER: usize = 64;
+/// Rows read per query when a stream catches up from Postgres.
+pub const CATCH_UP_PAGE: u32 = 200;
+/// ListNotifications page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest ListNotifications page.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// How often a live stream re-reads Postgres even without a broadcast: notifications that
+/// another replica stored are only seen this way.
+pub const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Implements the generated `NotifierService` trait over the inbox.
+#[derive(Clone)]
+pub struct NotifierService {
+    pub inbox: Inbox,
+    pub allowed_hosts: Arc<Vec<String>>,
+    pub stopping: CancellationToken,
+}
+
+/// A notification id from a request, which must fit Postgres' bigint.
+fn after_id(value: u64) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| Error::invalid("after_id", "out of range"))
+}
+
+#[tonic::async_trait]
+impl notifier_service_server::NotifierService for NotifierService {
+    type SubscribeStream = ReceiverStream<Result<Notification, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        status::user_id(&request.user_id)?;
+        let after = after_id(request.after_id)?;
+        // Subscribe to the broadcast before reading the backlog, so nothing stored in between
+        // is missed; the id check drops what the backlog already sent.
+        let live = self.inbox.subscribe_live();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let stream = LiveStream {
+            inbox: self.inbox.clone(),
+            user_id: request.user_id,
+            last_sent: after,
+            tx,
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(stream.run(live));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<ListNotificationsRequest>,
+    ) -> Result<Response<ListNotificationsResponse>, Status> {
+        let request = request.into_inner();
+        status::user_id(&request.user_id)?;
+        let after = after_id(request.after_id)?;
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n <= MAX_PAGE_SIZE => n,
+            _ => return Err(Error::invalid("page_size", format!("must be 0-{MAX_PAGE_SIZE}")).into()),
+        };
+        let notifications = self.inbox.page(&request.user_id, after, page_size).await?;
+        let next_after_id = match notifications.last() {
+            Some(last) if notifications.len() == page_size as usize => last.notification_id,
+            _ => 0,
+        };
+        Ok(Response::new(ListNotificationsResponse { notifications, next_after_id }))
+    }
+
+    async fn register_webhook(
+        &self,
+        request: Request<RegisterWebhookRequest>,
+    ) -> Result<Response<RegisterWebhookResponse>, Status> {
+        let request = request.into_inner();
+        status::user_id(&request.user_id)?;
+        Target::parse(&request.url, &self.allowed_hosts)?;
+        if !SECRET_LEN.contains(&request.secret.len()) {
+            return Err(Error::invalid(
+                "secret",
+                format!("must be {}-{} bytes", SECRET_LEN.start(), SECRET_LEN.end()),
+            )
+            .into());
+        }
+        let kinds = webhook::parse_kinds(&request.kinds)?;
+        let db: &DatabaseConnection = self.inbox.db();
+        let webhook_id =
+            webhook::register(db, &request.user_id, &request.url, &request.secret, &kinds).await?;
+        Ok(Response::new(RegisterWebhookResponse { webhook_id: webhook_id.to_string() }))
+    }
+}
+
+/// Counts live subscribers in `notifier_live_subscribers` while alive.
+struct SubscriberGauge;
+
+impl SubscriberGauge {
+    fn new() -> Self {
+        metrics::gauge!("notifier_live_subscribers").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("notifier_live_subscribers").decrement(1.0);
+    }
+}
+
+/// The task behind one Subscribe stream.
+struct LiveStream {
+    inbox: Inbox,
+    user_id: String,
+    /// The id of the last notification sent; everything sent is strictly increasing.
+    last_sent: i64,
+    tx: mpsc::Sender<Result<Notification, Status>>,
+    stopping: CancellationToken,
+}
+
+/// Why a stream's task ends.
+enum End {
+    Stopping,
+    ClientGone,
+}
+
+impl LiveStream {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Notification>>) {
+        let _gauge = SubscriberGauge::new();
+        if self.catch_up().await.is_err() {
+            return;
+        }
+        let mut poll = tokio::time::interval(LIVE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.reset();
+        loop {
+            let step = tokio::select! {
+                () = self.stopping.cancelled() => Err(End::Stopping),
+                () = self.tx.closed() => Err(End::ClientGone),
+                _ = poll.tick() => self.catch_up().await,
+                received = live.recv() => match received {
+                    Ok(notification) => {
+                        if notification.user_id == self.user_id
+                            && notification.notification_id as i64 > self.last_sent
+                        {
+                            self.send(notification.as_ref().clone()).await
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    // Fell behind the broadcast: Postgres has everything after last_sent.
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::debug!(skipped, "subscriber lagged; catching up from the inbox");
+                        self.catch_up().await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Err(End::Stopping),
+                },
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends every stored notification after `last_sent`, page by page.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        loop {
+            let page = match self.inbox.page(&self.user_id, self.last_sent, CATCH_UP_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = self.tx.send(Err(Status::from(e))).await;
+                    return Err(End::ClientGone);
+                }
+            };
+            let full = page.len() == CATCH_UP_PAGE as usize;
+            for notification in page {
+                self.send(notification).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&mut self, notification: Notification) -> Result<(), End> {
+        let id = notification.notification_id as i64;
+        tokio::select! {
+            () = self.stopping.cancelled() => Err(End::Stopping),
+            sent = self.tx.send(Ok(notification)) => match sent {
+                Ok(()) => {
+                    self.last_sent = id;
+                    Ok(())
+                }
+                Err(_) => Err(End::ClientGone),
+            },
+        }
+    }
+}

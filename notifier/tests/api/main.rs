@@ -1,0 +1,524 @@
+//! The notifier against real Postgres and NATS: events in, inbox, streams and webhooks out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use helpers::{WAIT, booking_confirmed, bus, list_all, spawn_app, spawn_app_with, wait_for_inbox};
+use hmac::{Hmac, KeyInit, Mac};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use service_runtime::bus::envelope;
+use sha2::Sha256;
+use ticketing_proto::{
+    events::{Admitted, PaymentFailed, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
+    v1::{ListNotificationsRequest, NotificationKind, RegisterWebhookRequest, SubscribeRequest},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use tonic::Code;
+use tools::testenv::{TestEnv, eventually};
+
+async fn count(env: &TestEnv, sql: &str) -> anyhow::Result<i64> {
+    let db = env.database().await?;
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no row"))?;
+    Ok(row.try_get_by_index(0)?)
+}
+
+fn seats_released(user_id: &str, reason: ReleaseReason) -> ticketing_proto::events::EventEnvelope {
+    envelope(
+        uuid::Uuid::new_v4().to_string(),
+        Body::SeatsReleased(SeatsReleased {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            user_id: user_id.into(),
+            hold_id: uuid::Uuid::new_v4().to_string(),
+            zone_id: "floor".into(),
+            seat_ids: vec!["A-1".into()],
+            quantity: 1,
+            reason: reason as i32,
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_stored_once_and_listed_in_order() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let bus = bus(&env).await?;
+    let user = "alice";
+
+    let confirmed = booking_confirmed(user);
+    bus.publish(&confirmed).await?;
+    // The same fact again under another JetStream message id: NATS cannot drop it, the inbox must.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "a-different-nats-id");
+    bus.jetstream()
+        .publish_with_headers(bus.subject("booking.confirmed"), headers, confirmed.encode_to_vec().into())
+        .await?
+        .await?;
+    // Not for the user's inbox: seats held, and seats the user released.
+    bus.publish(&envelope(
+        uuid::Uuid::new_v4().to_string(),
+        Body::SeatsHeld(SeatsHeld { event_id: "e".into(), user_id: user.into(), ..Default::default() }),
+    ))
+    .await?;
+    bus.publish(&seats_released(user, ReleaseReason::Released)).await?;
+    let expired = seats_released(user, ReleaseReason::Expired);
+    bus.publish(&expired).await?;
+    let admitted = envelope(
+        uuid::Uuid::new_v4().to_string(),
+        Body::Admitted(Admitted {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.into(),
+            pass_id: "p".into(),
+            pass_expires_at: None,
+            ticket: 7,
+        }),
+    );
+    bus.publish(&admitted).await?;
+    // The consumer is sequential: once the last one is stored, every earlier one was handled.
+    let inbox = wait_for_inbox(&app.client, user, 3).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inbox_again = list_all(&mut app.client.clone(), user).await?;
+    assert_eq!(inbox, inbox_again, "nothing arrives after the last event");
+
+    let kinds: Vec<_> = inbox.iter().map(|n| n.kind()).collect();
+    assert_eq!(
+        kinds,
+        [NotificationKind::BookingConfirmed, NotificationKind::HoldExpired, NotificationKind::Admitted]
+    );
+    let ids: Vec<_> = inbox.iter().map(|n| n.message_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [confirmed.message_id.as_str(), expired.message_id.as_str(), admitted.message_id.as_str()]
+    );
+    assert!(inbox.windows(2).all(|w| w[0].notification_id < w[1].notification_id));
+    assert_eq!(inbox[0].source.as_ref(), Some(&confirmed));
+    assert_eq!(
+        count(
+            &env,
+            &format!("SELECT count(*) FROM notifier.inbox WHERE message_id = '{}'", confirmed.message_id)
+        )
+        .await?,
+        1
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.inbox").await?, 3);
+
+    // Paging: a full page points at the next one; the last page says 0.
+    let mut client = app.client.clone();
+    let page = client
+        .list_notifications(ListNotificationsRequest { user_id: user.into(), after_id: 0, page_size: 2 })
+        .await?
+        .into_inner();
+    assert_eq!(page.notifications.len(), 2);
+    assert_eq!(page.next_after_id, inbox[1].notification_id);
+    let page = client
+        .list_notifications(ListNotificationsRequest {
+            user_id: user.into(),
+            after_id: page.next_after_id,
+            page_size: 0,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(page.notifications, inbox[2..]);
+    assert_eq!(page.next_after_id, 0);
+    // Another user's inbox is separate.
+    assert!(list_all(&mut client, "bob").await?.is_empty());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_subscription_sees_every_notification_exactly_once() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let bus = bus(&env).await?;
+    let user = "carol";
+    let mut client = app.client.clone();
+
+    // Backlog before subscribing.
+    let mut published = vec![booking_confirmed(user), booking_confirmed(user)];
+    for e in &published {
+        bus.publish(e).await?;
+    }
+    wait_for_inbox(&app.client, user, 2).await?;
+    // Someone else's notification is never on carol's stream.
+    bus.publish(&booking_confirmed("dave")).await?;
+
+    let mut stream =
+        client.subscribe(SubscribeRequest { user_id: user.into(), after_id: 0 }).await?.into_inner();
+    let mut seen = Vec::new();
+    // Live ones, published while the stream is open.
+    for _ in 0..3 {
+        let e = booking_confirmed(user);
+        bus.publish(&e).await?;
+        published.push(e);
+    }
+    while seen.len() < 5 {
+        let n = tokio::time::timeout(WAIT, stream.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+        seen.push(n);
+    }
+    let last_seen = seen[4].notification_id;
+    drop(stream);
+
+    // Published while disconnected.
+    for _ in 0..4 {
+        let e = booking_confirmed(user);
+        bus.publish(&e).await?;
+        published.push(e);
+    }
+    wait_for_inbox(&app.client, user, 9).await?;
+    let mut stream =
+        client.subscribe(SubscribeRequest { user_id: user.into(), after_id: last_seen }).await?.into_inner();
+    let e = booking_confirmed(user);
+    bus.publish(&e).await?;
+    published.push(e);
+    while seen.len() < 10 {
+        let n = tokio::time::timeout(WAIT, stream.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+        seen.push(n);
+    }
+    // Nothing more: no duplicate of anything already sent.
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(extra.is_err(), "unexpected extra item: {extra:?}");
+
+    let seen_ids: Vec<_> = seen.iter().map(|n| n.message_id.clone()).collect();
+    let published_ids: Vec<_> = published.iter().map(|e| e.message_id.clone()).collect();
+    assert_eq!(seen_ids, published_ids, "every notification once, in order");
+    assert!(seen.iter().all(|n| n.user_id == user));
+    assert!(seen.windows(2).all(|w| w[0].notification_id < w[1].notification_id));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let bus = bus(&env).await?;
+    let user = "erin";
+    let mut published = HashSet::new();
+    for _ in 0..30 {
+        let e = booking_confirmed(user);
+        bus.publish(&e).await?;
+        published.insert(e.message_id);
+    }
+    // Stop mid-stream: some stored, the rest pending or fetched but not yet handled.
+    wait_for_inbox(&app.client, user, 1).await?;
+    app.stop().await?;
+    for _ in 0..10 {
+        let e = booking_confirmed(user);
+        bus.publish(&e).await?;
+        published.insert(e.message_id);
+    }
+
+    // Messages the first instance fetched but never acked come back after the ack wait (30 s).
+    let app = spawn_app(&env).await?;
+    let inbox = wait_for_inbox(&app.client, user, 40).await?;
+    let stored: HashSet<_> = inbox.iter().map(|n| n.message_id.clone()).collect();
+    assert_eq!(stored, published, "every event is in the inbox");
+    assert_eq!(inbox.len(), 40);
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.inbox").await?, 40);
+    assert_eq!(count(&env, "SELECT count(DISTINCT message_id) FROM notifier.inbox").await?, 40);
+    app.stop().await
+}
+
+/// One request a webhook receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// A webhook receiver on 127.0.0.1 answering `statuses` in turn (the last one from then on).
+async fn receiver(statuses: Vec<u16>) -> anyhow::Result<(u16, Arc<Mutex<Vec<Received>>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    tokio::spawn(async move {
+        let mut served = 0usize;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let Ok(n) = socket.read(&mut chunk).await else { break (String::new(), Vec::new()) };
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break (head, buf[end + 4..end + 4 + length].to_vec());
+                    }
+                }
+            };
+            let status = statuses[served.min(statuses.len() - 1)];
+            served += 1;
+            log.lock().unwrap().push(Received { head, body });
+            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = socket.write_all(answer.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    Ok((port, received))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_and_confined_to_allowed_hosts() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let mut config = helpers::config(&env);
+    config.webhook_max_attempts = 3;
+    let app = spawn_app_with(config).await?;
+    let mut client = app.client.clone();
+    let bus = bus(&env).await?;
+    let secret = "a-secret-of-32-bytes-for-hmac!!!";
+
+    // Refused: internal or foreign hosts, other schemes, short secrets.
+    for url in
+        ["http://10.0.0.1/hook", "http://example.com/", "http://169.254.169.254/latest", "file:///etc/passwd"]
+    {
+        let status = client
+            .register_webhook(RegisterWebhookRequest {
+                user_id: "frank".into(),
+                url: url.into(),
+                secret: secret.into(),
+                kinds: vec![],
+            })
+            .await
+            .expect_err(url);
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}");
+        let (reason, _) = service_runtime::status::reason(&status).expect("error info");
+        assert_eq!(reason, "WEBHOOK_URL_NOT_ALLOWED", "{url}");
+    }
+
+    // frank's receiver fails twice, then accepts; it only wants booking confirmations.
+    let (port, received) = receiver(vec![500, 503, 200]).await?;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let status = client
+        .register_webhook(RegisterWebhookRequest {
+            user_id: "frank".into(),
+            url: url.clone(),
+            secret: "too-short".into(),
+            kinds: vec![],
+        })
+        .await
+        .expect_err("short secret");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let webhook = client
+        .register_webhook(RegisterWebhookRequest {
+            user_id: "frank".into(),
+            url,
+            secret: secret.into(),
+            kinds: vec![NotificationKind::BookingConfirmed as i32],
+        })
+        .await?
+        .into_inner();
+    uuid::Uuid::parse_str(&webhook.webhook_id)?;
+    // grace's receiver always fails: the delivery dies after WEBHOOK_MAX_ATTEMPTS (3).
+    let (dead_port, dead_received) = receiver(vec![500]).await?;
+    client
+        .register_webhook(RegisterWebhookRequest {
+            user_id: "grace".into(),
+            url: format!("http://localhost:{dead_port}/"),
+            secret: secret.into(),
+            kinds: vec![],
+        })
+        .await?;
+
+    let confirmed = booking_confirmed("frank");
+    bus.publish(&confirmed).await?;
+    bus.publish(&envelope(
+        uuid::Uuid::new_v4().to_string(),
+        Body::PaymentFailed(PaymentFailed {
+            event_id: "e".into(),
+            user_id: "frank".into(),
+            payment_id: "p".into(),
+            hold_id: "h".into(),
+            reason: "declined".into(),
+        }),
+    ))
+    .await?;
+    bus.publish(&booking_confirmed("grace")).await?;
+
+    let delivered = eventually(WAIT, || async {
+        let n = count(&env, "SELECT count(*) FROM notifier.webhook_deliveries WHERE status <> 'pending'")
+            .await
+            .ok()?;
+        (n == 2).then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "both deliveries finished");
+    let requests = received.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "two failures, then success; the payment failure is not subscribed");
+    for request in &requests {
+        assert!(request.head.starts_with("POST /hook HTTP/1.1\r\n"));
+        let timestamp = request.header("X-Ticketing-Timestamp").expect("timestamp");
+        let signature = request.header("X-Ticketing-Signature").expect("signature");
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())?;
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(&request.body);
+        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(signature, format!("v1={expected}"));
+        let json: serde_json::Value = serde_json::from_slice(&request.body)?;
+        assert_eq!(json["message_id"], confirmed.message_id.as_str());
+        assert_eq!(json["user_id"], "frank");
+        assert_eq!(json["kind"], "BOOKING_CONFIRMED");
+    }
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM notifier.webhook_deliveries WHERE status = 'delivered' AND attempts = 3"
+        )
+        .await?,
+        1
+    );
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM notifier.webhook_deliveries WHERE status = 'dead' AND attempts = 3 AND last_error LIKE '%500%'").await?,
+        1
+    );
+    assert_eq!(dead_received.lock().unwrap().len(), 3);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let mut client = app.client.clone();
+
+    for user_id in ["", "has space", &"x".repeat(129)] {
+        let status = client
+            .subscribe(SubscribeRequest { user_id: user_id.into(), after_id: 0 })
+            .await
+            .expect_err("bad user");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let status = client
+            .list_notifications(ListNotificationsRequest {
+                user_id: user_id.into(),
+                after_id: 0,
+                page_size: 0,
+            })
+            .await
+            .expect_err("bad user");
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    let status = client
+        .subscribe(SubscribeRequest { user_id: "u".into(), after_id: u64::MAX })
+        .await
+        .expect_err("after_id");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .list_notifications(ListNotificationsRequest { user_id: "u".into(), after_id: 0, page_size: 501 })
+        .await
+        .expect_err("page_size");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("page_size"));
+
+    let good = RegisterWebhookRequest {
+        user_id: "u".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "s".repeat(16),
+        kinds: vec![],
+    };
+    let bad = [
+        RegisterWebhookRequest { user_id: String::new(), ..good.clone() },
+        RegisterWebhookRequest { url: String::new(), ..good.clone() },
+        RegisterWebhookRequest { url: "not a url".into(), ..good.clone() },
+        RegisterWebhookRequest { url: "http://127.0.0.1:99999/".into(), ..good.clone() },
+        RegisterWebhookRequest { url: "http://user:pw@127.0.0.1/".into(), ..good.clone() },
+        RegisterWebhookRequest { secret: "s".repeat(15), ..good.clone() },
+        RegisterWebhookRequest { secret: "s".repeat(257), ..good.clone() },
+        RegisterWebhookRequest { kinds: vec![0], ..good.clone() },
+        RegisterWebhookRequest { kinds: vec![99], ..good.clone() },
+    ];
+    for request in bad {
+        let status = client.register_webhook(request.clone()).await.expect_err("bad webhook");
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+    }
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.webhooks").await?, 0);
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.inbox").await?, 0);
+    // The valid request is accepted, so the refusals above were about the bad fields.
+    client.register_webhook(good).await?;
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.webhooks").await?, 1);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_that_lags_the_broadcast_misses_nothing() -> anyhow::Result<()> {
+    // More than the broadcast buffer plus what the stream channel and the HTTP/2 windows
+    // (about 2.5 MB) hold, published while the subscriber reads nothing: its task lags the
+    // broadcast and must recover from Postgres.
+    const EVENTS: usize = notifier::inbox::LIVE_BUFFER + 500;
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let bus = bus(&env).await?;
+    let user = "heidi";
+    let mut client = app.client.clone();
+    let mut stream =
+        client.subscribe(SubscribeRequest { user_id: user.into(), after_id: 0 }).await?.into_inner();
+    // Large notifications (many seats), so the HTTP/2 send buffers hold few of them.
+    let published: Vec<_> = (0..EVENTS)
+        .map(|_| {
+            let mut e = booking_confirmed(user);
+            if let Some(Body::BookingConfirmed(b)) = e.body.as_mut() {
+                b.seat_ids = (0..1_000).map(|i| format!("floor-row-{i:04}")).collect();
+            }
+            e
+        })
+        .collect();
+    futures::stream::iter(&published)
+        .map(|e| bus.publish(e))
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    wait_for_inbox(&app.client, user, EVENTS).await?;
+
+    let mut seen = Vec::with_capacity(EVENTS);
+    while seen.len() < EVENTS {
+        let n = tokio::time::timeout(WAIT, stream.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+        seen.push(n);
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(extra.is_err(), "unexpected extra item: {extra:?}");
+    assert!(seen.windows(2).all(|w| w[0].notification_id < w[1].notification_id), "no duplicate, in order");
+    let seen_ids: HashSet<_> = seen.iter().map(|n| n.message_id.clone()).collect();
+    let published_ids: HashSet<_> = published.iter().map(|e| e.message_id.clone()).collect();
+    assert_eq!(seen_ids, published_ids, "no gap");
+    app.stop().await
+}
