@@ -46,8 +46,8 @@ impl Config {
                 self.redis_prefix
             ));
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
-            return Err(format!("REDIS_URL must start with redis:// or rediss://, got {:?}", self.redis_url));
+        if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
+            return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));
         }
         if !self.inventory_url.starts_with("http://") && !self.inventory_url.starts_with("https://") {
             return Err(format!("INVENTORY_URL must be an http(s) URL, got {:?}", self.inventory_url));

@@ -1,11 +1,13 @@
 use admission::{App, Config};
-use clap::Parser;
-use service_runtime::{config::exit_bad_config, shutdown_signal, telemetry};
+use service_runtime::{
+    config::{self, exit_bad_config},
+    shutdown_signal, telemetry,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("admission");
-    let config = Config::parse();
+    let config: Config = config::parse();
     if let Err(problem) = config.validate() {
         exit_bad_config("admission", problem);
     }

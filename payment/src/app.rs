@@ -28,9 +28,10 @@ pub struct App {
 impl App {
     /// Connects to backing services, runs migrations, binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = service_runtime::db::connect(&config.database_url, "payment", config.db_max_connections)
-            .await
-            .context("cannot connect to Postgres")?;
+        let db =
+            service_runtime::db::connect(&config.database_url, "payment", config.database_max_connections)
+                .await
+                .context("cannot connect to Postgres")?;
         Migrator::up(&db, None).await.context("cannot migrate schema payment")?;
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)

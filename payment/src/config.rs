@@ -14,8 +14,8 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub database_url: String,
     /// Pool size of Postgres connections.
-    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 32)]
-    pub db_max_connections: u32,
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
+    pub database_max_connections: u32,
     /// NATS server the outbox relay publishes to.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -42,8 +42,8 @@ impl Config {
         if self.database_url.is_empty() {
             return Err("DATABASE_URL is required".into());
         }
-        if self.db_max_connections == 0 {
-            return Err("DB_MAX_CONNECTIONS must be positive".into());
+        if self.database_max_connections == 0 {
+            return Err("DATABASE_MAX_CONNECTIONS must be positive".into());
         }
         if self.relay_interval_ms == 0 {
             return Err("RELAY_INTERVAL_MS must be positive".into());

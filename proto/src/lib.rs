@@ -5,7 +5,7 @@
 //! - [`events`]: the NATS JetStream event messages (`ticketing.events.v1`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
 //! - [`pass`]: the signed admission pass that admission issues and seat-lock verifies.
-//! - [`connect`]: a lazily connecting client channel.
+//! - [`connect`]: a lazily connecting client channel, balanced over every address of a DNS name.
 #![forbid(unsafe_code)]
 
 pub mod pass;
@@ -33,19 +33,81 @@ pub use ticketing::v1;
 /// Every file of the contract, encoded, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ticketing_descriptor");
 
-/// Opens a lazily connecting HTTP/2 channel to `url` (e.g. `http://127.0.0.1:50052`).
-///
-/// The connection is made on first use and re-made after failures, so a service may start
-/// before its dependencies. Calls are bounded by `timeout`.
-pub fn connect(
-    url: &str,
+/// How often a balanced channel re-resolves its DNS name, so new replicas get traffic and
+/// gone ones stop getting it.
+const RESOLVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Endpoint changes buffered between the resolver task and the balancer.
+const BALANCE_CHANGES: usize = 64;
+
+fn endpoint(
+    url: String,
     timeout: std::time::Duration,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url)?
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// Opens a lazily connecting HTTP/2 channel to `url` (e.g. `http://127.0.0.1:50052` or
+/// `http://seat-lock-headless:50051`), with calls bounded by `timeout`.
+///
+/// The connection is made on first use and re-made after failures, so a service may start
+/// before its dependencies. When the host is a DNS name (a Kubernetes headless Service), every
+/// address behind it gets a connection and requests are balanced across them; the name is
+/// re-resolved every few seconds. One HTTP/2 connection to a ClusterIP would pin all calls to
+/// one pod.
+pub fn connect(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let single = endpoint(url.to_owned(), timeout)?;
+    let uri = single.uri().clone();
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let runtime = tokio::runtime::Handle::try_current();
+    if host.parse::<std::net::IpAddr>().is_ok() || runtime.is_err() {
+        return Ok(single.connect_lazy());
+    }
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let (channel, changes) =
+        tonic::transport::Channel::balance_channel::<std::net::SocketAddr>(BALANCE_CHANGES);
+    if let Ok(runtime) = runtime {
+        runtime.spawn(resolve_forever(host, port, timeout, changes));
+    }
+    Ok(channel)
+}
+
+/// Keeps the balancer's endpoints equal to the addresses `host` resolves to, until the
+/// channel is dropped. A failed lookup keeps the last known addresses.
+async fn resolve_forever(
+    host: String,
+    port: u16,
+    timeout: std::time::Duration,
+    changes: tokio::sync::mpsc::Sender<
+        tonic::transport::channel::Change<std::net::SocketAddr, tonic::transport::Endpoint>,
+    >,
+) {
+    use tonic::transport::channel::Change;
+    let mut known = std::collections::HashSet::new();
+    while !changes.is_closed() {
+        if let Ok(addresses) = tokio::net::lookup_host((host.as_str(), port)).await {
+            let current: std::collections::HashSet<std::net::SocketAddr> = addresses.collect();
+            for address in current.difference(&known) {
+                if let Ok(endpoint) = endpoint(format!("http://{address}"), timeout)
+                    && changes.send(Change::Insert(*address, endpoint)).await.is_err()
+                {
+                    return;
+                }
+            }
+            for address in known.difference(&current) {
+                if changes.send(Change::Remove(*address)).await.is_err() {
+                    return;
+                }
+            }
+            known = current;
+        }
+        tokio::time::sleep(RESOLVE_INTERVAL).await;
+    }
 }

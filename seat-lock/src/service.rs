@@ -21,6 +21,10 @@ use crate::{
     store::{HoldState, NewHold, Outcome, Pick, SoldHold, Store, StoredHold},
 };
 
+/// Largest `ListSoldSeats` answer accepted for a rebuild: room for 200,000 seats (the most an
+/// event may have) with their ids.
+const SOLD_SEATS_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// Longest wait for payment's list of sold seats during a rebuild.
 pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,7 +62,8 @@ impl SeatLockService {
         Self {
             catalog,
             store,
-            payment: PaymentServiceClient::new(payment),
+            // A 50,000-seat event's sold seats exceed tonic's 4 MiB default.
+            payment: PaymentServiceClient::new(payment).max_decoding_message_size(SOLD_SEATS_MAX_BYTES),
             passes: Arc::new(passes),
             hold_ttl,
             checkout_grace,

@@ -58,6 +58,22 @@ impl ServerArgs {
     }
 }
 
+/// Parses the configuration from flags and environment. `--help` and `--version` print and
+/// exit 0; anything else wrong (a missing or malformed setting) exits with [`EXIT_BAD_CONFIG`].
+pub fn parse<C: clap::Parser>() -> C {
+    use clap::error::ErrorKind;
+    match C::try_parse() {
+        Ok(config) => config,
+        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            error.exit()
+        }
+        Err(error) => {
+            let _ = error.print();
+            std::process::exit(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
 /// Prints `message` as a configuration error and exits with [`EXIT_BAD_CONFIG`].
 pub fn exit_bad_config(service: &str, message: impl std::fmt::Display) -> ! {
     eprintln!("{service}: invalid configuration: {message}");

@@ -18,9 +18,9 @@ use std::{
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use ticketing_proto::v1::{
-    self as pb, admission_service_client::AdmissionServiceClient, inventory_service_client::InventoryServiceClient,
-    notifier_service_client::NotifierServiceClient, payment_service_client::PaymentServiceClient,
-    seat_lock_service_client::SeatLockServiceClient,
+    self as pb, admission_service_client::AdmissionServiceClient,
+    inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
+    payment_service_client::PaymentServiceClient, seat_lock_service_client::SeatLockServiceClient,
 };
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -87,7 +87,10 @@ impl std::fmt::Display for SaleReport {
         writeln!(f, "  seats sold (inventory)    {}", self.inventory_sold)?;
         writeln!(f, "  confirmations delivered   {}", self.notified)?;
         if self.violations.is_empty() {
-            write!(f, "  invariants: OK (no seat sold twice, no zone oversold, limits kept, every booking notified)")
+            write!(
+                f,
+                "  invariants: OK (no seat sold twice, no zone oversold, limits kept, every booking notified)"
+            )
         } else {
             writeln!(f, "  INVARIANT VIOLATIONS:")?;
             for violation in &self.violations {
@@ -160,7 +163,10 @@ async fn create_event(clients: &Clients, config: &SaleConfig) -> anyhow::Result<
     let venue = inventory
         .create_venue(pb::CreateVenueRequest {
             name: "Flash-sale arena".into(),
-            zones: vec![zone("FLOOR", "Floor", 12_000, front, 1), zone("BALCONY", "Balcony", 6_500, rows_total - front, 1)],
+            zones: vec![
+                zone("FLOOR", "Floor", 12_000, front, 1),
+                zone("BALCONY", "Balcony", 6_500, rows_total - front, 1),
+            ],
         })
         .await?
         .into_inner()
@@ -259,8 +265,10 @@ async fn shop(clients: &Clients, counters: &Counters, event: &pb::Event, user: u
     let mut seat_lock = SeatLockServiceClient::new(channel.clone());
     let mut hold = None;
     for _ in 0..HOLD_ATTEMPTS {
-        let availability =
-            inventory.get_availability(pb::GetAvailabilityRequest { event_id: event_id.clone() }).await?.into_inner();
+        let availability = inventory
+            .get_availability(pb::GetAvailabilityRequest { event_id: event_id.clone() })
+            .await?
+            .into_inner();
         let open: Vec<_> = availability.zones.iter().filter(|z| z.free >= quantity).collect();
         let Some(zone) = open.get(user as usize % open.len().max(1)) else { break };
         match seat_lock
@@ -339,9 +347,15 @@ async fn count(db: &sea_orm::DatabaseConnection, sql: &str, event_id: &str) -> a
 }
 
 /// Checks the sale against ground truth: payment's sold seats, Postgres, inventory.
-async fn verify(clients: &Clients, config: &SaleConfig, event: &pb::Event, report: &mut SaleReport) -> anyhow::Result<()> {
+async fn verify(
+    clients: &Clients,
+    config: &SaleConfig,
+    event: &pb::Event,
+    report: &mut SaleReport,
+) -> anyhow::Result<()> {
     let event_id = event.event_id.clone();
     let sold = PaymentServiceClient::new(clients.channel(0))
+        .max_decoding_message_size(64 * 1024 * 1024)
         .list_sold_seats(pb::ListSoldSeatsRequest { event_id: event_id.clone() })
         .await?
         .into_inner()
@@ -385,21 +399,30 @@ async fn verify(clients: &Clients, config: &SaleConfig, event: &pb::Event, repor
         report.violations.push(format!("I1: {doubles} seats in two bookings in Postgres"));
     }
     if report.seat_guard_rows != report.seats_sold {
-        report.violations.push(format!("seat_guard has {} rows for {} sold seats", report.seat_guard_rows, report.seats_sold));
+        report.violations.push(format!(
+            "seat_guard has {} rows for {} sold seats",
+            report.seat_guard_rows, report.seats_sold
+        ));
     }
     if report.bookings_in_postgres != report.paid {
-        report.violations.push(format!("{} confirmed payments but {} bookings", report.paid, report.bookings_in_postgres));
+        report
+            .violations
+            .push(format!("{} confirmed payments but {} bookings", report.paid, report.bookings_in_postgres));
     }
     if report.notified != report.paid {
-        report.violations.push(format!("{} bookings but {} confirmations delivered", report.paid, report.notified));
+        report
+            .violations
+            .push(format!("{} bookings but {} confirmations delivered", report.paid, report.notified));
     }
 
     // Inventory is fed by events; give it a moment to catch up, then compare.
     let mut inventory = InventoryServiceClient::new(clients.channel(0));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let availability =
-            inventory.get_availability(pb::GetAvailabilityRequest { event_id: event_id.clone() }).await?.into_inner();
+        let availability = inventory
+            .get_availability(pb::GetAvailabilityRequest { event_id: event_id.clone() })
+            .await?
+            .into_inner();
         report.inventory_sold = availability.zones.iter().map(|z| u64::from(z.sold)).sum();
         if report.inventory_sold == report.seats_sold || Instant::now() > deadline {
             break;

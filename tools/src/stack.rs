@@ -120,8 +120,21 @@ fn ensure_redis() -> anyhow::Result<()> {
     run(
         "redis-server",
         &[
-            "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "", "--appendonly",
-            "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
         ],
     )?;
     wait_for_port("Redis", 6379)
@@ -138,8 +151,21 @@ fn ensure_nats() -> anyhow::Result<()> {
     run(
         "start-stop-daemon",
         &[
-            "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server", "--", "-a", "127.0.0.1", "-p",
-            "4222", "-js", "-sd", "/var/lib/nats-server", "-l", "/var/log/nats-server.log",
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/nats-server",
+            "--",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+            "-js",
+            "-sd",
+            "/var/lib/nats-server",
+            "-l",
+            "/var/log/nats-server.log",
         ],
     )?;
     wait_for_port("NATS", 4222)
@@ -198,7 +224,13 @@ impl StackConfig {
     /// The local stack on its standard ports (services 50051-50055, metrics 9101-9105, load
     /// balancer 8080) with a fresh pass key.
     pub fn local(state_dir: PathBuf, bin_dir: PathBuf) -> Self {
-        let ports = [("admission", 50051), ("seat-lock", 50052), ("inventory", 50053), ("payment", 50054), ("notifier", 50055)];
+        let ports = [
+            ("admission", 50051),
+            ("seat-lock", 50052),
+            ("inventory", 50053),
+            ("payment", 50054),
+            ("notifier", 50055),
+        ];
         Self {
             state_dir,
             bin_dir,
@@ -215,7 +247,11 @@ impl StackConfig {
             redis_prefix: "ticketing:".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_prefix: "ticketing".into(),
-            pass_keys: format!("k{}:{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), uuid::Uuid::new_v4().simple()),
+            pass_keys: format!(
+                "k{}:{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S"),
+                uuid::Uuid::new_v4().simple()
+            ),
             hold_ttl_secs: 600,
         }
     }
@@ -301,7 +337,8 @@ impl Stack {
             let log = fs::File::create(logs.join(format!("{}.log", service.name)))?;
             let mut command = Command::new(&binary);
             command.envs(config.env_of(service)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-            let child = spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
+            let child =
+                spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
             fs::write(pids.join(format!("{}.pid", service.name)), child.to_string())?;
         }
         let cfg = config.state_dir.join("haproxy.cfg");
@@ -314,7 +351,10 @@ impl Stack {
             .arg(&cfg)
             .env("LB_ADDR", format!("127.0.0.1:{}", config.lb_port))
             .envs(config.services.iter().map(|s| {
-                (format!("{}_ADDR", s.name.replace('-', "_").to_uppercase()), format!("127.0.0.1:{}", s.grpc_port))
+                (
+                    format!("{}_ADDR", s.name.replace('-', "_").to_uppercase()),
+                    format!("127.0.0.1:{}", s.grpc_port),
+                )
             }))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -334,6 +374,7 @@ impl Stack {
         targets.push(("load balancer".into(), self.config.lb_port));
         for (name, port) in targets {
             loop {
+                self.fail_if_any_died()?;
                 match health(port).await {
                     Ok(true) => break,
                     _ if Instant::now() > deadline => {
@@ -344,6 +385,24 @@ impl Stack {
                     }
                     _ => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails with the end of its log when a process of the stack has exited.
+    fn fail_if_any_died(&self) -> anyhow::Result<()> {
+        for (name, pid, running) in status(&self.config.state_dir) {
+            if !running {
+                let log = self.config.state_dir.join("logs").join(format!("{name}.log"));
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "{name} (pid {pid}) exited during start-up; end of {}:\n{}",
+                    log.display(),
+                    tail.join("\n")
+                );
             }
         }
         Ok(())
@@ -364,7 +423,9 @@ fn spawn_detached(command: &mut Command) -> std::io::Result<u32> {
 
 /// Asks `grpc.health.v1.Health/Check` on `127.0.0.1:port` whether the server is SERVING.
 pub async fn health(port: u16) -> anyhow::Result<bool> {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2))
@@ -430,7 +491,8 @@ pub fn status(state_dir: &Path) -> Vec<(String, u32, bool)> {
 /// and no Redis keys of the local prefix, so a run never depends on an earlier one.
 pub async fn reset_local_state(config: &StackConfig) -> anyhow::Result<()> {
     use sea_orm::{ConnectionTrait, Database};
-    let (server, database) = config.database_url.rsplit_once('/').context("DATABASE_URL has no database name")?;
+    let (server, database) =
+        config.database_url.rsplit_once('/').context("DATABASE_URL has no database name")?;
     let admin = Database::connect(format!("{server}/postgres")).await?;
     admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await?;
     admin.execute_unprepared(&format!("CREATE DATABASE {database}")).await?;
@@ -448,8 +510,12 @@ pub async fn reset_local_state(config: &StackConfig) -> anyhow::Result<()> {
     let pattern = format!("{}*", config.redis_prefix);
     let mut cursor = "0".to_owned();
     loop {
-        let (next, keys): (String, Vec<String>) =
-            redis.custom(fred::cmd!("SCAN"), vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "1000".into()]).await?;
+        let (next, keys): (String, Vec<String>) = redis
+            .custom(
+                fred::cmd!("SCAN"),
+                vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "1000".into()],
+            )
+            .await?;
         if !keys.is_empty() {
             let _: i64 = redis.del(keys).await?;
         }

@@ -4,13 +4,15 @@
 //! Needs the service binaries (`cargo build --bins`, which the README's test command runs)
 //! and HAProxy (installed by that command too).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use ticketing_proto::v1::{
-    self as pb, admission_service_client::AdmissionServiceClient, inventory_service_client::InventoryServiceClient,
-    notifier_service_client::NotifierServiceClient, payment_service_client::PaymentServiceClient,
-    seat_lock_service_client::SeatLockServiceClient,
+    self as pb, admission_service_client::AdmissionServiceClient,
+    inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
+    payment_service_client::PaymentServiceClient, seat_lock_service_client::SeatLockServiceClient,
 };
 use tokio_stream::StreamExt;
 use tools::{
@@ -89,8 +91,14 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
 
     // Waiting room.
     let mut admission = AdmissionServiceClient::new(lb.clone());
-    let joined = admission.join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }).await?.into_inner();
-    let again = admission.join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }).await?.into_inner();
+    let joined = admission
+        .join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+        .await?
+        .into_inner();
+    let again = admission
+        .join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+        .await?
+        .into_inner();
     assert_eq!(joined.ticket, again.ticket, "joining twice keeps the place");
     let mut watch = admission
         .watch_queue(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user_id.clone() })
@@ -130,7 +138,8 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
         let mut inventory = inventory.clone();
         let event_id = event_id.clone();
         async move {
-            let a = inventory.get_availability(pb::GetAvailabilityRequest { event_id }).await.ok()?.into_inner();
+            let a =
+                inventory.get_availability(pb::GetAvailabilityRequest { event_id }).await.ok()?.into_inner();
             (a.zones[0].held == 2).then_some(())
         }
     })
@@ -189,7 +198,8 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
         let mut inventory = inventory.clone();
         let event_id = event_id.clone();
         async move {
-            let a = inventory.get_availability(pb::GetAvailabilityRequest { event_id }).await.ok()?.into_inner();
+            let a =
+                inventory.get_availability(pb::GetAvailabilityRequest { event_id }).await.ok()?.into_inner();
             (a.zones[0].sold == 2 && a.zones[0].held == 0).then_some(())
         }
     })

@@ -92,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             println!("{report}");
-            println!("the stack is still running (`stack status`, `stack down`); logs in {}", state_dir.join("logs").display());
+            println!(
+                "the stack is still running (`stack status`, `stack down`); logs in {}",
+                state_dir.join("logs").display()
+            );
             if !report.violations.is_empty() {
                 std::process::exit(1);
             }
@@ -105,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
             test.extend(args.iter().map(String::as_str));
             cargo(&test)?;
             // The deployment is checked offline: schemas, patch targets, ports, images.
-            let k8s = Command::new("bash").arg("tools/k8s/check.sh").current_dir(stack::workspace_root()).status()?;
+            let k8s = Command::new("bash")
+                .arg("tools/k8s/check.sh")
+                .current_dir(stack::workspace_root())
+                .status()?;
             if !k8s.success() {
                 bail!("the offline Kubernetes check failed");
             }
