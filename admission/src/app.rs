@@ -7,12 +7,17 @@ use service_runtime::{
     GrpcServer,
     bus::{EventBus, consume, kind},
 };
-use ticketing_proto::{events::event_envelope::Body, v1::admission_service_server::AdmissionServiceServer};
+use ticketing_proto::{
+    events::event_envelope::Body,
+    pass::{PassClaims, PassKeyRing},
+    v1::admission_service_server::AdmissionServiceServer,
+};
 
 use crate::{
     catalog::{Catalog, INVENTORY_TIMEOUT},
     config::Config,
     controller::Controller,
+    fairness::ShuffleKey,
     service::AdmissionService,
     store::Store,
 };
@@ -20,6 +25,15 @@ use crate::{
 /// The name of the durable NATS consumer that frees passes after purchases; shared by all
 /// replicas, so each confirmation is handled once.
 pub const CONSUMER_NAME: &str = "admission";
+
+/// A shuffle secret derived from the signing pass key, for deployments without SHUFFLE_KEY:
+/// the ring does not hand out its secret, but its signature over fixed claims is a secret,
+/// deterministic value that every replica computes alike (and that changes when the pass key
+/// rotates, which is why SHUFFLE_KEY should be set).
+fn fallback_shuffle_key(ring: &PassKeyRing) -> anyhow::Result<ShuffleKey> {
+    let token = ring.sign(PassClaims { event_id: "admission-shuffle-key".into(), ..Default::default() });
+    ShuffleKey::new(token.into_bytes()).map_err(anyhow::Error::msg)
+}
 
 /// A built, bound, not yet serving admission service.
 pub struct App {
@@ -34,12 +48,23 @@ impl App {
         let store = Arc::new(Store::connect(&config.redis_url, &config.redis_prefix).await?);
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
+        let shuffle_key = match config.shuffle_key.clone() {
+            Some(key) => key,
+            None => {
+                tracing::warn!(
+                    "SHUFFLE_KEY is not set; the pre-queue shuffle key is derived from the current pass key"
+                );
+                fallback_shuffle_key(&config.pass_keys)?
+            }
+        };
         let catalog = Arc::new(Catalog::new(channel));
         let controller = Arc::new(Controller::new(
             store.clone(),
             catalog.clone(),
             bus.clone(),
             Duration::from_millis(config.controller_poll_ms),
+            shuffle_key,
+            config.check_in_window_ms,
         ));
         let server = GrpcServer::bind(&config.server).await?;
         let service = AdmissionService {

@@ -3,6 +3,8 @@
 use service_runtime::config::{ServerArgs, validate_prefix};
 use ticketing_proto::pass::PassKeyRing;
 
+use crate::fairness::ShuffleKey;
+
 /// Everything the service reads at start-up; validated before anything is bound.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "admission", about = "The virtual waiting room of the ticketing mesh")]
@@ -33,6 +35,18 @@ pub struct Config {
     /// Joins one user may make per event per second before RESOURCE_EXHAUSTED.
     #[arg(long, env = "JOIN_RATE_LIMIT", default_value_t = 5)]
     pub join_rate_limit: u32,
+    /// Master secret of the pre-queue shuffle (at least 16 bytes); never printed. Each event's
+    /// key is HMAC-SHA256(SHUFFLE_KEY, "admission-shuffle:" + event_id) and may be published
+    /// after the sale for audit. When unset, the current PASS_KEYS secret stands in (with a
+    /// warning): set it so rotating pass keys cannot change how an event was shuffled.
+    #[arg(long, env = "SHUFFLE_KEY")]
+    pub shuffle_key: Option<ShuffleKey>,
+    /// How long an admitted user has to collect the pass (Join, GetQueueStatus or WatchQueue
+    /// answering it) before the slot goes to the next in line, in milliseconds. Collecting
+    /// extends the pass to the event's full pass ttl. A no-show thus holds a slot this long
+    /// instead of the whole ttl.
+    #[arg(long, env = "CHECK_IN_WINDOW_MS", default_value_t = 60_000)]
+    pub check_in_window_ms: u64,
 }
 
 impl Config {
@@ -54,6 +68,9 @@ impl Config {
         }
         if !(1..=60_000).contains(&self.controller_poll_ms) {
             return Err("CONTROLLER_POLL_MS must be 1-60000".into());
+        }
+        if !(100..=3_600_000).contains(&self.check_in_window_ms) {
+            return Err("CHECK_IN_WINDOW_MS must be 100-3600000".into());
         }
         if self.join_rate_limit == 0 {
             return Err("JOIN_RATE_LIMIT must be positive".into());

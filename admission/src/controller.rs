@@ -7,6 +7,17 @@
 //! every replica still gets the event's figures back (lowest waiting ticket, queue length,
 //! passes issued), which it publishes on a `tokio::sync::watch` channel. `WatchQueue` streams
 //! read that channel, so a thousand streams cost one Redis call per tick, not a thousand.
+//!
+//! Opening: the first tick at or after `sale_opens_at` finds the event not open. If nobody
+//! is in the pre-queue the tick script opens it itself; otherwise this replica runs the
+//! opening step ([`Store::open_sale`]): seal, keyed shuffle, open. Admissions start at the
+//! next tick after the event is open.
+//!
+//! No-shows: active passes never exceed capacity (over-admitting by the no-show share would
+//! break that the moment the "no-shows" turn up). Instead a pass starts with a short
+//! check-in window (`CHECK_IN_WINDOW_MS`) and is extended to the full ttl when its holder
+//! collects it, so a no-show's slot is reused after the window instead of the whole ttl.
+//! The share of passes that expired unused is measured and exported.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -25,7 +36,8 @@ use tokio::sync::watch;
 use crate::{
     catalog::{Catalog, EventInfo},
     error::Error,
-    store::{AdmittedUser, Store, TickParams, TickReport},
+    fairness::ShuffleKey,
+    store::{AdmittedUser, Opening, Store, TickParams, TickReport},
 };
 
 /// Events ticked at once by one replica; bounds the Redis calls in flight per poll.
@@ -53,11 +65,15 @@ pub struct View {
     pub refreshed: bool,
     /// Redis time of the tick, unix ms.
     pub now_ms: i64,
-    /// The lowest ticket still waiting: a user with ticket `t >= head` is at about
-    /// `t - head + 1` (an upper bound when people ahead left).
+    /// The lowest queue score still waiting (see [`crate::store`]): a waiting user whose
+    /// score is below it has been admitted or has left.
     pub head: u64,
     pub queue_length: u64,
     pub active_passes: u64,
+    /// Passes issued so far; the difference between two views is how many moved out of line.
+    pub admitted_total: u64,
+    /// The event is open: the pre-queue has been shuffled.
+    pub opened: bool,
     /// Admissions per second, averaged; `None` until measured.
     pub rate: Option<f64>,
 }
@@ -89,19 +105,31 @@ pub struct Controller {
     catalog: Arc<Catalog>,
     bus: EventBus,
     poll: Duration,
+    shuffle_key: ShuffleKey,
+    check_in_window_ms: u64,
     views: Mutex<HashMap<String, watch::Sender<View>>>,
     /// Events this replica has already put in the Redis set of events.
     registered: Mutex<HashSet<String>>,
 }
 
 impl Controller {
-    /// A controller polling every `poll`.
-    pub fn new(store: Arc<Store>, catalog: Arc<Catalog>, bus: EventBus, poll: Duration) -> Self {
+    /// A controller polling every `poll`, shuffling pre-queues with `shuffle_key` and giving
+    /// admitted users `check_in_window_ms` to collect their pass.
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        bus: EventBus,
+        poll: Duration,
+        shuffle_key: ShuffleKey,
+        check_in_window_ms: u64,
+    ) -> Self {
         Self {
             store,
             catalog,
             bus,
             poll,
+            shuffle_key,
+            check_in_window_ms,
             views: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
         }
@@ -195,8 +223,12 @@ impl Controller {
             capacity: info.capacity,
             pass_ttl_ms: u64::from(info.pass_ttl_seconds) * 1000,
             tick_ms: info.tick_ms,
+            check_in_window_ms: self.check_in_window_ms,
         };
         let report = self.store.tick(&info.event_id, params).await?;
+        if !report.opened && report.now_ms >= info.sale_opens_at_ms {
+            self.open(info).await?;
+        }
         if !report.admitted.is_empty() {
             metrics::counter!("admission_admitted_total", "event_id" => info.event_id.clone())
                 .increment(report.admitted.len() as u64);
@@ -205,6 +237,26 @@ impl Controller {
                 .await;
         }
         Ok(report)
+    }
+
+    /// Runs the opening step of an event whose sale time has come.
+    async fn open(&self, info: &EventInfo) -> Result<(), Error> {
+        let key = self.shuffle_key.event_key(&info.event_id);
+        match self.store.open_sale(&info.event_id, info.sale_opens_at_ms, &key).await? {
+            Opening::Shuffled { prequeue, sealed_ticket } => {
+                metrics::gauge!("admission_prequeue_size", "event_id" => info.event_id.clone())
+                    .set(prequeue as f64);
+                tracing::info!(
+                    event_id = %info.event_id,
+                    prequeue,
+                    sealed_ticket,
+                    key_commitment = %key.commitment(),
+                    "sale opened; pre-queue shuffled"
+                );
+            }
+            Opening::NotYet | Opening::AlreadyOpen => {}
+        }
+        Ok(())
     }
 
     async fn publish(&self, event_id: &str, user: &AdmittedUser) {
@@ -259,6 +311,8 @@ impl Controller {
             head: report.head,
             queue_length: report.queue_length,
             active_passes: report.active_passes,
+            admitted_total: report.admitted_total,
+            opened: report.opened,
             rate: clock.rate,
         };
         let event_id = info.event_id.clone();
@@ -268,6 +322,13 @@ impl Controller {
         metrics::gauge!("admission_active_passes", "event_id" => event_id.clone())
             .set(report.active_passes as f64);
         metrics::gauge!("admission_rate", "event_id" => event_id.clone()).set(clock.rate.unwrap_or(0.0));
+        if let Some(share) = report.ended.no_show_share() {
+            metrics::gauge!("admission_no_show_share", "event_id" => event_id.clone()).set(share);
+        }
+        metrics::gauge!("admission_passes_expired", "event_id" => event_id.clone())
+            .set(report.ended.expired as f64);
+        metrics::gauge!("admission_passes_unclaimed", "event_id" => event_id.clone())
+            .set(report.ended.unclaimed as f64);
         metrics::gauge!("admission_estimated_wait_seconds", "event_id" => event_id).set(f64::from(wait));
         let views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match views.get(&info.event_id) {

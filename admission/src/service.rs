@@ -84,7 +84,7 @@ impl AdmissionService {
                     user_id: user_id.to_owned(),
                 });
             }
-            Standing::Waiting { ticket, rank, queue_length, now_ms } => {
+            Standing::Waiting { ticket, rank, queue_length, now_ms, .. } => {
                 let position = rank + 1;
                 status.state = waiting_state(info, now_ms) as i32;
                 status.ticket = ticket;
@@ -105,7 +105,9 @@ impl AdmissionService {
     async fn join(&self, request: JoinRequest) -> Result<QueueStatus, Error> {
         let (event_id, user_id) = ids(&request.event_id, &request.user_id)?;
         let info = self.catalog.get(&event_id).await?;
-        let standing = match self.store.join(&event_id, &user_id, self.join_rate_limit).await? {
+        let joined =
+            self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms).await?;
+        let standing = match joined {
             JoinOutcome::RateLimited { retry_after_ms } => return Err(Error::RateLimited { retry_after_ms }),
             JoinOutcome::Joined(standing) => standing,
         };
@@ -113,12 +115,18 @@ impl AdmissionService {
         self.status(&info, &user_id, standing, &self.controller.view(&event_id))
     }
 
-    async fn get_status(&self, event_id: &str, user_id: &str) -> Result<(EventInfo, QueueStatus), Error> {
+    /// The user's status, and the queue score while waiting (what WatchQueue follows).
+    async fn get_status(
+        &self,
+        event_id: &str,
+        user_id: &str,
+    ) -> Result<(EventInfo, QueueStatus, u64), Error> {
         let (event_id, user_id) = ids(event_id, user_id)?;
         let info = self.catalog.get(&event_id).await?;
         let standing = self.store.standing(&event_id, &user_id).await?;
+        let score = waiting_score(&standing);
         let status = self.status(&info, &user_id, standing, &self.controller.view(&event_id))?;
-        Ok((info, status))
+        Ok((info, status, score))
     }
 
     async fn leave(&self, request: LeaveRequest) -> Result<bool, Error> {
@@ -128,14 +136,19 @@ impl AdmissionService {
     }
 
     /// Feeds one WatchQueue stream from the shared view; Redis is asked only once the head
-    /// of the queue has passed the user's ticket (admitted, or left and rejoined).
+    /// of the queue has passed the user's score (admitted, or left and rejoined) or the
+    /// event has opened since the last answer (the shuffle moved the pre-queue). In between
+    /// the position is the last exact one minus the admissions since, never below 1.
     async fn watch(
         self,
         info: EventInfo,
         mut last: QueueStatus,
+        mut score: u64,
         tx: mpsc::Sender<Result<QueueStatus, Status>>,
     ) {
         let mut views = self.controller.watch(&info.event_id);
+        let mut exact_position = last.position;
+        let mut admitted_then: Option<u64> = None;
         let mut interval = tokio::time::interval(WATCH_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
@@ -152,7 +165,8 @@ impl AdmissionService {
                 _ = interval.tick() => true,
             };
             let view = *views.borrow_and_update();
-            if view.refreshed && view.head > last.ticket {
+            let shuffled = view.opened && last.state == QueueState::PreQueue as i32;
+            if view.refreshed && (view.head > score || shuffled) {
                 let standing = match self.store.standing(&info.event_id, &last.user_id).await {
                     Ok(standing) => standing,
                     Err(error) => {
@@ -160,9 +174,12 @@ impl AdmissionService {
                         return;
                     }
                 };
+                score = waiting_score(&standing);
                 match self.status(&info, &last.user_id, standing, &view) {
                     Ok(status) => {
                         let admitted = status.state == QueueState::Admitted as i32;
+                        exact_position = status.position;
+                        admitted_then = Some(view.admitted_total);
                         last = status.clone();
                         if tx.send(Ok(status)).await.is_err() || admitted {
                             return;
@@ -176,7 +193,9 @@ impl AdmissionService {
                 }
             } else if report_due {
                 if view.refreshed {
-                    let position = last.ticket - view.head + 1;
+                    let since =
+                        view.admitted_total.saturating_sub(*admitted_then.get_or_insert(view.admitted_total));
+                    let position = exact_position.saturating_sub(since);
                     last.position = last.position.min(position).max(1);
                     last.queue_length = view.queue_length;
                     last.state = waiting_state(&info, view.now_ms) as i32;
@@ -188,6 +207,14 @@ impl AdmissionService {
                 }
             }
         }
+    }
+}
+
+/// The queue score of a waiting user; `u64::MAX` (never passed) otherwise.
+fn waiting_score(standing: &Standing) -> u64 {
+    match standing {
+        Standing::Waiting { score, .. } => *score,
+        Standing::Absent | Standing::Admitted { .. } => u64::MAX,
     }
 }
 
@@ -210,13 +237,13 @@ impl AdmissionApi for AdmissionService {
         request: Request<WatchQueueRequest>,
     ) -> Result<Response<Self::WatchQueueStream>, Status> {
         let request = request.into_inner();
-        let (info, first) = self.get_status(&request.event_id, &request.user_id).await?;
+        let (info, first, score) = self.get_status(&request.event_id, &request.user_id).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let admitted = first.state == QueueState::Admitted as i32;
         // The first message goes out at once; the buffer has room for it.
         let _ = tx.try_send(Ok(first.clone()));
         if !admitted {
-            tokio::spawn(self.clone().watch(info, first, tx));
+            tokio::spawn(self.clone().watch(info, first, score, tx));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -226,7 +253,7 @@ impl AdmissionApi for AdmissionService {
         request: Request<GetQueueStatusRequest>,
     ) -> Result<Response<QueueStatus>, Status> {
         let request = request.into_inner();
-        let (_, status) = self.get_status(&request.event_id, &request.user_id).await?;
+        let (_, status, _) = self.get_status(&request.event_id, &request.user_id).await?;
         Ok(Response::new(status))
     }
 

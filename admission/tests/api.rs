@@ -9,6 +9,10 @@ mod helpers;
 
 use std::{collections::HashMap, time::Duration};
 
+use admission::{
+    fairness::{Admission, EventShuffleKey, ShuffleKey, audit_admissions, opening_order},
+    store::EndedPasses,
+};
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use futures::{StreamExt, future::join_all};
 use helpers::*;
@@ -57,15 +61,30 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_order_equals_join_order_across_two_replicas() {
-    const USERS: usize = 2_000;
+    const USERS: usize = 10_000;
+    const CONNECTIONS: usize = 32;
     let env = TestEnv::new().await.unwrap();
     let inventory = FakeInventory::default();
-    let event_id = inventory.add_event(-1_000, 5_000, 50, 600);
+    let event_id = inventory.add_event(-1_000, USERS as u32, 50, 600);
     let url = inventory.start().await;
-    let replicas = [spawn_app(&env, &url).await, spawn_app(&env, &url).await];
+    let mut settings = config(&env, &url);
+    // All 10,000 joins are in flight at once; the default limit would shed some of them.
+    settings.server.max_in_flight = 2 * USERS;
+    // On a busy two-core test machine (debug build) the last of 10,000 calls queue a while.
+    settings.server.request_timeout_ms = 120_000;
+    let urls = [spawn_app_url(settings.clone()).await, spawn_app_url(settings).await];
+    // Like a crowd of browsers: many connections, each carrying many calls at once.
+    let clients: Vec<AdmissionClient> =
+        (0..CONNECTIONS).map(|i| client_with_timeout(&urls[i % 2], Duration::from_secs(120))).collect();
+    // Each replica has looked the event up before the crowd arrives (as it would have long
+    // before a sale opens), so the stampede measures the queue, not a cold inventory call.
+    for url in &urls {
+        let warm = client(url).get_queue_status(status_request(&event_id, "nobody")).await.unwrap_err();
+        assert_eq!(warm.code(), Code::NotFound);
+    }
 
     let joins = (0..USERS).map(|i| {
-        let mut client = replicas[i % 2].clone();
+        let mut client = clients[i % CONNECTIONS].clone();
         let event_id = event_id.clone();
         async move {
             let user = format!("user-{i}");
@@ -102,7 +121,7 @@ async fn admission_order_equals_join_order_across_two_replicas() {
     let inversions = by_pass.windows(2).filter(|pair| pair[0].1 > pair[1].1).count();
     assert_eq!(inversions, 0, "admission order equals ticket order");
     for (user, value) in &admitted {
-        let ticket: u64 = value.rsplit(':').next().unwrap().parse().unwrap();
+        let ticket: u64 = value.split(':').nth(2).unwrap().parse().unwrap();
         assert_eq!(ticket, ticket_of[user], "the stored ticket is the one Join answered");
     }
 
@@ -365,4 +384,250 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let down = orphan.join(join(&event_id, "ann")).await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable);
     assert_eq!(keys_under_prefix(&env).await, Vec::<String>::new());
+}
+
+/// Reads the `admitted` hash as audit records.
+async fn stored_admissions(env: &TestEnv, event_id: &str) -> Vec<Admission> {
+    let redis = redis(env).await;
+    let admitted: HashMap<String, String> = redis.hgetall(key(env, event_id, "admitted")).await.unwrap();
+    admitted
+        .into_iter()
+        .map(|(user_id, value)| {
+            let parts: Vec<&str> = value.split(':').collect();
+            Admission { pass_id: parts[0].parse().unwrap(), user_id, ticket: parts[2].parse().unwrap() }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pre_queue_is_shuffled_at_opening_by_the_published_key_and_latecomers_queue_behind() {
+    const EARLY: usize = 200;
+    const LATE: usize = 20;
+    const CAPACITY: usize = 50;
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(4_000, CAPACITY as u32, 50, 600);
+    let url = inventory.start().await;
+    let replicas = [spawn_app(&env, &url).await, spawn_app(&env, &url).await];
+
+    let joins = (0..EARLY).map(|i| {
+        let mut client = replicas[i % 2].clone();
+        let event_id = event_id.clone();
+        async move { client.join(join(&event_id, &format!("fan-{i}"))).await.unwrap().into_inner() }
+    });
+    let early: Vec<QueueStatus> = join_all(joins).await;
+    assert!(early.iter().all(|s| s.state == QueueState::PreQueue as i32), "joined before opening");
+    let mut arrival: Vec<(u64, String)> = early.iter().map(|s| (s.ticket, s.user_id.clone())).collect();
+    arrival.sort_unstable();
+    let arrival: Vec<String> = arrival.into_iter().map(|(_, user)| user).collect();
+
+    let redis = redis(&env).await;
+    let opening_key = key(&env, &event_id, "opening");
+    eventually(Duration::from_secs(20), || async {
+        let state: Option<String> = redis.hget(&opening_key, "state").await.unwrap();
+        (state.as_deref() == Some("open")).then_some(())
+    })
+    .await
+    .expect("the event opens");
+    let mut late = Vec::new();
+    for i in 0..LATE {
+        let user = format!("late-{i}");
+        let status = replicas[i % 2].clone().join(join(&event_id, &user)).await.unwrap().into_inner();
+        assert_eq!(status.state, QueueState::Waiting as i32);
+        late.push(user);
+    }
+    eventually(Duration::from_secs(20), || async {
+        let total: Option<u64> = redis.get(key(&env, &event_id, "admitted_total")).await.unwrap();
+        (total == Some(CAPACITY as u64)).then_some(())
+    })
+    .await
+    .expect("the first batch is admitted");
+
+    // The audit, as an operator runs it: the published event key, the opening record and
+    // the admissions.
+    let published = SHUFFLE_KEY.parse::<ShuffleKey>().unwrap().event_key(&event_id).to_hex();
+    let event_key = EventShuffleKey::from_hex(&published).unwrap();
+    let record: HashMap<String, String> = redis.hgetall(&opening_key).await.unwrap();
+    assert_eq!(record["key_commitment"], event_key.commitment(), "the key was committed to at sealing");
+    assert_eq!(record["prequeue"], EARLY.to_string());
+    let sealed_ticket: u64 = record["sealed_ticket"].parse().unwrap();
+    assert_eq!(sealed_ticket, EARLY as u64, "exactly the early joiners are the pre-queue");
+    let expected = opening_order(&event_key, arrival.iter().map(String::as_str));
+    let admitted = audit_admissions(&event_key, sealed_ticket, &stored_admissions(&env, &event_id).await)
+        .expect("the admissions follow the keyed shuffle");
+    assert_eq!(admitted, expected[..CAPACITY], "the first admitted are the head of the shuffle");
+    assert_ne!(expected, arrival, "the shuffle is not the arrival order");
+    let other_key = ShuffleKey::new(b"some-other-secret-0123".to_vec()).unwrap().event_key(&event_id);
+    assert_ne!(opening_order(&other_key, arrival.iter().map(String::as_str)), expected, "the key decides");
+
+    // GetQueueStatus positions follow the shuffle, then the latecomers in join order.
+    let waiting: Vec<String> = expected[CAPACITY..].iter().chain(&late).cloned().collect();
+    let statuses = join_all(waiting.iter().enumerate().map(|(i, user)| {
+        let mut client = replicas[i % 2].clone();
+        let event_id = event_id.clone();
+        async move { client.get_queue_status(status_request(&event_id, user)).await.unwrap().into_inner() }
+    }))
+    .await;
+    for (i, status) in statuses.iter().enumerate() {
+        assert_eq!(status.state, QueueState::Waiting as i32, "{}", status.user_id);
+        assert_eq!(status.position, i as u64 + 1, "{} is at its shuffled place", status.user_id);
+        assert_eq!(status.queue_length, waiting.len() as u64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncollected_passes_free_their_slots_after_the_check_in_window_within_capacity() {
+    const GHOSTS: usize = 6;
+    const CAPACITY: usize = 3;
+    const WINDOW_MS: i64 = 1_000;
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(-1_000, CAPACITY as u32, 50, 600);
+    let url = inventory.start().await;
+    let mut settings = config(&env, &url);
+    settings.check_in_window_ms = WINDOW_MS as u64;
+    let client = spawn_app_with(settings.clone()).await;
+    let other = spawn_app_with(settings).await;
+    client.clone().join(join(&event_id, "keen")).await.unwrap();
+    for i in 0..GHOSTS {
+        other.clone().join(join(&event_id, &format!("ghost-{i}"))).await.unwrap();
+    }
+    // Keen collects the pass: it now lasts the full ttl, not the check-in window.
+    let keen = wait_admitted(&client, &event_id, "keen").await.expect("keen is admitted");
+    let expires = timestamp_to_ms(keen.pass.as_ref().unwrap().expires_at.as_ref().unwrap());
+    assert!(expires - now_ms() > 60_000, "a collected pass lasts the pass ttl");
+
+    // The ghosts never collect theirs: each slot is reused after the window, not 600 s.
+    let redis = redis(&env).await;
+    let passes_key = key(&env, &event_id, "passes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let active: usize = redis.zcard(&passes_key).await.unwrap();
+        assert!(active <= CAPACITY, "{active} passes at once");
+        let total: Option<u64> = redis.get(key(&env, &event_id, "admitted_total")).await.unwrap();
+        if total == Some(GHOSTS as u64 + 1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the ghosts' slots are reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats_key = key(&env, &event_id, "stats");
+    let stats: HashMap<String, u64> = eventually(Duration::from_secs(10), || async {
+        let stats: HashMap<String, u64> = redis.hgetall(&stats_key).await.unwrap();
+        (stats.get("expired") == Some(&(GHOSTS as u64))).then_some(stats)
+    })
+    .await
+    .expect("every ghost's pass expires");
+    assert_eq!(stats.get("unclaimed"), Some(&(GHOSTS as u64)), "none was collected");
+    let status = client.clone().get_queue_status(status_request(&event_id, "keen")).await.unwrap();
+    assert_eq!(status.into_inner().state, QueueState::Admitted as i32, "keen's collected pass stands");
+
+    // Each ghost pass was valid over [expiry - window, expiry); with keen's, never more than
+    // CAPACITY at once.
+    let events = admitted_events(&env, GHOSTS + 1, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), GHOSTS + 1);
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for event in events.iter().filter(|e| e.user_id != "keen") {
+        let expires = timestamp_to_ms(event.pass_expires_at.as_ref().unwrap());
+        edges.push((expires - WINDOW_MS, 1));
+        edges.push((expires, -1));
+    }
+    edges.sort_unstable();
+    let mut valid = 1; // keen's
+    for (_, change) in edges {
+        valid += change;
+        assert!(valid <= CAPACITY as i32, "{valid} valid passes at once");
+    }
+
+    // Keen leaves: the no-show share counts 6 expired of 7 ended passes.
+    assert!(client.clone().leave(leave(&event_id, "keen")).await.unwrap().into_inner().left);
+    let stats: HashMap<String, u64> = redis.hgetall(&stats_key).await.unwrap();
+    let ended = EndedPasses {
+        expired: stats["expired"],
+        unclaimed: stats["unclaimed"],
+        released: stats.get("released").copied().unwrap_or(0),
+        left: stats["left"],
+    };
+    assert_eq!(ended.no_show_share(), Some(GHOSTS as f64 / (GHOSTS as f64 + 1.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_the_opening_land_on_exactly_one_side_and_the_whole_sale_audits() {
+    const USERS: usize = 300;
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(1_500, USERS as u32, 20, 600);
+    let url = inventory.start().await;
+    let replicas = [spawn_app(&env, &url).await, spawn_app(&env, &url).await];
+
+    // Joins spread over 3 s, so the opening (at 1.5 s) falls in the middle of them.
+    let joins = (0..USERS).map(|i| {
+        let mut client = replicas[i % 2].clone();
+        let event_id = event_id.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+            client.join(join(&event_id, &format!("fan-{i}"))).await.unwrap().into_inner()
+        }
+    });
+    let joined: Vec<QueueStatus> = join_all(joins).await;
+    let redis = redis(&env).await;
+    eventually(Duration::from_secs(20), || async {
+        let total: Option<u64> = redis.get(key(&env, &event_id, "admitted_total")).await.unwrap();
+        (total == Some(USERS as u64)).then_some(())
+    })
+    .await
+    .expect("everyone is admitted");
+
+    let record: HashMap<String, String> = redis.hgetall(key(&env, &event_id, "opening")).await.unwrap();
+    let sealed_ticket: u64 = record["sealed_ticket"].parse().unwrap();
+    assert!(0 < sealed_ticket && sealed_ticket < USERS as u64, "the opening fell among the joins");
+    for status in &joined {
+        let early = status.state == QueueState::PreQueue as i32;
+        assert_eq!(early, status.ticket <= sealed_ticket, "{} answered {:?}", status.user_id, status.state);
+    }
+    let event_key = SHUFFLE_KEY.parse::<ShuffleKey>().unwrap().event_key(&event_id);
+    let prequeue = audit_admissions(&event_key, sealed_ticket, &stored_admissions(&env, &event_id).await)
+        .expect("pre-queue shuffled first, then first come first served");
+    assert_eq!(prequeue.len() as u64, sealed_ticket);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_queue_moves_a_pre_queue_user_to_the_shuffled_place_at_opening() {
+    const EARLY: usize = 10;
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(1_500, 1, 50, 600);
+    let mut client = spawn_app(&env, &inventory.start().await).await;
+    let users: Vec<String> = (0..EARLY).map(|i| format!("fan-{i}")).collect();
+    for user in &users {
+        client.join(join(&event_id, user)).await.unwrap();
+    }
+    // Watch the user the shuffle puts last: at opening it moves to the back from wherever it
+    // arrived.
+    let event_key = SHUFFLE_KEY.parse::<ShuffleKey>().unwrap().event_key(&event_id);
+    let expected = opening_order(&event_key, users.iter().map(String::as_str));
+    let watched = expected.last().unwrap().clone();
+    let arrival_position = users.iter().position(|u| *u == watched).unwrap() as u64 + 1;
+    let mut stream = client
+        .watch_queue(WatchQueueRequest { event_id: event_id.clone(), user_id: watched.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!((first.state, first.position), (QueueState::PreQueue as i32, arrival_position));
+
+    // Read until two messages after opening: by then the one pass (capacity 1) is out.
+    let mut after_opening = Vec::new();
+    while after_opening.len() < 3 {
+        let message =
+            tokio::time::timeout(Duration::from_secs(20), stream.next()).await.unwrap().unwrap().unwrap();
+        if message.state == QueueState::Waiting as i32 {
+            after_opening.push(message);
+        }
+    }
+    let exact = client.get_queue_status(status_request(&event_id, &watched)).await.unwrap().into_inner();
+    assert_eq!(exact.position, EARLY as u64 - 1, "last of the shuffle, one admitted ahead");
+    let last = after_opening.last().unwrap();
+    assert_eq!(last.position, exact.position, "the stream shows the shuffled place");
+    assert!(after_opening.iter().all(|m| m.position >= exact.position && m.position <= EARLY as u64));
 }

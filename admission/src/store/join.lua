@@ -2,18 +2,28 @@
 --
 -- KEYS[1] rate-limit counter of the user   (<p>adm:{<event>}:rl:<user>)
 -- KEYS[2] seq          STRING  last ticket handed out
--- KEYS[3] queue        ZSET    user -> ticket, the users still waiting
+-- KEYS[3] queue        ZSET    user -> score, the users still waiting (lowest served first)
 -- KEYS[4] tickets      HASH    user -> ticket, the users still waiting
 -- KEYS[5] passes       ZSET    user -> pass expiry (unix ms), the active passes
--- KEYS[6] admitted     HASH    user -> "pass_id:expires_at_ms:ticket"
+-- KEYS[6] admitted     HASH    user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
+-- KEYS[7] opening      HASH    state = sealed|open once the opening step ran
 -- ARGV[1] user id
 -- ARGV[2] joins allowed per user per second
+-- ARGV[3] sale_opens_at, unix ms
+-- ARGV[4] the pre-queue tier, 2^48: post-opening scores are tier + ticket
 --
 -- Returns one of
 --   {-1, retry_after_ms}                        rate limited, nothing else changed
---   {2, "pass_id:expires_at_ms:ticket", now_ms, queue_length}   the user holds a valid pass
---   {0|1, ticket, rank (0-based), queue_length, now_ms}   waiting; 1 = newly queued, 0 = already was
+--   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   the user holds a valid pass
+--                                               (collected: extended to its checked-in expiry)
+--   {0|1, ticket, rank (0-based), queue_length, now_ms, score}   waiting; 1 = newly queued
 -- The ticket comes from INCR here, so the order is Redis's, identical for every replica.
+-- Before opening (Redis time before sale_opens_at and no opening state) the score is the
+-- ticket, below the tier: the pre-queue, shuffled at opening. From the sealing on it is
+-- tier + ticket, behind every pre-queue user. The first join at or after sale_opens_at
+-- seals (state "sealed", sealed_ticket = the last pre-queue ticket) if the controller has
+-- not yet; checking and setting the state in this atomic script is what makes a join racing
+-- with the opening land on exactly one side: ticket <= sealed_ticket is pre-queue.
 local user = ARGV[1]
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then
@@ -33,16 +43,36 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local expires = redis.call('ZSCORE', KEYS[5], user)
 if expires and tonumber(expires) > now then
-  return {2, redis.call('HGET', KEYS[6], user), now, redis.call('ZCARD', KEYS[3])}
+  local stored = redis.call('HGET', KEYS[6], user)
+  local pass_id, exp, ticket, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
+  if full and tonumber(full) > tonumber(exp) then
+    stored = pass_id .. ':' .. full .. ':' .. ticket .. ':' .. full
+    redis.call('HSET', KEYS[6], user, stored)
+    redis.call('ZADD', KEYS[5], 'XX', full, user)
+  end
+  return {2, stored, now, redis.call('ZCARD', KEYS[3])}
 end
 
 local created = 0
 local ticket = redis.call('HGET', KEYS[4], user)
 if not ticket then
+  local sealed = redis.call('HEXISTS', KEYS[7], 'state') == 1
+  if not sealed and now >= tonumber(ARGV[3]) then
+    -- The first join of the sale seals the pre-queue, so sealed_ticket is exactly the last
+    -- pre-queue ticket; the controller shuffles and opens.
+    redis.call('HSET', KEYS[7], 'state', 'sealed', 'sealed_ticket', redis.call('GET', KEYS[2]) or '0',
+      'sealed_at', now)
+    sealed = true
+  end
   ticket = redis.call('INCR', KEYS[2])
-  redis.call('ZADD', KEYS[3], ticket, user)
+  local score = ticket
+  if sealed then
+    score = tonumber(ARGV[4]) + ticket
+  end
+  redis.call('ZADD', KEYS[3], score, user)
   redis.call('HSET', KEYS[4], user, ticket)
   created = 1
 end
 local rank = redis.call('ZRANK', KEYS[3], user)
-return {created, tonumber(ticket), rank, redis.call('ZCARD', KEYS[3]), now}
+local score = redis.call('ZSCORE', KEYS[3], user)
+return {created, tonumber(ticket), rank, redis.call('ZCARD', KEYS[3]), now, tonumber(score)}

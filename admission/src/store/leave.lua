@@ -1,13 +1,15 @@
 -- leave.lua: takes a user out of the queue, or gives back the user's unused pass.
 --
--- KEYS[1] queue     ZSET  user -> ticket
+-- KEYS[1] queue     ZSET  user -> score
 -- KEYS[2] tickets   HASH  user -> ticket
 -- KEYS[3] passes    ZSET  user -> pass expiry (unix ms)
--- KEYS[4] admitted  HASH  user -> "pass_id:expires_at_ms:ticket"
+-- KEYS[4] admitted  HASH  user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
+-- KEYS[5] stats     HASH  ended-pass counters: left, expired, unclaimed, released
 -- ARGV[1] user id
 --
 -- Returns 1 when the user was waiting (removed from the queue) or held a valid pass (slot
--- freed for the next in line), 0 when neither.
+-- freed for the next in line), 0 when neither. A dropped pass is counted as left, or as
+-- expired when it had already expired (the controller had not swept it yet).
 local user = ARGV[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -19,10 +21,17 @@ if queued + ticketed > 0 then
 end
 local expires = redis.call('ZSCORE', KEYS[3], user)
 if expires then
+  local stored = redis.call('HGET', KEYS[4], user) or ''
   redis.call('ZREM', KEYS[3], user)
   redis.call('HDEL', KEYS[4], user)
   if tonumber(expires) > now then
+    redis.call('HINCRBY', KEYS[5], 'left', 1)
     return 1
+  end
+  redis.call('HINCRBY', KEYS[5], 'expired', 1)
+  local _, exp, _, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
+  if full and tonumber(full) > tonumber(exp) then
+    redis.call('HINCRBY', KEYS[5], 'unclaimed', 1)
   end
 end
 return 0

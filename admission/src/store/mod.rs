@@ -3,10 +3,17 @@
 //!
 //! Keys of an event share the hash tag `{<event_id>}`, so the scripts run unchanged on Redis
 //! Cluster:
-//! - `<p>adm:{e}:seq` last ticket, `queue` ZSET user→ticket and `tickets` HASH user→ticket
-//!   of the users still waiting;
+//! - `<p>adm:{e}:seq` last ticket, `queue` ZSET user→score and `tickets` HASH user→ticket
+//!   of the users still waiting. Scores below [`PREQUEUE_TIER`] are the pre-queue (the
+//!   ticket before opening, the keyed shuffle score after); joins from opening on score
+//!   `PREQUEUE_TIER + ticket`;
+//! - `opening` HASH: `state` (`sealed` while the opening shuffle runs, then `open`),
+//!   `sealed_ticket` (the last pre-queue ticket), `sealed_at`, `opened_at`, `prequeue`,
+//!   `key_commitment` (SHA-256 of the event's shuffle key) — the audit record;
 //! - `passes` ZSET user→expiry (unix ms) of the active passes, `admitted` HASH
-//!   user→`pass_id:expires_at_ms:ticket`, `passseq` last pass id, `admitted_total`;
+//!   user→`pass_id:expires_at_ms:ticket:checked_in_expiry_ms`, `passseq` last pass id,
+//!   `admitted_total`; `stats` HASH of ended passes (`expired`, `unclaimed` ⊆ expired,
+//!   `released` by a purchase, `left`);
 //! - `lease` (the replica admitting in this tick) and `rl:<user>` (join rate limit).
 //!
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
@@ -22,7 +29,10 @@ use fred::{
 };
 use tokio::sync::RwLock;
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    fairness::{EventShuffleKey, PREQUEUE_TIER},
+};
 
 /// Connections to Redis; each pipelines many commands, so a few cover thousands of requests.
 const REDIS_POOL_SIZE: usize = 8;
@@ -30,6 +40,10 @@ const REDIS_POOL_SIZE: usize = 8;
 /// The most users admitted in one tick of one event; bounds the script's run time (Redis is
 /// single-threaded) while a large free capacity is filled over a few ticks.
 pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
+
+/// Pre-queue users rescored per shuffle script call; like [`MAX_ADMIT_PER_TICK`], keeps each
+/// script short so Redis keeps serving joins while a large pre-queue is shuffled.
+pub const SHUFFLE_BATCH: usize = 1_000;
 
 /// A Lua script loaded into Redis, run by SHA and reloaded if Redis forgot it.
 struct Script {
@@ -74,13 +88,25 @@ pub struct StoredPass {
     pub ticket: u64,
 }
 
+/// How an event's opening went, from the replica that ran (or finished) it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// Redis time is before `sale_opens_at`.
+    NotYet,
+    /// The event was already open.
+    AlreadyOpen,
+    /// This replica sealed (or resealed) and shuffled `prequeue` users; `sealed_ticket` is
+    /// the last ticket of the pre-queue.
+    Shuffled { prequeue: usize, sealed_ticket: u64 },
+}
+
 /// Where a user stands in an event's waiting room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
     /// Neither waiting nor holding a valid pass.
     Absent,
-    /// In line; `rank` counts the users ahead.
-    Waiting { ticket: u64, rank: u64, queue_length: u64, now_ms: i64 },
+    /// In line; `rank` counts the users ahead; `score` orders the queue (see the module docs).
+    Waiting { ticket: u64, rank: u64, queue_length: u64, now_ms: i64, score: u64 },
     /// Holds a valid pass.
     Admitted { pass: StoredPass, queue_length: u64, now_ms: i64 },
 }
@@ -110,8 +136,33 @@ pub struct TickReport {
     /// Passes issued for the event so far, by every replica.
     pub admitted_total: u64,
     pub active_passes: u64,
+    /// True once the event is open (pre-queue shuffled, admissions running).
+    pub opened: bool,
+    /// Passes that ended, by every replica, since the event began.
+    pub ended: EndedPasses,
     /// Admitted by this tick (empty when another replica held the lease).
     pub admitted: Vec<AdmittedUser>,
+}
+
+/// Counts of passes that ended, by how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndedPasses {
+    /// Expired unused: the no-shows (including the uncollected ones).
+    pub expired: u64,
+    /// Expired at the end of the check-in window, never collected; part of `expired`.
+    pub unclaimed: u64,
+    /// Dropped after a purchase.
+    pub released: u64,
+    /// Given back with Leave.
+    pub left: u64,
+}
+
+impl EndedPasses {
+    /// The share of ended passes that expired unused; `None` before any ended.
+    pub fn no_show_share(&self) -> Option<f64> {
+        let ended = self.expired + self.released + self.left;
+        (ended > 0).then(|| self.expired as f64 / ended as f64)
+    }
 }
 
 /// The settings a tick needs.
@@ -121,6 +172,8 @@ pub struct TickParams {
     pub capacity: u32,
     pub pass_ttl_ms: u64,
     pub tick_ms: u32,
+    /// How long an admitted user has to collect the pass before the slot is freed.
+    pub check_in_window_ms: u64,
 }
 
 /// The Redis side of admission.
@@ -134,6 +187,8 @@ pub struct Store {
     leave: Script,
     release: Script,
     tick: Script,
+    seal: Script,
+    shuffle: Script,
 }
 
 fn int(value: Option<&Value>) -> Result<i64, Error> {
@@ -148,7 +203,7 @@ fn string(value: Option<&Value>) -> Result<String, Error> {
     value.and_then(Value::as_string).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
 }
 
-/// Parses `pass_id:expires_at_ms:ticket` as stored in the `admitted` hash.
+/// Parses `pass_id:expires_at_ms:ticket:checked_in_expiry_ms` as stored in the `admitted` hash.
 fn stored_pass(value: Option<&Value>) -> Result<StoredPass, Error> {
     let raw = string(value)?;
     let mut parts = raw.split(':');
@@ -170,6 +225,7 @@ fn standing(reply: &[Value]) -> Result<Standing, Error> {
             rank: uint(reply.get(2))?,
             queue_length: uint(reply.get(3))?,
             now_ms: int(reply.get(4))?,
+            score: uint(reply.get(5))?,
         }),
         2 => Ok(Standing::Admitted {
             pass: stored_pass(reply.get(1))?,
@@ -196,8 +252,19 @@ impl Store {
             leave: Script::new(include_str!("leave.lua")),
             release: Script::new(include_str!("release.lua")),
             tick: Script::new(include_str!("tick.lua")),
+            seal: Script::new(include_str!("seal.lua")),
+            shuffle: Script::new(include_str!("shuffle.lua")),
         };
-        for script in [&store.join, &store.status, &store.leave, &store.release, &store.tick] {
+        let scripts = [
+            &store.join,
+            &store.status,
+            &store.leave,
+            &store.release,
+            &store.tick,
+            &store.seal,
+            &store.shuffle,
+        ];
+        for script in scripts {
             script.load(&store.pool).await?;
         }
         Ok(store)
@@ -218,8 +285,15 @@ impl Store {
         }
     }
 
-    /// Queues the user (once), after the per-user rate limit.
-    pub async fn join(&self, event_id: &str, user_id: &str, rate_limit: u32) -> Result<JoinOutcome, Error> {
+    /// Queues the user (once), after the per-user rate limit: in the pre-queue before
+    /// `sale_opens_at_ms` (Redis time) and the opening, behind it after.
+    pub async fn join(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        rate_limit: u32,
+        sale_opens_at_ms: i64,
+    ) -> Result<JoinOutcome, Error> {
         let keys = vec![
             self.key(event_id, &format!("rl:{user_id}")),
             self.key(event_id, "seq"),
@@ -227,8 +301,15 @@ impl Store {
             self.key(event_id, "tickets"),
             self.key(event_id, "passes"),
             self.key(event_id, "admitted"),
+            self.key(event_id, "opening"),
         ];
-        let reply = self.run(&self.join, keys, vec![user_id.to_owned(), rate_limit.to_string()]).await?;
+        let args = vec![
+            user_id.to_owned(),
+            rate_limit.to_string(),
+            sale_opens_at_ms.to_string(),
+            PREQUEUE_TIER.to_string(),
+        ];
+        let reply = self.run(&self.join, keys, args).await?;
         if int(reply.first())? == -1 {
             return Ok(JoinOutcome::RateLimited { retry_after_ms: uint(reply.get(1))? });
         }
@@ -255,7 +336,8 @@ impl Store {
         ]
     }
 
-    /// Where the user stands; reads only.
+    /// Where the user stands. Answering a valid pass counts as collecting it (check-in),
+    /// which extends it from the check-in window to the full pass ttl.
     pub async fn standing(&self, event_id: &str, user_id: &str) -> Result<Standing, Error> {
         let reply = self.run(&self.status, self.user_keys(event_id), vec![user_id.to_owned()]).await?;
         standing(&reply)
@@ -263,13 +345,16 @@ impl Store {
 
     /// Takes the user out of the queue or drops the user's valid pass; false if neither.
     pub async fn leave(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
-        let reply = self.leave.run(&self.pool, self.user_keys(event_id), vec![user_id.to_owned()]).await?;
+        let mut keys = self.user_keys(event_id);
+        keys.push(self.key(event_id, "stats"));
+        let reply = self.leave.run(&self.pool, keys, vec![user_id.to_owned()]).await?;
         Ok(int(Some(&reply))? == 1)
     }
 
     /// Drops the user's pass after a purchase, freeing the slot; false if there was none.
     pub async fn release_pass(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
-        let keys = vec![self.key(event_id, "passes"), self.key(event_id, "admitted")];
+        let keys =
+            vec![self.key(event_id, "passes"), self.key(event_id, "admitted"), self.key(event_id, "stats")];
         let reply = self.release.run(&self.pool, keys, vec![user_id.to_owned()]).await?;
         Ok(int(Some(&reply))? == 1)
     }
@@ -286,6 +371,8 @@ impl Store {
             self.key(event_id, "passseq"),
             self.key(event_id, "admitted_total"),
             self.key(event_id, "seq"),
+            self.key(event_id, "opening"),
+            self.key(event_id, "stats"),
         ];
         let args = vec![
             params.sale_opens_at_ms.to_string(),
@@ -294,12 +381,14 @@ impl Store {
             params.tick_ms.to_string(),
             MAX_ADMIT_PER_TICK.to_string(),
             self.replica_id.clone(),
+            params.check_in_window_ms.to_string(),
+            PREQUEUE_TIER.to_string(),
         ];
         let reply = self.run(&self.tick, keys, args).await?;
-        let count = uint(reply.get(5))? as usize;
+        let count = uint(reply.get(10))? as usize;
         let mut admitted = Vec::with_capacity(count);
         for i in 0..count {
-            let at = 6 + 4 * i;
+            let at = 11 + 4 * i;
             admitted.push(AdmittedUser {
                 user_id: string(reply.get(at))?,
                 pass: StoredPass {
@@ -315,7 +404,63 @@ impl Store {
             queue_length: uint(reply.get(2))?,
             admitted_total: uint(reply.get(3))?,
             active_passes: uint(reply.get(4))?,
+            opened: int(reply.get(5))? == 1,
+            ended: EndedPasses {
+                expired: uint(reply.get(6))?,
+                unclaimed: uint(reply.get(7))?,
+                released: uint(reply.get(8))?,
+                left: uint(reply.get(9))?,
+            },
             admitted,
         })
+    }
+
+    /// The opening step: seals the pre-queue, then rescores it by the keyed shuffle in
+    /// batches, then opens the event. Safe to run on several replicas at once or to repeat
+    /// after a crash: every run computes the same scores, and batches after the event opened
+    /// are refused.
+    pub async fn open_sale(
+        &self,
+        event_id: &str,
+        sale_opens_at_ms: i64,
+        key: &EventShuffleKey,
+    ) -> Result<Opening, Error> {
+        let keys =
+            vec![self.key(event_id, "opening"), self.key(event_id, "queue"), self.key(event_id, "seq")];
+        let args = vec![sale_opens_at_ms.to_string(), PREQUEUE_TIER.to_string(), key.commitment()];
+        let reply = self.run(&self.seal, keys, args).await?;
+        match int(reply.first())? {
+            0 => return Ok(Opening::NotYet),
+            2 => return Ok(Opening::AlreadyOpen),
+            1 => {}
+            other => return Err(Error::UnexpectedReply(format!("seal code {other}"))),
+        }
+        let sealed_ticket = uint(reply.get(1))?;
+        let users = match reply.get(2) {
+            Some(Value::Array(users)) => {
+                users.iter().map(|user| string(Some(user))).collect::<Result<Vec<_>, _>>()?
+            }
+            other => return Err(Error::UnexpectedReply(format!("{other:?}"))),
+        };
+        let keys = vec![self.key(event_id, "opening"), self.key(event_id, "queue")];
+        let batches = users.len().div_ceil(SHUFFLE_BATCH).max(1);
+        for batch in 0..batches {
+            let chunk = users.iter().skip(batch * SHUFFLE_BATCH).take(SHUFFLE_BATCH);
+            let last = batch + 1 == batches;
+            let mut args = vec![
+                if last { "1" } else { "0" }.to_owned(),
+                users.len().to_string(),
+                PREQUEUE_TIER.to_string(),
+            ];
+            for user in chunk {
+                args.push(user.clone());
+                args.push(key.score(user).to_string());
+            }
+            let applied = self.shuffle.run(&self.pool, keys.clone(), args).await?;
+            if int(Some(&applied))? == 0 {
+                return Ok(Opening::AlreadyOpen);
+            }
+        }
+        Ok(Opening::Shuffled { prequeue: users.len(), sealed_ticket })
     }
 }

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, transport::Channel};
 use tools::testenv::TestEnv;
 
 pub const PASS_KEYS: &str = "k1:0123456789abcdef0123";
+pub const SHUFFLE_KEY: &str = "shuffle-secret-for-tests-0123";
 
 /// Serves `GetEvent` for the events a test defines; nothing else.
 #[derive(Clone, Default)]
@@ -126,18 +127,33 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
         pass_keys: PASS_KEYS.parse().unwrap(),
         controller_poll_ms: 10,
         join_rate_limit: 5,
+        shuffle_key: Some(SHUFFLE_KEY.parse().unwrap()),
+        check_in_window_ms: 60_000,
     }
 }
 
-/// Builds and runs the app; returns a connected client.
-pub async fn spawn_app_with(config: Config) -> AdmissionServiceClient<Channel> {
+/// Builds and runs the app; returns its URL.
+pub async fn spawn_app_url(config: Config) -> String {
     config.validate().unwrap();
     let app = App::build(config).await.unwrap();
     let port = app.port();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let channel =
-        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10)).unwrap();
-    AdmissionServiceClient::new(channel)
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A client on a connection of its own.
+pub fn client(url: &str) -> AdmissionServiceClient<Channel> {
+    client_with_timeout(url, Duration::from_secs(10))
+}
+
+/// A client on a connection of its own whose calls may take up to `timeout`.
+pub fn client_with_timeout(url: &str, timeout: Duration) -> AdmissionServiceClient<Channel> {
+    AdmissionServiceClient::new(ticketing_proto::connect(url, timeout).unwrap())
+}
+
+/// Builds and runs the app; returns a connected client.
+pub async fn spawn_app_with(config: Config) -> AdmissionServiceClient<Channel> {
+    client(&spawn_app_url(config).await)
 }
 
 pub async fn spawn_app(env: &TestEnv, inventory_url: &str) -> AdmissionServiceClient<Channel> {
