@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes k8s/overlays/production/secrets.env with a fresh pass-signing key (git-ignored; the
+# Writes k8s/overlays/production/secrets.env with a fresh pass-signing key and shuffle key (git-ignored; the
 # production overlay's secretGenerator reads it). Keeps an existing file unless --force.
 #   tools/deploy/gen-secrets.sh [--force]
 set -euo pipefail
@@ -11,5 +11,6 @@ fi
 key_id="k$(date -u +%Y%m%d)"
 secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
 umask 077
-printf 'PASS_KEYS=%s:%s\n' "$key_id" "$secret" > "$out"
+shuffle="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+printf 'PASS_KEYS=%s:%s\nSHUFFLE_KEY=%s\n' "$key_id" "$secret" "$shuffle" > "$out"
 echo "wrote $out (key id $key_id)"

@@ -213,6 +213,8 @@ pub struct StackConfig {
     pub nats_prefix: String,
     /// `id:secret` for signing admission passes, shared by admission and seat-lock.
     pub pass_keys: String,
+    /// Keys admission's fair pre-queue shuffle.
+    pub shuffle_key: String,
     /// Seat holds' lifetime.
     pub hold_ttl_secs: u64,
 }
@@ -252,6 +254,7 @@ impl StackConfig {
                 chrono::Utc::now().format("%Y%m%d%H%M%S"),
                 uuid::Uuid::new_v4().simple()
             ),
+            shuffle_key: uuid::Uuid::new_v4().simple().to_string(),
             hold_ttl_secs: 600,
         }
     }
@@ -300,6 +303,9 @@ impl StackConfig {
                 env.push(("REDIS_PREFIX", self.redis_prefix.clone()));
                 env.push(("INVENTORY_URL", self.url("inventory")));
                 env.push(("PASS_KEYS", self.pass_keys.clone()));
+                if service.name == "admission" {
+                    env.push(("SHUFFLE_KEY", self.shuffle_key.clone()));
+                }
                 if service.name == "seat-lock" {
                     env.push(("PAYMENT_URL", self.url("payment")));
                     env.push(("HOLD_TTL_SECS", self.hold_ttl_secs.to_string()));
