@@ -38,7 +38,13 @@ impl App {
             .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
         let outbox_ready = Arc::new(Notify::new());
         let gateway = Arc::new(SandboxGateway::new(db.clone()));
-        let checkout = Arc::new(Checkout::new(db.clone(), gateway, seat_lock, Arc::clone(&outbox_ready)));
+        if let Some(point) = config.crash_at {
+            tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
+        }
+        let checkout = Arc::new(
+            Checkout::new(db.clone(), gateway, seat_lock, Arc::clone(&outbox_ready))
+                .with_crash_point(config.crash_at),
+        );
         let api = PaymentApi::new(db.clone(), Arc::clone(&checkout));
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
         let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
@@ -74,7 +80,8 @@ impl App {
     }
 }
 
-/// How often the recovery pass looks for stuck payments.
+/// How often the recovery pass looks for stuck payments (more often when `RECOVERY_AFTER_SECS`
+/// is shorter, so a stuck payment never waits much longer than that age).
 const RECOVERY_PERIOD: Duration = Duration::from_secs(60);
 
 async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: CancellationToken) {
@@ -86,7 +93,7 @@ async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: 
         }
         tokio::select! {
             () = stopping.cancelled() => return,
-            () = tokio::time::sleep(RECOVERY_PERIOD) => {}
+            () = tokio::time::sleep(RECOVERY_PERIOD.min(older_than)) => {}
         }
     }
 }

@@ -4,14 +4,18 @@
 //! 1. the idempotency key is claimed (`in_flight`) in its own statement, so concurrent
 //!    replays see it and never reach the provider;
 //! 2. seat-lock moves the hold into checkout, or refuses before any money moves;
-//! 3. a `processing` payment row is written, then the provider is charged with the payment id
-//!    as its idempotency key;
+//! 3. a `processing` payment row is written with the booking id the hold will be confirmed
+//!    under (`reserved_booking_id`), then the provider is charged with the payment id as its
+//!    idempotency key;
 //! 4. seat-lock confirms the hold; if it was lost, the charge is refunded;
 //! 5. booking, seats, seat guard, payment, outbox and the stored answer commit together.
 //!
-//! Every settlement updates the payment only `WHERE status = 'processing'`, and the recovery
-//! pass locks the row before refunding, so the request and recovery never both settle it.
-//! Anything unexpected after the charge leaves the payment `processing` for recovery.
+//! Every settlement updates the payment only `WHERE status = 'processing'`, and the request
+//! (before booking or refunding) and the recovery pass both lock the row first, so they
+//! never both settle it. Anything unexpected after the charge leaves the payment
+//! `processing` for recovery, which completes the booking when seat-lock confirms the hold
+//! under the reserved booking id (also when a crashed request had already confirmed it),
+//! and refunds otherwise.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +32,7 @@ use tonic::{Code, Status, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
+    config::CrashPoint,
     error::Error,
     gateway::{ChargeOutcome, PaymentGateway},
     store::{BookingRecord, PAYMENT_COLUMNS, PaymentRecord, PaymentStatus, sql},
@@ -114,6 +119,8 @@ pub struct Checkout {
     gateway: Arc<dyn PaymentGateway>,
     seat_lock: SeatLockServiceClient<Channel>,
     outbox_ready: Arc<Notify>,
+    /// Test-only fault injection (`PAYMENT_CRASH_AT`); `None` in production.
+    crash_at: Option<CrashPoint>,
 }
 
 impl Checkout {
@@ -124,7 +131,13 @@ impl Checkout {
         seat_lock: Channel,
         outbox_ready: Arc<Notify>,
     ) -> Self {
-        Self { db, gateway, seat_lock: SeatLockServiceClient::new(seat_lock), outbox_ready }
+        Self { db, gateway, seat_lock: SeatLockServiceClient::new(seat_lock), outbox_ready, crash_at: None }
+    }
+
+    /// Arms the test-only `PAYMENT_CRASH_AT` knob: the process aborts when a Pay reaches `point`.
+    pub fn with_crash_point(mut self, point: Option<CrashPoint>) -> Self {
+        self.crash_at = point;
+        self
     }
 
     /// Pays for a hold, once per idempotency key. See the module docs for the steps.
@@ -157,6 +170,7 @@ impl Checkout {
                 });
             }
         };
+        CrashPoint::abort_if(self.crash_at, CrashPoint::AfterBeginCheckout);
         if hold.total_price_cents < 0 || hold.currency.is_empty() || hold.quantity == 0 {
             self.release_key(&command.idempotency_key).await;
             return Err(Error::BadHold(format!(
@@ -165,7 +179,8 @@ impl Checkout {
             )));
         }
 
-        let payment = match self.insert_payment(&command, &hold).await {
+        let booking_id = Uuid::now_v7();
+        let payment = match self.insert_payment(&command, &hold, booking_id).await {
             Ok(payment) => payment,
             Err(error) => {
                 self.release_key(&command.idempotency_key).await;
@@ -189,10 +204,10 @@ impl Checkout {
                 charge_id
             }
         };
+        CrashPoint::abort_if(self.crash_at, CrashPoint::AfterCharge);
 
-        let booking_id = Uuid::now_v7();
         match self.confirm_hold(&command, booking_id).await {
-            SeatLockAnswer::Hold(_) => {}
+            SeatLockAnswer::Hold(_) => CrashPoint::abort_if(self.crash_at, CrashPoint::AfterConfirmHold),
             SeatLockAnswer::Refused(status) => {
                 let reason = match service_runtime::status::reason(&status) {
                     Some((reason, _)) if reason == "HOLD_EXPIRED" || reason == "HOLD_NOT_FOUND" => {
@@ -328,15 +343,21 @@ impl Checkout {
         }
     }
 
-    async fn insert_payment(&self, command: &PayCommand, hold: &v1::Hold) -> Result<PaymentRecord, Error> {
+    /// Writes the `processing` payment with the booking id its hold will be confirmed under.
+    async fn insert_payment(
+        &self,
+        command: &PayCommand,
+        hold: &v1::Hold,
+        booking_id: Uuid,
+    ) -> Result<PaymentRecord, Error> {
         let payment_id = Uuid::now_v7();
         let row = self
             .db
             .query_one_raw(sql(
                 &format!(
                     "INSERT INTO payments (payment_id, idempotency_key, event_id, hold_id, user_id, \
-                     amount_cents, currency, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'processing') \
-                     RETURNING {PAYMENT_COLUMNS}"
+                     amount_cents, currency, status, reserved_booking_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'processing', $8) RETURNING {PAYMENT_COLUMNS}"
                 ),
                 [
                     payment_id.into(),
@@ -346,6 +367,7 @@ impl Checkout {
                     command.user_id.as_str().into(),
                     hold.total_price_cents.into(),
                     hold.currency.as_str().into(),
+                    booking_id.into(),
                 ],
             ))
             .await?
@@ -354,6 +376,17 @@ impl Checkout {
     }
 
     async fn confirm_hold(&self, command: &PayCommand, booking_id: Uuid) -> SeatLockAnswer {
+        self.confirm_hold_of(command.event_id, command.hold_id, &command.user_id, booking_id).await
+    }
+
+    /// ConfirmHold with a few retries while seat-lock is unreachable.
+    async fn confirm_hold_of(
+        &self,
+        event_id: Uuid,
+        hold_id: Uuid,
+        user_id: &str,
+        booking_id: Uuid,
+    ) -> SeatLockAnswer {
         let mut pause = CONFIRM_RETRY_PAUSE;
         let mut attempt = 1;
         loop {
@@ -361,9 +394,9 @@ impl Checkout {
                 self.seat_lock
                     .clone()
                     .confirm_hold(traced(v1::ConfirmHoldRequest {
-                        event_id: command.event_id.to_string(),
-                        hold_id: command.hold_id.to_string(),
-                        user_id: command.user_id.clone(),
+                        event_id: event_id.to_string(),
+                        hold_id: hold_id.to_string(),
+                        user_id: user_id.to_owned(),
                         booking_id: booking_id.to_string(),
                     }))
                     .await,
@@ -405,108 +438,55 @@ impl Checkout {
         Ok(response)
     }
 
-    /// Refunds the charge, then records the payment as refunded with `reason`. If the refund
-    /// fails the payment stays `processing` for recovery.
+    /// Refunds the charge, then records the payment as refunded with `reason`. The payment row
+    /// is locked first, so a recovery pass that already settled it (possibly by booking) is
+    /// never undone by a refund. If the refund fails the payment stays `processing`.
     async fn refund_and_settle(
         &self,
         payment: PaymentRecord,
         charge_id: String,
         reason: String,
     ) -> Result<v1::PayResponse, Error> {
+        let txn = self.db.begin().await?;
+        lock_processing(&txn, payment.payment_id).await?;
         self.gateway.refund(&charge_id).await?;
         metrics::counter!("payment_refunds_total").increment(1);
-        let txn = self.db.begin().await?;
         let response = settle_refunded(&txn, payment, charge_id, reason).await?;
         txn.commit().await?;
         self.outbox_ready.notify_one();
         Ok(response)
     }
 
+    /// Commits the booking of a payment this request still owns (`processing`, locked first so
+    /// a concurrent recovery pass and this request never both settle it).
     async fn commit_booking(
         &self,
-        mut payment: PaymentRecord,
+        payment: PaymentRecord,
         charge_id: String,
         booking: BookingRecord,
     ) -> Result<Booked, Error> {
         let txn = self.db.begin().await?;
-        payment.status = PaymentStatus::Confirmed;
-        payment.provider_charge_id = Some(charge_id);
-        payment.booking_id = Some(booking.booking_id);
-
-        let booked = txn
-            .execute_raw(sql(
-                "INSERT INTO bookings (booking_id, payment_id, event_id, user_id, hold_id, zone_id, quantity, \
-                 amount_cents, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (hold_id) DO NOTHING",
-                [
-                    booking.booking_id.into(),
-                    booking.payment_id.into(),
-                    booking.event_id.into(),
-                    booking.user_id.as_str().into(),
-                    booking.hold_id.into(),
-                    booking.zone_id.as_str().into(),
-                    i32::try_from(booking.quantity).unwrap_or(i32::MAX).into(),
-                    booking.amount_cents.into(),
-                    booking.currency.as_str().into(),
-                ],
-            ))
-            .await?;
-        if booked.rows_affected() != 1 {
-            txn.rollback().await?;
-            return Ok(Booked::HoldTaken);
-        }
-        for seat_id in &booking.seat_ids {
-            txn.execute_raw(sql(
-                "INSERT INTO booking_seats (booking_id, event_id, zone_id, seat_id) VALUES ($1, $2, $3, $4)",
-                [
-                    booking.booking_id.into(),
-                    booking.event_id.into(),
-                    booking.zone_id.as_str().into(),
-                    seat_id.as_str().into(),
-                ],
-            ))
-            .await?;
-            let guarded = txn
-                .execute_raw(sql(
-                    "INSERT INTO seat_guard (event_id, seat_id, booking_id) VALUES ($1, $2, $3) \
-                     ON CONFLICT (event_id, seat_id) DO NOTHING",
-                    [booking.event_id.into(), seat_id.as_str().into(), booking.booking_id.into()],
-                ))
-                .await?;
-            if guarded.rows_affected() != 1 {
+        lock_processing(&txn, payment.payment_id).await?;
+        match write_booking(&txn, payment, charge_id, booking).await? {
+            Booked::Done(response) => {
+                CrashPoint::abort_if(self.crash_at, CrashPoint::BeforeCommit);
+                txn.commit().await?;
+                self.outbox_ready.notify_one();
+                Ok(Booked::Done(response))
+            }
+            refused => {
                 txn.rollback().await?;
-                return Ok(Booked::SeatTaken(seat_id.clone()));
+                Ok(refused)
             }
         }
-        let event = envelope(
-            format!("booking:{}", booking.booking_id),
-            Body::BookingConfirmed(events::BookingConfirmed {
-                event_id: booking.event_id.to_string(),
-                user_id: booking.user_id.clone(),
-                booking_id: booking.booking_id.to_string(),
-                payment_id: booking.payment_id.to_string(),
-                hold_id: booking.hold_id.to_string(),
-                zone_id: booking.zone_id.clone(),
-                seat_ids: booking.seat_ids.clone(),
-                quantity: booking.quantity,
-                amount_cents: booking.amount_cents,
-                currency: booking.currency.clone(),
-            }),
-        );
-        let response = v1::PayResponse {
-            payment: Some(payment.to_proto()),
-            booking: Some(booking.to_proto()),
-            replayed: false,
-        };
-        settle(&txn, &payment, &event, &response).await?;
-        txn.commit().await?;
-        self.outbox_ready.notify_one();
-        Ok(Booked::Done(Box::new(response)))
     }
 
     /// Settles payments left `processing` for longer than `older_than` (a crash, a provider
     /// or seat-lock failure after the charge) from the provider's ledger: a captured charge
-    /// without a booking is refunded; no charge means nothing was taken. Also frees keys
+    /// completes its booking when seat-lock confirms the hold under the payment's reserved
+    /// booking id, and is refunded when the hold is lost or the payment has no reserved id;
+    /// while seat-lock is unreachable it stays `processing` for the next pass. No charge
+    /// means nothing was taken. Also frees keys
     /// left `in_flight` by requests that died before writing a payment. Returns how many
     /// payments it settled.
     pub async fn recover_stuck_payments(&self, older_than: Duration) -> Result<usize, Error> {
@@ -537,6 +517,64 @@ impl Checkout {
         Ok(settled)
     }
 
+    /// Finishes what a crashed Pay started after the charge: replays ConfirmHold under the
+    /// payment's reserved booking id (seat-lock answers the same for a hold it already sold
+    /// under that id, and sells a hold still in checkout), then writes the booking in `txn`
+    /// behind a savepoint, so a seat-guard conflict rolls back only the booking.
+    async fn complete_booking(
+        &self,
+        txn: &DatabaseTransaction,
+        payment: &PaymentRecord,
+        charge_id: &str,
+        booking_id: Uuid,
+    ) -> Result<Completion, Error> {
+        let hold =
+            match self.confirm_hold_of(payment.event_id, payment.hold_id, &payment.user_id, booking_id).await
+            {
+                SeatLockAnswer::Hold(hold) => hold,
+                SeatLockAnswer::Unavailable(status) => {
+                    tracing::warn!(payment_id = %payment.payment_id, code = ?status.code(),
+                        "recovery cannot reach seat-lock; retrying on the next pass");
+                    return Ok(Completion::SeatLockDown);
+                }
+                SeatLockAnswer::Refused(status) => {
+                    return Ok(Completion::Refund(format!(
+                        "{HOLD_LOST_REASON} (payment interrupted: {})",
+                        status.message()
+                    )));
+                }
+            };
+        let booking = BookingRecord {
+            booking_id,
+            payment_id: payment.payment_id,
+            event_id: payment.event_id,
+            user_id: payment.user_id.clone(),
+            hold_id: payment.hold_id,
+            zone_id: hold.zone_id,
+            seat_ids: hold.seat_ids,
+            quantity: hold.quantity,
+            amount_cents: payment.amount_cents,
+            currency: payment.currency.clone(),
+            created_at: chrono::Utc::now(),
+        };
+        let savepoint = txn.begin().await?;
+        match write_booking(&savepoint, payment.clone(), charge_id.to_owned(), booking).await? {
+            Booked::Done(_) => {
+                savepoint.commit().await?;
+                Ok(Completion::Booked)
+            }
+            Booked::SeatTaken(seat_id) => {
+                savepoint.rollback().await?;
+                metrics::counter!("payment_seat_guard_conflicts_total").increment(1);
+                Ok(Completion::Refund(format!("seat {seat_id} was already sold")))
+            }
+            Booked::HoldTaken => {
+                savepoint.rollback().await?;
+                Ok(Completion::Refund("hold was already paid by another payment".into()))
+            }
+        }
+    }
+
     async fn recover_payment(&self, payment_id: Uuid) -> Result<bool, Error> {
         let txn = self.db.begin().await?;
         // The row lock makes a late commit of the original request wait for us, and then
@@ -544,8 +582,8 @@ impl Checkout {
         let Some(row) = txn
             .query_one_raw(sql(
                 &format!(
-                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 AND status = 'processing' \
-                     FOR UPDATE SKIP LOCKED"
+                    "SELECT {PAYMENT_COLUMNS}, reserved_booking_id FROM payments \
+                     WHERE payment_id = $1 AND status = 'processing' FOR UPDATE SKIP LOCKED"
                 ),
                 [payment_id.into()],
             ))
@@ -554,20 +592,31 @@ impl Checkout {
             return Ok(false);
         };
         let payment = PaymentRecord::from_row(&row)?;
+        let reserved_booking_id: Option<Uuid> = row.try_get("", "reserved_booking_id")?;
         match self.gateway.lookup(payment_id).await? {
             Some(charge) => {
+                let mut reason = "payment interrupted; the charge was refunded".to_owned();
                 if charge.status == "captured" {
+                    if let Some(booking_id) = reserved_booking_id {
+                        match self.complete_booking(&txn, &payment, &charge.charge_id, booking_id).await? {
+                            Completion::Booked => {
+                                txn.commit().await?;
+                                self.outbox_ready.notify_one();
+                                tracing::warn!(%payment_id, %booking_id, "recovery completed a stuck payment's booking");
+                                return Ok(true);
+                            }
+                            Completion::SeatLockDown => {
+                                txn.rollback().await?;
+                                return Ok(false);
+                            }
+                            Completion::Refund(why) => reason = why,
+                        }
+                    }
                     self.gateway.refund(&charge.charge_id).await?;
                     metrics::counter!("payment_refunds_total").increment(1);
                 }
-                tracing::warn!(%payment_id, charge_id = %charge.charge_id, "recovery refunded a stuck payment");
-                settle_refunded(
-                    &txn,
-                    payment,
-                    charge.charge_id,
-                    "payment interrupted; the charge was refunded".into(),
-                )
-                .await?;
+                tracing::warn!(%payment_id, charge_id = %charge.charge_id, %reason, "recovery refunded a stuck payment");
+                settle_refunded(&txn, payment, charge.charge_id, reason).await?;
             }
             None => {
                 tracing::warn!(%payment_id, "recovery closed a stuck payment that was never charged");
@@ -596,6 +645,16 @@ impl Checkout {
     }
 }
 
+/// What recovery could do with a captured charge whose hold it asked seat-lock to confirm.
+enum Completion {
+    /// The booking is written in the recovery transaction (to commit).
+    Booked,
+    /// Seat-lock did not answer: leave the payment `processing` for the next pass.
+    SeatLockDown,
+    /// The hold is gone or its seats are sold elsewhere: refund, telling the user why.
+    Refund(String),
+}
+
 /// How the booking transaction ended.
 enum Booked {
     Done(Box<v1::PayResponse>),
@@ -603,6 +662,100 @@ enum Booked {
     SeatTaken(String),
     /// Another payment already booked this hold: rolled back.
     HoldTaken,
+}
+
+/// In `txn`, which the caller commits (on `Done`) or rolls back: the booking, its seats, one
+/// seat_guard row per seat, the confirmed payment, its outbox event and the stored answer.
+async fn write_booking(
+    txn: &DatabaseTransaction,
+    mut payment: PaymentRecord,
+    charge_id: String,
+    booking: BookingRecord,
+) -> Result<Booked, Error> {
+    payment.status = PaymentStatus::Confirmed;
+    payment.provider_charge_id = Some(charge_id);
+    payment.booking_id = Some(booking.booking_id);
+
+    let booked = txn
+        .execute_raw(sql(
+            "INSERT INTO bookings (booking_id, payment_id, event_id, user_id, hold_id, zone_id, quantity, \
+             amount_cents, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (hold_id) DO NOTHING",
+            [
+                booking.booking_id.into(),
+                booking.payment_id.into(),
+                booking.event_id.into(),
+                booking.user_id.as_str().into(),
+                booking.hold_id.into(),
+                booking.zone_id.as_str().into(),
+                i32::try_from(booking.quantity).unwrap_or(i32::MAX).into(),
+                booking.amount_cents.into(),
+                booking.currency.as_str().into(),
+            ],
+        ))
+        .await?;
+    if booked.rows_affected() != 1 {
+        return Ok(Booked::HoldTaken);
+    }
+    for seat_id in &booking.seat_ids {
+        txn.execute_raw(sql(
+            "INSERT INTO booking_seats (booking_id, event_id, zone_id, seat_id) VALUES ($1, $2, $3, $4)",
+            [
+                booking.booking_id.into(),
+                booking.event_id.into(),
+                booking.zone_id.as_str().into(),
+                seat_id.as_str().into(),
+            ],
+        ))
+        .await?;
+        let guarded = txn
+            .execute_raw(sql(
+                "INSERT INTO seat_guard (event_id, seat_id, booking_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (event_id, seat_id) DO NOTHING",
+                [booking.event_id.into(), seat_id.as_str().into(), booking.booking_id.into()],
+            ))
+            .await?;
+        if guarded.rows_affected() != 1 {
+            return Ok(Booked::SeatTaken(seat_id.clone()));
+        }
+    }
+    let event = envelope(
+        format!("booking:{}", booking.booking_id),
+        Body::BookingConfirmed(events::BookingConfirmed {
+            event_id: booking.event_id.to_string(),
+            user_id: booking.user_id.clone(),
+            booking_id: booking.booking_id.to_string(),
+            payment_id: booking.payment_id.to_string(),
+            hold_id: booking.hold_id.to_string(),
+            zone_id: booking.zone_id.clone(),
+            seat_ids: booking.seat_ids.clone(),
+            quantity: booking.quantity,
+            amount_cents: booking.amount_cents,
+            currency: booking.currency.clone(),
+        }),
+    );
+    let response = v1::PayResponse {
+        payment: Some(payment.to_proto()),
+        booking: Some(booking.to_proto()),
+        replayed: false,
+    };
+    settle(txn, &payment, &event, &response).await?;
+    Ok(Booked::Done(Box::new(response)))
+}
+
+/// Locks the payment row in `txn`, refusing when it is no longer `processing` (someone else
+/// settled it).
+async fn lock_processing(txn: &DatabaseTransaction, payment_id: Uuid) -> Result<(), Error> {
+    let locked = txn
+        .query_one_raw(sql(
+            "SELECT payment_id FROM payments WHERE payment_id = $1 AND status = 'processing' FOR UPDATE",
+            [payment_id.into()],
+        ))
+        .await?;
+    match locked {
+        Some(_) => Ok(()),
+        None => Err(Error::SettledConcurrently(payment_id)),
+    }
 }
 
 /// Records a refunded payment, its event and answer in `txn`.

@@ -9,8 +9,10 @@
 //!   provider (idempotent on the payment id), asks seat-lock to confirm the hold, and commits
 //!   booking, seats, `seat_guard` rows, the confirmed payment, an outbox event and the stored
 //!   answer in one Postgres transaction. A lost hold or a seat-guard conflict refunds the
-//!   charge; anything unexpected after the charge leaves the payment `processing` for the
-//!   recovery pass, which settles it from the provider's ledger.
+//!   charge; anything unexpected after the charge (a crash included) leaves the payment
+//!   `processing` for the recovery pass, which settles it from the provider's ledger: it
+//!   replays ConfirmHold under the payment's reserved booking id and books, or refunds when
+//!   the hold is lost. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
 //! - [`gateway`]: the `PaymentGateway` trait and the sandbox provider with its own ledger.
 //! - [`relay`]: the outbox relay, publishing events to JetStream with the outbox message id
 //!   as `Nats-Msg-Id`, then deleting them.

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![Box::new(CreateTables), Box::new(ReserveBookingIds)]
     }
 }
 
@@ -105,6 +105,28 @@ CREATE TABLE psp_ledger (
 impl MigrationTrait for CreateTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.get_connection().execute_unprepared(CREATE_TABLES).await?;
+        Ok(())
+    }
+}
+
+/// `payments.reserved_booking_id`: the booking id a Pay confirms the hold under, chosen when
+/// the payment row is written, so the recovery pass can replay ConfirmHold with the same id
+/// after a crash and complete the booking instead of refunding a sale seat-lock already made.
+struct ReserveBookingIds;
+
+impl MigrationName for ReserveBookingIds {
+    fn name(&self) -> &str {
+        "m20250102_000001_reserve_booking_ids"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ReserveBookingIds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("ALTER TABLE payments ADD COLUMN reserved_booking_id uuid NULL")
+            .await?;
         Ok(())
     }
 }

@@ -23,7 +23,9 @@ pub const OUTBOX_BATCH: i64 = 200;
 /// How long one replica may hold an event's rebuild lock; longer than a payment call.
 const REBUILD_LOCK_TTL: Duration = Duration::from_secs(15);
 
-/// A script loaded by SHA and reloaded when Redis forgot it (e.g. after a restart).
+/// A script called by SHA. Where Redis does not know it (a restart, or another Redis Cluster
+/// master than the one it was first loaded on) it is sent whole with EVAL, which runs on the
+/// node owning the keys and leaves the script cached there.
 struct LuaScript {
     source: String,
     sha: String,
@@ -44,8 +46,7 @@ impl LuaScript {
         let client = pool.next();
         match client.evalsha(self.sha.clone(), keys.clone(), args.clone()).await {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
-                let _: String = client.script_load(self.source.clone()).await?;
-                Ok(client.evalsha(self.sha.clone(), keys, args).await?)
+                Ok(client.eval(self.source.clone(), keys, args).await?)
             }
             result => Ok(result?),
         }

@@ -6,6 +6,9 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
+#[path = "api/cluster.rs"]
+mod cluster;
+
 use std::collections::HashSet;
 
 use futures::{StreamExt, future::join_all};

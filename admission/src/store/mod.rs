@@ -70,11 +70,9 @@ impl Script {
     ) -> Result<Value, fred::error::Error> {
         let sha = self.sha.read().await.clone();
         match pool.evalsha::<Value, _, _, _>(sha, keys.clone(), args.clone()).await {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                self.load(pool).await?;
-                let sha = self.sha.read().await.clone();
-                pool.evalsha(sha, keys, args).await
-            }
+            // Sent whole, EVAL runs on the node owning the keys (on a Redis Cluster, maybe not
+            // the one the script was first loaded on) and caches the script there.
+            Err(error) if error.details().starts_with("NOSCRIPT") => pool.eval(self.lua, keys, args).await,
             result => result,
         }
     }

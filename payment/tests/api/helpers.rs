@@ -175,6 +175,7 @@ pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
         seat_lock_url: seat_lock_url.to_owned(),
         relay_interval_ms: 50,
         recovery_after_secs: 300,
+        crash_at: None,
     }
 }
 

@@ -553,3 +553,134 @@ async fn seat_guard_and_hold_uniqueness_refund_a_double_sale() {
     assert_eq!(app.count("psp_ledger", "status = 'captured'").await, 1);
     assert_eq!(app.count("psp_ledger", "status = 'refunded'").await, 2);
 }
+
+/// Writes what a Pay that crashed after the charge leaves behind, an hour ago: the key in
+/// flight, the `processing` payment with its reserved booking id, and the captured charge
+/// `ch_<key>`. Returns the command and the reserved booking id.
+async fn insert_stuck_payment(
+    db: &sea_orm::DatabaseConnection,
+    key: &str,
+    event_id: Uuid,
+    hold_id: Uuid,
+    user: &str,
+) -> (PayCommand, Uuid) {
+    let command = PayCommand {
+        idempotency_key: key.into(),
+        event_id,
+        hold_id,
+        user_id: user.into(),
+        payment_method: "pm_card_ok".into(),
+    };
+    let (payment_id, booking_id) = (Uuid::now_v7(), Uuid::now_v7());
+    for (sql, values) in [
+        (
+            "INSERT INTO payment.idempotency_keys (key, request_hash, state, updated_at) \
+             VALUES ($1, $2, 'in_flight', now() - interval '1 hour')",
+            vec![command.idempotency_key.clone().into(), command.request_hash().into()],
+        ),
+        (
+            "INSERT INTO payment.payments (payment_id, idempotency_key, event_id, hold_id, user_id, \
+             amount_cents, currency, status, reserved_booking_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 10000, 'EUR', 'processing', $6, now() - interval '1 hour')",
+            vec![
+                payment_id.into(),
+                command.idempotency_key.clone().into(),
+                event_id.into(),
+                hold_id.into(),
+                command.user_id.clone().into(),
+                booking_id.into(),
+            ],
+        ),
+        (
+            "INSERT INTO payment.psp_ledger (charge_id, idempotency_key, amount_cents, currency, status) \
+             VALUES ($1, $2, 10000, 'EUR', 'captured')",
+            vec![format!("ch_{key}").into(), payment_id.to_string().into()],
+        ),
+    ] {
+        db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await.unwrap();
+    }
+    (command, booking_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_completes_a_paid_booking_whose_hold_is_live_and_refunds_a_lost_one() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let app = App::build(config(&env, &url)).await.unwrap();
+    let db = env.database().await.unwrap();
+    let event_id = Uuid::now_v7();
+    // Two requests that crashed after the charge: one hold is still live in seat-lock (in
+    // checkout), the other is gone.
+    let live_hold = seat_lock.add_hold(event_id, "kate", &["A-9-1", "A-9-2"], 2);
+    let stuck = [
+        insert_stuck_payment(&db, "key-live-1", event_id, live_hold, "kate").await,
+        insert_stuck_payment(&db, "key-lost-1", event_id, Uuid::now_v7(), "liam").await,
+    ];
+
+    assert_eq!(app.recover_stuck_payments(Duration::from_secs(120)).await.unwrap(), 2);
+    let app = attach(env, seat_lock, app).await;
+    assert_eq!(app.seat_lock.confirm_calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // The live hold is booked under the reserved id, with its seats guarded; nothing refunded.
+    let (live, booking_id) = &stuck[0];
+    let replay = app
+        .pay(v1::PayRequest {
+            idempotency_key: live.idempotency_key.clone(),
+            event_id: event_id.to_string(),
+            hold_id: live.hold_id.to_string(),
+            user_id: live.user_id.clone(),
+            payment_method: live.payment_method.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(status_of(&replay), PaymentStatus::Confirmed);
+    assert_eq!(replay.booking.as_ref().map(|b| b.booking_id.clone()), Some(booking_id.to_string()));
+    assert_eq!(app.count("bookings", &format!("booking_id = '{booking_id}'")).await, 1);
+    assert_eq!(app.count("seat_guard", &format!("booking_id = '{booking_id}'")).await, 2);
+    assert_eq!(app.count("psp_ledger", "charge_id = 'ch_key-live-1' AND status = 'captured'").await, 1);
+
+    // The lost hold is refunded, with no booking.
+    let (lost, _) = &stuck[1];
+    let replay = app
+        .pay(v1::PayRequest {
+            idempotency_key: lost.idempotency_key.clone(),
+            event_id: event_id.to_string(),
+            hold_id: lost.hold_id.to_string(),
+            user_id: lost.user_id.clone(),
+            payment_method: lost.payment_method.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status_of(&replay), PaymentStatus::Refunded);
+    assert_eq!(app.count("psp_ledger", "charge_id = 'ch_key-lost-1' AND status = 'refunded'").await, 1);
+    assert_eq!(app.count("bookings", "").await, 1);
+    assert_eq!(app.count("payments", "status = 'processing'").await, 0);
+    // Both outcomes reach the outbox relay: a BookingConfirmed and a Refunded.
+    assert!(app.event_with_id(&format!("booking:{booking_id}")).await.is_some());
+    assert!(app.outbox_drained().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_waits_for_an_unreachable_seat_lock_instead_of_refunding() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let app = App::build(config(&env, &url)).await.unwrap();
+    let db = env.database().await.unwrap();
+    let event_id = Uuid::now_v7();
+    let hold_id = seat_lock.add_hold(event_id, "mia", &["A-7-1"], 1);
+    let (_, booking_id) = insert_stuck_payment(&db, "key-wait-1", event_id, hold_id, "mia").await;
+
+    // Seat-lock is down: nothing is decided, the money stays captured, the payment processing.
+    seat_lock.refuse_confirm(Some((Code::Unavailable, "DOWN")));
+    assert_eq!(app.recover_stuck_payments(Duration::from_secs(120)).await.unwrap(), 0);
+    seat_lock.refuse_confirm(None);
+    assert_eq!(app.recover_stuck_payments(Duration::from_secs(120)).await.unwrap(), 1);
+
+    let app = attach(env, seat_lock, app).await;
+    assert_eq!(app.count("payments", "status = 'confirmed'").await, 1);
+    assert_eq!(app.count("bookings", &format!("booking_id = '{booking_id}'")).await, 1);
+    assert_eq!(app.count("psp_ledger", "status = 'captured'").await, 1);
+}

@@ -176,7 +176,18 @@ fn event(event_id: &str) -> Event {
 /// Starts the fakes and seat-lock with holds lasting `hold_ttl_secs`.
 pub async fn spawn_app(hold_ttl_secs: u64) -> anyhow::Result<TestApp> {
     let env = TestEnv::new().await?;
-    let event_id = uuid::Uuid::new_v4().to_string();
+    let redis_url = env.redis_url.clone();
+    spawn_app_on(env, &redis_url, hold_ttl_secs, uuid::Uuid::new_v4().to_string()).await
+}
+
+/// Like [`spawn_app`], with seat-lock (and the test's own Redis client) on `redis_url`, e.g.
+/// a `redis-cluster://` URL, and the fake inventory serving `event_id`.
+pub async fn spawn_app_on(
+    env: TestEnv,
+    redis_url: &str,
+    hold_ttl_secs: u64,
+    event_id: String,
+) -> anyhow::Result<TestApp> {
     let payment = FakePayment::default();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -188,7 +199,7 @@ pub async fn spawn_app(hold_ttl_secs: u64) -> anyhow::Result<TestApp> {
 
     let config = Config {
         server: ServerArgs::loopback(),
-        redis_url: env.redis_url.clone(),
+        redis_url: redis_url.to_owned(),
         redis_prefix: env.redis_prefix.clone(),
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
@@ -205,7 +216,7 @@ pub async fn spawn_app(hold_ttl_secs: u64) -> anyhow::Result<TestApp> {
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let client = SeatLockServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
 
-    let redis = Builder::from_config(fred::prelude::Config::from_url(&env.redis_url)?).build()?;
+    let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
     Ok(TestApp { env, client, event_id, payment, ring: KEYS.parse()?, redis })
 }

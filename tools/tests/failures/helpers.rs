@@ -1,0 +1,468 @@
+//! Harness of the failure tests: the real stack on free ports, a way to replace one of its
+//! processes (payment with its test-only crash knob), a private NATS server, and the ground
+//! truth checks on Postgres and Redis.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use fred::prelude::*;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use ticketing_proto::v1::{
+    self as pb, admission_service_client::AdmissionServiceClient,
+    inventory_service_client::InventoryServiceClient, payment_service_client::PaymentServiceClient,
+    seat_lock_service_client::SeatLockServiceClient,
+};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tools::{
+    stack::{self, Stack, StackConfig},
+    testenv::{TestEnv, eventually},
+};
+
+/// Generous bound for anything the mesh does in the background; never a speed assertion.
+pub const EVENTUALLY: Duration = Duration::from_secs(30);
+/// How long a user may wait in the queue for a pass.
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Stops the stack's processes when the test ends, even when it fails.
+pub struct Running(pub Stack);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
+impl Running {
+    pub fn config(&self) -> &StackConfig {
+        &self.0.config
+    }
+
+    /// A lazily connected channel straight to one service (not through HAProxy, so a
+    /// restarted process is reached at once).
+    pub fn channel(&self, service: &str) -> anyhow::Result<Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(format!(
+            "http://127.0.0.1:{}",
+            self.config().port(service)
+        ))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy())
+    }
+
+    pub fn inventory(&self) -> anyhow::Result<InventoryServiceClient<Channel>> {
+        Ok(InventoryServiceClient::new(self.channel("inventory")?))
+    }
+    pub fn admission(&self) -> anyhow::Result<AdmissionServiceClient<Channel>> {
+        Ok(AdmissionServiceClient::new(self.channel("admission")?))
+    }
+    pub fn seat_lock(&self) -> anyhow::Result<SeatLockServiceClient<Channel>> {
+        Ok(SeatLockServiceClient::new(self.channel("seat-lock")?))
+    }
+    pub fn payment(&self) -> anyhow::Result<PaymentServiceClient<Channel>> {
+        Ok(PaymentServiceClient::new(self.channel("payment")?))
+    }
+
+    /// SIGKILLs the stack's own process of `service` (started by `Stack::start`) and waits
+    /// until it is gone.
+    pub async fn kill_started(&self, service: &str) -> anyhow::Result<()> {
+        let pids = stack::pid_files(&self.config().state_dir);
+        let (_, pid) = pids.iter().find(|(name, _)| name == service).context("no pid file")?;
+        let pid = *pid;
+        signal(pid, "KILL");
+        let gone = eventually(EVENTUALLY, || async move { (!alive(pid)).then_some(()) }).await;
+        gone.with_context(|| format!("{service} (pid {pid}) survived SIGKILL"))
+    }
+
+    /// Starts payment as a real process on its stack port with the stack's settings plus
+    /// `extra` (e.g. `PAYMENT_CRASH_AT`), records its pid so `stop` ends it too, and waits
+    /// until it reports SERVING.
+    pub async fn spawn_payment(&self, extra: &[(&str, &str)], tag: &str) -> anyhow::Result<Child> {
+        let config = self.config();
+        let service = config.services.iter().find(|s| s.name == "payment").context("no payment")?;
+        let log = fs::File::create(config.state_dir.join("logs").join(format!("payment-{tag}.log")))?;
+        // Through `sh` only to switch core dumps off: the crash tests abort on purpose and must
+        // not leave core files behind; `exec` keeps the pid.
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -c 0 && exec \"$0\""])
+            .arg(config.bin_dir.join("payment"))
+            .env("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port))
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", service.metrics_port))
+            .env("NATS_URL", &config.nats_url)
+            .env("NATS_PREFIX", &config.nats_prefix)
+            .env("DRAIN_GRACE_MS", "5000")
+            .env("DATABASE_URL", &config.database_url)
+            .env("SEAT_LOCK_URL", format!("http://127.0.0.1:{}", config.port("seat-lock")))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        let mut child = command.spawn().context("cannot start payment")?;
+        fs::write(config.state_dir.join("pids").join("payment.pid"), child.id().to_string())?;
+        let port = service.grpc_port;
+        let serving =
+            eventually(EVENTUALLY, || async move { stack::health(port).await.ok().filter(|s| *s) }).await;
+        if serving.is_none() {
+            let _ = child.kill();
+            bail!("payment ({tag}) did not report SERVING");
+        }
+        Ok(child)
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
+}
+
+/// Starts the real services on free ports with the test's database and prefixes, on
+/// `nats_url` when given (a private server) or the test environment's NATS.
+pub async fn start_stack(env: &TestEnv, nats_url: Option<String>) -> anyhow::Result<Running> {
+    stack::ensure_haproxy()?;
+    let state_dir = std::env::temp_dir().join(format!("ticketing-failures-{}", env.id));
+    let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
+    config.database_url = env.database_url.clone();
+    config.redis_url = env.redis_url.clone();
+    config.redis_prefix = env.redis_prefix.clone();
+    config.nats_url = nats_url.unwrap_or_else(|| env.nats_url.clone());
+    config.nats_prefix = env.nats_prefix.clone();
+    Ok(Running(Stack::start(config).await?))
+}
+
+fn ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+/// One seated zone `A` of one row `1` with `seats` seats; the sale is open. Returns the event id.
+pub async fn create_event(
+    stack: &Running,
+    seats: u32,
+    max_tickets_per_user: u32,
+    admission_capacity: u32,
+) -> anyhow::Result<String> {
+    let mut inventory = stack.inventory()?;
+    let venue = inventory
+        .create_venue(pb::CreateVenueRequest {
+            name: "Failure Hall".into(),
+            zones: vec![pb::ZoneSpec {
+                zone_id: "A".into(),
+                name: "Stalls".into(),
+                price_cents: 5_000,
+                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
+                    row_labels: vec!["1".into()],
+                    seats_per_row: seats,
+                    accessible_seat_ids: vec![],
+                })),
+            }],
+        })
+        .await?
+        .into_inner()
+        .venue
+        .context("no venue")?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = inventory
+        .create_event(pb::CreateEventRequest {
+            venue_id: venue.venue_id,
+            name: "Failures".into(),
+            starts_at: Some(ts(now + 86_400_000)),
+            sale_opens_at: Some(ts(now - 1_000)),
+            max_tickets_per_user,
+            currency: "EUR".into(),
+            admission_capacity,
+            admission_tick_ms: 50,
+            pass_ttl_seconds: 600,
+        })
+        .await?
+        .into_inner()
+        .event
+        .context("no event")?;
+    Ok(event.event_id)
+}
+
+/// The seat ids of the event's one row: `A-1-1` ... `A-1-<seats>`.
+pub fn seat_ids(seats: u32) -> Vec<String> {
+    (1..=seats).map(|n| format!("A-1-{n}")).collect()
+}
+
+/// Joins the queue and watches it until admitted; returns the pass token.
+pub async fn admit(
+    mut admission: AdmissionServiceClient<Channel>,
+    event_id: String,
+    user_id: String,
+) -> anyhow::Result<String> {
+    let joined =
+        admission.join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }).await?;
+    if let Some(pass) = joined.into_inner().pass {
+        return Ok(pass.token);
+    }
+    let mut watch = admission.watch_queue(pb::WatchQueueRequest { event_id, user_id }).await?.into_inner();
+    while let Some(status) = tokio::time::timeout(ADMIT_TIMEOUT, watch.next()).await? {
+        if let Some(pass) = status?.pass {
+            return Ok(pass.token);
+        }
+    }
+    bail!("the queue stream ended without a pass")
+}
+
+/// Admits every user concurrently; returns user -> pass token.
+pub async fn admit_all(
+    stack: &Running,
+    event_id: &str,
+    users: &[String],
+) -> anyhow::Result<HashMap<String, String>> {
+    let admission = stack.admission()?;
+    let tasks = users.iter().map(|user| {
+        let (admission, event_id, user) = (admission.clone(), event_id.to_owned(), user.clone());
+        tokio::spawn(async move {
+            let token = admit(admission, event_id, user.clone()).await?;
+            anyhow::Ok((user, token))
+        })
+    });
+    let mut passes = HashMap::new();
+    for joined in futures::future::join_all(tasks).await {
+        let (user, token) = joined??;
+        passes.insert(user, token);
+    }
+    Ok(passes)
+}
+
+pub fn hold_request(event_id: &str, user: &str, token: &str, seats: &[String]) -> pb::HoldSeatsRequest {
+    pb::HoldSeatsRequest {
+        pass_token: token.to_owned(),
+        event_id: event_id.to_owned(),
+        user_id: user.to_owned(),
+        seat_ids: seats.to_vec(),
+    }
+}
+
+pub fn pay_request(key: &str, event_id: &str, hold: &pb::Hold) -> pb::PayRequest {
+    pb::PayRequest {
+        idempotency_key: key.to_owned(),
+        event_id: event_id.to_owned(),
+        hold_id: hold.hold_id.clone(),
+        user_id: hold.user_id.clone(),
+        payment_method: "pm_card_ok".into(),
+    }
+}
+
+/// The ErrorInfo reason of a refusal, or "".
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}
+
+pub async fn query_i64(
+    db: &DatabaseConnection,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await?
+        .context("no row")?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// A Redis client on the test's server.
+pub async fn redis(env: &TestEnv) -> anyhow::Result<Client> {
+    let client = Builder::from_config(fred::prelude::Config::from_url(&env.redis_url)?).build()?;
+    client.init().await?;
+    Ok(client)
+}
+
+/// Deletes every key of the test's prefix with SCAN + DEL (never FLUSHALL: the server is
+/// shared). Returns how many it deleted.
+pub async fn delete_prefix_keys(redis: &Client, prefix: &str) -> anyhow::Result<usize> {
+    anyhow::ensure!(prefix.ends_with(':') && prefix.len() > 1, "refusing to delete with prefix {prefix:?}");
+    let mut deleted = 0;
+    let mut cursor = "0".to_owned();
+    loop {
+        let (next, keys): (String, Vec<String>) = redis
+            .custom(
+                fred::cmd!("SCAN"),
+                vec![cursor.clone(), "MATCH".into(), format!("{prefix}*"), "COUNT".into(), "1000".into()],
+            )
+            .await?;
+        deleted += keys.len();
+        for key in keys {
+            let _: i64 = redis.del(key).await?;
+        }
+        if next == "0" {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// The seats sold in Postgres: seat id -> hold id of its booking, checked for double sales
+/// (I1): every booked seat is in exactly one booking and has exactly one seat_guard row.
+pub async fn sold_in_postgres(
+    db: &DatabaseConnection,
+    event_id: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let doubles = query_i64(
+        db,
+        "SELECT count(*) FROM (SELECT seat_id FROM payment.booking_seats WHERE event_id::text = $1 \
+         GROUP BY seat_id HAVING count(*) > 1) d",
+        vec![event_id.into()],
+    )
+    .await?;
+    anyhow::ensure!(doubles == 0, "{doubles} seats are in more than one booking");
+    let booked = query_i64(
+        db,
+        "SELECT count(*) FROM payment.booking_seats WHERE event_id::text = $1",
+        vec![event_id.into()],
+    )
+    .await?;
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT g.seat_id, b.hold_id::text AS hold_id FROM payment.seat_guard g \
+             JOIN payment.bookings b ON b.booking_id = g.booking_id WHERE g.event_id::text = $1",
+            [event_id.into()],
+        ))
+        .await?;
+    let mut sold = BTreeMap::new();
+    for row in rows {
+        sold.insert(row.try_get::<String>("", "seat_id")?, row.try_get::<String>("", "hold_id")?);
+    }
+    anyhow::ensure!(sold.len() as i64 == booked, "{} seat_guard rows for {booked} booked seats", sold.len());
+    Ok(sold)
+}
+
+/// Checks that Redis and Postgres agree seat by seat: a seat sold in Postgres is
+/// `sold:<its hold>` in seat-lock's keys, and a seat marked sold in Redis is sold in Postgres
+/// to the same hold. Returns the Postgres sales.
+pub async fn redis_agrees_with_postgres(
+    db: &DatabaseConnection,
+    redis: &Client,
+    env: &TestEnv,
+    event_id: &str,
+    seats: &[String],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let sold = sold_in_postgres(db, event_id).await?;
+    for seat in seats {
+        let key = format!("{}sl:{{{event_id}}}:seat:{seat}", env.redis_prefix);
+        let value: Option<String> = redis.get(&key).await?;
+        let in_redis = value.as_deref().and_then(|v| v.strip_prefix("sold:"));
+        anyhow::ensure!(
+            in_redis == sold.get(seat).map(String::as_str),
+            "seat {seat}: Redis says {value:?}, Postgres says sold to hold {:?}",
+            sold.get(seat)
+        );
+    }
+    Ok(sold)
+}
+
+/// I2 over the whole sandbox ledger: every captured charge belongs to exactly one confirmed
+/// payment with exactly one booking; every refunded charge to a refunded payment with no
+/// booking; and no payment is confirmed without a captured charge. Returns the violations.
+pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT l.charge_id, l.status AS charge_status, p.status AS payment_status, \
+             (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id) AS bookings \
+             FROM payment.psp_ledger l LEFT JOIN payment.payments p ON p.payment_id::text = l.idempotency_key",
+        ))
+        .await?;
+    let mut violations = Vec::new();
+    for row in rows {
+        let charge: String = row.try_get("", "charge_id")?;
+        let charge_status: String = row.try_get("", "charge_status")?;
+        let payment_status: Option<String> = row.try_get("", "payment_status")?;
+        let bookings: i64 = row.try_get("", "bookings")?;
+        let fine = match charge_status.as_str() {
+            "captured" => payment_status.as_deref() == Some("confirmed") && bookings == 1,
+            "refunded" => payment_status.as_deref() == Some("refunded") && bookings == 0,
+            _ => false,
+        };
+        if !fine {
+            violations.push(format!(
+                "charge {charge} {charge_status}: payment {payment_status:?} with {bookings} bookings"
+            ));
+        }
+    }
+    let unpaid = query_i64(
+        db,
+        "SELECT count(*) FROM payment.payments p WHERE p.status = 'confirmed' AND NOT EXISTS \
+         (SELECT 1 FROM payment.psp_ledger l WHERE l.idempotency_key = p.payment_id::text AND l.status = 'captured')",
+        vec![],
+    )
+    .await?;
+    if unpaid > 0 {
+        violations.push(format!("{unpaid} confirmed payments without a captured charge"));
+    }
+    Ok(violations)
+}
+
+/// A private `nats-server` with JetStream on a free port and its own store directory, so a
+/// test can stop and restart it without touching the machine's shared NATS.
+pub struct PrivateNats {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start(id: &str) -> anyhow::Result<Self> {
+        let store = std::env::temp_dir().join(format!("ticketing-nats-{id}"));
+        fs::create_dir_all(&store)?;
+        let mut nats = Self { port: stack::free_port()?, store, child: None };
+        nats.restart().await?;
+        Ok(nats)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let log = fs::File::create(self.store.join(format!("nats-{}.log", uuid::Uuid::new_v4().simple())))?;
+        let child = Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("cannot start nats-server")?;
+        self.child = Some(child);
+        let port = self.port;
+        let up = eventually(EVENTUALLY, || async move {
+            async_nats::connect(format!("nats://127.0.0.1:{port}")).await.ok().map(|_| ())
+        })
+        .await;
+        up.context("private nats-server did not answer")
+    }
+
+    /// Kills the server (SIGKILL: a crash, not a clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.store);
+    }
+}
