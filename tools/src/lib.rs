@@ -1,9 +1,15 @@
 //! Tools around the mesh:
 //! - [`stack`]: the local stack (backing services, the five services, HAProxy) as processes;
-//! - [`sale`]: a small flash sale through the load balancer, verified against ground truth;
+//! - [`flashsale`]: the flash-sale simulator through the load balancer, verified against
+//!   ground truth; [`report`] writes its JSON and HTML reports;
+//! - [`loadgen`]: one RPC under load, ghz-style, with a `grpc.health.v1` baseline measured in
+//!   the same run; [`bench`] runs the standard set and rewrites the README's table;
 //! - [`testenv`]: the isolated backing-service environment every integration test uses.
 #![forbid(unsafe_code)]
 
-pub mod sale;
+pub mod bench;
+pub mod flashsale;
+pub mod loadgen;
+pub mod report;
 pub mod stack;
 pub mod testenv;

@@ -7,9 +7,14 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tools::{
-    sale::{self, SaleConfig},
+    flashsale::{self, SimConfig},
+    report,
     stack::{self, Stack, StackConfig},
 };
+
+/// The demo's hold TTL: short, so that the holds its users walk away from expire within the
+/// minute the demo takes.
+const DEMO_HOLD_TTL_SECS: u64 = 20;
 
 #[derive(Parser)]
 #[command(about = "Runs the ticketing mesh on loopback")]
@@ -30,7 +35,8 @@ enum Cmd {
     Down,
     /// Shows what is running.
     Status,
-    /// `up`, then a small flash sale through the load balancer, verified.
+    /// `up`, then a small flash sale through the load balancer (the `flashsale` simulator),
+    /// verified against ground truth, with a report in `.stack/reports/`.
     Demo {
         #[command(flatten)]
         up: UpArgs,
@@ -55,6 +61,9 @@ struct UpArgs {
     /// Use debug binaries (faster to build, slower to run).
     #[arg(long)]
     debug: bool,
+    /// Seat holds' lifetime (seat-lock HOLD_TTL_SECS); default 600, and 20 for `demo`.
+    #[arg(long)]
+    hold_ttl_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -79,24 +88,32 @@ async fn main() -> anyhow::Result<()> {
                 println!("{name:<10} pid {pid:<8} {}", if running { "running" } else { "STOPPED" });
             }
         }
-        Cmd::Demo { up: args, seats, users } => {
+        Cmd::Demo { up: mut args, seats, users } => {
+            let hold_ttl = *args.hold_ttl_secs.get_or_insert(DEMO_HOLD_TTL_SECS);
             let stack = up(&state_dir, &args).await?;
             println!("running a flash sale: {seats} seats, {users} users, through {}", stack.config.lb_url());
-            let report = sale::run(SaleConfig {
-                lb_url: stack.config.lb_url(),
-                database_url: stack.config.database_url.clone(),
-                seats,
-                users,
-                max_tickets_per_user: 4,
-                admission_capacity: 500,
-            })
-            .await?;
-            println!("{report}");
+            let out = state_dir.join("reports").join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+            let mut config =
+                SimConfig::new(stack.config.lb_url(), stack.config.database_url.clone(), out.clone())
+                    .with_hold_ttl(hold_ttl);
+            config.seats = seats;
+            config.users = users;
+            config.admission_capacity = 500;
+            config.pass_ttl_secs = 120;
+            config.open_in_secs = 3.0;
+            config.max_secs = 300;
+            config.pids_dir = Some(state_dir.join("pids"));
+            if let Err(problem) = config.validate() {
+                bail!("{problem}");
+            }
+            let outcome = flashsale::run(config).await?;
+            let html = report::write(&outcome, &out)?;
+            println!("{}", report::summary(&outcome, &html));
             println!(
                 "the stack is still running (`stack status`, `stack down`); logs in {}",
                 state_dir.join("logs").display()
             );
-            if !report.violations.is_empty() {
+            if !outcome.ok() {
                 std::process::exit(1);
             }
         }
@@ -134,7 +151,10 @@ async fn up(state_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<Stack>
     }
     cargo(&build)?;
     let bin_dir = stack::target_dir().join(if args.debug { "debug" } else { "release" });
-    let config = StackConfig::local(state_dir.to_path_buf(), bin_dir);
+    let mut config = StackConfig::local(state_dir.to_path_buf(), bin_dir);
+    if let Some(secs) = args.hold_ttl_secs {
+        config.hold_ttl_secs = secs;
+    }
     stack::reset_local_state(&config).await.context("cannot reset the local stack's state")?;
     let booted = std::time::Instant::now();
     let stack = Stack::start(config).await?;
@@ -148,9 +168,23 @@ async fn up(state_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<Stack>
     Ok(stack)
 }
 
+/// Runs cargo in the workspace. The variables `cargo run` set for this binary (its package
+/// name, manifest dir, ...) are removed first: build scripts that watch them would otherwise
+/// rerun and rebuild half the dependency tree on every call.
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo).args(args).current_dir(stack::workspace_root()).status()?;
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run =
+            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+        if set_by_cargo_run || name == "OUT_DIR" {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command.args(args).current_dir(stack::workspace_root()).status()?;
     if !status.success() {
         bail!("`cargo {}` failed with {status}", args.join(" "));
     }

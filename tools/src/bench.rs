@@ -1,0 +1,759 @@
+//! The standard benchmark against a running local stack, through its load balancer.
+//!
+//! It creates its own venue (zone `A`: rows `1`–`500` × 100 seats = 50,000 seats) and events
+//! through the public API, gets passes for many users via `Join` + `WatchQueue` (admission
+//! capacity large), then runs each scenario with [`loadgen`], each after its
+//! `grpc.health.v1.Health/Check` baseline with the same concurrency and connections:
+//!
+//! 1. `HoldSeats`: 1,000 clients, 100,000 one-seat requests from 2,000 users, seats drawn at
+//!    random from the 50,000, so about half the requests ask for a seat already held
+//!    (designed duplicates, `ABORTED SEAT_TAKEN`). No seat may be held twice.
+//! 2. `Join` burst of unique users on an open event; FIFO inversions are counted: a join
+//!    answered before another was sent must have the lower ticket.
+//! 3. `Pay` for holds made in 1 (end to end: seat-lock checkout, sandbox provider, Postgres,
+//!    outbox), counting confirmed bookings per second.
+//! 4. `GetAvailability` and `GetSeatMap` of the 50,000-seat event.
+//!
+//! Then the services' peak memory (VmHWM) from `/proc`, via the stack's pid files. Every
+//! scenario is bounded in count and time. The results go to `bench-results.json` and to the
+//! README's table between `<!-- bench:start -->` and `<!-- bench:end -->`.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use prost::Message as _;
+use serde::Serialize;
+use ticketing_proto::v1::{
+    self as pb, admission_service_client::AdmissionServiceClient,
+    inventory_service_client::InventoryServiceClient, seat_lock_service_client::SeatLockServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::loadgen::{self, CallData, Comparison, LoadSpec, Observer};
+
+/// README markers between which the bench writes its table.
+pub const TABLE_START: &str = "<!-- bench:start -->";
+/// End marker of the bench table.
+pub const TABLE_END: &str = "<!-- bench:end -->";
+/// Rows of the bench venue: numeric labels `1`..=`ROWS`.
+const ROWS: u32 = 500;
+/// Seats per row of the bench venue (500 × 100 = 50,000 seats).
+const SEATS_PER_ROW: u32 = 100;
+/// Tickets one user may hold and buy: the contract's maximum, so 2,000 users cover
+/// 100,000 holds.
+const MAX_TICKETS_PER_USER: u32 = 50;
+/// Join/WatchQueue calls in flight while collecting passes.
+const PASS_FETCH_CONCURRENCY: usize = 500;
+/// How long collecting the passes may take.
+const PASS_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Concurrency of the Pay scenario: payment holds 32 Postgres connections, so more clients
+/// only queue.
+const PAY_CONCURRENCY: usize = 200;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// `http://127.0.0.1:8080`.
+    pub target: String,
+    /// The stack's folder (pid files; default output).
+    pub state_dir: PathBuf,
+    /// Where the JSON results go.
+    pub output: PathBuf,
+    /// README to update (`None`: print only).
+    pub readme: Option<PathBuf>,
+    /// Concurrent clients of the HoldSeats, Join and read scenarios.
+    pub concurrency: usize,
+    /// HTTP/2 connections shared by the clients.
+    pub connections: usize,
+    pub hold_requests: u64,
+    pub hold_users: u32,
+    pub join_requests: u64,
+    /// Most holds paid in the Pay scenario.
+    pub pay_max: usize,
+    pub read_requests: u64,
+    /// Cap of every scenario.
+    pub scenario_max: Duration,
+    /// Cap of every baseline.
+    pub baseline_max: Duration,
+    /// Where filled-in ghz configs (real event, pass and hold) are written.
+    pub ghz_dir: Option<PathBuf>,
+}
+
+/// One README row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub what: String,
+    pub result: String,
+    pub baseline: String,
+    pub target: String,
+    /// Whether the target was met (`None` when there is none or it was not measured).
+    pub met: Option<bool>,
+    pub date: String,
+    pub machine: String,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub report: Comparison,
+    /// Scenario-specific counts (holds, inversions, bookings).
+    pub extra: serde_json::Value,
+}
+
+/// Peak and current memory of one service process.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessMemory {
+    pub name: String,
+    pub pid: u32,
+    pub vm_hwm_kb: u64,
+    pub vm_rss_kb: u64,
+}
+
+/// Everything the bench measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResults {
+    pub date: String,
+    pub machine: String,
+    pub cores: usize,
+    pub target: String,
+    pub hold_event_id: String,
+    pub join_event_id: String,
+    pub scenarios: Vec<Scenario>,
+    pub memory: Vec<ProcessMemory>,
+    pub rows: Vec<Row>,
+}
+
+/// What the HoldSeats scenario saw: (hold id, user id) of holds to pay, every seat held,
+/// and how many seats were held a second time (must stay 0).
+type Held = (Vec<(String, String)>, HashSet<String>, u64);
+
+/// A user with a pass.
+#[derive(Debug, Clone)]
+struct PassHolder {
+    user_id: String,
+    token: String,
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+async fn channel(target: &str) -> anyhow::Result<Channel> {
+    tonic::transport::Endpoint::from_shared(target.to_owned())?
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the load balancer at {target}: is the stack up (`stack up`)?"))
+}
+
+/// Creates the 50,000-seat venue and an event on it whose sale opens in a second.
+async fn create_event(
+    channel: &Channel,
+    name: &str,
+    capacity: u32,
+    pass_ttl: u32,
+) -> anyhow::Result<pb::Event> {
+    let mut inventory = InventoryServiceClient::new(channel.clone());
+    let venue = inventory
+        .create_venue(pb::CreateVenueRequest {
+            name: format!("Bench arena {}", chrono::Utc::now().format("%H:%M:%S")),
+            zones: vec![pb::ZoneSpec {
+                zone_id: "A".into(),
+                name: "Arena".into(),
+                price_cents: 5_000,
+                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
+                    row_labels: (1..=ROWS).map(|r| r.to_string()).collect(),
+                    seats_per_row: SEATS_PER_ROW,
+                    accessible_seat_ids: vec![],
+                })),
+            }],
+        })
+        .await
+        .context("CreateVenue")?
+        .into_inner()
+        .venue
+        .context("CreateVenue answered no venue")?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = inventory
+        .create_event(pb::CreateEventRequest {
+            venue_id: venue.venue_id,
+            name: name.into(),
+            starts_at: Some(timestamp(now + 30 * 86_400_000)),
+            sale_opens_at: Some(timestamp(now + 1_000)),
+            max_tickets_per_user: MAX_TICKETS_PER_USER,
+            currency: "EUR".into(),
+            admission_capacity: capacity,
+            admission_tick_ms: 100,
+            pass_ttl_seconds: pass_ttl,
+        })
+        .await
+        .context("CreateEvent")?
+        .into_inner()
+        .event
+        .context("CreateEvent answered no event")?;
+    Ok(event)
+}
+
+/// Joins `users` users and watches their queue until each has a pass.
+async fn collect_passes(channel: &Channel, event_id: &str, users: u32) -> anyhow::Result<Vec<PassHolder>> {
+    let work = futures::stream::iter(0..users)
+        .map(|u| {
+            let mut admission = AdmissionServiceClient::new(channel.clone());
+            let event_id = event_id.to_owned();
+            async move {
+                let user_id = format!("bench-{u}");
+                admission
+                    .join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+                    .await?;
+                let mut updates = admission
+                    .watch_queue(pb::WatchQueueRequest { event_id, user_id: user_id.clone() })
+                    .await?
+                    .into_inner();
+                while let Some(status) = updates.next().await {
+                    if let Some(pass) = status?.pass {
+                        return Ok(PassHolder { user_id, token: pass.token });
+                    }
+                }
+                bail!("the queue stream of {user_id} ended without a pass")
+            }
+        })
+        .buffer_unordered(PASS_FETCH_CONCURRENCY)
+        .collect::<Vec<anyhow::Result<PassHolder>>>();
+    let results = tokio::time::timeout(PASS_FETCH_TIMEOUT, work)
+        .await
+        .with_context(|| format!("collecting {users} passes took longer than {PASS_FETCH_TIMEOUT:?}"))?;
+    let mut passes: Vec<PassHolder> = results.into_iter().collect::<anyhow::Result<_>>()?;
+    passes.sort_by_key(|p| p.user_id.trim_start_matches("bench-").parse::<u32>().unwrap_or(0));
+    Ok(passes)
+}
+
+impl BenchConfig {
+    fn spec(
+        &self,
+        name: &str,
+        call: &str,
+        data: serde_json::Value,
+        concurrency: usize,
+        total: u64,
+    ) -> anyhow::Result<LoadSpec> {
+        let pool = loadgen::descriptor_pool()?;
+        let method = loadgen::find_method(&pool, call)?;
+        Ok(LoadSpec {
+            name: name.into(),
+            target: self.target.clone(),
+            data: CallData::new(method, &data, None)?,
+            concurrency,
+            connections: self.connections,
+            total: Some(total),
+            duration: Some(self.scenario_max),
+            rps: None,
+            timeout: Duration::from_secs(20),
+        })
+    }
+
+    async fn measure(&self, spec: &LoadSpec, observer: Option<Observer>) -> anyhow::Result<Comparison> {
+        let pool = loadgen::descriptor_pool()?;
+        println!(
+            "== {}: {} requests at most, {} clients, {} connections (Health/Check baseline first)",
+            spec.name,
+            spec.total.unwrap_or(0),
+            spec.concurrency,
+            spec.connections
+        );
+        let comparison = loadgen::run_with_baseline(spec, &pool, self.baseline_max, observer).await?;
+        println!("{comparison}");
+        Ok(comparison)
+    }
+}
+
+fn result_text(report: &loadgen::Report, unit: &str, rate: f64) -> String {
+    format!(
+        "{rate:.0} {unit}/s, p50 {:.1} ms / p99 {:.1} ms ({} calls in {:.1} s)",
+        report.percentile_ms(50),
+        report.percentile_ms(99),
+        report.count,
+        report.total as f64 / 1e9
+    )
+}
+
+/// Counts FIFO inversions: pairs where a join was answered before another was sent, yet got
+/// the higher ticket. `joins` is (sent, received, ticket).
+pub fn fifo_inversions(joins: &mut [(Instant, Instant, u64)]) -> u64 {
+    let mut by_received: Vec<(Instant, u64)> = joins.iter().map(|(_, r, t)| (*r, *t)).collect();
+    by_received.sort_by_key(|(r, _)| *r);
+    joins.sort_by_key(|(s, _, _)| *s);
+    let (mut next, mut highest_done, mut inversions) = (0, None::<u64>, 0);
+    for (sent, _, ticket) in joins.iter() {
+        while next < by_received.len() && by_received[next].0 < *sent {
+            highest_done = highest_done.max(Some(by_received[next].1));
+            next += 1;
+        }
+        if highest_done.is_some_and(|h| h > *ticket) {
+            inversions += 1;
+        }
+    }
+    inversions
+}
+
+/// Runs every scenario and writes the results.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine = format!("{cores} cores, {}", memory_total());
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let channel = channel(&config.target).await?;
+    let mut scenarios = Vec::new();
+    let mut rows = Vec::new();
+    let row = |what: &str, result: String, baseline: String, target: &str, met: Option<bool>| Row {
+        what: what.into(),
+        result,
+        baseline,
+        target: target.into(),
+        met,
+        date: date.clone(),
+        machine: machine.clone(),
+    };
+
+    // Setup: the seated event and passes for its users.
+    let users = config.hold_users;
+    let hold_event =
+        create_event(&channel, "Bench: holds and payments", users.clamp(1, 100_000), 3_600).await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let started = Instant::now();
+    let passes = collect_passes(&channel, &hold_event.event_id, users).await?;
+    println!(
+        "event {}: {} seats; {} passes collected in {:.1} s",
+        hold_event.event_id,
+        hold_event.total_capacity,
+        passes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let holders = &passes;
+
+    // 1. HoldSeats with designed duplicates.
+    let hold_data: Vec<serde_json::Value> = holders
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "pass_token": p.token,
+                "event_id": hold_event.event_id,
+                "user_id": p.user_id,
+                "seat_ids": [format!("{{{{randomSeat \"A\" 1 {ROWS} 1 {SEATS_PER_ROW}}}}}")],
+            })
+        })
+        .collect();
+    let held: Arc<Mutex<Held>> = Arc::default();
+    let observer: Observer = {
+        let held = held.clone();
+        let pay_max = config.pay_max;
+        Arc::new(move |outcome| {
+            if let Ok(bytes) = outcome.result
+                && let Ok(hold) = pb::Hold::decode(bytes.clone())
+                && let Ok(mut held) = held.lock()
+            {
+                for seat in &hold.seat_ids {
+                    if !held.1.insert(seat.clone()) {
+                        held.2 += 1;
+                    }
+                }
+                if held.0.len() < pay_max {
+                    held.0.push((hold.hold_id, hold.user_id));
+                }
+            }
+        })
+    };
+    let spec = config.spec(
+        "HoldSeats",
+        "ticketing.v1.SeatLockService/HoldSeats",
+        serde_json::Value::Array(hold_data),
+        config.concurrency,
+        config.hold_requests,
+    )?;
+    let holds = config.measure(&spec, Some(observer)).await?;
+    let (pay_holds, seats_held, double_held) = {
+        let mut guard = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let seats = guard.1.len();
+        (std::mem::take(&mut guard.0), seats, guard.2)
+    };
+    let taken = holds.main.status_code_distribution.get("Aborted").copied().unwrap_or(0);
+    let hold_ok = holds.main.ok();
+    rows.push(row(
+        &format!(
+            "HoldSeats: {} clients, {} random seats of {}, designed duplicates",
+            config.concurrency,
+            holds.main.count,
+            ROWS * SEATS_PER_ROW
+        ),
+        format!(
+            "{}; {hold_ok} held, {taken} SEAT_TAKEN, {double_held} seats held twice",
+            result_text(&holds.main, "req", holds.main.rps)
+        ),
+        holds.ratio_text(),
+        "≥25,000 req/s, p99 ≤25 ms",
+        Some(holds.main.rps >= 25_000.0 && holds.main.percentile_ms(99) <= 25.0 && double_held == 0),
+    ));
+    scenarios.push(Scenario {
+        name: "HoldSeats".into(),
+        report: holds,
+        extra: serde_json::json!({"held": hold_ok, "seatTaken": taken, "distinctSeatsHeld": seats_held, "seatsHeldTwice": double_held}),
+    });
+
+    // 2. Join burst of unique users, with the FIFO check.
+    let join_event = create_event(&channel, "Bench: join burst", 1, 10).await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let joins: Arc<Mutex<Vec<(Instant, Instant, u64)>>> = Arc::default();
+    let observer: Observer = {
+        let joins = joins.clone();
+        Arc::new(move |outcome| {
+            if let Ok(bytes) = outcome.result
+                && let Ok(status) = pb::QueueStatus::decode(bytes.clone())
+                && let Ok(mut joins) = joins.lock()
+            {
+                joins.push((outcome.sent, outcome.received, status.ticket));
+            }
+        })
+    };
+    let spec = config.spec(
+        "Join",
+        "ticketing.v1.AdmissionService/Join",
+        serde_json::json!({"event_id": join_event.event_id, "user_id": "{{.UserId}}"}),
+        config.concurrency,
+        config.join_requests,
+    )?;
+    let join = config.measure(&spec, Some(observer)).await?;
+    let mut joins = std::mem::take(&mut *joins.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let distinct: HashSet<u64> = joins.iter().map(|j| j.2).collect();
+    let duplicate_tickets = joins.len() - distinct.len();
+    let inversions = fifo_inversions(&mut joins);
+    let joins_per_sec = join.main.ok() as f64 / (join.main.total as f64 / 1e9).max(1e-9);
+    rows.push(row(
+        &format!("Join burst: {} clients, unique users", config.concurrency),
+        format!(
+            "{}; FIFO inversions {inversions}, duplicate tickets {duplicate_tickets}",
+            result_text(&join.main, "joins", joins_per_sec)
+        ),
+        join.ratio_text(),
+        "≥40,000 joins/s, FIFO inversions 0",
+        Some(joins_per_sec >= 40_000.0 && inversions == 0 && duplicate_tickets == 0),
+    ));
+    scenarios.push(Scenario {
+        name: "Join".into(),
+        report: join,
+        extra: serde_json::json!({"joined": joins.len(), "fifoInversions": inversions, "duplicateTickets": duplicate_tickets}),
+    });
+
+    // 3. Pay for the holds made in 1.
+    if !pay_holds.is_empty() {
+        let data: Vec<serde_json::Value> = pay_holds
+            .iter()
+            .map(|(hold_id, user_id)| {
+                serde_json::json!({
+                    "idempotency_key": format!("bench-{}", hold_id.replace('-', "")),
+                    "event_id": hold_event.event_id,
+                    "hold_id": hold_id,
+                    "user_id": user_id,
+                    "payment_method": "pm_card_ok",
+                })
+            })
+            .collect();
+        let confirmed: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let observer: Observer = {
+            let confirmed = confirmed.clone();
+            Arc::new(move |outcome| {
+                if let Ok(bytes) = outcome.result
+                    && let Ok(paid) = pb::PayResponse::decode(bytes.clone())
+                    && paid.payment.is_some_and(|p| p.status() == pb::PaymentStatus::Confirmed)
+                {
+                    confirmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let total = pay_holds.len() as u64;
+        let spec = config.spec(
+            "Pay",
+            "ticketing.v1.PaymentService/Pay",
+            serde_json::Value::Array(data),
+            PAY_CONCURRENCY.min(config.concurrency),
+            total,
+        )?;
+        let pay = config.measure(&spec, Some(observer)).await?;
+        let confirmed = confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        let bookings_per_sec = confirmed as f64 / (pay.main.total as f64 / 1e9);
+        rows.push(row(
+            &format!("Pay end to end: {} clients, holds prepared by HoldSeats", spec.concurrency),
+            format!("{} ({confirmed} confirmed)", result_text(&pay.main, "bookings", bookings_per_sec)),
+            pay.ratio_text(),
+            "≥5,000 bookings/s",
+            Some(bookings_per_sec >= 5_000.0),
+        ));
+        scenarios.push(Scenario {
+            name: "Pay".into(),
+            report: pay,
+            extra: serde_json::json!({"confirmed": confirmed, "bookingsPerSecond": bookings_per_sec}),
+        });
+    }
+
+    // 4. Reads from inventory's memory.
+    for (name, call, total) in [
+        ("GetAvailability", "ticketing.v1.InventoryService/GetAvailability", config.read_requests),
+        ("GetSeatMap", "ticketing.v1.InventoryService/GetSeatMap", config.read_requests / 2),
+    ] {
+        let spec = config.spec(
+            name,
+            call,
+            serde_json::json!({"event_id": hold_event.event_id}),
+            config.concurrency,
+            total,
+        )?;
+        let read = config.measure(&spec, None).await?;
+        rows.push(row(
+            &format!("{name} (50,000 seats): {} clients", config.concurrency),
+            result_text(&read.main, "req", read.main.rps),
+            read.ratio_text(),
+            "",
+            None,
+        ));
+        scenarios.push(Scenario { name: name.into(), report: read, extra: serde_json::Value::Null });
+    }
+
+    // 5. The whole sale is the flashsale simulator's; 6. memory of the services.
+    rows.push(row(
+        "Whole sale: 50,000 seats, 500,000 users (flashsale simulator)",
+        "not run by bench: see `flashsale`".into(),
+        String::new(),
+        "sold out ≤30 s",
+        None,
+    ));
+    let memory = service_memory(&config.state_dir);
+    if memory.is_empty() {
+        rows.push(row(
+            "Memory per service",
+            "no pid files found".into(),
+            String::new(),
+            "≤100 MB per service",
+            None,
+        ));
+    } else {
+        let peak = memory.iter().map(|m| m.vm_hwm_kb).max().unwrap_or(0);
+        let text = memory
+            .iter()
+            .filter(|m| m.name != "haproxy")
+            .map(|m| format!("{} {:.0} MB", m.name, m.vm_hwm_kb as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let services_peak =
+            memory.iter().filter(|m| m.name != "haproxy").map(|m| m.vm_hwm_kb).max().unwrap_or(peak);
+        rows.push(row(
+            "Memory per service (peak RSS, VmHWM, after the bench)",
+            text,
+            String::new(),
+            "≤100 MB per service",
+            Some(services_peak <= 100 * 1024),
+        ));
+    }
+
+    if let Some(dir) = &config.ghz_dir {
+        ghz_files(&channel, dir).await?;
+    }
+
+    let results = BenchResults {
+        date: chrono::Utc::now().to_rfc3339(),
+        machine,
+        cores,
+        target: config.target.clone(),
+        hold_event_id: hold_event.event_id.clone(),
+        join_event_id: join_event.event_id.clone(),
+        scenarios,
+        memory,
+        rows,
+    };
+    if let Some(parent) = config.output.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    std::fs::write(&config.output, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("cannot write {}", config.output.display()))?;
+    println!("results written to {}", config.output.display());
+    Ok(results)
+}
+
+/// Makes a fresh event with one user's pass and one hold (seat `A-500-100`) on it, and prints
+/// them: what the ghz configs need.
+async fn ghz_files(channel: &Channel, dir: &Path) -> anyhow::Result<()> {
+    let event = create_event(channel, "Bench: ghz configs", 10, 3_600).await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let pass =
+        collect_passes(channel, &event.event_id, 1).await?.pop().context("no pass for the ghz files")?;
+    let hold = SeatLockServiceClient::new(channel.clone())
+        .hold_seats(pb::HoldSeatsRequest {
+            pass_token: pass.token.clone(),
+            event_id: event.event_id.clone(),
+            user_id: pass.user_id.clone(),
+            seat_ids: vec![format!("A-{ROWS}-{SEATS_PER_ROW}")],
+        })
+        .await
+        .context("HoldSeats for the ghz files")?
+        .into_inner();
+    println!(
+        "for the ghz configs: EVENT_ID {} PASS_USER_ID {} PAY_HOLD_ID {}\nPASS_TOKEN {}",
+        event.event_id, pass.user_id, hold.hold_id, pass.token
+    );
+    write_ghz_files(dir, &event.event_id, &pass, &hold.hold_id, &hold.user_id)
+}
+
+/// Fills the checked-in ghz configs (`tools/ghz/*.json`) with a real event, pass and hold.
+fn write_ghz_files(
+    dir: &Path,
+    event_id: &str,
+    pass: &PassHolder,
+    hold_id: &str,
+    hold_user: &str,
+) -> anyhow::Result<()> {
+    let source = crate::stack::workspace_root().join("tools/ghz");
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(&source)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && let Some(name) = path.file_name()
+        {
+            let text = std::fs::read_to_string(&path)?
+                .replace("EVENT_ID", event_id)
+                .replace("PASS_TOKEN", &pass.token)
+                .replace("PASS_USER_ID", &pass.user_id)
+                .replace("PAY_HOLD_ID", hold_id)
+                .replace("PAY_USER_ID", hold_user);
+            std::fs::write(dir.join(name), text)?;
+        }
+    }
+    println!("ghz configs with a real event, pass and hold written to {}", dir.display());
+    Ok(())
+}
+
+fn memory_total() -> String {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0)
+}
+
+fn status_kb(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// VmHWM and VmRSS of every process with a pid file under `state_dir/pids`.
+pub fn service_memory(state_dir: &Path) -> Vec<ProcessMemory> {
+    crate::stack::pid_files(state_dir)
+        .into_iter()
+        .filter_map(|(name, pid)| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            Some(ProcessMemory {
+                name,
+                pid,
+                vm_hwm_kb: status_kb(&status, "VmHWM:"),
+                vm_rss_kb: status_kb(&status, "VmRSS:"),
+            })
+        })
+        .collect()
+}
+
+/// The Markdown table of the rows.
+pub fn table(rows: &[Row]) -> String {
+    let mut out =
+        String::from("| what | result | baseline (Health/Check) ratio | target | met | date | machine |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "—",
+        };
+        let cell = |s: &str| if s.is_empty() { "—".to_owned() } else { s.replace('|', "\\|") };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {met} | {} | {} |\n",
+            cell(&r.what),
+            cell(&r.result),
+            cell(&r.baseline),
+            cell(&r.target),
+            r.date,
+            r.machine
+        ));
+    }
+    out
+}
+
+/// Replaces the text between the bench markers of `readme` with `table`, keeping a row about
+/// the whole sale that the flashsale simulator wrote there. Returns false (and changes
+/// nothing) when the markers are missing.
+pub fn update_readme(readme: &Path, table_text: &str) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(readme).with_context(|| format!("cannot read {}", readme.display()))?;
+    let (Some(start), Some(end)) = (text.find(TABLE_START), text.find(TABLE_END)) else { return Ok(false) };
+    if end < start {
+        return Ok(false);
+    }
+    let inside = &text[start + TABLE_START.len()..end];
+    let mut table_text = table_text.to_owned();
+    // A whole-sale row measured by `flashsale` wins over the bench's placeholder.
+    if let Some(measured) =
+        inside.lines().find(|l| l.starts_with("| Whole sale") && !l.contains("not run by bench"))
+    {
+        let kept: Vec<String> = table_text
+            .lines()
+            .map(|l| if l.starts_with("| Whole sale") { measured.to_owned() } else { l.to_owned() })
+            .collect();
+        table_text = kept.join("\n") + "\n";
+    }
+    let updated = format!("{}{TABLE_START}\n{table_text}{}", &text[..start], &text[end..]);
+    std::fs::write(readme, updated)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inversions_count_only_answered_before_sent() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Overlapping calls may be answered in any order; sequential ones must not invert.
+        let mut ok = vec![(at(0), at(10), 2), (at(1), at(9), 1), (at(20), at(30), 3)];
+        assert_eq!(fifo_inversions(&mut ok), 0);
+        let mut bad = vec![(at(0), at(10), 5), (at(20), at(30), 4)];
+        assert_eq!(fifo_inversions(&mut bad), 1);
+    }
+
+    #[test]
+    fn readme_table_is_replaced_between_markers() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("bench-readme-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let readme = dir.join("README.md");
+        std::fs::write(&readme, format!("a\n{TABLE_START}\nold\n| Whole sale | 25 s |\n{TABLE_END}\nb\n"))?;
+        let table = "| what |\n| Whole sale | not run by bench |\n| x |\n";
+        assert!(update_readme(&readme, table)?);
+        let text = std::fs::read_to_string(&readme)?;
+        assert_eq!(
+            text,
+            format!("a\n{TABLE_START}\n| what |\n| Whole sale | 25 s |\n| x |\n{TABLE_END}\nb\n")
+        );
+        std::fs::write(&readme, "no markers")?;
+        assert!(!update_readme(&readme, table)?);
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+}

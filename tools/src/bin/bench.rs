@@ -1,0 +1,105 @@
+//! `bench`: the standard benchmark against a running local stack (`stack up`), written to
+//! `bench-results.json` and to the README's benchmark table. See `tools::bench`.
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use tools::{
+    bench::{self, BenchConfig},
+    loadgen::config::parse_duration,
+    stack,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Runs the standard load scenarios against the running stack and updates the README's table"
+)]
+struct Cli {
+    /// The load balancer.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// The stack's folder (pid files, default output).
+    #[arg(long, env = "STACK_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Results file [default: <state dir>/bench-results.json].
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// README whose table between `<!-- bench:start -->` and `<!-- bench:end -->` is replaced.
+    #[arg(long)]
+    readme: Option<PathBuf>,
+    /// Print the table only; leave the README alone.
+    #[arg(long)]
+    no_readme: bool,
+    /// Concurrent clients.
+    #[arg(short = 'c', long, default_value_t = 1_000)]
+    concurrency: usize,
+    /// HTTP/2 connections the clients share (HAProxy allows 100 streams per connection, so
+    /// 1,000 clients need at least 10).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// HoldSeats requests.
+    #[arg(long, default_value_t = 100_000)]
+    hold_requests: u64,
+    /// Users with a pass in the HoldSeats scenario (each may hold 50 seats).
+    #[arg(long, default_value_t = 2_000)]
+    hold_users: u32,
+    /// Joins of unique users.
+    #[arg(long, default_value_t = 200_000)]
+    join_requests: u64,
+    /// Most holds paid in the Pay scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pay_max: usize,
+    /// GetAvailability requests (GetSeatMap gets half).
+    #[arg(long, default_value_t = 50_000)]
+    read_requests: u64,
+    /// Longest any scenario runs.
+    #[arg(long, default_value = "60s")]
+    scenario_max: String,
+    /// Longest any Health/Check baseline runs.
+    #[arg(long, default_value = "15s")]
+    baseline_max: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let state_dir = cli.state_dir.unwrap_or_else(|| stack::workspace_root().join(".stack"));
+    let readme = if cli.no_readme {
+        None
+    } else {
+        Some(cli.readme.unwrap_or_else(|| stack::workspace_root().join("README.md")))
+    };
+    let config = BenchConfig {
+        target: cli.target,
+        output: cli.output.unwrap_or_else(|| state_dir.join("bench-results.json")),
+        ghz_dir: Some(state_dir.join("ghz")),
+        state_dir,
+        readme: readme.clone(),
+        concurrency: cli.concurrency,
+        connections: cli.connections,
+        hold_requests: cli.hold_requests,
+        hold_users: cli.hold_users,
+        join_requests: cli.join_requests,
+        pay_max: cli.pay_max,
+        read_requests: cli.read_requests,
+        scenario_max: parse_duration(&cli.scenario_max)?,
+        baseline_max: parse_duration(&cli.baseline_max).unwrap_or(Duration::from_secs(15)),
+    };
+    let results = bench::run(&config).await?;
+    let table = bench::table(&results.rows);
+    println!("\n{table}");
+    match readme {
+        Some(path) if bench::update_readme(&path, &table)? => {
+            println!("updated the table in {}", path.display())
+        }
+        Some(path) => println!(
+            "{} has no `{}` … `{}` markers: the table above was not written there",
+            path.display(),
+            bench::TABLE_START,
+            bench::TABLE_END
+        ),
+        None => {}
+    }
+    Ok(())
+}

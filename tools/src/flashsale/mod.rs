@@ -1,0 +1,601 @@
+//! The flash-sale simulator: many users through the public API, then verification against
+//! ground truth and a report.
+//!
+//! [`run`] creates a venue and an event (seated zones with prices, an optional
+//! general-admission zone), lets `users` users arrive (a share in the pre-queue before the
+//! sale opens, the rest at the opening instant or over a ramp), and drives each one through
+//! Join → WatchQueue → GetAvailability → hold → Pay → notification, with a configurable mix of
+//! behaviours ([`Mix`]). Users share a small pool of HTTP/2 connections; users in flight are
+//! bounded by a semaphore, joined users wait for a slot in a plain queue (not as tasks), so
+//! memory stays bounded however many users there are.
+//!
+//! Afterwards it waits for releases and expiries to settle and checks I1–I6 against payment's
+//! sold seats, Postgres (`payment` schema), inventory and seat-lock ([`verify`]); see
+//! [`crate::report`] for the JSON and HTML reports.
+
+pub mod stats;
+pub mod user;
+pub mod verify;
+
+use std::{
+    collections::VecDeque,
+    io::IsTerminal,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde::Serialize;
+use ticketing_proto::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+use tokio::sync::{Semaphore, mpsc};
+use tonic::transport::Channel;
+
+use self::{
+    stats::{Sample, Stats},
+    user::{Ctx, Joined, Records},
+    verify::Verification,
+};
+
+/// Joins in flight at once: a Join is short, so this is just enough to keep the admission
+/// service busy without opening a task per user at the opening instant.
+const JOIN_CONCURRENCY: usize = 512;
+/// How often the timeline is sampled (and the progress display refreshed).
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The share of users doing each thing with their hold; the rest simply buy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mix {
+    /// Aim at the same popular seats (GetSeatMap + HoldSeats) instead of HoldBestAvailable.
+    pub contention: f64,
+    /// Release the hold with ReleaseHold.
+    pub release: f64,
+    /// Walk away and let the hold expire.
+    pub let_expire: f64,
+    /// Pay with `pm_card_declined` first, then with a good card.
+    pub declined: f64,
+    /// Pay with `pm_card_slow_<slow_pay_ms>`.
+    pub slow: f64,
+    /// Send the same Pay twice with one idempotency key.
+    pub replay: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self { contention: 0.3, release: 0.03, let_expire: 0.02, declined: 0.03, slow: 0.01, replay: 0.05 }
+    }
+}
+
+/// What to sell, to whom, and how.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimConfig {
+    /// The load balancer, e.g. `http://127.0.0.1:8080`.
+    pub target: String,
+    /// Postgres of the mesh, for the ground-truth checks.
+    #[serde(skip)]
+    pub database_url: String,
+    /// Seats in the seated zones (split 20/40/40 over FLOOR, LOWER, UPPER).
+    pub seats: u32,
+    /// Places of a general-admission zone; 0 for none.
+    pub ga_capacity: u32,
+    pub users: u32,
+    pub max_tickets_per_user: u32,
+    /// Users admitted to checkout at once (active passes).
+    pub admission_capacity: u32,
+    pub admission_tick_ms: u32,
+    pub pass_ttl_secs: u32,
+    /// The sale opens this long after the event is created; pre-queue users join meanwhile.
+    pub open_in_secs: f64,
+    /// Share of users who join before the sale opens.
+    pub prequeue_share: f64,
+    /// The other users arrive evenly over this many seconds after opening (0: all at once).
+    pub ramp_secs: f64,
+    pub mix: Mix,
+    /// The stack's hold TTL (seat-lock HOLD_TTL_SECS): how long abandoned holds take to expire.
+    pub hold_ttl_secs: u64,
+    /// Delay of the slow card; set above the hold TTL to test a payment slower than the hold.
+    pub slow_pay_ms: u64,
+    /// HTTP/2 connections the users share.
+    pub connections: usize,
+    /// Users in a session (waiting, holding, paying) at once.
+    pub max_in_flight: usize,
+    /// Stop the users after this long and verify what happened.
+    pub max_secs: u64,
+    /// How long to wait for holds to expire or be released after the users are done.
+    pub settle_secs: u64,
+    pub seed: u64,
+    /// Show a live progress display (only on a terminal).
+    pub progress: bool,
+    /// Where the reports go.
+    pub out_dir: PathBuf,
+    /// The stack's pid files (`.stack/pids`), for the services' peak memory.
+    pub pids_dir: Option<PathBuf>,
+}
+
+impl SimConfig {
+    /// The full default: 50,000 seats, 500,000 users.
+    pub fn new(target: String, database_url: String, out_dir: PathBuf) -> Self {
+        let hold_ttl_secs = 600;
+        Self {
+            target,
+            database_url,
+            seats: 50_000,
+            ga_capacity: 0,
+            users: 500_000,
+            max_tickets_per_user: 4,
+            admission_capacity: 1_000,
+            admission_tick_ms: 100,
+            pass_ttl_secs: 300,
+            open_in_secs: 5.0,
+            prequeue_share: 0.2,
+            ramp_secs: 0.0,
+            mix: Mix::default(),
+            hold_ttl_secs,
+            slow_pay_ms: default_slow_pay_ms(hold_ttl_secs),
+            connections: 16,
+            max_in_flight: 1_200,
+            max_secs: 900,
+            settle_secs: settle_secs(hold_ttl_secs),
+            seed: 7,
+            progress: true,
+            out_dir,
+            pids_dir: None,
+        }
+    }
+
+    /// Checks the numbers before anything is created.
+    pub fn validate(&self) -> Result<(), String> {
+        let m = &self.mix;
+        let shares = [
+            ("prequeue share", self.prequeue_share),
+            ("contention share", m.contention),
+            ("release share", m.release),
+            ("expire share", m.let_expire),
+            ("declined share", m.declined),
+            ("slow share", m.slow),
+            ("replay share", m.replay),
+        ];
+        if let Some((name, _)) = shares.iter().find(|(_, v)| !(0.0..=1.0).contains(v)) {
+            return Err(format!("the {name} must be between 0 and 1"));
+        }
+        if m.release + m.let_expire + m.declined + m.slow + m.replay > 1.0 {
+            return Err("release + expire + declined + slow + replay shares must add up to at most 1".into());
+        }
+        if self.users == 0 || self.seats + self.ga_capacity == 0 {
+            return Err("there must be users and seats".into());
+        }
+        if !(1..=50).contains(&self.max_tickets_per_user) {
+            return Err("max tickets per user must be 1-50".into());
+        }
+        if self.connections == 0 || self.max_in_flight == 0 {
+            return Err("connections and max in flight must be at least 1".into());
+        }
+        if !(1.0..=3_600.0).contains(&self.open_in_secs) || !(0.0..=86_400.0).contains(&self.ramp_secs) {
+            return Err("open-in must be 1-3600 s and the ramp 0-86400 s".into());
+        }
+        Ok(())
+    }
+
+    /// Sets the hold TTL and what derives from it (slow card, settle time).
+    pub fn with_hold_ttl(mut self, secs: u64) -> Self {
+        self.hold_ttl_secs = secs;
+        self.slow_pay_ms = default_slow_pay_ms(secs);
+        self.settle_secs = settle_secs(secs);
+        self
+    }
+}
+
+/// Long enough for abandoned holds to expire and for the slowest card (60 s) to finish.
+fn settle_secs(hold_ttl_secs: u64) -> u64 {
+    hold_ttl_secs.max(60) + 30
+}
+
+/// A card slower than the hold TTL, within the sandbox's 60 s cap.
+pub fn default_slow_pay_ms(hold_ttl_secs: u64) -> u64 {
+    (hold_ttl_secs * 1000 + 2_000).min(60_000)
+}
+
+/// Instants of the sale, in seconds since it opened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub setup_secs: f64,
+    /// From opening until the last user finished (or was stopped).
+    pub users_done_secs: f64,
+    /// First sample where inventory had no free seat (all held or sold).
+    pub no_free_seat_secs: Option<f64>,
+    /// First sample where every seat was sold.
+    pub sold_out_secs: Option<f64>,
+    /// Whether the run hit `max_secs`.
+    pub stopped_by_max_secs: bool,
+    pub settle_secs: f64,
+    pub verify_secs: f64,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub config: SimConfig,
+    pub event_id: String,
+    pub capacity: u64,
+    pub timings: Timings,
+    pub stages: serde_json::Value,
+    pub rpcs: Vec<stats::RpcSummary>,
+    pub timeline: Vec<Sample>,
+    pub verification: Verification,
+    /// Peak resident memory (VmHWM) of each stack process and of the simulator, in KiB.
+    pub peak_memory_kib: Vec<(String, u64)>,
+    pub error_samples: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        self.verification.violations.is_empty()
+    }
+}
+
+async fn connect(config: &SimConfig) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections.max(1) {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(config.target.clone())?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {}", config.target))?,
+        );
+    }
+    Ok(channels)
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+/// Seats per row so that a zone of `seats` fits the 500-row limit.
+fn seats_per_row(seats: u32) -> u32 {
+    seats.div_ceil(400).clamp(25, 1_000)
+}
+
+/// Creates the venue and the event through the public API.
+async fn create_event(channel: Channel, config: &SimConfig) -> anyhow::Result<pb::Event> {
+    let mut inventory = InventoryServiceClient::new(channel);
+    let seated = |zone_id: &str, name: &str, price: i64, seats: u32| {
+        let per_row = seats_per_row(seats).min(seats.max(1));
+        let rows = seats.div_ceil(per_row).max(1);
+        pb::ZoneSpec {
+            zone_id: zone_id.into(),
+            name: name.into(),
+            price_cents: price,
+            layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
+                row_labels: (1..=rows).map(|r| format!("R{r}")).collect(),
+                seats_per_row: per_row,
+                accessible_seat_ids: vec![],
+            })),
+        }
+    };
+    let floor = config.seats / 5;
+    let lower = (config.seats - floor) / 2;
+    let upper = config.seats - floor - lower;
+    let mut zones = Vec::new();
+    for (id, name, price, seats) in [
+        ("FLOOR", "Floor", 15_000, floor),
+        ("LOWER", "Lower tier", 9_000, lower),
+        ("UPPER", "Upper tier", 5_500, upper),
+    ] {
+        if seats > 0 {
+            zones.push(seated(id, name, price, seats));
+        }
+    }
+    if config.ga_capacity > 0 {
+        zones.push(pb::ZoneSpec {
+            zone_id: "GA".into(),
+            name: "Standing".into(),
+            price_cents: 4_000,
+            layout: Some(pb::zone_spec::Layout::GeneralAdmission(pb::GeneralAdmissionLayout {
+                capacity: config.ga_capacity,
+            })),
+        });
+    }
+    let venue = inventory
+        .create_venue(pb::CreateVenueRequest { name: "Flash-sale arena".into(), zones })
+        .await
+        .context("CreateVenue")?
+        .into_inner()
+        .venue
+        .context("CreateVenue answered no venue")?;
+    let now = chrono::Utc::now().timestamp_millis();
+    inventory
+        .create_event(pb::CreateEventRequest {
+            venue_id: venue.venue_id,
+            name: "The flash-sale concert".into(),
+            starts_at: Some(timestamp(now + 30 * 86_400_000)),
+            sale_opens_at: Some(timestamp(now + (config.open_in_secs * 1000.0) as i64)),
+            max_tickets_per_user: config.max_tickets_per_user,
+            currency: "EUR".into(),
+            admission_capacity: config.admission_capacity,
+            admission_tick_ms: config.admission_tick_ms,
+            pass_ttl_seconds: config.pass_ttl_secs,
+        })
+        .await
+        .context("CreateEvent")?
+        .into_inner()
+        .event
+        .context("CreateEvent answered no event")
+}
+
+/// When user `index` arrives, relative to the opening.
+fn arrival(config: &SimConfig, index: u32) -> f64 {
+    let pre = (f64::from(config.users) * config.prequeue_share).round() as u32;
+    if index < pre {
+        // Evenly over the pre-queue window, which ends half a second before opening.
+        let window = (config.open_in_secs - 0.5).max(0.1) * 0.9;
+        -(config.open_in_secs - 0.5).max(0.1) + window * f64::from(index) / f64::from(pre.max(1))
+    } else {
+        let rest = config.users - pre;
+        config.ramp_secs * f64::from(index - pre) / f64::from(rest.max(1))
+    }
+}
+
+/// Runs the sale, waits for it to settle, verifies it and returns what happened (the
+/// reports are written by [`crate::report::write`]).
+pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
+    let setup_started = Instant::now();
+    let channels = connect(&config).await?;
+    let event = create_event(channels[0].clone(), &config).await?;
+    let capacity = u64::from(event.total_capacity);
+    let opened_at = Instant::now() + Duration::from_secs_f64(config.open_in_secs);
+    let stats = Arc::new(Stats::new(opened_at)?);
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        event,
+        channels,
+        stats: stats.clone(),
+        records: Records::default(),
+    });
+    let mut timings = Timings { setup_secs: setup_started.elapsed().as_secs_f64(), ..Default::default() };
+    let deadline = tokio::time::Instant::from_std(opened_at + Duration::from_secs(config.max_secs));
+
+    let progress = progress::Display::new(&config, capacity);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(sample(ctx.clone(), progress.clone(), done_rx));
+
+    // Arrivals: Join at the arrival instant (bounded concurrency), then a queue of joined users
+    // that a dispatcher turns into sessions as slots free up.
+    let (joined_tx, mut joined_rx) = mpsc::unbounded_channel::<Joined>();
+    let arrivals = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let joins = Arc::new(Semaphore::new(JOIN_CONCURRENCY));
+            for index in 0..ctx.config.users {
+                let offset = arrival(&ctx.config, index);
+                let at = if offset < 0.0 {
+                    opened_at.checked_sub(Duration::from_secs_f64(-offset)).unwrap_or(opened_at)
+                } else {
+                    opened_at + Duration::from_secs_f64(offset)
+                };
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                let Ok(permit) = joins.clone().acquire_owned().await else { break };
+                Stats::bump(&ctx.stats.stages.arrived);
+                let (ctx, joined_tx) = (ctx.clone(), joined_tx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout_at(deadline, user::join(&ctx, index)).await {
+                        Ok(Ok(joined)) => {
+                            Stats::bump(&ctx.stats.stages.joined);
+                            let _ = joined_tx.send(joined);
+                        }
+                        Ok(Err(status)) => {
+                            Stats::bump(&ctx.stats.stages.join_failed);
+                            Stats::bump(&ctx.stats.stages.finished);
+                            ctx.error(index, format!("Join: {} {}", status.code(), status.message()));
+                        }
+                        Err(_) => {}
+                    }
+                });
+            }
+            // Wait for the last joins, then close the queue.
+            let _ = joins.acquire_many(JOIN_CONCURRENCY as u32).await;
+        })
+    };
+
+    let sessions = Arc::new(Semaphore::new(config.max_in_flight));
+    let mut pending: VecDeque<Joined> = VecDeque::new();
+    let mut arrivals_open = true;
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            timings.stopped_by_max_secs = true;
+            break;
+        }
+        if pending.is_empty() {
+            if !arrivals_open {
+                break;
+            }
+            tokio::select! {
+                joined = joined_rx.recv() => match joined {
+                    Some(joined) => pending.push_back(joined),
+                    None => arrivals_open = false,
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            continue;
+        }
+        while let Ok(joined) = joined_rx.try_recv() {
+            pending.push_back(joined);
+        }
+        let permit = tokio::select! {
+            permit = sessions.clone().acquire_owned() => permit?,
+            () = tokio::time::sleep_until(deadline) => continue,
+        };
+        let Some(joined) = pending.pop_front() else { continue };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let index = joined.index;
+            match tokio::time::timeout_at(deadline, user::session(&ctx, joined)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
+                Err(_) => {}
+            }
+            Stats::bump(&ctx.stats.stages.finished);
+        });
+    }
+    arrivals.abort();
+    // Every session ends by the deadline at the latest.
+    let _ = sessions.acquire_many(config.max_in_flight as u32).await?;
+    timings.users_done_secs = stats.since_open();
+    let _ = done_tx.send(true);
+    let _ = sampler.await;
+    progress.finish();
+
+    let settle_started = Instant::now();
+    let verification = verify::verify(&ctx, &mut timings).await?;
+    timings.verify_secs = settle_started.elapsed().as_secs_f64() - timings.settle_secs;
+    let timeline = stats.timeline.lock().map(|t| t.clone()).unwrap_or_default();
+    timings.no_free_seat_secs = timeline.iter().find(|s| s.t > 0.0 && s.inventory_free == 0).map(|s| s.t);
+    timings.sold_out_secs = timeline.iter().find(|s| s.t > 0.0 && s.inventory_sold >= capacity).map(|s| s.t);
+    if timings.sold_out_secs.is_none() && verification.seats_sold >= capacity {
+        timings.sold_out_secs = Some(timings.users_done_secs);
+    }
+    let s = &stats.stages;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let stages = serde_json::json!({
+        "arrived": get(&s.arrived), "joined": get(&s.joined), "join_failed": get(&s.join_failed),
+        "watching": get(&s.watching), "admitted": get(&s.admitted), "holds": get(&s.held),
+        "seats_held": get(&s.seats_held), "seat_taken_refusals": get(&s.seat_taken),
+        "contention_fell_back_to_best": get(&s.fell_back_to_best), "found_sold_out": get(&s.sold_out),
+        "limit_refused": get(&s.limit_refused), "released": get(&s.released), "let_expire": get(&s.let_expire),
+        "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),
+        "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
+        "errors": get(&s.errors), "finished": get(&s.finished),
+    });
+    let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
+    Ok(Outcome {
+        event_id: ctx.event.event_id.clone(),
+        capacity,
+        timings,
+        stages,
+        rpcs: stats.summaries(),
+        timeline,
+        verification,
+        peak_memory_kib: crate::report::peak_memory(config.pids_dir.as_deref()),
+        error_samples,
+        config,
+    })
+}
+
+/// Samples the timeline every second until `done`, feeding the progress display.
+async fn sample(ctx: Arc<Ctx>, progress: progress::Display, mut done: tokio::sync::watch::Receiver<bool>) {
+    let mut inventory = InventoryServiceClient::new(ctx.channels[0].clone());
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = done.changed() => return,
+        }
+        let availability = inventory
+            .get_availability(pb::GetAvailabilityRequest { event_id: ctx.event.event_id.clone() })
+            .await
+            .map(tonic::Response::into_inner)
+            .ok();
+        let sum = |f: fn(&pb::ZoneAvailability) -> u32| {
+            availability.as_ref().map_or(0, |a| a.zones.iter().map(|z| u64::from(f(z))).sum())
+        };
+        let s = &ctx.stats.stages;
+        let sample = Sample {
+            t: ctx.stats.since_open(),
+            joined: Stats::get(&s.joined),
+            admitted: Stats::get(&s.admitted),
+            holds: Stats::get(&s.held),
+            paid: Stats::get(&s.paid),
+            queue_length: Stats::get(&s.queue_length),
+            inventory_held: sum(|z| z.held),
+            inventory_sold: sum(|z| z.sold),
+            inventory_free: if availability.is_some() { sum(|z| z.free) } else { u64::MAX },
+            users_in_flight: Stats::get(&s.watching)
+                .saturating_sub(Stats::get(&s.finished).saturating_sub(Stats::get(&s.join_failed))),
+        };
+        progress.update(&ctx.stats, &sample);
+        if let Ok(mut timeline) = ctx.stats.timeline.lock() {
+            timeline.push(sample);
+        }
+    }
+}
+
+mod progress {
+    //! The live display: one bar of finished users and a line of stage counts and rates.
+
+    use std::sync::{Arc, Mutex};
+
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+    use super::{
+        IsTerminal, SimConfig,
+        stats::{Sample, Stats},
+    };
+
+    /// Shown only on a terminal and unless disabled.
+    #[derive(Clone)]
+    pub struct Display {
+        bars: Option<(ProgressBar, ProgressBar)>,
+        last: Arc<Mutex<Option<Sample>>>,
+    }
+
+    impl Display {
+        pub fn new(config: &SimConfig, capacity: u64) -> Self {
+            if !config.progress || !std::io::stdout().is_terminal() {
+                return Self { bars: None, last: Arc::default() };
+            }
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(4));
+            let users = multi.add(ProgressBar::new(u64::from(config.users)));
+            users.set_style(
+                ProgressStyle::with_template("users {bar:30.cyan} {pos}/{len} done  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let seats = multi.add(ProgressBar::new(capacity));
+            seats.set_style(
+                ProgressStyle::with_template("seats {bar:30.green} {pos}/{len} sold  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            Self { bars: Some((users, seats)), last: Arc::default() }
+        }
+
+        pub fn update(&self, stats: &Stats, sample: &Sample) {
+            let Some((users, seats)) = &self.bars else { return };
+            let previous = self.last.lock().ok().and_then(|mut last| last.replace(sample.clone()));
+            let rate = |now: u64, before: Option<u64>, dt: f64| {
+                before.map_or(0.0, |b| now.saturating_sub(b) as f64 / dt.max(0.001))
+            };
+            let dt = previous.as_ref().map_or(1.0, |p| sample.t - p.t);
+            users.set_position(Stats::get(&stats.stages.finished));
+            users.set_message(format!(
+                "t={:+.0}s joined {} ({:.0}/s) queue {} admitted {} ({:.0}/s) holds {} paid {} ({:.0}/s) errors {}",
+                sample.t,
+                sample.joined,
+                rate(sample.joined, previous.as_ref().map(|p| p.joined), dt),
+                sample.queue_length,
+                sample.admitted,
+                rate(sample.admitted, previous.as_ref().map(|p| p.admitted), dt),
+                sample.holds,
+                sample.paid,
+                rate(sample.paid, previous.as_ref().map(|p| p.paid), dt),
+                Stats::get(&stats.stages.errors),
+            ));
+            seats.set_position(sample.inventory_sold);
+            seats.set_message(format!("held {} free {}", sample.inventory_held, sample.inventory_free));
+        }
+
+        pub fn finish(&self) {
+            if let Some((users, seats)) = &self.bars {
+                users.abandon();
+                seats.abandon();
+            }
+        }
+    }
+}

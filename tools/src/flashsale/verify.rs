@@ -1,0 +1,431 @@
+//! The checks after the sale, against ground truth: payment's sold seats (ListSoldSeats),
+//! the `payment` schema in Postgres (bookings, booking_seats, seat_guard, payments, the
+//! sandbox provider's `psp_ledger`), inventory's availability and seat-lock's holds.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use serde::Serialize;
+use ticketing_proto::v1::{
+    self as pb, inventory_service_client::InventoryServiceClient,
+    payment_service_client::PaymentServiceClient, seat_lock_service_client::SeatLockServiceClient,
+};
+
+use super::{Timings, user::Ctx};
+
+/// Abandoned holds whose final state is asked of seat-lock (GetHold); a sample when more.
+const ABANDONED_CHECKS: usize = 2_000;
+/// ListSoldSeats of a big event is several MB.
+const MAX_SOLD_SEATS_MESSAGE: usize = 256 * 1024 * 1024;
+/// How often the settle loop looks again.
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+
+/// One invariant check and its result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub invariant: &'static str,
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The result of every check; `violations` is empty when the sale was correct.
+#[derive(Debug, Default, Serialize)]
+pub struct Verification {
+    pub checks: Vec<Check>,
+    pub violations: Vec<String>,
+    /// Not invariants, but worth knowing (e.g. a notification that did not arrive in time).
+    pub warnings: Vec<String>,
+    pub seats_sold: u64,
+    pub bookings: u64,
+    pub captured_charges: u64,
+    pub refunded_charges: u64,
+    pub admission_inversions: u64,
+    pub admissions_compared: u64,
+}
+
+impl Verification {
+    fn check(
+        &mut self,
+        invariant: &'static str,
+        name: impl Into<String>,
+        ok: bool,
+        detail: impl Into<String>,
+    ) {
+        let (name, detail) = (name.into(), detail.into());
+        if !ok {
+            self.violations.push(format!("{invariant} {name}: {detail}"));
+        }
+        self.checks.push(Check { invariant, name, ok, detail });
+    }
+}
+
+async fn rows(
+    db: &DatabaseConnection,
+    sql: &str,
+    event_id: &str,
+) -> anyhow::Result<Vec<sea_orm::QueryResult>> {
+    Ok(db.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [event_id.into()])).await?)
+}
+
+async fn scalar(db: &DatabaseConnection, sql: &str, event_id: &str) -> anyhow::Result<i64> {
+    let row = rows(db, sql, event_id).await?.into_iter().next().context("no row")?;
+    Ok(row.try_get_by_index::<Option<i64>>(0)?.unwrap_or(0))
+}
+
+/// Waits for the sale to settle (holds released or expired, payments finished), then checks.
+pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verification> {
+    let event = &ctx.event;
+    let event_id = event.event_id.clone();
+    let db = Database::connect(&ctx.config.database_url).await.context("cannot connect to Postgres")?;
+    let channel = ctx.channels[0].clone();
+    let mut inventory = InventoryServiceClient::new(channel.clone());
+    let mut v = Verification::default();
+
+    // Settle: nothing held, no payment in flight, inventory agreeing with payment.
+    let started = Instant::now();
+    let settle_deadline = started + Duration::from_secs(ctx.config.settle_secs);
+    let mut availability;
+    loop {
+        availability = inventory
+            .get_availability(pb::GetAvailabilityRequest { event_id: event_id.clone() })
+            .await?
+            .into_inner();
+        let held: u64 = availability.zones.iter().map(|z| u64::from(z.held)).sum();
+        let sold: u64 = availability.zones.iter().map(|z| u64::from(z.sold)).sum();
+        let processing = scalar(
+            &db,
+            "SELECT count(*) FROM payment.payments WHERE event_id::text = $1 AND status = 'processing'",
+            &event_id,
+        )
+        .await?;
+        let booked = scalar(
+            &db,
+            "SELECT COALESCE(sum(quantity), 0)::bigint FROM payment.bookings WHERE event_id::text = $1",
+            &event_id,
+        )
+        .await?;
+        if (held == 0 && processing == 0 && sold == booked as u64) || Instant::now() > settle_deadline {
+            break;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    timings.settle_secs = started.elapsed().as_secs_f64();
+
+    // I1 and I6 from payment's sold seats.
+    let sold = PaymentServiceClient::new(channel.clone())
+        .max_decoding_message_size(MAX_SOLD_SEATS_MESSAGE)
+        .list_sold_seats(pb::ListSoldSeatsRequest { event_id: event_id.clone() })
+        .await?
+        .into_inner()
+        .seats;
+    v.seats_sold = sold.len() as u64;
+    let mut seen = HashSet::new();
+    let mut doubles = Vec::new();
+    let mut per_zone: HashMap<&str, u64> = HashMap::new();
+    let mut per_user: HashMap<&str, u64> = HashMap::new();
+    for seat in &sold {
+        if !seat.seat_id.is_empty() && !seen.insert(seat.seat_id.as_str()) {
+            doubles.push(seat.seat_id.clone());
+        }
+        *per_zone.entry(seat.zone_id.as_str()).or_default() += 1;
+        *per_user.entry(seat.user_id.as_str()).or_default() += 1;
+    }
+    v.check(
+        "I1",
+        "no seat sold twice (ListSoldSeats)",
+        doubles.is_empty(),
+        format!("{} seats sold, {} twice {:?}", sold.len(), doubles.len(), &doubles[..doubles.len().min(5)]),
+    );
+    for zone in &event.zones {
+        let n = per_zone.get(zone.zone_id.as_str()).copied().unwrap_or(0);
+        v.check(
+            "I1",
+            format!("zone {} not oversold (ListSoldSeats)", zone.zone_id),
+            n <= u64::from(zone.capacity),
+            format!("{n} of {}", zone.capacity),
+        );
+    }
+    let pg_doubles = scalar(
+        &db,
+        "SELECT count(*) FROM (SELECT seat_id FROM payment.booking_seats WHERE event_id::text = $1 GROUP BY seat_id HAVING count(*) > 1) d",
+        &event_id,
+    )
+    .await?;
+    v.check(
+        "I1",
+        "no seat in two bookings (Postgres booking_seats)",
+        pg_doubles == 0,
+        format!("{pg_doubles} seats in two bookings"),
+    );
+    let seated_sold = sold.iter().filter(|s| !s.seat_id.is_empty()).count() as i64;
+    let guard =
+        scalar(&db, "SELECT count(*) FROM payment.seat_guard WHERE event_id::text = $1", &event_id).await?;
+    let booked_seats =
+        scalar(&db, "SELECT count(*) FROM payment.booking_seats WHERE event_id::text = $1", &event_id)
+            .await?;
+    v.check(
+        "I1",
+        "one seat_guard row per sold seat",
+        guard == seated_sold && guard == booked_seats,
+        format!("seat_guard {guard}, booking_seats {booked_seats}, sold seated {seated_sold}"),
+    );
+    for row in rows(
+        &db,
+        "SELECT zone_id, sum(quantity)::bigint FROM payment.bookings WHERE event_id::text = $1 GROUP BY zone_id",
+        &event_id,
+    )
+    .await?
+    {
+        let zone: String = row.try_get_by_index(0)?;
+        let n: i64 = row.try_get_by_index(1)?;
+        let capacity = event.zones.iter().find(|z| z.zone_id == zone).map_or(0, |z| i64::from(z.capacity));
+        v.check("I1", format!("zone {zone} not oversold (Postgres bookings)"), n <= capacity, format!("{n} of {capacity}"));
+    }
+    v.bookings = scalar(&db, "SELECT count(*) FROM payment.bookings WHERE event_id::text = $1", &event_id)
+        .await? as u64;
+
+    let max = u64::from(event.max_tickets_per_user);
+    let over: Vec<String> =
+        per_user.iter().filter(|(_, n)| **n > max).map(|(u, n)| format!("{u} bought {n}")).take(5).collect();
+    v.check(
+        "I6",
+        "per-user limit kept (ListSoldSeats)",
+        over.is_empty(),
+        format!("limit {max}; {} users over {over:?}", over.len()),
+    );
+    let pg_over = scalar(
+        &db,
+        &format!("SELECT count(*) FROM (SELECT user_id FROM payment.bookings WHERE event_id::text = $1 GROUP BY user_id HAVING sum(quantity) > {max}) o"),
+        &event_id,
+    )
+    .await?;
+    v.check(
+        "I6",
+        "per-user limit kept (Postgres bookings)",
+        pg_over == 0,
+        format!("{pg_over} users over {max}"),
+    );
+
+    // I2: every sandbox charge of this event's payments ends in one booking or one refund.
+    let ledger = rows(
+        &db,
+        "SELECT l.status, p.status, (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id)::bigint \
+         FROM payment.psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
+         WHERE p.event_id::text = $1",
+        &event_id,
+    )
+    .await?;
+    let mut unmatched = 0u64;
+    for row in &ledger {
+        let charge: String = row.try_get_by_index(0)?;
+        let payment: String = row.try_get_by_index(1)?;
+        let bookings: i64 = row.try_get_by_index(2)?;
+        match charge.as_str() {
+            "captured" => {
+                v.captured_charges += 1;
+                if !(payment == "confirmed" && bookings == 1) {
+                    unmatched += 1;
+                }
+            }
+            _ => {
+                v.refunded_charges += 1;
+                if !(payment == "refunded" && bookings == 0) {
+                    unmatched += 1;
+                }
+            }
+        }
+    }
+    v.check(
+        "I2",
+        "every charge matched by exactly one booking or one refund",
+        unmatched == 0,
+        format!("{} captured, {} refunded, {unmatched} unmatched", v.captured_charges, v.refunded_charges),
+    );
+    let uncharged = scalar(
+        &db,
+        "SELECT count(*) FROM payment.payments p WHERE p.event_id::text = $1 AND p.status IN ('confirmed', 'refunded') \
+         AND NOT EXISTS (SELECT 1 FROM payment.psp_ledger l WHERE l.idempotency_key = p.payment_id::text)",
+        &event_id,
+    )
+    .await?;
+    v.check(
+        "I2",
+        "every confirmed or refunded payment has its charge",
+        uncharged == 0,
+        format!("{uncharged} without a ledger row"),
+    );
+    let stuck = scalar(
+        &db,
+        "SELECT count(*) FROM payment.payments WHERE event_id::text = $1 AND status = 'processing'",
+        &event_id,
+    )
+    .await?;
+    v.check("I2", "no payment left processing", stuck == 0, format!("{stuck} processing"));
+
+    // I4: a replay charges once.
+    let replay_problems = ctx.records.replay_problems.lock().map(|p| p.clone()).unwrap_or_default();
+    v.check(
+        "I4",
+        "replayed Pay answered the same payment",
+        replay_problems.is_empty(),
+        format!(
+            "{} disagreements {:?}",
+            replay_problems.len(),
+            &replay_problems[..replay_problems.len().min(5)]
+        ),
+    );
+    let double_charged = scalar(
+        &db,
+        "SELECT count(*) FROM (SELECT p.hold_id FROM payment.psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
+         WHERE p.event_id::text = $1 AND l.status = 'captured' GROUP BY p.hold_id HAVING count(*) > 1) d",
+        &event_id,
+    )
+    .await?;
+    v.check(
+        "I4",
+        "no hold charged twice and kept (psp_ledger)",
+        double_charged == 0,
+        format!("{double_charged} holds with two captured charges"),
+    );
+
+    // I3: nothing stays held; abandoned holds ended; inventory agrees with payment.
+    let held: u64 = availability.zones.iter().map(|z| u64::from(z.held)).sum();
+    let inventory_sold: u64 = availability.zones.iter().map(|z| u64::from(z.sold)).sum();
+    v.check(
+        "I3",
+        "nothing held after the sale settled (inventory)",
+        held == 0,
+        format!("{held} seats held after {:.0} s", timings.settle_secs),
+    );
+    let consistent = availability.zones.iter().all(|z| z.free + z.held + z.sold == z.capacity);
+    v.check(
+        "I3",
+        "free + held + sold = capacity in every zone",
+        consistent,
+        format!(
+            "{:?}",
+            availability
+                .zones
+                .iter()
+                .map(|z| (z.zone_id.as_str(), z.free, z.held, z.sold, z.capacity))
+                .collect::<Vec<_>>()
+        ),
+    );
+    v.check(
+        "I3",
+        "inventory's sold seats equal payment's",
+        inventory_sold == v.seats_sold,
+        format!("inventory {inventory_sold}, payment {}", v.seats_sold),
+    );
+    let abandoned = ctx.records.abandoned.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut seat_lock = SeatLockServiceClient::new(channel);
+    let mut still_held = Vec::new();
+    let mut asked = 0;
+    for hold in abandoned.iter().take(ABANDONED_CHECKS) {
+        asked += 1;
+        let answer = seat_lock
+            .get_hold(pb::GetHoldRequest {
+                event_id: event_id.clone(),
+                hold_id: hold.hold_id.clone(),
+                user_id: hold.user_id.clone(),
+            })
+            .await;
+        let state = answer.as_ref().map(|h| h.get_ref().state()).ok();
+        let ended = match state {
+            Some(pb::HoldState::Released) => true,
+            Some(pb::HoldState::Expired) => !hold.released,
+            _ => false,
+        };
+        if !ended {
+            still_held.push(format!("{} {:?}", hold.hold_id, state));
+        }
+    }
+    v.check(
+        "I3",
+        "abandoned holds are RELEASED or EXPIRED (seat-lock GetHold)",
+        still_held.is_empty(),
+        format!(
+            "{asked} of {} asked; not ended: {} {:?}",
+            abandoned.len(),
+            still_held.len(),
+            &still_held[..still_held.len().min(5)]
+        ),
+    );
+
+    // I5: after opening, admission order (pass ids are a per-event sequence) = join order.
+    let admissions = ctx.records.admissions.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut ordered: Vec<(u64, u64)> = admissions
+        .iter()
+        .filter(|a| a.after_open)
+        .filter_map(|a| a.pass_id.parse::<u64>().ok().map(|pass| (pass, a.ticket)))
+        .collect();
+    let unparsable = admissions.iter().filter(|a| a.pass_id.parse::<u64>().is_err()).count();
+    ordered.sort_unstable();
+    let mut tickets: Vec<u64> = ordered.iter().map(|(_, ticket)| *ticket).collect();
+    v.admissions_compared = tickets.len() as u64;
+    v.admission_inversions = inversions(&mut tickets);
+    v.check(
+        "I5",
+        "no admission-order inversion among users who joined after opening",
+        v.admission_inversions == 0 && unparsable == 0,
+        format!(
+            "{} inversions among {} admissions (pass ids not numeric: {unparsable})",
+            v.admission_inversions, v.admissions_compared
+        ),
+    );
+
+    let stages = &ctx.stats.stages;
+    let (paid, notified) = (super::Stats::get(&stages.paid), super::Stats::get(&stages.notified));
+    if paid != notified {
+        v.warnings.push(format!("{paid} confirmed payments but {notified} confirmations seen on Subscribe"));
+    }
+    if v.bookings < paid {
+        v.violations.push(format!(
+            "I2 users were told {paid} payments confirmed but Postgres has {} bookings",
+            v.bookings
+        ));
+    }
+    Ok(v)
+}
+
+/// Pairs i < j with v[i] > v[j], by merge sort (sorts `v`).
+fn inversions(v: &mut [u64]) -> u64 {
+    if v.len() < 2 {
+        return 0;
+    }
+    let mid = v.len() / 2;
+    let mut count = inversions(&mut v[..mid]) + inversions(&mut v[mid..]);
+    let mut merged = Vec::with_capacity(v.len());
+    let (mut i, mut j) = (0, mid);
+    while i < mid && j < v.len() {
+        if v[i] <= v[j] {
+            merged.push(v[i]);
+            i += 1;
+        } else {
+            merged.push(v[j]);
+            count += (mid - i) as u64;
+            j += 1;
+        }
+    }
+    merged.extend_from_slice(&v[i..mid]);
+    merged.extend_from_slice(&v[j..]);
+    v.copy_from_slice(&merged);
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inversions;
+
+    #[test]
+    fn counts_inversions() {
+        assert_eq!(inversions(&mut [1, 2, 3, 4]), 0);
+        assert_eq!(inversions(&mut [2, 1, 3]), 1);
+        assert_eq!(inversions(&mut [4, 3, 2, 1]), 6);
+    }
+}

@@ -1,0 +1,390 @@
+//! The flash-sale report: `report.json` (everything measured) and a self-contained
+//! `report.html` (inline SVG plots, no external JS or CSS), plus the services' peak memory
+//! read from `/proc/<pid>/status` (VmHWM) through the stack's pid files.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+
+use crate::flashsale::{Outcome, stats::Sample};
+
+/// Peak resident memory (VmHWM, KiB) of every process with a pid file in `pids_dir`, then of
+/// this process.
+pub fn peak_memory(pids_dir: Option<&Path>) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    if let Some(dir) = pids_dir
+        && let Ok(entries) = fs::read_dir(dir)
+    {
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        entries.sort();
+        for path in entries {
+            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
+            let Some(pid) = fs::read_to_string(&path).ok().and_then(|p| p.trim().parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(kib) = vm_hwm(&format!("/proc/{pid}/status")) {
+                out.push((name, kib));
+            }
+        }
+    }
+    if let Some(kib) = vm_hwm("/proc/self/status") {
+        out.push(("flashsale (this simulator)".into(), kib));
+    }
+    out
+}
+
+fn vm_hwm(path: &str) -> Option<u64> {
+    let status = fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Writes `report.json` and `report.html` into `dir`; returns the HTML's path.
+pub fn write(outcome: &Outcome, dir: &Path) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::write(dir.join("report.json"), serde_json::to_vec_pretty(outcome)?)?;
+    let html = dir.join("report.html");
+    fs::write(&html, render_html(outcome))?;
+    Ok(html)
+}
+
+/// A stage of the journey: its label, its key in the stage counters, its timeline series.
+type Stage = (&'static str, &'static str, fn(&Sample) -> u64);
+
+/// Per-stage throughput: how many reached the stage, the mean rate over the stage's active
+/// window (first to last change in the timeline), and the peak rate over one sample.
+pub fn throughput(outcome: &Outcome) -> Vec<(&'static str, u64, f64, f64)> {
+    let stage = |key: &str| outcome.stages.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let series: [Stage; 5] = [
+        ("joined", "joined", |s| s.joined),
+        ("admitted", "admitted", |s| s.admitted),
+        ("held", "holds", |s| s.holds),
+        ("paid", "paid", |s| s.paid),
+        ("seats sold", "seats_paid", |s| s.inventory_sold),
+    ];
+    series
+        .into_iter()
+        .map(|(label, key, f)| {
+            let timeline = &outcome.timeline;
+            let total = stage(key);
+            let mut peak = 0.0f64;
+            let (mut first, mut last) = (None, None);
+            for pair in timeline.windows(2) {
+                let (a, b) = (f(&pair[0]), f(&pair[1]));
+                if b > a {
+                    first.get_or_insert(pair[0].t);
+                    last = Some(pair[1].t);
+                    peak = peak.max((b - a) as f64 / (pair[1].t - pair[0].t).max(0.001));
+                }
+            }
+            let window = match (first, last) {
+                (Some(a), Some(b)) if b > a => b - a,
+                _ => outcome.timings.users_done_secs.max(1.0),
+            };
+            (label, total, total as f64 / window, peak)
+        })
+        .collect()
+}
+
+/// The short text summary printed at the end of a run.
+pub fn summary(outcome: &Outcome, html: &Path) -> String {
+    let mut s = String::new();
+    let t = &outcome.timings;
+    let _ = writeln!(
+        s,
+        "flash sale of event {} — {} seats, {} users",
+        outcome.event_id, outcome.capacity, outcome.config.users
+    );
+    let at = |x: Option<f64>| x.map_or("not reached".to_owned(), |x| format!("{x:.1} s"));
+    let _ = writeln!(
+        s,
+        "  time to sell out {} (no free seat at {}); users done at {:.1} s{}; settled in {:.1} s",
+        at(t.sold_out_secs),
+        at(t.no_free_seat_secs),
+        t.users_done_secs,
+        if t.stopped_by_max_secs { " (stopped by --max-secs)" } else { "" },
+        t.settle_secs
+    );
+    let _ = writeln!(s, "  {:<12} {:>8} {:>11} {:>11}", "stage", "count", "mean /s", "peak /s");
+    for (label, n, rate, peak) in throughput(outcome) {
+        let _ = writeln!(s, "  {label:<12} {n:>8} {rate:>11.1} {peak:>11.1}");
+    }
+    let _ = writeln!(s, "  stages: {}", outcome.stages);
+    let _ = writeln!(
+        s,
+        "  {:<18} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "rpc", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
+    for r in &outcome.rpcs {
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>9.1}",
+            r.rpc, r.count, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms
+        );
+    }
+    if !outcome.peak_memory_kib.is_empty() {
+        let mem: Vec<String> = outcome
+            .peak_memory_kib
+            .iter()
+            .map(|(n, k)| format!("{n} {:.0} MiB", *k as f64 / 1024.0))
+            .collect();
+        let _ = writeln!(s, "  peak memory: {}", mem.join(", "));
+    }
+    let v = &outcome.verification;
+    let _ = writeln!(
+        s,
+        "  ground truth: {} seats sold, {} bookings, {} charges captured, {} refunded, {} admission inversions in {}",
+        v.seats_sold,
+        v.bookings,
+        v.captured_charges,
+        v.refunded_charges,
+        v.admission_inversions,
+        v.admissions_compared
+    );
+    for w in &v.warnings {
+        let _ = writeln!(s, "  warning: {w}");
+    }
+    if v.violations.is_empty() {
+        let _ = writeln!(s, "  invariants I1-I6: OK ({} checks)", v.checks.len());
+    } else {
+        let _ = writeln!(s, "  INVARIANT VIOLATIONS:");
+        for violation in &v.violations {
+            let _ = writeln!(s, "    - {violation}");
+        }
+    }
+    let _ = write!(s, "  report: {}", html.display());
+    s
+}
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+
+/// A line chart of several series over the sale's timeline.
+/// A named series of a chart: its label and how to read it from a sample.
+type Series<'a> = (&'a str, fn(&Sample) -> f64);
+
+fn line_chart(title: &str, timeline: &[Sample], series: &[Series<'_>]) -> String {
+    let (w, h, left, bottom, top, right) = (720.0, 260.0, 70.0, 30.0, 30.0, 20.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><title>{}</title>"#,
+        esc(title)
+    );
+    let _ = write!(svg, r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#, esc(title));
+    if timeline.is_empty() {
+        svg.push_str("</svg>");
+        return svg;
+    }
+    let t0 = timeline.first().map_or(0.0, |s| s.t);
+    let t1 = timeline.last().map_or(1.0, |s| s.t).max(t0 + 1.0);
+    let ymax = series
+        .iter()
+        .flat_map(|(_, f)| timeline.iter().map(f))
+        .filter(|y| y.is_finite())
+        .fold(1.0f64, f64::max);
+    let x = |t: f64| left + (t - t0) / (t1 - t0) * (w - left - right);
+    let y = |v: f64| h - bottom - v / ymax * (h - bottom - top);
+    let _ = write!(
+        svg,
+        r##"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>"##,
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    );
+    for k in 0..=4 {
+        let v = ymax * f64::from(k) / 4.0;
+        let _ = write!(
+            svg,
+            r##"<text x="{}" y="{}" font-size="10" text-anchor="end">{v:.0}</text><line x1="{left}" x2="{}" y1="{}" y2="{}" stroke="#eee"/>"##,
+            left - 4.0,
+            y(v) + 3.0,
+            w - right,
+            y(v),
+            y(v)
+        );
+        let t = t0 + (t1 - t0) * f64::from(k) / 4.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{t:.0} s</text>"#,
+            x(t),
+            h - bottom + 14.0
+        );
+    }
+    for (i, (name, f)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<String> = timeline
+            .iter()
+            .filter(|s| f(s).is_finite())
+            .map(|s| format!("{:.1},{:.1}", x(s.t), y(f(s))))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="11" fill="{colour}">{}</text>"#,
+            w - right - 160.0,
+            top + 12.0 + 13.0 * i as f64,
+            esc(name)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Grouped bars of p50/p95/p99 per RPC on a log scale.
+fn latency_chart(outcome: &Outcome) -> String {
+    let rpcs = &outcome.rpcs;
+    let (w, left, row) = (720.0, 130.0, 16.0);
+    let h = 40.0 + rpcs.len() as f64 * row * 3.5;
+    let max = rpcs.iter().map(|r| r.p99_ms).fold(1.0f64, f64::max);
+    let scale = |ms: f64| (ms.max(0.01) / 0.01).log10() / (max / 0.01).log10() * (w - left - 80.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><title>latency per RPC</title>"#
+    );
+    svg.push_str(r#"<text x="10" y="18" font-size="14" font-weight="bold">Latency per RPC (p50 / p95 / p99, log scale from 0.01 ms)</text>"#);
+    for (i, r) in rpcs.iter().enumerate() {
+        let y0 = 32.0 + i as f64 * row * 3.5;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y0 + row * 1.5,
+            esc(r.rpc)
+        );
+        for (k, (label, ms)) in
+            [("p50", r.p50_ms), ("p95", r.p95_ms), ("p99", r.p99_ms)].into_iter().enumerate()
+        {
+            let y = y0 + k as f64 * row;
+            let _ = write!(
+                svg,
+                r#"<rect x="{left}" y="{y}" width="{:.1}" height="{}" fill="{}"/><text x="{:.1}" y="{}" font-size="10">{label} {ms:.1} ms</text>"#,
+                scale(ms).max(1.0),
+                row - 3.0,
+                COLOURS[k],
+                left + scale(ms).max(1.0) + 4.0,
+                y + row - 5.0
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn render_html(o: &Outcome) -> String {
+    let mut h = String::new();
+    let v = &o.verification;
+    let status = if o.ok() {
+        "<b style=\"color:#2ca02c\">all invariants held</b>"
+    } else {
+        "<b style=\"color:#d62728\">INVARIANTS VIOLATED</b>"
+    };
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Flash sale {}</title><style>body{{font-family:sans-serif;max-width:780px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>",
+        esc(&o.event_id)
+    );
+    let _ = write!(
+        h,
+        "<h1>Flash sale</h1><p>event {} — {} seats, {} users — {status}</p>",
+        esc(&o.event_id),
+        o.capacity,
+        o.config.users
+    );
+    let t = &o.timings;
+    let at = |x: Option<f64>| x.map_or("not reached".to_owned(), |x| format!("{x:.1} s"));
+    let _ = write!(
+        h,
+        "<table><tr><th>figure</th><th>value</th></tr><tr><td>time to sell out</td><td>{}</td></tr><tr><td>no free seat (all held or sold)</td><td>{}</td></tr><tr><td>users done</td><td>{:.1} s{}</td></tr><tr><td>setup</td><td>{:.1} s</td></tr><tr><td>settle (expiries, releases)</td><td>{:.1} s</td></tr></table>",
+        at(t.sold_out_secs),
+        at(t.no_free_seat_secs),
+        t.users_done_secs,
+        if t.stopped_by_max_secs { " (stopped by max-secs)" } else { "" },
+        t.setup_secs,
+        t.settle_secs
+    );
+    h.push_str("<h2>Throughput per stage</h2><table><tr><th>stage</th><th>count</th><th>mean per second (active window)</th><th>peak per second</th></tr>");
+    for (label, n, rate, peak) in throughput(o) {
+        let _ = write!(h, "<tr><td>{label}</td><td>{n}</td><td>{rate:.1}</td><td>{peak:.1}</td></tr>");
+    }
+    h.push_str("</table><h2>Over time</h2>");
+    h.push_str(&line_chart("Queue length", &o.timeline, &[("queue length", |s| s.queue_length as f64)]));
+    h.push_str(&line_chart(
+        "Joined and admitted (cumulative)",
+        &o.timeline,
+        &[("joined", |s| s.joined as f64), ("admitted", |s| s.admitted as f64)],
+    ));
+    h.push_str(&line_chart(
+        "Seats held and sold (inventory)",
+        &o.timeline,
+        &[
+            ("held", |s| s.inventory_held as f64),
+            ("sold", |s| s.inventory_sold as f64),
+            ("free", |s| if s.inventory_free == u64::MAX { f64::NAN } else { s.inventory_free as f64 }),
+        ],
+    ));
+    h.push_str(&line_chart(
+        "Holds and payments (cumulative)",
+        &o.timeline,
+        &[("holds", |s| s.holds as f64), ("paid", |s| s.paid as f64)],
+    ));
+    h.push_str("<h2>Latency per RPC</h2>");
+    h.push_str(&latency_chart(o));
+    h.push_str("<table><tr><th>rpc</th><th>count</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>status codes</th></tr>");
+    for r in &o.rpcs {
+        let codes: Vec<String> = r.codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
+            r.rpc,
+            r.count,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            esc(&codes.join(", "))
+        );
+    }
+    h.push_str("</table><h2>Peak memory (VmHWM)</h2><table><tr><th>process</th><th>MiB</th></tr>");
+    for (name, kib) in &o.peak_memory_kib {
+        let _ = write!(h, "<tr><td>{}</td><td>{:.1}</td></tr>", esc(name), *kib as f64 / 1024.0);
+    }
+    h.push_str("</table><h2>Invariants</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>");
+    for c in &v.checks {
+        let _ = write!(
+            h,
+            "<tr><td>{} {}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+            c.invariant,
+            esc(&c.name),
+            if c.ok { "ok" } else { "<b style=\"color:#d62728\">VIOLATED</b>" },
+            esc(&c.detail)
+        );
+    }
+    h.push_str("</table>");
+    for w in &v.warnings {
+        let _ = write!(h, "<p>warning: {}</p>", esc(w));
+    }
+    let _ = write!(
+        h,
+        "<h2>Stages</h2><pre>{}</pre>",
+        esc(&serde_json::to_string_pretty(&o.stages).unwrap_or_default())
+    );
+    if !o.error_samples.is_empty() {
+        let _ = write!(h, "<h2>Sample errors</h2><pre>{}</pre>", esc(&o.error_samples.join("\n")));
+    }
+    let _ = write!(
+        h,
+        "<h2>Configuration</h2><pre>{}</pre></body></html>",
+        esc(&serde_json::to_string_pretty(&o.config).unwrap_or_default())
+    );
+    h
+}
