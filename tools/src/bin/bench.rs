@@ -59,6 +59,10 @@ struct Cli {
     /// Longest any Health/Check baseline runs.
     #[arg(long, default_value = "15s")]
     baseline_max: String,
+    /// Measure only the seat-map fan-out lag to this many `WatchSeatMap` watchers, print its
+    /// row and leave the README alone.
+    #[arg(long)]
+    fanout_only: Option<usize>,
 }
 
 #[tokio::main]
@@ -86,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
         scenario_max: parse_duration(&cli.scenario_max)?,
         baseline_max: parse_duration(&cli.baseline_max).unwrap_or(Duration::from_secs(15)),
     };
+    if let Some(watchers) = cli.fanout_only {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let row = bench::fanout_lag(&config, watchers, &date, &format!("{cores} cores")).await?;
+        println!("{}", bench::table(&[row]));
+        return Ok(());
+    }
     let results = bench::run(&config).await?;
     let table = bench::table(&results.rows);
     println!("\n{table}");
