@@ -13,6 +13,7 @@
 //! 3. `Pay` for holds made in 1 (end to end: seat-lock checkout, sandbox provider, Postgres,
 //!    outbox), counting confirmed bookings per second.
 //! 4. `GetAvailability` and `GetSeatMap` of the 50,000-seat event.
+//! 5. Fan-out: 10,000 `WatchSeatMap` watchers, one seat held, lag until each has the delta.
 //!
 //! Then the services' peak memory (VmHWM) from `/proc`, via the stack's pid files. Every
 //! scenario is bounded in count and time. The results go to `bench-results.json` and to the
@@ -523,7 +524,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
         scenarios.push(Scenario { name: name.into(), report: read, extra: serde_json::Value::Null });
     }
 
-    // 5. The whole sale is the flashsale simulator's; 6. memory of the services.
+    // 5. Fan-out of the live seat map to many watchers.
+    rows.push(fanout_lag(config, FANOUT_WATCHERS, &date, &machine).await?);
+
+    // 6. The whole sale is the flashsale simulator's; 7. memory of the services.
     rows.push(row(
         "Whole sale: 50,000 seats, 500,000 users (flashsale simulator)",
         "not run by bench: see `flashsale`".into(),
@@ -722,6 +726,9 @@ pub fn update_readme(readme: &Path, table_text: &str) -> anyhow::Result<bool> {
     std::fs::write(readme, updated)?;
     Ok(true)
 }
+
+/// `WatchSeatMap` watchers of the fan-out scenario: the most inventory admits at once.
+const FANOUT_WATCHERS: usize = 10_000;
 
 /// Time a `WatchSeatMap` watcher may take to get its snapshot, and later its delta.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
