@@ -4,6 +4,8 @@
 //! a deterministic message id (`held:<hold>` / `released:<hold>`), then removes it: a crash
 //! between the two only re-publishes, and JetStream drops the duplicate.
 
+use std::time::Duration;
+
 use service_runtime::{
     CancellationToken,
     bus::{EventBus, envelope, timestamp_ms},
@@ -12,8 +14,18 @@ use ticketing_proto::events::{ReleaseReason, SeatsHeld, SeatsReleased, event_env
 
 use crate::store::Store;
 
-/// Ends expired holds of every known event each `interval`, until `stopping`.
-pub async fn sweep_loop(store: Store, interval: std::time::Duration, stopping: CancellationToken) {
+/// Calls `visit` for every known event each `interval`, until `stopping`. `task` names the
+/// loop in logs.
+async fn every_event<F, Fut>(
+    store: &Store,
+    interval: Duration,
+    stopping: &CancellationToken,
+    task: &str,
+    mut visit: F,
+) where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -21,14 +33,22 @@ pub async fn sweep_loop(store: Store, interval: std::time::Duration, stopping: C
             () = stopping.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let events = match store.known_events().await {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "sweeper cannot list events");
-                continue;
+        match store.known_events().await {
+            Ok(events) => {
+                for event_id in events {
+                    visit(event_id).await;
+                }
             }
-        };
-        for event_id in events {
+            Err(error) => tracing::warn!(%error, task, "cannot list events"),
+        }
+    }
+}
+
+/// Ends expired holds of every known event each `interval`, until `stopping`.
+pub async fn sweep_loop(store: Store, interval: Duration, stopping: CancellationToken) {
+    every_event(&store, interval, &stopping, "sweeper", |event_id| {
+        let store = &store;
+        async move {
             match store.sweep(&event_id).await {
                 Ok(0) => {}
                 Ok(ended) => {
@@ -38,36 +58,21 @@ pub async fn sweep_loop(store: Store, interval: std::time::Duration, stopping: C
                 Err(error) => tracing::warn!(%event_id, %error, "sweep failed"),
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Publishes the outbox of every known event each `interval`, until `stopping`.
-pub async fn relay_loop(
-    store: Store,
-    bus: EventBus,
-    interval: std::time::Duration,
-    stopping: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stopping.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let events = match store.known_events().await {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "relay cannot list events");
-                continue;
-            }
-        };
-        for event_id in events {
-            if let Err(error) = relay_event(&store, &bus, &event_id).await {
+pub async fn relay_loop(store: Store, bus: EventBus, interval: Duration, stopping: CancellationToken) {
+    every_event(&store, interval, &stopping, "relay", |event_id| {
+        let (store, bus) = (&store, &bus);
+        async move {
+            if let Err(error) = relay_event(store, bus, &event_id).await {
                 tracing::warn!(%event_id, error = %format!("{error:#}"), "outbox relay failed; retrying next round");
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Publishes one batch of the event's outbox, in order, and removes what was published.
