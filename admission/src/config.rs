@@ -1,6 +1,6 @@
 //! Flags and environment of the admission service.
 
-use service_runtime::config::{ServerArgs, validate_prefix};
+use service_runtime::config::{ServerArgs, validate_prefix, validate_redis_prefix};
 use ticketing_proto::pass::PassKeyRing;
 
 use crate::fairness::ShuffleKey;
@@ -54,12 +54,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
         validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
-        if self.redis_prefix.len() > 64 || self.redis_prefix.contains(['{', '}', ' ']) {
-            return Err(format!(
-                "REDIS_PREFIX must be at most 64 characters without braces or spaces, got {:?}",
-                self.redis_prefix
-            ));
-        }
+        validate_redis_prefix(&self.redis_prefix)?;
         if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
             return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use service_runtime::config::{ServerArgs, validate_prefix};
+use service_runtime::config::{ServerArgs, validate_prefix, validate_redis_prefix};
 use ticketing_proto::pass::PassKeyRing;
 
 /// Everything seat-lock needs to start, read from flags or the environment.
@@ -58,8 +58,9 @@ impl Config {
                 return Err(format!("{name} must be a URL, got {url:?}"));
             }
         }
-        if self.redis_prefix.len() > 64 || self.redis_prefix.contains(['{', '}', ' ']) {
-            return Err("REDIS_PREFIX must be at most 64 characters without braces or spaces".into());
+        validate_redis_prefix(&self.redis_prefix)?;
+        if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
+            return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));
         }
         if !(1..=86_400).contains(&self.hold_ttl_secs) {
             return Err("HOLD_TTL_SECS must be 1-86400".into());

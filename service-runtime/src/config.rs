@@ -87,3 +87,14 @@ pub fn validate_prefix(name: &str, value: &str) -> Result<(), String> {
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok { Ok(()) } else { Err(format!("{name} must be 1-48 of [a-z0-9_], got {value:?}")) }
 }
+
+/// Checks a Redis key prefix: at most 64 characters, no braces (they would change the keys'
+/// cluster hash tag) and no spaces. Empty is allowed.
+pub fn validate_redis_prefix(value: &str) -> Result<(), String> {
+    if value.len() > 64 || value.contains(['{', '}', ' ']) {
+        return Err(format!(
+            "REDIS_PREFIX must be at most 64 characters without braces or spaces, got {value:?}"
+        ));
+    }
+    Ok(())
+}
