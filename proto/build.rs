@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("ticketing_descriptor.bin"))
+        // Encoded once per zone and version, then shared by every reader and watcher.
+        .bytes(".ticketing.v1.ZoneSeatMap.seat_states")
         .compile_protos(PROTOS, &["."])?;
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");

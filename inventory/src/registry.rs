@@ -54,10 +54,10 @@ impl EventEntry {
     }
 
     /// Runs `f` on the map and subscribes to the changes after that moment, atomically.
-    pub fn subscribe<T>(&self, f: impl FnOnce(&SeatMap) -> T) -> (T, broadcast::Receiver<Arc<Changes>>) {
-        let map = self.map();
+    pub fn subscribe<T>(&self, f: impl FnOnce(&mut SeatMap) -> T) -> (T, broadcast::Receiver<Arc<Changes>>) {
+        let mut map = self.map();
         let receiver = self.changes.subscribe();
-        (f(&map), receiver)
+        (f(&mut map), receiver)
     }
 }
 

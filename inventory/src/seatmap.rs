@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 
-use ticketing_proto::v1::{
-    Event, GetSeatMapResponse, SeatChange, SeatState, Zone, ZoneAvailability, ZoneKind, ZoneSeatMap,
+use ticketing_proto::{
+    seat_states::{EncodedSeatStates, encode},
+    v1::{Event, GetSeatMapResponse, SeatChange, SeatState, Zone, ZoneAvailability, ZoneKind, ZoneSeatMap},
 };
 
 use crate::catalogue::parse_seat_id;
@@ -35,13 +36,16 @@ pub struct Changes {
     pub zones: Vec<String>,
 }
 
-/// States of a seated zone, two bits per seat, exactly as `ZoneSeatMap.seat_states` wants.
+/// States of a seated zone, two bits per seat (the packed form of `ZoneSeatMap.seat_states`).
 struct SeatedSeats {
     rows: HashMap<String, u32>,
     seats_per_row: u32,
     packed: Vec<u8>,
     /// The hold that holds each held seat, by seat index.
     held_by: HashMap<u32, String>,
+    /// `packed` in its smaller wire encoding, made by the first snapshot after a change and
+    /// shared (reference-counted) by every snapshot until the next change.
+    encoded: Option<EncodedSeatStates>,
 }
 
 impl SeatedSeats {
@@ -53,6 +57,10 @@ impl SeatedSeats {
         let byte = &mut self.packed[(index / 4) as usize];
         let shift = (index % 4) * 2;
         *byte = (*byte & !(0b11 << shift)) | ((state as u8) << shift);
+    }
+
+    fn encoded(&mut self, seats: u32) -> EncodedSeatStates {
+        self.encoded.get_or_insert_with(|| encode(&self.packed, seats as usize)).clone()
     }
 
     fn index(&self, zone_id: &str, seat_id: &str) -> Option<u32> {
@@ -100,16 +108,18 @@ impl ZoneState {
         }
     }
 
-    fn seat_map(&self) -> ZoneSeatMap {
+    fn seat_map(&mut self) -> ZoneSeatMap {
+        let states = match &mut self.places {
+            Places::Seated(seats) => seats.encoded(self.zone.capacity),
+            Places::General(_) => encode(&[], 0),
+        };
         ZoneSeatMap {
             zone_id: self.zone.zone_id.clone(),
             kind: self.zone.kind,
             row_labels: self.zone.row_labels.clone(),
             seats_per_row: self.zone.seats_per_row,
-            seat_states: match &self.places {
-                Places::Seated(seats) => seats.packed.clone(),
-                Places::General(_) => Vec::new(),
-            },
+            seat_states: states.bytes,
+            seat_states_encoding: states.encoding as i32,
             capacity: self.zone.capacity,
             free: self.free(),
             held: self.held,
@@ -146,6 +156,7 @@ impl SeatMap {
                         seats_per_row: zone.seats_per_row,
                         packed: vec![0; zone.capacity.div_ceil(4) as usize],
                         held_by: HashMap::new(),
+                        encoded: None,
                     })
                 };
                 ZoneState { zone: zone.clone(), places, held: 0, sold: 0 }
@@ -166,9 +177,10 @@ impl SeatMap {
     }
 
     /// The map of every zone, or of `zone_id` only (`None` if the event has no such zone).
-    pub fn snapshot(&self, zone_id: Option<&str>) -> Option<GetSeatMapResponse> {
+    /// Each zone's states are encoded once per change, not once per call.
+    pub fn snapshot(&mut self, zone_id: Option<&str>) -> Option<GetSeatMapResponse> {
         let zones = match zone_id {
-            None => self.zones.iter().map(ZoneState::seat_map).collect(),
+            None => self.zones.iter_mut().map(ZoneState::seat_map).collect(),
             Some(id) => vec![self.zones[*self.by_id.get(id)?].seat_map()],
         };
         Some(GetSeatMapResponse { event_id: self.event_id.clone(), zones, version: self.version })
@@ -219,6 +231,9 @@ impl SeatMap {
             }
         };
         if changed {
+            if let Places::Seated(seats) = &mut zone.places {
+                seats.encoded = None;
+            }
             changes.zones.push(zone_id.to_owned());
         }
         changes
@@ -333,6 +348,8 @@ fn apply_general(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
     use super::*;
 
     fn event() -> Event {
@@ -358,8 +375,10 @@ mod tests {
         }
     }
 
-    fn states(map: &SeatMap) -> Vec<u8> {
-        map.snapshot(Some("A")).map(|s| s.zones[0].seat_states.clone()).unwrap_or_default()
+    fn states(map: &mut SeatMap) -> Vec<u8> {
+        let snapshot = map.snapshot(Some("A")).unwrap();
+        let zone = &snapshot.zones[0];
+        zone.decode_seat_states().unwrap().into_iter().map(|s| s as u8).collect()
     }
 
     #[test]
@@ -369,13 +388,12 @@ mod tests {
         let changes =
             map.apply(SeatEvent::Held { hold_id: "h1", zone_id: "A", seat_ids: &seats, quantity: 2 });
         assert_eq!(changes.seats.len(), 2);
-        // Seat 0 held (bits 0-1), seat 5 held (byte 1, bits 2-3).
-        assert_eq!(states(&map), vec![0b01, 0b0100]);
+        assert_eq!(states(&mut map), vec![1, 0, 0, 0, 0, 1]);
         map.apply(SeatEvent::Released { hold_id: "h2", zone_id: "A", seat_ids: &seats });
-        assert_eq!(states(&map), vec![0b01, 0b0100]);
+        assert_eq!(states(&mut map), vec![1, 0, 0, 0, 0, 1]);
         map.apply(SeatEvent::Confirmed { hold_id: "h1", zone_id: "A", seat_ids: &seats[..1], quantity: 1 });
         map.apply(SeatEvent::Released { hold_id: "h1", zone_id: "A", seat_ids: &seats });
-        assert_eq!(states(&map), vec![0b10, 0]);
+        assert_eq!(states(&mut map), vec![2, 0, 0, 0, 0, 0]);
         let a = &map.availability(Some("A"))[0];
         assert_eq!((a.free, a.held, a.sold), (5, 0, 1));
         assert_eq!(map.version(), 4);

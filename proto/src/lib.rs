@@ -5,10 +5,12 @@
 //! - [`events`]: the NATS JetStream event messages (`ticketing.events.v1`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
 //! - [`pass`]: the signed admission pass that admission issues and seat-lock verifies.
+//! - [`seat_states`]: the compact encodings of a zone's seat states, and their one decoder.
 //! - [`connect`]: a lazily connecting client channel, balanced over every address of a DNS name.
 #![forbid(unsafe_code)]
 
 pub mod pass;
+pub mod seat_states;
 
 /// Generated code, nested as the proto packages are, so cross-package paths resolve.
 pub mod ticketing {

@@ -8,7 +8,8 @@ use ticketing_proto::{
     events::{BookingConfirmed, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{
         CreateEventRequest, CreateVenueRequest, Event, GeneralAdmissionLayout, GetSeatMapRequest,
-        SeatedLayout, Venue, ZoneSpec, inventory_service_client::InventoryServiceClient, zone_spec::Layout,
+        SeatedLayout, Venue, ZoneSeatMap, ZoneSpec, inventory_service_client::InventoryServiceClient,
+        zone_spec::Layout,
     },
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -109,9 +110,9 @@ pub async fn create_event(
         .unwrap()
 }
 
-/// The states (0 free, 1 held, 2 sold) of `count` seats packed two bits each.
-pub fn decode(packed: &[u8], count: usize) -> Vec<u8> {
-    (0..count).map(|i| (packed[i / 4] >> ((i % 4) * 2)) & 0b11).collect()
+/// The states (0 free, 1 held, 2 sold) of every seat of `zone`, whichever its encoding.
+pub fn decode(zone: &ZoneSeatMap) -> Vec<u8> {
+    zone.decode_seat_states().unwrap().into_iter().map(|s| s as u8).collect()
 }
 
 /// The decoded states of zone `zone_id` of `event_id`.
@@ -125,8 +126,7 @@ pub async fn seat_states(
         .await
         .unwrap()
         .into_inner();
-    let zone = &map.zones[0];
-    decode(&zone.seat_states, zone.capacity as usize)
+    decode(&map.zones[0])
 }
 
 /// Publishes seat events as seat-lock and payment would.

@@ -10,7 +10,7 @@ use helpers::{
 };
 use ticketing_proto::v1::{
     CreateEventRequest, CreateVenueRequest, GetAvailabilityRequest, GetEventRequest, GetSeatMapRequest,
-    ListEventsRequest, SeatState, WatchSeatMapRequest, ZoneKind, seat_map_update::Update,
+    ListEventsRequest, SeatState, SeatStatesEncoding, WatchSeatMapRequest, ZoneKind, seat_map_update::Update,
 };
 use tonic::Code;
 use tools::testenv::{TestEnv, eventually};
@@ -93,9 +93,12 @@ async fn catalogue_is_stored_listed_in_pages_and_served_all_free() {
         .unwrap()
         .into_inner();
     assert_eq!(map.zones.len(), 2);
-    assert_eq!(map.zones[0].seat_states.len(), 8); // 30 seats, four per byte
-    assert_eq!(helpers::decode(&map.zones[0].seat_states, 30), vec![0; 30]);
+    // 30 free seats are one run, one byte.
+    assert_eq!(map.zones[0].seat_states_encoding, SeatStatesEncoding::Runs as i32);
+    assert_eq!(map.zones[0].seat_states.len(), 1);
+    assert_eq!(helpers::decode(&map.zones[0]), vec![0; 30]);
     assert!(map.zones[1].seat_states.is_empty());
+    assert!(helpers::decode(&map.zones[1]).is_empty());
 
     let unknown = uuid::Uuid::now_v7().to_string();
     let missing = client.get_event(GetEventRequest { event_id: unknown.clone() }).await.unwrap_err();
@@ -212,7 +215,7 @@ async fn a_restarted_replica_rebuilds_the_same_map_from_postgres_and_the_stream(
         })
         .await
         .unwrap();
-    assert_eq!(helpers::decode(&before.zones[0].seat_states, 30).iter().filter(|&&s| s != 0).count(), 3);
+    assert_eq!(helpers::decode(&before.zones[0]).iter().filter(|&&s| s != 0).count(), 3);
     app.stop().await;
 
     let restarted = spawn_app(&env).await;
@@ -369,7 +372,7 @@ async fn watch_sends_a_snapshot_then_a_coalesced_delta() {
         panic!("expected a snapshot first, got {first:?}")
     };
     assert_eq!(snapshot.zones.len(), 1);
-    assert_eq!(helpers::decode(&snapshot.zones[0].seat_states, 30), vec![0; 30]);
+    assert_eq!(helpers::decode(&snapshot.zones[0]), vec![0; 30]);
 
     let bus = Publisher::new(&env).await;
     bus.held(&id, "h1", "A", &["A-1-1", "A-1-2"], 2).await;

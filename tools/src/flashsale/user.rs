@@ -545,14 +545,12 @@ async fn popular_seats(
     .await?;
     let Some(zone_map) = map.zones.iter().find(|z| z.zone_id == zone.zone_id) else { return Ok(None) };
     let per_row = zone_map.seats_per_row as usize;
-    let state = |seat: usize| {
-        (zone_map.seat_states.get(seat / 4).copied().unwrap_or(0xFF) >> ((seat % 4) * 2)) & 0b11
-    };
+    let states = zone_map.decode_seat_states()?;
     let mut blocks = Vec::new();
     'rows: for (row, label) in zone_map.row_labels.iter().enumerate() {
         let mut run = 0usize;
         for n in 0..per_row {
-            if state(row * per_row + n) == 0 {
+            if states.get(row * per_row + n) == Some(&pb::SeatState::Free) {
                 run += 1;
                 if run >= quantity as usize {
                     let first = n + 1 - quantity as usize;
