@@ -42,7 +42,7 @@ pub struct EventInfo {
 /// made and everyone waits for it, instead of a stampede on inventory.
 pub struct Catalog {
     client: InventoryServiceClient<Channel>,
-    cache: Mutex<HashMap<String, Arc<OnceCell<EventInfo>>>>,
+    cache: Mutex<HashMap<String, Arc<OnceCell<Arc<EventInfo>>>>>,
 }
 
 impl Catalog {
@@ -51,9 +51,9 @@ impl Catalog {
         Self { client: InventoryServiceClient::new(channel), cache: Mutex::new(HashMap::new()) }
     }
 
-    /// The event's settings: NOT_FOUND when inventory does not know it, UNAVAILABLE when
-    /// inventory cannot be reached.
-    pub async fn get(&self, event_id: &str) -> Result<EventInfo, Error> {
+    /// The event's settings (shared, not copied: every request reads them): NOT_FOUND when
+    /// inventory does not know it, UNAVAILABLE when inventory cannot be reached.
+    pub async fn get(&self, event_id: &str) -> Result<Arc<EventInfo>, Error> {
         let cell = {
             let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match cache.get(event_id) {
@@ -67,7 +67,7 @@ impl Catalog {
                 }
             }
         };
-        match cell.get_or_try_init(|| self.fetch(event_id)).await {
+        match cell.get_or_try_init(|| async { self.fetch(event_id).await.map(Arc::new) }).await {
             Ok(info) => Ok(info.clone()),
             Err(error) => {
                 // Failures are not remembered: the next request asks inventory again.

@@ -4,9 +4,12 @@
 //! have a queue and, for each whose tick (`admission_tick_ms`) is due locally, runs the tick
 //! script once. The script admits only for the replica that wins the tick's lease and only
 //! once the sale is open, so an event is ticked at most once per interval across replicas;
-//! every replica still gets the event's figures back (lowest waiting ticket, queue length,
-//! passes issued), which it publishes on a `tokio::sync::watch` channel. `WatchQueue` streams
-//! read that channel, so a thousand streams cost one Redis call per tick, not a thousand.
+//! every replica still gets the event's figures back (lowest waiting score, queue length,
+//! passes issued), which it keeps as the event's [`NowServing`] view. `WatchQueue` streams
+//! read that view, so a hundred thousand streams cost one Redis call per tick, not one each.
+//! Nor do they wake on every tick: each stream is filed under its queue score, and a tick
+//! wakes only the streams whose score the head of the queue has passed (they ask Redis once
+//! for their pass); the others wake on their own once-a-second report.
 //!
 //! Opening: the first tick at or after `sale_opens_at` finds the event not open. If nobody
 //! is in the pre-queue the tick script opens it itself; otherwise this replica runs the
@@ -20,8 +23,11 @@
 //! The share of passes that expired unused is measured and exported.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -31,12 +37,12 @@ use service_runtime::{
     bus::{EventBus, envelope, timestamp_ms},
 };
 use ticketing_proto::events::{Admitted, event_envelope::Body};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::{
     catalog::{Catalog, EventInfo},
     error::Error,
-    fairness::ShuffleKey,
+    fairness::{PREQUEUE_TIER, ShuffleKey},
     store::{AdmittedUser, Opening, Store, TickParams, TickReport},
 };
 
@@ -107,7 +113,8 @@ pub struct Controller {
     poll: Duration,
     shuffle_key: ShuffleKey,
     check_in_window_ms: u64,
-    views: Mutex<HashMap<String, watch::Sender<View>>>,
+    /// The "now serving" state of each event, created on first use.
+    serving: Mutex<HashMap<String, Arc<NowServing>>>,
     /// Events this replica has already put in the Redis set of events.
     registered: Mutex<HashSet<String>>,
 }
@@ -130,20 +137,23 @@ impl Controller {
             poll,
             shuffle_key,
             check_in_window_ms,
-            views: Mutex::new(HashMap::new()),
+            serving: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
         }
     }
 
-    /// The view channel of an event, created on first use.
-    pub fn watch(&self, event_id: &str) -> watch::Receiver<View> {
-        let mut views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        views.entry(event_id.to_owned()).or_insert_with(|| watch::Sender::new(View::default())).subscribe()
+    /// The "now serving" state of an event, created on first use.
+    pub fn serving(&self, event_id: &str) -> Arc<NowServing> {
+        let mut serving = self.serving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match serving.get(event_id) {
+            Some(event) => event.clone(),
+            None => serving.entry(event_id.to_owned()).or_default().clone(),
+        }
     }
 
     /// The latest view of an event (the default before its first tick here).
     pub fn view(&self, event_id: &str) -> View {
-        *self.watch(event_id).borrow()
+        self.serving(event_id).view()
     }
 
     /// Makes sure the controllers walk this event; one SADD per event per replica.
@@ -193,7 +203,7 @@ impl Controller {
                     due.push(info);
                 }
             }
-            let reports: Vec<(EventInfo, Result<TickReport, Error>)> = futures::stream::iter(due)
+            let reports: Vec<(Arc<EventInfo>, Result<TickReport, Error>)> = futures::stream::iter(due)
                 .map(|info| async {
                     let report = self.tick(&info).await;
                     (info, report)
@@ -330,16 +340,96 @@ impl Controller {
         metrics::gauge!("admission_passes_unclaimed", "event_id" => event_id.clone())
             .set(report.ended.unclaimed as f64);
         metrics::gauge!("admission_estimated_wait_seconds", "event_id" => event_id).set(f64::from(wait));
-        let views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match views.get(&info.event_id) {
-            Some(sender) => {
-                sender.send_replace(view);
-            }
-            None => {
-                drop(views);
-                let mut views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                views.insert(info.event_id.clone(), watch::Sender::new(view));
-            }
+        self.serving(&info.event_id).publish(view);
+    }
+}
+
+/// The "now serving" state of one event on this replica: the latest [`View`] and the
+/// `WatchQueue` streams waiting for the head of the queue to reach them.
+#[derive(Default)]
+pub struct NowServing {
+    /// One lock for both, so a stream cannot file itself between a new view and the wake-up
+    /// that view causes (see [`NowServing::turn`]).
+    state: Mutex<ServingState>,
+}
+
+#[derive(Default)]
+struct ServingState {
+    view: View,
+    next_id: u64,
+    /// Waiting streams by (queue score, id): a tick wakes everything below the new head with
+    /// one `split_off`, whatever the number of streams filed above it.
+    waiting: BTreeMap<(u64, u64), oneshot::Sender<()>>,
+}
+
+impl NowServing {
+    fn lock(&self) -> MutexGuard<'_, ServingState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The latest view (the default before this replica's first tick of the event).
+    pub fn view(&self) -> View {
+        self.lock().view
+    }
+
+    /// Resolves once a stream of a user waiting at queue `score` must ask Redis again: the
+    /// head of the queue has passed the score (the user was admitted, or left), or, for a
+    /// user still in the pre-queue (`pre_queue`), the event has opened (the shuffle moved
+    /// everyone). Resolves at once if that is already so. Dropping it unfiles the stream.
+    pub fn turn(self: &Arc<Self>, score: u64, pre_queue: bool) -> Turn {
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.lock();
+        let view = state.view;
+        let key = if view.refreshed && (view.head > score || (pre_queue && view.opened)) {
+            let _ = tx.send(());
+            None
+        } else {
+            state.next_id += 1;
+            let key = (score, state.next_id);
+            state.waiting.insert(key, tx);
+            Some(key)
+        };
+        Turn { rx, key, serving: self.clone() }
+    }
+
+    /// Stores a tick's view and wakes the streams it concerns: those below the new head and,
+    /// when the event has just opened, every pre-queue score.
+    fn publish(&self, view: View) {
+        let due = {
+            let mut state = self.lock();
+            let threshold =
+                if view.opened && !state.view.opened { view.head.max(PREQUEUE_TIER) } else { view.head };
+            state.view = view;
+            let rest = state.waiting.split_off(&(threshold, 0));
+            std::mem::replace(&mut state.waiting, rest)
+        };
+        for (_, tx) in due {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A stream's place in [`NowServing`]'s waiting list; see [`NowServing::turn`].
+pub struct Turn {
+    rx: oneshot::Receiver<()>,
+    /// Where it is filed; `None` when it was due at once.
+    key: Option<(u64, u64)>,
+    serving: Arc<NowServing>,
+}
+
+impl Future for Turn {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // A dropped sender (never, but harmless) also means "ask Redis again".
+        Pin::new(&mut self.rx).poll(cx).map(|_| ())
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.serving.lock().waiting.remove(&key);
         }
     }
 }

@@ -120,7 +120,7 @@ impl AdmissionService {
         &self,
         event_id: &str,
         user_id: &str,
-    ) -> Result<(EventInfo, QueueStatus, u64), Error> {
+    ) -> Result<(Arc<EventInfo>, QueueStatus, u64), Error> {
         let (event_id, user_id) = ids(event_id, user_id)?;
         let info = self.catalog.get(&event_id).await?;
         let standing = self.store.standing(&event_id, &user_id).await?;
@@ -135,38 +135,34 @@ impl AdmissionService {
         self.store.leave(&event_id, &user_id).await
     }
 
-    /// Feeds one WatchQueue stream from the shared view; Redis is asked only once the head
-    /// of the queue has passed the user's score (admitted, or left and rejoined) or the
-    /// event has opened since the last answer (the shuffle moved the pre-queue). In between
-    /// the position is the last exact one minus the admissions since, never below 1.
+    /// Feeds one WatchQueue stream from the event's "now serving" view. Redis is asked only
+    /// when the stream's [`Turn`](crate::controller::Turn) comes: the head of the queue has
+    /// passed the user's score (admitted, or left and rejoined), or the event has opened since
+    /// the last answer (the shuffle moved the pre-queue). In between, once a second, the
+    /// position is the last exact one minus the admissions since, never below 1.
     async fn watch(
         self,
-        info: EventInfo,
+        info: Arc<EventInfo>,
         mut last: QueueStatus,
-        mut score: u64,
+        score: u64,
         tx: mpsc::Sender<Result<QueueStatus, Status>>,
     ) {
-        let mut views = self.controller.watch(&info.event_id);
+        let serving = self.controller.serving(&info.event_id);
+        let mut turn = serving.turn(score, last.state == QueueState::PreQueue as i32);
         let mut exact_position = last.position;
         let mut admitted_then: Option<u64> = None;
         let mut interval = tokio::time::interval(WATCH_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
         loop {
-            let report_due = tokio::select! {
+            let refresh = tokio::select! {
                 () = self.stopping.cancelled() => return,
                 () = tx.closed() => return,
-                changed = views.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    false
-                }
-                _ = interval.tick() => true,
+                () = &mut turn => true,
+                _ = interval.tick() => false,
             };
-            let view = *views.borrow_and_update();
-            let shuffled = view.opened && last.state == QueueState::PreQueue as i32;
-            if view.refreshed && (view.head > score || shuffled) {
+            let view = serving.view();
+            if refresh {
                 let standing = match self.store.standing(&info.event_id, &last.user_id).await {
                     Ok(standing) => standing,
                     Err(error) => {
@@ -174,7 +170,7 @@ impl AdmissionService {
                         return;
                     }
                 };
-                score = waiting_score(&standing);
+                let score = waiting_score(&standing);
                 match self.status(&info, &last.user_id, standing, &view) {
                     Ok(status) => {
                         let admitted = status.state == QueueState::Admitted as i32;
@@ -185,13 +181,14 @@ impl AdmissionService {
                             return;
                         }
                         interval.reset();
+                        turn = serving.turn(score, last.state == QueueState::PreQueue as i32);
                     }
                     Err(error) => {
                         let _ = tx.send(Err(error.into())).await;
                         return;
                     }
                 }
-            } else if report_due {
+            } else {
                 if view.refreshed {
                     let since =
                         view.admitted_total.saturating_sub(*admitted_then.get_or_insert(view.admitted_total));

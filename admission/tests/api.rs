@@ -88,15 +88,22 @@ async fn admission_order_equals_join_order_across_two_replicas() {
         let event_id = event_id.clone();
         async move {
             let user = format!("user-{i}");
+            let sent = std::time::Instant::now();
             let status = client.join(join(&event_id, &user)).await.unwrap().into_inner();
-            (user, status)
+            (user, status, sent, std::time::Instant::now())
         }
     });
-    let joined: Vec<(String, QueueStatus)> = join_all(joins).await;
-    let ticket_of: HashMap<String, u64> = joined.iter().map(|(user, s)| (user.clone(), s.ticket)).collect();
+    let joined: Vec<(String, QueueStatus, std::time::Instant, std::time::Instant)> = join_all(joins).await;
+    let ticket_of: HashMap<String, u64> =
+        joined.iter().map(|(user, s, _, _)| (user.clone(), s.ticket)).collect();
     let mut tickets: Vec<u64> = ticket_of.values().copied().collect();
     tickets.sort_unstable();
     assert_eq!(tickets, (1..=USERS as u64).collect::<Vec<_>>(), "tickets are unique and contiguous");
+    // The tickets are the real join order: a join answered before another was sent (on either
+    // replica) holds the lower ticket.
+    let mut timed: Vec<_> =
+        joined.iter().map(|(_, s, sent, received)| (*sent, *received, s.ticket)).collect();
+    assert_eq!(tools::bench::fifo_inversions(&mut timed), 0, "a later join got an earlier ticket");
 
     let redis = redis(&env).await;
     let admitted_key = key(&env, &event_id, "admitted");

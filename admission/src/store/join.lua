@@ -53,7 +53,6 @@ if expires and tonumber(expires) > now then
   return {2, stored, now, redis.call('ZCARD', KEYS[3])}
 end
 
-local created = 0
 local ticket = redis.call('HGET', KEYS[4], user)
 if not ticket then
   local sealed = redis.call('HEXISTS', KEYS[7], 'state') == 1
@@ -71,8 +70,11 @@ if not ticket then
   end
   redis.call('ZADD', KEYS[3], score, user)
   redis.call('HSET', KEYS[4], user, ticket)
-  created = 1
+  -- The newest ticket has the highest score of its tier, and while unsealed nobody is in
+  -- the later tier: the newcomer is last in line, so no ZRANK is needed.
+  local length = redis.call('ZCARD', KEYS[3])
+  return {1, ticket, length - 1, length, now, score}
 end
 local rank = redis.call('ZRANK', KEYS[3], user)
 local score = redis.call('ZSCORE', KEYS[3], user)
-return {created, tonumber(ticket), rank, redis.call('ZCARD', KEYS[3]), now, tonumber(score)}
+return {0, tonumber(ticket), rank, redis.call('ZCARD', KEYS[3]), now, tonumber(score)}

@@ -19,15 +19,17 @@
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
 //! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
 
+use std::sync::OnceLock;
+
 use fred::{
+    bytes_utils::Str,
     clients::Pool,
     interfaces::{ClientLike, LuaInterface, SetsInterface},
     types::{
-        Value,
+        Key, Value,
         config::{Config as RedisConfig, ReconnectPolicy},
     },
 };
-use tokio::sync::RwLock;
 
 use crate::{
     error::Error,
@@ -45,36 +47,37 @@ pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
 /// script short so Redis keeps serving joins while a large pre-queue is shuffled.
 pub const SHUFFLE_BATCH: usize = 1_000;
 
-/// A Lua script loaded into Redis, run by SHA and reloaded if Redis forgot it.
+/// A Lua script loaded into Redis, run by SHA and sent whole if Redis forgot it.
 struct Script {
     lua: &'static str,
-    sha: RwLock<String>,
+    /// Set by the first load. A script's SHA1 depends only on its text, so it never changes,
+    /// and reading it takes no lock (every Join reads it).
+    sha: OnceLock<Str>,
 }
 
 impl Script {
     const fn new(lua: &'static str) -> Self {
-        Self { lua, sha: RwLock::const_new(String::new()) }
+        Self { lua, sha: OnceLock::new() }
     }
 
     async fn load(&self, pool: &Pool) -> Result<(), fred::error::Error> {
         let sha: String = pool.script_load(self.lua).await?;
-        *self.sha.write().await = sha;
+        let _ = self.sha.set(Str::from(sha));
         Ok(())
     }
 
-    async fn run(
-        &self,
-        pool: &Pool,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Value, fred::error::Error> {
-        let sha = self.sha.read().await.clone();
-        match pool.evalsha::<Value, _, _, _>(sha, keys.clone(), args.clone()).await {
-            // Sent whole, EVAL runs on the node owning the keys (on a Redis Cluster, maybe not
-            // the one the script was first loaded on) and caches the script there.
-            Err(error) if error.details().starts_with("NOSCRIPT") => pool.eval(self.lua, keys, args).await,
-            result => result,
+    /// Keys and arguments are `Bytes`-backed, so keeping them for the rare NOSCRIPT retry
+    /// costs reference counts, not copies.
+    async fn run(&self, pool: &Pool, keys: Vec<Key>, args: Vec<Value>) -> Result<Value, fred::error::Error> {
+        if let Some(sha) = self.sha.get() {
+            match pool.evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone()).await {
+                Err(error) if error.details().starts_with("NOSCRIPT") => {}
+                result => return result,
+            }
         }
+        // Sent whole, EVAL runs on the node owning the keys (on a Redis Cluster, maybe not the
+        // one the script was first loaded on) and caches the script there.
+        pool.eval(self.lua, keys, args).await
     }
 }
 
@@ -189,6 +192,12 @@ pub struct Store {
     shuffle: Script,
 }
 
+/// A script argument from a count or duration; every one the service passes is far below
+/// `i64::MAX` (scores stay below 2^53, settings are validated), so saturating never happens.
+fn number(value: u64) -> Value {
+    Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
 fn int(value: Option<&Value>) -> Result<i64, Error> {
     value.and_then(Value::as_i64).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
 }
@@ -268,15 +277,15 @@ impl Store {
         Ok(store)
     }
 
-    fn key(&self, event_id: &str, name: &str) -> String {
-        format!("{}adm:{{{event_id}}}:{name}", self.prefix)
+    fn key(&self, event_id: &str, name: &str) -> Key {
+        Key::from(format!("{}adm:{{{event_id}}}:{name}", self.prefix))
     }
 
     fn events_key(&self) -> String {
         format!("{}adm:events", self.prefix)
     }
 
-    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Vec<Value>, Error> {
+    async fn run(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<Value>, Error> {
         match script.run(&self.pool, keys, args).await? {
             Value::Array(values) => Ok(values),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
@@ -293,7 +302,7 @@ impl Store {
         sale_opens_at_ms: i64,
     ) -> Result<JoinOutcome, Error> {
         let keys = vec![
-            self.key(event_id, &format!("rl:{user_id}")),
+            Key::from(format!("{}adm:{{{event_id}}}:rl:{user_id}", self.prefix)),
             self.key(event_id, "seq"),
             self.key(event_id, "queue"),
             self.key(event_id, "tickets"),
@@ -302,10 +311,10 @@ impl Store {
             self.key(event_id, "opening"),
         ];
         let args = vec![
-            user_id.to_owned(),
-            rate_limit.to_string(),
-            sale_opens_at_ms.to_string(),
-            PREQUEUE_TIER.to_string(),
+            Value::from(user_id),
+            Value::Integer(rate_limit.into()),
+            Value::Integer(sale_opens_at_ms),
+            number(PREQUEUE_TIER),
         ];
         let reply = self.run(&self.join, keys, args).await?;
         if int(reply.first())? == -1 {
@@ -325,7 +334,7 @@ impl Store {
         Ok(self.pool.smembers(self.events_key()).await?)
     }
 
-    fn user_keys(&self, event_id: &str) -> Vec<String> {
+    fn user_keys(&self, event_id: &str) -> Vec<Key> {
         vec![
             self.key(event_id, "queue"),
             self.key(event_id, "tickets"),
@@ -337,7 +346,7 @@ impl Store {
     /// Where the user stands. Answering a valid pass counts as collecting it (check-in),
     /// which extends it from the check-in window to the full pass ttl.
     pub async fn standing(&self, event_id: &str, user_id: &str) -> Result<Standing, Error> {
-        let reply = self.run(&self.status, self.user_keys(event_id), vec![user_id.to_owned()]).await?;
+        let reply = self.run(&self.status, self.user_keys(event_id), vec![Value::from(user_id)]).await?;
         standing(&reply)
     }
 
@@ -345,7 +354,7 @@ impl Store {
     pub async fn leave(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
         let mut keys = self.user_keys(event_id);
         keys.push(self.key(event_id, "stats"));
-        let reply = self.leave.run(&self.pool, keys, vec![user_id.to_owned()]).await?;
+        let reply = self.leave.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
         Ok(int(Some(&reply))? == 1)
     }
 
@@ -353,7 +362,7 @@ impl Store {
     pub async fn release_pass(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
         let keys =
             vec![self.key(event_id, "passes"), self.key(event_id, "admitted"), self.key(event_id, "stats")];
-        let reply = self.release.run(&self.pool, keys, vec![user_id.to_owned()]).await?;
+        let reply = self.release.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
         Ok(int(Some(&reply))? == 1)
     }
 
@@ -373,14 +382,14 @@ impl Store {
             self.key(event_id, "stats"),
         ];
         let args = vec![
-            params.sale_opens_at_ms.to_string(),
-            params.capacity.to_string(),
-            params.pass_ttl_ms.to_string(),
-            params.tick_ms.to_string(),
-            MAX_ADMIT_PER_TICK.to_string(),
-            self.replica_id.clone(),
-            params.check_in_window_ms.to_string(),
-            PREQUEUE_TIER.to_string(),
+            Value::Integer(params.sale_opens_at_ms),
+            Value::Integer(params.capacity.into()),
+            number(params.pass_ttl_ms),
+            Value::Integer(params.tick_ms.into()),
+            Value::Integer(MAX_ADMIT_PER_TICK.into()),
+            Value::from(self.replica_id.as_str()),
+            number(params.check_in_window_ms),
+            number(PREQUEUE_TIER),
         ];
         let reply = self.run(&self.tick, keys, args).await?;
         let count = uint(reply.get(10))? as usize;
@@ -425,7 +434,8 @@ impl Store {
     ) -> Result<Opening, Error> {
         let keys =
             vec![self.key(event_id, "opening"), self.key(event_id, "queue"), self.key(event_id, "seq")];
-        let args = vec![sale_opens_at_ms.to_string(), PREQUEUE_TIER.to_string(), key.commitment()];
+        let args =
+            vec![Value::Integer(sale_opens_at_ms), number(PREQUEUE_TIER), Value::from(key.commitment())];
         let reply = self.run(&self.seal, keys, args).await?;
         match int(reply.first())? {
             0 => return Ok(Opening::NotYet),
@@ -446,13 +456,13 @@ impl Store {
             let chunk = users.iter().skip(batch * SHUFFLE_BATCH).take(SHUFFLE_BATCH);
             let last = batch + 1 == batches;
             let mut args = vec![
-                if last { "1" } else { "0" }.to_owned(),
-                users.len().to_string(),
-                PREQUEUE_TIER.to_string(),
+                Value::from(if last { "1" } else { "0" }),
+                number(users.len() as u64),
+                number(PREQUEUE_TIER),
             ];
             for user in chunk {
-                args.push(user.clone());
-                args.push(key.score(user).to_string());
+                args.push(Value::from(user.as_str()));
+                args.push(number(key.score(user)));
             }
             let applied = self.shuffle.run(&self.pool, keys.clone(), args).await?;
             if int(Some(&applied))? == 0 {
