@@ -11,6 +11,9 @@
 //! wakes only the streams whose score the head of the queue has passed (they ask Redis once
 //! for their pass); the others wake on their own once-a-second report.
 //!
+//! An event that is open with nobody waiting and no pass out is idle: it is ticked only
+//! every [`IDLE_TICK`], or at once after a request about it reached this replica.
+//!
 //! Opening: the first tick at or after `sale_opens_at` finds the event not open. If nobody
 //! is in the pre-queue the tick script opens it itself; otherwise this replica runs the
 //! opening step ([`Store::open_sale`]): seal, keyed shuffle, open. Admissions start at the
@@ -26,7 +29,10 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -48,6 +54,11 @@ use crate::{
 
 /// Events ticked at once by one replica; bounds the Redis calls in flight per poll.
 const MAX_CONCURRENT_TICKS: usize = 16;
+
+/// How often an idle event (open, nobody waiting, no pass out) is ticked. Events are never
+/// forgotten, so without this every past sale would cost each replica a script per tick
+/// forever; a request for the event on this replica makes its next tick due at once.
+const IDLE_TICK: Duration = Duration::from_secs(5);
 
 /// Admitted events published at once; JetStream acks each publish, so a batch of a
 /// thousand admissions is published in a few round trips instead of a thousand.
@@ -100,6 +111,8 @@ impl View {
 /// Local tick bookkeeping of one event.
 struct EventClock {
     last_tick: Option<Instant>,
+    /// The last report showed an open event with nobody waiting and no pass out.
+    idle: bool,
     /// `admitted_total` and Redis time of the previous report, for the rate.
     last_total: Option<(u64, i64)>,
     rate: Option<f64>,
@@ -151,9 +164,12 @@ impl Controller {
         }
     }
 
-    /// The latest view of an event (the default before its first tick here).
+    /// The latest view of an event (the default before its first tick here), for a request
+    /// about it: an idle event is ticked at once after this.
     pub fn view(&self, event_id: &str) -> View {
-        self.serving(event_id).view()
+        let serving = self.serving(event_id);
+        serving.demand.store(true, Ordering::Relaxed);
+        serving.view()
     }
 
     /// Makes sure the controllers walk this event; one SADD per event per replica.
@@ -194,10 +210,16 @@ impl Controller {
                 };
                 let clock = clocks.entry(event_id).or_insert(EventClock {
                     last_tick: None,
+                    idle: false,
                     last_total: None,
                     rate: None,
                 });
-                let tick = Duration::from_millis(u64::from(info.tick_ms));
+                let asked = self.serving(&info.event_id).take_demand();
+                let tick = if clock.idle && !asked {
+                    IDLE_TICK
+                } else {
+                    Duration::from_millis(u64::from(info.tick_ms))
+                };
                 if clock.last_tick.is_none_or(|last| last.elapsed() >= tick) {
                     clock.last_tick = Some(Instant::now());
                     due.push(info);
@@ -315,6 +337,7 @@ impl Controller {
             }
         }
         clock.last_total = Some((report.admitted_total, report.now_ms));
+        clock.idle = report.opened && report.queue_length == 0 && report.active_passes == 0;
         let view = View {
             refreshed: true,
             now_ms: report.now_ms,
@@ -348,6 +371,8 @@ impl Controller {
 /// `WatchQueue` streams waiting for the head of the queue to reach them.
 #[derive(Default)]
 pub struct NowServing {
+    /// A request about the event arrived here since the last tick (see [`IDLE_TICK`]).
+    demand: AtomicBool,
     /// One lock for both, so a stream cannot file itself between a new view and the wake-up
     /// that view causes (see [`NowServing::turn`]).
     state: Mutex<ServingState>,
@@ -370,6 +395,10 @@ impl NowServing {
     /// The latest view (the default before this replica's first tick of the event).
     pub fn view(&self) -> View {
         self.lock().view
+    }
+
+    fn take_demand(&self) -> bool {
+        self.demand.swap(false, Ordering::Relaxed)
     }
 
     /// Resolves once a stream of a user waiting at queue `score` must ask Redis again: the

@@ -9,7 +9,9 @@
 //!    random from the 50,000, so about half the requests ask for a seat already held
 //!    (designed duplicates, `ABORTED SEAT_TAKEN`). No seat may be held twice.
 //! 2. `Join` burst of unique users on an open event; FIFO inversions are counted: a join
-//!    answered before another was sent must have the lower ticket.
+//!    answered before another was sent must have the lower ticket ([`admission::join_burst`],
+//!    also alone: `bench --join-burst-only N`). `bench --watchqueue-only N` holds N
+//!    `WatchQueue` streams open instead ([`admission::watch_queue`]).
 //! 3. `Pay` for holds made in 1 (end to end: seat-lock checkout, sandbox provider, Postgres,
 //!    outbox), counting confirmed bookings per second.
 //! 4. `GetAvailability` and `GetSeatMap` of the 50,000-seat event.
@@ -37,6 +39,8 @@ use ticketing_proto::v1::{
 use tonic::transport::Channel;
 
 use crate::loadgen::{self, CallData, Comparison, LoadSpec, Observer};
+
+pub mod admission;
 
 /// README markers between which the bench writes its table.
 pub const TABLE_START: &str = "<!-- bench:start -->";
@@ -155,12 +159,13 @@ async fn channel(target: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach the load balancer at {target}: is the stack up (`stack up`)?"))
 }
 
-/// Creates the 50,000-seat venue and an event on it whose sale opens in a second.
+/// Creates the 50,000-seat venue and an event on it whose sale opens in `opens_in_ms`.
 async fn create_event(
     channel: &Channel,
     name: &str,
     capacity: u32,
     pass_ttl: u32,
+    opens_in_ms: i64,
 ) -> anyhow::Result<pb::Event> {
     let mut inventory = InventoryServiceClient::new(channel.clone());
     let venue = inventory
@@ -188,7 +193,7 @@ async fn create_event(
             venue_id: venue.venue_id,
             name: name.into(),
             starts_at: Some(timestamp(now + 30 * 86_400_000)),
-            sale_opens_at: Some(timestamp(now + 1_000)),
+            sale_opens_at: Some(timestamp(now + opens_in_ms)),
             max_tickets_per_user: MAX_TICKETS_PER_USER,
             currency: "EUR".into(),
             admission_capacity: capacity,
@@ -325,7 +330,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
     // Setup: the seated event and passes for its users.
     let users = config.hold_users;
     let hold_event =
-        create_event(&channel, "Bench: holds and payments", users.clamp(1, 100_000), 3_600).await?;
+        create_event(&channel, "Bench: holds and payments", users.clamp(1, 100_000), 3_600, 1_000).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let started = Instant::now();
     let passes = collect_passes(&channel, &hold_event.event_id, users).await?;
@@ -407,48 +412,11 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
     });
 
     // 2. Join burst of unique users, with the FIFO check.
-    let join_event = create_event(&channel, "Bench: join burst", 1, 10).await?;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let joins: Arc<Mutex<Vec<(Instant, Instant, u64)>>> = Arc::default();
-    let observer: Observer = {
-        let joins = joins.clone();
-        Arc::new(move |outcome| {
-            if let Ok(bytes) = outcome.result
-                && let Ok(status) = pb::QueueStatus::decode(bytes.clone())
-                && let Ok(mut joins) = joins.lock()
-            {
-                joins.push((outcome.sent, outcome.received, status.ticket));
-            }
-        })
-    };
-    let spec = config.spec(
-        "Join",
-        "ticketing.v1.AdmissionService/Join",
-        serde_json::json!({"event_id": join_event.event_id, "user_id": "{{.UserId}}"}),
-        config.concurrency,
-        config.join_requests,
-    )?;
-    let join = config.measure(&spec, Some(observer)).await?;
-    let mut joins = std::mem::take(&mut *joins.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    let distinct: HashSet<u64> = joins.iter().map(|j| j.2).collect();
-    let duplicate_tickets = joins.len() - distinct.len();
-    let inversions = fifo_inversions(&mut joins);
-    let joins_per_sec = join.main.ok() as f64 / (join.main.total as f64 / 1e9).max(1e-9);
-    rows.push(row(
-        &format!("Join burst: {} clients, unique users", config.concurrency),
-        format!(
-            "{}; FIFO inversions {inversions}, duplicate tickets {duplicate_tickets}",
-            result_text(&join.main, "joins", joins_per_sec)
-        ),
-        join.ratio_text(),
-        "≥40,000 joins/s, FIFO inversions 0",
-        Some(joins_per_sec >= 40_000.0 && inversions == 0 && duplicate_tickets == 0),
-    ));
-    scenarios.push(Scenario {
-        name: "Join".into(),
-        report: join,
-        extra: serde_json::json!({"joined": joins.len(), "fifoInversions": inversions, "duplicateTickets": duplicate_tickets}),
-    });
+    let (join_row, join_scenario) =
+        admission::join_burst(config, config.join_requests, &date, &machine).await?;
+    let join_event_id = join_scenario.extra["eventId"].as_str().unwrap_or_default().to_owned();
+    rows.push(join_row);
+    scenarios.push(join_scenario);
 
     // 3. Pay for the holds made in 1.
     if !pay_holds.is_empty() {
@@ -573,7 +541,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
         cores,
         target: config.target.clone(),
         hold_event_id: hold_event.event_id.clone(),
-        join_event_id: join_event.event_id.clone(),
+        join_event_id,
         scenarios,
         memory,
         rows,
@@ -590,7 +558,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
 /// Makes a fresh event with one user's pass and one hold (seat `A-500-100`) on it, and prints
 /// them: what the ghz configs need.
 async fn ghz_files(channel: &Channel, dir: &Path) -> anyhow::Result<()> {
-    let event = create_event(channel, "Bench: ghz configs", 10, 3_600).await?;
+    let event = create_event(channel, "Bench: ghz configs", 10, 3_600, 1_000).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let pass =
         collect_passes(channel, &event.event_id, 1).await?.pop().context("no pass for the ghz files")?;
@@ -745,7 +713,7 @@ pub async fn fanout_lag(
 ) -> anyhow::Result<Row> {
     const SEAT: &str = "A-1-1";
     let channel = channel(&config.target).await?;
-    let event = create_event(&channel, "Bench: seat-map fan-out", 10, 600).await?;
+    let event = create_event(&channel, "Bench: seat-map fan-out", 10, 600, 1_000).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let holder = collect_passes(&channel, &event.event_id, 1).await?.pop().context("no pass")?;
     let mut channels = Vec::with_capacity(config.connections.max(1));

@@ -63,6 +63,25 @@ struct Cli {
     /// row and leave the README alone.
     #[arg(long)]
     fanout_only: Option<usize>,
+    /// Measure only a burst of this many unique `Join`s (after its Health/Check baseline),
+    /// print its row and leave the README alone.
+    #[arg(long)]
+    join_burst_only: Option<u64>,
+    /// Measure only this many open `WatchQueue` streams (then their passes), print the row and
+    /// leave the README alone.
+    #[arg(long)]
+    watchqueue_only: Option<usize>,
+    /// Where the watchers connect: admission itself, since HAProxy allows 100 streams per
+    /// connection and the point is the service's cost per stream.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    watch_target: String,
+    /// How long the watchers sit idle in the pre-queue while admission's CPU, memory and
+    /// Redis commands are measured.
+    #[arg(long, default_value = "20s")]
+    watch_window: String,
+    /// The Redis the stack uses (for its command counter during the watch).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
 #[tokio::main]
@@ -90,10 +109,31 @@ async fn main() -> anyhow::Result<()> {
         scenario_max: parse_duration(&cli.scenario_max)?,
         baseline_max: parse_duration(&cli.baseline_max).unwrap_or(Duration::from_secs(15)),
     };
-    if let Some(watchers) = cli.fanout_only {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let row = bench::fanout_lag(&config, watchers, &date, &format!("{cores} cores")).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let machine = format!("{cores} cores");
+    let single = if let Some(watchers) = cli.fanout_only {
+        Some(bench::fanout_lag(&config, watchers, &date, &machine).await?)
+    } else if let Some(joins) = cli.join_burst_only {
+        Some(bench::admission::join_burst(&config, joins, &date, &machine).await?.0)
+    } else if let Some(streams) = cli.watchqueue_only {
+        let window = parse_duration(&cli.watch_window)?;
+        Some(
+            bench::admission::watch_queue(
+                &config,
+                streams,
+                &cli.watch_target,
+                &cli.redis_url,
+                window,
+                &date,
+                &machine,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    if let Some(row) = single {
         println!("{}", bench::table(&[row]));
         return Ok(());
     }

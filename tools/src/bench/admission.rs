@@ -1,0 +1,356 @@
+//! The waiting room's two load claims: a burst of unique joins, and many open `WatchQueue`
+//! streams. Both run in [`super::run`] (the join burst) or alone (`bench --join-burst-only N`,
+//! `bench --watchqueue-only N`), and say where the machine's CPU went while they ran.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use fred::{
+    clients::Client,
+    interfaces::ClientLike,
+    types::{InfoKind, config::Config as RedisConfig},
+};
+use futures::StreamExt;
+use prost::Message as _;
+use ticketing_proto::v1::{self as pb, admission_service_client::AdmissionServiceClient};
+
+use super::{BenchConfig, Row, Scenario, channel, create_event, fifo_inversions, result_text};
+use crate::loadgen::{self, Comparison, Observer};
+
+/// Linux reports process CPU time in /proc in ticks of 1/100 s (USER_HZ, fixed for user space).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Streams per HTTP/2 connection in the watchers mode: what HAProxy allows, so the figures
+/// hold for clients behind the load balancer too.
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// `Join` calls in flight while the watchers are queued.
+const WATCH_JOIN_CONCURRENCY: usize = 1_000;
+
+/// `WatchQueue` calls being opened at once: each open is one unary-like step on the server
+/// (status from Redis) that counts against admission's in-flight limit until its first answer.
+const WATCH_OPEN_CONCURRENCY: usize = 500;
+
+/// Budget to queue and open the watchers, per thousand watchers; the sale opens after it plus
+/// the watch window, so every stream is open (and idle in the pre-queue) during the window.
+const SETUP_MS_PER_THOUSAND: u64 = 500;
+
+/// Longest the watchers may wait for their pass after the sale opened.
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The gap a watcher may see between two updates (the contract is "at least every second",
+/// plus scheduling slack on a loaded machine).
+const MAX_UPDATE_GAP: Duration = Duration::from_millis(1_500);
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command; utime and stime are the 14th and 15th fields.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// Resident and peak resident memory (VmRSS, VmHWM) of a process, in KiB.
+pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some((super::status_kb(&status, "VmRSS:"), super::status_kb(&status, "VmHWM:")))
+}
+
+/// The first process whose command name is `name`.
+fn process_named(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        (comm.trim() == name).then_some(pid)
+    })
+}
+
+/// The processes whose CPU a scenario accounts for: the stack's admission and HAProxy (pid
+/// files), Redis, and this client.
+fn watched_processes(config: &BenchConfig) -> Vec<(String, u32)> {
+    let mut processes: Vec<(String, u32)> = crate::stack::pid_files(&config.state_dir)
+        .into_iter()
+        .filter(|(name, _)| name == "admission" || name == "haproxy")
+        .collect();
+    if let Some(pid) = process_named("redis-server") {
+        processes.push(("redis".into(), pid));
+    }
+    processes.push(("bench".into(), std::process::id()));
+    processes
+}
+
+/// CPU seconds each process used between [`CpuMeter::start`] and [`CpuMeter::text`].
+struct CpuMeter {
+    started: Instant,
+    before: Vec<(String, u32, f64)>,
+}
+
+impl CpuMeter {
+    fn start(config: &BenchConfig) -> Self {
+        let before = watched_processes(config)
+            .into_iter()
+            .filter_map(|(name, pid)| Some((name, pid, cpu_seconds(pid)?)))
+            .collect();
+        Self { started: Instant::now(), before }
+    }
+
+    /// Seconds of CPU per process, e.g. `admission 41.2 s, redis 12.0 s … in 30.1 s`.
+    fn used(&self) -> Vec<(String, f64)> {
+        self.before
+            .iter()
+            .filter_map(|(name, pid, before)| Some((name.clone(), cpu_seconds(*pid)? - before)))
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        let parts: Vec<String> =
+            self.used().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
+        format!("CPU s: {} in {:.1} s wall", parts.join(", "), self.started.elapsed().as_secs_f64())
+    }
+}
+
+/// The `Join` burst of `requests` unique users on a fresh open event, after its Health/Check
+/// baseline: joins/s, p50/p99, errors, FIFO inversions (a join answered before another was
+/// sent must hold the lower ticket), duplicate tickets, and the CPU each process used.
+pub async fn join_burst(
+    config: &BenchConfig,
+    requests: u64,
+    date: &str,
+    machine: &str,
+) -> anyhow::Result<(Row, Scenario)> {
+    let lb = channel(&config.target).await?;
+    let join_event = create_event(&lb, "Bench: join burst", 1, 10, 1_000).await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Every answer keeps 24 bytes here: half a million joins take 12 MB.
+    let joins: Arc<Mutex<Vec<(Instant, Instant, u64)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(requests.min(10_000_000) as usize)));
+    let observer: Observer = {
+        let joins = joins.clone();
+        Arc::new(move |outcome| {
+            if let Ok(bytes) = outcome.result
+                && let Ok(status) = pb::QueueStatus::decode(bytes.clone())
+                && let Ok(mut joins) = joins.lock()
+            {
+                joins.push((outcome.sent, outcome.received, status.ticket));
+            }
+        })
+    };
+    let spec = config.spec(
+        "Join",
+        "ticketing.v1.AdmissionService/Join",
+        serde_json::json!({"event_id": join_event.event_id, "user_id": "{{.UserId}}"}),
+        config.concurrency,
+        requests,
+    )?;
+    let pool = loadgen::descriptor_pool()?;
+    println!(
+        "== Join burst: {requests} unique users, {} clients, {} connections (Health/Check baseline first)",
+        spec.concurrency, spec.connections
+    );
+    let mut baseline = spec.baseline(&pool)?;
+    baseline.duration = Some(config.baseline_max);
+    let base = loadgen::run(&baseline, None).await.context("the Health/Check baseline failed")?;
+    let cpu = CpuMeter::start(config);
+    let main = loadgen::run(&spec, Some(observer)).await?;
+    let cpu_text = cpu.text();
+    let join = Comparison::new(main, Some(base));
+    println!("{join}\n{cpu_text}");
+
+    let mut joins = std::mem::take(&mut *joins.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let distinct: HashSet<u64> = joins.iter().map(|j| j.2).collect();
+    let duplicate_tickets = joins.len() - distinct.len();
+    let inversions = fifo_inversions(&mut joins);
+    let errors = join.main.count - join.main.ok();
+    let joins_per_sec = join.main.ok() as f64 / (join.main.total as f64 / 1e9).max(1e-9);
+    let client_memory = memory_kb(std::process::id()).map_or(0, |(_, hwm)| hwm / 1024);
+    let row = Row {
+        what: format!("Join burst: {} clients, {requests} unique users", config.concurrency),
+        result: format!(
+            "{}; {errors} errors; FIFO inversions {inversions}, duplicate tickets {duplicate_tickets}; {cpu_text}; bench peak RSS {client_memory} MB",
+            result_text(&join.main, "joins", joins_per_sec)
+        ),
+        baseline: join.ratio_text(),
+        target: "≥40,000 joins/s, FIFO inversions 0".into(),
+        met: Some(joins_per_sec >= 40_000.0 && inversions == 0 && duplicate_tickets == 0 && errors == 0),
+        date: date.into(),
+        machine: machine.into(),
+    };
+    let scenario = Scenario {
+        name: "Join".into(),
+        report: join,
+        extra: serde_json::json!({
+            "eventId": join_event.event_id,
+            "joined": joins.len(),
+            "errors": errors,
+            "fifoInversions": inversions,
+            "duplicateTickets": duplicate_tickets,
+            "cpuSeconds": cpu.used(),
+        }),
+    };
+    Ok((row, scenario))
+}
+
+/// What one watcher saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Watched {
+    opened: bool,
+    updates: u64,
+    /// Largest gap between two updates while waiting, and when the stream was opened.
+    max_gap: Duration,
+    got_pass: bool,
+    /// The server ended the stream after the pass.
+    closed: bool,
+}
+
+/// Redis's `total_commands_processed` (every client of the shared Redis, so an upper bound
+/// of admission's share).
+async fn redis_commands(redis: &Client) -> anyhow::Result<u64> {
+    let info: String = redis.info(Some(InfoKind::Stats)).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|value| value.trim().parse().ok())
+        .context("INFO stats has no total_commands_processed")
+}
+
+/// `streams` `WatchQueue` streams held open on admission (at `watch_target`, over one HTTP/2
+/// connection per [`STREAMS_PER_CONNECTION`]), for a `watch` window in the pre-queue; then the
+/// sale opens (capacity for everyone) and each stream must receive its pass and close.
+/// Reports: streams opened, the largest gap between two updates on any stream, admission's
+/// RSS and CPU seconds during the window, Redis commands per second during the window (every
+/// client of Redis counts, so it is an upper bound), and this client's own peak RSS.
+pub async fn watch_queue(
+    config: &BenchConfig,
+    streams: usize,
+    watch_target: &str,
+    redis_url: &str,
+    watch: Duration,
+    date: &str,
+    machine: &str,
+) -> anyhow::Result<Row> {
+    let lb = channel(&config.target).await?;
+    let setup = Duration::from_millis(SETUP_MS_PER_THOUSAND * (streams as u64).div_ceil(1_000).max(4));
+    let capacity = u32::try_from(streams).unwrap_or(u32::MAX).max(1);
+    let opens_in = setup + watch;
+    let event =
+        create_event(&lb, "Bench: WatchQueue watchers", capacity, 600, opens_in.as_millis() as i64).await?;
+    let opens_at = Instant::now() + opens_in;
+    let connections = streams.div_ceil(STREAMS_PER_CONNECTION).max(1);
+    println!(
+        "== WatchQueue: {streams} streams over {connections} connections to {watch_target}; the sale opens in {:.0} s",
+        opens_in.as_secs_f64()
+    );
+    let channels = loadgen::connect(watch_target, connections).await?;
+    let user = |i: usize| format!("watcher-{i}");
+
+    // Queue everyone in the pre-queue.
+    let started = Instant::now();
+    let joined = futures::stream::iter(0..streams)
+        .map(|i| {
+            let mut admission = AdmissionServiceClient::new(channels[i % channels.len()].clone());
+            let request = pb::JoinRequest { event_id: event.event_id.clone(), user_id: user(i) };
+            async move { admission.join(request).await.is_ok() }
+        })
+        .buffer_unordered(WATCH_JOIN_CONCURRENCY)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    println!("{joined} of {streams} joined in {:.1} s", started.elapsed().as_secs_f64());
+
+    // Open the streams, a bounded number at a time; each then reads until its pass.
+    let opening = Arc::new(tokio::sync::Semaphore::new(WATCH_OPEN_CONCURRENCY));
+    let opened = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let deadline = tokio::time::Instant::from_std(opens_at) + ADMIT_TIMEOUT;
+    for i in 0..streams {
+        let mut admission = AdmissionServiceClient::new(channels[i % channels.len()].clone());
+        let request = pb::WatchQueueRequest { event_id: event.event_id.clone(), user_id: user(i) };
+        let (opening, opened) = (opening.clone(), opened.clone());
+        tasks.spawn(async move {
+            let mut seen = Watched::default();
+            let read = async {
+                let permit = opening.acquire_owned().await;
+                let mut updates = admission.watch_queue(request).await?.into_inner();
+                let mut last = Instant::now();
+                drop(permit);
+                seen.opened = true;
+                opened.add_permits(1);
+                while let Some(status) = updates.message().await? {
+                    let now = Instant::now();
+                    if seen.updates > 0 {
+                        seen.max_gap = seen.max_gap.max(now - last);
+                    }
+                    last = now;
+                    seen.updates += 1;
+                    if status.pass.is_some() {
+                        seen.got_pass = true;
+                    }
+                }
+                seen.closed = seen.got_pass;
+                anyhow::Ok(())
+            };
+            let _ = tokio::time::timeout_at(deadline, read).await;
+            seen
+        });
+    }
+    let all_open = tokio::time::timeout_at(tokio::time::Instant::from_std(opens_at), async {
+        let _ = opened.acquire_many(streams as u32).await;
+    })
+    .await
+    .is_ok();
+    let open_count = if all_open { streams } else { opened.available_permits() };
+    println!("{open_count} streams open {:.1} s after the joins began", started.elapsed().as_secs_f64());
+
+    // The window: every stream open and idle in the pre-queue, until just before the opening.
+    let redis = Client::new(RedisConfig::from_url(redis_url)?, None, None, None);
+    redis.init().await.context("cannot reach Redis for INFO stats")?;
+    let window_end = opens_at.checked_sub(Duration::from_millis(500)).unwrap_or(opens_at);
+    let admission_pid =
+        crate::stack::pid_files(&config.state_dir).into_iter().find(|(name, _)| name == "admission");
+    let commands_before = redis_commands(&redis).await?;
+    let cpu = CpuMeter::start(config);
+    tokio::time::sleep_until(tokio::time::Instant::from_std(window_end)).await;
+    let window = cpu.started.elapsed().as_secs_f64();
+    let commands_per_sec = (redis_commands(&redis).await?.saturating_sub(commands_before)) as f64 / window;
+    let cpu_used = cpu.used();
+    let admission_cpu = cpu_used.iter().find(|(name, _)| name == "admission").map_or(f64::NAN, |c| c.1);
+    let admission_rss = admission_pid.and_then(|(_, pid)| memory_kb(pid)).map_or(0, |(rss, _)| rss / 1024);
+    println!("watch window {window:.1} s: {}; Redis {commands_per_sec:.0} commands/s", cpu.text());
+
+    // The sale opens: everyone is admitted and must get the pass, then the end of the stream.
+    let mut watched = Vec::with_capacity(streams);
+    while let Some(result) = tasks.join_next().await {
+        watched.push(result.unwrap_or_default());
+    }
+    let admitted_after = Instant::now().saturating_duration_since(opens_at).as_secs_f64();
+    let passes = watched.iter().filter(|w| w.got_pass).count();
+    let closed = watched.iter().filter(|w| w.closed).count();
+    let max_gap = watched.iter().map(|w| w.max_gap).max().unwrap_or_default();
+    let late = watched.iter().filter(|w| w.max_gap > MAX_UPDATE_GAP).count();
+    let updates: u64 = watched.iter().map(|w| w.updates).sum();
+    let client_memory = memory_kb(std::process::id()).map_or(0, |(_, hwm)| hwm / 1024);
+    let opened_total = watched.iter().filter(|w| w.opened).count();
+    Ok(Row {
+        what: format!(
+            "WatchQueue: {streams} open streams, {connections} HTTP/2 connections straight to admission"
+        ),
+        result: format!(
+            "{opened_total} opened, {updates} updates, largest gap between updates {:.2} s ({late} streams over {:.1} s); \
+             during a {window:.0} s watch: admission {:.2} CPU s/s, RSS {admission_rss} MB, Redis {commands_per_sec:.0} commands/s (whole server); \
+             then {passes} passes received and {closed} streams closed within {admitted_after:.0} s of the opening; bench peak RSS {client_memory} MB",
+            max_gap.as_secs_f64(),
+            MAX_UPDATE_GAP.as_secs_f64(),
+            admission_cpu / window
+        ),
+        baseline: "—".into(),
+        target: "an update at least every second; no Redis call per stream per tick".into(),
+        met: Some(opened_total == streams && passes == streams && closed == streams && late == 0),
+        date: date.into(),
+        machine: machine.into(),
+    })
+}
