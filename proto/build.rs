@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("ticketing_descriptor.bin"))
         // Encoded once per zone and version, then shared by every reader and watcher.
         .bytes(".ticketing.v1.ZoneSeatMap.seat_states")
+        .codec_path("crate::codec::ProstCodec")
         .compile_protos(PROTOS, &["."])?;
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");

@@ -7,8 +7,10 @@
 //! - [`pass`]: the signed admission pass that admission issues and seat-lock verifies.
 //! - [`seat_states`]: the compact encodings of a zone's seat states, and their one decoder.
 //! - [`connect`]: a lazily connecting client channel, balanced over every address of a DNS name.
+//! - [`codec`]: the protobuf codec of every generated service and client, with small buffers.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod pass;
 pub mod seat_states;
 
