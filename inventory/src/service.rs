@@ -1,6 +1,8 @@
 //! `ticketing.v1.InventoryService`: catalogue writes go to Postgres, reads come from memory.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
 
 use service_runtime::CancellationToken;
 use ticketing_proto::v1::{
@@ -9,8 +11,10 @@ use ticketing_proto::v1::{
     ListEventsRequest, ListEventsResponse, SeatChange, SeatMapDelta, SeatMapUpdate, WatchSeatMapRequest,
     inventory_service_server::InventoryService as InventoryApi, seat_map_update::Update,
 };
-use tokio::sync::{Semaphore, broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{
+    OwnedSemaphorePermit, Semaphore,
+    broadcast::{self, error::RecvError},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -26,10 +30,8 @@ use crate::{
 /// How long a watcher gathers changes into one delta: smooths a burst of holds into one
 /// message per client instead of one per seat event.
 pub const COALESCE_WINDOW: Duration = Duration::from_millis(100);
-/// Updates queued per watcher before its task waits; a client this slow lags and then gets
-/// a fresh snapshot.
-pub const WATCH_OUTBOX: usize = 8;
-/// Seat map watch streams open at once on one replica; each costs a task and a buffer.
+/// Seat map watch streams open at once on one replica; each costs its stream state and
+/// HTTP/2 buffers (a few KiB).
 pub const MAX_WATCHERS: usize = 10_000;
 
 /// The gRPC service over the in-memory registry and the Postgres catalogue.
@@ -145,7 +147,7 @@ impl InventoryApi for InventoryService {
         }))
     }
 
-    type WatchSeatMapStream = ReceiverStream<Result<SeatMapUpdate, Status>>;
+    type WatchSeatMapStream = Pin<Box<dyn Stream<Item = Result<SeatMapUpdate, Status>> + Send>>;
 
     async fn watch_seat_map(
         &self,
@@ -160,89 +162,77 @@ impl InventoryApi for InventoryService {
             return Err(Error::ZoneNotFound { event_id: request.event_id, zone_id: zone_id.clone() }.into());
         }
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| Error::TooManyWatchers)?;
-        let (tx, rx) = mpsc::channel(WATCH_OUTBOX);
-        let stopping = self.stopping.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            watch(entry, zone, tx, stopping).await;
+        let watcher = Watcher { entry, zone, feed: None, stopping: self.stopping.clone(), _permit: permit };
+        let updates = futures::stream::unfold(watcher, |mut watcher| async move {
+            let update = watcher.next().await?;
+            Some((Ok(update), watcher))
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(updates)))
     }
 }
 
-type Outbox = mpsc::Sender<Result<SeatMapUpdate, Status>>;
-
-/// Sends a snapshot and subscribes to the changes after it, atomically.
-async fn snapshot(
-    entry: &EventEntry,
-    zone: Option<&str>,
-    tx: &Outbox,
-) -> Option<broadcast::Receiver<Arc<Changes>>> {
-    let (snapshot, receiver) = entry.subscribe(|map| map.snapshot(zone));
-    let update = SeatMapUpdate { update: Some(Update::Snapshot(snapshot?)) };
-    tx.send(Ok(update)).await.ok()?;
-    Some(receiver)
+/// One `WatchSeatMap` stream. It has no task or queue of its own: HTTP/2 polls it when the
+/// client's flow-control window has room, so what a watcher buffers is bounded by that window
+/// and by its place in the event's shared change feed. A watcher that falls further behind
+/// than [`CHANGE_FEED_CAPACITY`](crate::registry::CHANGE_FEED_CAPACITY) change batches gets a
+/// fresh snapshot instead of the backlog.
+struct Watcher {
+    entry: Arc<EventEntry>,
+    /// The watched zone; `None` for every zone.
+    zone: Option<String>,
+    /// Changes after the last snapshot; `None` until the first one and after lagging.
+    feed: Option<broadcast::Receiver<Arc<Changes>>>,
+    stopping: CancellationToken,
+    /// This watcher's place among [`MAX_WATCHERS`].
+    _permit: OwnedSemaphorePermit,
 }
 
-/// Feeds one watcher: a snapshot, then one delta per [`COALESCE_WINDOW`] with changes, or a
-/// new snapshot after lagging. Ends when the client goes away or the server stops.
-async fn watch(entry: Arc<EventEntry>, zone: Option<String>, tx: Outbox, stopping: CancellationToken) {
-    let zone = zone.as_deref();
-    let Some(mut receiver) = snapshot(&entry, zone, &tx).await else { return };
-    loop {
-        // Wait for the first change of a window.
-        let mut pending = Pending::default();
-        let mut lagged = false;
-        tokio::select! {
-            () = stopping.cancelled() => return,
-            () = tx.closed() => return,
-            received = receiver.recv() => match received {
-                Ok(changes) => pending.add(&changes, zone),
-                Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-        }
-        // Gather the rest of the window.
-        let window = tokio::time::sleep(COALESCE_WINDOW);
-        tokio::pin!(window);
-        while !lagged {
-            tokio::select! {
-                () = stopping.cancelled() => return,
-                () = &mut window => break,
-                received = receiver.recv() => match received {
-                    Ok(changes) => pending.add(&changes, zone),
-                    Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+impl Watcher {
+    /// The next update: a snapshot first and after lagging, otherwise one delta of the changes
+    /// gathered over a [`COALESCE_WINDOW`]. `None` ends the stream: the server is stopping.
+    async fn next(&mut self) -> Option<SeatMapUpdate> {
+        loop {
+            let zone = self.zone.as_deref();
+            let Some(feed) = &mut self.feed else {
+                let (snapshot, feed) = self.entry.subscribe(|map| map.snapshot(zone));
+                self.feed = Some(feed);
+                return Some(SeatMapUpdate { update: Some(Update::Snapshot(snapshot?)) });
+            };
+            // Wait for the first change of a window, then gather the rest of the window.
+            let mut pending = Pending::default();
+            let first = tokio::select! {
+                () = self.stopping.cancelled() => return None,
+                received = feed.recv() => received,
+            };
+            let mut lagged = !pending.receive(first, zone)?;
+            let window = tokio::time::sleep(COALESCE_WINDOW);
+            tokio::pin!(window);
+            while !lagged {
+                tokio::select! {
+                    () = self.stopping.cancelled() => return None,
+                    () = &mut window => break,
+                    received = feed.recv() => lagged = !pending.receive(received, zone)?,
+                }
             }
-        }
-        if lagged {
-            // Changes were lost; a fresh snapshot is the only correct answer.
-            match snapshot(&entry, zone, &tx).await {
-                Some(fresh) => receiver = fresh,
-                None => return,
+            if lagged {
+                // Changes were lost; a fresh snapshot is the only correct answer.
+                self.feed = None;
+                continue;
             }
-            continue;
-        }
-        if pending.touched == 0 {
-            continue;
-        }
-        let (availability, version) = {
-            let map = entry.map();
-            (map.availability(zone), map.version())
-        };
-        let delta = SeatMapDelta {
-            event_id: entry.event.event_id.clone(),
-            changes: pending.seats,
-            availability,
-            version: version.max(pending.version),
-        };
-        let sent = tokio::select! {
-            () = stopping.cancelled() => return,
-            sent = tx.send(Ok(SeatMapUpdate { update: Some(Update::Delta(delta)) })) => sent,
-        };
-        if sent.is_err() {
-            return;
+            if pending.touched == 0 {
+                continue;
+            }
+            let (availability, version) = {
+                let map = self.entry.map();
+                (map.availability(zone), map.version())
+            };
+            let delta = SeatMapDelta {
+                event_id: self.entry.event.event_id.clone(),
+                changes: pending.seats,
+                availability,
+                version: version.max(pending.version),
+            };
+            return Some(SeatMapUpdate { update: Some(Update::Delta(delta)) });
         }
     }
 }
@@ -257,6 +247,19 @@ struct Pending {
 }
 
 impl Pending {
+    /// Takes in what the feed answered: `Some(false)` if the watcher lagged, `None` if the
+    /// feed is closed.
+    fn receive(&mut self, received: Result<Arc<Changes>, RecvError>, zone: Option<&str>) -> Option<bool> {
+        match received {
+            Ok(changes) => {
+                self.add(&changes, zone);
+                Some(true)
+            }
+            Err(RecvError::Lagged(_)) => Some(false),
+            Err(RecvError::Closed) => None,
+        }
+    }
+
     fn add(&mut self, changes: &Changes, zone: Option<&str>) {
         self.version = self.version.max(changes.version);
         if zone.is_some_and(|zone| !changes.zones.iter().any(|z| z == zone)) {

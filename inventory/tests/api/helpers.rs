@@ -19,6 +19,7 @@ use tools::testenv::TestEnv;
 /// A running inventory service.
 pub struct TestApp {
     pub client: InventoryServiceClient<Channel>,
+    pub port: u16,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -35,7 +36,7 @@ pub async fn spawn_app(env: &TestEnv) -> TestApp {
     }));
     let channel =
         ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10)).unwrap();
-    TestApp { client: InventoryServiceClient::new(channel), shutdown: Some(tx), handle }
+    TestApp { client: InventoryServiceClient::new(channel), port, shutdown: Some(tx), handle }
 }
 
 impl TestApp {

@@ -8,9 +8,11 @@ use std::time::Duration;
 use helpers::{
     Publisher, create_event, create_venue, event_request, general, seat_states, seated, spawn_app,
 };
+use inventory::registry::CHANGE_FEED_CAPACITY;
 use ticketing_proto::v1::{
     CreateEventRequest, CreateVenueRequest, GetAvailabilityRequest, GetEventRequest, GetSeatMapRequest,
-    ListEventsRequest, SeatState, SeatStatesEncoding, WatchSeatMapRequest, ZoneKind, seat_map_update::Update,
+    ListEventsRequest, SeatState, SeatStatesEncoding, WatchSeatMapRequest, ZoneKind,
+    inventory_service_client::InventoryServiceClient, seat_map_update::Update,
 };
 use tonic::Code;
 use tools::testenv::{TestEnv, eventually};
@@ -408,4 +410,86 @@ async fn watch_sends_a_snapshot_then_a_coalesced_delta() {
     app.stop().await;
     let end = tokio::time::timeout(SOON, stream.message()).await.unwrap();
     assert!(!matches!(end, Ok(Some(_))), "the watch stream did not end: {end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_gets_a_fresh_snapshot_then_deltas_again() {
+    /// The slow client's HTTP/2 stream window: once it stops reading, the server can send
+    /// it about one update more, and then its watcher stops moving through the change feed.
+    const WINDOW: u32 = 64;
+    let env = TestEnv::new().await.unwrap();
+    let app = spawn_app(&env).await;
+    let mut client = app.client.clone();
+    let venue = create_venue(&mut client).await;
+    let event = create_event(&mut client, &venue.venue_id, T0).await;
+    let id = event.event_id.clone();
+
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", app.port))
+        .unwrap()
+        .initial_stream_window_size(WINDOW);
+    let mut slow = InventoryServiceClient::new(endpoint.connect().await.unwrap());
+    let mut stream = slow
+        .watch_seat_map(WatchSeatMapRequest { event_id: id.clone(), zone_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.update, Some(Update::Snapshot(_))), "{first:?}");
+
+    // While it does not read, many times more change batches than the feed keeps (the
+    // watcher may still take a few before its window fills): three seats, each held and
+    // released in turn by its own hold, then a GA hold and a sale.
+    let bus = Publisher::new(&env).await;
+    let seats = ["A-1-1", "A-2-5", "A-3-10"];
+    // Ends with A-1-1 and A-2-5 held, A-3-10 free.
+    let rounds = 3 * CHANGE_FEED_CAPACITY + 2;
+    for i in 0..rounds {
+        let (seat, hold) = (seats[i % 3], format!("h{}", i % 3));
+        if (i / 3) % 2 == 0 {
+            bus.held(&id, &hold, "A", &[seat], 1).await;
+        } else {
+            bus.released(&id, &hold, "A", &[seat], 1).await;
+        }
+    }
+    bus.held(&id, "g1", "FLOOR", &[], 6).await;
+    bus.held(&id, "s1", "A", &["A-1-2"], 1).await;
+    bus.confirmed(&id, "s1", "A", &["A-1-2"], 1).await;
+    let applied = rounds as u64 + 3;
+    let truth = eventually(SOON, || {
+        let mut client = client.clone();
+        let request = GetSeatMapRequest { event_id: id.clone(), zone_id: String::new() };
+        async move {
+            client.get_seat_map(request).await.ok().map(|r| r.into_inner()).filter(|m| m.version == applied)
+        }
+    })
+    .await
+    .expect("inventory never applied every change");
+    let true_states: Vec<_> = truth.zones.iter().map(helpers::decode).collect();
+    let count = |state: SeatState| true_states[0].iter().filter(|&&s| s == state as u8).count();
+    assert_eq!((count(SeatState::Held), count(SeatState::Sold)), (2, 1));
+    assert_eq!(truth.zones[1].held, 6);
+
+    // Reading again: at most the few updates already in flight, then a snapshot equal to the
+    // map's true state, not a backlog.
+    let mut stale = 0;
+    let snapshot = loop {
+        let update = tokio::time::timeout(SOON, stream.message()).await.unwrap().unwrap().unwrap();
+        match update.update {
+            Some(Update::Snapshot(snapshot)) => break snapshot,
+            Some(Update::Delta(_)) => stale += 1,
+            None => panic!("an empty update"),
+        }
+        assert!(stale <= 4, "{stale} deltas and no fresh snapshot after {rounds} changes");
+    };
+    assert_eq!(snapshot.version, applied);
+    assert_eq!(snapshot, truth);
+
+    // Then live deltas again.
+    bus.held(&id, "h9", "A", &["A-3-1"], 1).await;
+    let update = tokio::time::timeout(SOON, stream.message()).await.unwrap().unwrap().unwrap();
+    let Some(Update::Delta(delta)) = update.update else { panic!("expected a delta, got {update:?}") };
+    assert_eq!(delta.version, applied + 1);
+    let changes: Vec<_> = delta.changes.iter().map(|c| (c.seat_id.as_str(), c.state)).collect();
+    assert_eq!(changes, vec![("A-3-1", SeatState::Held as i32)]);
+    app.stop().await;
 }
