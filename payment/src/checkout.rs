@@ -1,14 +1,21 @@
 //! `Pay`: idempotency, seat-lock checkout, the charge, and the one transaction that books.
 //!
 //! The order is what keeps money safe:
-//! 1. the idempotency key is claimed (`in_flight`) in its own statement, so concurrent
-//!    replays see it and never reach the provider;
-//! 2. seat-lock moves the hold into checkout, or refuses before any money moves;
-//! 3. a `processing` payment row is written with the booking id the hold will be confirmed
-//!    under (`reserved_booking_id`), then the provider is charged with the payment id as its
+//! 1. a key already finished answers its stored result (a read, nothing written);
+//! 2. seat-lock moves the hold into checkout, or refuses before any money moves (the refusal
+//!    is stored as the key's answer; moving a hold into checkout again is harmless, so a
+//!    retry after a crash here simply pays);
+//! 3. one statement claims the idempotency key (`in_flight`) and writes the `processing`
+//!    payment with the booking id the hold will be confirmed under (`reserved_booking_id`),
+//!    or writes nothing when a concurrent request holds the key, so only one request ever
+//!    reaches the provider; then the provider is charged with the payment id as its
 //!    idempotency key;
 //! 4. seat-lock confirms the hold; if it was lost, the charge is refunded;
-//! 5. booking, seats, seat guard, payment, outbox and the stored answer commit together.
+//! 5. one statement commits booking, seats, seat guard, payment, outbox and the stored
+//!    answer together, or nothing (a seat-guard or hold conflict fails it whole).
+//!
+//! A Pay that books costs three commits (key with payment, the provider's charge, the
+//! booking) and five Postgres round trips.
 //!
 //! Every settlement updates the payment only `WHERE status = 'processing'`, and the request
 //! (before booking or refunding) and the recovery pass both lock the row first, so they
@@ -17,10 +24,16 @@
 //! under the reserved booking id (also when a crashed request had already confirmed it),
 //! and refunds otherwise.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use prost::Message;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait, Value,
+    sqlx::postgres::PgDatabaseError,
+};
 use service_runtime::bus::{envelope, kind};
 use sha2::{Digest, Sha256};
 use ticketing_proto::{
@@ -45,9 +58,12 @@ const CONFIRM_ATTEMPTS: u32 = 4;
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Stuck payments settled per recovery query, so one pass stays short.
 const RECOVERY_BATCH: i64 = 100;
-/// Claims of a key retried when its row vanished between our insert and our read (a failed
-/// first attempt deleted it).
-const CLAIM_ATTEMPTS: u32 = 3;
+/// The seat guard's primary key: a violation means a seat is already sold in Postgres.
+const SEAT_GUARD_PKEY: &str = "seat_guard_pkey";
+/// The unique hold of a booking: a violation means another payment booked this hold.
+const BOOKING_HOLD_KEY: &str = "bookings_hold_id_key";
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
 
 /// Told to the user when the hold was lost while the provider was charging.
 pub const HOLD_LOST_REASON: &str = "hold expired before payment completed";
@@ -79,14 +95,6 @@ impl PayCommand {
         }
         hasher.finalize().to_vec()
     }
-}
-
-/// What claiming an idempotency key found.
-enum Claim {
-    /// The key is ours; go on.
-    Fresh,
-    /// The key was finished before: its answer.
-    Replay(Box<v1::PayResponse>),
 }
 
 /// How seat-lock answered.
@@ -143,27 +151,26 @@ impl Checkout {
     /// Pays for a hold, once per idempotency key. See the module docs for the steps.
     pub async fn pay(&self, command: PayCommand) -> Result<v1::PayResponse, Error> {
         let hash = command.request_hash();
-        if let Claim::Replay(response) = self.claim(&command.idempotency_key, &hash).await? {
-            return Ok(*response);
+        if let Some(response) =
+            timed("key_lookup", self.stored_answer(&command.idempotency_key, &hash)).await?
+        {
+            return Ok(response);
         }
 
-        let checkout = self
-            .seat_lock
-            .clone()
-            .begin_checkout(traced(v1::BeginCheckoutRequest {
+        let mut seat_lock = self.seat_lock.clone();
+        let checkout = timed(
+            "begin_checkout",
+            seat_lock.begin_checkout(traced(v1::BeginCheckoutRequest {
                 event_id: command.event_id.to_string(),
                 hold_id: command.hold_id.to_string(),
                 user_id: command.user_id.clone(),
-            }))
-            .await;
+            })),
+        )
+        .await;
         let hold = match classify(checkout) {
             SeatLockAnswer::Hold(hold) => hold,
-            SeatLockAnswer::Refused(status) => {
-                self.store_failure(&command.idempotency_key, &status).await?;
-                return Err(Error::SeatLockRefused(status));
-            }
+            SeatLockAnswer::Refused(status) => return self.store_failure(&command, &hash, status).await,
             SeatLockAnswer::Unavailable(status) => {
-                self.release_key(&command.idempotency_key).await;
                 return Err(match status.code() {
                     Code::Aborted | Code::ResourceExhausted => Error::SeatLockRefused(status),
                     _ => Error::SeatLockUnavailable(status),
@@ -172,7 +179,6 @@ impl Checkout {
         };
         CrashPoint::abort_if(self.crash_at, CrashPoint::AfterBeginCheckout);
         if hold.total_price_cents < 0 || hold.currency.is_empty() || hold.quantity == 0 {
-            self.release_key(&command.idempotency_key).await;
             return Err(Error::BadHold(format!(
                 "price {} {:?}, quantity {}",
                 hold.total_price_cents, hold.currency, hold.quantity
@@ -180,20 +186,24 @@ impl Checkout {
         }
 
         let booking_id = Uuid::now_v7();
-        let payment = match self.insert_payment(&command, &hold, booking_id).await {
-            Ok(payment) => payment,
-            Err(error) => {
-                self.release_key(&command.idempotency_key).await;
-                return Err(error);
-            }
+        let Some(payment) = timed("claim", self.insert_payment(&command, &hash, &hold, booking_id)).await?
+        else {
+            // A concurrent request with this key got there first.
+            return self.taken_key_answer(&command.idempotency_key, &hash).await;
         };
 
         // From here on money may move: on unexpected errors the payment stays `processing`
         // and the key `in_flight`, for the recovery pass to settle from the provider's ledger.
-        let outcome = self
-            .gateway
-            .charge(payment.payment_id, payment.amount_cents, &payment.currency, &command.payment_method)
-            .await?;
+        let outcome = timed(
+            "charge",
+            self.gateway.charge(
+                payment.payment_id,
+                payment.amount_cents,
+                &payment.currency,
+                &command.payment_method,
+            ),
+        )
+        .await?;
         let charge_id = match outcome {
             ChargeOutcome::Declined { reason } => {
                 metrics::counter!("payment_charges_total", "outcome" => "declined").increment(1);
@@ -206,7 +216,7 @@ impl Checkout {
         };
         CrashPoint::abort_if(self.crash_at, CrashPoint::AfterCharge);
 
-        match self.confirm_hold(&command, booking_id).await {
+        match timed("confirm_hold", self.confirm_hold(&command, booking_id)).await {
             SeatLockAnswer::Hold(_) => CrashPoint::abort_if(self.crash_at, CrashPoint::AfterConfirmHold),
             SeatLockAnswer::Refused(status) => {
                 let reason = match service_runtime::status::reason(&status) {
@@ -243,7 +253,7 @@ impl Checkout {
             currency: payment.currency.clone(),
             created_at: chrono::Utc::now(),
         };
-        match self.commit_booking(payment.clone(), charge_id.clone(), booking).await? {
+        match timed("book", self.commit_booking(payment.clone(), charge_id.clone(), booking)).await? {
             Booked::Done(response) => Ok(*response),
             Booked::SeatTaken(seat_id) => {
                 metrics::counter!("payment_seat_guard_conflicts_total").increment(1);
@@ -267,97 +277,97 @@ impl Checkout {
         }
     }
 
-    /// Claims `key` for this request, or answers the replay.
-    async fn claim(&self, key: &str, hash: &[u8]) -> Result<Claim, Error> {
-        for _ in 0..CLAIM_ATTEMPTS {
-            let inserted = self
-                .db
-                .execute_raw(sql(
-                    "INSERT INTO idempotency_keys (key, request_hash, state) VALUES ($1, $2, 'in_flight') \
-                     ON CONFLICT (key) DO NOTHING",
-                    [key.into(), hash.to_vec().into()],
-                ))
-                .await?;
-            if inserted.rows_affected() == 1 {
-                return Ok(Claim::Fresh);
-            }
-            let Some(row) = self
-                .db
-                .query_one_raw(sql(
-                    "SELECT request_hash, state, response, error_code, error_message, error_reason \
-                     FROM idempotency_keys WHERE key = $1",
-                    [key.into()],
-                ))
-                .await?
-            else {
-                continue;
-            };
-            let stored_hash: Vec<u8> = row.try_get("", "request_hash")?;
-            if stored_hash != hash {
-                return Err(Error::IdempotencyKeyReused);
-            }
-            let state: String = row.try_get("", "state")?;
-            if state != "done" {
-                return Err(Error::RequestInFlight);
-            }
-            let response: Option<Vec<u8>> = row.try_get("", "response")?;
-            if let Some(bytes) = response {
-                let mut response = v1::PayResponse::decode(bytes.as_slice())?;
-                response.replayed = true;
-                return Ok(Claim::Replay(Box::new(response)));
-            }
-            return Err(Error::StoredFailure {
-                code: row.try_get::<Option<i32>>("", "error_code")?.unwrap_or(Code::Internal as i32),
-                message: row.try_get::<Option<String>>("", "error_message")?.unwrap_or_default(),
-                reason: row.try_get("", "error_reason")?,
-            });
-        }
-        Err(Error::RequestInFlight)
-    }
-
-    /// Records `status` as the final answer of `key`.
-    async fn store_failure(&self, key: &str, status: &Status) -> Result<(), Error> {
-        let reason = service_runtime::status::reason(status).map(|(reason, _)| reason);
-        self.db
-            .execute_raw(sql(
-                "UPDATE idempotency_keys SET state = 'done', error_code = $2, error_message = $3, \
-                 error_reason = $4, updated_at = now() WHERE key = $1",
-                [key.into(), (status.code() as i32).into(), status.message().into(), reason.into()],
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// Gives `key` back after a failure that decided nothing, so the client may retry.
-    /// Best effort: a row left behind is deleted by the recovery pass.
-    async fn release_key(&self, key: &str) {
-        let deleted = self
+    /// The stored answer of `key`: `None` when the key is unused, the replayed response or
+    /// failure when it is done, and a refusal when it is in flight or was used for a
+    /// different request.
+    async fn stored_answer(&self, key: &str, hash: &[u8]) -> Result<Option<v1::PayResponse>, Error> {
+        let Some(row) = self
             .db
-            .execute_raw(sql(
-                "DELETE FROM idempotency_keys WHERE key = $1 AND state = 'in_flight'",
+            .query_one_raw(sql(
+                "SELECT request_hash, state, response, error_code, error_message, error_reason \
+                 FROM idempotency_keys WHERE key = $1",
                 [key.into()],
             ))
-            .await;
-        if let Err(error) = deleted {
-            tracing::warn!(%key, error = %format!("{error:#}"), "cannot release idempotency key");
+            .await?
+        else {
+            return Ok(None);
+        };
+        let stored_hash: Vec<u8> = row.try_get("", "request_hash")?;
+        if stored_hash != hash {
+            return Err(Error::IdempotencyKeyReused);
+        }
+        let state: String = row.try_get("", "state")?;
+        if state != "done" {
+            return Err(Error::RequestInFlight);
+        }
+        let response: Option<Vec<u8>> = row.try_get("", "response")?;
+        if let Some(bytes) = response {
+            let mut response = v1::PayResponse::decode(bytes.as_slice())?;
+            response.replayed = true;
+            return Ok(Some(response));
+        }
+        Err(Error::StoredFailure {
+            code: row.try_get::<Option<i32>>("", "error_code")?.unwrap_or(Code::Internal as i32),
+            message: row.try_get::<Option<String>>("", "error_message")?.unwrap_or_default(),
+            reason: row.try_get("", "error_reason")?,
+        })
+    }
+
+    /// The answer when our write found `key` already taken by a concurrent request.
+    async fn taken_key_answer(&self, key: &str, hash: &[u8]) -> Result<v1::PayResponse, Error> {
+        self.stored_answer(key, hash).await?.ok_or(Error::RequestInFlight)
+    }
+
+    /// Records seat-lock's refusal as the final answer of the command's key and returns it,
+    /// unless a concurrent request took the key first (then that request's answer counts).
+    async fn store_failure(
+        &self,
+        command: &PayCommand,
+        hash: &[u8],
+        status: Status,
+    ) -> Result<v1::PayResponse, Error> {
+        let reason = service_runtime::status::reason(&status).map(|(reason, _)| reason);
+        let stored = self
+            .db
+            .execute_raw(sql(
+                "INSERT INTO idempotency_keys (key, request_hash, state, error_code, error_message, error_reason) \
+                 VALUES ($1, $2, 'done', $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+                [
+                    command.idempotency_key.as_str().into(),
+                    hash.to_vec().into(),
+                    (status.code() as i32).into(),
+                    status.message().into(),
+                    reason.into(),
+                ],
+            ))
+            .await?;
+        if stored.rows_affected() == 1 {
+            Err(Error::SeatLockRefused(status))
+        } else {
+            self.taken_key_answer(&command.idempotency_key, hash).await
         }
     }
 
-    /// Writes the `processing` payment with the booking id its hold will be confirmed under.
+    /// In one statement, claims the command's key (`in_flight`) and writes its `processing`
+    /// payment with the booking id its hold will be confirmed under. `None` (and nothing
+    /// written) when the key is already taken.
     async fn insert_payment(
         &self,
         command: &PayCommand,
+        hash: &[u8],
         hold: &v1::Hold,
         booking_id: Uuid,
-    ) -> Result<PaymentRecord, Error> {
+    ) -> Result<Option<PaymentRecord>, Error> {
         let payment_id = Uuid::now_v7();
         let row = self
             .db
             .query_one_raw(sql(
                 &format!(
-                    "INSERT INTO payments (payment_id, idempotency_key, event_id, hold_id, user_id, \
+                    "WITH claimed AS (INSERT INTO idempotency_keys (key, request_hash, state) \
+                     VALUES ($2, $9, 'in_flight') ON CONFLICT (key) DO NOTHING RETURNING key) \
+                     INSERT INTO payments (payment_id, idempotency_key, event_id, hold_id, user_id, \
                      amount_cents, currency, status, reserved_booking_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'processing', $8) RETURNING {PAYMENT_COLUMNS}"
+                     SELECT $1, key, $3, $4, $5, $6, $7, 'processing', $8 FROM claimed RETURNING {PAYMENT_COLUMNS}"
                 ),
                 [
                     payment_id.into(),
@@ -368,11 +378,11 @@ impl Checkout {
                     hold.total_price_cents.into(),
                     hold.currency.as_str().into(),
                     booking_id.into(),
+                    hash.to_vec().into(),
                 ],
             ))
-            .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotInserted)?;
-        Ok(PaymentRecord::from_row(&row)?)
+            .await?;
+        Ok(row.as_ref().map(PaymentRecord::from_row).transpose()?)
     }
 
     async fn confirm_hold(&self, command: &PayCommand, booking_id: Uuid) -> SeatLockAnswer {
@@ -431,9 +441,7 @@ impl Checkout {
             }),
         );
         let response = v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
-        let txn = self.db.begin().await?;
-        settle(&txn, &payment, &event, &response).await?;
-        txn.commit().await?;
+        settle(&self.db, &payment, &event, &response, None).await?;
         self.outbox_ready.notify_one();
         Ok(response)
     }
@@ -457,28 +465,31 @@ impl Checkout {
         Ok(response)
     }
 
-    /// Commits the booking of a payment this request still owns (`processing`, locked first so
-    /// a concurrent recovery pass and this request never both settle it).
+    /// Commits the booking of a payment this request still owns, in one statement that
+    /// settles it only while it is `processing` (its row lock makes a concurrent recovery
+    /// pass and this request never both settle it).
     async fn commit_booking(
         &self,
         payment: PaymentRecord,
         charge_id: String,
         booking: BookingRecord,
     ) -> Result<Booked, Error> {
-        let txn = self.db.begin().await?;
-        lock_processing(&txn, payment.payment_id).await?;
-        match write_booking(&txn, payment, charge_id, booking).await? {
-            Booked::Done(response) => {
+        let booked = if self.crash_at == Some(CrashPoint::BeforeCommit) {
+            // Test-only: the same statement, in a transaction the crash leaves uncommitted.
+            let txn = self.db.begin().await?;
+            let booked = write_booking(&txn, payment, charge_id, booking).await?;
+            if matches!(booked, Booked::Done(_)) {
                 CrashPoint::abort_if(self.crash_at, CrashPoint::BeforeCommit);
-                txn.commit().await?;
-                self.outbox_ready.notify_one();
-                Ok(Booked::Done(response))
             }
-            refused => {
-                txn.rollback().await?;
-                Ok(refused)
-            }
+            txn.rollback().await?;
+            booked
+        } else {
+            write_booking(&self.db, payment, charge_id, booking).await?
+        };
+        if matches!(booked, Booked::Done(_)) {
+            self.outbox_ready.notify_one();
         }
+        Ok(booked)
     }
 
     /// Settles payments left `processing` for longer than `older_than` (a crash, a provider
@@ -636,7 +647,7 @@ impl Checkout {
                 );
                 let response =
                     v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
-                settle(&txn, &payment, &event, &response).await?;
+                settle(&txn, &payment, &event, &response, None).await?;
             }
         }
         txn.commit().await?;
@@ -664,10 +675,11 @@ enum Booked {
     HoldTaken,
 }
 
-/// In `txn`, which the caller commits (on `Done`) or rolls back: the booking, its seats, one
-/// seat_guard row per seat, the confirmed payment, its outbox event and the stored answer.
+/// In one statement on `db` (the pool, or a transaction the caller commits): the booking,
+/// its seats, one seat_guard row per seat, the confirmed payment, its outbox event and the
+/// stored answer; or nothing, when the seat guard or the hold's booking refuses it.
 async fn write_booking(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     mut payment: PaymentRecord,
     charge_id: String,
     booking: BookingRecord,
@@ -675,50 +687,6 @@ async fn write_booking(
     payment.status = PaymentStatus::Confirmed;
     payment.provider_charge_id = Some(charge_id);
     payment.booking_id = Some(booking.booking_id);
-
-    let booked = txn
-        .execute_raw(sql(
-            "INSERT INTO bookings (booking_id, payment_id, event_id, user_id, hold_id, zone_id, quantity, \
-             amount_cents, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (hold_id) DO NOTHING",
-            [
-                booking.booking_id.into(),
-                booking.payment_id.into(),
-                booking.event_id.into(),
-                booking.user_id.as_str().into(),
-                booking.hold_id.into(),
-                booking.zone_id.as_str().into(),
-                i32::try_from(booking.quantity).unwrap_or(i32::MAX).into(),
-                booking.amount_cents.into(),
-                booking.currency.as_str().into(),
-            ],
-        ))
-        .await?;
-    if booked.rows_affected() != 1 {
-        return Ok(Booked::HoldTaken);
-    }
-    for seat_id in &booking.seat_ids {
-        txn.execute_raw(sql(
-            "INSERT INTO booking_seats (booking_id, event_id, zone_id, seat_id) VALUES ($1, $2, $3, $4)",
-            [
-                booking.booking_id.into(),
-                booking.event_id.into(),
-                booking.zone_id.as_str().into(),
-                seat_id.as_str().into(),
-            ],
-        ))
-        .await?;
-        let guarded = txn
-            .execute_raw(sql(
-                "INSERT INTO seat_guard (event_id, seat_id, booking_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT (event_id, seat_id) DO NOTHING",
-                [booking.event_id.into(), seat_id.as_str().into(), booking.booking_id.into()],
-            ))
-            .await?;
-        if guarded.rows_affected() != 1 {
-            return Ok(Booked::SeatTaken(seat_id.clone()));
-        }
-    }
     let event = envelope(
         format!("booking:{}", booking.booking_id),
         Body::BookingConfirmed(events::BookingConfirmed {
@@ -739,8 +707,42 @@ async fn write_booking(
         booking: Some(booking.to_proto()),
         replayed: false,
     };
-    settle(txn, &payment, &event, &response).await?;
-    Ok(Booked::Done(Box::new(response)))
+    match settle(db, &payment, &event, &response, Some(&booking)).await {
+        Ok(()) => Ok(Booked::Done(Box::new(response))),
+        Err(Error::Database(error)) => match unique_violation(&error) {
+            Some((SEAT_GUARD_PKEY, detail)) => {
+                // The detail names the key: `Key (event_id, seat_id)=(<event>, <seat>) ...`.
+                let taken = booking
+                    .seat_ids
+                    .iter()
+                    .find(|seat| detail.contains(&format!("{}, {seat})", booking.event_id)))
+                    .cloned()
+                    .unwrap_or_else(|| format!("of {}", booking.seat_ids.join(", ")));
+                Ok(Booked::SeatTaken(taken))
+            }
+            Some((BOOKING_HOLD_KEY, _)) => Ok(Booked::HoldTaken),
+            _ => Err(Error::Database(error)),
+        },
+        Err(error) => Err(error),
+    }
+}
+
+/// The constraint (one of ours) and detail of a unique violation, if `error` is one.
+fn unique_violation(error: &DbErr) -> Option<(&'static str, String)> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+    else {
+        return None;
+    };
+    let sea_orm::sqlx::Error::Database(error) = error.as_ref() else {
+        return None;
+    };
+    let error = error.try_downcast_ref::<PgDatabaseError>()?;
+    if error.code() != UNIQUE_VIOLATION {
+        return None;
+    }
+    let constraint =
+        [SEAT_GUARD_PKEY, BOOKING_HOLD_KEY].into_iter().find(|c| error.constraint() == Some(*c))?;
+    Some((constraint, error.detail().unwrap_or_default().to_owned()))
 }
 
 /// Locks the payment row in `txn`, refusing when it is no longer `processing` (someone else
@@ -782,46 +784,88 @@ async fn settle_refunded(
         }),
     );
     let response = v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
-    settle(txn, &payment, &event, &response).await?;
+    settle(txn, &payment, &event, &response, None).await?;
     Ok(response)
 }
 
-/// In `txn`: moves the payment out of `processing` (refusing if someone else already did),
-/// queues `event` in the outbox and stores `response` as the key's final answer.
+/// In one statement on `db` (the pool, or a transaction the caller commits): moves the
+/// payment out of `processing` (refusing if someone else already did), queues `event` in the
+/// outbox, stores `response` as the key's final answer and, given a `booking`, writes it with
+/// its seats and seat guard rows. A conflict in any of them fails the whole statement.
 async fn settle(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     payment: &PaymentRecord,
     event: &events::EventEnvelope,
     response: &v1::PayResponse,
+    booking: Option<&BookingRecord>,
 ) -> Result<(), Error> {
-    let updated = txn
-        .execute_raw(sql(
-            "UPDATE payments SET status = $2, provider_charge_id = $3, failure_reason = $4, booking_id = $5, \
-             updated_at = now() WHERE payment_id = $1 AND status = 'processing'",
-            [
-                payment.payment_id.into(),
-                payment.status.as_str().into(),
-                payment.provider_charge_id.clone().into(),
-                payment.failure_reason.clone().into(),
-                payment.booking_id.into(),
-            ],
-        ))
-        .await?;
-    if updated.rows_affected() != 1 {
+    let event_kind = service_runtime::bus::kind_of(event).unwrap_or(kind::PAYMENT_FAILED);
+    let mut statement = String::from(
+        "WITH p AS (UPDATE payments SET status = $2, provider_charge_id = $3, failure_reason = $4, \
+         booking_id = $5, updated_at = now() WHERE payment_id = $1 AND status = 'processing' \
+         RETURNING payment_id, idempotency_key), \
+         o AS (INSERT INTO outbox (message_id, kind, payload) SELECT $6, $7, $8 FROM p \
+         ON CONFLICT (message_id) DO NOTHING), \
+         k AS (UPDATE idempotency_keys SET state = 'done', response = $9, updated_at = now() \
+         WHERE key IN (SELECT idempotency_key FROM p))",
+    );
+    let mut values: Vec<Value> = vec![
+        payment.payment_id.into(),
+        payment.status.as_str().into(),
+        payment.provider_charge_id.clone().into(),
+        payment.failure_reason.clone().into(),
+        payment.booking_id.into(),
+        event.message_id.as_str().into(),
+        event_kind.into(),
+        event.encode_to_vec().into(),
+        response.encode_to_vec().into(),
+    ];
+    if let Some(booking) = booking {
+        // The guard rows go in seat order, so two bookings that (wrongly) share seats wait
+        // on each other instead of deadlocking.
+        let mut seats = booking.seat_ids.clone();
+        seats.sort_unstable();
+        statement.push_str(
+            ", b AS (INSERT INTO bookings (booking_id, payment_id, event_id, user_id, hold_id, zone_id, \
+             quantity, amount_cents, currency) SELECT $10, payment_id, $11, $12, $13, $14, $15, $16, $17 \
+             FROM p RETURNING booking_id), \
+             s AS (INSERT INTO booking_seats (booking_id, event_id, zone_id, seat_id) \
+             SELECT booking_id, $11, $14, seat FROM b, jsonb_array_elements_text($18::jsonb) AS seat), \
+             g AS (INSERT INTO seat_guard (event_id, seat_id, booking_id) \
+             SELECT $11, seat, booking_id FROM b, jsonb_array_elements_text($18::jsonb) AS seat)",
+        );
+        values.extend([
+            booking.booking_id.into(),
+            booking.event_id.into(),
+            booking.user_id.as_str().into(),
+            booking.hold_id.into(),
+            booking.zone_id.as_str().into(),
+            i32::try_from(booking.quantity).unwrap_or(i32::MAX).into(),
+            booking.amount_cents.into(),
+            booking.currency.as_str().into(),
+            serde_json::Value::from(seats).into(),
+        ]);
+    }
+    statement.push_str(" SELECT count(*) AS settled FROM p");
+    let settled = db
+        .query_one_raw(sql(&statement, values))
+        .await?
+        .map(|row| row.try_get::<i64>("", "settled"))
+        .transpose()?
+        .unwrap_or(0);
+    if settled != 1 {
         return Err(Error::SettledConcurrently(payment.payment_id));
     }
-    let event_kind = service_runtime::bus::kind_of(event).unwrap_or(kind::PAYMENT_FAILED);
-    txn.execute_raw(sql(
-        "INSERT INTO outbox (message_id, kind, payload) VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
-        [event.message_id.as_str().into(), event_kind.into(), event.encode_to_vec().into()],
-    ))
-    .await?;
-    txn.execute_raw(sql(
-        "UPDATE idempotency_keys SET state = 'done', response = $2, updated_at = now() WHERE key = $1",
-        [payment.idempotency_key.as_str().into(), response.encode_to_vec().into()],
-    ))
-    .await?;
     Ok(())
+}
+
+/// Runs one step of a Pay, recording its time in `payment_pay_step_seconds{step}`, so a
+/// benchmark shows where a Pay's time goes (waits for a pooled connection included).
+async fn timed<F: Future>(step: &'static str, future: F) -> F::Output {
+    let started = Instant::now();
+    let output = future.await;
+    metrics::histogram!("payment_pay_step_seconds", "step" => step).record(started.elapsed().as_secs_f64());
+    output
 }
 
 /// A request to seat-lock carrying the current trace context.

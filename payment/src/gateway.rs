@@ -142,20 +142,28 @@ impl PaymentGateway for SandboxGateway {
                 PaymentMethod::CardSlow(delay) => tokio::time::sleep(delay).await,
                 PaymentMethod::CardOk => {}
             }
-            let charge_id = format!("ch_{}", Uuid::new_v4().simple());
-            self.db
-                .execute_raw(Statement::from_sql_and_values(
+            // One statement: take the charge, or find the one an earlier call took. (A call
+            // racing another for the same payment id finds nothing and fails; the payment then
+            // stays `processing` for recovery. Checkout never charges one payment twice at once.)
+            let row = self
+                .db
+                .query_one_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
-                    "INSERT INTO psp_ledger (charge_id, idempotency_key, amount_cents, currency, status) \
-                     VALUES ($1, $2, $3, $4, 'captured') ON CONFLICT (idempotency_key) DO NOTHING",
-                    [charge_id.into(), payment_id.to_string().into(), amount_cents.into(), currency.into()],
+                    "WITH taken AS (INSERT INTO psp_ledger (charge_id, idempotency_key, amount_cents, currency, status) \
+                     VALUES ($1, $2, $3, $4, 'captured') ON CONFLICT (idempotency_key) DO NOTHING RETURNING charge_id) \
+                     SELECT charge_id FROM taken UNION ALL \
+                     SELECT charge_id FROM psp_ledger WHERE idempotency_key = $2 AND NOT EXISTS (SELECT 1 FROM taken)",
+                    [
+                        format!("ch_{}", Uuid::new_v4().simple()).into(),
+                        payment_id.to_string().into(),
+                        amount_cents.into(),
+                        currency.into(),
+                    ],
                 ))
-                .await?;
+                .await?
+                .ok_or_else(|| GatewayError::Ledger(DbErr::RecordNotFound(format!("charge for {payment_id}"))))?;
             // Whether this call or an earlier one made it, the first charge is the answer.
-            let charge = self.find(payment_id).await?.ok_or_else(|| {
-                GatewayError::Ledger(DbErr::RecordNotFound(format!("charge for {payment_id}")))
-            })?;
-            Ok(ChargeOutcome::Captured { charge_id: charge.charge_id })
+            Ok(ChargeOutcome::Captured { charge_id: row.try_get("", "charge_id")? })
         })
     }
 
