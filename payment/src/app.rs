@@ -9,8 +9,8 @@ use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
 use tokio::sync::Notify;
 
 use crate::{
-    checkout::Checkout, config::Config, gateway::SandboxGateway, migration::Migrator, relay::OutboxRelay,
-    service::PaymentApi,
+    checkout::Checkout, commit::CommitGroups, config::Config, gateway::SandboxGateway, migration::Migrator,
+    relay::OutboxRelay, service::PaymentApi,
 };
 
 /// Longest a call to seat-lock may take; BeginCheckout and ConfirmHold are single Redis scripts.
@@ -37,12 +37,13 @@ impl App {
         let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
             .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
         let outbox_ready = Arc::new(Notify::new());
-        let gateway = Arc::new(SandboxGateway::new(db.clone()));
+        let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
+        let gateway = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
         if let Some(point) = config.crash_at {
             tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
         }
         let checkout = Arc::new(
-            Checkout::new(db.clone(), gateway, seat_lock, Arc::clone(&outbox_ready))
+            Checkout::new(db.clone(), writes, gateway, seat_lock, Arc::clone(&outbox_ready))
                 .with_crash_point(config.crash_at),
         );
         let api = PaymentApi::new(db.clone(), Arc::clone(&checkout));

@@ -31,8 +31,8 @@ use std::{
 
 use prost::Message;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait, Value,
-    sqlx::postgres::PgDatabaseError,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult, RuntimeErr, Statement,
+    TransactionTrait, Value, sqlx::postgres::PgDatabaseError,
 };
 use service_runtime::bus::{envelope, kind};
 use sha2::{Digest, Sha256};
@@ -45,6 +45,7 @@ use tonic::{Code, Status, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
+    commit::CommitGroups,
     config::CrashPoint,
     error::Error,
     gateway::{ChargeOutcome, PaymentGateway},
@@ -124,6 +125,8 @@ fn classify(result: Result<tonic::Response<v1::Hold>, Status>) -> SeatLockAnswer
 /// Runs payments. Shared by the gRPC handlers and the recovery loop.
 pub struct Checkout {
     db: DatabaseConnection,
+    /// The writes of a Pay, committed in groups with those of concurrent payments.
+    writes: CommitGroups,
     gateway: Arc<dyn PaymentGateway>,
     seat_lock: SeatLockServiceClient<Channel>,
     outbox_ready: Arc<Notify>,
@@ -132,14 +135,23 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    /// A checkout that wakes the relay through `outbox_ready` after every commit.
+    /// A checkout that writes through `writes` and wakes the relay through `outbox_ready`
+    /// after every commit.
     pub fn new(
         db: DatabaseConnection,
+        writes: CommitGroups,
         gateway: Arc<dyn PaymentGateway>,
         seat_lock: Channel,
         outbox_ready: Arc<Notify>,
     ) -> Self {
-        Self { db, gateway, seat_lock: SeatLockServiceClient::new(seat_lock), outbox_ready, crash_at: None }
+        Self {
+            db,
+            writes,
+            gateway,
+            seat_lock: SeatLockServiceClient::new(seat_lock),
+            outbox_ready,
+            crash_at: None,
+        }
     }
 
     /// Arms the test-only `PAYMENT_CRASH_AT` knob: the process aborts when a Pay reaches `point`.
@@ -360,8 +372,8 @@ impl Checkout {
     ) -> Result<Option<PaymentRecord>, Error> {
         let payment_id = Uuid::now_v7();
         let row = self
-            .db
-            .query_one_raw(sql(
+            .writes
+            .query_one(sql(
                 &format!(
                     "WITH claimed AS (INSERT INTO idempotency_keys (key, request_hash, state) \
                      VALUES ($2, $9, 'in_flight') ON CONFLICT (key) DO NOTHING RETURNING key) \
@@ -441,7 +453,7 @@ impl Checkout {
             }),
         );
         let response = v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
-        settle(&self.db, &payment, &event, &response, None).await?;
+        settle(On::Group(&self.writes), &payment, &event, &response, None).await?;
         self.outbox_ready.notify_one();
         Ok(response)
     }
@@ -477,14 +489,14 @@ impl Checkout {
         let booked = if self.crash_at == Some(CrashPoint::BeforeCommit) {
             // Test-only: the same statement, in a transaction the crash leaves uncommitted.
             let txn = self.db.begin().await?;
-            let booked = write_booking(&txn, payment, charge_id, booking).await?;
+            let booked = write_booking(On::Txn(&txn), payment, charge_id, booking).await?;
             if matches!(booked, Booked::Done(_)) {
                 CrashPoint::abort_if(self.crash_at, CrashPoint::BeforeCommit);
             }
             txn.rollback().await?;
             booked
         } else {
-            write_booking(&self.db, payment, charge_id, booking).await?
+            write_booking(On::Group(&self.writes), payment, charge_id, booking).await?
         };
         if matches!(booked, Booked::Done(_)) {
             self.outbox_ready.notify_one();
@@ -569,7 +581,7 @@ impl Checkout {
             created_at: chrono::Utc::now(),
         };
         let savepoint = txn.begin().await?;
-        match write_booking(&savepoint, payment.clone(), charge_id.to_owned(), booking).await? {
+        match write_booking(On::Txn(&savepoint), payment.clone(), charge_id.to_owned(), booking).await? {
             Booked::Done(_) => {
                 savepoint.commit().await?;
                 Ok(Completion::Booked)
@@ -647,7 +659,7 @@ impl Checkout {
                 );
                 let response =
                     v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
-                settle(&txn, &payment, &event, &response, None).await?;
+                settle(On::Txn(&txn), &payment, &event, &response, None).await?;
             }
         }
         txn.commit().await?;
@@ -675,11 +687,11 @@ enum Booked {
     HoldTaken,
 }
 
-/// In one statement on `db` (the pool, or a transaction the caller commits): the booking,
+/// In one statement on `db` (a commit group, or a transaction the caller commits): the booking,
 /// its seats, one seat_guard row per seat, the confirmed payment, its outbox event and the
 /// stored answer; or nothing, when the seat guard or the hold's booking refuses it.
 async fn write_booking(
-    db: &impl ConnectionTrait,
+    db: On<'_>,
     mut payment: PaymentRecord,
     charge_id: String,
     booking: BookingRecord,
@@ -724,6 +736,24 @@ async fn write_booking(
             _ => Err(Error::Database(error)),
         },
         Err(error) => Err(error),
+    }
+}
+
+/// Where a settlement's one statement runs.
+#[derive(Clone, Copy)]
+enum On<'a> {
+    /// In a commit group, shared with concurrent payments (the request path).
+    Group(&'a CommitGroups),
+    /// In a transaction the caller commits (refunds, recovery, the crash test).
+    Txn(&'a DatabaseTransaction),
+}
+
+impl On<'_> {
+    async fn query_one(self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Group(groups) => groups.query_one(statement).await,
+            Self::Txn(txn) => txn.query_one_raw(statement).await,
+        }
     }
 }
 
@@ -784,16 +814,16 @@ async fn settle_refunded(
         }),
     );
     let response = v1::PayResponse { payment: Some(payment.to_proto()), booking: None, replayed: false };
-    settle(txn, &payment, &event, &response, None).await?;
+    settle(On::Txn(txn), &payment, &event, &response, None).await?;
     Ok(response)
 }
 
-/// In one statement on `db` (the pool, or a transaction the caller commits): moves the
+/// In one statement on `db` (a commit group, or a transaction the caller commits): moves the
 /// payment out of `processing` (refusing if someone else already did), queues `event` in the
 /// outbox, stores `response` as the key's final answer and, given a `booking`, writes it with
 /// its seats and seat guard rows. A conflict in any of them fails the whole statement.
 async fn settle(
-    db: &impl ConnectionTrait,
+    db: On<'_>,
     payment: &PaymentRecord,
     event: &events::EventEnvelope,
     response: &v1::PayResponse,
@@ -848,7 +878,7 @@ async fn settle(
     }
     statement.push_str(" SELECT count(*) AS settled FROM p");
     let settled = db
-        .query_one_raw(sql(&statement, values))
+        .query_one(sql(&statement, values))
         .await?
         .map(|row| row.try_get::<i64>("", "settled"))
         .transpose()?

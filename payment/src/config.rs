@@ -16,6 +16,11 @@ pub struct Config {
     /// Pool size of Postgres connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     pub database_max_connections: u32,
+    /// Group-commit transactions run at once (module `commit`): the writes of concurrent
+    /// payments share their commits. Each takes a pooled connection, so it must stay below
+    /// DATABASE_MAX_CONNECTIONS, leaving room for reads, the outbox relay and recovery.
+    #[arg(long, env = "DATABASE_COMMIT_GROUPS", default_value_t = 8)]
+    pub database_commit_groups: u32,
     /// NATS server the outbox relay publishes to.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -76,6 +81,12 @@ impl Config {
         }
         if self.database_max_connections == 0 {
             return Err("DATABASE_MAX_CONNECTIONS must be positive".into());
+        }
+        if self.database_commit_groups == 0 || self.database_commit_groups >= self.database_max_connections {
+            return Err(format!(
+                "DATABASE_COMMIT_GROUPS must be at least 1 and below DATABASE_MAX_CONNECTIONS ({}), got {}",
+                self.database_max_connections, self.database_commit_groups
+            ));
         }
         if self.relay_interval_ms == 0 {
             return Err("RELAY_INTERVAL_MS must be positive".into());

@@ -10,6 +10,8 @@ use futures::future::BoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use uuid::Uuid;
 
+use crate::commit::CommitGroups;
+
 /// The longest a `pm_card_slow_<millis>` charge sleeps, so a test card cannot pin a task forever.
 pub const MAX_SLOW_CARD: Duration = Duration::from_secs(60);
 
@@ -95,12 +97,14 @@ pub trait PaymentGateway: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SandboxGateway {
     db: DatabaseConnection,
+    /// Charges commit in shared transactions, as a real provider's ledger would batch them.
+    writes: CommitGroups,
 }
 
 impl SandboxGateway {
-    /// A sandbox provider on the service's database.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    /// A sandbox provider on the service's database, committing charges through `writes`.
+    pub fn new(db: DatabaseConnection, writes: CommitGroups) -> Self {
+        Self { db, writes }
     }
 
     async fn find(&self, payment_id: Uuid) -> Result<Option<LedgerCharge>, GatewayError> {
@@ -146,8 +150,8 @@ impl PaymentGateway for SandboxGateway {
             // racing another for the same payment id finds nothing and fails; the payment then
             // stays `processing` for recovery. Checkout never charges one payment twice at once.)
             let row = self
-                .db
-                .query_one_raw(Statement::from_sql_and_values(
+                .writes
+                .query_one(Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "WITH taken AS (INSERT INTO psp_ledger (charge_id, idempotency_key, amount_cents, currency, status) \
                      VALUES ($1, $2, $3, $4, 'captured') ON CONFLICT (idempotency_key) DO NOTHING RETURNING charge_id) \

@@ -13,6 +13,7 @@
 //!   `processing` for the recovery pass, which settles it from the provider's ledger: it
 //!   replays ConfirmHold under the payment's reserved booking id and books, or refunds when
 //!   the hold is lost. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
+//! - [`commit`]: group commit, so the writes of concurrent payments share their commits.
 //! - [`gateway`]: the `PaymentGateway` trait and the sandbox provider with its own ledger.
 //! - [`relay`]: the outbox relay, publishing events to JetStream with the outbox message id
 //!   as `Nats-Msg-Id`, then deleting them.
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod checkout;
+pub mod commit;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -170,6 +170,7 @@ pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
         server: ServerArgs::loopback(),
         database_url: env.database_url.clone(),
         database_max_connections: 16,
+        database_commit_groups: 4,
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
         seat_lock_url: seat_lock_url.to_owned(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use helpers::{FakeSeatLock, attach, config, reason, serve, spawn_app, spawn_fake_seat_lock};
-use payment::{App, checkout::PayCommand};
+use payment::{App, checkout::PayCommand, commit::CommitGroups};
 use prost::Message;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use ticketing_proto::{
@@ -688,4 +688,53 @@ async fn recovery_waits_for_an_unreachable_seat_lock_instead_of_refunding() {
     assert_eq!(app.count("payments", "status = 'confirmed'").await, 1);
     assert_eq!(app.count("bookings", &format!("booking_id = '{booking_id}'")).await, 1);
     assert_eq!(app.count("psp_ledger", "status = 'captured'").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_groups_share_commits_and_keep_a_failure_to_its_own_statement() {
+    let env = TestEnv::new().await.unwrap();
+    let db = env.database().await.unwrap();
+    db.execute_unprepared("CREATE TABLE grouped (id int PRIMARY KEY); INSERT INTO grouped VALUES (0)")
+        .await
+        .unwrap();
+    // One group at a time, so the callers queue up into groups.
+    let groups = CommitGroups::start(db.clone(), 1);
+    const CALLERS: i32 = 200;
+    const DUPLICATE: i32 = 150;
+    let answers = join_all((1..=CALLERS).map(|n| {
+        let groups = groups.clone();
+        // Caller DUPLICATE inserts the existing row 0: only it may fail.
+        let id = if n == DUPLICATE { 0 } else { n };
+        async move {
+            groups
+                .query_one(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "INSERT INTO grouped VALUES ($1) RETURNING id",
+                    [id.into()],
+                ))
+                .await
+        }
+    }))
+    .await;
+
+    for (n, answer) in (1..=CALLERS).zip(answers) {
+        if n == DUPLICATE {
+            assert!(answer.is_err(), "{answer:?}");
+        } else {
+            let row = answer.unwrap().unwrap();
+            assert_eq!(row.try_get::<i32>("", "id").unwrap(), n);
+        }
+    }
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let row =
+                db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap().unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM grouped").await, i64::from(CALLERS));
+    // Rows committed together share their transaction id.
+    let transactions = count("SELECT count(DISTINCT xmin::text) FROM grouped WHERE id > 0").await;
+    assert!(transactions < i64::from(CALLERS - 1) / 2, "{transactions} commits for {} rows", CALLERS - 1);
 }
