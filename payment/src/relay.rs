@@ -89,24 +89,30 @@ impl OutboxRelay {
             .await?;
         let claimed = rows.len();
         let mut done: Vec<i64> = Vec::with_capacity(claimed);
-        let mut failure = None;
+        let mut publishing = Vec::with_capacity(claimed);
         for row in rows {
             let id: i64 = row.try_get("", "id")?;
             let message_id: String = row.try_get("", "message_id")?;
             let payload: Vec<u8> = row.try_get("", "payload")?;
             match EventEnvelope::decode(payload.as_slice()) {
-                Ok(envelope) => match self.bus.publish(&envelope).await {
-                    Ok(()) => done.push(id),
-                    Err(error) => {
-                        failure = Some(Error::Publish(error));
-                        break;
-                    }
-                },
+                Ok(envelope) => publishing.push((id, envelope)),
                 Err(error) => {
                     // Nothing a retry can fix; keep the relay moving.
                     tracing::error!(%message_id, %error, "undecodable outbox row; dropping it");
                     done.push(id);
                 }
+            }
+        }
+        // The whole batch is in flight at once: one round of acks instead of one per row.
+        // Each event stands alone (one per payment), so their order does not matter.
+        let published =
+            futures::future::join_all(publishing.iter().map(|(_, envelope)| self.bus.publish(envelope)))
+                .await;
+        let mut failure = None;
+        for ((id, _), result) in publishing.iter().zip(published) {
+            match result {
+                Ok(()) => done.push(*id),
+                Err(error) => failure = Some(Error::Publish(error)),
             }
         }
         if !done.is_empty() {

@@ -94,7 +94,7 @@ async fn two_hundred_users_race_for_ten_seats_and_each_seat_sells_once() -> anyh
 
 /// Where payment is crashed, and what the replay after recovery must answer.
 const CRASH_POINTS: [(&str, pb::PaymentStatus); 4] = [
-    // No payment row yet: recovery frees the key, the replay pays for real.
+    // Nothing written yet (the key is claimed with the payment row): the replay pays for real.
     ("after_begin_checkout", pb::PaymentStatus::Confirmed),
     // Charged, hold still in checkout: recovery confirms the hold and books.
     ("after_charge", pb::PaymentStatus::Confirmed),
