@@ -14,12 +14,14 @@
 //! 5. one statement commits booking, seats, seat guard, payment, outbox and the stored
 //!    answer together, or nothing (a seat-guard or hold conflict fails it whole).
 //!
-//! A Pay that books costs three commits (key with payment, the provider's charge, the
-//! booking) and five Postgres round trips.
+//! A Pay that books makes one read and three one-statement writes (key with payment, the
+//! provider's charge, the booking); each write commits in a group shared with concurrent
+//! payments (module `commit`), and the Pay goes on only once that group has committed.
 //!
-//! Every settlement updates the payment only `WHERE status = 'processing'`, and the request
-//! (before booking or refunding) and the recovery pass both lock the row first, so they
-//! never both settle it. Anything unexpected after the charge leaves the payment
+//! Every settlement updates the payment only `WHERE status = 'processing'`, and takes the
+//! row lock before anything else (the booking statement by its update, a refund and the
+//! recovery pass by `FOR UPDATE` before the provider is called), so the request and the
+//! recovery pass never both settle it. Anything unexpected after the charge leaves the payment
 //! `processing` for recovery, which completes the booking when seat-lock confirms the hold
 //! under the reserved booking id (also when a crashed request had already confirmed it),
 //! and refunds otherwise.
@@ -509,9 +511,9 @@ impl Checkout {
     /// completes its booking when seat-lock confirms the hold under the payment's reserved
     /// booking id, and is refunded when the hold is lost or the payment has no reserved id;
     /// while seat-lock is unreachable it stays `processing` for the next pass. No charge
-    /// means nothing was taken. Also frees keys
-    /// left `in_flight` by requests that died before writing a payment. Returns how many
-    /// payments it settled.
+    /// means nothing was taken. Also frees keys left `in_flight` without a payment (by
+    /// versions that claimed the key before BeginCheckout and died before writing the
+    /// payment). Returns how many payments it settled.
     pub async fn recover_stuck_payments(&self, older_than: Duration) -> Result<usize, Error> {
         let seconds = older_than.as_secs_f64();
         self.db

@@ -4,11 +4,11 @@
 //! Parts:
 //! - [`service`]: the gRPC `PaymentService` — validation, `Pay`, and the owner-only reads
 //!   (`GetPayment`, `GetBooking`, `ListBookings`) plus `ListSoldSeats` for seat-lock.
-//! - [`checkout`]: the `Pay` flow. A request claims its idempotency key (`in_flight`), asks
-//!   seat-lock to move the hold into checkout, writes a `processing` payment, charges the
-//!   provider (idempotent on the payment id), asks seat-lock to confirm the hold, and commits
-//!   booking, seats, `seat_guard` rows, the confirmed payment, an outbox event and the stored
-//!   answer in one Postgres transaction. A lost hold or a seat-guard conflict refunds the
+//! - [`checkout`]: the `Pay` flow. A request answers a finished key from its stored result,
+//!   asks seat-lock to move the hold into checkout, claims its idempotency key (`in_flight`)
+//!   together with a `processing` payment, charges the provider (idempotent on the payment
+//!   id), asks seat-lock to confirm the hold, and commits booking, seats, `seat_guard` rows,
+//!   the confirmed payment, an outbox event and the stored answer in one statement. A lost hold or a seat-guard conflict refunds the
 //!   charge; anything unexpected after the charge (a crash included) leaves the payment
 //!   `processing` for the recovery pass, which settles it from the provider's ledger: it
 //!   replays ConfirmHold under the payment's reserved booking id and books, or refunds when
