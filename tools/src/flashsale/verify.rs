@@ -322,6 +322,29 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         inventory_sold == v.seats_sold,
         format!("inventory {inventory_sold}, payment {}", v.seats_sold),
     );
+    // Freshness seat by seat: the seats inventory's map shows sold are exactly payment's.
+    let map = inventory
+        .get_seat_map(pb::GetSeatMapRequest { event_id: event_id.clone(), zone_id: String::new() })
+        .await?
+        .into_inner();
+    let mut shown_sold = HashSet::new();
+    for zone in &map.zones {
+        let per_row = zone.seats_per_row.max(1) as usize;
+        for (index, state) in zone.decode_seat_states()?.into_iter().enumerate() {
+            if let (pb::SeatState::Sold, Some(row)) = (state, zone.row_labels.get(index / per_row)) {
+                shown_sold.insert(format!("{}-{row}-{}", zone.zone_id, index % per_row + 1));
+            }
+        }
+    }
+    let paid: HashSet<String> =
+        sold.iter().filter(|s| !s.seat_id.is_empty()).map(|s| s.seat_id.clone()).collect();
+    let (unshown, unpaid) = (paid.difference(&shown_sold).count(), shown_sold.difference(&paid).count());
+    v.check(
+        "I3",
+        "inventory's seat map shows exactly payment's sold seats as sold",
+        unshown == 0 && unpaid == 0,
+        format!("{unshown} sold seats not shown sold, {unpaid} shown sold but not sold"),
+    );
     let abandoned = ctx.records.abandoned.lock().map(|a| a.clone()).unwrap_or_default();
     let mut seat_lock = SeatLockServiceClient::new(channel);
     let mut still_held = Vec::new();
