@@ -284,7 +284,8 @@ impl StackConfig {
         format!("http://127.0.0.1:{}", self.port(name))
     }
 
-    fn env_of(&self, service: &ServiceProcess) -> Vec<(&'static str, String)> {
+    /// The environment `service` runs with in this stack.
+    pub fn env_of(&self, service: &ServiceProcess) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port)),
             ("METRICS_ADDR", format!("127.0.0.1:{}", service.metrics_port)),

@@ -1,5 +1,6 @@
 //! Real failures through the real processes: a 200-user race for ten seats, payment crashing
-//! at each step of a Pay, Redis losing the sale's keys mid-sale, and NATS going down mid-sale.
+//! at each step of a Pay, Redis losing the sale's keys mid-sale, NATS going down mid-sale, and
+//! the notifier killed while it consumes.
 //! Every check reads the ground truth (Postgres tables, seat-lock's Redis keys, the sandbox
 //! provider's ledger).
 //!
@@ -12,6 +13,8 @@
 mod helpers;
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
+
+use prost::Message;
 
 use helpers::*;
 use ticketing_proto::v1::{self as pb};
@@ -118,8 +121,9 @@ async fn payment_crashing_at_each_step_never_loses_or_keeps_money() -> anyhow::R
     for (n, (point, expected)) in CRASH_POINTS.iter().enumerate() {
         // Payment with the knob armed; it serves everything else (seat-lock's rebuild reads
         // ListSoldSeats) until a Pay reaches `point`.
-        let mut crashing =
-            stack.spawn_payment(&[("PAYMENT_CRASH_AT", point), ("RECOVERY_AFTER_SECS", "1")], point).await?;
+        let mut crashing = stack
+            .spawn_service("payment", &[("PAYMENT_CRASH_AT", point), ("RECOVERY_AFTER_SECS", "1")], point)
+            .await?;
         let user = format!("crash-{point}");
         let token = admit(stack.admission()?, event_id.clone(), user.clone()).await?;
         let hold = stack
@@ -169,8 +173,9 @@ async fn payment_crashing_at_each_step_never_loses_or_keeps_money() -> anyhow::R
         assert_eq!(booked, 0, "{point}: nothing was booked before the crash");
 
         // Restart without the knob; recovery settles what the crash left.
-        let mut restarted =
-            stack.spawn_payment(&[("RECOVERY_AFTER_SECS", "1")], &format!("{point}-restart")).await?;
+        let mut restarted = stack
+            .spawn_service("payment", &[("RECOVERY_AFTER_SECS", "1")], &format!("{point}-restart"))
+            .await?;
         let mut payment = stack.payment()?;
         let replay = eventually(EVENTUALLY, || {
             let (mut payment, request) = (payment.clone(), request.clone());
@@ -376,4 +381,79 @@ async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications(
     assert_eq!(sold.len(), 6);
     assert_eq!(i2_violations(&db).await?, Vec::<String>::new());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifier_killed_mid_stream_loses_and_duplicates_no_notification() -> anyhow::Result<()> {
+    /// Events published while the notifier consumes, is killed and comes back.
+    const EVENTS: usize = 400;
+    let env = TestEnv::new().await?;
+    let stack = start_stack(&env, None).await?;
+    let db = env.database().await?;
+    let nats = async_nats::connect(&stack.config().nats_url).await?;
+    let (jetstream, subject) =
+        (async_nats::jetstream::new(nats), format!("{}.booking.confirmed", stack.config().nats_prefix));
+    let user = "killed-mid-stream";
+    let published: Vec<String> = (0..EVENTS).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let publishing = tokio::spawn({
+        let ids = published.clone();
+        async move {
+            for id in ids {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", id.as_str());
+                let body = booking_confirmed(&id, user).encode_to_vec().into();
+                jetstream.publish_with_headers(subject.clone(), headers, body).await?.await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    let stored = async || {
+        query_i64(&db, "SELECT count(*) FROM notifier.inbox WHERE user_id = $1", vec![user.into()]).await
+    };
+    // SIGKILL while events still arrive: some stored, some fetched but neither stored nor acked.
+    let started = eventually(EVENTUALLY, || async { stored().await.ok().filter(|&n| n >= 20) }).await;
+    assert!(started.is_some(), "the notifier stored nothing");
+    stack.kill_started("notifier").await?;
+    let at_kill = stored().await?;
+    publishing.await??;
+    assert!(at_kill < EVENTS as i64, "the kill came after every event was stored");
+
+    // Unacked messages come back after the consumer's ack wait (30 s).
+    let _restarted = stack.spawn_service("notifier", &[], "restart").await?;
+    let all =
+        eventually(Duration::from_secs(90), || async { stored().await.ok().filter(|&n| n >= EVENTS as i64) })
+            .await;
+    assert_eq!(all, Some(EVENTS as i64), "every event reached the inbox after the restart");
+    let distinct = query_i64(
+        &db,
+        "SELECT count(DISTINCT message_id) FROM notifier.inbox WHERE user_id = $1",
+        vec![user.into()],
+    )
+    .await?;
+    assert_eq!(distinct, EVENTS as i64, "each published event once");
+    // Nothing arrives twice later on either.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored().await?, EVENTS as i64);
+    Ok(())
+}
+
+/// A `BookingConfirmed` event as payment's relay publishes it, with message id `id`.
+fn booking_confirmed(id: &str, user: &str) -> ticketing_proto::events::EventEnvelope {
+    use ticketing_proto::events::{BookingConfirmed, EventEnvelope, event_envelope::Body};
+    EventEnvelope {
+        message_id: id.to_owned(),
+        occurred_at: None,
+        body: Some(Body::BookingConfirmed(BookingConfirmed {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.to_owned(),
+            booking_id: uuid::Uuid::new_v4().to_string(),
+            payment_id: uuid::Uuid::new_v4().to_string(),
+            hold_id: uuid::Uuid::new_v4().to_string(),
+            zone_id: "FLOOR".into(),
+            seat_ids: Vec::new(),
+            quantity: 1,
+            amount_cents: 4_200,
+            currency: "EUR".into(),
+        })),
+    }
 }

@@ -1,6 +1,6 @@
 //! Harness of the failure tests: the real stack on free ports, a way to replace one of its
-//! processes (payment with its test-only crash knob), a private NATS server, and the ground
-//! truth checks on Postgres and Redis.
+//! processes (e.g. payment with its test-only crash knob), a private NATS server, and the
+//! ground truth checks on Postgres and Redis.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -81,39 +81,39 @@ impl Running {
         gone.with_context(|| format!("{service} (pid {pid}) survived SIGKILL"))
     }
 
-    /// Starts payment as a real process on its stack port with the stack's settings plus
-    /// `extra` (e.g. `PAYMENT_CRASH_AT`), records its pid so `stop` ends it too, and waits
-    /// until it reports SERVING.
-    pub async fn spawn_payment(&self, extra: &[(&str, &str)], tag: &str) -> anyhow::Result<Child> {
+    /// Starts `name` again as a real process on its stack port with the stack's settings plus
+    /// `extra` (e.g. payment's `PAYMENT_CRASH_AT`), records its pid so `stop` ends it too, and
+    /// waits until it reports SERVING.
+    pub async fn spawn_service(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+        tag: &str,
+    ) -> anyhow::Result<Child> {
         let config = self.config();
-        let service = config.services.iter().find(|s| s.name == "payment").context("no payment")?;
-        let log = fs::File::create(config.state_dir.join("logs").join(format!("payment-{tag}.log")))?;
+        let service =
+            config.services.iter().find(|s| s.name == name).with_context(|| format!("no {name}"))?;
+        let log = fs::File::create(config.state_dir.join("logs").join(format!("{name}-{tag}.log")))?;
         // Through `sh` only to switch core dumps off: the crash tests abort on purpose and must
         // not leave core files behind; `exec` keeps the pid.
         let mut command = Command::new("sh");
         command
             .args(["-c", "ulimit -c 0 && exec \"$0\""])
-            .arg(config.bin_dir.join("payment"))
-            .env("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port))
-            .env("METRICS_ADDR", format!("127.0.0.1:{}", service.metrics_port))
-            .env("NATS_URL", &config.nats_url)
-            .env("NATS_PREFIX", &config.nats_prefix)
-            .env("DRAIN_GRACE_MS", "5000")
-            .env("DATABASE_URL", &config.database_url)
-            .env("SEAT_LOCK_URL", format!("http://127.0.0.1:{}", config.port("seat-lock")))
+            .arg(config.bin_dir.join(name))
+            .envs(config.env_of(service))
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        let mut child = command.spawn().context("cannot start payment")?;
-        fs::write(config.state_dir.join("pids").join("payment.pid"), child.id().to_string())?;
+        let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        fs::write(config.state_dir.join("pids").join(format!("{name}.pid")), child.id().to_string())?;
         let port = service.grpc_port;
         let serving =
             eventually(EVENTUALLY, || async move { stack::health(port).await.ok().filter(|s| *s) }).await;
         if serving.is_none() {
             let _ = child.kill();
-            bail!("payment ({tag}) did not report SERVING");
+            bail!("{name} ({tag}) did not report SERVING");
         }
         Ok(child)
     }
