@@ -7,7 +7,10 @@
 //! Join → WatchQueue → GetAvailability → hold → Pay → notification, with a configurable mix of
 //! behaviours ([`Mix`]). Users share a small pool of HTTP/2 connections; users in flight are
 //! bounded by a semaphore, joined users wait for a slot in a plain queue (not as tasks), so
-//! memory stays bounded however many users there are.
+//! memory stays bounded however many users there are. That queue follows admission's order:
+//! once the sale opens, each pre-queue user asks for its shuffled place (as its waiting page
+//! would), and sessions start in that order, then first come, first served for latecomers.
+//! Otherwise passes would go to users who have no session to collect them.
 //!
 //! Afterwards it waits for releases and expiries to settle and checks I1–I6 against payment's
 //! sold seats, Postgres (`payment` schema), inventory and seat-lock ([`verify`]); see
@@ -40,6 +43,9 @@ use self::{
 /// Joins in flight at once: a Join is short, so this is just enough to keep the admission
 /// service busy without opening a task per user at the opening instant.
 const JOIN_CONCURRENCY: usize = 512;
+/// Pre-queue users asked for their place at once after the opening: enough to order 100,000
+/// users within the check-in window, few enough not to crowd out the sale itself.
+const ORDER_CONCURRENCY: usize = 256;
 /// How often the timeline is sampled (and the progress display refreshed).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -339,6 +345,88 @@ fn arrival(config: &SimConfig, index: u32) -> f64 {
     }
 }
 
+/// What the arrivals task tells the dispatcher.
+enum Arrival {
+    Joined(Joined),
+    /// Every user of the pre-queue window has joined (or failed to).
+    PreQueueComplete,
+}
+
+/// Joined users without a session yet, in the order admission will admit them.
+#[derive(Default)]
+struct Line {
+    /// Joined before the opening; their order is only known once admission shuffles them.
+    pre_queue: Vec<Joined>,
+    /// Pre-queue users in their shuffled order, as [`order_pre_queue`] learns it.
+    shuffled: VecDeque<Joined>,
+    /// Joined after the opening: first come, first served, behind the whole pre-queue.
+    fifo: VecDeque<Joined>,
+}
+
+impl Line {
+    fn arrive(
+        &mut self,
+        arrival: Arrival,
+        ctx: &Arc<Ctx>,
+        ordered: &mut Option<mpsc::UnboundedSender<Joined>>,
+    ) {
+        match arrival {
+            Arrival::Joined(joined) if joined.after_open => self.fifo.push_back(joined),
+            Arrival::Joined(joined) => self.pre_queue.push(joined),
+            Arrival::PreQueueComplete => {
+                if let Some(ordered) = ordered.take() {
+                    tokio::spawn(order_pre_queue(ctx.clone(), std::mem::take(&mut self.pre_queue), ordered));
+                }
+            }
+        }
+    }
+
+    /// The next user to give a session: the shuffled pre-queue first; latecomers only once
+    /// the whole pre-queue is ordered (`ordering_open` false), since admission serves them after.
+    fn next(&mut self, ordering_open: bool) -> Option<Joined> {
+        self.shuffled.pop_front().or_else(|| if ordering_open { None } else { self.fifo.pop_front() })
+    }
+
+    fn put_back(&mut self, joined: Joined) {
+        if joined.after_open {
+            self.fifo.push_front(joined);
+        } else {
+            self.shuffled.push_front(joined);
+        }
+    }
+}
+
+/// Learns the pre-queue's shuffled order once the sale opens, as each waiting page does
+/// (one GetQueueStatus per user), and sends its users in that order: users already admitted
+/// at once, so they collect their passes within the check-in window, then the others by
+/// place. The channel closes when the whole pre-queue is sent.
+async fn order_pre_queue(ctx: Arc<Ctx>, pre_queue: Vec<Joined>, ordered: mpsc::UnboundedSender<Joined>) {
+    use futures::StreamExt;
+    let mut placed = Vec::with_capacity(pre_queue.len());
+    let mut places = futures::stream::iter(pre_queue)
+        .map(|joined| {
+            let ctx = ctx.clone();
+            async move { (user::place_after_opening(&ctx, joined.index).await, joined) }
+        })
+        .buffer_unordered(ORDER_CONCURRENCY);
+    while let Some((place, joined)) = places.next().await {
+        match place {
+            Ok(0) => {
+                let _ = ordered.send(joined);
+            }
+            Ok(place) => placed.push((place, joined)),
+            Err(status) => {
+                Stats::bump(&ctx.stats.stages.finished);
+                ctx.error(joined.index, format!("GetQueueStatus: {} {}", status.code(), status.message()));
+            }
+        }
+    }
+    placed.sort_unstable_by_key(|(place, _)| *place);
+    for (_, joined) in placed {
+        let _ = ordered.send(joined);
+    }
+}
+
 /// Runs the sale, waits for it to settle, verifies it and returns what happened (the
 /// reports are written by [`crate::report::write`]).
 pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
@@ -362,14 +450,22 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample(ctx.clone(), progress.clone(), done_rx));
 
-    // Arrivals: Join at the arrival instant (bounded concurrency), then a queue of joined users
-    // that a dispatcher turns into sessions as slots free up.
-    let (joined_tx, mut joined_rx) = mpsc::unbounded_channel::<Joined>();
+    // Arrivals: Join at the arrival instant (bounded concurrency), then queues of joined users
+    // that a dispatcher turns into sessions as slots free up, in the order admission will
+    // admit them: the pre-queue in its shuffled order first, then the rest first come, first
+    // served.
+    let pre_window = (f64::from(config.users) * config.prequeue_share).round() as u32;
+    let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<Arrival>();
     let arrivals = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let joins = Arc::new(Semaphore::new(JOIN_CONCURRENCY));
             for index in 0..ctx.config.users {
+                if index == pre_window {
+                    // Every pre-queue join has answered: its users can be put in order.
+                    let _ = joins.acquire_many(JOIN_CONCURRENCY as u32).await;
+                    let _ = arrived_tx.send(Arrival::PreQueueComplete);
+                }
                 let offset = arrival(&ctx.config, index);
                 let at = if offset < 0.0 {
                     opened_at.checked_sub(Duration::from_secs_f64(-offset)).unwrap_or(opened_at)
@@ -382,13 +478,13 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
                 }
                 let Ok(permit) = joins.clone().acquire_owned().await else { break };
                 Stats::bump(&ctx.stats.stages.arrived);
-                let (ctx, joined_tx) = (ctx.clone(), joined_tx.clone());
+                let (ctx, arrived_tx) = (ctx.clone(), arrived_tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout_at(deadline, user::join(&ctx, index)).await {
                         Ok(Ok(joined)) => {
                             Stats::bump(&ctx.stats.stages.joined);
-                            let _ = joined_tx.send(joined);
+                            let _ = arrived_tx.send(Arrival::Joined(joined));
                         }
                         Ok(Err(status)) => {
                             Stats::bump(&ctx.stats.stages.join_failed);
@@ -401,43 +497,61 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
             }
             // Wait for the last joins, then close the queue.
             let _ = joins.acquire_many(JOIN_CONCURRENCY as u32).await;
+            if pre_window >= ctx.config.users {
+                let _ = arrived_tx.send(Arrival::PreQueueComplete);
+            }
         })
     };
 
     let sessions = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut pending: VecDeque<Joined> = VecDeque::new();
-    let mut arrivals_open = true;
+    let mut line = Line::default();
+    let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<Joined>();
+    let mut ordered_tx = Some(ordered_tx);
+    let (mut arrivals_open, mut ordering_open) = (true, true);
     loop {
         if tokio::time::Instant::now() >= deadline {
             timings.stopped_by_max_secs = true;
             break;
         }
-        if pending.is_empty() {
-            if !arrivals_open {
+        while let Ok(arrived) = arrived_rx.try_recv() {
+            line.arrive(arrived, &ctx, &mut ordered_tx);
+        }
+        while let Ok(joined) = ordered_rx.try_recv() {
+            line.shuffled.push_back(joined);
+        }
+        let Some(next) = line.next(ordering_open) else {
+            if !arrivals_open && !ordering_open {
                 break;
             }
             tokio::select! {
-                joined = joined_rx.recv() => match joined {
-                    Some(joined) => pending.push_back(joined),
-                    None => arrivals_open = false,
+                arrived = arrived_rx.recv(), if arrivals_open => match arrived {
+                    Some(arrived) => line.arrive(arrived, &ctx, &mut ordered_tx),
+                    None => {
+                        arrivals_open = false;
+                        // Arrivals stopped early (deadline): nothing more is ordered.
+                        ordered_tx = None;
+                    }
+                },
+                joined = ordered_rx.recv(), if ordering_open => match joined {
+                    Some(joined) => line.shuffled.push_back(joined),
+                    None => ordering_open = false,
                 },
                 () = tokio::time::sleep_until(deadline) => {}
             }
             continue;
-        }
-        while let Ok(joined) = joined_rx.try_recv() {
-            pending.push_back(joined);
-        }
+        };
         let permit = tokio::select! {
             permit = sessions.clone().acquire_owned() => permit?,
-            () = tokio::time::sleep_until(deadline) => continue,
+            () = tokio::time::sleep_until(deadline) => {
+                line.put_back(next);
+                continue;
+            }
         };
-        let Some(joined) = pending.pop_front() else { continue };
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let index = joined.index;
-            match tokio::time::timeout_at(deadline, user::session(&ctx, joined)).await {
+            let index = next.index;
+            match tokio::time::timeout_at(deadline, user::session(&ctx, next)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
                 Err(_) => {}

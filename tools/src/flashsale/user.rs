@@ -38,6 +38,9 @@ const OVERLOAD_RETRIES: usize = 20;
 /// How long a user keeps retrying one Pay (in flight, deadline exceeded) before giving up;
 /// longer than the slowest sandbox card (60 s).
 const PAY_PATIENCE: Duration = Duration::from_secs(150);
+/// How often a pre-queue user asks for its place until admission has sealed the pre-queue
+/// (within one controller tick of the opening).
+const SEAL_POLL: Duration = Duration::from_millis(200);
 /// How long a user waits for the confirmation notification after paying.
 const NOTIFY_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -208,6 +211,31 @@ pub async fn join(ctx: &Ctx, index: u32) -> Result<Joined, Status> {
                 let after_open = status.state() != pb::QueueState::PreQueue;
                 return Ok(Joined { index, ticket: status.ticket, after_open });
             }
+            Err(status) if overloaded(&status) && attempt < OVERLOAD_RETRIES => {
+                attempt += 1;
+                backoff(attempt).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// A pre-queue user's place in line after the opening shuffle (0 once admitted), as a waiting
+/// page learns it when the sale opens. Asks again while admission has not sealed the
+/// pre-queue yet (state still `PRE_QUEUE`) or sheds load.
+pub async fn place_after_opening(ctx: &Ctx, index: u32) -> Result<u64, Status> {
+    let mut admission = AdmissionServiceClient::new(ctx.channel(index));
+    let request = pb::GetQueueStatusRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(index) };
+    let mut attempt = 0;
+    loop {
+        match timed(&ctx.stats, Rpc::GetQueueStatus, admission.get_queue_status(request.clone())).await {
+            Ok(status) if status.pass.is_some() || status.state() == pb::QueueState::Admitted => {
+                return Ok(0);
+            }
+            Ok(status) if status.state() == pb::QueueState::PreQueue => {
+                tokio::time::sleep(SEAL_POLL).await;
+            }
+            Ok(status) => return Ok(status.position),
             Err(status) if overloaded(&status) && attempt < OVERLOAD_RETRIES => {
                 attempt += 1;
                 backoff(attempt).await;
