@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cpu;
 pub mod flashsale;
 pub mod loadgen;
 pub mod report;

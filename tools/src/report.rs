@@ -32,7 +32,7 @@ pub fn peak_memory(pids_dir: Option<&Path>) -> Vec<(String, u64)> {
         }
     }
     if let Some(kib) = vm_hwm("/proc/self/status") {
-        out.push(("flashsale (this simulator)".into(), kib));
+        out.push((crate::flashsale::SELF_NAME.into(), kib));
     }
     out
 }
@@ -133,6 +133,23 @@ pub fn summary(outcome: &Outcome, html: &Path) -> String {
             .map(|(n, k)| format!("{n} {:.0} MiB", *k as f64 / 1024.0))
             .collect();
         let _ = writeln!(s, "  peak memory: {}", mem.join(", "));
+    }
+    if !outcome.cpu.is_empty() {
+        let cpu: Vec<String> = outcome
+            .cpu
+            .iter()
+            .map(|u| format!("{} {:.1} s ({:.0}%)", u.process, u.cpu_secs, u.machine_percent))
+            .collect();
+        let _ = writeln!(s, "  cpu (share of all cores): {}", cpu.join(", "));
+    }
+    if let Some(slowest) =
+        outcome.rpcs.iter().filter(|r| r.count > 0).max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+    {
+        let _ = writeln!(
+            s,
+            "  slowest rpc: {} (p99 {:.1} ms over {} calls)",
+            slowest.rpc, slowest.p99_ms, slowest.count
+        );
     }
     let v = &outcome.verification;
     let _ = writeln!(
@@ -357,6 +374,16 @@ fn render_html(o: &Outcome) -> String {
     h.push_str("</table><h2>Peak memory (VmHWM)</h2><table><tr><th>process</th><th>MiB</th></tr>");
     for (name, kib) in &o.peak_memory_kib {
         let _ = write!(h, "<tr><td>{}</td><td>{:.1}</td></tr>", esc(name), *kib as f64 / 1024.0);
+    }
+    h.push_str("</table><h2>CPU per process (from the first arrival until the users were done)</h2><table><tr><th>process</th><th>CPU seconds</th><th>% of all cores</th></tr>");
+    for u in &o.cpu {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            esc(&u.process),
+            u.cpu_secs,
+            u.machine_percent
+        );
     }
     h.push_str("</table><h2>Invariants</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>");
     for c in &v.checks {

@@ -31,6 +31,8 @@ use std::{
 use anyhow::Context;
 use serde::Serialize;
 use ticketing_proto::v1::{self as pb, inventory_service_client::InventoryServiceClient};
+
+use crate::cpu::{CpuSnapshot, CpuUse};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::Channel;
 
@@ -46,6 +48,8 @@ const JOIN_CONCURRENCY: usize = 512;
 /// Pre-queue users asked for their place at once after the opening: enough to order 100,000
 /// users within the check-in window, few enough not to crowd out the sale itself.
 const ORDER_CONCURRENCY: usize = 256;
+/// This process's name in the CPU split and the memory figures.
+pub const SELF_NAME: &str = "flashsale (this simulator)";
 /// How often the timeline is sampled (and the progress display refreshed).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -230,6 +234,8 @@ pub struct Outcome {
     pub verification: Verification,
     /// Peak resident memory (VmHWM) of each stack process and of the simulator, in KiB.
     pub peak_memory_kib: Vec<(String, u64)>,
+    /// CPU per process from the first arrival until the users were done, busiest first.
+    pub cpu: Vec<CpuUse>,
     pub error_samples: Vec<String>,
 }
 
@@ -446,6 +452,7 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
     let mut timings = Timings { setup_secs: setup_started.elapsed().as_secs_f64(), ..Default::default() };
     let deadline = tokio::time::Instant::from_std(opened_at + Duration::from_secs(config.max_secs));
 
+    let cpu_before = CpuSnapshot::take(config.pids_dir.as_deref(), SELF_NAME);
     let progress = progress::Display::new(&config, capacity);
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample(ctx.clone(), progress.clone(), done_rx));
@@ -563,6 +570,7 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
     // Every session ends by the deadline at the latest.
     let _ = sessions.acquire_many(config.max_in_flight as u32).await?;
     timings.users_done_secs = stats.since_open();
+    let cpu = cpu_before.split_until(&CpuSnapshot::take(config.pids_dir.as_deref(), SELF_NAME));
     let _ = done_tx.send(true);
     let _ = sampler.await;
     progress.finish();
@@ -598,6 +606,7 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
         timeline,
         verification,
         peak_memory_kib: crate::report::peak_memory(config.pids_dir.as_deref()),
+        cpu,
         error_samples,
         config,
     })
