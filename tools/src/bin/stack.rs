@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => {
             stack::ensure_backing_services()?;
             stack::ensure_haproxy()?;
-            cargo(&["build", "--bins"])?;
+            cargo(&["build", "--workspace", "--bins"])?;
             let mut test = vec!["test", "--workspace"];
             test.extend(args.iter().map(String::as_str));
             cargo(&test)?;
@@ -142,12 +142,12 @@ async fn up(state_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<Stack>
     stack::stop(state_dir)?;
     stack::ensure_backing_services()?;
     let started = std::time::Instant::now();
-    let mut build = vec!["build", "--bins"];
+    // The whole workspace's binaries, not `-p <service>`: cargo unifies dependency features
+    // over the packages a command selects, so building a subset would rebuild shared
+    // dependencies with other features each time the selection changes.
+    let mut build = vec!["build", "--workspace", "--bins"];
     if !args.debug {
         build.push("--release");
-    }
-    for service in stack::SERVICES {
-        build.extend(["-p", service]);
     }
     cargo(&build)?;
     let bin_dir = stack::target_dir().join(if args.debug { "debug" } else { "release" });

@@ -33,7 +33,7 @@ use serde::Serialize;
 use ticketing_proto::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 
 use crate::cpu::{CpuSnapshot, CpuUse};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 
 use self::{
@@ -46,7 +46,7 @@ use self::{
 /// service busy without opening a task per user at the opening instant.
 const JOIN_CONCURRENCY: usize = 512;
 /// Pre-queue users asked for their place at once after the opening: enough to order 100,000
-/// users within the check-in window, few enough not to crowd out the sale itself.
+/// users well within the check-in window, few enough not to crowd out the sale itself.
 const ORDER_CONCURRENCY: usize = 256;
 /// This process's name in the CPU split and the memory figures.
 pub const SELF_NAME: &str = "flashsale (this simulator)";
@@ -359,7 +359,6 @@ enum Arrival {
 }
 
 /// Joined users without a session yet, in the order admission will admit them.
-#[derive(Default)]
 struct Line {
     /// Joined before the opening; their order is only known once admission shuffles them.
     pre_queue: Vec<Joined>,
@@ -367,9 +366,20 @@ struct Line {
     shuffled: VecDeque<Joined>,
     /// Joined after the opening: first come, first served, behind the whole pre-queue.
     fifo: VecDeque<Joined>,
+    /// The first user who joined after the opening: [`order_pre_queue`]'s reference.
+    latecomer: watch::Sender<Option<Joined>>,
 }
 
 impl Line {
+    fn new() -> Self {
+        Self {
+            pre_queue: Vec::new(),
+            shuffled: VecDeque::new(),
+            fifo: VecDeque::new(),
+            latecomer: watch::Sender::new(None),
+        }
+    }
+
     fn arrive(
         &mut self,
         arrival: Arrival,
@@ -377,11 +387,22 @@ impl Line {
         ordered: &mut Option<mpsc::UnboundedSender<Joined>>,
     ) {
         match arrival {
-            Arrival::Joined(joined) if joined.after_open => self.fifo.push_back(joined),
+            Arrival::Joined(joined) if joined.after_open => {
+                if self.latecomer.borrow().is_none() {
+                    self.latecomer.send_replace(Some(joined.clone()));
+                }
+                self.fifo.push_back(joined);
+            }
             Arrival::Joined(joined) => self.pre_queue.push(joined),
             Arrival::PreQueueComplete => {
                 if let Some(ordered) = ordered.take() {
-                    tokio::spawn(order_pre_queue(ctx.clone(), std::mem::take(&mut self.pre_queue), ordered));
+                    let pre_queue = std::mem::take(&mut self.pre_queue);
+                    tokio::spawn(order_pre_queue(
+                        ctx.clone(),
+                        pre_queue,
+                        self.latecomer.subscribe(),
+                        ordered,
+                    ));
                 }
             }
         }
@@ -406,29 +427,57 @@ impl Line {
 /// (one GetQueueStatus per user), and sends its users in that order: users already admitted
 /// at once, so they collect their passes within the check-in window, then the others by
 /// place. The channel closes when the whole pre-queue is sent.
-async fn order_pre_queue(ctx: Arc<Ctx>, pre_queue: Vec<Joined>, ordered: mpsc::UnboundedSender<Joined>) {
-    use futures::StreamExt;
-    let mut placed = Vec::with_capacity(pre_queue.len());
-    let mut places = futures::stream::iter(pre_queue)
-        .map(|joined| {
-            let ctx = ctx.clone();
-            async move { (user::place_after_opening(&ctx, joined.index).await, joined) }
-        })
-        .buffer_unordered(ORDER_CONCURRENCY);
-    while let Some((place, joined)) = places.next().await {
-        match place {
-            Ok(0) => {
-                let _ = ordered.send(joined);
+///
+/// Places move while admission admits the head of the line, so a place is turned into the
+/// user's fixed rank in the shuffled pre-queue: rank = position + R, where R, the pre-queue
+/// users admitted so far, is read in the same instant from a post-opening user `u` (tickets
+/// count every join, the pre-queue holds tickets 1..=P, so u's position is ticket_u − R), or
+/// while nobody has joined after opening, from the queue length (P − R).
+async fn order_pre_queue(
+    ctx: Arc<Ctx>,
+    pre_queue: Vec<Joined>,
+    latecomer: watch::Receiver<Option<Joined>>,
+    ordered: mpsc::UnboundedSender<Joined>,
+) {
+    let pre = pre_queue.len() as u64;
+    let mut ranked = Vec::with_capacity(pre_queue.len());
+    for chunk in pre_queue.chunks(ORDER_CONCURRENCY) {
+        let reference = latecomer.borrow().clone();
+        let reference = async {
+            match reference {
+                Some(u) => user::status_after_opening(&ctx, u.index).await.ok().map(|s| (u.ticket, s)),
+                None => None,
             }
-            Ok(place) => placed.push((place, joined)),
-            Err(status) => {
-                Stats::bump(&ctx.stats.stages.finished);
-                ctx.error(joined.index, format!("GetQueueStatus: {} {}", status.code(), status.message()));
+        };
+        let places = futures::future::join_all(
+            chunk.iter().map(|joined| user::status_after_opening(&ctx, joined.index)),
+        );
+        let (reference, places) = tokio::join!(reference, places);
+        for (joined, place) in chunk.iter().zip(places) {
+            let status = match place {
+                Ok(status) => status,
+                Err(status) => {
+                    Stats::bump(&ctx.stats.stages.finished);
+                    ctx.error(
+                        joined.index,
+                        format!("GetQueueStatus: {} {}", status.code(), status.message()),
+                    );
+                    continue;
+                }
+            };
+            if status.pass.is_some() || status.position == 0 {
+                let _ = ordered.send(joined.clone());
+                continue;
             }
+            let admitted_ahead = match &reference {
+                Some((ticket, u)) if u.pass.is_none() && u.position > 0 => ticket.saturating_sub(u.position),
+                _ => pre.saturating_sub(status.queue_length),
+            };
+            ranked.push((status.position + admitted_ahead, joined.clone()));
         }
     }
-    placed.sort_unstable_by_key(|(place, _)| *place);
-    for (_, joined) in placed {
+    ranked.sort_unstable_by_key(|(rank, _)| *rank);
+    for (_, joined) in ranked {
         let _ = ordered.send(joined);
     }
 }
@@ -511,7 +560,7 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
     };
 
     let sessions = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut line = Line::default();
+    let mut line = Line::new();
     let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<Joined>();
     let mut ordered_tx = Some(ordered_tx);
     let (mut arrivals_open, mut ordering_open) = (true, true);

@@ -220,22 +220,17 @@ pub async fn join(ctx: &Ctx, index: u32) -> Result<Joined, Status> {
     }
 }
 
-/// A pre-queue user's place in line after the opening shuffle (0 once admitted), as a waiting
-/// page learns it when the sale opens. Asks again while admission has not sealed the
-/// pre-queue yet (state still `PRE_QUEUE`) or sheds load.
-pub async fn place_after_opening(ctx: &Ctx, index: u32) -> Result<u64, Status> {
+/// A user's standing once the pre-queue is sealed, as a waiting page learns it when the sale
+/// opens: asks again while admission has not sealed the pre-queue yet (state still
+/// `PRE_QUEUE`) or sheds load.
+pub async fn status_after_opening(ctx: &Ctx, index: u32) -> Result<pb::QueueStatus, Status> {
     let mut admission = AdmissionServiceClient::new(ctx.channel(index));
     let request = pb::GetQueueStatusRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(index) };
     let mut attempt = 0;
     loop {
         match timed(&ctx.stats, Rpc::GetQueueStatus, admission.get_queue_status(request.clone())).await {
-            Ok(status) if status.pass.is_some() || status.state() == pb::QueueState::Admitted => {
-                return Ok(0);
-            }
-            Ok(status) if status.state() == pb::QueueState::PreQueue => {
-                tokio::time::sleep(SEAL_POLL).await;
-            }
-            Ok(status) => return Ok(status.position),
+            Ok(status) if status.state() == pb::QueueState::PreQueue => tokio::time::sleep(SEAL_POLL).await,
+            Ok(status) => return Ok(status),
             Err(status) if overloaded(&status) && attempt < OVERLOAD_RETRIES => {
                 attempt += 1;
                 backoff(attempt).await;
