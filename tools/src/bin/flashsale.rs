@@ -2,7 +2,7 @@
 //! load balancer), verified against ground truth, with a JSON and an HTML report.
 //!
 //! ```sh
-//! cargo run --release -p tools --bin stack -- up --hold-ttl-secs 60
+//! cargo run --release --bin stack -- up --hold-ttl-secs 60
 //! cargo run --release -p tools --bin flashsale -- --target http://127.0.0.1:8080 --hold-ttl-secs 60
 //! ```
 //! Exits 1 when an invariant was violated.
