@@ -19,10 +19,10 @@ use prost::Message as _;
 use ticketing_proto::v1::{self as pb, admission_service_client::AdmissionServiceClient};
 
 use super::{BenchConfig, Row, Scenario, channel, create_event, fifo_inversions, result_text};
-use crate::loadgen::{self, Comparison, Observer};
-
-/// Linux reports process CPU time in /proc in ticks of 1/100 s (USER_HZ, fixed for user space).
-const TICKS_PER_SECOND: f64 = 100.0;
+use crate::{
+    cpu::CpuSnapshot,
+    loadgen::{self, Comparison, Observer},
+};
 
 /// Streams per HTTP/2 connection in the watchers mode: what HAProxy allows, so the figures
 /// hold for clients behind the load balancer too.
@@ -51,68 +51,33 @@ const ADMIT_TIMEOUT: Duration = Duration::from_secs(240);
 /// plus scheduling slack on a loaded machine).
 const MAX_UPDATE_GAP: Duration = Duration::from_millis(1_500);
 
-/// CPU seconds (user + system) a process has used so far.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command; utime and stime are the 14th and 15th fields.
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / TICKS_PER_SECOND)
-}
-
 /// Resident and peak resident memory (VmRSS, VmHWM) of a process, in KiB.
 pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     Some((super::status_kb(&status, "VmRSS:"), super::status_kb(&status, "VmHWM:")))
 }
 
-/// The first process whose command name is `name`.
-fn process_named(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
-        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-        (comm.trim() == name).then_some(pid)
-    })
-}
-
-/// The processes whose CPU a scenario accounts for: the stack's admission and HAProxy (pid
-/// files), Redis, and this client.
-fn watched_processes(config: &BenchConfig) -> Vec<(String, u32)> {
-    let mut processes: Vec<(String, u32)> = crate::stack::pid_files(&config.state_dir)
-        .into_iter()
-        .filter(|(name, _)| name == "admission" || name == "haproxy")
-        .collect();
-    if let Some(pid) = process_named("redis-server") {
-        processes.push(("redis".into(), pid));
-    }
-    processes.push(("bench".into(), std::process::id()));
-    processes
-}
-
-/// CPU seconds each process used between [`CpuMeter::start`] and [`CpuMeter::text`].
+/// CPU seconds each process of the stack, each backing service and this client used between
+/// [`CpuMeter::start`] and [`CpuMeter::used`].
 struct CpuMeter {
     started: Instant,
-    before: Vec<(String, u32, f64)>,
+    before: CpuSnapshot,
+    pids: std::path::PathBuf,
 }
 
 impl CpuMeter {
     fn start(config: &BenchConfig) -> Self {
-        let before = watched_processes(config)
-            .into_iter()
-            .filter_map(|(name, pid)| Some((name, pid, cpu_seconds(pid)?)))
-            .collect();
-        Self { started: Instant::now(), before }
+        let pids = config.state_dir.join("pids");
+        Self { started: Instant::now(), before: CpuSnapshot::take(Some(&pids), "bench"), pids }
     }
 
-    /// Seconds of CPU per process, e.g. `admission 41.2 s, redis 12.0 s … in 30.1 s`.
+    /// Seconds of CPU per process, busiest first.
     fn used(&self) -> Vec<(String, f64)> {
-        self.before
-            .iter()
-            .filter_map(|(name, pid, before)| Some((name.clone(), cpu_seconds(*pid)? - before)))
-            .collect()
+        let now = CpuSnapshot::take(Some(&self.pids), "bench");
+        self.before.split_until(&now).into_iter().map(|u| (u.process, u.cpu_secs)).collect()
     }
 
+    /// E.g. `CPU s: admission 41.2, redis-server 12.0 … in 30.1 s wall`.
     fn text(&self) -> String {
         let parts: Vec<String> =
             self.used().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
