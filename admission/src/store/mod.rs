@@ -302,7 +302,7 @@ impl Store {
         sale_opens_at_ms: i64,
     ) -> Result<JoinOutcome, Error> {
         let keys = vec![
-            Key::from(format!("{}adm:{{{event_id}}}:rl:{user_id}", self.prefix)),
+            self.key(event_id, &format!("rl:{user_id}")),
             self.key(event_id, "seq"),
             self.key(event_id, "queue"),
             self.key(event_id, "tickets"),
