@@ -393,6 +393,9 @@ impl Line {
                 }
                 self.fifo.push_back(joined);
             }
+            // A pre-queue answer after the pre-queue was handed to the ordering (a retried
+            // Join) joins the ordered line at its end rather than waiting for an order forever.
+            Arrival::Joined(joined) if ordered.is_none() => self.shuffled.push_back(joined),
             Arrival::Joined(joined) => self.pre_queue.push(joined),
             Arrival::PreQueueComplete => {
                 if let Some(ordered) = ordered.take() {
