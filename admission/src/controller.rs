@@ -40,7 +40,7 @@ use std::{
 use futures::StreamExt;
 use service_runtime::{
     CancellationToken,
-    bus::{EventBus, envelope, timestamp_ms},
+    bus::{BusError, EventBus, envelope, timestamp_ms},
 };
 use ticketing_proto::events::{Admitted, event_envelope::Body};
 use tokio::sync::oneshot;
@@ -64,8 +64,14 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// thousand admissions is published in a few round trips instead of a thousand.
 const PUBLISH_CONCURRENCY: usize = 64;
 
-/// Attempts to publish one Admitted event; the message id makes retries harmless.
-const PUBLISH_ATTEMPTS: u32 = 3;
+/// Outbox entries a relay takes at once; each holds one tick's admissions (at most
+/// [`crate::store::MAX_ADMIT_PER_TICK`]), so this bounds the events a relay holds in memory.
+const RELAY_BATCH: usize = 4;
+
+/// How long an outbox entry taken by a relay may stay unpublished before another relay (or
+/// the same one) takes it over: long enough that a busy relay publishing a thousand events
+/// is not raced, short enough that Admitted events of a dead replica arrive seconds late.
+const RELAY_STALLED: Duration = Duration::from_secs(10);
 
 /// Time constant of the admission-rate average: long enough to smooth the burst of each
 /// tick, short enough to follow a change of pace within seconds.
@@ -130,6 +136,8 @@ pub struct Controller {
     serving: Mutex<HashMap<String, Arc<NowServing>>>,
     /// Events this replica has already put in the Redis set of events.
     registered: Mutex<HashSet<String>>,
+    /// Events whose outbox a relay task of this replica is publishing.
+    relaying: Mutex<HashSet<String>>,
 }
 
 impl Controller {
@@ -152,6 +160,7 @@ impl Controller {
             check_in_window_ms,
             serving: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
+            relaying: Mutex::new(HashSet::new()),
         }
     }
 
@@ -236,6 +245,9 @@ impl Controller {
             for (info, report) in reports {
                 match report {
                     Ok(report) => {
+                        if report.outbox > 0 {
+                            self.start_relay(&info.event_id);
+                        }
                         if let Some(clock) = clocks.get_mut(&info.event_id) {
                             self.observe(&info, clock, &report);
                         }
@@ -248,7 +260,8 @@ impl Controller {
         }
     }
 
-    /// One tick of one event: the script, then an Admitted event per admitted user.
+    /// One tick of one event. The users it admits are in the event's outbox, which
+    /// [`Controller::relay`] publishes.
     async fn tick(&self, info: &EventInfo) -> Result<TickReport, Error> {
         let params = TickParams {
             sale_opens_at_ms: info.sale_opens_at_ms,
@@ -261,12 +274,9 @@ impl Controller {
         if !report.opened && report.now_ms >= info.sale_opens_at_ms {
             self.open(info).await?;
         }
-        if !report.admitted.is_empty() {
+        if report.admitted > 0 {
             metrics::counter!("admission_admitted_total", "event_id" => info.event_id.clone())
-                .increment(report.admitted.len() as u64);
-            futures::stream::iter(&report.admitted)
-                .for_each_concurrent(PUBLISH_CONCURRENCY, |user| self.publish(&info.event_id, user))
-                .await;
+                .increment(report.admitted);
         }
         Ok(report)
     }
@@ -291,7 +301,75 @@ impl Controller {
         Ok(())
     }
 
-    async fn publish(&self, event_id: &str, user: &AdmittedUser) {
+    /// Starts a relay of the event's outbox on this replica unless one is running.
+    fn start_relay(self: &Arc<Self>, event_id: &str) {
+        let mut relaying = self.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if relaying.insert(event_id.to_owned()) {
+            let (controller, event_id) = (self.clone(), event_id.to_owned());
+            tokio::spawn(async move {
+                controller.relay(&event_id).await;
+                controller.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event_id);
+            });
+        }
+    }
+
+    /// Publishes the event's outbox as `Admitted` events until it is empty, or until an
+    /// entry cannot be published (NATS down): that entry stays pending and is taken over,
+    /// by this replica or another, [`RELAY_STALLED`] later. An entry is deleted only after
+    /// JetStream stored every event in it; a retry republishes the same message ids, which
+    /// JetStream drops as duplicates, so each admission is announced exactly once.
+    async fn relay(&self, event_id: &str) {
+        let stalled_ms = RELAY_STALLED.as_millis() as u64;
+        loop {
+            let entries = match self
+                .store
+                .take_outbox(event_id, self.store.replica_id(), stalled_ms, RELAY_BATCH)
+                .await
+            {
+                Ok(entries) if entries.is_empty() => return,
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(%event_id, error = %error, "cannot read the Admitted outbox");
+                    return;
+                }
+            };
+            let taken = entries.len();
+            let mut done = Vec::with_capacity(taken);
+            for entry in entries {
+                let mut published = futures::stream::iter(entry.admitted)
+                    .map(|user| async move { self.publish(event_id, &user).await })
+                    .buffer_unordered(PUBLISH_CONCURRENCY);
+                let mut failed = None;
+                while let Some(result) = published.next().await {
+                    if let Err(error) = result {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+                match failed {
+                    None => done.push(entry.id),
+                    Some(error) => {
+                        tracing::warn!(%event_id, entry = %entry.id, error = %error, retry_in = ?RELAY_STALLED, "cannot publish Admitted events; they stay in the outbox");
+                        break;
+                    }
+                }
+            }
+            if !done.is_empty() {
+                metrics::counter!("admission_outbox_published_total", "event_id" => event_id.to_owned())
+                    .increment(done.len() as u64);
+                if let Err(error) = self.store.outbox_done(event_id, &done).await {
+                    // Published but not deleted: taken over later and republished as duplicates.
+                    tracing::warn!(%event_id, error = %error, "cannot delete published outbox entries");
+                    return;
+                }
+            }
+            if done.len() < taken {
+                return;
+            }
+        }
+    }
+
+    async fn publish(&self, event_id: &str, user: &AdmittedUser) -> Result<(), BusError> {
         let message_id = format!("admitted:{event_id}:{}:{}", user.user_id, user.pass.pass_id);
         let event = envelope(
             message_id,
@@ -303,18 +381,7 @@ impl Controller {
                 ticket: user.pass.ticket,
             }),
         );
-        for attempt in 1..=PUBLISH_ATTEMPTS {
-            match self.bus.publish(&event).await {
-                Ok(()) => return,
-                Err(error) if attempt == PUBLISH_ATTEMPTS => {
-                    tracing::error!(error = %format!("{error:#}"), message_id = %event.message_id, "cannot publish Admitted; the pass stands, the event is lost");
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, attempt, "publishing Admitted failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        self.bus.publish(&event).await
     }
 
     /// Updates the rate average, the view and the gauges from a tick's report.
@@ -354,6 +421,7 @@ impl Controller {
             .set(report.queue_length as f64);
         metrics::gauge!("admission_active_passes", "event_id" => event_id.clone())
             .set(report.active_passes as f64);
+        metrics::gauge!("admission_outbox_entries", "event_id" => event_id.clone()).set(report.outbox as f64);
         metrics::gauge!("admission_rate", "event_id" => event_id.clone()).set(clock.rate.unwrap_or(0.0));
         if let Some(share) = report.ended.no_show_share() {
             metrics::gauge!("admission_no_show_share", "event_id" => event_id.clone()).set(share);

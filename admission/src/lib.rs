@@ -12,7 +12,9 @@
 //!   is due. At the sale's opening it runs the opening step (seal, keyed shuffle, open);
 //!   after that one script drops expired passes and admits the head of the queue up to
 //!   `capacity − active passes`, under a per-tick lease so replicas do not double-tick.
-//!   Admitted users are published as `Admitted` events; every tick refreshes the per-event
+//!   The tick writes the users it admits to the event's Redis outbox in the same atomic step,
+//!   and a relay task publishes them as `Admitted` events (JetStream drops the duplicates of
+//!   a retry), so a crash or a NATS outage delays them but loses none; every tick refreshes the per-event
 //!   "now serving" view that `WatchQueue` streams read without calling Redis.
 //! - [`fairness`]: the keyed shuffle and the functions that audit it.
 //! - [`app`]: wiring, plus the durable `admission` consumer of `BookingConfirmed` that frees

@@ -14,7 +14,10 @@
 //!   user→`pass_id:expires_at_ms:ticket:checked_in_expiry_ms`, `passseq` last pass id,
 //!   `admitted_total`; `stats` HASH of ended passes (`expired`, `unclaimed` ⊆ expired,
 //!   `released` by a purchase, `left`);
-//! - `lease` (the replica admitting in this tick) and `rl:<user>` (join rate limit).
+//! - `lease` (the replica admitting in this tick) and `rl:<user>` (join rate limit);
+//! - `outbox` STREAM, one entry per admitting tick (user → `pass_id:expires_at_ms:ticket`),
+//!   written by the tick in the same atomic step as the passes and drained by the consumer
+//!   group `relay` ([`Store::take_outbox`], [`Store::outbox_done`]) into `Admitted` events.
 //!
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
 //! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
@@ -126,6 +129,15 @@ pub struct AdmittedUser {
     pub pass: StoredPass,
 }
 
+/// One outbox entry: the users one tick admitted, whose `Admitted` events are not yet known
+/// to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The stream entry id, for [`Store::outbox_done`].
+    pub id: String,
+    pub admitted: Vec<AdmittedUser>,
+}
+
 /// What one controller tick saw and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickReport {
@@ -141,8 +153,10 @@ pub struct TickReport {
     pub opened: bool,
     /// Passes that ended, by every replica, since the event began.
     pub ended: EndedPasses,
-    /// Admitted by this tick (empty when another replica held the lease).
-    pub admitted: Vec<AdmittedUser>,
+    /// Admitted by this tick (0 when another replica held the lease).
+    pub admitted: u64,
+    /// Outbox entries whose `Admitted` events are not yet published (by any replica).
+    pub outbox: u64,
 }
 
 /// Counts of passes that ended, by how.
@@ -190,6 +204,8 @@ pub struct Store {
     tick: Script,
     seal: Script,
     shuffle: Script,
+    outbox_take: Script,
+    outbox_done: Script,
 }
 
 /// A script argument from a count or duration; every one the service passes is far below
@@ -210,7 +226,8 @@ fn string(value: Option<&Value>) -> Result<String, Error> {
     value.and_then(Value::as_string).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
 }
 
-/// Parses `pass_id:expires_at_ms:ticket:checked_in_expiry_ms` as stored in the `admitted` hash.
+/// Parses `pass_id:expires_at_ms:ticket[:checked_in_expiry_ms]`, as stored in the `admitted`
+/// hash and the outbox.
 fn stored_pass(value: Option<&Value>) -> Result<StoredPass, Error> {
     let raw = string(value)?;
     let mut parts = raw.split(':');
@@ -261,6 +278,8 @@ impl Store {
             tick: Script::new(include_str!("tick.lua")),
             seal: Script::new(include_str!("seal.lua")),
             shuffle: Script::new(include_str!("shuffle.lua")),
+            outbox_take: Script::new(include_str!("outbox_take.lua")),
+            outbox_done: Script::new(include_str!("outbox_done.lua")),
         };
         let scripts = [
             &store.join,
@@ -270,6 +289,8 @@ impl Store {
             &store.tick,
             &store.seal,
             &store.shuffle,
+            &store.outbox_take,
+            &store.outbox_done,
         ];
         for script in scripts {
             script.load(&store.pool).await?;
@@ -380,6 +401,7 @@ impl Store {
             self.key(event_id, "seq"),
             self.key(event_id, "opening"),
             self.key(event_id, "stats"),
+            self.key(event_id, "outbox"),
         ];
         let args = vec![
             Value::Integer(params.sale_opens_at_ms),
@@ -392,19 +414,6 @@ impl Store {
             number(PREQUEUE_TIER),
         ];
         let reply = self.run(&self.tick, keys, args).await?;
-        let count = uint(reply.get(10))? as usize;
-        let mut admitted = Vec::with_capacity(count);
-        for i in 0..count {
-            let at = 11 + 4 * i;
-            admitted.push(AdmittedUser {
-                user_id: string(reply.get(at))?,
-                pass: StoredPass {
-                    pass_id: string(reply.get(at + 1))?,
-                    expires_at_ms: int(reply.get(at + 2))?,
-                    ticket: uint(reply.get(at + 3))?,
-                },
-            });
-        }
         Ok(TickReport {
             now_ms: int(reply.first())?,
             head: uint(reply.get(1))?,
@@ -418,8 +427,50 @@ impl Store {
                 released: uint(reply.get(8))?,
                 left: uint(reply.get(9))?,
             },
-            admitted,
+            admitted: uint(reply.get(10))?,
+            outbox: uint(reply.get(11))?,
         })
+    }
+
+    /// Up to `max` outbox entries for the relay `consumer` to publish: entries another relay
+    /// took at least `stalled_ms` ago without finishing first, else new ones.
+    pub async fn take_outbox(
+        &self,
+        event_id: &str,
+        consumer: &str,
+        stalled_ms: u64,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, Error> {
+        let args = vec![Value::from(consumer), number(stalled_ms), number(max as u64)];
+        let reply = self.run(&self.outbox_take, vec![self.key(event_id, "outbox")], args).await?;
+        reply
+            .chunks(2)
+            .map(|entry| {
+                let fields = match entry.get(1) {
+                    Some(Value::Array(fields)) => fields,
+                    other => return Err(Error::UnexpectedReply(format!("{other:?}"))),
+                };
+                let admitted = fields
+                    .chunks(2)
+                    .map(|pair| {
+                        Ok(AdmittedUser { user_id: string(pair.first())?, pass: stored_pass(pair.get(1))? })
+                    })
+                    .collect::<Result<_, Error>>()?;
+                Ok(OutboxEntry { id: string(entry.first())?, admitted })
+            })
+            .collect()
+    }
+
+    /// Drops outbox entries whose events are published; returns how many entries are left.
+    pub async fn outbox_done(&self, event_id: &str, ids: &[String]) -> Result<u64, Error> {
+        let args = ids.iter().map(|id| Value::from(id.as_str())).collect();
+        let reply = self.outbox_done.run(&self.pool, vec![self.key(event_id, "outbox")], args).await?;
+        uint(Some(&reply))
+    }
+
+    /// This replica's id: its name in the lease and among the outbox relays.
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
     }
 
     /// The opening step: seals the pre-queue, then rescores it by the keyed shuffle in

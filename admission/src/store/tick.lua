@@ -10,6 +10,8 @@
 -- KEYS[8] seq             STRING  last ticket handed out
 -- KEYS[9] opening         HASH    state (sealed|open), sealed_ticket, sealed_at, opened_at, prequeue
 -- KEYS[10] stats          HASH    ended-pass counters: expired, unclaimed, released, left
+-- KEYS[11] outbox         STREAM  one entry per tick that admitted: user -> "pass_id:expires_at_ms:ticket",
+--                                 read by the consumer group "relay", which publishes Admitted events
 -- ARGV[1] sale_opens_at, unix ms: nothing is admitted before it
 -- ARGV[2] admission capacity: active passes never exceed it
 -- ARGV[3] pass ttl, ms: a collected pass lasts this long from admission
@@ -20,15 +22,18 @@
 -- ARGV[8] the pre-queue tier, 2^48: scores below it are pre-queue scores
 --
 -- Returns {now_ms, head, queue_length, admitted_total, active_passes, opened (0|1),
---          expired, unclaimed, released, left, admitted_count,
---          user_1, pass_id_1, expires_at_ms_1, ticket_1, ...}
--- where head is the lowest score still waiting (2^50, above every score, when nobody waits).
+--          expired, unclaimed, released, left, admitted_count, outbox_entries}
+-- where head is the lowest score still waiting (2^50, above every score, when nobody waits)
+-- and outbox_entries counts the outbox entries not yet published and deleted by a relay.
+-- The admissions go to the outbox in the same atomic step that issues the passes, so a
+-- replica dying right after the tick loses no Admitted event: any replica's relay sends it.
 -- Admits only once the event is open (state "open"). When the sale time has come and nobody
 -- is in the pre-queue, it opens the event itself; otherwise the controller's opening step
 -- (seal.lua, shuffle.lua) must run first.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local admitted = {}
+local count = 0
 local tier = ARGV[8]
 
 local state = redis.call('HGET', KEYS[9], 'state')
@@ -75,12 +80,16 @@ if state == 'open' and now >= tonumber(ARGV[1]) and redis.call('SET', KEYS[1], A
       redis.call('HSET', KEYS[5], user, pass_id .. ':' .. expires .. ':' .. ticket .. ':' .. full)
       redis.call('ZADD', KEYS[4], expires, user)
       table.insert(admitted, user)
-      table.insert(admitted, tostring(pass_id))
-      table.insert(admitted, expires)
-      table.insert(admitted, tonumber(ticket))
+      table.insert(admitted, pass_id .. ':' .. expires .. ':' .. ticket)
     end
-    if #admitted > 0 then
-      redis.call('INCRBY', KEYS[7], #admitted / 4)
+    count = #admitted / 2
+    if count > 0 then
+      redis.call('INCRBY', KEYS[7], count)
+      if redis.call('EXISTS', KEYS[11]) == 0 then
+        -- From id 0, so the group sees this first entry too.
+        redis.call('XGROUP', 'CREATE', KEYS[11], 'relay', '0', 'MKSTREAM')
+      end
+      redis.call('XADD', KEYS[11], '*', unpack(admitted))
     end
   end
 end
@@ -96,10 +105,6 @@ local opened = 0
 if state == 'open' then
   opened = 1
 end
-local result = {now, head, redis.call('ZCARD', KEYS[2]), total, redis.call('ZCARD', KEYS[4]), opened,
+return {now, head, redis.call('ZCARD', KEYS[2]), total, redis.call('ZCARD', KEYS[4]), opened,
   tonumber(stats[1] or '0'), tonumber(stats[2] or '0'), tonumber(stats[3] or '0'), tonumber(stats[4] or '0'),
-  #admitted / 4}
-for _, v in ipairs(admitted) do
-  table.insert(result, v)
-end
-return result
+  count, redis.call('XLEN', KEYS[11])}
