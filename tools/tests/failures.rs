@@ -1,6 +1,7 @@
 //! Real failures through the real processes: a 200-user race for ten seats, payment crashing
-//! at each step of a Pay, Redis losing the sale's keys mid-sale, NATS going down mid-sale, and
-//! the notifier killed while it consumes.
+//! at each step of a Pay, Redis losing the sale's keys mid-sale, NATS going down mid-sale (for
+//! payment's bookings and for admission's admissions, with admission killed too), and the
+//! notifier killed while it consumes.
 //! Every check reads the ground truth (Postgres tables, seat-lock's Redis keys, the sandbox
 //! provider's ledger).
 //!
@@ -381,6 +382,74 @@ async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications(
     assert_eq!(sold.len(), 6);
     assert_eq!(i2_violations(&db).await?, Vec::<String>::new());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_during_a_nats_outage_are_announced_once_even_after_admission_dies() -> anyhow::Result<()>
+{
+    let env = TestEnv::new().await?;
+    let mut nats = PrivateNats::start(&env.id).await?;
+    let stack = start_stack(&env, Some(nats.url())).await?;
+    let event_id = create_event(&stack, 10, 4, 50).await?;
+    let early: Vec<String> = (0..3).map(|i| format!("early-{i}")).collect();
+    admit_all(&stack, &event_id, &early).await?;
+    let nats_url = nats.url();
+    let announced = async || admitted_users(&nats_url, &stack.config().nats_prefix, &event_id).await;
+    let all_early =
+        eventually(EVENTUALLY, || async { announced().await.ok().filter(|u| u.len() == 3) }).await;
+    assert!(all_early.is_some(), "the first admissions are announced while NATS is up");
+
+    // NATS goes down: admission keeps admitting, and its Admitted events wait in the outbox.
+    nats.kill();
+    let late: Vec<String> = (0..5).map(|i| format!("outage-{i}")).collect();
+    let passes = admit_all(&stack, &event_id, &late).await?;
+    assert_eq!(passes.len(), late.len(), "admission admits during the outage");
+    // The replica that admitted them dies before it could publish anything.
+    stack.kill_started("admission").await?;
+    nats.restart().await?;
+    let _restarted = stack.spawn_service("admission", &[], "restart").await?;
+
+    // A new replica takes the dead one's outbox over: every admission is announced, once.
+    let mut expected: Vec<String> = early.iter().chain(&late).cloned().collect();
+    expected.sort();
+    let everyone =
+        eventually(Duration::from_secs(60), || async { announced().await.ok().filter(|u| u.len() >= 8) })
+            .await;
+    assert_eq!(everyone, Some(expected.clone()), "each admitted user announced exactly once");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(announced().await?, expected, "and nothing is announced twice later");
+    Ok(())
+}
+
+/// The users of every `Admitted` event of `event_id` stored in the stream of `prefix`, sorted
+/// (a user announced twice appears twice).
+async fn admitted_users(nats_url: &str, prefix: &str, event_id: &str) -> anyhow::Result<Vec<String>> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    use ticketing_proto::events::{EventEnvelope, event_envelope::Body};
+    use tokio_stream::StreamExt;
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let stream = jetstream.get_stream(format!("{prefix}_events")).await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("{prefix}.admitted"),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let mut users = Vec::new();
+    let mut messages =
+        consumer.fetch().max_messages(10_000).expires(Duration::from_secs(1)).messages().await?;
+    while let Some(message) = messages.next().await {
+        let envelope = EventEnvelope::decode(message.map_err(|e| anyhow::anyhow!(e))?.payload.clone())?;
+        if let Some(Body::Admitted(admitted)) = envelope.body
+            && admitted.event_id == event_id
+        {
+            users.push(admitted.user_id);
+        }
+    }
+    users.sort();
+    Ok(users)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
