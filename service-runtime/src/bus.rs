@@ -23,6 +23,9 @@ pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Messages a consumer may have unacknowledged at once; bounds a consumer's memory.
 pub const MAX_ACK_PENDING: i64 = 1_024;
 
+/// How long [`EventBus::open_existing`] waits for NATS to accept the connection.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Subject suffixes, one per event kind.
 pub mod kind {
     pub const ADMITTED: &str = "admitted";
@@ -72,6 +75,31 @@ impl EventBus {
         let bus = Self { client, jetstream, prefix: prefix.to_owned(), stream_name };
         bus.stream().await?;
         Ok(bus)
+    }
+
+    /// Connects to NATS at `url` and opens the existing stream of `prefix`, creating nothing
+    /// and failing at once (within [`OPEN_TIMEOUT`]) when NATS is unreachable: for read-only
+    /// tools, which must not leave an empty stream behind a mistyped prefix nor wait for a
+    /// server that is down.
+    pub async fn open_existing(url: &str, prefix: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(OPEN_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+        let jetstream = jetstream::new(client.clone());
+        let stream_name = format!("{prefix}_events");
+        let bus = Self { client, jetstream, prefix: prefix.to_owned(), stream_name };
+        bus.existing_stream().await?;
+        Ok(bus)
+    }
+
+    /// The stream as it is; an error if it does not exist.
+    pub async fn existing_stream(&self) -> Result<Stream, BusError> {
+        self.jetstream
+            .get_stream(&self.stream_name)
+            .await
+            .map_err(|e| BusError::Stream { stream: self.stream_name.clone(), message: e.to_string() })
     }
 
     /// The stream, created with the mesh's settings if it does not exist.
