@@ -17,6 +17,8 @@
 //!   a retry), so a crash or a NATS outage delays them but loses none; every tick refreshes the per-event
 //!   "now serving" view that `WatchQueue` streams read without calling Redis.
 //! - [`fairness`]: the keyed shuffle and the functions that audit it.
+//! - [`audit`]: the `admission-audit` tool, which reads an event's `Admitted` events from
+//!   the stream and runs the fairness audit on them.
 //! - [`app`]: wiring, plus the durable `admission` consumer of `BookingConfirmed` that frees
 //!   the buyer's slot.
 //!
@@ -66,6 +68,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod controller;
