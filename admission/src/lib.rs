@@ -57,7 +57,15 @@
 //! 3. Anyone checks: SHA-256 of the key equals the commitment; [`fairness::audit_admissions`]
 //!    accepts the admissions (first admission per user; pre-queue users, ticket <=
 //!    `sealed_ticket`, all before later joiners; pre-queue users in key order; later joiners
-//!    in ticket order). Without this crate:
+//!    in ticket order). An operator with access to the stream runs both checks with the
+//!    `admission-audit` binary ([`audit`]):
+//!    ```text
+//!    admission-audit --event-id "$EVENT_ID" --event-key "$EVENT_KEY" \
+//!        --sealed-ticket "$SEALED_TICKET" --commitment "$COMMITMENT"    # NATS_URL, NATS_PREFIX
+//!    ```
+//!    It reads every `Admitted` event of the event from the stream and exits 0 when the
+//!    opening was fair, 1 with the first mismatch (index, expected, found) when not. Without
+//!    this crate:
 //!    ```text
 //!    printf 'admission-shuffle:%s' "$EVENT_ID" | openssl dgst -sha256 -hmac "$SHUFFLE_KEY"      # event key
 //!    printf %s "$USER_ID" | openssl dgst -sha256 -mac HMAC -macopt hexkey:"$EVENT_KEY"         # user's digest
