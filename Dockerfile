@@ -44,8 +44,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --release --locked \
         -p admission -p seat-lock -p inventory -p payment -p notifier \
     && mkdir -p /out \
-    && cp target/release/admission target/release/seat-lock target/release/inventory \
-          target/release/payment target/release/notifier /out/
+    && cp target/release/admission target/release/admission-audit target/release/seat-lock \
+          target/release/inventory target/release/payment target/release/notifier /out/
 
 # Runtime base: glibc + libgcc + CA certificates, no shell, no package manager; user 65532.
 # Kubernetes runs it with a read-only root filesystem (nothing is written but stderr).
@@ -64,6 +64,8 @@ ENTRYPOINT ["/usr/local/bin/service"]
 # One target per service (the image names in k8s/ match these target names).
 FROM runtime AS admission
 COPY --from=builder /out/admission /usr/local/bin/admission
+# The operator's fairness audit, run in the pod: kubectl exec deploy/admission -- admission-audit ...
+COPY --from=builder /out/admission-audit /usr/local/bin/admission-audit
 ENTRYPOINT ["/usr/local/bin/admission"]
 
 FROM runtime AS seat-lock
