@@ -74,6 +74,8 @@ impl App {
             ring: config.pass_keys.clone(),
             join_rate_limit: config.join_rate_limit,
             stopping: server.stopping(),
+            watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
+            max_watchers: config.max_watchers,
         };
         Ok(Self { server, service, bus })
     }

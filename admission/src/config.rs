@@ -47,6 +47,11 @@ pub struct Config {
     /// instead of the whole ttl.
     #[arg(long, env = "CHECK_IN_WINDOW_MS", default_value_t = 60_000)]
     pub check_in_window_ms: u64,
+    /// WatchQueue streams this replica holds at once; a new one beyond it is refused with
+    /// `RESOURCE_EXHAUSTED` (`TOO_MANY_WATCHERS`) and can poll GetQueueStatus instead. An idle
+    /// stream costs admission a few KiB, so the default bounds them to a few hundred MB.
+    #[arg(long, env = "MAX_WATCHERS", default_value_t = 150_000)]
+    pub max_watchers: usize,
 }
 
 impl Config {
@@ -69,6 +74,9 @@ impl Config {
         }
         if self.join_rate_limit == 0 {
             return Err("JOIN_RATE_LIMIT must be positive".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_watchers) {
+            return Err("MAX_WATCHERS must be 1-1000000".into());
         }
         Ok(())
     }

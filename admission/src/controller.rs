@@ -43,7 +43,7 @@ use service_runtime::{
     bus::{BusError, EventBus, envelope, timestamp_ms},
 };
 use ticketing_proto::events::{Admitted, event_envelope::Body};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::{
     catalog::{Catalog, EventInfo},
@@ -72,6 +72,9 @@ const RELAY_BATCH: usize = 4;
 /// the same one) takes it over: long enough that a busy relay publishing a thousand events
 /// is not raced, short enough that Admitted events of a dead replica arrive seconds late.
 const RELAY_STALLED: Duration = Duration::from_secs(10);
+
+/// How often a `WatchQueue` stream reports, at the least.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Time constant of the admission-rate average: long enough to smooth the burst of each
 /// tick, short enough to follow a change of pace within seconds.
@@ -435,15 +438,25 @@ impl Controller {
     }
 }
 
-/// The "now serving" state of one event on this replica: the latest [`View`] and the
-/// `WatchQueue` streams waiting for the head of the queue to reach them.
-#[derive(Default)]
+/// The "now serving" state of one event on this replica: the latest [`View`], the
+/// `WatchQueue` streams waiting for the head of the queue to reach them, and the shared
+/// once-a-second clock on which they report.
 pub struct NowServing {
     /// A request about the event arrived here since the last tick (see [`IDLE_TICK`]).
     demand: AtomicBool,
     /// One lock for both, so a stream cannot file itself between a new view and the wake-up
     /// that view causes (see [`NowServing::turn`]).
     state: Mutex<ServingState>,
+    /// Bumped every [`REPORT_INTERVAL`] while any stream listens (see [`NowServing::seconds`]).
+    /// One clock for all the event's streams instead of a timer each: the streams of one HTTP/2
+    /// connection then report in the same instant and go out in one write.
+    seconds: watch::Sender<u64>,
+}
+
+impl Default for NowServing {
+    fn default() -> Self {
+        Self { demand: AtomicBool::new(false), state: Mutex::default(), seconds: watch::Sender::new(0) }
+    }
 }
 
 #[derive(Default)]
@@ -453,6 +466,8 @@ struct ServingState {
     /// Waiting streams by (queue score, id): a tick wakes everything below the new head with
     /// one `split_off`, whatever the number of streams filed above it.
     waiting: BTreeMap<(u64, u64), oneshot::Sender<()>>,
+    /// The clock task of [`NowServing::seconds`] runs.
+    clock_running: bool,
 }
 
 impl NowServing {
@@ -463,6 +478,34 @@ impl NowServing {
     /// The latest view (the default before this replica's first tick of the event).
     pub fn view(&self) -> View {
         self.lock().view
+    }
+
+    /// The event's report clock: changes every [`REPORT_INTERVAL`]. Its task starts with the
+    /// first listener and ends at the first beat that finds none (checked under the state lock,
+    /// which subscribing also takes, so a new listener never finds the clock stopped).
+    pub fn seconds(self: &Arc<Self>) -> watch::Receiver<u64> {
+        let mut state = self.lock();
+        let seconds = self.seconds.subscribe();
+        if !state.clock_running {
+            state.clock_running = true;
+            let serving = self.clone();
+            tokio::spawn(async move {
+                let mut beat = tokio::time::interval(REPORT_INTERVAL);
+                beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                beat.tick().await;
+                loop {
+                    beat.tick().await;
+                    let mut state = serving.lock();
+                    if serving.seconds.receiver_count() == 0 {
+                        state.clock_running = false;
+                        return;
+                    }
+                    drop(state);
+                    serving.seconds.send_modify(|second| *second += 1);
+                }
+            });
+        }
+        seconds
     }
 
     fn take_demand(&self) -> bool {

@@ -9,6 +9,8 @@ pub const REASON_NOT_IN_QUEUE: &str = "NOT_IN_QUEUE";
 pub const REASON_RATE_LIMITED: &str = "RATE_LIMITED";
 /// Machine-readable reason: inventory does not know the event.
 pub const REASON_EVENT_NOT_FOUND: &str = "EVENT_NOT_FOUND";
+/// Machine-readable reason: this replica holds as many WatchQueue streams as it may.
+pub const REASON_TOO_MANY_WATCHERS: &str = "TOO_MANY_WATCHERS";
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,8 @@ pub enum Error {
     NotInQueue { event_id: String, user_id: String },
     #[error("too many joins; retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
+    #[error("this replica already holds {0} WatchQueue streams")]
+    TooManyWatchers(usize),
     #[error("inventory is unreachable: {0}")]
     InventoryUnavailable(Box<Status>),
     #[error("redis failed: {0}")]
@@ -63,6 +67,14 @@ impl From<Error> for Status {
                 status.metadata_mut().insert("retry-after", seconds.into());
                 status
             }
+            Error::TooManyWatchers(limit) => with_reason(
+                Code::ResourceExhausted,
+                format!(
+                    "this replica already streams to {limit} watchers; poll GetQueueStatus or retry later"
+                ),
+                REASON_TOO_MANY_WATCHERS,
+                [("limit", limit.to_string())],
+            ),
             Error::InventoryUnavailable(status) => {
                 tracing::error!(code = ?status.code(), message = status.message(), "inventory call failed");
                 Status::unavailable("inventory is unavailable")

@@ -1,6 +1,6 @@
 //! The gRPC `AdmissionService`: validation, then the store, then the answer.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use service_runtime::{
@@ -15,23 +15,15 @@ use ticketing_proto::{
         WatchQueueRequest, admission_service_server::AdmissionService as AdmissionApi,
     },
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use crate::{
     catalog::{Catalog, EventInfo},
-    controller::{Controller, View},
+    controller::{Controller, NowServing, Turn, View},
     error::Error,
     store::{JoinOutcome, Standing, Store, StoredPass},
 };
-
-/// Messages buffered per WatchQueue stream; a slow reader gets the latest position a
-/// moment later rather than an unbounded backlog.
-const WATCH_BUFFER: usize = 4;
-
-/// How often a WatchQueue stream reports, at the least.
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Implements the generated `AdmissionService` trait.
 #[derive(Clone)]
@@ -42,6 +34,9 @@ pub struct AdmissionService {
     pub(crate) ring: PassKeyRing,
     pub(crate) join_rate_limit: u32,
     pub(crate) stopping: CancellationToken,
+    /// Places for WatchQueue streams on this replica (`MAX_WATCHERS`).
+    pub(crate) watchers: Arc<Semaphore>,
+    pub(crate) max_watchers: usize,
 }
 
 /// The event id in canonical form (so keys do not depend on case) and the checked user id.
@@ -134,77 +129,6 @@ impl AdmissionService {
         self.catalog.get(&event_id).await?;
         self.store.leave(&event_id, &user_id).await
     }
-
-    /// Feeds one WatchQueue stream from the event's "now serving" view. Redis is asked only
-    /// when the stream's [`Turn`](crate::controller::Turn) comes: the head of the queue has
-    /// passed the user's score (admitted, or left and rejoined), or the event has opened since
-    /// the last answer (the shuffle moved the pre-queue). In between, once a second, the
-    /// position is the last exact one minus the admissions since, never below 1.
-    async fn watch(
-        self,
-        info: Arc<EventInfo>,
-        mut last: QueueStatus,
-        score: u64,
-        tx: mpsc::Sender<Result<QueueStatus, Status>>,
-    ) {
-        let serving = self.controller.serving(&info.event_id);
-        let mut turn = serving.turn(score, last.state == QueueState::PreQueue as i32);
-        let mut exact_position = last.position;
-        let mut admitted_then: Option<u64> = None;
-        let mut interval = tokio::time::interval(WATCH_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            let refresh = tokio::select! {
-                () = self.stopping.cancelled() => return,
-                () = tx.closed() => return,
-                () = &mut turn => true,
-                _ = interval.tick() => false,
-            };
-            let view = serving.view();
-            if refresh {
-                let standing = match self.store.standing(&info.event_id, &last.user_id).await {
-                    Ok(standing) => standing,
-                    Err(error) => {
-                        let _ = tx.send(Err(error.into())).await;
-                        return;
-                    }
-                };
-                let score = waiting_score(&standing);
-                match self.status(&info, &last.user_id, standing, &view) {
-                    Ok(status) => {
-                        let admitted = status.state == QueueState::Admitted as i32;
-                        exact_position = status.position;
-                        admitted_then = Some(view.admitted_total);
-                        last = status.clone();
-                        if tx.send(Ok(status)).await.is_err() || admitted {
-                            return;
-                        }
-                        interval.reset();
-                        turn = serving.turn(score, last.state == QueueState::PreQueue as i32);
-                    }
-                    Err(error) => {
-                        let _ = tx.send(Err(error.into())).await;
-                        return;
-                    }
-                }
-            } else {
-                if view.refreshed {
-                    let since =
-                        view.admitted_total.saturating_sub(*admitted_then.get_or_insert(view.admitted_total));
-                    let position = exact_position.saturating_sub(since);
-                    last.position = last.position.min(position).max(1);
-                    last.queue_length = view.queue_length;
-                    last.state = waiting_state(&info, view.now_ms) as i32;
-                    last.estimated_wait_seconds =
-                        view.estimated_wait_seconds(&info, last.position, view.now_ms);
-                }
-                if tx.send(Ok(last.clone())).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// The queue score of a waiting user; `u64::MAX` (never passed) otherwise.
@@ -217,6 +141,112 @@ fn waiting_score(standing: &Standing) -> u64 {
 
 fn waiting_state(info: &EventInfo, now_ms: i64) -> QueueState {
     if now_ms < info.sale_opens_at_ms { QueueState::PreQueue } else { QueueState::Waiting }
+}
+
+/// One `WatchQueue` stream. It has no task or queue of its own: HTTP/2 polls it when the
+/// client's flow-control window has room. It reports on the event's shared clock
+/// ([`NowServing::seconds`]) from the "now serving" view, and asks Redis only when its
+/// [`Turn`] comes: the head of the queue has passed the user's score (admitted, or left and
+/// rejoined), or the event has opened since the last answer (the shuffle moved the pre-queue).
+/// In between, the position is the last exact one minus the admissions since, never below 1.
+struct Watcher {
+    service: AdmissionService,
+    info: Arc<EventInfo>,
+    serving: Arc<NowServing>,
+    turn: Turn,
+    seconds: watch::Receiver<u64>,
+    /// The last status sent; `first` holds it until the first poll.
+    last: QueueStatus,
+    first: bool,
+    /// The pass went out (or an error did): the stream ends.
+    finished: bool,
+    exact_position: u64,
+    /// `admitted_total` of the view when the position was last exact.
+    admitted_then: Option<u64>,
+    /// This stream's place among the replica's `MAX_WATCHERS`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Watcher {
+    fn new(
+        service: AdmissionService,
+        info: Arc<EventInfo>,
+        first: QueueStatus,
+        score: u64,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let serving = service.controller.serving(&info.event_id);
+        let turn = serving.turn(score, first.state == QueueState::PreQueue as i32);
+        let seconds = serving.seconds();
+        Self {
+            finished: first.state == QueueState::Admitted as i32,
+            exact_position: first.position,
+            service,
+            info,
+            serving,
+            turn,
+            seconds,
+            last: first,
+            first: true,
+            admitted_then: None,
+            _permit: permit,
+        }
+    }
+
+    /// The next message; `None` ends the stream (pass sent, error sent, or server stopping).
+    async fn next(&mut self) -> Option<Result<QueueStatus, Status>> {
+        if std::mem::take(&mut self.first) {
+            return Some(Ok(self.last.clone()));
+        }
+        if self.finished {
+            return None;
+        }
+        let refresh = tokio::select! {
+            () = self.service.stopping.cancelled() => return None,
+            () = &mut self.turn => true,
+            changed = self.seconds.changed() => {
+                changed.ok()?;
+                false
+            }
+        };
+        let view = self.serving.view();
+        if !refresh {
+            if view.refreshed {
+                let since = view
+                    .admitted_total
+                    .saturating_sub(*self.admitted_then.get_or_insert(view.admitted_total));
+                let last = &mut self.last;
+                last.position = last.position.min(self.exact_position.saturating_sub(since)).max(1);
+                last.queue_length = view.queue_length;
+                last.state = waiting_state(&self.info, view.now_ms) as i32;
+                last.estimated_wait_seconds =
+                    view.estimated_wait_seconds(&self.info, last.position, view.now_ms);
+            }
+            return Some(Ok(self.last.clone()));
+        }
+        // Boxed: the Redis call's future is large, and it lives only while the call runs, not
+        // in every idle stream.
+        let standing = Box::pin(self.service.store.standing(&self.info.event_id, &self.last.user_id)).await;
+        let status = standing.and_then(|standing| {
+            let score = waiting_score(&standing);
+            let status = self.service.status(&self.info, &self.last.user_id, standing, &view)?;
+            Ok((status, score))
+        });
+        match status {
+            Ok((status, score)) => {
+                self.finished = status.state == QueueState::Admitted as i32;
+                self.exact_position = status.position;
+                self.admitted_then = Some(view.admitted_total);
+                self.turn = self.serving.turn(score, status.state == QueueState::PreQueue as i32);
+                self.last = status;
+                Some(Ok(self.last.clone()))
+            }
+            Err(error) => {
+                self.finished = true;
+                Some(Err(error.into()))
+            }
+        }
+    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<QueueStatus, Status>> + Send>>;
@@ -234,15 +264,18 @@ impl AdmissionApi for AdmissionService {
         request: Request<WatchQueueRequest>,
     ) -> Result<Response<Self::WatchQueueStream>, Status> {
         let request = request.into_inner();
+        let permit = self
+            .watchers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyWatchers(self.max_watchers))?;
         let (info, first, score) = self.get_status(&request.event_id, &request.user_id).await?;
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let admitted = first.state == QueueState::Admitted as i32;
-        // The first message goes out at once; the buffer has room for it.
-        let _ = tx.try_send(Ok(first.clone()));
-        if !admitted {
-            tokio::spawn(self.clone().watch(info, first, score, tx));
-        }
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let watcher = Watcher::new(self.clone(), info, first, score, permit);
+        let updates = futures::stream::unfold(watcher, |mut watcher| async move {
+            let update = watcher.next().await?;
+            Some((update, watcher))
+        });
+        Ok(Response::new(Box::pin(updates)))
     }
 
     async fn get_queue_status(

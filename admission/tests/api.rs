@@ -351,6 +351,39 @@ async fn joining_too_often_is_refused_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_beyond_the_replicas_bound_are_refused_until_a_stream_closes() {
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(3_600_000, 10, 50, 600);
+    let mut config = config(&env, &inventory.start().await);
+    config.max_watchers = 2;
+    let mut client = spawn_app_with(config).await;
+    for user in ["ann", "bob", "cat"] {
+        client.join(join(&event_id, user)).await.unwrap();
+    }
+    let watch = |user: &str| WatchQueueRequest { event_id: event_id.clone(), user_id: user.into() };
+    let ann = client.watch_queue(watch("ann")).await.unwrap().into_inner();
+    let _bob = client.watch_queue(watch("bob")).await.unwrap().into_inner();
+    let refused = client.watch_queue(watch("cat")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused).unwrap().0, "TOO_MANY_WATCHERS");
+    assert_eq!(
+        client.get_queue_status(status_request(&event_id, "cat")).await.unwrap().into_inner().position,
+        3,
+        "a refused watcher can still poll"
+    );
+
+    drop(ann);
+    let reopened = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let request = watch("cat");
+        async move { client.watch_queue(request).await.ok() }
+    })
+    .await;
+    assert!(reopened.is_some(), "a closed stream gives its place back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_changes_nothing() {
     let env = TestEnv::new().await.unwrap();
     let inventory = FakeInventory::default();

@@ -129,6 +129,7 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
         join_rate_limit: 5,
         shuffle_key: Some(SHUFFLE_KEY.parse().unwrap()),
         check_in_window_ms: 60_000,
+        max_watchers: 1_000,
     }
 }
 
