@@ -31,7 +31,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -75,6 +75,11 @@ const RELAY_STALLED: Duration = Duration::from_secs(10);
 
 /// How often a `WatchQueue` stream reports, at the least.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Phases of the report clock: each beat (every [`REPORT_INTERVAL`] / this) wakes one phase's
+/// streams, a tenth of them, so the work of a report round is spread over the second while
+/// the streams of a phase still share their HTTP/2 writes.
+pub const REPORT_PHASES: usize = 10;
 
 /// Time constant of the admission-rate average: long enough to smooth the burst of each
 /// tick, short enough to follow a change of pace within seconds.
@@ -447,15 +452,24 @@ pub struct NowServing {
     /// One lock for both, so a stream cannot file itself between a new view and the wake-up
     /// that view causes (see [`NowServing::turn`]).
     state: Mutex<ServingState>,
-    /// Bumped every [`REPORT_INTERVAL`] while any stream listens (see [`NowServing::seconds`]).
-    /// One clock for all the event's streams instead of a timer each: the streams of one HTTP/2
-    /// connection then report in the same instant and go out in one write.
-    seconds: watch::Sender<u64>,
+    /// The report clock (see [`NowServing::seconds`]): one counter per phase, each bumped
+    /// every [`REPORT_INTERVAL`], the phases [`REPORT_PHASES`] apart. One clock for all the
+    /// event's streams instead of a timer each, so streams of one HTTP/2 connection that
+    /// share a phase report in the same instant and go out in one write; and phases, so a
+    /// hundred thousand streams are not all woken in the same instant.
+    phases: [watch::Sender<u64>; REPORT_PHASES],
+    /// The phase the next stream gets, round robin.
+    next_phase: AtomicUsize,
 }
 
 impl Default for NowServing {
     fn default() -> Self {
-        Self { demand: AtomicBool::new(false), state: Mutex::default(), seconds: watch::Sender::new(0) }
+        Self {
+            demand: AtomicBool::new(false),
+            state: Mutex::default(),
+            phases: std::array::from_fn(|_| watch::Sender::new(0)),
+            next_phase: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -480,28 +494,30 @@ impl NowServing {
         self.lock().view
     }
 
-    /// The event's report clock: changes every [`REPORT_INTERVAL`]. Its task starts with the
-    /// first listener and ends at the first beat that finds none (checked under the state lock,
-    /// which subscribing also takes, so a new listener never finds the clock stopped).
+    /// A stream's report clock: changes every [`REPORT_INTERVAL`], in one of the
+    /// [`REPORT_PHASES`] phases. Its task starts with the first listener and ends at the first
+    /// beat that finds none (checked under the state lock, which subscribing also takes, so a
+    /// new listener never finds the clock stopped).
     pub fn seconds(self: &Arc<Self>) -> watch::Receiver<u64> {
         let mut state = self.lock();
-        let seconds = self.seconds.subscribe();
+        let phase = self.next_phase.fetch_add(1, Ordering::Relaxed) % REPORT_PHASES;
+        let seconds = self.phases[phase].subscribe();
         if !state.clock_running {
             state.clock_running = true;
             let serving = self.clone();
             tokio::spawn(async move {
-                let mut beat = tokio::time::interval(REPORT_INTERVAL);
+                let mut beat = tokio::time::interval(REPORT_INTERVAL / REPORT_PHASES as u32);
                 beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 beat.tick().await;
-                loop {
+                for phase in (0..REPORT_PHASES).cycle() {
                     beat.tick().await;
                     let mut state = serving.lock();
-                    if serving.seconds.receiver_count() == 0 {
+                    if serving.phases.iter().all(|clock| clock.receiver_count() == 0) {
                         state.clock_running = false;
                         return;
                     }
                     drop(state);
-                    serving.seconds.send_modify(|second| *second += 1);
+                    serving.phases[phase].send_modify(|second| *second += 1);
                 }
             });
         }

@@ -1,6 +1,6 @@
 //! The gRPC `AdmissionService`: validation, then the store, then the answer.
 
-use std::{pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use futures::Stream;
 use service_runtime::{
@@ -143,6 +143,9 @@ fn waiting_state(info: &EventInfo, now_ms: i64) -> QueueState {
     if now_ms < info.sale_opens_at_ms { QueueState::PreQueue } else { QueueState::Waiting }
 }
 
+/// A [`Watcher`]'s Redis call for its exact standing.
+type Refresh = Pin<Box<dyn Future<Output = Result<Standing, Error>> + Send>>;
+
 /// One `WatchQueue` stream. It has no task or queue of its own: HTTP/2 polls it when the
 /// client's flow-control window has room. It reports on the event's shared clock
 /// ([`NowServing::seconds`]) from the "now serving" view, and asks Redis only when its
@@ -155,6 +158,8 @@ struct Watcher {
     serving: Arc<NowServing>,
     turn: Turn,
     seconds: watch::Receiver<u64>,
+    /// The Redis call of the current turn, while it runs.
+    refreshing: Option<Refresh>,
     /// The last status sent; `first` holds it until the first poll.
     last: QueueStatus,
     first: bool,
@@ -186,6 +191,7 @@ impl Watcher {
             serving,
             turn,
             seconds,
+            refreshing: None,
             last: first,
             first: true,
             admitted_then: None,
@@ -194,6 +200,8 @@ impl Watcher {
     }
 
     /// The next message; `None` ends the stream (pass sent, error sent, or server stopping).
+    /// A Redis call started by the turn runs beside the clock, so a slow answer (say, a whole
+    /// pre-queue asking at the opening) never holds back the once-a-second reports.
     async fn next(&mut self) -> Option<Result<QueueStatus, Status>> {
         if std::mem::take(&mut self.first) {
             return Some(Ok(self.last.clone()));
@@ -201,49 +209,67 @@ impl Watcher {
         if self.finished {
             return None;
         }
-        let refresh = tokio::select! {
-            () = self.service.stopping.cancelled() => return None,
-            () = &mut self.turn => true,
-            changed = self.seconds.changed() => {
-                changed.ok()?;
-                false
+        loop {
+            let Self { service, info, turn, seconds, refreshing, last, .. } = &mut *self;
+            tokio::select! {
+                () = service.stopping.cancelled() => return None,
+                () = turn, if refreshing.is_none() => {
+                    let (store, event_id, user_id) =
+                        (service.store.clone(), info.event_id.clone(), last.user_id.clone());
+                    // Boxed: the call's future is large and lives only while the call runs.
+                    *refreshing = Some(Box::pin(async move { store.standing(&event_id, &user_id).await }));
+                }
+                standing = async {
+                    match refreshing.as_mut() {
+                        Some(call) => call.await,
+                        None => std::future::pending().await,
+                    }
+                }, if refreshing.is_some() => {
+                    self.refreshing = None;
+                    return Some(self.answer(standing));
+                }
+                changed = seconds.changed() => {
+                    changed.ok()?;
+                    return Some(Ok(self.estimate()));
+                }
             }
-        };
-        let view = self.serving.view();
-        if !refresh {
-            if view.refreshed {
-                let since = view
-                    .admitted_total
-                    .saturating_sub(*self.admitted_then.get_or_insert(view.admitted_total));
-                let last = &mut self.last;
-                last.position = last.position.min(self.exact_position.saturating_sub(since)).max(1);
-                last.queue_length = view.queue_length;
-                last.state = waiting_state(&self.info, view.now_ms) as i32;
-                last.estimated_wait_seconds =
-                    view.estimated_wait_seconds(&self.info, last.position, view.now_ms);
-            }
-            return Some(Ok(self.last.clone()));
         }
-        // Boxed: the Redis call's future is large, and it lives only while the call runs, not
-        // in every idle stream.
-        let standing = Box::pin(self.service.store.standing(&self.info.event_id, &self.last.user_id)).await;
-        let status = standing.and_then(|standing| {
+    }
+
+    /// The last exact position minus the admissions since, from the "now serving" view.
+    fn estimate(&mut self) -> QueueStatus {
+        let view = self.serving.view();
+        if view.refreshed {
+            let since =
+                view.admitted_total.saturating_sub(*self.admitted_then.get_or_insert(view.admitted_total));
+            let last = &mut self.last;
+            last.position = last.position.min(self.exact_position.saturating_sub(since)).max(1);
+            last.queue_length = view.queue_length;
+            last.state = waiting_state(&self.info, view.now_ms) as i32;
+            last.estimated_wait_seconds = view.estimated_wait_seconds(&self.info, last.position, view.now_ms);
+        }
+        self.last.clone()
+    }
+
+    /// The exact status from Redis's answer; files the stream for its next turn.
+    fn answer(&mut self, standing: Result<Standing, Error>) -> Result<QueueStatus, Status> {
+        let view = self.serving.view();
+        let answered = standing.and_then(|standing| {
             let score = waiting_score(&standing);
-            let status = self.service.status(&self.info, &self.last.user_id, standing, &view)?;
-            Ok((status, score))
+            Ok((self.service.status(&self.info, &self.last.user_id, standing, &view)?, score))
         });
-        match status {
+        match answered {
             Ok((status, score)) => {
                 self.finished = status.state == QueueState::Admitted as i32;
                 self.exact_position = status.position;
                 self.admitted_then = Some(view.admitted_total);
                 self.turn = self.serving.turn(score, status.state == QueueState::PreQueue as i32);
                 self.last = status;
-                Some(Ok(self.last.clone()))
+                Ok(self.last.clone())
             }
             Err(error) => {
                 self.finished = true;
-                Some(Err(error.into()))
+                Err(error.into())
             }
         }
     }
