@@ -357,7 +357,10 @@ impl Controller {
                 match failed {
                     None => done.push(entry.id),
                     Some(error) => {
-                        tracing::warn!(%event_id, entry = %entry.id, error = %error, retry_in = ?RELAY_STALLED, "cannot publish Admitted events; they stay in the outbox");
+                        tracing::warn!(
+                            %event_id, entry = %entry.id, error = %error, retry_in = ?RELAY_STALLED,
+                            "cannot publish Admitted events; they stay in the outbox"
+                        );
                         break;
                     }
                 }

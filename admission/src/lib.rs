@@ -14,8 +14,8 @@
 //!   `capacity − active passes`, under a per-tick lease so replicas do not double-tick.
 //!   The tick writes the users it admits to the event's Redis outbox in the same atomic step,
 //!   and a relay task publishes them as `Admitted` events (JetStream drops the duplicates of
-//!   a retry), so a crash or a NATS outage delays them but loses none; every tick refreshes the per-event
-//!   "now serving" view that `WatchQueue` streams read without calling Redis.
+//!   a retry), so a crash or a NATS outage delays them but loses none. Every tick refreshes
+//!   the per-event "now serving" view that `WatchQueue` streams read without calling Redis.
 //! - [`fairness`]: the keyed shuffle and the functions that audit it.
 //! - [`audit`]: the `admission-audit` tool, which reads an event's `Admitted` events from
 //!   the stream and runs the fairness audit on them.
