@@ -71,7 +71,7 @@ impl App {
             store,
             catalog,
             controller,
-            ring: config.pass_keys.clone(),
+            ring: Arc::new(config.pass_keys.clone()),
             join_rate_limit: config.join_rate_limit,
             stopping: server.stopping(),
             watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),

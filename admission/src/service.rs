@@ -31,7 +31,8 @@ pub struct AdmissionService {
     pub(crate) store: Arc<Store>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) controller: Arc<Controller>,
-    pub(crate) ring: PassKeyRing,
+    /// Shared, not copied: every WatchQueue stream holds a clone of the service.
+    pub(crate) ring: Arc<PassKeyRing>,
     pub(crate) join_rate_limit: u32,
     pub(crate) stopping: CancellationToken,
     /// Places for WatchQueue streams on this replica (`MAX_WATCHERS`).
@@ -160,7 +161,7 @@ struct Watcher {
     seconds: watch::Receiver<u64>,
     /// The Redis call of the current turn, while it runs.
     refreshing: Option<Refresh>,
-    /// The last status sent; `first` holds it until the first poll.
+    /// The last status sent (or, while `first`, the one to send first).
     last: QueueStatus,
     first: bool,
     /// The pass went out (or an error did): the stream ends.
