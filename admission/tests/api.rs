@@ -142,6 +142,14 @@ async fn admission_order_equals_join_order_across_two_replicas() {
         assert_eq!(*ticket, ticket_of[user]);
         assert!(admitted[user].starts_with(&format!("{pass_id}:")));
     }
+    // And the outbox they went through is gone once drained.
+    let outbox = key(&env, &event_id, "outbox");
+    let drained = eventually(Duration::from_secs(10), || {
+        let (redis, outbox) = (redis.clone(), outbox.clone());
+        async move { (redis.exists::<u64, _>(&outbox).await.ok()? == 0).then_some(()) }
+    })
+    .await;
+    assert!(drained.is_some(), "a drained outbox leaves no key behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
