@@ -271,21 +271,6 @@ pub enum CommitmentCheck {
     },
 }
 
-/// The first place where the admissions depart from the keyed shuffle or join order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OrderMismatch {
-    /// 0-based place among the users' first admissions, by pass id.
-    pub index: usize,
-    pub expected: String,
-    pub found: String,
-}
-
-impl From<AuditMismatch> for OrderMismatch {
-    fn from(mismatch: AuditMismatch) -> Self {
-        Self { index: mismatch.index, expected: mismatch.expected, found: mismatch.found }
-    }
-}
-
 /// What the audit concludes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -316,7 +301,7 @@ pub struct Report {
     pub unreadable: u64,
     pub commitment: CommitmentCheck,
     /// The first order mismatch, if any.
-    pub mismatch: Option<OrderMismatch>,
+    pub mismatch: Option<AuditMismatch>,
     pub pass_conflicts: Vec<PassConflict>,
     pub verdict: Verdict,
 }
@@ -342,7 +327,7 @@ pub fn audit(
     let first: Vec<&Admission> =
         reading.admissions.iter().filter(|a| users.insert(a.user_id.as_str())).collect();
     let prequeue_users = first.iter().filter(|a| a.ticket <= sealed_ticket).count();
-    let mismatch = audit_admissions(key, sealed_ticket, &reading.admissions).err().map(OrderMismatch::from);
+    let mismatch = audit_admissions(key, sealed_ticket, &reading.admissions).err();
     let unfair = mismatch.is_some()
         || !reading.conflicts.is_empty()
         || matches!(commitment, CommitmentCheck::Mismatch { .. });
@@ -424,7 +409,7 @@ impl Report {
             }
         };
         let _ = writeln!(out, "  commitment:       {commitment}");
-        if let Some(OrderMismatch { index, expected, found }) = &self.mismatch {
+        if let Some(AuditMismatch { index, expected, found }) = &self.mismatch {
             let _ = writeln!(
                 out,
                 "  first mismatch:   at index {index} expected {expected:?}, found {found:?} (users' first admissions by pass id)"

@@ -141,11 +141,11 @@ pub fn opening_order<'a>(key: &EventShuffleKey, users: impl IntoIterator<Item = 
     scored.into_iter().map(|(_, user)| user.to_owned()).collect()
 }
 
-/// Where an audited order departs from the keyed shuffle.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Where an audited order departs from the keyed shuffle (or from join order).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[error("at place {index} the shuffle puts {expected:?} but {found:?} was admitted")]
 pub struct AuditMismatch {
-    /// 0-based place in the admitted order.
+    /// 0-based place in the admitted order (users' first admissions, by pass id).
     pub index: usize,
     pub expected: String,
     pub found: String,

@@ -12,8 +12,8 @@ mod helpers;
 use std::{collections::HashMap, process::Output, time::Duration};
 
 use admission::{
-    audit::{self, AuditArgs, CommitmentCheck, OrderMismatch, Report, Verdict},
-    fairness::{EventShuffleKey, ShuffleKey, opening_order},
+    audit::{self, AuditArgs, CommitmentCheck, Report, Verdict},
+    fairness::{AuditMismatch, EventShuffleKey, ShuffleKey, opening_order},
 };
 use fred::interfaces::HashesInterface;
 use helpers::*;
@@ -175,7 +175,7 @@ async fn an_operator_audits_a_real_sale_from_the_stream_and_a_forged_admission_i
     assert_eq!(report.verdict, Verdict::Unfair);
     assert_eq!(
         report.mismatch,
-        Some(OrderMismatch { index: 0, expected: sale.prequeue[0].clone(), found: sale.prequeue[1].clone() })
+        Some(AuditMismatch { index: 0, expected: sale.prequeue[0].clone(), found: sale.prequeue[1].clone() })
     );
     let tool = run_tool(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(tool.status.code(), Some(audit::exit::UNFAIR));
