@@ -64,15 +64,10 @@ impl EventBus {
     /// Connects to NATS at `url` and opens (or creates) the stream `<prefix>_events`
     /// holding `<prefix>.>`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(3))
-            .connect(url)
-            .await
-            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
-        let jetstream = jetstream::new(client.clone());
-        let stream_name = format!("{prefix}_events");
-        let bus = Self { client, jetstream, prefix: prefix.to_owned(), stream_name };
+            .connection_timeout(Duration::from_secs(3));
+        let bus = Self::dial(url, prefix, options).await?;
         bus.stream().await?;
         Ok(bus)
     }
@@ -82,16 +77,18 @@ impl EventBus {
     /// tools, which must not leave an empty stream behind a mistyped prefix nor wait for a
     /// server that is down.
     pub async fn open_existing(url: &str, prefix: &str) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(OPEN_TIMEOUT)
-            .connect(url)
-            .await
-            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
-        let jetstream = jetstream::new(client.clone());
-        let stream_name = format!("{prefix}_events");
-        let bus = Self { client, jetstream, prefix: prefix.to_owned(), stream_name };
+        let options = async_nats::ConnectOptions::new().connection_timeout(OPEN_TIMEOUT);
+        let bus = Self::dial(url, prefix, options).await?;
         bus.existing_stream().await?;
         Ok(bus)
+    }
+
+    /// Connects with `options`; the stream of `prefix` is not touched yet.
+    async fn dial(url: &str, prefix: &str, options: async_nats::ConnectOptions) -> Result<Self, BusError> {
+        let client =
+            options.connect(url).await.map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+        let jetstream = jetstream::new(client.clone());
+        Ok(Self { client, jetstream, prefix: prefix.to_owned(), stream_name: format!("{prefix}_events") })
     }
 
     /// The stream as it is; an error if it does not exist.
