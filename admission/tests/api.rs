@@ -471,12 +471,7 @@ async fn the_pre_queue_is_shuffled_at_opening_by_the_published_key_and_latecomer
 
     let redis = redis(&env).await;
     let opening_key = key(&env, &event_id, "opening");
-    eventually(Duration::from_secs(20), || async {
-        let state: Option<String> = redis.hget(&opening_key, "state").await.unwrap();
-        (state.as_deref() == Some("open")).then_some(())
-    })
-    .await
-    .expect("the event opens");
+    wait_until_open(&redis, &opening_key).await;
     let mut late = Vec::new();
     for i in 0..LATE {
         let user = format!("late-{i}");

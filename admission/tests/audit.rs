@@ -22,7 +22,7 @@ use ticketing_proto::{
     events::{Admitted, event_envelope::Body},
     v1::{JoinRequest, QueueState},
 };
-use tools::testenv::{TestEnv, eventually};
+use tools::testenv::TestEnv;
 
 /// Users who join before the opening, and after it; capacity admits them all.
 const EARLY: usize = 12;
@@ -55,12 +55,7 @@ async fn run_sale() -> Sale {
     }
     let redis = redis(&env).await;
     let opening_key = key(&env, &event_id, "opening");
-    eventually(Duration::from_secs(20), || async {
-        let state: Option<String> = redis.hget(&opening_key, "state").await.unwrap();
-        (state.as_deref() == Some("open")).then_some(())
-    })
-    .await
-    .expect("the event opens");
+    wait_until_open(&redis, &opening_key).await;
     for i in 0..LATE {
         let request = JoinRequest { event_id: event_id.clone(), user_id: format!("late-{i}") };
         let status = client.join(request).await.unwrap().into_inner();

@@ -8,7 +8,11 @@ use std::{
 };
 
 use admission::{App, Config};
-use fred::{clients::Client, interfaces::ClientLike, types::config::Config as RedisConfig};
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, HashesInterface},
+    types::config::Config as RedisConfig,
+};
 use futures::StreamExt;
 use prost::Message;
 use service_runtime::{
@@ -25,7 +29,7 @@ use ticketing_proto::{
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, transport::Channel};
-use tools::testenv::TestEnv;
+use tools::testenv::{TestEnv, eventually};
 
 pub const PASS_KEYS: &str = "k1:0123456789abcdef0123";
 pub const SHUFFLE_KEY: &str = "shuffle-secret-for-tests-0123";
@@ -165,6 +169,16 @@ pub async fn redis(env: &TestEnv) -> Client {
     let client = Client::new(RedisConfig::from_url(&env.redis_url).unwrap(), None, None, None);
     client.init().await.unwrap();
     client
+}
+
+/// Waits until the event's opening record (`opening_key`) says `open`: shuffled, admitting.
+pub async fn wait_until_open(redis: &Client, opening_key: &str) {
+    let open = eventually(Duration::from_secs(20), || async {
+        let state: Option<String> = redis.hget(opening_key, "state").await.unwrap();
+        (state.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    assert!(open.is_some(), "the event opens");
 }
 
 pub fn key(env: &TestEnv, event_id: &str, name: &str) -> String {
