@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "ticketing/v1/payment.proto",
     "ticketing/v1/notifier.proto",
     "ticketing/events/v1/events.proto",
+    "ticketing/internal/v1/seat_lock.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables), Box::new(ReserveBookingIds)]
+        vec![Box::new(CreateTables), Box::new(ReserveBookingIds), Box::new(MoneyStates)]
     }
 }
 
@@ -127,6 +127,92 @@ impl MigrationTrait for ReserveBookingIds {
             .get_connection()
             .execute_unprepared("ALTER TABLE payments ADD COLUMN reserved_booking_id uuid NULL")
             .await?;
+        Ok(())
+    }
+}
+
+/// Money states committed before every network call, refunds and cancellations:
+/// - `payments.status` gains `charging` (committed before the provider is called), `unknown`
+///   (the provider timed out or failed: settled from the provider, never assumed),
+///   `captured` (charged, the booking not yet written) and `refunding` (committed before the
+///   refund call); `processing` stays for rows written by older versions and for the instant
+///   between the key claim and the charge.
+/// - At most one live payment per hold (`payments_one_live_per_hold`): a new key for a hold
+///   that is being paid or is paid cannot charge it twice. Declined and refunded payments
+///   leave the hold free to retry.
+/// - `refunds`: one full refund per payment, its own state (`refunding` → `refunded`) and
+///   who asked for it.
+/// - `bookings.status` (`confirmed` → `cancelling` → `cancelled`); a cancelled booking's
+///   `seat_guard` rows are deleted in the transaction that records its refund, so the seat
+///   can be sold again (I1: a seat has at most one live booking).
+/// - `seat_returns`: the outbox of seats to give back to seat-lock (internal RPC
+///   `ReturnSeats`), written in that same transaction and drained until seat-lock accepts.
+/// - The sandbox ledger learns `pending` charges that capture at `settles_at` (asynchronous
+///   mode, and slow synchronous ones the caller stopped waiting for) and `declined` ones.
+/// - `reconciliation_runs`: each run's outcome, for the time since the last clean run.
+struct MoneyStates;
+
+impl MigrationName for MoneyStates {
+    fn name(&self) -> &str {
+        "m20261201_000001_money_states"
+    }
+}
+
+const MONEY_STATES: &str = r#"
+ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN
+    ('processing', 'charging', 'unknown', 'captured', 'refunding', 'confirmed', 'declined', 'refunded'));
+ALTER TABLE payments ADD COLUMN charge_attempts int NOT NULL DEFAULT 0;
+DROP INDEX payments_processing;
+CREATE INDEX payments_unsettled ON payments (updated_at)
+    WHERE status IN ('processing', 'charging', 'unknown', 'captured', 'refunding');
+CREATE UNIQUE INDEX payments_one_live_per_hold ON payments (hold_id)
+    WHERE status NOT IN ('declined', 'refunded');
+
+CREATE TABLE refunds (
+    payment_id          uuid PRIMARY KEY REFERENCES payments (payment_id),
+    booking_id          uuid NULL REFERENCES bookings (booking_id),
+    state               text NOT NULL CHECK (state IN ('refunding', 'refunded')),
+    reason              text NOT NULL,
+    requested_by        text NOT NULL CHECK (requested_by IN ('system', 'user', 'operator')),
+    provider_refund_id  text NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX refunds_refunding ON refunds (updated_at) WHERE state = 'refunding';
+
+ALTER TABLE bookings ADD COLUMN status text NOT NULL DEFAULT 'confirmed'
+    CHECK (status IN ('confirmed', 'cancelling', 'cancelled'));
+ALTER TABLE bookings ADD COLUMN cancelled_at timestamptz NULL;
+ALTER TABLE bookings ADD COLUMN cancel_reason text NULL;
+
+CREATE TABLE seat_returns (
+    booking_id  uuid PRIMARY KEY REFERENCES bookings (booking_id),
+    payload     bytea NOT NULL,
+    attempts    int NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+ALTER TABLE psp_ledger DROP CONSTRAINT psp_ledger_status_check;
+ALTER TABLE psp_ledger ADD CONSTRAINT psp_ledger_status_check CHECK (status IN
+    ('pending', 'captured', 'declined', 'refunded'));
+ALTER TABLE psp_ledger ADD COLUMN settles_at timestamptz NULL;
+ALTER TABLE psp_ledger ADD COLUMN decline_reason text NULL;
+
+CREATE TABLE reconciliation_runs (
+    run_id          bigserial PRIMARY KEY,
+    started_at      timestamptz NOT NULL,
+    finished_at     timestamptz NOT NULL DEFAULT now(),
+    charges_checked bigint NOT NULL,
+    discrepancies   int NOT NULL,
+    unsettled       int NOT NULL
+);
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for MoneyStates {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(MONEY_STATES).await?;
         Ok(())
     }
 }
