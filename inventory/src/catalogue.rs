@@ -357,6 +357,8 @@ fn event_from_row(row: &QueryResult) -> Result<Event, Error> {
         admission_capacity: get_u32("admission_capacity")?,
         admission_tick_ms: get_u32("admission_tick_ms")?,
         pass_ttl_seconds: get_u32("pass_ttl_seconds")?,
+        // Placeholder of this stop's work in progress (issue 12): stored per event next.
+        cancellation_cutoff_seconds: 0,
         total_capacity: get_u32("total_capacity")?,
         zones: zones
             .into_iter()

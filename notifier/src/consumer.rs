@@ -21,8 +21,14 @@ use crate::inbox::{Draft, Inbox};
 pub const DURABLE: &str = "notifier";
 
 /// The event kinds the notifier listens to.
-pub const KINDS: &[&str] =
-    &[kind::ADMITTED, kind::SEATS_RELEASED, kind::BOOKING_CONFIRMED, kind::PAYMENT_FAILED, kind::REFUNDED];
+pub const KINDS: &[&str] = &[
+    kind::ADMITTED,
+    kind::SEATS_RELEASED,
+    kind::BOOKING_CONFIRMED,
+    kind::PAYMENT_FAILED,
+    kind::REFUNDED,
+    kind::BOOKING_CANCELLED,
+];
 
 /// What notification `envelope` becomes, if any.
 pub fn classify(envelope: &EventEnvelope) -> Option<Draft> {
@@ -31,11 +37,13 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Draft> {
         Body::SeatsReleased(e) if e.reason == ReleaseReason::Expired as i32 => {
             (NotificationKind::HoldExpired, &e.user_id, &e.event_id)
         }
-        // Released by the user, who knows; held seats are not news.
+        // Released by the user, who knows; a cancelled booking's seats are told by
+        // BookingCancelled; held seats are not news.
         Body::SeatsReleased(_) | Body::SeatsHeld(_) => return None,
         Body::BookingConfirmed(e) => (NotificationKind::BookingConfirmed, &e.user_id, &e.event_id),
         Body::PaymentFailed(e) => (NotificationKind::PaymentFailed, &e.user_id, &e.event_id),
         Body::Refunded(e) => (NotificationKind::Refunded, &e.user_id, &e.event_id),
+        Body::BookingCancelled(e) => (NotificationKind::BookingCancelled, &e.user_id, &e.event_id),
     };
     Some(Draft {
         message_id: envelope.message_id.clone(),

@@ -120,6 +120,28 @@ impl PaymentService for PaymentApi {
         let seats = store::sold_seats(&self.db, event_id).await?;
         Ok(Response::new(v1::ListSoldSeatsResponse { seats }))
     }
+
+    // Placeholders of this stop's work in progress (issue 12); replaced before it lands.
+    async fn cancel_booking(
+        &self,
+        _request: Request<v1::CancelBookingRequest>,
+    ) -> Result<Response<v1::CancelBookingResponse>, Status> {
+        Err(Status::unimplemented("CancelBooking is not implemented yet"))
+    }
+
+    async fn refund_booking(
+        &self,
+        _request: Request<v1::RefundBookingRequest>,
+    ) -> Result<Response<v1::CancelBookingResponse>, Status> {
+        Err(Status::unimplemented("RefundBooking is not implemented yet"))
+    }
+
+    async fn reconcile(
+        &self,
+        _request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::ReconcileReport>, Status> {
+        Err(Status::unimplemented("Reconcile is not implemented yet"))
+    }
 }
 
 #[cfg(test)]

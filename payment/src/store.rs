@@ -166,6 +166,9 @@ impl BookingRecord {
             amount_cents: self.amount_cents,
             currency: self.currency.clone(),
             created_at: Some(timestamp(self.created_at)),
+            status: v1::BookingStatus::Confirmed.into(),
+            cancelled_at: None,
+            cancel_reason: String::new(),
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod kind {
     pub const BOOKING_CONFIRMED: &str = "booking.confirmed";
     pub const PAYMENT_FAILED: &str = "payment.failed";
     pub const REFUNDED: &str = "payment.refunded";
+    pub const BOOKING_CANCELLED: &str = "booking.cancelled";
 }
 
 /// Why the bus failed.
@@ -187,6 +188,7 @@ pub fn kind_of(envelope: &EventEnvelope) -> Option<&'static str> {
         Body::BookingConfirmed(_) => kind::BOOKING_CONFIRMED,
         Body::PaymentFailed(_) => kind::PAYMENT_FAILED,
         Body::Refunded(_) => kind::REFUNDED,
+        Body::BookingCancelled(_) => kind::BOOKING_CANCELLED,
     })
 }
 

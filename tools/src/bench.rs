@@ -199,6 +199,7 @@ async fn create_event(
             admission_capacity: capacity,
             admission_tick_ms: 100,
             pass_ttl_seconds: pass_ttl,
+            cancellation_cutoff_seconds: 0,
         })
         .await
         .context("CreateEvent")?

@@ -83,6 +83,7 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
             admission_capacity: 10,
             admission_tick_ms: 50,
             pass_ttl_seconds: 120,
+            cancellation_cutoff_seconds: 0,
         })
         .await?
         .into_inner()

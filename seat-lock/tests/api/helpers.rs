@@ -16,8 +16,9 @@ use service_runtime::config::ServerArgs;
 use ticketing_proto::{
     pass::{PassClaims, PassKeyRing},
     v1::{
-        Event, GetEventRequest, GetEventResponse, HoldSeatsRequest, ListSoldSeatsRequest,
-        ListSoldSeatsResponse, SoldSeat, Zone, ZoneKind,
+        CancelBookingRequest, CancelBookingResponse, Event, GetEventRequest, GetEventResponse,
+        HoldSeatsRequest, ListSoldSeatsRequest, ListSoldSeatsResponse, ReconcileReport, ReconcileRequest,
+        RefundBookingRequest, SoldSeat, Zone, ZoneKind,
         inventory_service_server::{InventoryService, InventoryServiceServer},
         payment_service_server::{PaymentService, PaymentServiceServer},
         seat_lock_service_client::SeatLockServiceClient,
@@ -128,6 +129,21 @@ impl PaymentService for FakePayment {
         let seats = self.sold.lock().map_err(|_| Status::internal("poisoned"))?.clone();
         let _ = event_id;
         Ok(Response::new(ListSoldSeatsResponse { seats }))
+    }
+    async fn cancel_booking(
+        &self,
+        _: Request<CancelBookingRequest>,
+    ) -> Result<Response<CancelBookingResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn refund_booking(
+        &self,
+        _: Request<RefundBookingRequest>,
+    ) -> Result<Response<CancelBookingResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn reconcile(&self, _: Request<ReconcileRequest>) -> Result<Response<ReconcileReport>, Status> {
+        Err(Status::unimplemented("fake"))
     }
 }
 

@@ -330,6 +330,7 @@ async fn create_event(channel: Channel, config: &SimConfig) -> anyhow::Result<pb
             admission_capacity: config.admission_capacity,
             admission_tick_ms: config.admission_tick_ms,
             pass_ttl_seconds: config.pass_ttl_secs,
+            cancellation_cutoff_seconds: 0,
         })
         .await
         .context("CreateEvent")?

@@ -184,6 +184,7 @@ pub async fn create_event(
             admission_capacity,
             admission_tick_ms: 50,
             pass_ttl_seconds: 600,
+            cancellation_cutoff_seconds: 0,
         })
         .await?
         .into_inner()
