@@ -163,6 +163,7 @@ ALTER TABLE payments DROP CONSTRAINT payments_status_check;
 ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN
     ('processing', 'charging', 'unknown', 'captured', 'refunding', 'confirmed', 'declined', 'refunded'));
 ALTER TABLE payments ADD COLUMN charge_attempts int NOT NULL DEFAULT 0;
+ALTER TABLE payments ADD COLUMN payment_method text NULL;
 DROP INDEX payments_processing;
 CREATE INDEX payments_unsettled ON payments (updated_at)
     WHERE status IN ('processing', 'charging', 'unknown', 'captured', 'refunding');
