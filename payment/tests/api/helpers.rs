@@ -217,6 +217,7 @@ pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
         nats_prefix: env.nats_prefix.clone(),
         seat_lock_url: seat_lock_url.to_owned(),
         relay_interval_ms: 50,
+        provider_timeout_ms: 20_000,
         recovery_after_secs: 300,
         crash_at: None,
     }

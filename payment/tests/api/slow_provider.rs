@@ -30,7 +30,11 @@ async fn slower_than_the_hold(method: &str) {
     let answer = app.pay(app.pay_request("key-slow-1", hold_id, "nora", method)).await;
 
     assert!(app.all_settled().await, "recovery settles every payment and charge");
-    assert_eq!(app.ledger_violations().await, Vec::<String>::new(), "every captured charge is booked or refunded");
+    assert_eq!(
+        app.ledger_violations().await,
+        Vec::<String>::new(),
+        "every captured charge is booked or refunded"
+    );
     let payments = app.count("payments", "").await;
     let booked = app.count("bookings", "status = 'confirmed'").await;
     let refunded = app.count("refunds", "state = 'refunded'").await;
