@@ -2,7 +2,9 @@
 //! seat-lock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod crash;
 mod helpers;
+mod refunds;
 mod slow_provider;
 
 use std::time::Duration;
