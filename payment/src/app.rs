@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
     migration::Migrator,
+    recovery::RecoveryPass,
     relay::OutboxRelay,
     service::PaymentApi,
 };
@@ -48,10 +49,14 @@ impl App {
         if let Some(point) = config.crash_at {
             tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
         }
-        let checkout = Arc::new(
-            Checkout::new(db.clone(), writes, gateway, seat_lock, Arc::clone(&outbox_ready))
-                .with_crash_point(config.crash_at),
-        );
+        let checkout = Arc::new(Checkout::new(
+            db.clone(),
+            writes,
+            gateway,
+            seat_lock,
+            Arc::clone(&outbox_ready),
+            config.crash_at,
+        ));
         let api = PaymentApi::new(db.clone(), Arc::clone(&checkout));
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
         let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
@@ -69,9 +74,9 @@ impl App {
         self.server.local_addr().port()
     }
 
-    /// Settles payments stuck in `processing` for longer than `older_than` (see
-    /// [`Checkout::recover_stuck_payments`]); also runs at startup and every minute.
-    pub async fn recover_stuck_payments(&self, older_than: Duration) -> anyhow::Result<usize> {
+    /// One recovery pass over payments unchanged for longer than `older_than` (module
+    /// `recovery`); the service also runs it at startup and periodically.
+    pub async fn recover_stuck_payments(&self, older_than: Duration) -> anyhow::Result<RecoveryPass> {
         Ok(self.checkout.recover_stuck_payments(older_than).await?)
     }
 
@@ -94,8 +99,8 @@ const RECOVERY_PERIOD: Duration = Duration::from_secs(60);
 async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: CancellationToken) {
     loop {
         match checkout.recover_stuck_payments(older_than).await {
-            Ok(0) => {}
-            Ok(settled) => tracing::warn!(settled, "recovery settled stuck payments"),
+            Ok(pass) if pass == RecoveryPass::default() => {}
+            Ok(pass) => tracing::warn!(?pass, "recovery pass drove unsettled payments"),
             Err(error) => tracing::error!(error = %format!("{error:#}"), "recovery pass failed"),
         }
         tokio::select! {
