@@ -3,6 +3,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use service_runtime::{CancellationToken, GrpcServer, bus::EventBus};
 use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
@@ -14,6 +15,7 @@ use crate::{
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
     migration::Migrator,
+    reconcile::Reconciler,
     recovery::RecoveryPass,
     relay::OutboxRelay,
     service::PaymentApi,
@@ -28,7 +30,9 @@ pub struct App {
     api: PaymentApi,
     checkout: Arc<Checkout>,
     relay: OutboxRelay,
+    reconciler: Arc<Reconciler>,
     recovery_after: Duration,
+    reconcile_every: Duration,
 }
 
 impl App {
@@ -40,24 +44,11 @@ impl App {
                 .context("cannot connect to Postgres")?;
         Migrator::up(&db, None).await.context("cannot migrate schema payment")?;
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
-        let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
-            .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
         let outbox_ready = Arc::new(Notify::new());
-        let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
-        let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
-        let gateway = Arc::new(TimeoutGateway::new(sandbox, config.provider_timeout()));
-        if let Some(point) = config.crash_at {
-            tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
-        }
-        let checkout = Arc::new(Checkout::new(
-            db.clone(),
-            writes,
-            gateway,
-            seat_lock,
-            Arc::clone(&outbox_ready),
-            config.crash_at,
-        ));
-        let api = PaymentApi::new(db.clone(), Arc::clone(&checkout));
+        let checkout = Arc::new(checkout(&config, &db, Arc::clone(&outbox_ready))?);
+        let recovery_after = Duration::from_secs(config.recovery_after_secs);
+        let reconciler = Arc::new(Reconciler::new(db.clone(), Arc::clone(&checkout), recovery_after));
+        let api = PaymentApi::new(db.clone(), Arc::clone(&checkout), Arc::clone(&reconciler));
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
         let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
         Ok(Self {
@@ -65,7 +56,9 @@ impl App {
             api,
             checkout,
             relay,
-            recovery_after: Duration::from_secs(config.recovery_after_secs),
+            reconciler,
+            recovery_after,
+            reconcile_every: Duration::from_secs(config.reconcile_interval_secs),
         })
     }
 
@@ -84,12 +77,39 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stopping = self.server.stopping();
         let relay = tokio::spawn(self.relay.run(stopping.clone()));
-        let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping));
+        let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping.clone()));
+        let reconciliation = tokio::spawn(reconcile_loop(self.reconciler, self.reconcile_every, stopping));
         let served = self.server.serve(PaymentServiceServer::new(self.api), shutdown).await;
         let _ = relay.await;
         let _ = recovery.await;
+        let _ = reconciliation.await;
         served
     }
+}
+
+/// Checkout on `db`: the sandbox provider behind its timeout layer, seat-lock's client, and
+/// `outbox_ready` woken after every commit that queues an event.
+fn checkout(config: &Config, db: &DatabaseConnection, outbox_ready: Arc<Notify>) -> anyhow::Result<Checkout> {
+    let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
+        .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
+    let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
+    let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
+    let gateway = Arc::new(TimeoutGateway::new(sandbox, config.provider_timeout()));
+    if let Some(point) = config.crash_at {
+        tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
+    }
+    Ok(Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, config.crash_at))
+}
+
+/// A reconciler wired as the service's, for the `payment-reconcile` command: it settles
+/// through the same provider and seat-lock, and leaves its outbox rows to the service's
+/// relay. It runs no migrations: the schema must be the service's.
+pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
+    let db = service_runtime::db::connect(&config.database_url, "payment", config.database_max_connections)
+        .await
+        .context("cannot connect to Postgres")?;
+    let checkout = Arc::new(checkout(config, &db, Arc::new(Notify::new()))?);
+    Ok(Reconciler::new(db, checkout, Duration::from_secs(config.recovery_after_secs)))
 }
 
 /// How often the recovery pass looks for stuck payments (more often when `RECOVERY_AFTER_SECS`
@@ -106,6 +126,35 @@ async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: 
         tokio::select! {
             () = stopping.cancelled() => return,
             () = tokio::time::sleep(RECOVERY_PERIOD.min(older_than)) => {}
+        }
+    }
+}
+
+/// How often `payment_reconciliation_seconds_since_clean` is refreshed between runs.
+const SINCE_CLEAN_REFRESH: Duration = Duration::from_secs(15);
+
+/// Reconciles every `every` (the first run right away, after a start or a crash), and keeps
+/// the time since the last clean run current in between.
+async fn reconcile_loop(reconciler: Arc<Reconciler>, every: Duration, stopping: CancellationToken) {
+    let mut next_run = tokio::time::Instant::now();
+    loop {
+        if tokio::time::Instant::now() >= next_run {
+            next_run += every;
+            match reconciler.run(false).await {
+                Ok(report) if report.discrepancies.is_empty() => {}
+                Ok(report) => tracing::warn!(
+                    found = report.discrepancies.len(),
+                    unsettled = report.unsettled,
+                    "reconciliation found discrepancies"
+                ),
+                Err(error) => tracing::error!(error = %format!("{error:#}"), "reconciliation failed"),
+            }
+        } else if let Err(error) = reconciler.publish_since_clean().await {
+            tracing::warn!(error = %format!("{error:#}"), "cannot read the last clean reconciliation");
+        }
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            () = tokio::time::sleep_until(next_run.min(tokio::time::Instant::now() + SINCE_CLEAN_REFRESH)) => {}
         }
     }
 }

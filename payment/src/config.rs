@@ -46,6 +46,11 @@ pub struct Config {
     /// crash the service set it to 1.
     #[arg(long, env = "RECOVERY_AFTER_SECS", default_value_t = 300)]
     pub recovery_after_secs: u64,
+    /// How often the service reconciles the provider's ledger with payments, bookings and
+    /// refunds (module `reconcile`), in seconds. A payment changed within the last
+    /// RECOVERY_AFTER_SECS is left to its request and recovery, not reported.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 300)]
+    pub reconcile_interval_secs: u64,
     /// TEST-ONLY fault injection, never set in production: abort the process
     /// (`std::process::abort`, a real crash with no cleanup) when a Pay reaches this step, so
     /// tests can check that recovery keeps every captured charge either booked or refunded.
@@ -112,6 +117,9 @@ impl Config {
         // (see the flag's docs), which the default of 300 s does.
         if self.recovery_after_secs == 0 {
             return Err("RECOVERY_AFTER_SECS must be at least 1".into());
+        }
+        if self.reconcile_interval_secs == 0 {
+            return Err("RECONCILE_INTERVAL_SECS must be at least 1".into());
         }
         for (name, url) in [("NATS_URL", &self.nats_url), ("SEAT_LOCK_URL", &self.seat_lock_url)] {
             if url.is_empty() {

@@ -32,6 +32,7 @@ pub mod error;
 pub mod gateway;
 pub mod idempotency;
 pub mod migration;
+pub mod reconcile;
 pub mod recovery;
 pub mod refund;
 pub mod relay;

@@ -11,6 +11,7 @@ use crate::{
     checkout::{Checkout, PayCommand},
     error::Error,
     gateway::PaymentMethod,
+    reconcile::Reconciler,
     store::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE},
 };
 
@@ -19,12 +20,14 @@ use crate::{
 pub struct PaymentApi {
     db: DatabaseConnection,
     checkout: Arc<Checkout>,
+    reconciler: Arc<Reconciler>,
 }
 
 impl PaymentApi {
-    /// Serves reads from `db` and payments through `checkout`.
-    pub fn new(db: DatabaseConnection, checkout: Arc<Checkout>) -> Self {
-        Self { db, checkout }
+    /// Serves reads from `db`, payments through `checkout` and operators' reconciliations
+    /// through `reconciler`.
+    pub fn new(db: DatabaseConnection, checkout: Arc<Checkout>, reconciler: Arc<Reconciler>) -> Self {
+        Self { db, checkout, reconciler }
     }
 }
 
@@ -138,9 +141,10 @@ impl PaymentService for PaymentApi {
 
     async fn reconcile(
         &self,
-        _request: Request<v1::ReconcileRequest>,
+        request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileReport>, Status> {
-        Err(Status::unimplemented("Reconcile is not implemented yet"))
+        let report = self.reconciler.run(request.into_inner().dry_run).await?;
+        Ok(Response::new(report))
     }
 }
 

@@ -13,8 +13,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub charge_id: String,
-    /// The provider idempotency key we charged with: our payment id.
-    pub payment_id: Uuid,
+    /// The provider idempotency key we charged with, when it is one of our payment ids.
+    pub payment_id: Option<Uuid>,
     pub amount_cents: i64,
     pub currency: String,
     /// The provider's word: `pending`, `captured`, `declined`, `refunded`, or anything else.
@@ -55,6 +55,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub kind: DiscrepancyKind,
+    /// Nil for a charge whose key is none of our payment ids.
     pub payment_id: Uuid,
     pub charge_id: Option<String>,
     pub booking_id: Option<Uuid>,
@@ -78,7 +79,7 @@ pub fn check_charge(
 ) -> Option<Finding> {
     let finding = |kind, detail: String, action| Finding {
         kind,
-        payment_id: charge.payment_id,
+        payment_id: charge.payment_id.unwrap_or_default(),
         charge_id: Some(charge.charge_id.clone()),
         booking_id: book.and_then(|b| b.live_booking),
         detail,
@@ -185,7 +186,11 @@ pub fn check_charge(
                 if unsettled(&book.status) { Action::Recover } else { Action::Report },
             )
         }),
-        other => Some(finding(DiscrepancyKind::UnexpectedStatus, format!("provider status {other:?}"), Action::Report)),
+        other => Some(finding(
+            DiscrepancyKind::UnexpectedStatus,
+            format!("provider status {other:?}"),
+            Action::Report,
+        )),
     }
 }
 
@@ -236,7 +241,7 @@ mod tests {
     fn charge(status: &str) -> LedgerEntry {
         LedgerEntry {
             charge_id: "ch_1".into(),
-            payment_id: Uuid::nil(),
+            payment_id: Some(Uuid::nil()),
             amount_cents: 5_000,
             currency: "EUR".into(),
             status: status.into(),
@@ -339,7 +344,10 @@ mod tests {
         );
         let mut cheaper = book("confirmed", true, None, OLD);
         cheaper.amount_cents = 1;
-        assert_eq!(verdict("captured", Some(cheaper)), Some((DiscrepancyKind::AmountMismatch, Action::Report)));
+        assert_eq!(
+            verdict("captured", Some(cheaper)),
+            Some((DiscrepancyKind::AmountMismatch, Action::Report))
+        );
         assert_eq!(verdict("declined", Some(book("declined", false, None, OLD))), None);
         assert_eq!(verdict("declined", None), None);
     }

@@ -30,11 +30,16 @@ use ticketing_proto::v1;
 use uuid::Uuid;
 
 use self::compare::{Action, BookView, Finding, LedgerEntry, check_charge, check_uncharged};
+use ticketing_proto::v1::DiscrepancyKind;
+use tokio::sync::Mutex;
+
 use crate::{
     checkout::Checkout,
     error::Error,
-    gateway::PaymentGateway,
-    store::{sql, timestamp},
+    gateway::{LedgerCharge, LedgerCursor},
+    recovery::Recovered,
+    refund::{RefundOrder, RequestedBy},
+    store::{self, PaymentStatus, sql, timestamp},
 };
 
 /// Charges read from the provider per call, and payments read from Postgres per query:
@@ -66,43 +71,44 @@ fn book_from_row(row: &QueryResult) -> Result<BookView, sea_orm::DbErr> {
 /// Compares the provider's ledger with payments, bookings and refunds.
 pub struct Reconciler {
     db: DatabaseConnection,
-    gateway: Arc<dyn PaymentGateway>,
+    /// Settles through checkout's gateway (its timeout layer), recovery and refunds.
     checkout: Arc<Checkout>,
     /// A payment that changed state more recently than this is still being settled by its
     /// request or by recovery, and is not a discrepancy yet.
     grace: Duration,
+    /// One run at a time per process: the periodic run and an operator's overlap otherwise
+    /// (runs on several replicas are safe, every settlement being a conditional step).
+    running: Mutex<()>,
 }
 
 impl Reconciler {
-    /// A reconciler that leaves payments younger than `grace` to their request and recovery.
-    pub fn new(
-        db: DatabaseConnection,
-        gateway: Arc<dyn PaymentGateway>,
-        checkout: Arc<Checkout>,
-        grace: Duration,
-    ) -> Self {
-        Self { db, gateway, checkout, grace }
+    /// A reconciler that leaves payments changed within `grace` to their request and recovery.
+    pub fn new(db: DatabaseConnection, checkout: Arc<Checkout>, grace: Duration) -> Self {
+        Self { db, checkout, grace, running: Mutex::new(()) }
     }
 
     /// One full run. With `dry_run` nothing is settled or recorded.
     pub async fn run(&self, dry_run: bool) -> Result<v1::ReconcileReport, Error> {
+        let _one_at_a_time = self.running.lock().await;
         let started_at = Utc::now();
-        let settled_before = started_at
-            - chrono::Duration::from_std(self.grace).unwrap_or_else(|_| chrono::Duration::days(1));
+        let settled_before =
+            started_at - chrono::Duration::from_std(self.grace).unwrap_or_else(|_| chrono::Duration::days(1));
         let mut run = Run::default();
 
         let mut charged: HashSet<Uuid> = HashSet::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<LedgerCursor> = None;
         loop {
-            let page = self.gateway.charges(after.as_deref(), PAGE).await?;
+            let page = self.checkout.gateway.charges(after.as_ref(), PAGE).await?;
             let Some(last) = page.last() else { break };
-            after = Some(last.charge_id.clone());
-            let ids: Vec<Uuid> = page.iter().map(|charge| charge.payment_id).collect();
+            after = Some(last.cursor());
+            let page: Vec<LedgerEntry> = page.iter().map(LedgerEntry::from).collect();
+            let ids: Vec<Uuid> = page.iter().filter_map(|charge| charge.payment_id).collect();
             let books = self.books_of(&ids).await?;
             for charge in &page {
-                charged.insert(charge.payment_id);
+                charged.extend(charge.payment_id);
                 run.charges_checked += 1;
-                if let Some(finding) = check_charge(charge, books.get(&charge.payment_id), settled_before) {
+                let book = charge.payment_id.and_then(|id| books.get(&id));
+                if let Some(finding) = check_charge(charge, book, settled_before) {
                     self.record(&mut run, finding, Some(charge), dry_run).await;
                 }
             }
@@ -184,7 +190,10 @@ impl Reconciler {
                 [ids.to_vec().into()],
             ))
             .await?;
-        rows.iter().map(|row| book_from_row(row).map(|book| (book.payment_id, book))).collect::<Result<_, _>>().map_err(Error::from)
+        rows.iter()
+            .map(|row| book_from_row(row).map(|book| (book.payment_id, book)))
+            .collect::<Result<_, _>>()
+            .map_err(Error::from)
     }
 
     /// Settles `finding` unless `dry_run` or it needs a person, and adds it to the run.
@@ -206,15 +215,53 @@ impl Reconciler {
         run.add(finding, settled);
     }
 
+    /// Carries out the finding's action; true when the payment reached a final state.
     async fn settle(&self, finding: &Finding, charge: Option<&LedgerEntry>) -> Result<bool, Error> {
         match (finding.action, charge) {
-            (Action::Report, _) => Ok(false),
-            (Action::Recover, _) => self.checkout.recover_payment(finding.payment_id).await,
-            (Action::Refund, Some(charge)) => {
-                self.checkout.refund_unbooked_charge(finding.payment_id, &charge.charge_id).await
+            (Action::Report, _) | (Action::Refund, None) => Ok(false),
+            (Action::Recover, _) => {
+                let Some(payment) = store::payment(&self.db, finding.payment_id).await? else {
+                    return Ok(false);
+                };
+                Ok(self.checkout.recover_payment(payment).await? == Recovered::Settled)
             }
-            (Action::Refund, None) => Ok(false),
+            (Action::Refund, Some(charge)) => self.refund_unbooked(finding, charge).await,
         }
+    }
+
+    /// Refunds a captured charge that no booking will ever use. Where our books already say
+    /// refunded (or know no such payment), only the provider's refund is missing; where they
+    /// say the payment ended otherwise (declined by an old version's recovery that assumed
+    /// "no charge"), the capture is recorded first and the refund goes through the refund
+    /// state machine, so the user is told and the key's answer becomes the truth.
+    async fn refund_unbooked(&self, finding: &Finding, charge: &LedgerEntry) -> Result<bool, Error> {
+        if finding.kind == DiscrepancyKind::RefundMismatch || charge.payment_id.is_none() {
+            self.checkout.gateway.refund(&charge.charge_id).await?;
+            metrics::counter!("payment_refunds_total").increment(1);
+            return Ok(true);
+        }
+        let recorded = self
+            .db
+            .execute_raw(sql(
+                "UPDATE payments SET status = 'captured', provider_charge_id = $2, updated_at = now() \
+                 WHERE payment_id = $1 AND status IN ('declined', 'confirmed', 'refunded') \
+                 AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.payment_id = $1 AND b.status <> 'cancelled') \
+                 AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = $1)",
+                [finding.payment_id.into(), charge.charge_id.as_str().into()],
+            ))
+            .await?
+            .rows_affected();
+        if recorded == 0 {
+            return Ok(false);
+        }
+        let order = RefundOrder {
+            payment_id: finding.payment_id,
+            booking_id: None,
+            reason: "the provider captured this charge after it was settled without it; refunded".into(),
+            requested_by: RequestedBy::System,
+        };
+        let current = self.checkout.refunds().refund(&order).await?;
+        Ok(current.payment.status == PaymentStatus::Refunded)
     }
 }
 
@@ -254,6 +301,19 @@ impl Run {
             discrepancies: self.discrepancies,
             unsettled: self.unsettled,
             finished_at: Some(timestamp(Utc::now())),
+        }
+    }
+}
+
+impl From<&LedgerCharge> for LedgerEntry {
+    fn from(charge: &LedgerCharge) -> Self {
+        Self {
+            charge_id: charge.charge_id.clone(),
+            payment_id: charge.payment_id(),
+            amount_cents: charge.amount_cents,
+            currency: charge.currency.clone(),
+            status: charge.status.as_str().to_owned(),
+            created_at: charge.created_at,
         }
     }
 }

@@ -219,6 +219,7 @@ pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
         relay_interval_ms: 50,
         provider_timeout_ms: 20_000,
         recovery_after_secs: 300,
+        reconcile_interval_secs: 300,
         crash_at: None,
     }
 }

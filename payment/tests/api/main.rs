@@ -4,6 +4,7 @@
 
 mod crash;
 mod helpers;
+mod reconcile;
 mod refunds;
 mod slow_provider;
 
