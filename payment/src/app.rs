@@ -9,8 +9,13 @@ use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
 use tokio::sync::Notify;
 
 use crate::{
-    checkout::Checkout, commit::CommitGroups, config::Config, gateway::SandboxGateway, migration::Migrator,
-    relay::OutboxRelay, service::PaymentApi,
+    checkout::Checkout,
+    commit::CommitGroups,
+    config::Config,
+    gateway::{SandboxGateway, TimeoutGateway},
+    migration::Migrator,
+    relay::OutboxRelay,
+    service::PaymentApi,
 };
 
 /// Longest a call to seat-lock may take; BeginCheckout and ConfirmHold are single Redis scripts.
@@ -38,7 +43,8 @@ impl App {
             .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
         let outbox_ready = Arc::new(Notify::new());
         let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
-        let gateway = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
+        let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
+        let gateway = Arc::new(TimeoutGateway::new(sandbox, config.provider_timeout()));
         if let Some(point) = config.crash_at {
             tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
         }

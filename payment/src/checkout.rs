@@ -223,6 +223,8 @@ impl Checkout {
                 metrics::counter!("payment_charges_total", "outcome" => "declined").increment(1);
                 return self.settle_declined(payment, reason).await;
             }
+            // Interim (replaced by the money states): a pending charge is left to recovery.
+            ChargeOutcome::Pending { .. } => return Err(Error::RequestInFlight),
             ChargeOutcome::Captured { charge_id } => {
                 metrics::counter!("payment_charges_total", "outcome" => "captured").increment(1);
                 charge_id
@@ -266,6 +268,9 @@ impl Checkout {
             amount_cents: payment.amount_cents,
             currency: payment.currency.clone(),
             created_at: chrono::Utc::now(),
+            status: crate::store::BookingStatus::Confirmed,
+            cancelled_at: None,
+            cancel_reason: None,
         };
         match timed("book", self.commit_booking(payment.clone(), charge_id.clone(), booking)).await? {
             Booked::Done(response) => Ok(*response),
@@ -581,6 +586,9 @@ impl Checkout {
             amount_cents: payment.amount_cents,
             currency: payment.currency.clone(),
             created_at: chrono::Utc::now(),
+            status: crate::store::BookingStatus::Confirmed,
+            cancelled_at: None,
+            cancel_reason: None,
         };
         let savepoint = txn.begin().await?;
         match write_booking(On::Txn(&savepoint), payment.clone(), charge_id.to_owned(), booking).await? {
@@ -621,7 +629,7 @@ impl Checkout {
         match self.gateway.lookup(payment_id).await? {
             Some(charge) => {
                 let mut reason = "payment interrupted; the charge was refunded".to_owned();
-                if charge.status == "captured" {
+                if charge.status == crate::gateway::ChargeStatus::Captured {
                     if let Some(booking_id) = reserved_booking_id {
                         match self.complete_booking(&txn, &payment, &charge.charge_id, booking_id).await? {
                             Completion::Booked => {

@@ -33,11 +33,17 @@ pub struct Config {
     /// How often the outbox relay looks for rows when no payment woke it, in milliseconds.
     #[arg(long, env = "RELAY_INTERVAL_MS", default_value_t = 200)]
     pub relay_interval_ms: u64,
-    /// Age after which a payment still `processing` is settled by the recovery pass, in
-    /// seconds. In production keep it above the longest a Pay can take (a slow provider may
-    /// take 60 s): recovery settling a payment whose request is still running is safe (the
-    /// row lock and `WHERE status = 'processing'` let only one of them settle it) but turns
-    /// a slow success into a refund. Tests that crash the service set it to 1.
+    /// Longest any call to the payment provider may take, in milliseconds (the one timeout
+    /// layer, `gateway::TimeoutGateway`). A charge that takes longer is recorded `unknown`
+    /// and Pay answers PENDING; recovery settles it from the provider's ledger.
+    #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 20_000)]
+    pub provider_timeout_ms: u64,
+    /// Age (since its last state change) after which a payment that is not final is driven
+    /// on by the recovery pass, in seconds. Recovery driving a payment whose request is still
+    /// running is safe (every step is a conditional update on the state it expects, and the
+    /// provider is idempotent), so this only decides how soon a stuck payment is settled; keep
+    /// it above PROVIDER_TIMEOUT_MS so a request normally settles its own payment. Tests that
+    /// crash the service set it to 1.
     #[arg(long, env = "RECOVERY_AFTER_SECS", default_value_t = 300)]
     pub recovery_after_secs: u64,
     /// TEST-ONLY fault injection, never set in production: abort the process
@@ -53,12 +59,20 @@ pub struct Config {
 pub enum CrashPoint {
     /// Seat-lock moved the hold into checkout; no payment row, no charge yet.
     AfterBeginCheckout,
-    /// The provider captured the charge; seat-lock not yet asked to confirm.
+    /// The key and the `charging` payment are committed; the provider not yet called.
+    AfterChargingCommitted,
+    /// The provider captured the charge; `captured` not yet committed.
     AfterCharge,
+    /// `captured` is committed; seat-lock not yet asked to confirm.
+    AfterCapturedCommitted,
     /// Seat-lock sold the seats; nothing of the booking is in Postgres yet.
     AfterConfirmHold,
     /// The booking transaction is written but not committed (it rolls back with the crash).
     BeforeCommit,
+    /// A refund's `refunding` is committed; the provider not yet asked to refund.
+    AfterRefundingCommitted,
+    /// The provider refunded; `refunded` not yet committed.
+    AfterProviderRefund,
 }
 
 impl CrashPoint {
@@ -88,6 +102,9 @@ impl Config {
                 self.database_max_connections, self.database_commit_groups
             ));
         }
+        if self.provider_timeout_ms == 0 {
+            return Err("PROVIDER_TIMEOUT_MS must be positive".into());
+        }
         if self.relay_interval_ms == 0 {
             return Err("RELAY_INTERVAL_MS must be positive".into());
         }
@@ -107,6 +124,11 @@ impl Config {
         Ok(())
     }
 
+    /// The one timeout of every provider call.
+    pub fn provider_timeout(&self) -> Duration {
+        Duration::from_millis(self.provider_timeout_ms)
+    }
+
     /// The relay's polling period.
     pub fn relay_interval(&self) -> Duration {
         Duration::from_millis(self.relay_interval_ms)
@@ -123,9 +145,13 @@ mod tests {
     fn crash_points_parse_by_their_documented_names() {
         for (name, point) in [
             ("after_begin_checkout", CrashPoint::AfterBeginCheckout),
+            ("after_charging_committed", CrashPoint::AfterChargingCommitted),
             ("after_charge", CrashPoint::AfterCharge),
+            ("after_captured_committed", CrashPoint::AfterCapturedCommitted),
             ("after_confirm_hold", CrashPoint::AfterConfirmHold),
             ("before_commit", CrashPoint::BeforeCommit),
+            ("after_refunding_committed", CrashPoint::AfterRefundingCommitted),
+            ("after_provider_refund", CrashPoint::AfterProviderRefund),
         ] {
             assert_eq!(CrashPoint::from_str(name, false), Ok(point));
         }

@@ -13,6 +13,9 @@ pub const REQUEST_IN_FLIGHT: &str = "REQUEST_IN_FLIGHT";
 pub const PAYMENT_NOT_FOUND: &str = "PAYMENT_NOT_FOUND";
 /// Reason of an unknown (or someone else's) booking.
 pub const BOOKING_NOT_FOUND: &str = "BOOKING_NOT_FOUND";
+/// Reason when another payment (another idempotency key) is paying or has paid this hold;
+/// its id is in the metadata (`payment_id`). Nothing was charged and the key stays unused.
+pub const HOLD_ALREADY_BEING_PAID: &str = "HOLD_ALREADY_BEING_PAID";
 /// Reason when seat-lock cannot be reached; nothing was stored, the caller may retry.
 pub const SEAT_LOCK_UNAVAILABLE: &str = "SEAT_LOCK_UNAVAILABLE";
 
@@ -41,6 +44,9 @@ pub enum Error {
     /// Seat-lock answered with a hold that cannot be paid (negative price, no currency).
     #[error("seat-lock returned an unusable hold: {0}")]
     BadHold(String),
+    /// Another live payment (another key) holds this hold; nothing was charged.
+    #[error("hold is already being paid by payment {0}")]
+    HoldAlreadyBeingPaid(uuid::Uuid),
     /// No such payment for this user.
     #[error("payment {0} not found")]
     PaymentNotFound(String),
@@ -56,6 +62,13 @@ pub enum Error {
     /// A stored response could not be decoded.
     #[error("stored response is corrupt: {0}")]
     CorruptResponse(#[from] prost::DecodeError),
+    /// The provider's ledger shows a status this code does not expect for the payment's
+    /// state; the payment is left as it is for an operator (and reconciliation) to look at.
+    #[error("payment {payment_id}: the provider's ledger says {status:?}, which this state does not expect")]
+    UnexpectedLedgerStatus { payment_id: uuid::Uuid, status: String },
+    /// A payment past the charge has no provider charge id to refund.
+    #[error("payment {0} has no provider charge id")]
+    MissingCharge(uuid::Uuid),
     /// The payment was settled by someone else (the recovery pass) while this request ran.
     #[error("payment {0} was settled concurrently")]
     SettledConcurrently(uuid::Uuid),
@@ -96,6 +109,12 @@ impl From<Error> for Status {
                     [],
                 )
             }
+            Error::HoldAlreadyBeingPaid(payment_id) => with_reason(
+                Code::FailedPrecondition,
+                format!("this hold is already being paid by payment {payment_id}"),
+                HOLD_ALREADY_BEING_PAID,
+                [("payment_id", payment_id.to_string())],
+            ),
             Error::PaymentNotFound(id) => {
                 with_reason(Code::NotFound, format!("payment {id} not found"), PAYMENT_NOT_FOUND, [])
             }
@@ -106,6 +125,8 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Gateway(_)
             | Error::CorruptResponse(_)
+            | Error::UnexpectedLedgerStatus { .. }
+            | Error::MissingCharge(_)
             | Error::SettledConcurrently(_)
             | Error::Publish(_)
             | Error::CheckoutTask(_)) => {

@@ -27,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod migration;
+pub mod refund;
 pub mod relay;
 pub mod service;
 pub mod store;

@@ -8,8 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use prost::Message;
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
-use service_runtime::{CancellationToken, bus::EventBus};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use service_runtime::{
+    CancellationToken,
+    bus::{EventBus, kind_of},
+};
 use ticketing_proto::events::EventEnvelope;
 use tokio::sync::Notify;
 
@@ -19,6 +22,18 @@ use crate::{error::Error, store::sql};
 pub const RELAY_BATCH: i64 = 100;
 /// Longest pause between attempts while NATS or Postgres keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Queues `event` in the outbox on `db` (a transaction the caller commits with the state the
+/// event announces). A message id already queued is kept once.
+pub async fn enqueue(db: &impl ConnectionTrait, event: &EventEnvelope) -> Result<(), DbErr> {
+    let kind = kind_of(event).ok_or_else(|| DbErr::Custom("an outbox event needs a body".into()))?;
+    db.execute_raw(sql(
+        "INSERT INTO outbox (message_id, kind, payload) VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
+        [event.message_id.as_str().into(), kind.into(), event.encode_to_vec().into()],
+    ))
+    .await?;
+    Ok(())
+}
 
 /// Moves outbox rows to the event bus.
 pub struct OutboxRelay {

@@ -12,10 +12,23 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Largest page of bookings, so one call cannot read a user's whole history at once.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-/// Life of a payment row.
+/// Life of a payment row. Each state is committed before the network call that follows it,
+/// so the recovery pass knows from the state alone what may have happened:
+/// `charging → captured → confirmed`, `charging → declined`, `charging → unknown` (the
+/// provider's answer is not known yet), `captured → refunding → refunded` (a lost hold) and
+/// `confirmed → refunding → refunded` (a cancellation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
+    /// Written by versions before the money states, between the key claim and the booking.
     Processing,
+    /// The key is claimed; the provider is being (or is about to be) charged.
+    Charging,
+    /// The charge timed out, failed or is pending at the provider: settled from the provider.
+    Unknown,
+    /// The provider captured the charge; the booking is not written yet.
+    Captured,
+    /// A refund is committed as started; the provider may or may not have made it.
+    Refunding,
     Confirmed,
     Declined,
     Refunded,
@@ -26,15 +39,24 @@ impl PaymentStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Processing => "processing",
+            Self::Charging => "charging",
+            Self::Unknown => "unknown",
+            Self::Captured => "captured",
+            Self::Refunding => "refunding",
             Self::Confirmed => "confirmed",
             Self::Declined => "declined",
             Self::Refunded => "refunded",
         }
     }
 
-    fn parse(value: &str) -> Result<Self, DbErr> {
+    /// Reads a stored `payments.status`.
+    pub fn parse(value: &str) -> Result<Self, DbErr> {
         Ok(match value {
             "processing" => Self::Processing,
+            "charging" => Self::Charging,
+            "unknown" => Self::Unknown,
+            "captured" => Self::Captured,
+            "refunding" => Self::Refunding,
             "confirmed" => Self::Confirmed,
             "declined" => Self::Declined,
             "refunded" => Self::Refunded,
@@ -42,12 +64,59 @@ impl PaymentStatus {
         })
     }
 
-    fn to_proto(self) -> v1::PaymentStatus {
+    /// True once nothing more will happen to the payment (short of a cancellation).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Declined | Self::Refunded)
+    }
+
+    /// The API form: the steps between the claim and the booking are all PROCESSING.
+    pub fn to_proto(self) -> v1::PaymentStatus {
         match self {
-            Self::Processing => v1::PaymentStatus::Processing,
+            Self::Processing | Self::Charging | Self::Captured => v1::PaymentStatus::Processing,
+            Self::Unknown => v1::PaymentStatus::Pending,
+            Self::Refunding => v1::PaymentStatus::Refunding,
             Self::Confirmed => v1::PaymentStatus::Confirmed,
             Self::Declined => v1::PaymentStatus::Declined,
             Self::Refunded => v1::PaymentStatus::Refunded,
+        }
+    }
+}
+
+/// Life of a booking: `confirmed`, then `cancelling` while its refund is under way (its
+/// seats stay its own), then `cancelled` (refunded, seats back on sale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelling,
+    Cancelled,
+}
+
+impl BookingStatus {
+    /// The value stored in `bookings.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Cancelling => "cancelling",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Reads a stored `bookings.status`.
+    pub fn parse(value: &str) -> Result<Self, DbErr> {
+        Ok(match value {
+            "confirmed" => Self::Confirmed,
+            "cancelling" => Self::Cancelling,
+            "cancelled" => Self::Cancelled,
+            other => return Err(DbErr::Type(format!("unknown booking status {other:?}"))),
+        })
+    }
+
+    /// The API form.
+    pub fn to_proto(self) -> v1::BookingStatus {
+        match self {
+            Self::Confirmed => v1::BookingStatus::Confirmed,
+            Self::Cancelling => v1::BookingStatus::Cancelling,
+            Self::Cancelled => v1::BookingStatus::Cancelled,
         }
     }
 }
@@ -66,12 +135,18 @@ pub struct PaymentRecord {
     pub provider_charge_id: Option<String>,
     pub failure_reason: Option<String>,
     pub booking_id: Option<Uuid>,
+    /// The booking id a Pay confirms the hold under, chosen with the payment, so recovery
+    /// replays ConfirmHold under the same id. `None` for rows of old versions.
+    pub reserved_booking_id: Option<Uuid>,
+    /// The method charged, so recovery re-drives the same charge. `None` for old rows.
+    pub payment_method: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
 /// Columns of [`PaymentRecord`], in `SELECT` order.
 pub const PAYMENT_COLUMNS: &str = "payment_id, idempotency_key, event_id, hold_id, user_id, amount_cents, \
-     currency, status, provider_charge_id, failure_reason, booking_id, created_at";
+     currency, status, provider_charge_id, failure_reason, booking_id, reserved_booking_id, payment_method, \
+     created_at";
 
 impl PaymentRecord {
     /// Reads a row selected with [`PAYMENT_COLUMNS`].
@@ -88,6 +163,8 @@ impl PaymentRecord {
             provider_charge_id: row.try_get("", "provider_charge_id")?,
             failure_reason: row.try_get("", "failure_reason")?,
             booking_id: row.try_get("", "booking_id")?,
+            reserved_booking_id: row.try_get("", "reserved_booking_id")?,
+            payment_method: row.try_get("", "payment_method")?,
             created_at: row.try_get("", "created_at")?,
         })
     }
@@ -126,15 +203,20 @@ pub struct BookingRecord {
     pub amount_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    pub status: BookingStatus,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<String>,
 }
 
-const BOOKING_COLUMNS: &str = "b.booking_id, b.payment_id, b.event_id, b.user_id, b.hold_id, b.zone_id, \
-     b.quantity, b.amount_cents, b.currency, b.created_at, \
+/// Columns of [`BookingRecord`] (table alias `b`), its seats included, in `SELECT` order.
+pub const BOOKING_COLUMNS: &str = "b.booking_id, b.payment_id, b.event_id, b.user_id, b.hold_id, b.zone_id, \
+     b.quantity, b.amount_cents, b.currency, b.created_at, b.status, b.cancelled_at, b.cancel_reason, \
      COALESCE((SELECT string_agg(s.seat_id, ',' ORDER BY s.seat_id) FROM booking_seats s \
                WHERE s.booking_id = b.booking_id), '') AS seat_ids";
 
 impl BookingRecord {
-    fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+    /// Reads a row selected with [`BOOKING_COLUMNS`].
+    pub fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
         let seats: String = row.try_get("", "seat_ids")?;
         let quantity: i32 = row.try_get("", "quantity")?;
         Ok(Self {
@@ -149,6 +231,9 @@ impl BookingRecord {
             amount_cents: row.try_get("", "amount_cents")?,
             currency: row.try_get("", "currency")?,
             created_at: row.try_get("", "created_at")?,
+            status: BookingStatus::parse(&row.try_get::<String>("", "status")?)?,
+            cancelled_at: row.try_get("", "cancelled_at")?,
+            cancel_reason: row.try_get("", "cancel_reason")?,
         })
     }
 
@@ -166,9 +251,9 @@ impl BookingRecord {
             amount_cents: self.amount_cents,
             currency: self.currency.clone(),
             created_at: Some(timestamp(self.created_at)),
-            status: v1::BookingStatus::Confirmed.into(),
-            cancelled_at: None,
-            cancel_reason: String::new(),
+            status: self.status.to_proto().into(),
+            cancelled_at: self.cancelled_at.map(timestamp),
+            cancel_reason: self.cancel_reason.clone().unwrap_or_default(),
         }
     }
 }
@@ -215,6 +300,28 @@ pub async fn booking_of_user(
     Ok(BookingRecord::from_row(&row)?)
 }
 
+/// The booking with this id, whoever owns it.
+pub async fn booking(db: &impl ConnectionTrait, booking_id: Uuid) -> Result<Option<BookingRecord>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            &format!("SELECT {BOOKING_COLUMNS} FROM bookings b WHERE b.booking_id = $1"),
+            [booking_id.into()],
+        ))
+        .await?;
+    row.as_ref().map(BookingRecord::from_row).transpose()
+}
+
+/// The payment with this id, whoever owns it.
+pub async fn payment(db: &impl ConnectionTrait, payment_id: Uuid) -> Result<Option<PaymentRecord>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1"),
+            [payment_id.into()],
+        ))
+        .await?;
+    row.as_ref().map(PaymentRecord::from_row).transpose()
+}
+
 /// A page of the user's bookings, newest first (booking ids are UUIDv7, so id order is time
 /// order), after `after` when given. Returns the page and the next page token.
 pub async fn bookings_of_user(
@@ -245,16 +352,18 @@ pub async fn bookings_of_user(
     Ok((bookings, next))
 }
 
-/// Every sold place of an event: one entry per booked seat, and `quantity` entries with no
-/// seat id per general-admission booking.
+/// Every sold place of an event: one entry per seat of a live booking (`confirmed`, or
+/// `cancelling` while its refund is under way: its seats are not back on sale yet), and
+/// `quantity` entries with no seat id per live general-admission booking.
 pub async fn sold_seats(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Vec<v1::SoldSeat>, Error> {
     let rows = db
         .query_all_raw(sql(
             "SELECT s.zone_id, s.seat_id, b.user_id, b.booking_id, b.hold_id, 1 AS places \
              FROM booking_seats s JOIN bookings b ON b.booking_id = s.booking_id WHERE s.event_id = $1 \
+             AND b.status IN ('confirmed', 'cancelling') \
              UNION ALL \
              SELECT b.zone_id, '' AS seat_id, b.user_id, b.booking_id, b.hold_id, b.quantity AS places \
-             FROM bookings b WHERE b.event_id = $1 \
+             FROM bookings b WHERE b.event_id = $1 AND b.status IN ('confirmed', 'cancelling') \
              AND NOT EXISTS (SELECT 1 FROM booking_seats s WHERE s.booking_id = b.booking_id) \
              ORDER BY booking_id, seat_id",
             [event_id.into()],

@@ -7,7 +7,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use payment::{App, Config};
@@ -35,6 +35,14 @@ pub struct FakeState {
     pub refuse_begin: Option<(Code, &'static str)>,
     /// When set, ConfirmHold refuses with this code and reason (e.g. the hold expired).
     pub refuse_confirm: Option<(Code, &'static str)>,
+    /// When set, a hold lives this long from its creation, and BeginCheckout extends it by
+    /// `checkout_grace` from then: past its deadline, BeginCheckout and ConfirmHold refuse
+    /// with `HOLD_EXPIRED`, as seat-lock does. `None`: holds never expire.
+    pub hold_ttl: Option<Duration>,
+    pub checkout_grace: Duration,
+    /// Each hold's deadline, and the booking id it was sold under.
+    pub deadlines: HashMap<String, Instant>,
+    pub sold_under: HashMap<String, String>,
 }
 
 /// An honest, minimal seat-lock: holds live in a map; checkout and confirm check ownership.
@@ -61,7 +69,11 @@ impl FakeSeatLock {
             total_price_cents: 5_000 * i64::from(quantity),
             currency: "EUR".to_owned(),
         };
-        self.state.lock().unwrap().holds.insert(hold_id.to_string(), hold);
+        let mut state = self.state.lock().unwrap();
+        if let Some(ttl) = state.hold_ttl {
+            state.deadlines.insert(hold_id.to_string(), Instant::now() + ttl);
+        }
+        state.holds.insert(hold_id.to_string(), hold);
         hold_id
     }
 
@@ -73,31 +85,61 @@ impl FakeSeatLock {
         self.state.lock().unwrap().refuse_confirm = refusal;
     }
 
+    /// Holds added from now on expire `ttl` after creation, or `grace` after BeginCheckout.
+    pub fn expire_holds(&self, ttl: Duration, grace: Duration) {
+        let mut state = self.state.lock().unwrap();
+        state.hold_ttl = Some(ttl);
+        state.checkout_grace = grace;
+    }
+
     pub fn begin_calls(&self) -> usize {
         self.begin_calls.load(Ordering::SeqCst)
     }
 
+    /// Moves a hold to `state`: checkout (`booking_id` None) or sold under `booking_id`.
     fn transition(
         &self,
         event_id: &str,
         hold_id: &str,
         user_id: &str,
         refusal: Option<(Code, &'static str)>,
-        state: v1::HoldState,
+        booking_id: Option<&str>,
     ) -> Result<Response<v1::Hold>, Status> {
         if let Some((code, reason)) = refusal {
             return Err(with_reason(code, format!("refused: {reason}"), reason, []));
         }
         let mut guard = self.state.lock().unwrap();
-        let hold = guard
-            .holds
+        let FakeState { holds, deadlines, sold_under, checkout_grace, .. } = &mut *guard;
+        let hold = holds
             .get_mut(hold_id)
             .filter(|hold| hold.event_id == event_id)
             .ok_or_else(|| with_reason(Code::NotFound, "no such hold", "HOLD_NOT_FOUND", []))?;
         if hold.user_id != user_id {
             return Err(with_reason(Code::PermissionDenied, "not your hold", "NOT_HOLD_OWNER", []));
         }
-        hold.state = state.into();
+        if let Some(sold) = sold_under.get(hold_id) {
+            // Seat-lock answers a replay under the same booking id with the sold hold.
+            return if booking_id == Some(sold.as_str()) {
+                Ok(Response::new(hold.clone()))
+            } else {
+                Err(with_reason(Code::FailedPrecondition, "hold already sold", "HOLD_ALREADY_SOLD", []))
+            };
+        }
+        if deadlines.get(hold_id).is_some_and(|deadline| Instant::now() >= *deadline) {
+            return Err(with_reason(Code::FailedPrecondition, "hold expired", "HOLD_EXPIRED", []));
+        }
+        match booking_id {
+            None => {
+                if let Some(deadline) = deadlines.get_mut(hold_id) {
+                    *deadline = Instant::now() + *checkout_grace;
+                }
+                hold.state = v1::HoldState::Checkout.into();
+            }
+            Some(booking_id) => {
+                sold_under.insert(hold_id.to_owned(), booking_id.to_owned());
+                hold.state = v1::HoldState::Sold.into();
+            }
+        }
         Ok(Response::new(hold.clone()))
     }
 }
@@ -129,7 +171,7 @@ impl SeatLockService for FakeSeatLock {
         self.begin_calls.fetch_add(1, Ordering::SeqCst);
         let r = request.into_inner();
         let refusal = self.state.lock().unwrap().refuse_begin;
-        self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, v1::HoldState::Checkout)
+        self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, None)
     }
     async fn confirm_hold(
         &self,
@@ -139,7 +181,7 @@ impl SeatLockService for FakeSeatLock {
         let r = request.into_inner();
         assert!(Uuid::parse_str(&r.booking_id).is_ok(), "ConfirmHold without a booking id");
         let refusal = self.state.lock().unwrap().refuse_confirm;
-        self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, v1::HoldState::Sold)
+        self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, Some(&r.booking_id))
     }
 }
 
@@ -175,6 +217,7 @@ pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
         nats_prefix: env.nats_prefix.clone(),
         seat_lock_url: seat_lock_url.to_owned(),
         relay_interval_ms: 50,
+        provider_timeout_ms: 20_000,
         recovery_after_secs: 300,
         crash_at: None,
     }
@@ -237,6 +280,16 @@ impl TestApp {
         row.try_get_by_index::<i64>(0).unwrap()
     }
 
+    pub async fn scalar_text(&self, query: &str) -> String {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<String>(0).unwrap()
+    }
+
     /// Waits until the relay has emptied the outbox; false if it did not within 15 s.
     pub async fn outbox_drained(&self) -> bool {
         tools::testenv::eventually(Duration::from_secs(15), || async {
@@ -274,6 +327,66 @@ impl TestApp {
                 .map(|(subject, _, envelope)| (subject, envelope))
         })
         .await
+    }
+}
+
+impl TestApp {
+    /// Every disagreement between the provider's ledger and the books (I2): a captured charge
+    /// has exactly one live booking of a confirmed payment and no refund; a refunded one a
+    /// refunded payment, its finished refund and no live booking; a declined one a declined
+    /// payment; no charge stays pending; no confirmed payment lacks a captured charge.
+    pub async fn ledger_violations(&self) -> Vec<String> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT l.charge_id, l.status AS charge, p.status AS payment, \
+                 (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id \
+                  AND b.status IN ('confirmed', 'cancelling')) AS live, \
+                 (SELECT count(*) FROM payment.refunds r WHERE r.payment_id = p.payment_id \
+                  AND r.state = 'refunded') AS refunds \
+                 FROM payment.psp_ledger l LEFT JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
+                 UNION ALL \
+                 SELECT 'none', 'none', p.status, 1, 0 FROM payment.payments p WHERE p.status = 'confirmed' \
+                 AND NOT EXISTS (SELECT 1 FROM payment.psp_ledger l \
+                 WHERE l.idempotency_key = p.payment_id::text AND l.status = 'captured')",
+            ))
+            .await
+            .unwrap();
+        let mut violations = Vec::new();
+        for row in rows {
+            let charge: String = row.try_get("", "charge_id").unwrap();
+            let status: String = row.try_get("", "charge").unwrap();
+            let payment: Option<String> = row.try_get("", "payment").unwrap();
+            let live: i64 = row.try_get("", "live").unwrap();
+            let refunds: i64 = row.try_get("", "refunds").unwrap();
+            let fine = match (status.as_str(), payment.as_deref()) {
+                ("captured", Some("confirmed")) => live == 1 && refunds == 0,
+                ("refunded", Some("refunded")) => live == 0 && refunds == 1,
+                ("declined", Some("declined")) => live == 0 && refunds == 0,
+                _ => false,
+            };
+            if !fine {
+                violations.push(format!(
+                    "charge {charge} is {status}: payment {payment:?}, {live} live bookings, {refunds} refunds"
+                ));
+            }
+        }
+        violations
+    }
+
+    /// Waits until no payment is left between states and no charge is pending at the
+    /// provider; false if that did not happen within 30 s.
+    pub async fn all_settled(&self) -> bool {
+        tools::testenv::eventually(Duration::from_secs(30), || async {
+            let open = self
+                .count("payments", "status IN ('processing', 'charging', 'unknown', 'captured', 'refunding')")
+                .await
+                + self.count("psp_ledger", "status = 'pending'").await;
+            (open == 0).then_some(())
+        })
+        .await
+        .is_some()
     }
 }
 
