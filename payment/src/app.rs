@@ -9,12 +9,18 @@ use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
 use tokio::sync::Notify;
 
 use crate::{
+    cancel::{
+        Cancellations,
+        cutoffs::{Cutoffs, INVENTORY_TIMEOUT},
+    },
     checkout::Checkout,
     commit::CommitGroups,
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
     migration::Migrator,
+    refund::Refunds,
     relay::OutboxRelay,
+    seat_returns::SeatReturns,
     service::PaymentApi,
 };
 
@@ -27,6 +33,7 @@ pub struct App {
     api: PaymentApi,
     checkout: Arc<Checkout>,
     relay: OutboxRelay,
+    seat_returns: SeatReturns,
     recovery_after: Duration,
 }
 
@@ -45,6 +52,13 @@ impl App {
         let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
         let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
         let gateway = Arc::new(TimeoutGateway::new(sandbox, config.provider_timeout()));
+        let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)
+            .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;
+        let returns_ready = Arc::new(Notify::new());
+        let refunds = Refunds::new(db.clone(), gateway.clone(), Arc::clone(&outbox_ready), config.crash_at);
+        let cancellations =
+            Cancellations::new(db.clone(), refunds, Cutoffs::new(inventory), Arc::clone(&returns_ready));
+        let seat_returns = SeatReturns::new(db.clone(), seat_lock.clone(), returns_ready);
         if let Some(point) = config.crash_at {
             tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
         }
@@ -52,7 +66,7 @@ impl App {
             Checkout::new(db.clone(), writes, gateway, seat_lock, Arc::clone(&outbox_ready))
                 .with_crash_point(config.crash_at),
         );
-        let api = PaymentApi::new(db.clone(), Arc::clone(&checkout));
+        let api = PaymentApi::new(db.clone(), Arc::clone(&checkout), Arc::new(cancellations));
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
         let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
         Ok(Self {
@@ -60,6 +74,7 @@ impl App {
             api,
             checkout,
             relay,
+            seat_returns,
             recovery_after: Duration::from_secs(config.recovery_after_secs),
         })
     }
@@ -75,13 +90,16 @@ impl App {
         Ok(self.checkout.recover_stuck_payments(older_than).await?)
     }
 
-    /// Serves until `shutdown` resolves; the relay and recovery loops stop on `server.stopping()`.
+    /// Serves until `shutdown` resolves; the relay, seat-return and recovery loops stop on
+    /// `server.stopping()` and are awaited.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stopping = self.server.stopping();
         let relay = tokio::spawn(self.relay.run(stopping.clone()));
+        let seat_returns = tokio::spawn(self.seat_returns.run(stopping.clone()));
         let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping));
         let served = self.server.serve(PaymentServiceServer::new(self.api), shutdown).await;
         let _ = relay.await;
+        let _ = seat_returns.await;
         let _ = recovery.await;
         served
     }

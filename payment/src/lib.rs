@@ -13,6 +13,11 @@
 //!   `processing` for the recovery pass, which settles it from the provider's ledger: it
 //!   replays ConfirmHold under the payment's reserved booking id and books, or refunds when
 //!   the hold is lost. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
+//! - [`cancel`]: `CancelBooking` (the owner, until the event's cutoff asked from inventory)
+//!   and `RefundBooking` (an operator): idempotent by key (`cancel:<key>`), they run the
+//!   booking's refund through [`refund`], which cancels it and frees its seat guard.
+//! - [`seat_returns`]: the outbox of a cancelled booking's seats, drained into seat-lock's
+//!   internal `ReturnSeats` until seat-lock accepts them.
 //! - [`commit`]: group commit, so the writes of concurrent payments share their commits.
 //! - [`gateway`]: the `PaymentGateway` trait and the sandbox provider with its own ledger.
 //! - [`relay`]: the outbox relay, publishing events to JetStream with the outbox message id
@@ -21,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cancel;
 pub mod checkout;
 pub mod commit;
 pub mod config;
@@ -29,6 +35,7 @@ pub mod gateway;
 pub mod migration;
 pub mod refund;
 pub mod relay;
+pub mod seat_returns;
 pub mod service;
 pub mod store;
 
