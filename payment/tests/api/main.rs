@@ -2,7 +2,9 @@
 //! seat-lock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cancellation;
 mod helpers;
+mod mesh_fakes;
 mod slow_provider;
 
 use std::time::Duration;
