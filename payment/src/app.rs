@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
     migration::Migrator,
-    refund::Refunds,
+    recovery::RecoveryPass,
     relay::OutboxRelay,
     seat_returns::SeatReturns,
     service::PaymentApi,
@@ -48,24 +48,31 @@ impl App {
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
             .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
+        let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)
+            .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;
         let outbox_ready = Arc::new(Notify::new());
         let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
         let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
         let gateway = Arc::new(TimeoutGateway::new(sandbox, config.provider_timeout()));
-        let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)
-            .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;
-        let returns_ready = Arc::new(Notify::new());
-        let refunds = Refunds::new(db.clone(), gateway.clone(), Arc::clone(&outbox_ready), config.crash_at);
-        let cancellations =
-            Cancellations::new(db.clone(), refunds, Cutoffs::new(inventory), Arc::clone(&returns_ready));
-        let seat_returns = SeatReturns::new(db.clone(), seat_lock.clone(), returns_ready);
         if let Some(point) = config.crash_at {
             tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
         }
-        let checkout = Arc::new(
-            Checkout::new(db.clone(), writes, gateway, seat_lock, Arc::clone(&outbox_ready))
-                .with_crash_point(config.crash_at),
+        let checkout = Arc::new(Checkout::new(
+            db.clone(),
+            writes,
+            gateway,
+            seat_lock.clone(),
+            Arc::clone(&outbox_ready),
+            config.crash_at,
+        ));
+        let returns_ready = Arc::new(Notify::new());
+        let cancellations = Cancellations::new(
+            db.clone(),
+            checkout.refunds().clone(),
+            Cutoffs::new(inventory),
+            Arc::clone(&returns_ready),
         );
+        let seat_returns = SeatReturns::new(db.clone(), seat_lock, returns_ready);
         let api = PaymentApi::new(db.clone(), Arc::clone(&checkout), Arc::new(cancellations));
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
         let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
@@ -84,9 +91,9 @@ impl App {
         self.server.local_addr().port()
     }
 
-    /// Settles payments stuck in `processing` for longer than `older_than` (see
-    /// [`Checkout::recover_stuck_payments`]); also runs at startup and every minute.
-    pub async fn recover_stuck_payments(&self, older_than: Duration) -> anyhow::Result<usize> {
+    /// One recovery pass over payments unchanged for longer than `older_than` (module
+    /// `recovery`); the service also runs it at startup and periodically.
+    pub async fn recover_stuck_payments(&self, older_than: Duration) -> anyhow::Result<RecoveryPass> {
         Ok(self.checkout.recover_stuck_payments(older_than).await?)
     }
 
@@ -112,8 +119,8 @@ const RECOVERY_PERIOD: Duration = Duration::from_secs(60);
 async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: CancellationToken) {
     loop {
         match checkout.recover_stuck_payments(older_than).await {
-            Ok(0) => {}
-            Ok(settled) => tracing::warn!(settled, "recovery settled stuck payments"),
+            Ok(pass) if pass == RecoveryPass::default() => {}
+            Ok(pass) => tracing::warn!(?pass, "recovery pass drove unsettled payments"),
             Err(error) => tracing::error!(error = %format!("{error:#}"), "recovery pass failed"),
         }
         tokio::select! {

@@ -50,9 +50,10 @@ pub enum Error {
     /// Seat-lock answered with a hold that cannot be paid (negative price, no currency).
     #[error("seat-lock returned an unusable hold: {0}")]
     BadHold(String),
-    /// Another live payment (another key) holds this hold; nothing was charged.
-    #[error("hold is already being paid by payment {0}")]
-    HoldAlreadyBeingPaid(uuid::Uuid),
+    /// Another live payment (another key) holds this hold; nothing was charged. Its id, when
+    /// it could be read.
+    #[error("hold is already being paid by payment {0:?}")]
+    HoldAlreadyBeingPaid(Option<uuid::Uuid>),
     /// No such payment for this user.
     #[error("payment {0} not found")]
     PaymentNotFound(String),
@@ -130,9 +131,9 @@ impl From<Error> for Status {
             }
             Error::HoldAlreadyBeingPaid(payment_id) => with_reason(
                 Code::FailedPrecondition,
-                format!("this hold is already being paid by payment {payment_id}"),
+                "this hold is already being paid with another idempotency_key",
                 HOLD_ALREADY_BEING_PAID,
-                [("payment_id", payment_id.to_string())],
+                payment_id.map(|id| ("payment_id", id.to_string())),
             ),
             Error::PaymentNotFound(id) => {
                 with_reason(Code::NotFound, format!("payment {id} not found"), PAYMENT_NOT_FOUND, [])

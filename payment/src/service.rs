@@ -82,7 +82,7 @@ fn pay_command(request: v1::PayRequest) -> Result<PayCommand, Status> {
     if PaymentMethod::parse(&request.payment_method).is_none() {
         return Err(invalid(
             "payment_method",
-            "must be pm_card_ok, pm_card_declined or pm_card_slow_<millis>",
+            "must be pm_card_ok, pm_card_declined, pm_card_slow_<millis> or pm_card_async_<millis>",
         ));
     }
     Ok(PayCommand { idempotency_key, event_id, hold_id, user_id, payment_method: request.payment_method })

@@ -322,6 +322,18 @@ pub async fn payment(db: &impl ConnectionTrait, payment_id: Uuid) -> Result<Opti
     row.as_ref().map(PaymentRecord::from_row).transpose()
 }
 
+/// The payment of `hold_id` that is neither declined nor refunded, if any (there is at most
+/// one: `payments_one_live_per_hold`).
+pub async fn live_payment_of_hold(db: &impl ConnectionTrait, hold_id: Uuid) -> Result<Option<Uuid>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            "SELECT payment_id FROM payments WHERE hold_id = $1 AND status NOT IN ('declined', 'refunded')",
+            [hold_id.into()],
+        ))
+        .await?;
+    row.map(|row| row.try_get("", "payment_id")).transpose()
+}
+
 /// A page of the user's bookings, newest first (booking ids are UUIDv7, so id order is time
 /// order), after `after` when given. Returns the page and the next page token.
 pub async fn bookings_of_user(

@@ -401,6 +401,14 @@ impl TestApp {
     }
 }
 
+/// The metrics this test binary records (one global recorder, installed on first use):
+/// tests look for series only they produce.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap())
+}
+
 /// The ErrorInfo reason of a status, if any.
 pub fn reason(status: &Status) -> Option<String> {
     service_runtime::status::reason(status).map(|(reason, _)| reason)

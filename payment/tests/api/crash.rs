@@ -1,0 +1,165 @@
+//! A real crash at every step of a Pay and of its refund: the payment binary runs with
+//! `PAYMENT_CRASH_AT` armed and aborts there (no cleanup); after a restart, recovery leaves
+//! every captured charge with exactly one booking or exactly one refund.
+
+use std::{process::Stdio, time::Duration};
+
+use payment::App;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use ticketing_proto::v1::{self, PaymentStatus, payment_service_client::PaymentServiceClient};
+use tokio::process::Command;
+use tonic::Code;
+use tools::testenv::{TestEnv, eventually};
+use uuid::Uuid;
+
+use crate::helpers::{FakeSeatLock, attach, config, spawn_fake_seat_lock};
+
+/// Where the process aborts; whether seat-lock has lost the hold by ConfirmHold (so the
+/// charge is refunded); what the crash leaves (payment status, ledger status); and what the
+/// key answers once recovery settled it.
+const CRASHES: [(&str, bool, (Option<&str>, Option<&str>), PaymentStatus); 8] = [
+    // Nothing written: the replay pays for real.
+    ("after_begin_checkout", false, (None, None), PaymentStatus::Confirmed),
+    // The provider never saw the charge: recovery re-drives it with the same key.
+    ("after_charging_committed", false, (Some("charging"), None), PaymentStatus::Confirmed),
+    ("after_charge", false, (Some("charging"), Some("captured")), PaymentStatus::Confirmed),
+    ("after_captured_committed", false, (Some("captured"), Some("captured")), PaymentStatus::Confirmed),
+    // Seats sold in seat-lock, nothing in Postgres: ConfirmHold replayed under the reserved
+    // booking id, then booked.
+    ("after_confirm_hold", false, (Some("captured"), Some("captured")), PaymentStatus::Confirmed),
+    ("before_commit", false, (Some("captured"), Some("captured")), PaymentStatus::Confirmed),
+    ("after_refunding_committed", true, (Some("refunding"), Some("captured")), PaymentStatus::Refunded),
+    // Refunded at the provider, not here: the refund is re-driven (same refund id) and finished.
+    ("after_provider_refund", true, (Some("refunding"), Some("refunded")), PaymentStatus::Refunded),
+];
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Runs the real payment binary with `PAYMENT_CRASH_AT=point`, and a client once it serves.
+async fn spawn_crashing(
+    env: &TestEnv,
+    seat_lock_url: &str,
+    point: &str,
+) -> (tokio::process::Child, PaymentServiceClient<tonic::transport::Channel>) {
+    let port = free_port();
+    // Through `sh` only to switch core dumps off: the process aborts on purpose.
+    let child = Command::new("sh")
+        .args(["-c", "ulimit -c 0 && exec \"$0\"", env!("CARGO_BIN_EXE_payment")])
+        .env("DATABASE_URL", &env.database_url)
+        .env("DATABASE_MAX_CONNECTIONS", "8")
+        .env("DATABASE_COMMIT_GROUPS", "2")
+        .env("NATS_URL", &env.nats_url)
+        .env("NATS_PREFIX", &env.nats_prefix)
+        .env("SEAT_LOCK_URL", seat_lock_url)
+        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("PAYMENT_CRASH_AT", point)
+        // Its own recovery must not touch what this test's crashes leave.
+        .env("RECOVERY_AFTER_SECS", "3600")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let channel =
+        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).unwrap();
+    let client = PaymentServiceClient::new(channel);
+    let serving = eventually(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            let probe =
+                v1::GetPaymentRequest { payment_id: Uuid::now_v7().to_string(), user_id: "probe".into() };
+            (client.get_payment(probe).await.err()?.code() == Code::NotFound).then_some(())
+        }
+    })
+    .await;
+    assert!(serving.is_some(), "{point}: the payment binary serves");
+    (child, client)
+}
+
+async fn text(db: &DatabaseConnection, query: &str, key: &str) -> Option<String> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, query, [key.into()]))
+        .await
+        .unwrap()?;
+    row.try_get_by_index::<String>(0).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_money_state_ends_in_one_booking_or_one_refund() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let db = env.database().await.unwrap();
+    let event_id = Uuid::now_v7();
+    let mut requests = Vec::new();
+
+    for (n, (point, hold_lost, left, _)) in CRASHES.iter().enumerate() {
+        let (mut child, mut client) = spawn_crashing(&env, &url, point).await;
+        let user = format!("crash-{n}");
+        let hold_id = seat_lock.add_hold(event_id, &user, &[&format!("A-{n}-1")], 1);
+        seat_lock.refuse_confirm(hold_lost.then_some((Code::FailedPrecondition, "HOLD_EXPIRED")));
+        let request = v1::PayRequest {
+            idempotency_key: format!("crash-key-{point}"),
+            event_id: event_id.to_string(),
+            hold_id: hold_id.to_string(),
+            user_id: user,
+            payment_method: "pm_card_ok".into(),
+        };
+
+        let answer = client.pay(request.clone()).await;
+        assert!(answer.is_err(), "{point}: the process aborts instead of answering: {answer:?}");
+        let exit = child.wait().await.unwrap();
+        assert!(!exit.success(), "{point}: the process died ({exit:?})");
+        // What the crash left, before any recovery: proof it stopped at `point`.
+        let key = &request.idempotency_key;
+        let payment = text(&db, "SELECT status FROM payment.payments WHERE idempotency_key = $1", key).await;
+        let charge = text(
+            &db,
+            "SELECT l.status FROM payment.psp_ledger l JOIN payment.payments p \
+             ON p.payment_id::text = l.idempotency_key WHERE p.idempotency_key = $1",
+            key,
+        )
+        .await;
+        assert_eq!(
+            (payment.as_deref(), charge.as_deref()),
+            *left,
+            "{point}: (payment, charge) after the crash"
+        );
+        requests.push(request);
+    }
+
+    // Restart (in-process, unarmed); seat-lock answers again; recovery drives every payment.
+    seat_lock.refuse_confirm(None);
+    let app = App::build(config(&env, &url)).await.unwrap();
+    for _ in 0..3 {
+        app.recover_stuck_payments(Duration::ZERO).await.unwrap();
+    }
+    let app = attach(env, seat_lock, app).await;
+
+    for ((point, _, _, expected), request) in CRASHES.iter().zip(&requests) {
+        let answer = app.pay(request.clone()).await.unwrap_or_else(|status| panic!("{point}: {status:?}"));
+        assert_eq!(answer.payment.as_ref().map(|p| p.status()), Some(*expected), "{point}: {answer:?}");
+        let charges = app
+            .count(
+                "psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key",
+                &format!("p.hold_id = '{}'", request.hold_id),
+            )
+            .await;
+        assert_eq!(charges, 1, "{point}: exactly one charge for the hold");
+    }
+    assert_eq!(app.ledger_violations().await, Vec::<String>::new());
+    assert_eq!(app.count("payments", "status NOT IN ('confirmed', 'refunded')").await, 0);
+    // The refund re-driven after the provider had refunded kept the provider's refund id.
+    assert_eq!(
+        app.count("refunds r JOIN payment.psp_ledger l ON l.refund_id = r.provider_refund_id", "").await,
+        2
+    );
+    assert!(app.outbox_drained().await, "every outcome reaches the user");
+}
