@@ -2,24 +2,21 @@
 //! its seat guard freed in the refund's commit, the seats handed back to seat-lock from the
 //! outbox, each refusal precise and changing nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use payment::{
-    App,
-    commit::CommitGroups,
-    gateway::SandboxGateway,
-    refund::{Begun, RefundOrder, Refunds, RequestedBy},
-};
+use payment::App;
 use ticketing_proto::{
     events::event_envelope::Body,
     v1::{self, BookingStatus, PaymentStatus},
 };
-use tokio::sync::Notify;
 use tonic::{Code, Status};
-use tools::testenv::eventually;
+use tools::testenv::{TestEnv, eventually};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, attach, config, reason, spawn_app};
+use crate::{
+    crash::spawn_crashing,
+    helpers::{FakeSeatLock, TestApp, attach, config, reason, spawn_app, spawn_fake_seat_lock},
+};
 
 const DAY: i64 = 86_400;
 
@@ -298,48 +295,72 @@ async fn seat_returns_wait_for_seat_lock_and_are_sent_once_it_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancellation_cut_short_between_its_steps_is_finished() {
-    let app = spawn_app().await;
-    app.seat_lock.inventory.add_event(app.event_id, 30 * DAY, 86_400);
-    // Three bookings, each left where a crash would leave it: `refunding` committed; the
-    // provider's refund made but not recorded; and one the owner retries.
-    let begun = book(&app, "erin", &["A-7-1"], "pay-erin-1").await;
-    let refunded_at_provider = book(&app, "erin", &["A-7-2"], "pay-erin-2").await;
-    let retried = book(&app, "erin", &["A-7-3"], "pay-erin-3").await;
-    let db = service_runtime::db::connect(&app.env.database_url, "payment", 4).await.unwrap();
-    let gateway = Arc::new(SandboxGateway::new(db.clone(), CommitGroups::start(db.clone(), 1)));
-    let refunds = Refunds::new(db, gateway, Arc::new(Notify::new()), None);
-    for booking in [&begun, &refunded_at_provider, &retried] {
-        let order = RefundOrder {
-            payment_id: booking.payment_id.parse().unwrap(),
-            booking_id: Some(booking.booking_id.parse().unwrap()),
-            reason: payment::cancel::OWNER_CANCEL_REASON.into(),
-            requested_by: RequestedBy::User,
-        };
-        assert_eq!(refunds.begin(&order).await.unwrap(), Begun::Refunding);
+async fn a_cancellation_crashed_between_its_steps_is_finished() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let app = attach(env.clone(), seat_lock.clone(), App::build(config(&env, &url)).await.unwrap()).await;
+    seat_lock.inventory.add_event(app.event_id, 30 * DAY, 86_400);
+    // Where the binary aborts, and what the crash leaves at the provider. The third is
+    // finished by its owner's retry, the first two by the recovery pass of a restart.
+    let crashes = [
+        ("after_refunding_committed", "captured"),
+        ("after_provider_refund", "refunded"),
+        ("after_refunding_committed", "captured"),
+    ];
+    let mut cancelled = Vec::new();
+    for (n, (point, charge)) in crashes.into_iter().enumerate() {
+        let booking = book(&app, "erin", &[&format!("A-7-{n}")], &format!("pay-erin-{n}")).await;
+        let (mut child, mut client) = spawn_crashing(&env, &url, point).await;
+        let request = cancel_request(&format!("cancel-erin-{n}"), &booking.booking_id, "erin");
+        assert!(client.cancel_booking(request.clone()).await.is_err(), "{point}: the process aborts");
+        assert!(!child.wait().await.unwrap().success(), "{point}: the process died");
+        let payment_id = &booking.payment_id;
+        assert_eq!(
+            app.count(
+                "bookings",
+                &format!("booking_id = '{}' AND status = 'cancelling'", booking.booking_id)
+            )
+            .await,
+            1,
+            "{point}"
+        );
+        assert_eq!(
+            app.count("payments", &format!("payment_id = '{payment_id}' AND status = 'refunding'")).await,
+            1,
+            "{point}"
+        );
+        assert_eq!(
+            app.count("psp_ledger", &format!("idempotency_key = '{payment_id}' AND status = '{charge}'"))
+                .await,
+            1,
+            "{point}"
+        );
+        cancelled.push((booking, request));
     }
-    refunds.provider_refund(refunded_at_provider.payment_id.parse().unwrap()).await.unwrap();
-    assert_eq!(app.count("bookings", "status = 'cancelling'").await, 3);
 
     // The owner's retry drives its cancellation on and answers it finished.
-    let answer = cancel(&app, cancel_request("cancel-erin-3", &retried.booking_id, "erin")).await.unwrap();
+    let answer = cancel(&app, cancelled[2].1.clone()).await.unwrap();
     assert_eq!(statuses(&answer), (BookingStatus::Cancelled, PaymentStatus::Refunded));
+    assert!(answer.replayed);
+    assert_eq!(app.count("bookings", "status = 'cancelling'").await, 2);
 
-    // A restarted service's recovery finishes the other two.
-    let restarted =
-        App::build(config(&app.env, &crate::helpers::spawn_fake_seat_lock(app.seat_lock.clone()).await))
-            .await
-            .unwrap();
-    restarted.recover_stuck_payments(Duration::ZERO).await.unwrap();
-    assert_eq!(app.count("bookings", "status = 'cancelled'").await, 3);
-    assert_eq!(app.count("seat_guard", "").await, 0);
-    let restarted = attach(app.env.clone(), app.seat_lock.clone(), restarted).await;
-    for booking in [&begun, &refunded_at_provider, &retried] {
-        assert!(seats_returned(&restarted, booking).await, "{} not returned", booking.booking_id);
-        assert!(
-            restarted.event_with_id(&format!("booking_cancelled:{}", booking.booking_id)).await.is_some()
+    // A restart's recovery pass finishes the other two; their retries answer them finished.
+    App::build(config(&env, &url)).await.unwrap().recover_stuck_payments(Duration::ZERO).await.unwrap();
+    for (booking, request) in &cancelled {
+        let answer = cancel(&app, request.clone()).await.unwrap();
+        assert_eq!(
+            statuses(&answer),
+            (BookingStatus::Cancelled, PaymentStatus::Refunded),
+            "{}",
+            booking.booking_id
         );
+        assert!(seats_returned(&app, booking).await, "{} not returned", booking.booking_id);
+        assert!(app.event_with_id(&format!("booking_cancelled:{}", booking.booking_id)).await.is_some());
     }
-    assert_eq!(restarted.count("psp_ledger", "status = 'refunded'").await, 3);
-    assert!(restarted.ledger_violations().await.is_empty(), "{:?}", restarted.ledger_violations().await);
+    assert_eq!(app.count("seat_guard", "").await, 0);
+    assert_eq!(app.count("psp_ledger", "status = 'refunded'").await, 3);
+    assert_eq!(app.count("refunds", "state = 'refunded'").await, 3);
+    assert!(app.ledger_violations().await.is_empty(), "{:?}", app.ledger_violations().await);
+    assert!(app.outbox_drained().await);
 }

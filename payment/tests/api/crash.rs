@@ -40,7 +40,8 @@ fn free_port() -> u16 {
 }
 
 /// Runs the real payment binary with `PAYMENT_CRASH_AT=point`, and a client once it serves.
-async fn spawn_crashing(
+/// The fake seat-lock's server answers inventory too.
+pub(crate) async fn spawn_crashing(
     env: &TestEnv,
     seat_lock_url: &str,
     point: &str,
@@ -55,6 +56,7 @@ async fn spawn_crashing(
         .env("NATS_URL", &env.nats_url)
         .env("NATS_PREFIX", &env.nats_prefix)
         .env("SEAT_LOCK_URL", seat_lock_url)
+        .env("INVENTORY_URL", seat_lock_url)
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("PAYMENT_CRASH_AT", point)
