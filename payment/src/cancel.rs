@@ -90,7 +90,7 @@ enum Claim {
     /// every step is idempotent by the booking's state, so this drives it on.
     Again,
     /// Answered for good: replay it.
-    Answered(v1::CancelBookingResponse),
+    Answered(Box<v1::CancelBookingResponse>),
 }
 
 /// Runs cancellations; shared by the gRPC handlers.
@@ -118,9 +118,8 @@ impl Cancellations {
         let key = command.stored_key();
         let hash = command.request_hash();
         let replayed = match self.claim(&key, &hash).await? {
-            Claim::Answered(mut response) => {
-                response.replayed = true;
-                return Ok(response);
+            Claim::Answered(response) => {
+                return Ok(v1::CancelBookingResponse { replayed: true, ..*response });
             }
             Claim::New => false,
             Claim::Again => true,
@@ -203,7 +202,7 @@ impl Cancellations {
         }
         if let Some(bytes) = row.try_get::<Option<Vec<u8>>>("", "response")? {
             let response = v1::CancelBookingResponse::decode(bytes.as_slice())?;
-            return Ok(if is_final(&response) { Claim::Answered(response) } else { Claim::Again });
+            return Ok(if is_final(&response) { Claim::Answered(Box::new(response)) } else { Claim::Again });
         }
         Err(Error::StoredFailure {
             code: row.try_get::<Option<i32>>("", "error_code")?.unwrap_or(Code::Internal as i32),

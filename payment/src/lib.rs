@@ -15,8 +15,8 @@
 //! - [`recovery`]: the pass that drives every payment left between states from the
 //!   provider's ledger (re-driving the same charge when the provider has none), never
 //!   assuming an outcome. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
-//! - [`cancel`]: `CancelBooking` (the owner, until the event's cutoff asked from inventory)
-//!   and `RefundBooking` (an operator): idempotent by key (`cancel:<key>`), they run the
+//! - [`cancel`]: the owner's `CancelBooking`, until the event's cutoff asked from inventory,
+//!   and the operator's `RefundBooking`: idempotent by key (`cancel:<key>`), they run the
 //!   booking's refund through [`refund`], whose last commit cancels the booking, frees its
 //!   seat guard and queues its seats.
 //! - [`seat_returns`]: the outbox of a cancelled booking's seats, drained into seat-lock's
