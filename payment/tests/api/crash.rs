@@ -14,10 +14,13 @@ use uuid::Uuid;
 
 use crate::helpers::{FakeSeatLock, attach, config, spawn_fake_seat_lock};
 
+/// What a crash leaves: the payment's status and its charge's status in the ledger.
+type Left = (Option<&'static str>, Option<&'static str>);
+
 /// Where the process aborts; whether seat-lock has lost the hold by ConfirmHold (so the
-/// charge is refunded); what the crash leaves (payment status, ledger status); and what the
-/// key answers once recovery settled it.
-const CRASHES: [(&str, bool, (Option<&str>, Option<&str>), PaymentStatus); 8] = [
+/// charge is refunded); what the crash leaves; and what the key answers once recovery
+/// settled it.
+const CRASHES: [(&str, bool, Left, PaymentStatus); 8] = [
     // Nothing written: the replay pays for real.
     ("after_begin_checkout", false, (None, None), PaymentStatus::Confirmed),
     // The provider never saw the charge: recovery re-drives it with the same key.

@@ -232,6 +232,12 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
                     unmatched += 1;
                 }
             }
+            // The sandbox records declines in its ledger, as a real provider does.
+            "declined" => {
+                if !(payment == "declined" && bookings == 0) {
+                    unmatched += 1;
+                }
+            }
             _ => {
                 v.refunded_charges += 1;
                 if !(payment == "refunded" && bookings == 0) {
