@@ -89,9 +89,10 @@ pub enum Error {
     /// A payment past the charge has no provider charge id to refund.
     #[error("payment {0} has no provider charge id")]
     MissingCharge(uuid::Uuid),
-    /// The payment was settled by someone else (the recovery pass) while this request ran.
-    #[error("payment {0} was settled concurrently")]
-    SettledConcurrently(uuid::Uuid),
+    /// A refund row says `refunding` while its payment is not: the books disagree with each
+    /// other, and nothing is finished until an operator looks.
+    #[error("payment {0} is not refunding although its refund is")]
+    RefundOutOfStep(uuid::Uuid),
     /// The outbox relay could not publish to NATS; the rows stay for the next attempt.
     #[error("publish: {0}")]
     Publish(#[from] service_runtime::bus::BusError),
@@ -170,7 +171,7 @@ impl From<Error> for Status {
             | Error::MissingCharge(_)
             | Error::EventUnknown(_)
             | Error::NotCancellable { .. }
-            | Error::SettledConcurrently(_)
+            | Error::RefundOutOfStep(_)
             | Error::Publish(_)
             | Error::CheckoutTask(_)) => {
                 tracing::error!(error = %format!("{error:#}"), "payment request failed");

@@ -291,6 +291,16 @@ impl TestApp {
         row.try_get_by_index::<i64>(0).unwrap()
     }
 
+    pub async fn scalar_bytes(&self, query: &str) -> Vec<u8> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<Vec<u8>>(0).unwrap()
+    }
+
     pub async fn scalar_text(&self, query: &str) -> String {
         let row = self
             .db
