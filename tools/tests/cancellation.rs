@@ -20,9 +20,12 @@ use anyhow::Context;
 use fred::prelude::*;
 use helpers::*;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use ticketing_proto::v1::{
-    self as pb, BookingStatus, NotificationKind, PaymentStatus, SeatState,
-    notifier_service_client::NotifierServiceClient,
+use ticketing_proto::{
+    internal::{ReturnSeatsRequest, seat_lock_internal_service_client::SeatLockInternalServiceClient},
+    v1::{
+        self as pb, BookingStatus, NotificationKind, PaymentStatus, SeatState,
+        notifier_service_client::NotifierServiceClient,
+    },
 };
 use tonic::Code;
 use tools::testenv::{TestEnv, eventually};
@@ -242,6 +245,22 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
         .map(|seat| (seat.clone(), (seat == &seats[0]).then(|| bob_hold.hold_id.clone())))
         .collect();
     assert_eq!(owners, expected);
+
+    // Seat-lock's internal RPC is not reachable through the load balancer, which routes by
+    // path prefix and has no route for `ticketing.internal.*`.
+    let lb = tonic::transport::Endpoint::from_shared(stack.config().lb_url())?.connect_lazy();
+    let through_lb = SeatLockInternalServiceClient::new(lb)
+        .return_seats(ReturnSeatsRequest {
+            event_id: event_id.clone(),
+            booking_id: bob.booking.as_ref().context("bob's booking")?.booking_id.clone(),
+            hold_id: bob_hold.hold_id.clone(),
+            user_id: "bob".into(),
+            zone_id: "A".into(),
+            seat_ids: bob_seat.clone(),
+            quantity: 1,
+        })
+        .await;
+    assert_eq!(through_lb.expect_err("not routed").code(), Code::Unimplemented);
 
     // The money: Alice's charge refunded, Bob's captured.
     let alice_payment = paid.payment.context("alice's payment")?.payment_id;
