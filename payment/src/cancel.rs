@@ -16,7 +16,9 @@
 //! 4. The answer is stored on the key. When the provider could not refund yet, the answer is
 //!    CANCELLING / REFUNDING: recovery finishes the refund, and a replay of the key drives it
 //!    on and answers where it stands. Refusals (not found, cancellation closed) are stored
-//!    and replayed; a failure of a backing service is not, so a retry runs again.
+//!    and replayed; a failure of a backing service is not, so a retry runs again (a key left
+//!    without an answer is dropped by recovery's cleanup after its window; a retry then
+//!    claims it anew, to the same outcome, since every step goes by the booking's state).
 
 pub mod cutoffs;
 
