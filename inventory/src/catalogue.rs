@@ -28,6 +28,11 @@ pub const MAX_ROWS: usize = 500;
 pub const MAX_SEATS_PER_ROW: u32 = 1_000;
 /// Most places in one general-admission zone.
 pub const MAX_GA_CAPACITY: u32 = 200_000;
+/// Cancellation cutoff of an event whose request says 0: owners may cancel until one day
+/// before it starts.
+pub const DEFAULT_CANCELLATION_CUTOFF_SECS: u32 = 86_400;
+/// Longest cancellation cutoff: 365 days before the start.
+pub const MAX_CANCELLATION_CUTOFF_SECS: u32 = 365 * 86_400;
 /// Events per page when the caller asks for 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Most events per page; bounds one answer.
@@ -218,6 +223,8 @@ pub struct NewEvent {
     pub admission_capacity: u32,
     pub admission_tick_ms: u32,
     pub pass_ttl_seconds: u32,
+    /// Owners may cancel a booking until this long before `starts_at`.
+    pub cancellation_cutoff_seconds: u32,
 }
 
 fn timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, Error> {
@@ -278,6 +285,12 @@ pub fn validate_event(request: &CreateEventRequest) -> Result<NewEvent, Error> {
         admission_capacity: defaulted("admission_capacity", request.admission_capacity, 500, 1..=100_000)?,
         admission_tick_ms: defaulted("admission_tick_ms", request.admission_tick_ms, 200, 50..=60_000)?,
         pass_ttl_seconds: defaulted("pass_ttl_seconds", request.pass_ttl_seconds, 600, 10..=86_400)?,
+        cancellation_cutoff_seconds: defaulted(
+            "cancellation_cutoff_seconds",
+            request.cancellation_cutoff_seconds,
+            DEFAULT_CANCELLATION_CUTOFF_SECS,
+            1..=MAX_CANCELLATION_CUTOFF_SECS,
+        )?,
     })
 }
 
@@ -325,7 +338,8 @@ pub struct Store {
 
 const EVENT_SELECT: &str = r#"
 SELECT e.event_id, e.venue_id, e.name, e.starts_at, e.sale_opens_at, e.max_tickets_per_user,
-       e.currency, e.admission_capacity, e.admission_tick_ms, e.pass_ttl_seconds, v.total_capacity,
+       e.currency, e.admission_capacity, e.admission_tick_ms, e.pass_ttl_seconds,
+       e.cancellation_cutoff_seconds, v.total_capacity,
        (SELECT jsonb_agg(to_jsonb(z) ORDER BY z.position) FROM zones z WHERE z.venue_id = e.venue_id) AS zones
 FROM events e JOIN venues v ON v.venue_id = e.venue_id
 "#;
@@ -357,8 +371,7 @@ fn event_from_row(row: &QueryResult) -> Result<Event, Error> {
         admission_capacity: get_u32("admission_capacity")?,
         admission_tick_ms: get_u32("admission_tick_ms")?,
         pass_ttl_seconds: get_u32("pass_ttl_seconds")?,
-        // Placeholder of this stop's work in progress (issue 12): stored per event next.
-        cancellation_cutoff_seconds: 0,
+        cancellation_cutoff_seconds: get_u32("cancellation_cutoff_seconds")?,
         total_capacity: get_u32("total_capacity")?,
         zones: zones
             .into_iter()
@@ -435,8 +448,8 @@ impl Store {
         }
         tx.execute_raw(stmt(
             "INSERT INTO events (event_id, venue_id, name, starts_at, sale_opens_at, max_tickets_per_user, \
-             currency, admission_capacity, admission_tick_ms, pass_ttl_seconds) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             currency, admission_capacity, admission_tick_ms, pass_ttl_seconds, cancellation_cutoff_seconds) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             vec![
                 event_id.into(),
                 new.venue_id.into(),
@@ -448,6 +461,7 @@ impl Store {
                 (new.admission_capacity as i32).into(),
                 (new.admission_tick_ms as i32).into(),
                 (new.pass_ttl_seconds as i32).into(),
+                (new.cancellation_cutoff_seconds as i32).into(),
             ],
         ))
         .await?;

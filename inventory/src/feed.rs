@@ -12,7 +12,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt;
 use prost::Message;
 use service_runtime::{CancellationToken, bus::EventBus};
-use ticketing_proto::events::{EventEnvelope, event_envelope::Body};
+use ticketing_proto::events::{EventEnvelope, ReleaseReason, event_envelope::Body};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -132,6 +132,10 @@ async fn apply(registry: &Registry, envelope: &EventEnvelope, stopping: &Cancell
                 seat_ids: &e.seat_ids,
                 quantity: e.quantity,
             },
+        ),
+        Some(Body::SeatsReleased(e)) if e.reason == ReleaseReason::Cancelled as i32 => (
+            &e.event_id,
+            SeatEvent::Cancelled { hold_id: &e.hold_id, zone_id: &e.zone_id, seat_ids: &e.seat_ids },
         ),
         Some(Body::SeatsReleased(e)) => (
             &e.event_id,

@@ -6,7 +6,8 @@
 //! - [`registry`]: every known event in memory with its [`seatmap::SeatMap`] (a packed
 //!   two-bit state per seat, counters for general admission) and a bounded change feed.
 //! - [`feed`]: an ordered JetStream consumer that replays the whole event stream on every
-//!   boot and applies `SeatsHeld`, `SeatsReleased` and `BookingConfirmed` in stream order.
+//!   boot and applies `SeatsHeld`, `SeatsReleased` and `BookingConfirmed` in stream order
+//!   (`SeatsReleased` with reason CANCELLED turns a cancelled booking's sold seats free).
 //! - [`service`]: the gRPC `InventoryService`.
 //!
 //! Request flow: `CreateVenue`/`CreateEvent` validate, write Postgres in one transaction and

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateCatalogue)]
+        vec![Box::new(CreateCatalogue), Box::new(CancellationCutoff)]
     }
 }
 
@@ -59,6 +59,34 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_sale_opening ON events (sale_opens_at, event_id);
 "#,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// `events.cancellation_cutoff_seconds`: owners may cancel a booking until this long before
+/// the event starts (payment asks for it through `GetEvent`). Events stored before it get the
+/// default of one day.
+///
+/// Named explicitly: `DeriveMigrationName` names a migration after its file, which would give
+/// it the name of `CreateCatalogue` and have it skipped as already applied.
+struct CancellationCutoff;
+
+impl MigrationName for CancellationCutoff {
+    fn name(&self) -> &str {
+        "m20261201_000002_cancellation_cutoff"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CancellationCutoff {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE events ADD COLUMN cancellation_cutoff_seconds integer NOT NULL DEFAULT 86400 \
+                 CHECK (cancellation_cutoff_seconds BETWEEN 1 AND 31536000)",
             )
             .await?;
         Ok(())

@@ -2,10 +2,19 @@
 //! (general admission), changed by applying seat events in stream order.
 //!
 //! Applying is idempotent and order-aware: a release frees a seat only if the releasing hold
-//! still holds it, and a sold seat never changes again, so replaying the stream from the
-//! start on every boot always rebuilds the same map.
+//! still holds it, and a sold seat changes again only when its own sale is cancelled, so
+//! replaying the stream from the start on every boot always rebuilds the same map.
+//!
+//! A cancellation comes from seat-lock (`SeatsReleased`, reason CANCELLED) while sales come
+//! from payment (`BookingConfirmed`), two publishers: the next sale of a returned seat may
+//! reach the stream before the return. The map therefore remembers who sold each seat (a
+//! newer sale of a sold seat means the older one was returned) and which holds were returned
+//! (their late `BookingConfirmed` is ignored).
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ticketing_proto::{
     seat_states::{EncodedSeatStates, encode},
@@ -21,8 +30,10 @@ pub enum SeatEvent<'a> {
     Held { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String], quantity: u32 },
     /// The hold ended without a sale (released or expired).
     Released { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String] },
-    /// The hold was paid for: its seats are sold for good.
+    /// The hold was paid for: its seats are sold until the booking is cancelled.
     Confirmed { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String], quantity: u32 },
+    /// The hold's booking was cancelled and seat-lock gave its seats back: free again.
+    Cancelled { hold_id: &'a str, zone_id: &'a str, seat_ids: &'a [String] },
 }
 
 /// What one applied event changed, for watchers.
@@ -43,6 +54,9 @@ struct SeatedSeats {
     packed: Vec<u8>,
     /// The hold that holds each held seat, by seat index.
     held_by: HashMap<u32, String>,
+    /// The hold that bought each sold seat, by seat index (one shared string per hold), so a
+    /// cancellation frees only its own seats.
+    sold_by: HashMap<u32, Arc<str>>,
     /// `packed` in its smaller wire encoding, made by the first snapshot after a change and
     /// shared (reference-counted) by every snapshot until the next change.
     encoded: Option<EncodedSeatStates>,
@@ -76,6 +90,7 @@ impl SeatedSeats {
 #[derive(Default)]
 struct GaPlaces {
     held: HashMap<String, u32>,
+    /// Places sold, by the hold that bought them; a cancellation gives back its own.
     sold: HashMap<String, u32>,
 }
 
@@ -134,6 +149,9 @@ pub struct SeatMap {
     zones: Vec<ZoneState>,
     by_id: HashMap<String, usize>,
     version: u64,
+    /// Holds whose sale was cancelled; a `Confirmed` of one arriving after its return is stale.
+    /// Grows with cancellations only, a small share of the sales.
+    cancelled: HashSet<String>,
 }
 
 impl SeatMap {
@@ -156,6 +174,7 @@ impl SeatMap {
                         seats_per_row: zone.seats_per_row,
                         packed: vec![0; zone.capacity.div_ceil(4) as usize],
                         held_by: HashMap::new(),
+                        sold_by: HashMap::new(),
                         encoded: None,
                     })
                 };
@@ -163,7 +182,7 @@ impl SeatMap {
             })
             .collect();
         let by_id = zones.iter().enumerate().map(|(i, z)| (z.zone.zone_id.clone(), i)).collect();
-        Self { event_id: event.event_id.clone(), zones, by_id, version: 0 }
+        Self { event_id: event.event_id.clone(), zones, by_id, version: 0, cancelled: HashSet::new() }
     }
 
     /// Count of seat events applied.
@@ -200,10 +219,18 @@ impl SeatMap {
     pub fn apply(&mut self, event: SeatEvent<'_>) -> Changes {
         self.version += 1;
         let mut changes = Changes { version: self.version, ..Changes::default() };
+        match event {
+            SeatEvent::Confirmed { hold_id, .. } if self.cancelled.contains(hold_id) => return changes,
+            SeatEvent::Cancelled { hold_id, .. } => {
+                self.cancelled.insert(hold_id.to_owned());
+            }
+            _ => {}
+        }
         let (zone_id, seat_ids) = match event {
             SeatEvent::Held { zone_id, seat_ids, .. }
             | SeatEvent::Released { zone_id, seat_ids, .. }
-            | SeatEvent::Confirmed { zone_id, seat_ids, .. } => (zone_id, seat_ids),
+            | SeatEvent::Confirmed { zone_id, seat_ids, .. }
+            | SeatEvent::Cancelled { zone_id, seat_ids, .. } => (zone_id, seat_ids),
         };
         // Seated events name their zone in every seat id; trust those when the field is empty.
         let zone_id = match (zone_id.is_empty(), seat_ids.first().and_then(|s| parse_seat_id(s))) {
@@ -252,8 +279,10 @@ fn apply_seated(
     let (hold_id, seat_ids) = match event {
         SeatEvent::Held { hold_id, seat_ids, .. }
         | SeatEvent::Released { hold_id, seat_ids, .. }
-        | SeatEvent::Confirmed { hold_id, seat_ids, .. } => (hold_id, seat_ids),
+        | SeatEvent::Confirmed { hold_id, seat_ids, .. }
+        | SeatEvent::Cancelled { hold_id, seat_ids, .. } => (hold_id, seat_ids),
     };
+    let buyer: Arc<str> = Arc::from(hold_id);
     let before = out.len();
     for seat_id in seat_ids {
         let Some(index) = seats.index(zone_id, seat_id) else {
@@ -290,7 +319,35 @@ fn apply_seated(
                     seats.held_by.remove(&index);
                 }
                 *sold += 1;
+                seats.sold_by.insert(index, Arc::clone(&buyer));
                 Some(SeatState::Sold)
+            }
+            SeatEvent::Confirmed { .. } => {
+                // Sold again by another hold: seat-lock returned the older sale before it
+                // sold the seat anew, though that return is not in the stream yet. Same
+                // state, new buyer; the older return, when it comes, finds the seat not its own.
+                if seats.sold_by.get(&index).is_some_and(|owner| **owner != *hold_id) {
+                    tracing::debug!(event_id, seat_id, hold_id, "sold seat sold again by another hold");
+                    seats.sold_by.insert(index, Arc::clone(&buyer));
+                }
+                None
+            }
+            SeatEvent::Cancelled { .. }
+                if state == SeatState::Sold as u8
+                    && seats.sold_by.get(&index).is_some_and(|owner| **owner == *hold_id) =>
+            {
+                *sold -= 1;
+                seats.sold_by.remove(&index);
+                Some(SeatState::Free)
+            }
+            // Returned before its sale reached the stream: the seat is still shown held.
+            SeatEvent::Cancelled { .. }
+                if state == SeatState::Held as u8
+                    && seats.held_by.get(&index).is_some_and(|owner| owner == hold_id) =>
+            {
+                *held -= 1;
+                seats.held_by.remove(&index);
+                Some(SeatState::Free)
             }
             _ => None,
         };
@@ -342,6 +399,18 @@ fn apply_general(
             places.sold.insert(hold_id.to_owned(), quantity);
             *sold += quantity;
             true
+        }
+        SeatEvent::Cancelled { hold_id, .. } => {
+            if let Some(quantity) = places.sold.remove(hold_id) {
+                *sold -= quantity;
+                quantity > 0
+            } else if let Some(quantity) = places.held.remove(hold_id) {
+                // Returned before its sale reached the stream.
+                *held -= quantity;
+                quantity > 0
+            } else {
+                false
+            }
         }
     }
 }
@@ -397,6 +466,64 @@ mod tests {
         let a = &map.availability(Some("A"))[0];
         assert_eq!((a.free, a.held, a.sold), (5, 0, 1));
         assert_eq!(map.version(), 4);
+    }
+
+    #[test]
+    fn a_cancelled_sale_frees_only_its_own_seats_in_any_arrival_order() {
+        let mut map = SeatMap::new(&event());
+        let seat = vec!["A-1-1".to_owned()];
+        let counts = |map: &SeatMap| {
+            let a = &map.availability(Some("A"))[0];
+            (a.free, a.held, a.sold)
+        };
+        map.apply(SeatEvent::Held { hold_id: "h1", zone_id: "A", seat_ids: &seat, quantity: 1 });
+        map.apply(SeatEvent::Confirmed { hold_id: "h1", zone_id: "A", seat_ids: &seat, quantity: 1 });
+        // Another hold's cancellation does not touch it; its own frees it, once.
+        map.apply(SeatEvent::Cancelled { hold_id: "h9", zone_id: "A", seat_ids: &seat });
+        assert_eq!((states(&mut map)[0], counts(&map)), (2, (5, 0, 1)));
+        let changes = map.apply(SeatEvent::Cancelled { hold_id: "h1", zone_id: "A", seat_ids: &seat });
+        assert_eq!(changes.seats.len(), 1);
+        assert_eq!(changes.seats[0].state, SeatState::Free as i32);
+        map.apply(SeatEvent::Cancelled { hold_id: "h1", zone_id: "A", seat_ids: &seat });
+        assert_eq!((states(&mut map)[0], counts(&map)), (0, (6, 0, 0)));
+
+        // Sold to h3 and returned, then sold to h2, whose sale reaches the stream before h3's
+        // return and h2's own hold (payment and seat-lock publish separately).
+        map.apply(SeatEvent::Held { hold_id: "h3", zone_id: "A", seat_ids: &seat, quantity: 1 });
+        map.apply(SeatEvent::Confirmed { hold_id: "h3", zone_id: "A", seat_ids: &seat, quantity: 1 });
+        map.apply(SeatEvent::Confirmed { hold_id: "h2", zone_id: "A", seat_ids: &seat, quantity: 1 });
+        map.apply(SeatEvent::Cancelled { hold_id: "h3", zone_id: "A", seat_ids: &seat });
+        map.apply(SeatEvent::Held { hold_id: "h2", zone_id: "A", seat_ids: &seat, quantity: 1 });
+        assert_eq!((states(&mut map)[0], counts(&map)), (2, (5, 0, 1)));
+
+        // A return that overtakes its own sale: the held seat is freed, the late sale ignored.
+        let other = vec!["A-2-1".to_owned()];
+        map.apply(SeatEvent::Held { hold_id: "h4", zone_id: "A", seat_ids: &other, quantity: 1 });
+        map.apply(SeatEvent::Cancelled { hold_id: "h4", zone_id: "A", seat_ids: &other });
+        map.apply(SeatEvent::Confirmed { hold_id: "h4", zone_id: "A", seat_ids: &other, quantity: 1 });
+        assert_eq!((states(&mut map)[3], counts(&map)), (0, (5, 0, 1)));
+    }
+
+    #[test]
+    fn a_cancelled_general_admission_sale_gives_its_places_back() {
+        let mut map = SeatMap::new(&event());
+        let none: Vec<String> = Vec::new();
+        let ga = |map: &SeatMap| {
+            let ga = &map.availability(Some("GA"))[0];
+            (ga.free, ga.held, ga.sold)
+        };
+        map.apply(SeatEvent::Held { hold_id: "g1", zone_id: "GA", seat_ids: &none, quantity: 4 });
+        map.apply(SeatEvent::Confirmed { hold_id: "g1", zone_id: "GA", seat_ids: &none, quantity: 4 });
+        map.apply(SeatEvent::Confirmed { hold_id: "g2", zone_id: "GA", seat_ids: &none, quantity: 3 });
+        assert_eq!(ga(&map), (3, 0, 7));
+        map.apply(SeatEvent::Cancelled { hold_id: "g1", zone_id: "GA", seat_ids: &none });
+        map.apply(SeatEvent::Cancelled { hold_id: "g1", zone_id: "GA", seat_ids: &none });
+        assert_eq!(ga(&map), (7, 0, 3));
+        // Returned while only its hold had reached the stream; the late sale is ignored.
+        map.apply(SeatEvent::Held { hold_id: "g3", zone_id: "GA", seat_ids: &none, quantity: 2 });
+        map.apply(SeatEvent::Cancelled { hold_id: "g3", zone_id: "GA", seat_ids: &none });
+        map.apply(SeatEvent::Confirmed { hold_id: "g3", zone_id: "GA", seat_ids: &none, quantity: 2 });
+        assert_eq!(ga(&map), (7, 0, 3));
     }
 
     #[test]

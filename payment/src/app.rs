@@ -8,8 +8,13 @@ use sea_orm_migration::MigratorTrait;
 use service_runtime::{CancellationToken, GrpcServer, bus::EventBus};
 use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
 use tokio::sync::Notify;
+use tonic::transport::Channel;
 
 use crate::{
+    cancel::{
+        Cancellations,
+        cutoffs::{Cutoffs, INVENTORY_TIMEOUT},
+    },
     checkout::Checkout,
     commit::CommitGroups,
     config::Config,
@@ -18,6 +23,7 @@ use crate::{
     reconcile::Reconciler,
     recovery::RecoveryPass,
     relay::OutboxRelay,
+    seat_returns::SeatReturns,
     service::PaymentApi,
 };
 
@@ -30,6 +36,7 @@ pub struct App {
     api: PaymentApi,
     checkout: Arc<Checkout>,
     relay: OutboxRelay,
+    seat_returns: SeatReturns,
     reconciler: Arc<Reconciler>,
     recovery_after: Duration,
     reconcile_every: Duration,
@@ -44,11 +51,27 @@ impl App {
                 .context("cannot connect to Postgres")?;
         Migrator::up(&db, None).await.context("cannot migrate schema payment")?;
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let seat_lock = seat_lock_channel(&config)?;
+        let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)
+            .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;
         let outbox_ready = Arc::new(Notify::new());
-        let checkout = Arc::new(checkout(&config, &db, Arc::clone(&outbox_ready))?);
+        let checkout = Arc::new(checkout(&config, &db, seat_lock.clone(), Arc::clone(&outbox_ready)));
+        let returns_ready = Arc::new(Notify::new());
+        let cancellations = Cancellations::new(
+            db.clone(),
+            checkout.refunds().clone(),
+            Cutoffs::new(inventory),
+            Arc::clone(&returns_ready),
+        );
+        let seat_returns = SeatReturns::new(db.clone(), seat_lock, returns_ready);
         let recovery_after = Duration::from_secs(config.recovery_after_secs);
         let reconciler = Arc::new(Reconciler::new(db.clone(), Arc::clone(&checkout), recovery_after));
-        let api = PaymentApi::new(db.clone(), Arc::clone(&checkout), Arc::clone(&reconciler));
+        let api = PaymentApi::new(
+            db.clone(),
+            Arc::clone(&checkout),
+            Arc::new(cancellations),
+            Arc::clone(&reconciler),
+        );
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
         let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
         Ok(Self {
@@ -56,6 +79,7 @@ impl App {
             api,
             checkout,
             relay,
+            seat_returns,
             reconciler,
             recovery_after,
             reconcile_every: Duration::from_secs(config.reconcile_interval_secs),
@@ -73,14 +97,17 @@ impl App {
         Ok(self.checkout.recover_stuck_payments(older_than).await?)
     }
 
-    /// Serves until `shutdown` resolves; the relay and recovery loops stop on `server.stopping()`.
+    /// Serves until `shutdown` resolves; the relay, seat-return and recovery loops stop on
+    /// `server.stopping()` and are awaited.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stopping = self.server.stopping();
         let relay = tokio::spawn(self.relay.run(stopping.clone()));
+        let seat_returns = tokio::spawn(self.seat_returns.run(stopping.clone()));
         let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping.clone()));
         let reconciliation = tokio::spawn(reconcile_loop(self.reconciler, self.reconcile_every, stopping));
         let served = self.server.serve(PaymentServiceServer::new(self.api), shutdown).await;
         let _ = relay.await;
+        let _ = seat_returns.await;
         let _ = recovery.await;
         let _ = reconciliation.await;
         served
@@ -89,16 +116,25 @@ impl App {
 
 /// Checkout on `db`: the sandbox provider behind its timeout layer, seat-lock's client, and
 /// `outbox_ready` woken after every commit that queues an event.
-fn checkout(config: &Config, db: &DatabaseConnection, outbox_ready: Arc<Notify>) -> anyhow::Result<Checkout> {
-    let seat_lock = ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
-        .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))?;
+fn checkout(
+    config: &Config,
+    db: &DatabaseConnection,
+    seat_lock: Channel,
+    outbox_ready: Arc<Notify>,
+) -> Checkout {
     let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
     let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
     let gateway = Arc::new(TimeoutGateway::new(sandbox, config.provider_timeout()));
     if let Some(point) = config.crash_at {
         tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
     }
-    Ok(Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, config.crash_at))
+    Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, config.crash_at)
+}
+
+/// The balanced channel to seat-lock, connecting lazily.
+fn seat_lock_channel(config: &Config) -> anyhow::Result<Channel> {
+    ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
+        .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))
 }
 
 /// A reconciler wired as the service's, for the `payment-reconcile` command: it settles
@@ -108,7 +144,7 @@ pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
     let db = service_runtime::db::connect(&config.database_url, "payment", config.database_max_connections)
         .await
         .context("cannot connect to Postgres")?;
-    let checkout = Arc::new(checkout(config, &db, Arc::new(Notify::new()))?);
+    let checkout = Arc::new(checkout(config, &db, seat_lock_channel(config)?, Arc::new(Notify::new())));
     Ok(Reconciler::new(db, checkout, Duration::from_secs(config.recovery_after_secs)))
 }
 

@@ -157,7 +157,7 @@ impl Checkout {
 
         let claim = idempotency::claim(&self.writes, &self.db, &command, &hash, &hold, Uuid::now_v7());
         let payment = match timed("claim", claim).await? {
-            Claim::Claimed(payment) => payment,
+            Claim::Claimed(payment) => *payment,
             Claim::KeyTaken => return self.answer_of_key(&command, &hash).await,
             Claim::HoldTaken(live) => return Err(Error::HoldAlreadyBeingPaid(live)),
         };
@@ -325,11 +325,11 @@ impl Checkout {
 /// request, or recovery, is driving it right now).
 fn replayed(state: KeyState) -> Result<v1::PayResponse, Error> {
     let mut response = match state {
-        KeyState::Done(answer) => answer?,
+        KeyState::Done(answer) => (*answer)?,
         KeyState::InFlight(Some(payment))
             if matches!(payment.status, PaymentStatus::Unknown | PaymentStatus::Refunding) =>
         {
-            Current { payment, booking: None }.pay_response()
+            Current { payment: *payment, booking: None }.pay_response()
         }
         KeyState::InFlight(_) | KeyState::Unused => return Err(Error::RequestInFlight),
     };

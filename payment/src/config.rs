@@ -30,6 +30,10 @@ pub struct Config {
     /// The seat-lock service, which moves holds into checkout and confirms them.
     #[arg(long, env = "SEAT_LOCK_URL", default_value = "http://127.0.0.1:50052")]
     pub seat_lock_url: String,
+    /// The inventory service, asked for an event's start and cancellation cutoff when an owner
+    /// cancels a booking.
+    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
+    pub inventory_url: String,
     /// How often the outbox relay looks for rows when no payment woke it, in milliseconds.
     #[arg(long, env = "RELAY_INTERVAL_MS", default_value_t = 200)]
     pub relay_interval_ms: u64,
@@ -121,13 +125,19 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             return Err("RECONCILE_INTERVAL_SECS must be at least 1".into());
         }
-        for (name, url) in [("NATS_URL", &self.nats_url), ("SEAT_LOCK_URL", &self.seat_lock_url)] {
+        for (name, url) in [
+            ("NATS_URL", &self.nats_url),
+            ("SEAT_LOCK_URL", &self.seat_lock_url),
+            ("INVENTORY_URL", &self.inventory_url),
+        ] {
             if url.is_empty() {
                 return Err(format!("{name} is required"));
             }
         }
-        if !(self.seat_lock_url.starts_with("http://") || self.seat_lock_url.starts_with("https://")) {
-            return Err(format!("SEAT_LOCK_URL must be an http(s) URL, got {:?}", self.seat_lock_url));
+        for (name, url) in [("SEAT_LOCK_URL", &self.seat_lock_url), ("INVENTORY_URL", &self.inventory_url)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{name} must be an http(s) URL, got {url:?}"));
+            }
         }
         Ok(())
     }
@@ -145,6 +155,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
     use clap::ValueEnum;
 
     use super::*;
@@ -167,5 +179,20 @@ mod tests {
         // Unarmed or armed elsewhere: nothing happens.
         CrashPoint::abort_if(None, CrashPoint::AfterCharge);
         CrashPoint::abort_if(Some(CrashPoint::BeforeCommit), CrashPoint::AfterCharge);
+    }
+
+    #[test]
+    fn inventory_url_is_checked_like_seat_lock_url() {
+        use clap::Parser;
+        let config = Config::try_parse_from(["payment"]).unwrap();
+        assert_eq!(config.inventory_url, "http://127.0.0.1:50053");
+        assert_eq!(config.validate(), Ok(()));
+        let bad = Config::try_parse_from(["payment", "--inventory-url", "inventory:50053"]).unwrap();
+        assert_eq!(
+            bad.validate(),
+            Err("INVENTORY_URL must be an http(s) URL, got \"inventory:50053\"".into())
+        );
+        let empty = Config::try_parse_from(["payment", "--inventory-url", ""]).unwrap();
+        assert_eq!(empty.validate(), Err("INVENTORY_URL is required".into()));
     }
 }

@@ -18,6 +18,12 @@ pub const BOOKING_NOT_FOUND: &str = "BOOKING_NOT_FOUND";
 pub const HOLD_ALREADY_BEING_PAID: &str = "HOLD_ALREADY_BEING_PAID";
 /// Reason when seat-lock cannot be reached; nothing was stored, the caller may retry.
 pub const SEAT_LOCK_UNAVAILABLE: &str = "SEAT_LOCK_UNAVAILABLE";
+/// Reason of a CancelBooking after the event's cancellation cutoff; the metadata says when
+/// cancellations closed (`cancellable_until`, RFC 3339) and the event's cutoff
+/// (`cancellation_cutoff_seconds`).
+pub const CANCELLATION_CLOSED: &str = "CANCELLATION_CLOSED";
+/// Reason when inventory cannot tell the event's cutoff; nothing changed, the caller may retry.
+pub const INVENTORY_UNAVAILABLE: &str = "INVENTORY_UNAVAILABLE";
 
 /// Why a payment RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,19 @@ pub enum Error {
     /// No such booking for this user.
     #[error("booking {0} not found")]
     BookingNotFound(String),
+    /// The owner asked to cancel after the event's cancellation cutoff (`cancel`).
+    #[error("cancellations closed at {} ({cutoff_seconds} s before the event starts)", .closed_at.to_rfc3339())]
+    CancellationClosed { closed_at: chrono::DateTime<chrono::Utc>, cutoff_seconds: u32 },
+    /// Inventory could not answer the event's cutoff (`cancel`); nothing changed.
+    #[error("inventory unavailable: {}", .0.message())]
+    InventoryUnavailable(Status),
+    /// Inventory does not know a booking's event (`cancel`): the books and the catalogue
+    /// disagree.
+    #[error("event {0} of a booking is unknown to inventory")]
+    EventUnknown(uuid::Uuid),
+    /// A confirmed booking whose payment is in a state no refund starts from (`cancel`).
+    #[error("booking {booking_id} cannot be cancelled: its payment is {status}")]
+    NotCancellable { booking_id: uuid::Uuid, status: &'static str },
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -70,9 +89,10 @@ pub enum Error {
     /// A payment past the charge has no provider charge id to refund.
     #[error("payment {0} has no provider charge id")]
     MissingCharge(uuid::Uuid),
-    /// The payment was settled by someone else (the recovery pass) while this request ran.
-    #[error("payment {0} was settled concurrently")]
-    SettledConcurrently(uuid::Uuid),
+    /// A refund row says `refunding` while its payment is not: the books disagree with each
+    /// other, and nothing is finished until an operator looks.
+    #[error("payment {0} is not refunding although its refund is")]
+    RefundOutOfStep(uuid::Uuid),
     /// The outbox relay could not publish to NATS; the rows stay for the next attempt.
     #[error("publish: {0}")]
     Publish(#[from] service_runtime::bus::BusError),
@@ -122,13 +142,36 @@ impl From<Error> for Status {
             Error::BookingNotFound(id) => {
                 with_reason(Code::NotFound, format!("booking {id} not found"), BOOKING_NOT_FOUND, [])
             }
+            Error::CancellationClosed { closed_at, cutoff_seconds } => with_reason(
+                Code::FailedPrecondition,
+                format!(
+                    "cancellations closed at {} ({cutoff_seconds} s before the event starts)",
+                    closed_at.to_rfc3339()
+                ),
+                CANCELLATION_CLOSED,
+                [
+                    ("cancellable_until", closed_at.to_rfc3339()),
+                    ("cancellation_cutoff_seconds", cutoff_seconds.to_string()),
+                ],
+            ),
+            Error::InventoryUnavailable(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "inventory unavailable");
+                with_reason(
+                    Code::Unavailable,
+                    "inventory is unavailable; retry later",
+                    INVENTORY_UNAVAILABLE,
+                    [],
+                )
+            }
             error @ (Error::BadHold(_)
             | Error::Database(_)
             | Error::Gateway(_)
             | Error::CorruptResponse(_)
             | Error::UnexpectedLedgerStatus { .. }
             | Error::MissingCharge(_)
-            | Error::SettledConcurrently(_)
+            | Error::EventUnknown(_)
+            | Error::NotCancellable { .. }
+            | Error::RefundOutOfStep(_)
             | Error::Publish(_)
             | Error::CheckoutTask(_)) => {
                 tracing::error!(error = %format!("{error:#}"), "payment request failed");

@@ -24,10 +24,10 @@ pub enum KeyState {
     /// Never used.
     Unused,
     /// Finished: its stored answer (a response, or a stored failure as the error).
-    Done(Result<v1::PayResponse, Error>),
+    Done(Box<Result<v1::PayResponse, Error>>),
     /// Claimed and not finished, with its payment (none for rows of old versions that
     /// claimed the key before writing the payment).
-    InFlight(Option<PaymentRecord>),
+    InFlight(Option<Box<PaymentRecord>>),
 }
 
 /// The state of `key`; a key first used for another request is refused.
@@ -54,17 +54,19 @@ pub async fn key_state(db: &DatabaseConnection, key: &str, hash: &[u8]) -> Resul
                 [key.into()],
             ))
             .await?;
-        return Ok(KeyState::InFlight(payment.as_ref().map(PaymentRecord::from_row).transpose()?));
+        return Ok(KeyState::InFlight(
+            payment.as_ref().map(PaymentRecord::from_row).transpose()?.map(Box::new),
+        ));
     }
     let response: Option<Vec<u8>> = row.try_get("", "response")?;
     if let Some(bytes) = response {
-        return Ok(KeyState::Done(Ok(v1::PayResponse::decode(bytes.as_slice())?)));
+        return Ok(KeyState::Done(Box::new(Ok(v1::PayResponse::decode(bytes.as_slice())?))));
     }
-    Ok(KeyState::Done(Err(Error::StoredFailure {
+    Ok(KeyState::Done(Box::new(Err(Error::StoredFailure {
         code: row.try_get::<Option<i32>>("", "error_code")?.unwrap_or(Code::Internal as i32),
         message: row.try_get::<Option<String>>("", "error_message")?.unwrap_or_default(),
         reason: row.try_get("", "error_reason")?,
-    })))
+    }))))
 }
 
 /// Stores seat-lock's refusal as the final answer of the command's key. `false` when a
@@ -95,7 +97,7 @@ pub async fn store_failure(
 /// How a claim ended.
 pub enum Claim {
     /// The key is ours and the `charging` payment committed: the provider may be called.
-    Claimed(PaymentRecord),
+    Claimed(Box<PaymentRecord>),
     /// A concurrent request with this key got there first; nothing written.
     KeyTaken,
     /// Another key's live payment (its id, unless it kept changing while we looked) holds
@@ -141,7 +143,7 @@ pub async fn claim(
             ))
             .await;
         match claimed {
-            Ok(Some(row)) => return Ok(Claim::Claimed(PaymentRecord::from_row(&row)?)),
+            Ok(Some(row)) => return Ok(Claim::Claimed(Box::new(PaymentRecord::from_row(&row)?))),
             Ok(None) => return Ok(Claim::KeyTaken),
             Err(error) if unique_violation(&error).is_some_and(|(c, _)| c == ONE_LIVE_PER_HOLD) => {
                 if let Some(payment_id) = store::live_payment_of_hold(db, command.hold_id).await? {

@@ -15,6 +15,12 @@
 //! - [`recovery`]: the pass that drives every payment left between states from the
 //!   provider's ledger (re-driving the same charge when the provider has none), never
 //!   assuming an outcome. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
+//! - [`cancel`]: the owner's `CancelBooking`, until the event's cutoff asked from inventory,
+//!   and the operator's `RefundBooking`: idempotent by key (`cancel:<key>`), they run the
+//!   booking's refund through [`refund`], whose last commit cancels the booking, frees its
+//!   seat guard and queues its seats.
+//! - [`seat_returns`]: the outbox of a cancelled booking's seats, drained into seat-lock's
+//!   internal `ReturnSeats` until seat-lock accepts them.
 //! - [`gateway`]: the `PaymentGateway` trait, the sandbox provider with its own ledger, and
 //!   the one timeout layer every provider call goes through.
 //! - [`commit`]: group commit, so the writes of concurrent payments share their commits.
@@ -25,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cancel;
 pub mod checkout;
 pub mod commit;
 pub mod config;
@@ -37,6 +44,7 @@ pub mod recovery;
 pub mod refund;
 pub mod relay;
 pub mod seat_lock;
+pub mod seat_returns;
 pub mod service;
 pub mod settle;
 pub mod store;

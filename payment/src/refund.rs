@@ -259,7 +259,7 @@ impl Refunds {
                 [payment_id.into(), reason.as_str().into()],
             ))
             .await?
-            .ok_or(Error::SettledConcurrently(payment_id))?;
+            .ok_or(Error::RefundOutOfStep(payment_id))?;
         let payment = PaymentRecord::from_row(&payment)?;
         relay::enqueue(&txn, &refunded_event(&payment, &reason)).await?;
         let booking = match booking_id {
@@ -339,7 +339,7 @@ async fn cancel_booking(
 }
 
 /// `Refunded`, once per payment.
-pub fn refunded_event(payment: &PaymentRecord, reason: &str) -> events::EventEnvelope {
+fn refunded_event(payment: &PaymentRecord, reason: &str) -> events::EventEnvelope {
     envelope(
         format!("refunded:{}", payment.payment_id),
         Body::Refunded(events::Refunded {

@@ -1,4 +1,5 @@
-//! `PaymentService`: input validation and the read RPCs; `Pay` hands over to [`Checkout`].
+//! `PaymentService`: input validation and the read RPCs; `Pay` hands over to [`Checkout`],
+//! `CancelBooking` and `RefundBooking` to [`Cancellations`].
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use ticketing_proto::v1::{self, payment_service_server::PaymentService};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    cancel::{CancelCommand, Cancellations, Canceller},
     checkout::{Checkout, PayCommand},
     error::Error,
     gateway::PaymentMethod,
@@ -20,22 +22,63 @@ use crate::{
 pub struct PaymentApi {
     db: DatabaseConnection,
     checkout: Arc<Checkout>,
+    cancellations: Arc<Cancellations>,
     reconciler: Arc<Reconciler>,
 }
 
 impl PaymentApi {
-    /// Serves reads from `db`, payments through `checkout` and operators' reconciliations
-    /// through `reconciler`.
-    pub fn new(db: DatabaseConnection, checkout: Arc<Checkout>, reconciler: Arc<Reconciler>) -> Self {
-        Self { db, checkout, reconciler }
+    /// Serves reads from `db`, payments through `checkout`, cancellations through
+    /// `cancellations` and operators' reconciliations through `reconciler`.
+    pub fn new(
+        db: DatabaseConnection,
+        checkout: Arc<Checkout>,
+        cancellations: Arc<Cancellations>,
+        reconciler: Arc<Reconciler>,
+    ) -> Self {
+        Self { db, checkout, cancellations, reconciler }
+    }
+
+    /// Runs a cancellation in its own task: a client that gives up must not stop it between
+    /// the provider's refund and the commit that records it.
+    async fn cancel(&self, command: CancelCommand) -> Result<Response<v1::CancelBookingResponse>, Status> {
+        let cancellations = Arc::clone(&self.cancellations);
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move { cancellations.cancel(command).await },
+            span,
+        ));
+        Ok(Response::new(task.await.map_err(Error::from)??))
     }
 }
+
+/// Longest reason an operator may give for a refund (told to the user).
+const MAX_REASON_CHARS: usize = 200;
 
 /// Checks an idempotency key: 8-128 of `[A-Za-z0-9_-]`.
 fn idempotency_key(value: &str) -> Result<String, Status> {
     let ok = (8..=128).contains(&value.len())
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok { Ok(value.to_owned()) } else { Err(invalid("idempotency_key", "must be 8-128 of [A-Za-z0-9_-]")) }
+}
+
+fn cancel_command(request: v1::CancelBookingRequest) -> Result<CancelCommand, Status> {
+    let idempotency_key = idempotency_key(&request.idempotency_key)?;
+    let booking_id = uuid("booking_id", &request.booking_id)?;
+    let user_id = user_id(&request.user_id)?.to_owned();
+    Ok(CancelCommand { idempotency_key, booking_id, by: Canceller::Owner { user_id } })
+}
+
+fn refund_command(request: v1::RefundBookingRequest) -> Result<CancelCommand, Status> {
+    let idempotency_key = idempotency_key(&request.idempotency_key)?;
+    let booking_id = uuid("booking_id", &request.booking_id)?;
+    let chars = request.reason.chars().count();
+    if request.reason.trim().is_empty() || chars > MAX_REASON_CHARS {
+        return Err(invalid(
+            "reason",
+            format!("must be 1-{MAX_REASON_CHARS} characters, not blank; got {chars}"),
+        ));
+    }
+    Ok(CancelCommand { idempotency_key, booking_id, by: Canceller::Operator { reason: request.reason } })
 }
 
 fn pay_command(request: v1::PayRequest) -> Result<PayCommand, Status> {
@@ -124,19 +167,22 @@ impl PaymentService for PaymentApi {
         Ok(Response::new(v1::ListSoldSeatsResponse { seats }))
     }
 
-    // Placeholders of this stop's work in progress (issue 12); replaced before it lands.
     async fn cancel_booking(
         &self,
-        _request: Request<v1::CancelBookingRequest>,
+        request: Request<v1::CancelBookingRequest>,
     ) -> Result<Response<v1::CancelBookingResponse>, Status> {
-        Err(Status::unimplemented("CancelBooking is not implemented yet"))
+        let command = cancel_command(request.into_inner()).map_err(Error::InvalidInput)?;
+        self.cancel(command).await
     }
 
+    /// The operator's refund. Who may call it (an admin scope) is issue 13's: until then any
+    /// caller that reaches payment can.
     async fn refund_booking(
         &self,
-        _request: Request<v1::RefundBookingRequest>,
+        request: Request<v1::RefundBookingRequest>,
     ) -> Result<Response<v1::CancelBookingResponse>, Status> {
-        Err(Status::unimplemented("RefundBooking is not implemented yet"))
+        let command = refund_command(request.into_inner()).map_err(Error::InvalidInput)?;
+        self.cancel(command).await
     }
 
     async fn reconcile(
@@ -150,6 +196,8 @@ impl PaymentService for PaymentApi {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
     use super::*;
 
     #[test]
@@ -158,6 +206,21 @@ mod tests {
         assert!(idempotency_key(&"k".repeat(128)).is_ok());
         for bad in ["", "short", "has space!", "ключ-ключ-ключ", &"k".repeat(129)] {
             assert!(idempotency_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refund_reasons_are_one_to_two_hundred_characters() {
+        let request = |reason: &str| v1::RefundBookingRequest {
+            idempotency_key: "refund-0001".into(),
+            booking_id: uuid::Uuid::now_v7().to_string(),
+            reason: reason.into(),
+        };
+        assert!(refund_command(request("x")).is_ok());
+        assert!(refund_command(request(&"é".repeat(200))).is_ok());
+        for bad in ["", "   ", &"x".repeat(201)] {
+            let status = refund_command(request(bad)).unwrap_err();
+            assert!(status.message().starts_with("reason: must be 1-200 characters"), "{}", status.message());
         }
     }
 }

@@ -64,11 +64,6 @@ impl PaymentStatus {
         })
     }
 
-    /// True once nothing more will happen to the payment (short of a cancellation).
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Confirmed | Self::Declined | Self::Refunded)
-    }
-
     /// The API form: the steps between the claim and the booking are all PROCESSING.
     pub fn to_proto(self) -> v1::PaymentStatus {
         match self {

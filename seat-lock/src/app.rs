@@ -3,11 +3,15 @@
 use std::future::Future;
 
 use service_runtime::{GrpcServer, bus::EventBus};
-use ticketing_proto::v1::seat_lock_service_server::SeatLockServiceServer;
+use ticketing_proto::{
+    internal::seat_lock_internal_service_server::SeatLockInternalServiceServer,
+    v1::seat_lock_service_server::SeatLockServiceServer,
+};
 
 use crate::{
     Config,
     catalog::{Catalog, INVENTORY_TIMEOUT},
+    internal::SeatLockInternal,
     relay,
     service::{PAYMENT_TIMEOUT, SeatLockService},
     store::Store,
@@ -37,7 +41,10 @@ impl App {
             config.hold_ttl(),
             config.checkout_grace(),
         );
-        let server = GrpcServer::bind(&config.server).await?;
+        // The internal RPCs share the port, stack, health and reflection of the public ones.
+        let server = GrpcServer::bind(&config.server)
+            .await?
+            .also_serve(SeatLockInternalServiceServer::new(SeatLockInternal::new(service.clone())));
         Ok(Self { server, service, store, bus, config })
     }
 

@@ -11,6 +11,11 @@
 //!   is missing (first use, or Redis lost its data) the service rebuilds the sold seats from
 //!   payment's `ListSoldSeats` under a short lock and retries; until then it answers
 //!   UNAVAILABLE, never "free".
+//! - [`internal`]: `SeatLockInternalService.ReturnSeats` (package `ticketing.internal.v1`,
+//!   same port, never routed by the load balancer): payment's seat-return outbox gives the
+//!   sold seats of a cancelled booking back — one script removes the sold marks, restores the
+//!   zone counter and the user's ticket-limit count and queues `SeatsReleased` (CANCELLED),
+//!   once per booking.
 //! - [`relay`]: the sweeper, which ends expired holds (seats back on sale, counters restored)
 //!   without anyone calling, and the outbox relay, which publishes `SeatsHeld` /
 //!   `SeatsReleased` to JetStream with deterministic message ids, so no fact is lost or
@@ -22,6 +27,7 @@ pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod internal;
 pub mod relay;
 pub mod service;
 pub mod store;

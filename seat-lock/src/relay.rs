@@ -1,8 +1,9 @@
 //! Background loops: the sweeper ends expired holds, the relay publishes the outbox.
 //!
 //! Both visit every event in `<prefix>sl:events`. The relay publishes each outbox fact with
-//! a deterministic message id (`held:<hold>` / `released:<hold>`), then removes it: a crash
-//! between the two only re-publishes, and JetStream drops the duplicate.
+//! a deterministic message id (`held:<hold>` / `released:<hold>`; a hold is released at most
+//! once, whether it ended unsold or was sold and returned), then removes it: a crash between
+//! the two only re-publishes, and JetStream drops the duplicate.
 
 use std::time::Duration;
 
@@ -126,6 +127,7 @@ async fn publish_fact(store: &Store, bus: &EventBus, event_id: &str, entry: &str
         Some("released") => {
             let reason = match reason {
                 Some("EXPIRED") => ReleaseReason::Expired,
+                Some("CANCELLED") => ReleaseReason::Cancelled,
                 _ => ReleaseReason::Released,
             };
             envelope(

@@ -72,7 +72,7 @@ impl SeatLockService {
 
     /// The event's layout; on first use in this process also registers the event for the
     /// sweeper and relay.
-    async fn layout(&self, event_id: &str) -> Result<Arc<Layout>, Error> {
+    pub(crate) async fn layout(&self, event_id: &str) -> Result<Arc<Layout>, Error> {
         status::uuid("event_id", event_id).map_err(|s| Error::InvalidArgument(Box::new(s)))?;
         let (layout, fresh) = self.catalog.layout(event_id).await?;
         if fresh {
@@ -84,15 +84,15 @@ impl SeatLockService {
     /// Runs `op`; when the event's state is missing, rebuilds it from payment and runs it again.
     /// A caller that finds another replica (or request) rebuilding waits for it, up to
     /// [`REBUILD_WAIT`], so the first second of a sale is not a wall of UNAVAILABLE.
-    async fn with_state<F, Fut>(&self, layout: &Layout, op: F) -> Result<StoredHold, Error>
+    pub(crate) async fn with_state<T, F, Fut>(&self, layout: &Layout, op: F) -> Result<T, Error>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<StoredHold, Outcome>>,
+        Fut: Future<Output = Result<T, Outcome>>,
     {
         let deadline = tokio::time::Instant::now() + REBUILD_WAIT;
         loop {
             match op().await {
-                Ok(hold) => return Ok(hold),
+                Ok(answer) => return Ok(answer),
                 Err(Outcome::Failed(error)) => return Err(error),
                 Err(Outcome::NotReady(_)) => {}
             }
@@ -160,6 +160,11 @@ impl SeatLockService {
         Ok(())
     }
 
+    /// The Redis store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn check_pass(&self, token: &str, event_id: &str, user_id: &str) -> Result<(), Error> {
         if token.is_empty() {
             return Err(Error::invalid("pass_token", "is required"));
@@ -173,7 +178,8 @@ impl SeatLockService {
             HoldState::Held => ProtoState::Held,
             HoldState::Checkout => ProtoState::Checkout,
             HoldState::Sold => ProtoState::Sold,
-            HoldState::Released => ProtoState::Released,
+            // The contract has no state of its own for a sale given back: it ended unsold now.
+            HoldState::Released | HoldState::Returned => ProtoState::Released,
             HoldState::Expired => ProtoState::Expired,
         };
         Hold {
@@ -278,8 +284,21 @@ impl SeatLockService {
     }
 }
 
-fn valid_user(user_id: &str) -> Result<&str, Error> {
+pub(crate) fn valid_user(user_id: &str) -> Result<&str, Error> {
     status::user_id(user_id).map_err(|s| Error::InvalidArgument(Box::new(s)))
+}
+
+/// Checks a booking id: payment issues UUIDs; any 1-[`MAX_BOOKING_ID_LEN`] of
+/// `[A-Za-z0-9_-]` is stored as given.
+pub(crate) fn valid_booking(booking_id: &str) -> Result<&str, Error> {
+    let ok = !booking_id.is_empty()
+        && booking_id.len() <= MAX_BOOKING_ID_LEN
+        && booking_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+    if ok {
+        Ok(booking_id)
+    } else {
+        Err(Error::invalid("booking_id", format!("must be 1-{MAX_BOOKING_ID_LEN} of [A-Za-z0-9_-]")))
+    }
 }
 
 #[tonic::async_trait]
@@ -324,16 +343,7 @@ impl SeatLockRpc for SeatLockService {
     async fn confirm_hold(&self, request: Request<ConfirmHoldRequest>) -> Result<Response<Hold>, Status> {
         let r = request.into_inner();
         let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &r.user_id).await?;
-        let booking_ok = !r.booking_id.is_empty()
-            && r.booking_id.len() <= MAX_BOOKING_ID_LEN
-            && r.booking_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
-        if !booking_ok {
-            return Err(Error::invalid(
-                "booking_id",
-                format!("must be 1-{MAX_BOOKING_ID_LEN} of [A-Za-z0-9_-]"),
-            )
-            .into());
-        }
+        valid_booking(&r.booking_id)?;
         let hold = self
             .with_state(&layout, || self.store.confirm(&r.event_id, &r.hold_id, user_id, &r.booking_id))
             .await?;

@@ -66,6 +66,8 @@ pub enum HoldState {
     Sold,
     Released,
     Expired,
+    /// Was sold; the booking was cancelled and the seats went back on sale.
+    Returned,
 }
 
 /// A hold as a script answered it.
@@ -98,6 +100,7 @@ impl StoredHold {
             "sold" => HoldState::Sold,
             "released" => HoldState::Released,
             "expired" => HoldState::Expired,
+            "returned" => HoldState::Returned,
             _ => return None,
         };
         Some(Self {
@@ -145,6 +148,32 @@ pub struct SoldHold {
     pub booking_id: String,
 }
 
+/// The sold seats of a cancelled booking to give back, as payment's `ReturnSeats` names them.
+#[derive(Debug)]
+pub struct SeatReturn<'a> {
+    pub booking_id: &'a str,
+    pub hold_id: &'a str,
+    pub user_id: &'a str,
+    pub zone_id: &'a str,
+    pub quantity: u32,
+    /// Empty for general admission.
+    pub seat_ids: &'a [String],
+}
+
+/// What `return.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnOutcome {
+    /// The seats are back on sale and the release is in the outbox.
+    Returned,
+    /// A replay: they had already been returned under this booking.
+    AlreadyReturned,
+    /// The hold is unknown here (Redis rebuilt without the cancelled booking): nothing to
+    /// give back; only the release was announced, for inventory.
+    Announced,
+    /// The hold is not sold under this booking with these seats; nothing changed.
+    NotSold(String),
+}
+
 /// Sentinel raised by scripts when the event's state is missing and must be rebuilt.
 #[derive(Debug)]
 pub struct NotReady;
@@ -164,6 +193,7 @@ struct Scripts {
     get_hold: LuaScript,
     checkout: LuaScript,
     confirm: LuaScript,
+    return_seats: LuaScript,
     sweep: LuaScript,
     init: LuaScript,
     ack: LuaScript,
@@ -190,6 +220,7 @@ impl Store {
             get_hold: LuaScript::load(&pool, with_helpers(include_str!("store/get_hold.lua"))).await?,
             checkout: LuaScript::load(&pool, with_helpers(include_str!("store/checkout.lua"))).await?,
             confirm: LuaScript::load(&pool, with_helpers(include_str!("store/confirm.lua"))).await?,
+            return_seats: LuaScript::load(&pool, with_helpers(include_str!("store/return.lua"))).await?,
             sweep: LuaScript::load(&pool, with_helpers(include_str!("store/sweep.lua"))).await?,
             init: LuaScript::load(&pool, with_helpers(include_str!("store/init.lua"))).await?,
             ack: LuaScript::load(&pool, include_str!("store/ack.lua").to_owned()).await?,
@@ -307,6 +338,32 @@ impl Store {
             return Err(Error::HoldExpired(hold_id.to_owned()).into());
         }
         self.parse_per_hold(hold_id, reply)
+    }
+
+    /// Gives the sold seats of a cancelled booking back to sale, once (see `return.lua`).
+    pub async fn return_seats(
+        &self,
+        event_id: &str,
+        seats: &SeatReturn<'_>,
+    ) -> Result<ReturnOutcome, Outcome> {
+        let mut args = vec![
+            seats.booking_id.to_owned(),
+            seats.hold_id.to_owned(),
+            seats.user_id.to_owned(),
+            seats.zone_id.to_owned(),
+            seats.quantity.to_string(),
+        ];
+        args.extend(seats.seat_ids.iter().cloned());
+        let reply: Vec<String> =
+            self.scripts.return_seats.call(&self.pool, vec![self.base(event_id)], args).await?;
+        match reply.first().map(String::as_str) {
+            Some("NOT_READY") => Err(Outcome::NotReady(NotReady)),
+            Some("RETURNED") => Ok(ReturnOutcome::Returned),
+            Some("ALREADY_RETURNED") => Ok(ReturnOutcome::AlreadyReturned),
+            Some("ANNOUNCED") => Ok(ReturnOutcome::Announced),
+            Some("NOT_SOLD") => Ok(ReturnOutcome::NotSold(reply.get(1).cloned().unwrap_or_default())),
+            _ => Err(Error::UnexpectedReply(reply).into()),
+        }
     }
 
     async fn per_hold(

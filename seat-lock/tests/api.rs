@@ -9,6 +9,9 @@ mod helpers;
 #[path = "api/cluster.rs"]
 mod cluster;
 
+#[path = "api/returns.rs"]
+mod returns;
+
 use std::collections::HashSet;
 
 use futures::{StreamExt, future::join_all};

@@ -18,7 +18,7 @@ use std::{
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{body::Body, server::NamedService, transport::Server};
+use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
@@ -33,6 +33,10 @@ pub struct GrpcServer {
     args: ServerArgs,
     health: HealthReporter,
     stopping: CancellationToken,
+    /// Services served beside the main one (see [`Self::also_serve`]), with their names for
+    /// health.
+    also: Routes,
+    also_names: Vec<&'static str>,
 }
 
 impl GrpcServer {
@@ -42,7 +46,33 @@ impl GrpcServer {
         let local_addr = listener.local_addr()?;
         let health = HealthReporter::new();
         health.set_service_status("", ServingStatus::NotServing).await;
-        Ok(Self { listener, local_addr, args: args.clone(), health, stopping: CancellationToken::new() })
+        Ok(Self {
+            listener,
+            local_addr,
+            args: args.clone(),
+            health,
+            stopping: CancellationToken::new(),
+            also: Routes::default(),
+            also_names: Vec::new(),
+        })
+    }
+
+    /// Serves `service` too, on the same port, behind the same tower stack, reported by
+    /// health and reflection like the main one: e.g. a service's internal RPCs
+    /// (`ticketing.internal.*`), which the load balancer never routes.
+    pub fn also_serve<S>(mut self, service: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.also = self.also.add_service(service);
+        self.also_names.push(S::NAME);
+        self
     }
 
     /// The bound address, with the real port when port 0 was asked for.
@@ -55,7 +85,8 @@ impl GrpcServer {
         self.stopping.clone()
     }
 
-    /// Serves `service` (plus health and reflection) until `shutdown` resolves, then drains.
+    /// Serves `service` (plus health, reflection and any [`Self::also_serve`] services) until
+    /// `shutdown` resolves, then drains.
     pub async fn serve<S>(self, service: S, shutdown: impl Future<Output = ()>) -> anyhow::Result<()>
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -66,7 +97,8 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let Self { listener, local_addr, args, health, stopping } = self;
+        let Self { listener, local_addr, args, health, stopping, also, also_names } = self;
+        let names: Vec<&'static str> = std::iter::once(S::NAME).chain(also_names).collect();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -82,6 +114,7 @@ impl GrpcServer {
             .timeout(args.request_timeout())
             .tcp_nodelay(true)
             .layer(stack(args.max_in_flight))
+            .add_routes(also)
             .add_service(tonic_health::pb::health_server::HealthServer::new(
                 tonic_health::server::HealthService::from_health_reporter(health.clone()),
             ))
@@ -95,8 +128,10 @@ impl GrpcServer {
                 let _ = drain_rx.await;
             }));
         health.set_service_status("", ServingStatus::Serving).await;
-        health.set_service_status(S::NAME, ServingStatus::Serving).await;
-        tracing::info!(%local_addr, service = S::NAME, "serving");
+        for name in &names {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        tracing::info!(%local_addr, services = ?names, "serving");
 
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -108,7 +143,9 @@ impl GrpcServer {
             }
         }
         health.set_service_status("", ServingStatus::NotServing).await;
-        health.set_service_status(S::NAME, ServingStatus::NotServing).await;
+        for name in &names {
+            health.set_service_status(*name, ServingStatus::NotServing).await;
+        }
         stopping.cancel();
         let _ = drain_tx.send(());
         tracing::info!(grace_ms = args.drain_grace_ms, "shutting down: draining in-flight requests");

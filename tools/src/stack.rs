@@ -298,6 +298,7 @@ impl StackConfig {
             "payment" => {
                 env.push(("DATABASE_URL", self.database_url.clone()));
                 env.push(("SEAT_LOCK_URL", self.url("seat-lock")));
+                env.push(("INVENTORY_URL", self.url("inventory")));
             }
             "seat-lock" | "admission" => {
                 env.push(("REDIS_URL", self.redis_url.clone()));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use inventory::{App, Config};
 use service_runtime::bus::{EventBus, envelope};
 use ticketing_proto::{
-    events::{BookingConfirmed, SeatsHeld, SeatsReleased, event_envelope::Body},
+    events::{BookingConfirmed, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{
         CreateEventRequest, CreateVenueRequest, Event, GeneralAdmissionLayout, GetSeatMapRequest,
         SeatedLayout, Venue, ZoneSeatMap, ZoneSpec, inventory_service_client::InventoryServiceClient,
@@ -165,6 +165,30 @@ impl Publisher {
         seat_ids: &[&str],
         quantity: u32,
     ) {
+        self.release(event_id, hold_id, zone_id, seat_ids, quantity, ReleaseReason::Released).await;
+    }
+
+    /// Seat-lock gave a cancelled booking's sold seats back.
+    pub async fn cancelled(
+        &self,
+        event_id: &str,
+        hold_id: &str,
+        zone_id: &str,
+        seat_ids: &[&str],
+        quantity: u32,
+    ) {
+        self.release(event_id, hold_id, zone_id, seat_ids, quantity, ReleaseReason::Cancelled).await;
+    }
+
+    async fn release(
+        &self,
+        event_id: &str,
+        hold_id: &str,
+        zone_id: &str,
+        seat_ids: &[&str],
+        quantity: u32,
+        reason: ReleaseReason,
+    ) {
         self.publish(Body::SeatsReleased(SeatsReleased {
             event_id: event_id.into(),
             user_id: "u1".into(),
@@ -172,7 +196,7 @@ impl Publisher {
             zone_id: zone_id.into(),
             seat_ids: seat_ids.iter().map(|s| (*s).to_owned()).collect(),
             quantity,
-            reason: 1,
+            reason: reason as i32,
         }))
         .await;
     }

@@ -1,6 +1,7 @@
 //! Integration tests of the inventory service on the real Postgres and NATS.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod cancellation;
 mod helpers;
 
 use std::time::Duration;
@@ -326,6 +327,11 @@ async fn bad_input_is_refused_naming_the_field_and_stores_nothing() {
             CreateEventRequest { pass_ttl_seconds: 5, ..good.clone() },
             Code::InvalidArgument,
             "pass_ttl_seconds",
+        ),
+        (
+            CreateEventRequest { cancellation_cutoff_seconds: 365 * 86_400 + 1, ..good.clone() },
+            Code::InvalidArgument,
+            "cancellation_cutoff_seconds",
         ),
     ];
     for (request, code, field) in event_cases {

@@ -14,10 +14,13 @@ use uuid::Uuid;
 
 use crate::helpers::{FakeSeatLock, attach, config, spawn_fake_seat_lock};
 
+/// What a crash leaves: the payment's status and its charge's status in the ledger.
+type Left = (Option<&'static str>, Option<&'static str>);
+
 /// Where the process aborts; whether seat-lock has lost the hold by ConfirmHold (so the
-/// charge is refunded); what the crash leaves (payment status, ledger status); and what the
-/// key answers once recovery settled it.
-const CRASHES: [(&str, bool, (Option<&str>, Option<&str>), PaymentStatus); 8] = [
+/// charge is refunded); what the crash leaves; and what the key answers once recovery
+/// settled it.
+const CRASHES: [(&str, bool, Left, PaymentStatus); 8] = [
     // Nothing written: the replay pays for real.
     ("after_begin_checkout", false, (None, None), PaymentStatus::Confirmed),
     // The provider never saw the charge: recovery re-drives it with the same key.
@@ -40,7 +43,8 @@ fn free_port() -> u16 {
 }
 
 /// Runs the real payment binary with `PAYMENT_CRASH_AT=point`, and a client once it serves.
-async fn spawn_crashing(
+/// The fake seat-lock's server answers inventory too.
+pub(crate) async fn spawn_crashing(
     env: &TestEnv,
     seat_lock_url: &str,
     point: &str,
@@ -55,6 +59,7 @@ async fn spawn_crashing(
         .env("NATS_URL", &env.nats_url)
         .env("NATS_PREFIX", &env.nats_prefix)
         .env("SEAT_LOCK_URL", seat_lock_url)
+        .env("INVENTORY_URL", seat_lock_url)
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("PAYMENT_CRASH_AT", point)

@@ -46,11 +46,18 @@ pub struct FakeState {
 }
 
 /// An honest, minimal seat-lock: holds live in a map; checkout and confirm check ownership.
+/// Its server also answers seat-lock's internal `ReturnSeats` and inventory's `GetEvent`
+/// (module `mesh_fakes`).
 #[derive(Default, Clone)]
 pub struct FakeSeatLock {
     pub state: Arc<Mutex<FakeState>>,
     pub begin_calls: Arc<AtomicUsize>,
     pub confirm_calls: Arc<AtomicUsize>,
+    /// Every `ReturnSeats` seat-lock accepted, in order.
+    pub returns: Arc<Mutex<Vec<ticketing_proto::internal::ReturnSeatsRequest>>>,
+    /// While set, `ReturnSeats` answers UNAVAILABLE.
+    pub refuse_returns: Arc<std::sync::atomic::AtomicBool>,
+    pub inventory: crate::mesh_fakes::FakeInventory,
 }
 
 impl FakeSeatLock {
@@ -191,6 +198,8 @@ pub async fn spawn_fake_seat_lock(fake: FakeSeatLock) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(crate::mesh_fakes::SeatLockInternalServiceServer::new(fake.clone()))
+            .add_service(crate::mesh_fakes::InventoryServiceServer::new(fake.inventory.clone()))
             .add_service(SeatLockServiceServer::new(fake))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
@@ -216,6 +225,8 @@ pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
         seat_lock_url: seat_lock_url.to_owned(),
+        // The fake seat-lock's server answers inventory's GetEvent too.
+        inventory_url: seat_lock_url.to_owned(),
         relay_interval_ms: 50,
         provider_timeout_ms: 20_000,
         recovery_after_secs: 300,
@@ -279,6 +290,16 @@ impl TestApp {
             .unwrap()
             .unwrap();
         row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    pub async fn scalar_bytes(&self, query: &str) -> Vec<u8> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<Vec<u8>>(0).unwrap()
     }
 
     pub async fn scalar_text(&self, query: &str) -> String {

@@ -2,8 +2,10 @@
 //! seat-lock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cancellation;
 mod crash;
 mod helpers;
+mod mesh_fakes;
 mod reconcile;
 mod refunds;
 mod slow_provider;

@@ -1,16 +1,96 @@
 //! Refunds under load and recovery's refusal to guess.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
-use payment::App;
+use payment::{
+    App,
+    commit::CommitGroups,
+    gateway::SandboxGateway,
+    refund::{Begun, RefundOrder, Refunds, RequestedBy},
+    store::{BookingStatus, PaymentStatus as Stored},
+};
+use prost::Message;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use ticketing_proto::v1::PaymentStatus;
+use ticketing_proto::{
+    events::event_envelope::Body,
+    internal::ReturnSeatsRequest,
+    v1::{self, PaymentStatus},
+};
+use tokio::sync::Notify;
 use tonic::Code;
 use tools::testenv::TestEnv;
 use uuid::Uuid;
 
-use crate::helpers::{FakeSeatLock, attach, config, metrics, spawn_fake_seat_lock};
+use crate::helpers::{FakeSeatLock, attach, config, metrics, spawn_app, spawn_fake_seat_lock};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunding_a_booking_cancels_it_frees_its_seats_and_queues_their_return() {
+    let app = spawn_app().await;
+    let hold_id = app.seat_lock.add_hold(app.event_id, "rita", &["A-5-1", "A-5-2"], 2);
+    let paid = app.pay(app.pay_request("key-cancel-1", hold_id, "rita", "pm_card_ok")).await.unwrap();
+    let payment_id = Uuid::parse_str(&paid.payment.unwrap().payment_id).unwrap();
+    let booking_id = Uuid::parse_str(&paid.booking.unwrap().booking_id).unwrap();
+    // The refund state machine as CancelBooking and RefundBooking drive it.
+    let db = service_runtime::db::connect(&app.env.database_url, "payment", 4).await.unwrap();
+    let provider = Arc::new(SandboxGateway::new(db.clone(), CommitGroups::start(db.clone(), 1)));
+    let refunds = Refunds::new(db, provider, Arc::new(Notify::new()), None);
+    let order = RefundOrder {
+        payment_id,
+        booking_id: Some(booking_id),
+        reason: "the event moved".into(),
+        requested_by: RequestedBy::Operator,
+    };
+    // A refund for a lost hold cannot touch a booked payment.
+    let lost_hold = RefundOrder { booking_id: None, ..order.clone() };
+    assert_eq!(refunds.begin(&lost_hold).await.unwrap(), Begun::NotRefundable(Stored::Confirmed));
+
+    let refunded = refunds.refund(&order).await.unwrap();
+
+    assert_eq!(refunded.payment.status, Stored::Refunded);
+    let booking = refunded.booking.unwrap();
+    assert_eq!(booking.status, BookingStatus::Cancelled);
+    assert_eq!(booking.cancel_reason.as_deref(), Some("the event moved"));
+    assert!(booking.cancelled_at.is_some());
+    // In the same commit: the seats are free in Postgres and queued for seat-lock.
+    assert_eq!(app.count("seat_guard", "").await, 0);
+    let payload = app.scalar_bytes("SELECT payload FROM payment.seat_returns").await;
+    let returned = ReturnSeatsRequest::decode(payload.as_slice()).unwrap();
+    assert_eq!(
+        (returned.booking_id, returned.seat_ids, returned.quantity),
+        (booking_id.to_string(), vec!["A-5-1".into(), "A-5-2".into()], 2)
+    );
+    assert_eq!(returned.user_id, "rita");
+    let sold = app
+        .client
+        .clone()
+        .list_sold_seats(v1::ListSoldSeatsRequest { event_id: app.event_id.to_string() })
+        .await
+        .unwrap();
+    assert!(sold.into_inner().seats.is_empty(), "a cancelled booking sells nothing");
+    let shown = app
+        .client
+        .clone()
+        .get_booking(v1::GetBookingRequest { booking_id: booking_id.to_string(), user_id: "rita".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.status(), v1::BookingStatus::Cancelled);
+    // The user hears both.
+    let (_, cancelled) = app.event_with_id(&format!("booking_cancelled:{booking_id}")).await.unwrap();
+    assert!(
+        matches!(cancelled.body, Some(Body::BookingCancelled(ref c)) if c.by_operator && c.reason == "the event moved")
+    );
+    assert!(app.event_with_id(&format!("refunded:{payment_id}")).await.is_some());
+
+    // Again: the same state, and the provider refunded once.
+    let refund_id = app.scalar_text("SELECT refund_id FROM payment.psp_ledger").await;
+    assert_eq!(refunds.begin(&order).await.unwrap(), Begun::Refunded);
+    assert_eq!(refunds.refund(&order).await.unwrap().payment.status, Stored::Refunded);
+    assert_eq!(app.scalar_text("SELECT refund_id FROM payment.psp_ledger").await, refund_id);
+    assert_eq!(app.scalar_text("SELECT provider_refund_id FROM payment.refunds").await, refund_id);
+    assert_eq!(app.ledger_violations().await, Vec::<String>::new());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_refunds_at_once_settle_through_a_small_pool() {

@@ -5,16 +5,21 @@
 -- live in one Redis Cluster slot:
 --   ready              marker: the event's state is initialised (missing after a Redis loss)
 --   seat:<seat_id>     hold_id while held (PXAT = hold expiry), "sold:<hold_id>" once sold
---   hold:<hold_id>     HASH user, zone, seats, quantity, state, expires_at_ms, price_cents, booking_id
+--   hold:<hold_id>     HASH user, zone, seats, quantity, state, expires_at_ms, price_cents, booking_id;
+--                      state held | checkout | sold | released | expired | returned (a sold
+--                      hold whose booking was cancelled); sold holds never expire, ended and
+--                      returned ones after ENDED_TTL_SECS
 --   user:<user_id>     HASH hold_id -> quantity of the user's live holds
 --   bought:<user_id>   tickets the user has bought
 --   free:<zone_id>     free seats / places of the zone
 --   expiry             ZSET hold_id -> expires_at_ms of live holds
 --   outbox             LIST of facts to publish: "held|<hold_id>", "released|<hold_id>|<REASON>"
+--                      (REASON RELEASED, EXPIRED or CANCELLED)
 -- "Now" is Redis TIME, so every replica agrees on it.
 
 local base = KEYS[1]
--- Ended holds are kept this long so GetHold and ConfirmHold replays still answer.
+-- Ended (and returned) holds are kept this long so GetHold, ConfirmHold and ReturnSeats
+-- replays still answer.
 local ENDED_TTL_SECS = 86400
 -- Expired holds ended inline by a hold script before it checks anything.
 local INLINE_SWEEP = 100

@@ -29,7 +29,8 @@ end
 redis.call('HDEL', base .. 'user:' .. user, hold_id)
 redis.call('INCRBY', base .. 'bought:' .. user, tonumber(h[2]))
 redis.call('ZREM', base .. 'expiry', hold_id)
--- A sale does not expire: expires_at_ms 0, as after a rebuild from payment.
+-- A sale does not expire: expires_at_ms 0, as after a rebuild from payment. Nor does its
+-- record: return.lua needs it to give the seats back when the booking is cancelled, months
+-- later perhaps.
 redis.call('HSET', hkey, 'state', 'sold', 'booking_id', booking, 'expires_at_ms', 0)
-redis.call('EXPIRE', hkey, ENDED_TTL_SECS)
 return hold_reply(hold_id)

@@ -1,5 +1,6 @@
 -- init.lua: initialises an event's state from its layout and the sales payment knows of, then
--- sets the ready marker. Does nothing when the marker is already set.
+-- sets the ready marker. Does nothing when the marker is already set. Sold holds are kept
+-- without expiry, as confirm.lua keeps them (return.lua needs them).
 -- KEYS[1]: the event's key base.
 -- ARGV: zone_count, then zone_count pairs (zone_id, capacity), then one group of 7 per sold
 --       hold: hold_id, user_id, zone_id, seats_csv, quantity, booking_id, total_price_cents.
@@ -22,7 +23,6 @@ while i + 6 <= #ARGV do
   local hkey = base .. 'hold:' .. hold_id
   redis.call('HSET', hkey, 'user', user, 'zone', zone, 'seats', seats, 'quantity', quantity,
     'state', 'sold', 'expires_at_ms', 0, 'price_cents', price, 'booking_id', booking)
-  redis.call('EXPIRE', hkey, ENDED_TTL_SECS)
   i = i + 7
 end
 for zone, count in pairs(free) do

@@ -331,5 +331,11 @@ async fn run_hold_scenario(app: &TestApp, cluster: &RedisCluster) -> anyhow::Res
     assert_eq!(app.free("A").await?, i64::from(CAPACITY_A) - 2, "free = capacity - sold after the rebuild");
     let seat: Option<String> = app.redis.get(app.key("seat:A-R1-2")).await?;
     assert_eq!(seat, Some(format!("sold:{}", first.hold_id)));
+
+    // The booking is cancelled: the return script gives the rebuilt sale back, on the cluster too.
+    assert!(app.return_seats(app.return_request(&first, "booking-cluster-1")).await?);
+    let seat: Option<String> = app.redis.get(app.key("seat:A-R1-2")).await?;
+    assert_eq!(seat, None);
+    assert_eq!(app.free("A").await?, i64::from(CAPACITY_A));
     Ok(())
 }

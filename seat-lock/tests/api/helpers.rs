@@ -14,6 +14,7 @@ use futures::StreamExt;
 use seat_lock::{App, Config};
 use service_runtime::config::ServerArgs;
 use ticketing_proto::{
+    internal::{ReturnSeatsRequest, seat_lock_internal_service_client::SeatLockInternalServiceClient},
     pass::{PassClaims, PassKeyRing},
     v1::{
         CancelBookingRequest, CancelBookingResponse, Event, GetEventRequest, GetEventResponse,
@@ -151,6 +152,10 @@ impl PaymentService for FakePayment {
 pub struct TestApp {
     pub env: TestEnv,
     pub client: SeatLockServiceClient<Channel>,
+    /// The internal service, on the same port.
+    pub internal: SeatLockInternalServiceClient<Channel>,
+    /// The channel both clients share.
+    pub channel: Channel,
     pub event_id: String,
     pub payment: FakePayment,
     pub ring: PassKeyRing,
@@ -230,11 +235,13 @@ pub async fn spawn_app_on(
     let app = App::build(config).await?;
     let port = app.port();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let client = SeatLockServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
+    let client = SeatLockServiceClient::new(channel.clone());
+    let internal = SeatLockInternalServiceClient::new(channel.clone());
 
     let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
-    Ok(TestApp { env, client, event_id, payment, ring: KEYS.parse()?, redis })
+    Ok(TestApp { env, client, internal, channel, event_id, payment, ring: KEYS.parse()?, redis })
 }
 
 impl TestApp {
@@ -260,6 +267,41 @@ impl TestApp {
     /// Holds `seats` for `user`.
     pub async fn hold(&self, user: &str, seats: &[&str]) -> Result<Hold, Status> {
         self.client().hold_seats(self.hold_request(user, seats)).await.map(Response::into_inner)
+    }
+
+    /// Sells `hold` under `booking_id` (ConfirmHold as payment calls it).
+    pub async fn sell(&self, hold: &Hold, booking_id: &str) -> Result<Hold, Status> {
+        let confirm = ConfirmHoldRequest {
+            event_id: self.event_id.clone(),
+            hold_id: hold.hold_id.clone(),
+            user_id: hold.user_id.clone(),
+            booking_id: booking_id.to_owned(),
+        };
+        self.client().confirm_hold(confirm).await.map(Response::into_inner)
+    }
+
+    /// The ReturnSeats request payment's seat-return outbox sends for `hold` sold under
+    /// `booking_id`.
+    pub fn return_request(&self, hold: &Hold, booking_id: &str) -> ReturnSeatsRequest {
+        ReturnSeatsRequest {
+            event_id: self.event_id.clone(),
+            booking_id: booking_id.to_owned(),
+            hold_id: hold.hold_id.clone(),
+            user_id: hold.user_id.clone(),
+            zone_id: hold.zone_id.clone(),
+            seat_ids: hold.seat_ids.clone(),
+            quantity: hold.quantity,
+        }
+    }
+
+    /// Calls ReturnSeats; answers `returned`.
+    pub async fn return_seats(&self, request: ReturnSeatsRequest) -> Result<bool, Status> {
+        Ok(self.internal.clone().return_seats(request).await?.into_inner().returned)
+    }
+
+    /// Tickets `user` has bought, read straight from Redis (0 when the key is absent).
+    pub async fn bought(&self, user: &str) -> anyhow::Result<i64> {
+        Ok(self.redis.get::<Option<i64>, _>(self.key(&format!("bought:{user}"))).await?.unwrap_or(0))
     }
 
     /// A Redis key of this test's event.

@@ -1,0 +1,154 @@
+//! `SeatLockInternalService` (package `ticketing.internal.v1`): `ReturnSeats`, which payment's
+//! seat-return outbox calls once a cancelled booking is refunded, so its sold seats go back
+//! on sale.
+//!
+//! Served beside `SeatLockService` on the same port. The load balancer routes by path
+//! prefix and has no route for `ticketing.internal.*`, so it is reachable only inside the
+//! mesh; which service may call it (payment only) is checked once mTLS identities exist
+//! (issue 13): until then any caller inside the mesh can.
+
+use std::collections::HashSet;
+
+use ticketing_proto::internal::{
+    ReturnSeatsRequest, ReturnSeatsResponse,
+    seat_lock_internal_service_server::SeatLockInternalService as SeatLockInternalRpc,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    catalog::Layout,
+    error::Error,
+    service::{SeatLockService, valid_booking, valid_user},
+    store::{ReturnOutcome, SeatReturn},
+};
+
+/// Characters of a bad value echoed back in an INVALID_ARGUMENT message; enough to recognise
+/// it, never the whole of a huge one.
+const ECHO_CHARS: usize = 40;
+
+/// The internal service; shares the public one's catalog, store and rebuild.
+#[derive(Clone)]
+pub struct SeatLockInternal {
+    service: SeatLockService,
+}
+
+impl SeatLockInternal {
+    /// The internal RPCs over `service`'s state.
+    pub fn new(service: SeatLockService) -> Self {
+        Self { service }
+    }
+
+    async fn return_seats(&self, request: &ReturnSeatsRequest) -> Result<bool, Error> {
+        let booking_id = valid_booking(&request.booking_id)?;
+        let user_id = valid_user(&request.user_id)?;
+        service_runtime::status::uuid("hold_id", &request.hold_id)
+            .map_err(|s| Error::InvalidArgument(Box::new(s)))?;
+        let layout = self.service.layout(&request.event_id).await?;
+        check_places(&layout, request)?;
+        let seats = SeatReturn {
+            booking_id,
+            hold_id: &request.hold_id,
+            user_id,
+            zone_id: &request.zone_id,
+            quantity: request.quantity,
+            seat_ids: &request.seat_ids,
+        };
+        let store = self.service.store();
+        let outcome =
+            self.service.with_state(&layout, || store.return_seats(&request.event_id, &seats)).await?;
+        let (event_id, hold_id) = (&request.event_id, &request.hold_id);
+        match &outcome {
+            ReturnOutcome::Returned => {
+                tracing::info!(%event_id, %hold_id, %booking_id, quantity = request.quantity, "sold seats returned to sale");
+                metrics::counter!("seat_lock_returned_seats_total").increment(u64::from(request.quantity));
+            }
+            ReturnOutcome::AlreadyReturned => {
+                tracing::debug!(%event_id, %hold_id, %booking_id, "seats already returned (replay)");
+            }
+            ReturnOutcome::Announced => tracing::warn!(
+                %event_id, %hold_id, %booking_id,
+                "hold unknown here (Redis rebuilt without it): nothing to return, release announced"
+            ),
+            ReturnOutcome::NotSold(why) => {
+                tracing::warn!(%event_id, %hold_id, %booking_id, %why, "seats not returned: not sold under this booking");
+            }
+        }
+        Ok(outcome == ReturnOutcome::Returned)
+    }
+}
+
+/// The zone is the event's; a seated zone names 1 to the per-user limit distinct seats of
+/// it, as many as `quantity`; a general-admission zone names none and 1 to the limit places.
+fn check_places(layout: &Layout, request: &ReturnSeatsRequest) -> Result<(), Error> {
+    if request.zone_id.is_empty() {
+        return Err(Error::invalid("zone_id", "is required"));
+    }
+    let zone = layout.zone(&request.zone_id).ok_or_else(|| {
+        Error::invalid("zone_id", format!("{} is not a zone of this event", echo(&request.zone_id)))
+    })?;
+    let max = layout.max_tickets_per_user;
+    if request.quantity == 0 || request.quantity > max {
+        return Err(Error::invalid("quantity", format!("must be 1 to {max}, got {}", request.quantity)));
+    }
+    if !zone.seated {
+        if let Some(seat_id) = request.seat_ids.first() {
+            return Err(Error::invalid(
+                "seat_ids",
+                format!("must be empty for general-admission zone {}, got {}", zone.zone_id, echo(seat_id)),
+            ));
+        }
+        return Ok(());
+    }
+    if request.seat_ids.len() != request.quantity as usize {
+        return Err(Error::invalid(
+            "seat_ids",
+            format!("must list quantity ({}) seats, got {}", request.quantity, request.seat_ids.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for seat_id in &request.seat_ids {
+        if !seen.insert(seat_id.as_str()) {
+            return Err(Error::invalid("seat_ids", format!("{} is listed twice", echo(seat_id))));
+        }
+        if layout.zone_of_seat(seat_id).is_none_or(|of| of.zone_id != zone.zone_id) {
+            return Err(Error::invalid(
+                "seat_ids",
+                format!("{} is not a seat of zone {}", echo(seat_id), zone.zone_id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `value` quoted, cut to [`ECHO_CHARS`] characters.
+fn echo(value: &str) -> String {
+    match value.char_indices().nth(ECHO_CHARS) {
+        Some((end, _)) => format!("{:?}…", &value[..end]),
+        None => format!("{value:?}"),
+    }
+}
+
+#[tonic::async_trait]
+impl SeatLockInternalRpc for SeatLockInternal {
+    async fn return_seats(
+        &self,
+        request: Request<ReturnSeatsRequest>,
+    ) -> Result<Response<ReturnSeatsResponse>, Status> {
+        let returned = SeatLockInternal::return_seats(self, request.get_ref()).await?;
+        Ok(Response::new(ReturnSeatsResponse { returned }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_quoted_and_bounded() {
+        assert_eq!(echo("A-1-1"), "\"A-1-1\"");
+        let long = "x".repeat(10_000);
+        assert_eq!(echo(&long), format!("{:?}…", "x".repeat(ECHO_CHARS)));
+        let wide = "é".repeat(100);
+        assert_eq!(echo(&wide), format!("{:?}…", "é".repeat(ECHO_CHARS)));
+    }
+}
