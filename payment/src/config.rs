@@ -39,8 +39,9 @@ pub struct Config {
     pub relay_interval_ms: u64,
     /// Longest any call to the payment provider may take, in milliseconds (the one timeout
     /// layer, `gateway::TimeoutGateway`). A charge that takes longer is recorded `unknown`
-    /// and Pay answers PENDING; recovery settles it from the provider's ledger.
-    #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 20_000)]
+    /// and Pay answers PENDING; recovery settles it from the provider's ledger. Must stay
+    /// below REQUEST_TIMEOUT_MS, so the caller hears PENDING instead of a deadline error.
+    #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 3_000)]
     pub provider_timeout_ms: u64,
     /// Age (since its last state change) after which a payment that is not final is driven
     /// on by the recovery pass, in seconds. Recovery driving a payment whose request is still
@@ -111,8 +112,12 @@ impl Config {
                 self.database_max_connections, self.database_commit_groups
             ));
         }
-        if self.provider_timeout_ms == 0 {
-            return Err("PROVIDER_TIMEOUT_MS must be positive".into());
+        if self.provider_timeout_ms == 0 || self.provider_timeout_ms >= self.server.request_timeout_ms {
+            return Err(format!(
+                "PROVIDER_TIMEOUT_MS must be positive and below REQUEST_TIMEOUT_MS ({} ms), so Pay answers \
+                 PENDING before the caller's deadline; got {}",
+                self.server.request_timeout_ms, self.provider_timeout_ms
+            ));
         }
         if self.relay_interval_ms == 0 {
             return Err("RELAY_INTERVAL_MS must be positive".into());
@@ -194,5 +199,15 @@ mod tests {
         );
         let empty = Config::try_parse_from(["payment", "--inventory-url", ""]).unwrap();
         assert_eq!(empty.validate(), Err("INVENTORY_URL is required".into()));
+    }
+
+    #[test]
+    fn the_provider_answers_before_the_callers_deadline() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Config::try_parse_from([&["payment"], args].concat()).unwrap().validate();
+        assert_eq!(parse(&[]), Ok(()), "defaults: 3 s provider, 5 s request");
+        assert!(parse(&["--provider-timeout-ms", "5000"]).unwrap_err().contains("below REQUEST_TIMEOUT_MS"));
+        assert_eq!(parse(&["--provider-timeout-ms", "20000", "--request-timeout-ms", "30000"]), Ok(()));
+        assert!(parse(&["--reconcile-interval-secs", "0"]).is_err());
     }
 }
