@@ -45,7 +45,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
         -p admission -p seat-lock -p inventory -p payment -p notifier \
     && mkdir -p /out \
     && cp target/release/admission target/release/admission-audit target/release/seat-lock \
-          target/release/inventory target/release/payment target/release/notifier /out/
+          target/release/inventory target/release/payment target/release/payment-reconcile \
+          target/release/notifier /out/
 
 # Runtime base: glibc + libgcc + CA certificates, no shell, no package manager; user 65532.
 # Kubernetes runs it with a read-only root filesystem (nothing is written but stderr).
@@ -78,6 +79,8 @@ ENTRYPOINT ["/usr/local/bin/inventory"]
 
 FROM runtime AS payment
 COPY --from=builder /out/payment /usr/local/bin/payment
+# The operator's on-demand reconciliation, run in the pod: kubectl exec deploy/payment -- payment-reconcile ...
+COPY --from=builder /out/payment-reconcile /usr/local/bin/payment-reconcile
 ENTRYPOINT ["/usr/local/bin/payment"]
 
 FROM runtime AS notifier
