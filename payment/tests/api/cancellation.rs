@@ -363,4 +363,5 @@ async fn a_cancellation_crashed_between_its_steps_is_finished() {
     assert_eq!(app.count("refunds", "state = 'refunded'").await, 3);
     assert!(app.ledger_violations().await.is_empty(), "{:?}", app.ledger_violations().await);
     assert!(app.outbox_drained().await);
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
 }

@@ -167,4 +167,5 @@ async fn a_crash_at_every_money_state_ends_in_one_booking_or_one_refund() {
         2
     );
     assert!(app.outbox_drained().await, "every outcome reaches the user");
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
 }

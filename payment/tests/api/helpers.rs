@@ -272,6 +272,16 @@ impl TestApp {
         }
     }
 
+    /// One reconciliation run through the RPC.
+    pub async fn reconcile(&self, dry_run: bool) -> v1::ReconcileReport {
+        self.client.clone().reconcile(v1::ReconcileRequest { dry_run }).await.unwrap().into_inner()
+    }
+
+    /// What a reconciliation (report only) finds; the end of every money test expects nothing.
+    pub async fn reconciliation_findings(&self) -> Vec<v1::Discrepancy> {
+        self.reconcile(true).await.discrepancies
+    }
+
     pub async fn pay(&self, request: v1::PayRequest) -> Result<v1::PayResponse, Status> {
         self.client.clone().pay(request).await.map(Response::into_inner)
     }

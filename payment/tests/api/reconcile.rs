@@ -13,10 +13,6 @@ use tonic::Code;
 
 use crate::helpers::{TestApp, spawn_app};
 
-async fn reconcile(app: &TestApp, dry_run: bool) -> v1::ReconcileReport {
-    app.client.clone().reconcile(v1::ReconcileRequest { dry_run }).await.unwrap().into_inner()
-}
-
 async fn status(app: &TestApp, payment_id: &str) -> String {
     app.scalar_text(&format!("SELECT status FROM payment.payments WHERE payment_id = '{payment_id}'")).await
 }
@@ -51,7 +47,7 @@ async fn a_clean_sale_reconciles_to_nothing() {
     let refunded = app.pay(app.pay_request("recon-lost-1", lost, "carol", "pm_card_ok")).await.unwrap();
     assert_eq!(refunded.payment.unwrap().status(), PaymentStatus::Refunded);
 
-    let report = reconcile(&app, false).await;
+    let report = app.reconcile(false).await;
 
     assert_eq!(report.charges_checked, 3, "{report:?}");
     assert!(report.discrepancies.is_empty(), "{report:?}");
@@ -77,12 +73,12 @@ async fn a_charge_captured_after_it_was_settled_as_declined_is_found_and_refunde
         .await
         .unwrap();
 
-    let dry = reconcile(&app, true).await;
+    let dry = app.reconcile(true).await;
     assert_eq!(kinds(&dry), [(DiscrepancyKind::ChargeWithoutBooking, false)], "{dry:?}");
     assert_eq!(dry.unsettled, 1);
     assert_eq!(status(&app, &payment.payment_id).await, "declined", "a dry run changes nothing");
 
-    let report = reconcile(&app, false).await;
+    let report = app.reconcile(false).await;
 
     assert_eq!(kinds(&report), [(DiscrepancyKind::ChargeWithoutBooking, true)], "{report:?}");
     assert_eq!(report.unsettled, 0);
@@ -100,7 +96,7 @@ async fn a_charge_captured_after_it_was_settled_as_declined_is_found_and_refunde
     let replay = app.pay(app.pay_request("recon-late-1", hold_id, "dave", "pm_card_declined")).await.unwrap();
     assert_eq!(replay.payment.unwrap().status(), PaymentStatus::Refunded, "the key answers the truth now");
 
-    let again = reconcile(&app, false).await;
+    let again = app.reconcile(false).await;
     assert!(again.discrepancies.is_empty(), "{again:?}");
 }
 
@@ -125,7 +121,7 @@ async fn a_booking_whose_charge_was_refunded_elsewhere_is_reported_and_the_comma
         .await
         .unwrap();
 
-    let report = reconcile(&app, false).await;
+    let report = app.reconcile(false).await;
     assert_eq!(kinds(&report), [(DiscrepancyKind::BookingWithoutCharge, false)], "{report:?}");
     assert_eq!(report.unsettled, 1);
     assert_eq!(report.discrepancies[0].booking_id, paid.booking.unwrap().booking_id);

@@ -68,6 +68,7 @@ async fn slower_than_the_hold(method: &str, provider_timeout_ms: u64) -> Payment
     let replay = app.pay(app.pay_request("key-slow-1", hold_id, "nora", method)).await.unwrap();
     let settled = if booked == 1 { PaymentStatus::Confirmed } else { PaymentStatus::Refunded };
     assert_eq!(replay.payment.unwrap().status(), settled);
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
     payment.status()
 }
 
@@ -139,4 +140,5 @@ async fn a_provider_that_times_out_then_captures_charges_one_hold_once() {
     assert_eq!(app.count("psp_ledger", "").await, 1, "one charge for the hold");
     assert_eq!(app.ledger_violations().await, Vec::<String>::new());
     assert!(app.event_with_id(&format!("booking:{}", booked.payment.unwrap().booking_id)).await.is_some());
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
 }
