@@ -4,6 +4,7 @@
 //!   ground truth; [`report`] writes its JSON and HTML reports;
 //! - [`loadgen`]: one RPC under load, ghz-style, with a `grpc.health.v1` baseline measured in
 //!   the same run; [`bench`] runs the standard set and rewrites the README's table;
+//! - [`reconciliation`]: payment's `Reconcile`, the last check of every verification;
 //! - [`testenv`]: the isolated backing-service environment every integration test uses.
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,7 @@ pub mod bench;
 pub mod cpu;
 pub mod flashsale;
 pub mod loadgen;
+pub mod reconciliation;
 pub mod report;
 pub mod stack;
 pub mod testenv;

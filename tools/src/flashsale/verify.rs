@@ -23,6 +23,14 @@ const ABANDONED_CHECKS: usize = 2_000;
 const MAX_SOLD_SEATS_MESSAGE: usize = 256 * 1024 * 1024;
 /// How often the settle loop looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// Payments of the event (`$1`) not in a final state, and refunds not yet made: money still
+/// moving, which the settle loop waits for and the I2 checks require to be none.
+const UNSETTLED_PAYMENTS: &str = "SELECT (SELECT count(*) FROM payment.payments WHERE event_id::text = $1 \
+     AND status IN ('processing', 'charging', 'unknown', 'captured', 'refunding')) \
+     + (SELECT count(*) FROM payment.refunds r JOIN payment.payments p ON p.payment_id = r.payment_id \
+     WHERE p.event_id::text = $1 AND r.state = 'refunding')";
+/// Live (not cancelled) bookings of the event (`$1`), as a table expression.
+const LIVE_BOOKINGS: &str = "(SELECT * FROM payment.bookings WHERE status <> 'cancelled')";
 
 /// One invariant check and its result.
 #[derive(Debug, Clone, Serialize)]
@@ -97,19 +105,14 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
             .into_inner();
         let held: u64 = availability.zones.iter().map(|z| u64::from(z.held)).sum();
         let sold: u64 = availability.zones.iter().map(|z| u64::from(z.sold)).sum();
-        let processing = scalar(
-            &db,
-            "SELECT count(*) FROM payment.payments WHERE event_id::text = $1 AND status = 'processing'",
-            &event_id,
-        )
-        .await?;
+        let unsettled = scalar(&db, UNSETTLED_PAYMENTS, &event_id).await?;
         let booked = scalar(
             &db,
-            "SELECT COALESCE(sum(quantity), 0)::bigint FROM payment.bookings WHERE event_id::text = $1",
+            "SELECT COALESCE(sum(quantity), 0)::bigint FROM payment.bookings WHERE event_id::text = $1 AND status <> 'cancelled'",
             &event_id,
         )
         .await?;
-        if (held == 0 && processing == 0 && sold == booked as u64) || Instant::now() > settle_deadline {
+        if (held == 0 && unsettled == 0 && sold == booked as u64) || Instant::now() > settle_deadline {
             break;
         }
         tokio::time::sleep(SETTLE_POLL).await;
@@ -152,22 +155,30 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     }
     let pg_doubles = scalar(
         &db,
-        "SELECT count(*) FROM (SELECT seat_id FROM payment.booking_seats WHERE event_id::text = $1 GROUP BY seat_id HAVING count(*) > 1) d",
+        &format!(
+            "SELECT count(*) FROM (SELECT s.seat_id FROM payment.booking_seats s JOIN {LIVE_BOOKINGS} b USING (booking_id) \
+             WHERE s.event_id::text = $1 GROUP BY s.seat_id HAVING count(*) > 1) d"
+        ),
         &event_id,
     )
     .await?;
     v.check(
         "I1",
-        "no seat in two bookings (Postgres booking_seats)",
+        "no seat in two live bookings (Postgres booking_seats)",
         pg_doubles == 0,
         format!("{pg_doubles} seats in two bookings"),
     );
     let seated_sold = sold.iter().filter(|s| !s.seat_id.is_empty()).count() as i64;
     let guard =
         scalar(&db, "SELECT count(*) FROM payment.seat_guard WHERE event_id::text = $1", &event_id).await?;
-    let booked_seats =
-        scalar(&db, "SELECT count(*) FROM payment.booking_seats WHERE event_id::text = $1", &event_id)
-            .await?;
+    let booked_seats = scalar(
+        &db,
+        &format!(
+            "SELECT count(*) FROM payment.booking_seats s JOIN {LIVE_BOOKINGS} b USING (booking_id) WHERE s.event_id::text = $1"
+        ),
+        &event_id,
+    )
+    .await?;
     v.check(
         "I1",
         "one seat_guard row per sold seat",
@@ -176,7 +187,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     );
     for row in rows(
         &db,
-        "SELECT zone_id, sum(quantity)::bigint FROM payment.bookings WHERE event_id::text = $1 GROUP BY zone_id",
+        &format!("SELECT zone_id, sum(quantity)::bigint FROM {LIVE_BOOKINGS} b WHERE event_id::text = $1 GROUP BY zone_id"),
         &event_id,
     )
     .await?
@@ -186,8 +197,9 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         let capacity = event.zones.iter().find(|z| z.zone_id == zone).map_or(0, |z| i64::from(z.capacity));
         v.check("I1", format!("zone {zone} not oversold (Postgres bookings)"), n <= capacity, format!("{n} of {capacity}"));
     }
-    v.bookings = scalar(&db, "SELECT count(*) FROM payment.bookings WHERE event_id::text = $1", &event_id)
-        .await? as u64;
+    v.bookings =
+        scalar(&db, &format!("SELECT count(*) FROM {LIVE_BOOKINGS} b WHERE event_id::text = $1"), &event_id)
+            .await? as u64;
 
     let max = u64::from(event.max_tickets_per_user);
     let over: Vec<String> =
@@ -200,7 +212,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     );
     let pg_over = scalar(
         &db,
-        &format!("SELECT count(*) FROM (SELECT user_id FROM payment.bookings WHERE event_id::text = $1 GROUP BY user_id HAVING sum(quantity) > {max}) o"),
+        &format!("SELECT count(*) FROM (SELECT user_id FROM {LIVE_BOOKINGS} b WHERE event_id::text = $1 GROUP BY user_id HAVING sum(quantity) > {max}) o"),
         &event_id,
     )
     .await?;
@@ -211,40 +223,58 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         format!("{pg_over} users over {max}"),
     );
 
-    // I2: every sandbox charge of this event's payments ends in one booking or one refund.
+    // I2: every sandbox charge of this event's payments ends in one live booking or one
+    // refund (a declined one in neither), and no money is still moving.
     let ledger = rows(
         &db,
-        "SELECT l.status, p.status, (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id)::bigint \
-         FROM payment.psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
-         WHERE p.event_id::text = $1",
+        &format!(
+            "SELECT l.status, p.status, (SELECT count(*) FROM {LIVE_BOOKINGS} b WHERE b.payment_id = p.payment_id)::bigint \
+             FROM payment.psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
+             WHERE p.event_id::text = $1"
+        ),
         &event_id,
     )
     .await?;
-    let mut unmatched = 0u64;
+    let (mut unmatched, mut declined, mut pending) = (Vec::new(), 0u64, 0u64);
     for row in &ledger {
         let charge: String = row.try_get_by_index(0)?;
         let payment: String = row.try_get_by_index(1)?;
-        let bookings: i64 = row.try_get_by_index(2)?;
-        match charge.as_str() {
+        let live_bookings: i64 = row.try_get_by_index(2)?;
+        let matched = match charge.as_str() {
             "captured" => {
                 v.captured_charges += 1;
-                if !(payment == "confirmed" && bookings == 1) {
-                    unmatched += 1;
-                }
+                payment == "confirmed" && live_bookings == 1
             }
-            _ => {
+            "refunded" => {
                 v.refunded_charges += 1;
-                if !(payment == "refunded" && bookings == 0) {
-                    unmatched += 1;
-                }
+                payment == "refunded" && live_bookings == 0
             }
+            "declined" => {
+                declined += 1;
+                payment == "declined" && live_bookings == 0
+            }
+            // Still pending at the provider after the sale settled, or a status this check
+            // does not know: either way not settled.
+            _ => {
+                pending += 1;
+                false
+            }
+        };
+        if !matched {
+            unmatched.push(format!("{charge} charge, payment {payment}, {live_bookings} live bookings"));
         }
     }
     v.check(
         "I2",
         "every charge matched by exactly one booking or one refund",
-        unmatched == 0,
-        format!("{} captured, {} refunded, {unmatched} unmatched", v.captured_charges, v.refunded_charges),
+        unmatched.is_empty(),
+        format!(
+            "{} captured, {} refunded, {declined} declined, {pending} pending or unknown; {} unmatched {:?}",
+            v.captured_charges,
+            v.refunded_charges,
+            unmatched.len(),
+            &unmatched[..unmatched.len().min(5)]
+        ),
     );
     let uncharged = scalar(
         &db,
@@ -259,13 +289,13 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         uncharged == 0,
         format!("{uncharged} without a ledger row"),
     );
-    let stuck = scalar(
-        &db,
-        "SELECT count(*) FROM payment.payments WHERE event_id::text = $1 AND status = 'processing'",
-        &event_id,
-    )
-    .await?;
-    v.check("I2", "no payment left processing", stuck == 0, format!("{stuck} processing"));
+    let stuck = scalar(&db, UNSETTLED_PAYMENTS, &event_id).await?;
+    v.check(
+        "I2",
+        "no payment or refund left unsettled (processing, charging, unknown, captured, refunding)",
+        stuck == 0,
+        format!("{stuck} unsettled after {:.0} s", timings.settle_secs),
+    );
 
     // I4: a replay charges once.
     let replay_problems = ctx.records.replay_problems.lock().map(|p| p.clone()).unwrap_or_default();
@@ -413,6 +443,11 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
             v.bookings
         ));
     }
+
+    // Last: the provider's ledger against the books, by payment's own reconciliation, which
+    // must find nothing once the mesh has settled by itself.
+    let finding = crate::reconciliation::reconcile(ctx.channels[0].clone()).await;
+    v.check("I2", "reconciliation finds nothing (payment Reconcile)", finding.clean, finding.detail);
     Ok(v)
 }
 

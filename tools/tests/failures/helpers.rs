@@ -369,14 +369,16 @@ pub async fn redis_agrees_with_postgres(
 }
 
 /// I2 over the whole sandbox ledger: every captured charge belongs to exactly one confirmed
-/// payment with exactly one booking; every refunded charge to a refunded payment with no
-/// booking; and no payment is confirmed without a captured charge. Returns the violations.
+/// payment with exactly one live booking; every refunded charge to a refunded payment with no
+/// live booking; every declined one to a declined payment with none; and no payment is
+/// confirmed without a captured charge. Returns the violations.
 pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
     let rows = db
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT l.charge_id, l.status AS charge_status, p.status AS payment_status, \
-             (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id) AS bookings \
+             (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id AND b.status <> 'cancelled') \
+             AS bookings \
              FROM payment.psp_ledger l LEFT JOIN payment.payments p ON p.payment_id::text = l.idempotency_key",
         ))
         .await?;
@@ -389,6 +391,7 @@ pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String
         let fine = match charge_status.as_str() {
             "captured" => payment_status.as_deref() == Some("confirmed") && bookings == 1,
             "refunded" => payment_status.as_deref() == Some("refunded") && bookings == 0,
+            "declined" => payment_status.as_deref() == Some("declined") && bookings == 0,
             _ => false,
         };
         if !fine {
@@ -408,6 +411,14 @@ pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String
         violations.push(format!("{unpaid} confirmed payments without a captured charge"));
     }
     Ok(violations)
+}
+
+/// The check every failure test ends with: payment's reconciliation (not a dry run) finds
+/// nothing, once the mesh has settled by itself.
+pub async fn reconciliation_finds_nothing(stack: &Running) -> anyhow::Result<()> {
+    let finding = tools::reconciliation::reconcile(stack.channel("payment")?).await;
+    anyhow::ensure!(finding.clean, "reconciliation found something: {}", finding.detail);
+    Ok(())
 }
 
 /// A private `nats-server` with JetStream on a free port and its own store directory, so a
