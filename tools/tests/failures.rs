@@ -313,7 +313,7 @@ async fn losing_the_redis_keys_mid_sale_never_frees_a_sold_seat() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let mut nats = PrivateNats::start(&env.id).await?;
+    let mut nats = TestNats::start(&env.id).await?;
     let stack = start_stack(&env, Some(nats.url())).await?;
     let event_id = create_event(&stack, 10, 4, 50).await?;
     let seats = seat_ids(10);
@@ -392,7 +392,7 @@ async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications(
 async fn admissions_during_a_nats_outage_are_announced_once_even_after_admission_dies() -> anyhow::Result<()>
 {
     let env = TestEnv::new().await?;
-    let mut nats = PrivateNats::start(&env.id).await?;
+    let mut nats = TestNats::start(&env.id).await?;
     let stack = start_stack(&env, Some(nats.url())).await?;
     let event_id = create_event(&stack, 10, 4, 50).await?;
     let early: Vec<String> = (0..3).map(|i| format!("early-{i}")).collect();
