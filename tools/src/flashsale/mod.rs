@@ -13,8 +13,11 @@
 //! Otherwise passes would go to users who have no session to collect them.
 //!
 //! Afterwards it waits for releases and expiries to settle and checks I1–I6 against payment's
-//! sold seats, Postgres (`payment` schema), inventory and seat-lock ([`verify`]); see
-//! [`crate::report`] for the JSON and HTML reports.
+//! sold seats, Postgres (`payment` schema), inventory and seat-lock, then runs payment's
+//! reconciliation ([`verify`]); see [`crate::report`] for the JSON and HTML reports.
+//!
+//! [`run_with`] also runs a chaos [`Schedule`] of faults from the opening on, and verifies
+//! only once the last fault has recovered ([`crate::chaos`] starts the private stack it needs).
 
 pub mod stats;
 pub mod user;
@@ -32,7 +35,10 @@ use anyhow::Context;
 use serde::Serialize;
 use ticketing_proto::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 
-use crate::cpu::{CpuSnapshot, CpuUse};
+use crate::{
+    chaos::{ChaosConfig, FaultRecord, Schedule, ServiceRestart},
+    cpu::{CpuSnapshot, CpuUse},
+};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 
@@ -120,6 +126,8 @@ pub struct SimConfig {
     pub out_dir: PathBuf,
     /// The stack's pid files (`.stack/pids`), for the services' peak memory.
     pub pids_dir: Option<PathBuf>,
+    /// Set for a chaos run: users then expect holds lost with Redis and keep going.
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl SimConfig {
@@ -150,6 +158,7 @@ impl SimConfig {
             progress: true,
             out_dir,
             pids_dir: None,
+            chaos: None,
         }
     }
 
@@ -237,6 +246,13 @@ pub struct Outcome {
     /// CPU per process from the first arrival until the users were done, busiest first.
     pub cpu: Vec<CpuUse>,
     pub error_samples: Vec<String>,
+    /// The faults of a chaos run, in order.
+    pub faults: Vec<FaultRecord>,
+    /// Every death of a service in a chaos run and its way back.
+    pub restarts: Vec<ServiceRestart>,
+    /// When the sale opened on this process's clock; every `*_secs` instant counts from it.
+    #[serde(skip)]
+    pub opened_at: Instant,
 }
 
 impl Outcome {
@@ -489,6 +505,11 @@ async fn order_pre_queue(
 /// Runs the sale, waits for it to settle, verifies it and returns what happened (the
 /// reports are written by [`crate::report::write`]).
 pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
+    run_with(config, None).await
+}
+
+/// [`run`], with `chaos`'s faults from the opening on; verification waits for the last one.
+pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Result<Outcome> {
     let setup_started = Instant::now();
     let channels = connect(&config).await?;
     let event = create_event(channels[0].clone(), &config).await?;
@@ -501,6 +522,11 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
         channels,
         stats: stats.clone(),
         records: Records::default(),
+        faults: Arc::default(),
+    });
+    let chaos = chaos.map(|schedule| {
+        let (lb, event_id) = (ctx.channels[0].clone(), ctx.event.event_id.clone());
+        tokio::spawn(schedule.run(lb, event_id, opened_at, ctx.faults.clone()))
     });
     let mut timings = Timings { setup_secs: setup_started.elapsed().as_secs_f64(), ..Default::default() };
     let deadline = tokio::time::Instant::from_std(opened_at + Duration::from_secs(config.max_secs));
@@ -624,6 +650,11 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
     let _ = sessions.acquire_many(config.max_in_flight as u32).await?;
     timings.users_done_secs = stats.since_open();
     let cpu = cpu_before.split_until(&CpuSnapshot::take(config.pids_dir.as_deref(), SELF_NAME));
+    // The faults left when the users are done still happen: the mesh must come back from
+    // them before it is verified.
+    if let Some(chaos) = chaos {
+        let _ = chaos.await;
+    }
     let _ = done_tx.send(true);
     let _ = sampler.await;
     progress.finish();
@@ -650,7 +681,11 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
         "errors": get(&s.errors), "finished": get(&s.finished),
     });
     let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
+    let faults = ctx.faults.lock().map(|f| f.clone()).unwrap_or_default();
     Ok(Outcome {
+        faults,
+        restarts: Vec::new(),
+        opened_at,
         event_id: ctx.event.event_id.clone(),
         capacity,
         timings,

@@ -150,6 +150,8 @@ pub struct Ctx {
     pub channels: Vec<Channel>,
     pub stats: Arc<Stats>,
     pub records: Records,
+    /// The chaos schedule's faults so far (none outside a chaos run).
+    pub faults: Arc<Mutex<Vec<crate::chaos::FaultRecord>>>,
 }
 
 impl Ctx {

@@ -316,6 +316,7 @@ pub struct PrivateBacking {
     pub redis: PrivateRedis,
     pub nats: PrivateNats,
     pub postgres: PrivatePostgres,
+    data: PathBuf,
 }
 
 impl PrivateBacking {
@@ -335,6 +336,7 @@ impl PrivateBacking {
                 Self::DATABASE,
             ])
             .await?,
+            data,
         })
     }
 
@@ -343,5 +345,6 @@ impl PrivateBacking {
         self.redis.kill();
         self.nats.remove();
         self.postgres.remove().await;
+        let _ = fs::remove_dir_all(&self.data);
     }
 }

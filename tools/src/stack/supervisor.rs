@@ -68,7 +68,7 @@ struct State {
 pub struct Supervisor {
     state: Arc<Mutex<State>>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -97,7 +97,7 @@ impl Supervisor {
         let state = Arc::new(Mutex::new(State { slots, restarts: Vec::new() }));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(supervise(config, state.clone(), stopped));
-        Self { state, stop, task }
+        Self { state, stop, task: Mutex::new(Some(task)) }
     }
 
     /// SIGKILLs the current process of `service` (the supervisor then restarts it); returns
@@ -145,9 +145,12 @@ impl Supervisor {
 
     /// Stops supervising and hands the processes back to `stack` (which stops them with
     /// [`super::Stack::stop`]); returns every death seen.
-    pub async fn stop(self, stack: &super::Stack) -> Vec<Restart> {
+    pub async fn stop(&self, stack: &super::Stack) -> Vec<Restart> {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         let mut state = lock(&self.state);
         let children = state.slots.iter_mut().filter_map(|slot| Some((slot.service.name, slot.child.take()?)));
         stack.adopt(children.collect());
