@@ -19,6 +19,8 @@
 //! [`run_with`] also runs a chaos [`Schedule`] of faults from the opening on, and verifies
 //! only once the last fault has recovered ([`crate::chaos`] starts the private stack it needs).
 
+pub mod pay;
+pub mod retry;
 pub mod stats;
 pub mod user;
 pub mod verify;
@@ -480,7 +482,7 @@ async fn order_pre_queue(
                     Stats::bump(&ctx.stats.stages.finished);
                     ctx.error(
                         joined.index,
-                        format!("GetQueueStatus: {} {}", status.code(), status.message()),
+                        format!("GetQueueStatus: {}", retry::brief(&status)),
                     );
                     continue;
                 }
@@ -575,7 +577,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                         Ok(Err(status)) => {
                             Stats::bump(&ctx.stats.stages.join_failed);
                             Stats::bump(&ctx.stats.stages.finished);
-                            ctx.error(index, format!("Join: {} {}", status.code(), status.message()));
+                            ctx.error(index, format!("Join: {}", retry::brief(&status)));
                         }
                         Err(_) => {}
                     }
@@ -678,7 +680,8 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         "limit_refused": get(&s.limit_refused), "released": get(&s.released), "let_expire": get(&s.let_expire),
         "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),
         "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
-        "errors": get(&s.errors), "finished": get(&s.finished),
+        "errors": get(&s.errors), "finished": get(&s.finished), "rejoined": get(&s.rejoined),
+        "holds_lost": get(&s.holds_lost),
     });
     let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
     let faults = ctx.faults.lock().map(|f| f.clone()).unwrap_or_default();
