@@ -252,9 +252,35 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last lines of `service`'s log.
+/// The last lines of `service`'s log, without terminal colours.
 fn log_tail(config: &StackConfig, service: &str) -> Vec<String> {
     let text = fs::read_to_string(config.state_dir.join("logs").join(format!("{service}.log"))).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].iter().map(|l| (*l).to_owned()).collect()
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].iter().map(|l| strip_colours(l)).collect()
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(super::strip_colours("\u{1b}[2mtime\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x"), "time  WARN x");
+    }
 }
