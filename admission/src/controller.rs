@@ -209,13 +209,28 @@ impl Controller {
                 () = stopping.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let events = match self.store.events().await {
+            let mut events = match self.store.events().await {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::warn!(error = %error, "cannot list events with a queue");
                     continue;
                 }
             };
+            // A Redis that lost its data lost the set of events too: put back the events this
+            // replica registered, or their queues would never be ticked again.
+            let lost: Vec<String> = {
+                let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+                registered.iter().filter(|event| !events.contains(event)).cloned().collect()
+            };
+            for event_id in lost {
+                match self.store.register_event(&event_id).await {
+                    Ok(()) => {
+                        tracing::warn!(%event_id, "the event was missing from Redis's set of events; registered it again");
+                        events.push(event_id);
+                    }
+                    Err(error) => tracing::warn!(%event_id, error = %error, "cannot register the event again"),
+                }
+            }
             let mut due = Vec::new();
             for event_id in events {
                 let info = match self.catalog.get(&event_id).await {
