@@ -19,6 +19,7 @@
 //! [`run_with`] also runs a chaos [`Schedule`] of faults from the opening on, and verifies
 //! only once the last fault has recovered ([`crate::chaos`] starts the private stack it needs).
 
+pub mod line;
 pub mod pay;
 pub mod retry;
 pub mod stats;
@@ -26,7 +27,6 @@ pub mod user;
 pub mod verify;
 
 use std::{
-    collections::VecDeque,
     io::IsTerminal,
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
@@ -45,6 +45,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 
 use self::{
+    line::{Arrival, Line, Rejoin},
     stats::{Sample, Stats},
     user::{Ctx, Joined, Records},
     verify::Verification,
@@ -56,6 +57,8 @@ const JOIN_CONCURRENCY: usize = 512;
 /// Pre-queue users asked for their place at once after the opening: enough to order 100,000
 /// users well within the check-in window, few enough not to crowd out the sale itself.
 const ORDER_CONCURRENCY: usize = 256;
+/// Users joining again at once after admission lost its queue, as Joins at the opening.
+const REJOIN_CONCURRENCY: usize = JOIN_CONCURRENCY;
 /// This process's name in the CPU split and the memory figures.
 pub const SELF_NAME: &str = "flashsale (this simulator)";
 /// How often the timeline is sampled (and the progress display refreshed).
@@ -370,140 +373,6 @@ fn arrival(config: &SimConfig, index: u32) -> f64 {
     }
 }
 
-/// What the arrivals task tells the dispatcher.
-enum Arrival {
-    Joined(Joined),
-    /// Every user of the pre-queue window has joined (or failed to).
-    PreQueueComplete,
-}
-
-/// Joined users without a session yet, in the order admission will admit them.
-struct Line {
-    /// Joined before the opening; their order is only known once admission shuffles them.
-    pre_queue: Vec<Joined>,
-    /// Pre-queue users in their shuffled order, as [`order_pre_queue`] learns it.
-    shuffled: VecDeque<Joined>,
-    /// Joined after the opening: first come, first served, behind the whole pre-queue.
-    fifo: VecDeque<Joined>,
-    /// The first user who joined after the opening: [`order_pre_queue`]'s reference.
-    latecomer: watch::Sender<Option<Joined>>,
-}
-
-impl Line {
-    fn new() -> Self {
-        Self {
-            pre_queue: Vec::new(),
-            shuffled: VecDeque::new(),
-            fifo: VecDeque::new(),
-            latecomer: watch::Sender::new(None),
-        }
-    }
-
-    fn arrive(
-        &mut self,
-        arrival: Arrival,
-        ctx: &Arc<Ctx>,
-        ordered: &mut Option<mpsc::UnboundedSender<Joined>>,
-    ) {
-        match arrival {
-            Arrival::Joined(joined) if joined.after_open => {
-                if self.latecomer.borrow().is_none() {
-                    self.latecomer.send_replace(Some(joined.clone()));
-                }
-                self.fifo.push_back(joined);
-            }
-            // A pre-queue answer after the pre-queue was handed to the ordering (a retried
-            // Join) joins the ordered line at its end rather than waiting for an order forever.
-            Arrival::Joined(joined) if ordered.is_none() => self.shuffled.push_back(joined),
-            Arrival::Joined(joined) => self.pre_queue.push(joined),
-            Arrival::PreQueueComplete => {
-                if let Some(ordered) = ordered.take() {
-                    let pre_queue = std::mem::take(&mut self.pre_queue);
-                    tokio::spawn(order_pre_queue(
-                        ctx.clone(),
-                        pre_queue,
-                        self.latecomer.subscribe(),
-                        ordered,
-                    ));
-                }
-            }
-        }
-    }
-
-    /// The next user to give a session: the shuffled pre-queue first; latecomers only once
-    /// the whole pre-queue is ordered (`ordering_open` false), since admission serves them after.
-    fn next(&mut self, ordering_open: bool) -> Option<Joined> {
-        self.shuffled.pop_front().or_else(|| if ordering_open { None } else { self.fifo.pop_front() })
-    }
-
-    fn put_back(&mut self, joined: Joined) {
-        if joined.after_open {
-            self.fifo.push_front(joined);
-        } else {
-            self.shuffled.push_front(joined);
-        }
-    }
-}
-
-/// Learns the pre-queue's shuffled order once the sale opens, as each waiting page does
-/// (one GetQueueStatus per user), and sends its users in that order: users already admitted
-/// at once, so they collect their passes within the check-in window, then the others by
-/// place. The channel closes when the whole pre-queue is sent.
-///
-/// Places move while admission admits the head of the line, so a place is turned into the
-/// user's fixed rank in the shuffled pre-queue: rank = position + R, where R, the pre-queue
-/// users admitted so far, is read in the same instant from a post-opening user `u` (tickets
-/// count every join, the pre-queue holds tickets 1..=P, so u's position is ticket_u − R), or
-/// while nobody has joined after opening, from the queue length (P − R).
-async fn order_pre_queue(
-    ctx: Arc<Ctx>,
-    pre_queue: Vec<Joined>,
-    latecomer: watch::Receiver<Option<Joined>>,
-    ordered: mpsc::UnboundedSender<Joined>,
-) {
-    let pre = pre_queue.len() as u64;
-    let mut ranked = Vec::with_capacity(pre_queue.len());
-    for chunk in pre_queue.chunks(ORDER_CONCURRENCY) {
-        let reference = latecomer.borrow().clone();
-        let reference = async {
-            match reference {
-                Some(u) => user::status_after_opening(&ctx, u.index).await.ok().map(|s| (u.ticket, s)),
-                None => None,
-            }
-        };
-        let places = futures::future::join_all(
-            chunk.iter().map(|joined| user::status_after_opening(&ctx, joined.index)),
-        );
-        let (reference, places) = tokio::join!(reference, places);
-        for (joined, place) in chunk.iter().zip(places) {
-            let status = match place {
-                Ok(status) => status,
-                Err(status) => {
-                    Stats::bump(&ctx.stats.stages.finished);
-                    ctx.error(
-                        joined.index,
-                        format!("GetQueueStatus: {}", retry::brief(&status)),
-                    );
-                    continue;
-                }
-            };
-            if status.pass.is_some() || status.position == 0 {
-                let _ = ordered.send(joined.clone());
-                continue;
-            }
-            let admitted_ahead = match &reference {
-                Some((ticket, u)) if u.pass.is_none() && u.position > 0 => ticket.saturating_sub(u.position),
-                _ => pre.saturating_sub(status.queue_length),
-            };
-            ranked.push((status.position + admitted_ahead, joined.clone()));
-        }
-    }
-    ranked.sort_unstable_by_key(|(rank, _)| *rank);
-    for (_, joined) in ranked {
-        let _ = ordered.send(joined);
-    }
-}
-
 /// Runs the sale, waits for it to settle, verifies it and returns what happened (the
 /// reports are written by [`crate::report::write`]).
 pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
@@ -525,6 +394,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         stats: stats.clone(),
         records: Records::default(),
         faults: Arc::default(),
+        queue_lost: watch::Sender::new(None),
     });
     let chaos = chaos.map(|schedule| {
         let (lb, event_id) = (ctx.channels[0].clone(), ctx.event.event_id.clone());
@@ -596,6 +466,11 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
     let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<Joined>();
     let mut ordered_tx = Some(ordered_tx);
     let (mut arrivals_open, mut ordering_open) = (true, true);
+    // When admission loses its queue (its Redis restarted), every waiting page joins again;
+    // the users waiting here for a session are those pages.
+    let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
+    let mut queue_lost = ctx.queue_lost.subscribe();
+    let (mut rejoins_in_flight, mut last_rejoin) = (0usize, f64::NEG_INFINITY);
     loop {
         if tokio::time::Instant::now() >= deadline {
             timings.stopped_by_max_secs = true;
@@ -605,13 +480,34 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
             line.arrive(arrived, &ctx, &mut ordered_tx);
         }
         while let Ok(joined) = ordered_rx.try_recv() {
-            line.shuffled.push_back(joined);
+            line.ordered(joined);
+        }
+        while let Ok(rejoined) = rejoin_rx.try_recv() {
+            match rejoined {
+                Rejoin::Joined(joined) => line.rejoined(joined),
+                Rejoin::Done => rejoins_in_flight -= 1,
+            }
+        }
+        // A user who joined after the last mass re-join found its place gone: the queue was
+        // lost again since.
+        if let Some(lost) = *queue_lost.borrow_and_update()
+            && lost >= last_rejoin
+        {
+            last_rejoin = stats.since_open();
+            rejoins_in_flight += 1;
+            tokio::spawn(line::rejoin(ctx.clone(), line.drain(), rejoin_tx.clone()));
         }
         let Some(next) = line.next(ordering_open) else {
-            if !arrivals_open && !ordering_open {
+            if !arrivals_open && !ordering_open && rejoins_in_flight == 0 {
                 break;
             }
             tokio::select! {
+                rejoined = rejoin_rx.recv() => match rejoined {
+                    Some(Rejoin::Joined(joined)) => line.rejoined(joined),
+                    Some(Rejoin::Done) => rejoins_in_flight -= 1,
+                    None => {}
+                },
+                _ = queue_lost.changed() => {}
                 arrived = arrived_rx.recv(), if arrivals_open => match arrived {
                     Some(arrived) => line.arrive(arrived, &ctx, &mut ordered_tx),
                     None => {
@@ -621,7 +517,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                     }
                 },
                 joined = ordered_rx.recv(), if ordering_open => match joined {
-                    Some(joined) => line.shuffled.push_back(joined),
+                    Some(joined) => line.ordered(joined),
                     None => ordering_open = false,
                 },
                 () = tokio::time::sleep_until(deadline) => {}

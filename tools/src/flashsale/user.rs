@@ -119,8 +119,9 @@ pub struct Abandoned {
     pub user_id: String,
     pub hold_id: String,
     pub released: bool,
-    /// When the user walked away, in seconds since the opening.
-    pub at: f64,
+    /// When the user asked for the hold, in seconds since the opening: a Redis restart that
+    /// ended after it may have taken the hold.
+    pub held_at: f64,
 }
 
 /// What the users observed, for verification.
@@ -153,6 +154,9 @@ pub struct Ctx {
     pub records: Records,
     /// The chaos schedule's faults so far (none outside a chaos run).
     pub faults: Arc<Mutex<Vec<crate::chaos::FaultRecord>>>,
+    /// The latest `joined_at` of a user whose place admission no longer knew (its queue was
+    /// lost): the dispatcher then has every user waiting for a session join again.
+    pub queue_lost: tokio::sync::watch::Sender<Option<f64>>,
 }
 
 impl Ctx {
@@ -240,6 +244,7 @@ pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
     }
 
     // Hold.
+    let held_at = stats.since_open();
     let Some(hold) = hold(ctx, &channel, &pass, &user, index, plan).await? else {
         leave(ctx, &admission, &user).await;
         return Ok(());
@@ -264,13 +269,13 @@ pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
                 return lost_hold(ctx, &status);
             }
             Stats::bump(&stats.stages.released);
-            abandon(ctx, &user, &hold, true);
+            abandon(ctx, &user, &hold, held_at, true);
             leave(ctx, &admission, &user).await;
             return Ok(());
         }
         Behaviour::LetExpire => {
             Stats::bump(&stats.stages.let_expire);
-            abandon(ctx, &user, &hold, false);
+            abandon(ctx, &user, &hold, held_at, false);
             return Ok(());
         }
         _ => {}
@@ -347,13 +352,13 @@ fn lost_hold(ctx: &Ctx, status: &Status) -> anyhow::Result<()> {
     anyhow::bail!("the hold was refused: {}", brief(status))
 }
 
-fn abandon(ctx: &Ctx, user: &str, hold: &pb::Hold, released: bool) {
+fn abandon(ctx: &Ctx, user: &str, hold: &pb::Hold, held_at: f64, released: bool) {
     if let Ok(mut abandoned) = ctx.records.abandoned.lock() {
         abandoned.push(Abandoned {
             user_id: user.to_owned(),
             hold_id: hold.hold_id.clone(),
             released,
-            at: ctx.stats.since_open(),
+            held_at,
         });
     }
 }
@@ -394,6 +399,8 @@ async fn watch_until_admitted(
                     return Ok((status.pass.unwrap_or_default(), joined));
                 }
                 Err(status) if status.code() == Code::NotFound => {
+                    let lost_at = joined.joined_at;
+                    ctx.queue_lost.send_modify(|latest| *latest = Some(latest.map_or(lost_at, |l| l.max(lost_at))));
                     joined = join(ctx, joined.index).await?;
                     Stats::bump(&ctx.stats.stages.rejoined);
                 }

@@ -401,7 +401,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
                 user_id: hold.user_id.clone(),
             })
             .await;
-        let lost_with_redis = redis_outages.iter().any(|(down, _)| *down >= hold.at);
+        let lost_with_redis = redis_outages.iter().any(|(_, up)| *up >= hold.held_at);
         let ended = match &answer {
             Ok(h) => match h.get_ref().state() {
                 pb::HoldState::Released => true,
