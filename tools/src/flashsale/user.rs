@@ -321,10 +321,20 @@ pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
         }
         _ => pay::pay(ctx, &channel, request(key(1), "pm_card_ok".into())).await?,
     };
-    let answer = match paid {
+    let mut answer = match paid {
         Paid::Final(answer) => answer,
         Paid::HoldLost(status) => return lost_hold(ctx, &status),
     };
+    // A crash of payment before the charge closes the payment as declined (nothing was
+    // taken, the hold stays): in a chaos run the user pays again with a new key, as the
+    // answer invites.
+    if ctx.config.chaos.is_some() && pay::status_of(&answer) == pb::PaymentStatus::Declined {
+        Stats::bump(&stats.stages.declined_by_fault);
+        answer = match pay::pay(ctx, &channel, request(key(9), "pm_card_ok".into())).await? {
+            Paid::Final(answer) => answer,
+            Paid::HoldLost(status) => return lost_hold(ctx, &status),
+        };
+    }
     match pay::status_of(&answer) {
         pb::PaymentStatus::Confirmed => {
             Stats::bump(&stats.stages.paid);
