@@ -49,12 +49,16 @@ impl ChaosRun {
 
 /// Seat-lock's checkout grace and payment's recovery window, shortened from 300 s so that a
 /// payment interrupted by a fault is settled within the run, and kept above the slowest card
-/// of the sale so a slow payment is never taken for an interrupted one.
+/// of the sale so a slow payment is never taken for an interrupted one. Admission's check-in
+/// window, from 60 s: after Redis loses the queue, users who join meanwhile go first, and
+/// the simulator has no session for some of them yet; their uncollected passes then free
+/// their slots within seconds instead of a minute.
 pub fn short_windows(sim: &SimConfig) -> Vec<(String, String)> {
     let slowest = sim.slow_pay_ms.div_ceil(1000);
     vec![
         ("CHECKOUT_GRACE_SECS".into(), (slowest + WINDOW_MARGIN_SECS).to_string()),
         ("RECOVERY_AFTER_SECS".into(), (slowest + 2 * WINDOW_MARGIN_SECS).to_string()),
+        ("CHECK_IN_WINDOW_MS".into(), (WINDOW_MARGIN_SECS * 1000).to_string()),
     ]
 }
 
@@ -104,7 +108,12 @@ pub async fn run(run: ChaosRun) -> anyhow::Result<Outcome> {
         backing: backing.clone(),
         nats_prefix: stack.config.nats_prefix.clone(),
     };
-    let outcome = flashsale::run_with(sim, Some(schedule)).await;
+    // Interrupted, it still stops what it started: the stores run in their own process
+    // groups, out of the terminal's reach.
+    let outcome = tokio::select! {
+        outcome = flashsale::run_with(sim, Some(schedule)) => outcome,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted; the private stack was stopped")),
+    };
     let restarts = supervisor.stop(&stack).await;
     let _ = stack.stop();
     backing.lock().await.remove().await;
@@ -112,6 +121,18 @@ pub async fn run(run: ChaosRun) -> anyhow::Result<Outcome> {
     outcome.restarts = restarts.iter().map(|r| ServiceRestart::from(r, outcome.opened_at)).collect();
     note_unplanned_deaths(&mut outcome);
     Ok(outcome)
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 impl ServiceRestart {

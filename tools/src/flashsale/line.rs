@@ -55,7 +55,7 @@ impl Line {
                 if self.latecomer.borrow().is_none() {
                     self.latecomer.send_replace(Some(joined.clone()));
                 }
-                self.fifo.push_back(joined);
+                self.latecomer_by_ticket(joined);
             }
             // A pre-queue answer after the pre-queue was handed to the ordering (a retried
             // Join) joins the ordered line at its end rather than waiting for an order forever.
@@ -88,7 +88,15 @@ impl Line {
 
     /// A user who joined again after admission lost its queue: a latecomer now.
     pub fn rejoined(&mut self, joined: Joined) {
-        self.fifo.push_back(joined);
+        self.latecomer_by_ticket(joined);
+    }
+
+    /// Files a latecomer by ticket, admission's order. Joins answer about in ticket order, so
+    /// this is nearly always the end; after admission lost its queue, users joining again and
+    /// users arriving interleave.
+    fn latecomer_by_ticket(&mut self, joined: Joined) {
+        let at = self.fifo.iter().rposition(|other| other.ticket <= joined.ticket).map_or(0, |i| i + 1);
+        self.fifo.insert(at, joined);
     }
 
     /// Every user waiting for a session, in line order, leaving the line empty.
@@ -141,12 +149,25 @@ async fn order_pre_queue(
         for (joined, place) in chunk.iter().zip(places) {
             let status = match place {
                 Ok(status) => status,
+                // Admission lost its queue meanwhile: the user joins again, at once, as its
+                // waiting page would, and takes its turn with its new ticket.
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    user::report_lost_place(&ctx, joined);
+                    match user::join(&ctx, joined.index).await {
+                        Ok(rejoined) => {
+                            Stats::bump(&ctx.stats.stages.rejoined);
+                            let _ = ordered.send(rejoined);
+                        }
+                        Err(status) => {
+                            Stats::bump(&ctx.stats.stages.finished);
+                            ctx.error(joined.index, format!("Join again: {}", brief(&status)));
+                        }
+                    }
+                    continue;
+                }
                 Err(status) => {
                     Stats::bump(&ctx.stats.stages.finished);
-                    ctx.error(
-                        joined.index,
-                        format!("GetQueueStatus: {}", brief(&status)),
-                    );
+                    ctx.error(joined.index, format!("GetQueueStatus: {}", brief(&status)));
                     continue;
                 }
             };
@@ -176,9 +197,25 @@ pub enum Rejoin {
     Done,
 }
 
-/// Has `users` join again after admission lost its queue, as their waiting pages would, and
-/// sends them back in their old order (which is about the order of their new tickets).
+/// Has every waiting user join again after admission lost its queue, as their waiting pages
+/// would, in their old order: first the users whose sessions wait in line (they were ahead;
+/// each also learns its new ticket from its own stream), then `users`, the line without a
+/// session yet, which go back to the dispatcher in that order (about the order of their new
+/// tickets).
 pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSender<Rejoin>) {
+    let mut in_session: Vec<(u64, u32)> =
+        ctx.waiting.lock().map(|w| w.iter().map(|(index, ticket)| (*ticket, *index)).collect()).unwrap_or_default();
+    in_session.sort_unstable();
+    futures::stream::iter(in_session)
+        .map(|(_, index)| {
+            let ctx = ctx.clone();
+            async move {
+                let _ = user::join(&ctx, index).await;
+            }
+        })
+        .buffered(REJOIN_CONCURRENCY)
+        .collect::<()>()
+        .await;
     let mut joins = futures::stream::iter(users)
         .map(|joined| {
             let ctx = ctx.clone();

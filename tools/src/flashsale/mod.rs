@@ -41,7 +41,7 @@ use crate::{
     chaos::{ChaosConfig, FaultRecord, Schedule, ServiceRestart},
     cpu::{CpuSnapshot, CpuUse},
 };
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 
 use self::{
@@ -59,6 +59,9 @@ const JOIN_CONCURRENCY: usize = 512;
 const ORDER_CONCURRENCY: usize = 256;
 /// Users joining again at once after admission lost its queue, as Joins at the opening.
 const REJOIN_CONCURRENCY: usize = JOIN_CONCURRENCY;
+/// Sessions started outside the line's bound for users whose Join again came back with a
+/// pass; about one event's admission capacity, the most passes that can be out at once.
+const ADMITTED_SESSIONS: usize = 2_000;
 /// This process's name in the CPU split and the memory figures.
 pub const SELF_NAME: &str = "flashsale (this simulator)";
 /// How often the timeline is sampled (and the progress display refreshed).
@@ -395,6 +398,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         records: Records::default(),
         faults: Arc::default(),
         queue_lost: watch::Sender::new(None),
+        waiting: Default::default(),
     });
     let chaos = chaos.map(|schedule| {
         let (lb, event_id) = (ctx.channels[0].clone(), ctx.event.event_id.clone());
@@ -462,6 +466,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
     };
 
     let sessions = Arc::new(Semaphore::new(config.max_in_flight));
+    let admitted_sessions = Arc::new(Semaphore::new(ADMITTED_SESSIONS));
     let mut line = Line::new();
     let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<Joined>();
     let mut ordered_tx = Some(ordered_tx);
@@ -482,9 +487,9 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         while let Ok(joined) = ordered_rx.try_recv() {
             line.ordered(joined);
         }
-        while let Ok(rejoined) = rejoin_rx.try_recv() {
-            match rejoined {
-                Rejoin::Joined(joined) => line.rejoined(joined),
+        while let Ok(message) = rejoin_rx.try_recv() {
+            match message {
+                Rejoin::Joined(joined) => back_in_line(&ctx, &mut line, joined, &admitted_sessions, deadline),
                 Rejoin::Done => rejoins_in_flight -= 1,
             }
         }
@@ -502,8 +507,10 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                 break;
             }
             tokio::select! {
-                rejoined = rejoin_rx.recv() => match rejoined {
-                    Some(Rejoin::Joined(joined)) => line.rejoined(joined),
+                message = rejoin_rx.recv() => match message {
+                    Some(Rejoin::Joined(joined)) => {
+                        back_in_line(&ctx, &mut line, joined, &admitted_sessions, deadline);
+                    }
                     Some(Rejoin::Done) => rejoins_in_flight -= 1,
                     None => {}
                 },
@@ -531,21 +538,12 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                 continue;
             }
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let index = next.index;
-            match tokio::time::timeout_at(deadline, user::session(&ctx, next)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
-                Err(_) => {}
-            }
-            Stats::bump(&ctx.stats.stages.finished);
-        });
+        start_session(&ctx, next, permit, deadline);
     }
     arrivals.abort();
     // Every session ends by the deadline at the latest.
     let _ = sessions.acquire_many(config.max_in_flight as u32).await?;
+    let _ = admitted_sessions.acquire_many(ADMITTED_SESSIONS as u32).await?;
     timings.users_done_secs = stats.since_open();
     let cpu = cpu_before.split_until(&CpuSnapshot::take(config.pids_dir.as_deref(), SELF_NAME));
     // The faults left when the users are done still happen: the mesh must come back from
@@ -597,6 +595,41 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         error_samples,
         config,
     })
+}
+
+/// Runs `joined`'s session in a task holding `permit` until it ends or `deadline` passes.
+fn start_session(ctx: &Arc<Ctx>, joined: Joined, permit: OwnedSemaphorePermit, deadline: tokio::time::Instant) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let index = joined.index;
+        match tokio::time::timeout_at(deadline, user::session(&ctx, joined)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
+            Err(_) => {}
+        }
+        Stats::bump(&ctx.stats.stages.finished);
+    });
+}
+
+/// A user of the line who joined again after admission lost its queue. One whose Join came
+/// back with a pass (admission admitted it meanwhile, and the Join collected the pass) starts
+/// its session at once, beside the sessions waiting in line: otherwise its pass would hold an
+/// admission slot while every session slot waits for admission. The others go back in line.
+fn back_in_line(
+    ctx: &Arc<Ctx>,
+    line: &mut Line,
+    joined: Joined,
+    admitted_sessions: &Arc<Semaphore>,
+    deadline: tokio::time::Instant,
+) {
+    if joined.pass.is_none() {
+        return line.rejoined(joined);
+    }
+    match admitted_sessions.clone().try_acquire_owned() {
+        Ok(permit) => start_session(ctx, joined, permit, deadline),
+        Err(_) => line.rejoined(joined),
+    }
 }
 
 /// Samples the timeline every second until `done`, feeding the progress display.

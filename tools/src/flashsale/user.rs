@@ -4,6 +4,7 @@
 //! the hold, or walk away from it.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -143,6 +144,8 @@ pub struct Joined {
     pub after_open: bool,
     /// When the Join started, in seconds since the opening.
     pub joined_at: f64,
+    /// The pass the Join answered with, when the user was already admitted.
+    pub pass: Option<pb::Pass>,
 }
 
 /// Shared by every user task.
@@ -155,8 +158,10 @@ pub struct Ctx {
     /// The chaos schedule's faults so far (none outside a chaos run).
     pub faults: Arc<Mutex<Vec<crate::chaos::FaultRecord>>>,
     /// The latest `joined_at` of a user whose place admission no longer knew (its queue was
-    /// lost): the dispatcher then has every user waiting for a session join again.
+    /// lost): the dispatcher then has every waiting user join again.
     pub queue_lost: tokio::sync::watch::Sender<Option<f64>>,
+    /// The users whose sessions wait in line (index → ticket), first to join again.
+    pub waiting: Mutex<HashMap<u32, u64>>,
 }
 
 impl Ctx {
@@ -197,7 +202,7 @@ pub async fn join(ctx: &Ctx, index: u32) -> Result<Joined, Status> {
     })
     .await?;
     let after_open = status.state() != pb::QueueState::PreQueue;
-    Ok(Joined { index, ticket: status.ticket, after_open, joined_at })
+    Ok(Joined { index, ticket: status.ticket, after_open, joined_at, pass: status.pass })
 }
 
 /// A user's standing once the pre-queue is sealed, as a waiting page learns it when the sale
@@ -220,7 +225,7 @@ pub async fn status_after_opening(ctx: &Ctx, index: u32) -> Result<pb::QueueStat
 }
 
 /// The rest of the visit of a user who joined.
-pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
+pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     let index = joined.index;
     let plan = Plan::draw(&ctx.config, index);
     let user = user_id(index);
@@ -231,7 +236,10 @@ pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
 
     // Wait in line.
     Stats::bump(&stats.stages.watching);
-    let (pass, joined) = watch_until_admitted(ctx, &admission, joined).await?;
+    let (pass, joined) = match joined.pass.take() {
+        Some(pass) => (pass, joined),
+        None => watch_until_admitted(ctx, &admission, joined).await?,
+    };
     Stats::bump(&stats.stages.admitted);
     if let Ok(mut admissions) = ctx.records.admissions.lock() {
         admissions.push(Admission {
@@ -382,11 +390,50 @@ async fn leave(ctx: &Ctx, admission: &AdmissionServiceClient<Channel>, user: &st
     .await;
 }
 
+/// Tells the dispatcher that admission no longer knew `joined`'s place: its queue was lost
+/// after that Join.
+pub fn report_lost_place(ctx: &Ctx, joined: &Joined) {
+    let at = joined.joined_at;
+    ctx.queue_lost.send_modify(|latest| *latest = Some(latest.map_or(at, |l| l.max(at))));
+}
+
+/// Takes the ticket admission reports for the user when it differs from the one it joined
+/// with: the dispatcher's mass re-join gave it a new one.
+fn renumbered(ctx: &Ctx, joined: &mut Joined, status: &pb::QueueStatus) {
+    if status.ticket != 0 && status.ticket != joined.ticket {
+        joined.ticket = status.ticket;
+        joined.after_open = status.state() != pb::QueueState::PreQueue;
+        waiting(ctx, joined);
+    }
+}
+
+/// Files `joined` among the users whose sessions wait in line.
+fn waiting(ctx: &Ctx, joined: &Joined) {
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.insert(joined.index, joined.ticket);
+    }
+}
+
 /// WatchQueue until the pass arrives. When the stream breaks it asks GetQueueStatus and opens
 /// another; when admission no longer knows the user (NOT_FOUND: its Redis lost the queue) the
 /// user joins again, as a waiting page would, and returns the [`Joined`] of that last Join.
 /// Gives up after failing for [`PATIENCE`] in a row.
 async fn watch_until_admitted(
+    ctx: &Ctx,
+    admission: &AdmissionServiceClient<Channel>,
+    joined: Joined,
+) -> anyhow::Result<(pb::Pass, Joined)> {
+    waiting(ctx, &joined);
+    let index = joined.index;
+    let admitted = wait_in_line(ctx, admission, joined).await;
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.remove(&index);
+    }
+    admitted
+}
+
+/// [`watch_until_admitted`]'s loop.
+async fn wait_in_line(
     ctx: &Ctx,
     admission: &AdmissionServiceClient<Channel>,
     mut joined: Joined,
@@ -408,10 +455,11 @@ async fn watch_until_admitted(
                 Ok(status) if status.pass.is_some() => {
                     return Ok((status.pass.unwrap_or_default(), joined));
                 }
+                Ok(status) => renumbered(ctx, &mut joined, &status),
                 Err(status) if status.code() == Code::NotFound => {
-                    let lost_at = joined.joined_at;
-                    ctx.queue_lost.send_modify(|latest| *latest = Some(latest.map_or(lost_at, |l| l.max(lost_at))));
+                    report_lost_place(ctx, &joined);
                     joined = join(ctx, joined.index).await?;
+                    waiting(ctx, &joined);
                     Stats::bump(&ctx.stats.stages.rejoined);
                 }
                 _ => {}
@@ -430,6 +478,7 @@ async fn watch_until_admitted(
                     Some(Ok(status)) => {
                         failing_since = None;
                         attempt = 1;
+                        renumbered(ctx, &mut joined, &status);
                         ctx.stats.stages.queue_length.store(status.queue_length, std::sync::atomic::Ordering::Relaxed);
                         if let Some(pass) = status.pass {
                             return Ok((pass, joined));
