@@ -209,13 +209,28 @@ impl Controller {
                 () = stopping.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let events = match self.store.events().await {
+            let mut events = match self.store.events().await {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::warn!(error = %error, "cannot list events with a queue");
                     continue;
                 }
             };
+            // A Redis that lost its data lost the set of events too: put back the events this
+            // replica registered, or their queues would never be ticked again.
+            let lost: Vec<String> = {
+                let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+                registered.iter().filter(|event| !events.contains(event)).cloned().collect()
+            };
+            for event_id in lost {
+                match self.store.register_event(&event_id).await {
+                    Ok(()) => {
+                        tracing::warn!(%event_id, "the event was missing from Redis's set of events; registered it again");
+                        events.push(event_id);
+                    }
+                    Err(error) => tracing::warn!(%event_id, error = %error, "cannot register the event again"),
+                }
+            }
             let mut due = Vec::new();
             for event_id in events {
                 let info = match self.catalog.get(&event_id).await {
@@ -551,13 +566,25 @@ impl NowServing {
         Turn { rx, key, serving: self.clone() }
     }
 
-    /// Stores a tick's view and wakes the streams it concerns: those below the new head and,
-    /// when the event has just opened, every pre-queue score.
+    /// Stores a tick's view and wakes the streams it concerns: those below the new head,
+    /// when the event has just opened every pre-queue score, and when Redis lost the event's
+    /// state every stream.
     fn publish(&self, view: View) {
         let due = {
             let mut state = self.lock();
-            let threshold =
-                if view.opened && !state.view.opened { view.head.max(PREQUEUE_TIER) } else { view.head };
+            // Fewer passes issued than the last view said: Redis lost the event's state (a
+            // restart that kept nothing) and every place in the queue with it. Tickets start
+            // again from 1, so a stream filed under its old score would wait for a turn that
+            // never comes; each asks again instead, and one whose place is gone ends with
+            // NOT_IN_QUEUE, so its user joins again.
+            let lost = state.view.refreshed && view.admitted_total < state.view.admitted_total;
+            let threshold = if lost {
+                u64::MAX
+            } else if view.opened && !state.view.opened {
+                view.head.max(PREQUEUE_TIER)
+            } else {
+                view.head
+            };
             state.view = view;
             let rest = state.waiting.split_off(&(threshold, 0));
             std::mem::replace(&mut state.waiting, rest)
@@ -590,5 +617,30 @@ impl Drop for Turn {
         if let Some(key) = self.key {
             self.serving.lock().waiting.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+
+    use super::{NowServing, View};
+
+    fn view(head: u64, admitted_total: u64) -> View {
+        View { refreshed: true, head, admitted_total, opened: true, ..View::default() }
+    }
+
+    #[test]
+    fn a_stream_waits_for_the_head_unless_redis_lost_the_queue() {
+        let serving = Arc::new(NowServing::default());
+        serving.publish(view(10, 50));
+        let mut turn = serving.turn(1_000, false);
+        serving.publish(view(20, 60));
+        assert!((&mut turn).now_or_never().is_none(), "the head has not reached the stream");
+        // Redis restarted empty: passes issued fall back, tickets start again from 1.
+        serving.publish(view(1, 3));
+        assert!((&mut turn).now_or_never().is_some(), "the stream asks again at once");
     }
 }

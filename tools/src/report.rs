@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::Context;
 
-use crate::flashsale::{Outcome, stats::Sample};
+use crate::{
+    chaos::FaultRecord,
+    flashsale::{Outcome, stats::Sample},
+};
 
 /// Peak resident memory (VmHWM, KiB) of every process with a pid file in `pids_dir`, then of
 /// this process.
@@ -151,6 +154,29 @@ pub fn summary(outcome: &Outcome, html: &Path) -> String {
             slowest.rpc, slowest.p99_ms, slowest.count
         );
     }
+    if !outcome.faults.is_empty() {
+        let _ = writeln!(s, "  faults (seconds since opening; recovery = until the mesh served again):");
+        for f in &outcome.faults {
+            let _ = writeln!(
+                s,
+                "    {:>6.1} s  {:<10} {:<27} recovered in {}{}",
+                f.started_secs,
+                f.target,
+                f.kind,
+                f.recovery_secs.map_or("—(not recovered)".to_owned(), |r| format!("{r:.2} s")),
+                if f.notes.is_empty() { String::new() } else { format!("; {}", f.notes.join("; ")) }
+            );
+        }
+        let unplanned: Vec<String> = outcome
+            .restarts
+            .iter()
+            .filter(|r| !r.cause.starts_with("kill -9"))
+            .map(|r| format!("{} {} at {:.1} s", r.service, r.cause, r.died_secs))
+            .collect();
+        if !unplanned.is_empty() {
+            let _ = writeln!(s, "  services that died by themselves: {}", unplanned.join(", "));
+        }
+    }
     let v = &outcome.verification;
     let _ = writeln!(
         s,
@@ -166,7 +192,7 @@ pub fn summary(outcome: &Outcome, html: &Path) -> String {
         let _ = writeln!(s, "  warning: {w}");
     }
     if v.violations.is_empty() {
-        let _ = writeln!(s, "  invariants I1-I6: OK ({} checks)", v.checks.len());
+        let _ = writeln!(s, "  invariants I1-I6 and reconciliation: OK ({} checks)", v.checks.len());
     } else {
         let _ = writeln!(s, "  INVARIANT VIOLATIONS:");
         for violation in &v.violations {
@@ -183,11 +209,12 @@ fn esc(text: &str) -> String {
 
 const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
 
-/// A line chart of several series over the sale's timeline.
 /// A named series of a chart: its label and how to read it from a sample.
 type Series<'a> = (&'a str, fn(&Sample) -> f64);
 
-fn line_chart(title: &str, timeline: &[Sample], series: &[Series<'_>]) -> String {
+/// A line chart of several series over the sale's timeline, with each fault of a chaos run
+/// as a shaded band from its start to its recovery, labelled with its target.
+fn line_chart(title: &str, timeline: &[Sample], series: &[Series<'_>], faults: &[FaultRecord]) -> String {
     let (w, h, left, bottom, top, right) = (720.0, 260.0, 70.0, 30.0, 30.0, 20.0);
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><title>{}</title>"#,
@@ -232,6 +259,24 @@ fn line_chart(title: &str, timeline: &[Sample], series: &[Series<'_>]) -> String
             r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{t:.0} s</text>"#,
             x(t),
             h - bottom + 14.0
+        );
+    }
+    for (i, fault) in faults.iter().enumerate() {
+        let start = x(fault.started_secs.clamp(t0, t1));
+        // Not recovered: the band runs to the end of the plot.
+        let end = x(fault.recovered_secs.unwrap_or(t1).clamp(t0, t1)).max(start + 2.0);
+        let _ = write!(
+            svg,
+            r##"<rect x="{start:.1}" y="{top}" width="{:.1}" height="{}" fill="#d62728" fill-opacity="0.15"><title>{} {}: {}</title></rect><line x1="{start:.1}" x2="{start:.1}" y1="{top}" y2="{}" stroke="#d62728" stroke-dasharray="3,2"/><text x="{:.1}" y="{}" font-size="9" fill="#d62728">{}</text>"##,
+            end - start,
+            h - bottom - top,
+            esc(fault.target),
+            esc(fault.kind),
+            fault.recovery_secs.map_or("not recovered".to_owned(), |r| format!("recovered in {r:.2} s")),
+            h - bottom,
+            start + 2.0,
+            top + 8.0 + 9.0 * (i % 3) as f64,
+            esc(fault.target)
         );
     }
     for (i, (name, f)) in series.iter().enumerate() {
@@ -297,6 +342,52 @@ fn latency_chart(outcome: &Outcome) -> String {
     svg
 }
 
+/// The chaos run's tables: each fault with its recovery, and each service's deaths with how
+/// long it took to answer SERVING again (with the end of its log when it died by itself).
+fn render_faults(h: &mut String, o: &Outcome) {
+    if o.faults.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Faults</h2><p>Seconds since the opening. A store is back when it answers again; the mesh has recovered when every service is SERVING and a call through the load balancer that needs the store is answered.</p><table><tr><th>target</th><th>fault</th><th>at</th><th>back</th><th>recovered</th><th>recovery (s)</th><th>notes</th></tr>");
+    let secs = |x: Option<f64>| x.map_or("—".to_owned(), |x| format!("{x:.2}"));
+    for f in &o.faults {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+            esc(f.target),
+            esc(f.kind),
+            f.started_secs,
+            secs(f.back_secs),
+            secs(f.recovered_secs),
+            f.recovery_secs.map_or("<b style=\"color:#d62728\">not recovered</b>".to_owned(), |r| format!("{r:.2}")),
+            esc(&f.notes.join("; "))
+        );
+    }
+    h.push_str("</table><h2>Service restarts</h2><table><tr><th>service</th><th>cause</th><th>died</th><th>SERVING again</th><th>recovery (s)</th></tr>");
+    for r in &o.restarts {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>",
+            esc(r.service),
+            esc(&r.cause),
+            r.died_secs,
+            secs(r.serving_secs),
+            secs(r.recovery_secs)
+        );
+    }
+    h.push_str("</table>");
+    for r in o.restarts.iter().filter(|r| !r.log_tail.is_empty()) {
+        let _ = write!(
+            h,
+            "<p>{} {} at {:.2} s; end of its log:</p><pre>{}</pre>",
+            esc(r.service),
+            esc(&r.cause),
+            r.died_secs,
+            esc(&r.log_tail.join("\n"))
+        );
+    }
+}
+
 fn render_html(o: &Outcome) -> String {
     let mut h = String::new();
     let v = &o.verification;
@@ -334,11 +425,13 @@ fn render_html(o: &Outcome) -> String {
         let _ = write!(h, "<tr><td>{label}</td><td>{n}</td><td>{rate:.1}</td><td>{peak:.1}</td></tr>");
     }
     h.push_str("</table><h2>Over time</h2>");
-    h.push_str(&line_chart("Queue length", &o.timeline, &[("queue length", |s| s.queue_length as f64)]));
+    let faults = &o.faults;
+    h.push_str(&line_chart("Queue length", &o.timeline, &[("queue length", |s| s.queue_length as f64)], faults));
     h.push_str(&line_chart(
         "Joined and admitted (cumulative)",
         &o.timeline,
         &[("joined", |s| s.joined as f64), ("admitted", |s| s.admitted as f64)],
+        faults,
     ));
     h.push_str(&line_chart(
         "Seats held and sold (inventory)",
@@ -348,12 +441,15 @@ fn render_html(o: &Outcome) -> String {
             ("sold", |s| s.inventory_sold as f64),
             ("free", |s| if s.inventory_free == u64::MAX { f64::NAN } else { s.inventory_free as f64 }),
         ],
+        faults,
     ));
     h.push_str(&line_chart(
         "Holds and payments (cumulative)",
         &o.timeline,
         &[("holds", |s| s.holds as f64), ("paid", |s| s.paid as f64)],
+        faults,
     ));
+    render_faults(&mut h, o);
     h.push_str("<h2>Latency per RPC</h2>");
     h.push_str(&latency_chart(o));
     h.push_str("<table><tr><th>rpc</th><th>count</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>status codes</th></tr>");

@@ -3,7 +3,7 @@
 //! payment's bookings and for admission's admissions, with admission killed too), and the
 //! notifier killed while it consumes.
 //! Every check reads the ground truth (Postgres tables, seat-lock's Redis keys, the sandbox
-//! provider's ledger).
+//! provider's ledger), and every test ends with payment's reconciliation finding nothing.
 //!
 //! Needs the service binaries (`cargo build --bins`, which the README's test command runs),
 //! HAProxy and `nats-server`.
@@ -93,6 +93,7 @@ async fn two_hundred_users_race_for_ten_seats_and_each_seat_sells_once() -> anyh
     let in_postgres = redis_agrees_with_postgres(&db, &redis, &env, &event_id, &seats).await?;
     assert_eq!(in_postgres, sold_to, "Postgres sold exactly the seats the callers were told");
     assert_eq!(i2_violations(&db).await?, Vec::<String>::new());
+    reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }
 
@@ -217,6 +218,7 @@ async fn payment_crashing_at_each_step_never_loses_or_keeps_money() -> anyhow::R
         // Seat-lock and Postgres agree: the paid seat is sold to this hold in both.
         let sold = redis_agrees_with_postgres(&db, &redis, &env, &event_id, &seats).await?;
         assert_eq!(sold.get(&seats[n]), Some(&hold.hold_id), "{point}: {sold:?}");
+        reconciliation_finds_nothing(&stack).await.map_err(|e| e.context(*point))?;
         restarted.kill()?;
         restarted.wait()?;
     }
@@ -304,13 +306,14 @@ async fn losing_the_redis_keys_mid_sale_never_frees_a_sold_seat() -> anyhow::Res
     let sold = redis_agrees_with_postgres(&db, &redis, &env, &event_id, &seats).await?;
     assert_eq!(sold.len(), SEATS as usize, "every seat sold exactly once: {sold:?}");
     assert_eq!(i2_violations(&db).await?, Vec::<String>::new());
+    reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let mut nats = PrivateNats::start(&env.id).await?;
+    let mut nats = TestNats::start(&env.id).await?;
     let stack = start_stack(&env, Some(nats.url())).await?;
     let event_id = create_event(&stack, 10, 4, 50).await?;
     let seats = seat_ids(10);
@@ -381,6 +384,7 @@ async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications(
     let sold = redis_agrees_with_postgres(&db, &redis(&env).await?, &env, &event_id, &seats).await?;
     assert_eq!(sold.len(), 6);
     assert_eq!(i2_violations(&db).await?, Vec::<String>::new());
+    reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }
 
@@ -388,7 +392,7 @@ async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications(
 async fn admissions_during_a_nats_outage_are_announced_once_even_after_admission_dies() -> anyhow::Result<()>
 {
     let env = TestEnv::new().await?;
-    let mut nats = PrivateNats::start(&env.id).await?;
+    let mut nats = TestNats::start(&env.id).await?;
     let stack = start_stack(&env, Some(nats.url())).await?;
     let event_id = create_event(&stack, 10, 4, 50).await?;
     let early: Vec<String> = (0..3).map(|i| format!("early-{i}")).collect();
@@ -418,6 +422,7 @@ async fn admissions_during_a_nats_outage_are_announced_once_even_after_admission
     assert_eq!(everyone, Some(expected.clone()), "each admitted user announced exactly once");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(announced().await?, expected, "and nothing is announced twice later");
+    reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }
 
@@ -503,6 +508,7 @@ async fn notifier_killed_mid_stream_loses_and_duplicates_no_notification() -> an
     // Nothing arrives twice later on either.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(stored().await?, EVENTS as i64);
+    reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }
 

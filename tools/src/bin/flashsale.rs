@@ -5,6 +5,9 @@
 //! cargo run --release --bin stack -- up --hold-ttl-secs 60
 //! cargo run --release -p tools --bin flashsale -- --target http://127.0.0.1:8080 --hold-ttl-secs 60
 //! ```
+//! With `--chaos` it starts a private stack of its own (see [`tools::chaos`]) and runs the sale
+//! while services are killed and Redis, NATS and Postgres restart, one fault at a time.
+//!
 //! Exits 1 when an invariant was violated.
 #![forbid(unsafe_code)]
 
@@ -12,6 +15,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use tools::{
+    chaos::{self, ChaosConfig, ChaosRun, Fault},
     flashsale::{self, Mix, SimConfig},
     report, stack,
 };
@@ -98,9 +102,32 @@ struct Cli {
     /// Where the reports go (default `.stack/reports/<timestamp>/`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The stack's state directory, for the services' pid files (peak memory).
+    /// The stack's state directory, for the services' pid files (peak memory); a chaos run
+    /// keeps its private stack in `<state dir>/chaos`.
     #[arg(long, env = "STACK_DIR")]
     state_dir: Option<PathBuf>,
+    /// Run on a private stack of its own (its own Redis, NATS and Postgres on free ports; the
+    /// binaries are built first) while faults happen one at a time: `kill -9` of each service,
+    /// restarts of Redis (keeping nothing), NATS and Postgres. `--target` and
+    /// `--database-url` are then ignored.
+    #[arg(long)]
+    chaos: bool,
+    /// Seconds from the opening to the first fault, and from each recovery to the next fault.
+    #[arg(long, default_value_t = 5.0)]
+    chaos_interval_secs: f64,
+    /// How long Redis, NATS and Postgres stay down.
+    #[arg(long, default_value_t = 1.0)]
+    chaos_outage_secs: f64,
+    /// The longest wait for the mesh to recover from one fault before the next one.
+    #[arg(long, default_value_t = 90.0)]
+    chaos_recovery_timeout_secs: f64,
+    /// The faults, in order: service names and `redis`, `nats`, `postgres` (default: each
+    /// service in turn, with the stores between them).
+    #[arg(long, value_delimiter = ',')]
+    chaos_faults: Vec<String>,
+    /// With `--chaos`: debug binaries (faster to build, slower to run).
+    #[arg(long)]
+    debug: bool,
 }
 
 #[tokio::main]
@@ -113,6 +140,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let chaos = match cli.chaos.then(|| chaos_config(&cli)).transpose() {
+        Ok(chaos) => chaos,
+        Err(problem) => {
+            eprintln!("flashsale: {problem}");
+            std::process::exit(64);
+        }
+    };
     let state_dir = cli.state_dir.unwrap_or_else(|| stack::workspace_root().join(".stack"));
     let out = cli.out.unwrap_or_else(|| default_out(&state_dir));
     let mut config =
@@ -151,17 +185,57 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("flashsale: {problem}");
         std::process::exit(64);
     }
-    println!(
-        "flash sale: {} seats (+{} GA), {} users through {}",
-        config.seats, config.ga_capacity, config.users, config.target
-    );
-    let outcome = flashsale::run(config).await?;
+    let outcome = if let Some(chaos) = chaos {
+        let bin_dir = stack::build_binaries(cli.debug)?;
+        println!(
+            "flash sale under chaos: {} seats (+{} GA), {} users, faults {:?} every {} s on a private stack in {}",
+            config.seats,
+            config.ga_capacity,
+            config.users,
+            chaos.faults.iter().map(|f| f.target()).collect::<Vec<_>>(),
+            chaos.interval_secs,
+            state_dir.join("chaos").display()
+        );
+        chaos::run(ChaosRun::new(config, chaos, bin_dir, state_dir.join("chaos"))).await?
+    } else {
+        println!(
+            "flash sale: {} seats (+{} GA), {} users through {}",
+            config.seats, config.ga_capacity, config.users, config.target
+        );
+        flashsale::run(config).await?
+    };
     let html = report::write(&outcome, &out)?;
     println!("{}", report::summary(&outcome, &html));
     if !outcome.ok() {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The schedule the flags ask for.
+fn chaos_config(cli: &Cli) -> Result<ChaosConfig, String> {
+    let mut chaos = ChaosConfig {
+        interval_secs: cli.chaos_interval_secs,
+        outage_secs: cli.chaos_outage_secs,
+        recovery_timeout_secs: cli.chaos_recovery_timeout_secs,
+        ..ChaosConfig::default()
+    };
+    if !cli.chaos_faults.is_empty() {
+        chaos.faults = cli
+            .chaos_faults
+            .iter()
+            .map(|target| Fault::parse(target).ok_or_else(|| format!("no fault for {target:?}")))
+            .collect::<Result<_, _>>()?;
+    }
+    let bounds = [
+        ("--chaos-interval-secs", chaos.interval_secs, 0.0, 600.0),
+        ("--chaos-outage-secs", chaos.outage_secs, 0.0, 60.0),
+        ("--chaos-recovery-timeout-secs", chaos.recovery_timeout_secs, 1.0, 600.0),
+    ];
+    if let Some((flag, _, low, high)) = bounds.iter().find(|(_, v, low, high)| !(low..=high).contains(&v)) {
+        return Err(format!("{flag} must be {low}-{high}"));
+    }
+    Ok(chaos)
 }
 
 /// `<state dir>/reports/<UTC timestamp>/`.

@@ -120,10 +120,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => {
             stack::ensure_backing_services()?;
             stack::ensure_haproxy()?;
-            cargo(&["build", "--workspace", "--bins"])?;
+            stack::build_binaries(true)?;
             let mut test = vec!["test", "--workspace"];
             test.extend(args.iter().map(String::as_str));
-            cargo(&test)?;
+            stack::cargo(&test)?;
             // The deployment is checked offline: schemas, patch targets, ports, images.
             let k8s = Command::new("bash")
                 .arg("tools/k8s/check.sh")
@@ -142,15 +142,7 @@ async fn up(state_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<Stack>
     stack::stop(state_dir)?;
     stack::ensure_backing_services()?;
     let started = std::time::Instant::now();
-    // The whole workspace's binaries, not `-p <service>`: cargo unifies dependency features
-    // over the packages a command selects, so building a subset would rebuild shared
-    // dependencies with other features each time the selection changes.
-    let mut build = vec!["build", "--workspace", "--bins"];
-    if !args.debug {
-        build.push("--release");
-    }
-    cargo(&build)?;
-    let bin_dir = stack::target_dir().join(if args.debug { "debug" } else { "release" });
+    let bin_dir = stack::build_binaries(args.debug)?;
     let mut config = StackConfig::local(state_dir.to_path_buf(), bin_dir);
     if let Some(secs) = args.hold_ttl_secs {
         config.hold_ttl_secs = secs;
@@ -166,27 +158,4 @@ async fn up(state_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<Stack>
         stack.config.lb_url()
     );
     Ok(stack)
-}
-
-/// Runs cargo in the workspace. The variables `cargo run` set for this binary (its package
-/// name, manifest dir, ...) are removed first: build scripts that watch them would otherwise
-/// rerun and rebuild half the dependency tree on every call.
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_run =
-            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix));
-        if set_by_cargo_run || name == "OUT_DIR" {
-            command.env_remove(name.as_ref());
-        }
-    }
-    let status = command.args(args).current_dir(stack::workspace_root()).status()?;
-    if !status.success() {
-        bail!("`cargo {}` failed with {status}", args.join(" "));
-    }
-    Ok(())
 }

@@ -13,15 +13,20 @@
 //! Otherwise passes would go to users who have no session to collect them.
 //!
 //! Afterwards it waits for releases and expiries to settle and checks I1–I6 against payment's
-//! sold seats, Postgres (`payment` schema), inventory and seat-lock ([`verify`]); see
-//! [`crate::report`] for the JSON and HTML reports.
+//! sold seats, Postgres (`payment` schema), inventory and seat-lock, then runs payment's
+//! reconciliation ([`verify`]); see [`crate::report`] for the JSON and HTML reports.
+//!
+//! [`run_with`] also runs a chaos [`Schedule`] of faults from the opening on, and verifies
+//! only once the last fault has recovered ([`crate::chaos`] starts the private stack it needs).
 
+pub mod line;
+pub mod pay;
+pub mod retry;
 pub mod stats;
 pub mod user;
 pub mod verify;
 
 use std::{
-    collections::VecDeque,
     io::IsTerminal,
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
@@ -32,11 +37,15 @@ use anyhow::Context;
 use serde::Serialize;
 use ticketing_proto::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 
-use crate::cpu::{CpuSnapshot, CpuUse};
-use tokio::sync::{Semaphore, mpsc, watch};
+use crate::{
+    chaos::{ChaosConfig, FaultRecord, Schedule, ServiceRestart},
+    cpu::{CpuSnapshot, CpuUse},
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 
 use self::{
+    line::{Arrival, Line, Rejoin},
     stats::{Sample, Stats},
     user::{Ctx, Joined, Records},
     verify::Verification,
@@ -48,6 +57,11 @@ const JOIN_CONCURRENCY: usize = 512;
 /// Pre-queue users asked for their place at once after the opening: enough to order 100,000
 /// users well within the check-in window, few enough not to crowd out the sale itself.
 const ORDER_CONCURRENCY: usize = 256;
+/// Users joining again at once after admission lost its queue, as Joins at the opening.
+const REJOIN_CONCURRENCY: usize = JOIN_CONCURRENCY;
+/// Sessions started outside the line's bound for users whose Join again came back with a
+/// pass; about one event's admission capacity, the most passes that can be out at once.
+const ADMITTED_SESSIONS: usize = 2_000;
 /// This process's name in the CPU split and the memory figures.
 pub const SELF_NAME: &str = "flashsale (this simulator)";
 /// How often the timeline is sampled (and the progress display refreshed).
@@ -120,6 +134,8 @@ pub struct SimConfig {
     pub out_dir: PathBuf,
     /// The stack's pid files (`.stack/pids`), for the services' peak memory.
     pub pids_dir: Option<PathBuf>,
+    /// Set for a chaos run: users then expect holds lost with Redis and keep going.
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl SimConfig {
@@ -150,6 +166,7 @@ impl SimConfig {
             progress: true,
             out_dir,
             pids_dir: None,
+            chaos: None,
         }
     }
 
@@ -237,6 +254,13 @@ pub struct Outcome {
     /// CPU per process from the first arrival until the users were done, busiest first.
     pub cpu: Vec<CpuUse>,
     pub error_samples: Vec<String>,
+    /// The faults of a chaos run, in order.
+    pub faults: Vec<FaultRecord>,
+    /// Every death of a service in a chaos run and its way back.
+    pub restarts: Vec<ServiceRestart>,
+    /// When the sale opened on this process's clock; every `*_secs` instant counts from it.
+    #[serde(skip)]
+    pub opened_at: Instant,
 }
 
 impl Outcome {
@@ -352,143 +376,14 @@ fn arrival(config: &SimConfig, index: u32) -> f64 {
     }
 }
 
-/// What the arrivals task tells the dispatcher.
-enum Arrival {
-    Joined(Joined),
-    /// Every user of the pre-queue window has joined (or failed to).
-    PreQueueComplete,
-}
-
-/// Joined users without a session yet, in the order admission will admit them.
-struct Line {
-    /// Joined before the opening; their order is only known once admission shuffles them.
-    pre_queue: Vec<Joined>,
-    /// Pre-queue users in their shuffled order, as [`order_pre_queue`] learns it.
-    shuffled: VecDeque<Joined>,
-    /// Joined after the opening: first come, first served, behind the whole pre-queue.
-    fifo: VecDeque<Joined>,
-    /// The first user who joined after the opening: [`order_pre_queue`]'s reference.
-    latecomer: watch::Sender<Option<Joined>>,
-}
-
-impl Line {
-    fn new() -> Self {
-        Self {
-            pre_queue: Vec::new(),
-            shuffled: VecDeque::new(),
-            fifo: VecDeque::new(),
-            latecomer: watch::Sender::new(None),
-        }
-    }
-
-    fn arrive(
-        &mut self,
-        arrival: Arrival,
-        ctx: &Arc<Ctx>,
-        ordered: &mut Option<mpsc::UnboundedSender<Joined>>,
-    ) {
-        match arrival {
-            Arrival::Joined(joined) if joined.after_open => {
-                if self.latecomer.borrow().is_none() {
-                    self.latecomer.send_replace(Some(joined.clone()));
-                }
-                self.fifo.push_back(joined);
-            }
-            // A pre-queue answer after the pre-queue was handed to the ordering (a retried
-            // Join) joins the ordered line at its end rather than waiting for an order forever.
-            Arrival::Joined(joined) if ordered.is_none() => self.shuffled.push_back(joined),
-            Arrival::Joined(joined) => self.pre_queue.push(joined),
-            Arrival::PreQueueComplete => {
-                if let Some(ordered) = ordered.take() {
-                    let pre_queue = std::mem::take(&mut self.pre_queue);
-                    tokio::spawn(order_pre_queue(
-                        ctx.clone(),
-                        pre_queue,
-                        self.latecomer.subscribe(),
-                        ordered,
-                    ));
-                }
-            }
-        }
-    }
-
-    /// The next user to give a session: the shuffled pre-queue first; latecomers only once
-    /// the whole pre-queue is ordered (`ordering_open` false), since admission serves them after.
-    fn next(&mut self, ordering_open: bool) -> Option<Joined> {
-        self.shuffled.pop_front().or_else(|| if ordering_open { None } else { self.fifo.pop_front() })
-    }
-
-    fn put_back(&mut self, joined: Joined) {
-        if joined.after_open {
-            self.fifo.push_front(joined);
-        } else {
-            self.shuffled.push_front(joined);
-        }
-    }
-}
-
-/// Learns the pre-queue's shuffled order once the sale opens, as each waiting page does
-/// (one GetQueueStatus per user), and sends its users in that order: users already admitted
-/// at once, so they collect their passes within the check-in window, then the others by
-/// place. The channel closes when the whole pre-queue is sent.
-///
-/// Places move while admission admits the head of the line, so a place is turned into the
-/// user's fixed rank in the shuffled pre-queue: rank = position + R, where R, the pre-queue
-/// users admitted so far, is read in the same instant from a post-opening user `u` (tickets
-/// count every join, the pre-queue holds tickets 1..=P, so u's position is ticket_u − R), or
-/// while nobody has joined after opening, from the queue length (P − R).
-async fn order_pre_queue(
-    ctx: Arc<Ctx>,
-    pre_queue: Vec<Joined>,
-    latecomer: watch::Receiver<Option<Joined>>,
-    ordered: mpsc::UnboundedSender<Joined>,
-) {
-    let pre = pre_queue.len() as u64;
-    let mut ranked = Vec::with_capacity(pre_queue.len());
-    for chunk in pre_queue.chunks(ORDER_CONCURRENCY) {
-        let reference = latecomer.borrow().clone();
-        let reference = async {
-            match reference {
-                Some(u) => user::status_after_opening(&ctx, u.index).await.ok().map(|s| (u.ticket, s)),
-                None => None,
-            }
-        };
-        let places = futures::future::join_all(
-            chunk.iter().map(|joined| user::status_after_opening(&ctx, joined.index)),
-        );
-        let (reference, places) = tokio::join!(reference, places);
-        for (joined, place) in chunk.iter().zip(places) {
-            let status = match place {
-                Ok(status) => status,
-                Err(status) => {
-                    Stats::bump(&ctx.stats.stages.finished);
-                    ctx.error(
-                        joined.index,
-                        format!("GetQueueStatus: {} {}", status.code(), status.message()),
-                    );
-                    continue;
-                }
-            };
-            if status.pass.is_some() || status.position == 0 {
-                let _ = ordered.send(joined.clone());
-                continue;
-            }
-            let admitted_ahead = match &reference {
-                Some((ticket, u)) if u.pass.is_none() && u.position > 0 => ticket.saturating_sub(u.position),
-                _ => pre.saturating_sub(status.queue_length),
-            };
-            ranked.push((status.position + admitted_ahead, joined.clone()));
-        }
-    }
-    ranked.sort_unstable_by_key(|(rank, _)| *rank);
-    for (_, joined) in ranked {
-        let _ = ordered.send(joined);
-    }
-}
-
 /// Runs the sale, waits for it to settle, verifies it and returns what happened (the
 /// reports are written by [`crate::report::write`]).
 pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
+    run_with(config, None).await
+}
+
+/// [`run`], with `chaos`'s faults from the opening on; verification waits for the last one.
+pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Result<Outcome> {
     let setup_started = Instant::now();
     let channels = connect(&config).await?;
     let event = create_event(channels[0].clone(), &config).await?;
@@ -501,6 +396,13 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
         channels,
         stats: stats.clone(),
         records: Records::default(),
+        faults: Arc::default(),
+        queue_lost: watch::Sender::new(None),
+        waiting: Default::default(),
+    });
+    let chaos = chaos.map(|schedule| {
+        let (lb, event_id) = (ctx.channels[0].clone(), ctx.event.event_id.clone());
+        tokio::spawn(schedule.run(lb, event_id, opened_at, ctx.faults.clone()))
     });
     let mut timings = Timings { setup_secs: setup_started.elapsed().as_secs_f64(), ..Default::default() };
     let deadline = tokio::time::Instant::from_std(opened_at + Duration::from_secs(config.max_secs));
@@ -549,7 +451,7 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
                         Ok(Err(status)) => {
                             Stats::bump(&ctx.stats.stages.join_failed);
                             Stats::bump(&ctx.stats.stages.finished);
-                            ctx.error(index, format!("Join: {} {}", status.code(), status.message()));
+                            ctx.error(index, format!("Join: {}", retry::brief(&status)));
                         }
                         Err(_) => {}
                     }
@@ -564,10 +466,16 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
     };
 
     let sessions = Arc::new(Semaphore::new(config.max_in_flight));
+    let admitted_sessions = Arc::new(Semaphore::new(ADMITTED_SESSIONS));
     let mut line = Line::new();
     let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<Joined>();
     let mut ordered_tx = Some(ordered_tx);
     let (mut arrivals_open, mut ordering_open) = (true, true);
+    // When admission loses its queue (its Redis restarted), every waiting page joins again;
+    // the users waiting here for a session are those pages.
+    let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
+    let mut queue_lost = ctx.queue_lost.subscribe();
+    let (mut rejoins_in_flight, mut last_rejoin) = (0usize, f64::NEG_INFINITY);
     loop {
         if tokio::time::Instant::now() >= deadline {
             timings.stopped_by_max_secs = true;
@@ -577,13 +485,36 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
             line.arrive(arrived, &ctx, &mut ordered_tx);
         }
         while let Ok(joined) = ordered_rx.try_recv() {
-            line.shuffled.push_back(joined);
+            line.ordered(joined);
+        }
+        while let Ok(message) = rejoin_rx.try_recv() {
+            match message {
+                Rejoin::Joined(joined) => back_in_line(&ctx, &mut line, joined, &admitted_sessions, deadline),
+                Rejoin::Done => rejoins_in_flight -= 1,
+            }
+        }
+        // A user who joined after the last mass re-join found its place gone: the queue was
+        // lost again since.
+        if let Some(lost) = *queue_lost.borrow_and_update()
+            && lost >= last_rejoin
+        {
+            last_rejoin = stats.since_open();
+            rejoins_in_flight += 1;
+            tokio::spawn(line::rejoin(ctx.clone(), line.drain(), rejoin_tx.clone()));
         }
         let Some(next) = line.next(ordering_open) else {
-            if !arrivals_open && !ordering_open {
+            if !arrivals_open && !ordering_open && rejoins_in_flight == 0 {
                 break;
             }
             tokio::select! {
+                message = rejoin_rx.recv() => match message {
+                    Some(Rejoin::Joined(joined)) => {
+                        back_in_line(&ctx, &mut line, joined, &admitted_sessions, deadline);
+                    }
+                    Some(Rejoin::Done) => rejoins_in_flight -= 1,
+                    None => {}
+                },
+                _ = queue_lost.changed() => {}
                 arrived = arrived_rx.recv(), if arrivals_open => match arrived {
                     Some(arrived) => line.arrive(arrived, &ctx, &mut ordered_tx),
                     None => {
@@ -593,7 +524,7 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
                     }
                 },
                 joined = ordered_rx.recv(), if ordering_open => match joined {
-                    Some(joined) => line.shuffled.push_back(joined),
+                    Some(joined) => line.ordered(joined),
                     None => ordering_open = false,
                 },
                 () = tokio::time::sleep_until(deadline) => {}
@@ -607,23 +538,19 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
                 continue;
             }
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let index = next.index;
-            match tokio::time::timeout_at(deadline, user::session(&ctx, next)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
-                Err(_) => {}
-            }
-            Stats::bump(&ctx.stats.stages.finished);
-        });
+        start_session(&ctx, next, permit, deadline);
     }
     arrivals.abort();
     // Every session ends by the deadline at the latest.
     let _ = sessions.acquire_many(config.max_in_flight as u32).await?;
+    let _ = admitted_sessions.acquire_many(ADMITTED_SESSIONS as u32).await?;
     timings.users_done_secs = stats.since_open();
     let cpu = cpu_before.split_until(&CpuSnapshot::take(config.pids_dir.as_deref(), SELF_NAME));
+    // The faults left when the users are done still happen: the mesh must come back from
+    // them before it is verified.
+    if let Some(chaos) = chaos {
+        let _ = chaos.await;
+    }
     let _ = done_tx.send(true);
     let _ = sampler.await;
     progress.finish();
@@ -647,10 +574,15 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
         "limit_refused": get(&s.limit_refused), "released": get(&s.released), "let_expire": get(&s.let_expire),
         "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),
         "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
-        "errors": get(&s.errors), "finished": get(&s.finished),
+        "errors": get(&s.errors), "finished": get(&s.finished), "rejoined": get(&s.rejoined),
+        "holds_lost": get(&s.holds_lost), "declined_by_fault": get(&s.declined_by_fault),
     });
     let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
+    let faults = ctx.faults.lock().map(|f| f.clone()).unwrap_or_default();
     Ok(Outcome {
+        faults,
+        restarts: Vec::new(),
+        opened_at,
         event_id: ctx.event.event_id.clone(),
         capacity,
         timings,
@@ -663,6 +595,41 @@ pub async fn run(config: SimConfig) -> anyhow::Result<Outcome> {
         error_samples,
         config,
     })
+}
+
+/// Runs `joined`'s session in a task holding `permit` until it ends or `deadline` passes.
+fn start_session(ctx: &Arc<Ctx>, joined: Joined, permit: OwnedSemaphorePermit, deadline: tokio::time::Instant) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let index = joined.index;
+        match tokio::time::timeout_at(deadline, user::session(&ctx, joined)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
+            Err(_) => {}
+        }
+        Stats::bump(&ctx.stats.stages.finished);
+    });
+}
+
+/// A user of the line who joined again after admission lost its queue. One whose Join came
+/// back with a pass (admission admitted it meanwhile, and the Join collected the pass) starts
+/// its session at once, beside the sessions waiting in line: otherwise its pass would hold an
+/// admission slot while every session slot waits for admission. The others go back in line.
+fn back_in_line(
+    ctx: &Arc<Ctx>,
+    line: &mut Line,
+    joined: Joined,
+    admitted_sessions: &Arc<Semaphore>,
+    deadline: tokio::time::Instant,
+) {
+    if joined.pass.is_none() {
+        return line.rejoined(joined);
+    }
+    match admitted_sessions.clone().try_acquire_owned() {
+        Ok(permit) => start_session(ctx, joined, permit, deadline),
+        Err(_) => line.rejoined(joined),
+    }
 }
 
 /// Samples the timeline every second until `done`, feeding the progress display.

@@ -27,12 +27,13 @@ pub enum Rpc {
     ReleaseHold,
     GetHold,
     Pay,
+    GetPayment,
     Subscribe,
 }
 
 impl Rpc {
     /// Every RPC, in the order of a purchase.
-    pub const ALL: [Rpc; 12] = [
+    pub const ALL: [Rpc; 13] = [
         Rpc::Join,
         Rpc::WatchQueue,
         Rpc::GetQueueStatus,
@@ -44,6 +45,7 @@ impl Rpc {
         Rpc::ReleaseHold,
         Rpc::GetHold,
         Rpc::Pay,
+        Rpc::GetPayment,
         Rpc::Subscribe,
     ];
 
@@ -61,6 +63,7 @@ impl Rpc {
             Rpc::ReleaseHold => "ReleaseHold",
             Rpc::GetHold => "GetHold",
             Rpc::Pay => "Pay",
+            Rpc::GetPayment => "GetPayment",
             Rpc::Subscribe => "Subscribe",
         }
     }
@@ -102,6 +105,13 @@ pub struct Stages {
     pub seats_paid: AtomicU64,
     pub notified: AtomicU64,
     pub errors: AtomicU64,
+    /// Users who joined again after admission lost their place (its Redis restarted).
+    pub rejoined: AtomicU64,
+    /// Holds that vanished before payment (Redis restarted) in a chaos run.
+    pub holds_lost: AtomicU64,
+    /// Good cards answered DECLINED in a chaos run (payment crashed before charging), paid
+    /// again with a new key.
+    pub declined_by_fault: AtomicU64,
     pub finished: AtomicU64,
     /// The latest queue length any WatchQueue message reported.
     pub queue_length: AtomicU64,

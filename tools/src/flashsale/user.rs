@@ -4,21 +4,24 @@
 //! the hold, or walk away from it.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
-    inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
-    payment_service_client::PaymentServiceClient, seat_lock_service_client::SeatLockServiceClient,
+    inventory_service_client::InventoryServiceClient, seat_lock_service_client::SeatLockServiceClient,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 
 use super::{
     SimConfig,
+    pay::{self, Paid},
+    retry::{PATIENCE, Retry, backoff, brief, call},
     stats::{Rpc, Stats},
 };
 
@@ -31,18 +34,9 @@ const CONTENTION_ATTEMPTS: usize = 3;
 const POPULAR_ROWS: usize = 2;
 /// Free blocks of the popular rows a contention user picks among: few, so that they collide.
 const POPULAR_CHOICES: usize = 4;
-/// Times a WatchQueue stream is reopened after it failed before the user gives up.
-const WATCH_ATTEMPTS: usize = 8;
-/// Retries of a call refused for overload (RESOURCE_EXHAUSTED, UNAVAILABLE).
-const OVERLOAD_RETRIES: usize = 20;
-/// How long a user keeps retrying one Pay (in flight, deadline exceeded) before giving up;
-/// longer than the slowest sandbox card (60 s).
-const PAY_PATIENCE: Duration = Duration::from_secs(150);
 /// How often a pre-queue user asks for its place until admission has sealed the pre-queue
 /// (within one controller tick of the opening).
 const SEAL_POLL: Duration = Duration::from_millis(200);
-/// How long a user waits for the confirmation notification after paying.
-const NOTIFY_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What a user does once it holds seats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +108,10 @@ pub struct Admission {
     pub pass_id: String,
     /// Joined after the sale opened (state WAITING at Join), so FIFO applies.
     pub after_open: bool,
+    /// When the Join that gave `ticket` started, and when the pass arrived, in seconds since
+    /// the opening: an admission whose wait spans a Redis restart is not comparable.
+    pub joined_at: f64,
+    pub admitted_at: f64,
 }
 
 /// A hold the user walked away from or released, for the I3 check.
@@ -122,6 +120,9 @@ pub struct Abandoned {
     pub user_id: String,
     pub hold_id: String,
     pub released: bool,
+    /// When the user asked for the hold, in seconds since the opening: a Redis restart that
+    /// ended after it may have taken the hold.
+    pub held_at: f64,
 }
 
 /// What the users observed, for verification.
@@ -141,6 +142,10 @@ pub struct Joined {
     pub index: u32,
     pub ticket: u64,
     pub after_open: bool,
+    /// When the Join started, in seconds since the opening.
+    pub joined_at: f64,
+    /// The pass the Join answered with, when the user was already admitted.
+    pub pass: Option<pb::Pass>,
 }
 
 /// Shared by every user task.
@@ -150,6 +155,13 @@ pub struct Ctx {
     pub channels: Vec<Channel>,
     pub stats: Arc<Stats>,
     pub records: Records,
+    /// The chaos schedule's faults so far (none outside a chaos run).
+    pub faults: Arc<Mutex<Vec<crate::chaos::FaultRecord>>>,
+    /// The latest `joined_at` of a user whose place admission no longer knew (its queue was
+    /// lost): the dispatcher then has every waiting user join again.
+    pub queue_lost: tokio::sync::watch::Sender<Option<f64>>,
+    /// The users whose sessions wait in line (index → ticket), first to join again.
+    pub waiting: Mutex<HashMap<u32, u64>>,
 }
 
 impl Ctx {
@@ -179,131 +191,106 @@ fn user_id(index: u32) -> String {
     format!("user-{index}")
 }
 
-/// Times one unary call and records its code.
-async fn timed<T>(
-    stats: &Stats,
-    rpc: Rpc,
-    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Result<T, Status> {
-    let started = Instant::now();
-    let result = call.await;
-    stats.record(rpc, started.elapsed(), result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-    result.map(tonic::Response::into_inner)
-}
-
-fn overloaded(status: &Status) -> bool {
-    matches!(status.code(), Code::ResourceExhausted | Code::Unavailable)
-}
-
-async fn backoff(attempt: usize) {
-    let ms = (50u64 << attempt.min(5)) + rand::rng().random_range(0..50);
-    tokio::time::sleep(Duration::from_millis(ms.min(2_000))).await;
-}
-
-/// Join, retried while the service sheds load.
+/// Join (again, after the place was lost), retried while admission cannot answer.
 pub async fn join(ctx: &Ctx, index: u32) -> Result<Joined, Status> {
-    let mut admission = AdmissionServiceClient::new(ctx.channel(index));
+    let admission = AdmissionServiceClient::new(ctx.channel(index));
     let request = pb::JoinRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(index) };
-    let mut attempt = 0;
-    loop {
-        match timed(&ctx.stats, Rpc::Join, admission.join(request.clone())).await {
-            Ok(status) => {
-                let after_open = status.state() != pb::QueueState::PreQueue;
-                return Ok(Joined { index, ticket: status.ticket, after_open });
-            }
-            Err(status) if overloaded(&status) && attempt < OVERLOAD_RETRIES => {
-                attempt += 1;
-                backoff(attempt).await;
-            }
-            Err(status) => return Err(status),
-        }
-    }
+    let joined_at = ctx.stats.since_open();
+    let status = call(&ctx.stats, Rpc::Join, Retry::Idempotent, || {
+        let (mut admission, request) = (admission.clone(), request.clone());
+        async move { admission.join(request).await }
+    })
+    .await?;
+    let after_open = status.state() != pb::QueueState::PreQueue;
+    Ok(Joined { index, ticket: status.ticket, after_open, joined_at, pass: status.pass })
 }
 
 /// A user's standing once the pre-queue is sealed, as a waiting page learns it when the sale
 /// opens: asks again while admission has not sealed the pre-queue yet (state still
-/// `PRE_QUEUE`) or sheds load.
+/// `PRE_QUEUE`) or cannot answer.
 pub async fn status_after_opening(ctx: &Ctx, index: u32) -> Result<pb::QueueStatus, Status> {
-    let mut admission = AdmissionServiceClient::new(ctx.channel(index));
+    let admission = AdmissionServiceClient::new(ctx.channel(index));
     let request = pb::GetQueueStatusRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(index) };
-    let mut attempt = 0;
     loop {
-        match timed(&ctx.stats, Rpc::GetQueueStatus, admission.get_queue_status(request.clone())).await {
-            Ok(status) if status.state() == pb::QueueState::PreQueue => tokio::time::sleep(SEAL_POLL).await,
-            Ok(status) => return Ok(status),
-            Err(status) if overloaded(&status) && attempt < OVERLOAD_RETRIES => {
-                attempt += 1;
-                backoff(attempt).await;
-            }
-            Err(status) => return Err(status),
+        let status = call(&ctx.stats, Rpc::GetQueueStatus, Retry::Idempotent, || {
+            let (mut admission, request) = (admission.clone(), request.clone());
+            async move { admission.get_queue_status(request).await }
+        })
+        .await?;
+        if status.state() != pb::QueueState::PreQueue {
+            return Ok(status);
         }
+        tokio::time::sleep(SEAL_POLL).await;
     }
 }
 
 /// The rest of the visit of a user who joined.
-pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
+pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     let index = joined.index;
     let plan = Plan::draw(&ctx.config, index);
     let user = user_id(index);
     let event_id = ctx.event.event_id.clone();
     let channel = ctx.channel(index);
     let stats = &ctx.stats;
-    let mut admission = AdmissionServiceClient::new(channel.clone());
+    let admission = AdmissionServiceClient::new(channel.clone());
 
     // Wait in line.
     Stats::bump(&stats.stages.watching);
-    let pass = watch_until_admitted(ctx, &mut admission, &user).await?;
+    let (pass, joined) = match joined.pass.take() {
+        Some(pass) => (pass, joined),
+        None => watch_until_admitted(ctx, &admission, joined).await?,
+    };
     Stats::bump(&stats.stages.admitted);
     if let Ok(mut admissions) = ctx.records.admissions.lock() {
         admissions.push(Admission {
             ticket: joined.ticket,
             pass_id: pass.pass_id.clone(),
             after_open: joined.after_open,
+            joined_at: joined.joined_at,
+            admitted_at: stats.since_open(),
         });
     }
 
     // Hold.
+    let held_at = stats.since_open();
     let Some(hold) = hold(ctx, &channel, &pass, &user, index, plan).await? else {
-        leave(ctx, &mut admission, &user).await;
+        leave(ctx, &admission, &user).await;
         return Ok(());
     };
     Stats::bump(&stats.stages.held);
     stats.stages.seats_held.fetch_add(u64::from(hold.quantity), std::sync::atomic::Ordering::Relaxed);
 
-    let mut seat_lock = SeatLockServiceClient::new(channel.clone());
     match plan.behaviour {
         Behaviour::Release => {
-            timed(
-                stats,
-                Rpc::ReleaseHold,
-                seat_lock.release_hold(pb::ReleaseHoldRequest {
-                    event_id: event_id.clone(),
-                    hold_id: hold.hold_id.clone(),
-                    user_id: user.clone(),
-                }),
-            )
-            .await?;
+            let seat_lock = SeatLockServiceClient::new(channel.clone());
+            let request = pb::ReleaseHoldRequest {
+                event_id: event_id.clone(),
+                hold_id: hold.hold_id.clone(),
+                user_id: user.clone(),
+            };
+            let released = call(stats, Rpc::ReleaseHold, Retry::Idempotent, || {
+                let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+                async move { seat_lock.release_hold(request).await }
+            })
+            .await;
+            if let Err(status) = released {
+                return lost_hold(ctx, &status);
+            }
             Stats::bump(&stats.stages.released);
-            abandon(ctx, &user, &hold, true);
-            leave(ctx, &mut admission, &user).await;
+            abandon(ctx, &user, &hold, held_at, true);
+            leave(ctx, &admission, &user).await;
             return Ok(());
         }
         Behaviour::LetExpire => {
             Stats::bump(&stats.stages.let_expire);
-            abandon(ctx, &user, &hold, false);
+            abandon(ctx, &user, &hold, held_at, false);
             return Ok(());
         }
         _ => {}
     }
 
     // Subscribe before paying so the confirmation cannot slip past.
-    let mut notifications = timed(
-        stats,
-        Rpc::Subscribe,
-        NotifierServiceClient::new(channel.clone())
-            .subscribe(pb::SubscribeRequest { user_id: user.clone(), after_id: 0 }),
-    )
-    .await?;
+    let mut confirmation = pay::Confirmation::subscribe(ctx, &channel, &user).await?;
     let key = |n: u32| format!("sim-{}-{index}-{n}", &event_id[..8]);
     let request = |key: String, method: String| pb::PayRequest {
         idempotency_key: key,
@@ -312,38 +299,51 @@ pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
         user_id: user.clone(),
         payment_method: method,
     };
-    let answer = match plan.behaviour {
-        Behaviour::Declined => {
-            let first = pay(ctx, &channel, request(key(1), "pm_card_declined".into())).await?;
-            if status_of(&first) == pb::PaymentStatus::Declined {
+    let paid = match plan.behaviour {
+        Behaviour::Declined => match pay::pay(ctx, &channel, request(key(1), "pm_card_declined".into())).await? {
+            Paid::Final(first) if pay::status_of(&first) == pb::PaymentStatus::Declined => {
                 Stats::bump(&stats.stages.declined);
-            } else {
-                anyhow::bail!("a declined card answered {:?}", status_of(&first));
+                pay::pay(ctx, &channel, request(key(2), "pm_card_ok".into())).await?
             }
-            pay(ctx, &channel, request(key(2), "pm_card_ok".into())).await?
-        }
+            Paid::Final(first) => anyhow::bail!("a declined card answered {:?}", pay::status_of(&first)),
+            lost => lost,
+        },
         Behaviour::Slow => {
-            pay(ctx, &channel, request(key(1), format!("pm_card_slow_{}", ctx.config.slow_pay_ms))).await?
+            let method = format!("pm_card_slow_{}", ctx.config.slow_pay_ms);
+            pay::pay(ctx, &channel, request(key(1), method)).await?
         }
         Behaviour::Replay => {
             let first_request = request(key(1), "pm_card_ok".into());
-            let (a, b) =
-                tokio::join!(pay(ctx, &channel, first_request.clone()), pay(ctx, &channel, first_request));
+            let (a, b) = tokio::join!(
+                pay::pay(ctx, &channel, first_request.clone()),
+                pay::pay(ctx, &channel, first_request)
+            );
             let (a, b) = (a?, b?);
             Stats::bump(&stats.stages.replays);
-            let id =
-                |r: &pb::PayResponse| r.payment.as_ref().map(|p| p.payment_id.clone()).unwrap_or_default();
-            let booking = |r: &pb::PayResponse| r.booking.as_ref().map(|b| b.booking_id.clone());
-            if (id(&a) != id(&b) || booking(&a) != booking(&b) || status_of(&a) != status_of(&b))
+            if a.summary() != b.summary()
                 && let Ok(mut problems) = ctx.records.replay_problems.lock()
             {
-                problems.push(format!("{user}: payment {} vs {}", id(&a), id(&b)));
+                problems.push(format!("{user}: {:?} vs {:?}", a.summary(), b.summary()));
             }
             a
         }
-        _ => pay(ctx, &channel, request(key(1), "pm_card_ok".into())).await?,
+        _ => pay::pay(ctx, &channel, request(key(1), "pm_card_ok".into())).await?,
     };
-    match status_of(&answer) {
+    let mut answer = match paid {
+        Paid::Final(answer) => answer,
+        Paid::HoldLost(status) => return lost_hold(ctx, &status),
+    };
+    // A crash of payment before the charge closes the payment as declined (nothing was
+    // taken, the hold stays): in a chaos run the user pays again with a new key, as the
+    // answer invites.
+    if ctx.config.chaos.is_some() && pay::status_of(&answer) == pb::PaymentStatus::Declined {
+        Stats::bump(&stats.stages.declined_by_fault);
+        answer = match pay::pay(ctx, &channel, request(key(9), "pm_card_ok".into())).await? {
+            Paid::Final(answer) => answer,
+            Paid::HoldLost(status) => return lost_hold(ctx, &status),
+        };
+    }
+    match pay::status_of(&answer) {
         pb::PaymentStatus::Confirmed => {
             Stats::bump(&stats.stages.paid);
             stats.stages.seats_paid.fetch_add(u64::from(hold.quantity), std::sync::atomic::Ordering::Relaxed);
@@ -354,100 +354,148 @@ pub async fn session(ctx: &Ctx, joined: Joined) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("payment ended {other:?}"),
     }
-    let confirmed = tokio::time::timeout(NOTIFY_PATIENCE, async {
-        while let Some(notification) = notifications.next().await {
-            if notification?.kind() == pb::NotificationKind::BookingConfirmed {
-                return Ok::<bool, Status>(true);
-            }
-        }
-        Ok(false)
+    confirmation.wait(ctx, pb::NotificationKind::BookingConfirmed).await?;
+    Stats::bump(&stats.stages.notified);
+    Ok(())
+}
+
+/// A hold that vanished under the user (seat-lock answered NOT_FOUND or HOLD_EXPIRED before
+/// any money moved): expected in a chaos run, where Redis loses every hold, and then counted;
+/// an error otherwise.
+fn lost_hold(ctx: &Ctx, status: &Status) -> anyhow::Result<()> {
+    if ctx.config.chaos.is_some() && pay::hold_lost(status) {
+        Stats::bump(&ctx.stats.stages.holds_lost);
+        return Ok(());
+    }
+    anyhow::bail!("the hold was refused: {}", brief(status))
+}
+
+fn abandon(ctx: &Ctx, user: &str, hold: &pb::Hold, held_at: f64, released: bool) {
+    if let Ok(mut abandoned) = ctx.records.abandoned.lock() {
+        abandoned.push(Abandoned {
+            user_id: user.to_owned(),
+            hold_id: hold.hold_id.clone(),
+            released,
+            held_at,
+        });
+    }
+}
+
+async fn leave(ctx: &Ctx, admission: &AdmissionServiceClient<Channel>, user: &str) {
+    let request = pb::LeaveRequest { event_id: ctx.event.event_id.clone(), user_id: user.to_owned() };
+    let _ = call(&ctx.stats, Rpc::Leave, Retry::Idempotent, || {
+        let (mut admission, request) = (admission.clone(), request.clone());
+        async move { admission.leave(request).await }
     })
     .await;
-    match confirmed {
-        Ok(Ok(true)) => {
-            Stats::bump(&stats.stages.notified);
-            Ok(())
-        }
-        Ok(Ok(false)) => anyhow::bail!("the notification stream ended before the confirmation"),
-        Ok(Err(status)) => Err(status.into()),
-        Err(_) => anyhow::bail!("no confirmation within {NOTIFY_PATIENCE:?}"),
+}
+
+/// Tells the dispatcher that admission no longer knew `joined`'s place: its queue was lost
+/// after that Join.
+pub fn report_lost_place(ctx: &Ctx, joined: &Joined) {
+    let at = joined.joined_at;
+    ctx.queue_lost.send_modify(|latest| *latest = Some(latest.map_or(at, |l| l.max(at))));
+}
+
+/// Takes the ticket admission reports for the user when it differs from the one it joined
+/// with: the dispatcher's mass re-join gave it a new one.
+fn renumbered(ctx: &Ctx, joined: &mut Joined, status: &pb::QueueStatus) {
+    if status.ticket != 0 && status.ticket != joined.ticket {
+        joined.ticket = status.ticket;
+        joined.after_open = status.state() != pb::QueueState::PreQueue;
+        waiting(ctx, joined);
     }
 }
 
-fn status_of(answer: &pb::PayResponse) -> pb::PaymentStatus {
-    answer.payment.as_ref().map(|p| p.status()).unwrap_or_default()
-}
-
-fn abandon(ctx: &Ctx, user: &str, hold: &pb::Hold, released: bool) {
-    if let Ok(mut abandoned) = ctx.records.abandoned.lock() {
-        abandoned.push(Abandoned { user_id: user.to_owned(), hold_id: hold.hold_id.clone(), released });
+/// Files `joined` among the users whose sessions wait in line.
+fn waiting(ctx: &Ctx, joined: &Joined) {
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.insert(joined.index, joined.ticket);
     }
 }
 
-async fn leave(ctx: &Ctx, admission: &mut AdmissionServiceClient<Channel>, user: &str) {
-    let request = pb::LeaveRequest { event_id: ctx.event.event_id.clone(), user_id: user.to_owned() };
-    let _ = timed(&ctx.stats, Rpc::Leave, admission.leave(request)).await;
-}
-
-/// WatchQueue until the pass arrives; reopens the stream (and asks GetQueueStatus) if it fails.
+/// WatchQueue until the pass arrives. When the stream breaks it asks GetQueueStatus and opens
+/// another; when admission no longer knows the user (NOT_FOUND: its Redis lost the queue) the
+/// user joins again, as a waiting page would, and returns the [`Joined`] of that last Join.
+/// Gives up after failing for [`PATIENCE`] in a row.
 async fn watch_until_admitted(
     ctx: &Ctx,
-    admission: &mut AdmissionServiceClient<Channel>,
-    user: &str,
-) -> anyhow::Result<pb::Pass> {
+    admission: &AdmissionServiceClient<Channel>,
+    joined: Joined,
+) -> anyhow::Result<(pb::Pass, Joined)> {
+    waiting(ctx, &joined);
+    let index = joined.index;
+    let admitted = wait_in_line(ctx, admission, joined).await;
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.remove(&index);
+    }
+    admitted
+}
+
+/// [`watch_until_admitted`]'s loop.
+async fn wait_in_line(
+    ctx: &Ctx,
+    admission: &AdmissionServiceClient<Channel>,
+    mut joined: Joined,
+) -> anyhow::Result<(pb::Pass, Joined)> {
+    let user = user_id(joined.index);
     let event_id = ctx.event.event_id.clone();
-    let mut last_error = None;
-    for attempt in 0..WATCH_ATTEMPTS {
+    let mut failing_since: Option<Instant> = None;
+    let mut attempt = 0;
+    loop {
         if attempt > 0 {
             backoff(attempt).await;
-            let status = timed(
-                &ctx.stats,
-                Rpc::GetQueueStatus,
-                admission.get_queue_status(pb::GetQueueStatusRequest {
-                    event_id: event_id.clone(),
-                    user_id: user.to_owned(),
-                }),
-            )
+            let asked = call(&ctx.stats, Rpc::GetQueueStatus, Retry::Idempotent, || {
+                let mut admission = admission.clone();
+                let request = pb::GetQueueStatusRequest { event_id: event_id.clone(), user_id: user.clone() };
+                async move { admission.get_queue_status(request).await }
+            })
             .await;
-            if let Ok(status) = &status
-                && let Some(pass) = &status.pass
-            {
-                return Ok(pass.clone());
+            match asked {
+                Ok(status) if status.pass.is_some() => {
+                    return Ok((status.pass.unwrap_or_default(), joined));
+                }
+                Ok(status) => renumbered(ctx, &mut joined, &status),
+                Err(status) if status.code() == Code::NotFound => {
+                    report_lost_place(ctx, &joined);
+                    joined = join(ctx, joined.index).await?;
+                    waiting(ctx, &joined);
+                    Stats::bump(&ctx.stats.stages.rejoined);
+                }
+                _ => {}
             }
         }
-        let opened = timed(
-            &ctx.stats,
-            Rpc::WatchQueue,
-            admission
-                .watch_queue(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user.to_owned() }),
-        )
+        attempt += 1;
+        let opened = call(&ctx.stats, Rpc::WatchQueue, Retry::Idempotent, || {
+            let mut admission = admission.clone();
+            let request = pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user.clone() };
+            async move { admission.watch_queue(request).await }
+        })
         .await;
-        let mut updates = match opened {
-            Ok(updates) => updates,
-            Err(status) => {
-                last_error = Some(status);
-                continue;
-            }
-        };
-        while let Some(status) = updates.next().await {
-            match status {
-                Ok(status) => {
-                    ctx.stats
-                        .stages
-                        .queue_length
-                        .store(status.queue_length, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(pass) = status.pass {
-                        return Ok(pass);
+        let last_error = match opened {
+            Ok(mut updates) => loop {
+                match updates.next().await {
+                    Some(Ok(status)) => {
+                        failing_since = None;
+                        attempt = 1;
+                        renumbered(ctx, &mut joined, &status);
+                        ctx.stats.stages.queue_length.store(status.queue_length, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(pass) = status.pass {
+                            return Ok((pass, joined));
+                        }
                     }
+                    Some(Err(status)) => break Some(status),
+                    None => break None,
                 }
-                Err(status) => {
-                    last_error = Some(status);
-                    break;
-                }
-            }
+            },
+            Err(status) => Some(status),
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > PATIENCE {
+            let last = last_error.as_ref().map_or_else(|| "the stream ended".to_owned(), brief);
+            anyhow::bail!("no pass: WatchQueue failing for {PATIENCE:?} (last: {last})");
         }
     }
-    anyhow::bail!("no pass after {WATCH_ATTEMPTS} WatchQueue streams (last error: {last_error:?})")
 }
 
 /// Holds seats as the plan says; `None` when the user found nothing (sold out, limit).
@@ -461,26 +509,16 @@ async fn hold(
 ) -> anyhow::Result<Option<pb::Hold>> {
     let stats = &ctx.stats;
     let event_id = ctx.event.event_id.clone();
-    let mut inventory = InventoryServiceClient::new(channel.clone());
-    let mut seat_lock = SeatLockServiceClient::new(channel.clone());
+    let inventory = InventoryServiceClient::new(channel.clone());
+    let seat_lock = SeatLockServiceClient::new(channel.clone());
     let mut rng = StdRng::seed_from_u64(ctx.config.seed ^ u64::from(index) ^ 0xA5A5);
-    let mut overload = 0;
     for attempt in 0..HOLD_ATTEMPTS {
-        let availability = match timed(
-            stats,
-            Rpc::GetAvailability,
-            inventory.get_availability(pb::GetAvailabilityRequest { event_id: event_id.clone() }),
-        )
-        .await
-        {
-            Ok(a) => a,
-            Err(status) if overloaded(&status) && overload < OVERLOAD_RETRIES => {
-                overload += 1;
-                backoff(overload).await;
-                continue;
-            }
-            Err(status) => return Err(status.into()),
-        };
+        let availability = call(stats, Rpc::GetAvailability, Retry::Idempotent, || {
+            let mut inventory = inventory.clone();
+            let request = pb::GetAvailabilityRequest { event_id: event_id.clone() };
+            async move { inventory.get_availability(request).await }
+        })
+        .await?;
         let open: Vec<&pb::ZoneAvailability> =
             availability.zones.iter().filter(|z| z.free >= plan.quantity).collect();
         if open.is_empty() {
@@ -492,39 +530,41 @@ async fn hold(
             && attempt < CONTENTION_ATTEMPTS
             && let Some(zone) = seated
         {
-            popular_seats(ctx, &mut inventory, zone, plan.quantity, &mut rng).await?
+            popular_seats(ctx, &inventory, zone, plan.quantity, &mut rng).await?
         } else {
             None
         };
         if plan.contention && chosen.is_none() && attempt < CONTENTION_ATTEMPTS {
             Stats::bump(&stats.stages.fell_back_to_best);
         }
+        // A hold is retried only when seat-lock was not reached: a second hold after a lost
+        // answer would be a hold of the user's own (it expires).
         let result = if let Some(seat_ids) = chosen {
-            timed(
-                stats,
-                Rpc::HoldSeats,
-                seat_lock.hold_seats(pb::HoldSeatsRequest {
-                    pass_token: pass.token.clone(),
-                    event_id: event_id.clone(),
-                    user_id: user.to_owned(),
-                    seat_ids,
-                }),
-            )
+            let request = pb::HoldSeatsRequest {
+                pass_token: pass.token.clone(),
+                event_id: event_id.clone(),
+                user_id: user.to_owned(),
+                seat_ids,
+            };
+            call(stats, Rpc::HoldSeats, Retry::Unserved, || {
+                let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+                async move { seat_lock.hold_seats(request).await }
+            })
             .await
         } else {
             let zone = open[rng.random_range(0..open.len())];
-            timed(
-                stats,
-                Rpc::HoldBestAvailable,
-                seat_lock.hold_best_available(pb::HoldBestAvailableRequest {
-                    pass_token: pass.token.clone(),
-                    event_id: event_id.clone(),
-                    user_id: user.to_owned(),
-                    zone_id: zone.zone_id.clone(),
-                    quantity: plan.quantity,
-                    allow_split: true,
-                }),
-            )
+            let request = pb::HoldBestAvailableRequest {
+                pass_token: pass.token.clone(),
+                event_id: event_id.clone(),
+                user_id: user.to_owned(),
+                zone_id: zone.zone_id.clone(),
+                quantity: plan.quantity,
+                allow_split: true,
+            };
+            call(stats, Rpc::HoldBestAvailable, Retry::Unserved, || {
+                let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+                async move { seat_lock.hold_best_available(request).await }
+            })
             .await
         };
         match result {
@@ -536,11 +576,7 @@ async fn hold(
                     Stats::bump(&stats.stages.limit_refused);
                     return Ok(None);
                 }
-                _ if overloaded(&status) && overload < OVERLOAD_RETRIES => {
-                    overload += 1;
-                    backoff(overload).await;
-                }
-                _ => return Err(status.into()),
+                _ => anyhow::bail!("hold refused: {}", brief(&status)),
             },
         }
     }
@@ -552,19 +588,17 @@ async fn hold(
 /// those are gone), from the seat map; `None` when the zone has no such block.
 async fn popular_seats(
     ctx: &Ctx,
-    inventory: &mut InventoryServiceClient<Channel>,
+    inventory: &InventoryServiceClient<Channel>,
     zone: &pb::Zone,
     quantity: u32,
     rng: &mut StdRng,
 ) -> anyhow::Result<Option<Vec<String>>> {
-    let map = timed(
-        &ctx.stats,
-        Rpc::GetSeatMap,
-        inventory.get_seat_map(pb::GetSeatMapRequest {
-            event_id: ctx.event.event_id.clone(),
-            zone_id: zone.zone_id.clone(),
-        }),
-    )
+    let request =
+        pb::GetSeatMapRequest { event_id: ctx.event.event_id.clone(), zone_id: zone.zone_id.clone() };
+    let map = call(&ctx.stats, Rpc::GetSeatMap, Retry::Idempotent, || {
+        let (mut inventory, request) = (inventory.clone(), request.clone());
+        async move { inventory.get_seat_map(request).await }
+    })
     .await?;
     let Some(zone_map) = map.zones.iter().find(|z| z.zone_id == zone.zone_id) else { return Ok(None) };
     let per_row = zone_map.seats_per_row as usize;
@@ -600,39 +634,4 @@ async fn popular_seats(
     }
     let pick = rng.random_range(0..blocks.len());
     Ok(Some(blocks.swap_remove(pick)))
-}
-
-/// Pay, retried with the same key while the first attempt is in flight or timed out, until
-/// the final answer.
-async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyhow::Result<pb::PayResponse> {
-    let mut payment = PaymentServiceClient::new(channel.clone());
-    let deadline = Instant::now() + PAY_PATIENCE;
-    let mut attempt = 0;
-    loop {
-        match timed(&ctx.stats, Rpc::Pay, payment.pay(request.clone())).await {
-            Ok(answer) => return Ok(answer),
-            Err(status)
-                if Instant::now() < deadline
-                    && matches!(
-                        status.code(),
-                        Code::Aborted
-                            | Code::DeadlineExceeded
-                            | Code::Cancelled
-                            | Code::Unavailable
-                            | Code::ResourceExhausted
-                    ) =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(if attempt < 3 { 200 } else { 1_000 })).await;
-            }
-            Err(status) => {
-                anyhow::bail!(
-                    "Pay {} refused: {} {}",
-                    request.idempotency_key,
-                    status.code(),
-                    status.message()
-                )
-            }
-        }
-    }
 }

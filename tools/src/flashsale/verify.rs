@@ -23,6 +23,14 @@ const ABANDONED_CHECKS: usize = 2_000;
 const MAX_SOLD_SEATS_MESSAGE: usize = 256 * 1024 * 1024;
 /// How often the settle loop looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// Payments of the event (`$1`) not in a final state, and refunds not yet made: money still
+/// moving, which the settle loop waits for and the I2 checks require to be none.
+const UNSETTLED_PAYMENTS: &str = "SELECT (SELECT count(*) FROM payment.payments WHERE event_id::text = $1 \
+     AND status IN ('processing', 'charging', 'unknown', 'captured', 'refunding')) \
+     + (SELECT count(*) FROM payment.refunds r JOIN payment.payments p ON p.payment_id = r.payment_id \
+     WHERE p.event_id::text = $1 AND r.state = 'refunding')";
+/// Live (not cancelled) bookings of the event (`$1`), as a table expression.
+const LIVE_BOOKINGS: &str = "(SELECT * FROM payment.bookings WHERE status <> 'cancelled')";
 
 /// One invariant check and its result.
 #[derive(Debug, Clone, Serialize)]
@@ -97,19 +105,14 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
             .into_inner();
         let held: u64 = availability.zones.iter().map(|z| u64::from(z.held)).sum();
         let sold: u64 = availability.zones.iter().map(|z| u64::from(z.sold)).sum();
-        let processing = scalar(
-            &db,
-            "SELECT count(*) FROM payment.payments WHERE event_id::text = $1 AND status = 'processing'",
-            &event_id,
-        )
-        .await?;
+        let unsettled = scalar(&db, UNSETTLED_PAYMENTS, &event_id).await?;
         let booked = scalar(
             &db,
-            "SELECT COALESCE(sum(quantity), 0)::bigint FROM payment.bookings WHERE event_id::text = $1",
+            "SELECT COALESCE(sum(quantity), 0)::bigint FROM payment.bookings WHERE event_id::text = $1 AND status <> 'cancelled'",
             &event_id,
         )
         .await?;
-        if (held == 0 && processing == 0 && sold == booked as u64) || Instant::now() > settle_deadline {
+        if (held == 0 && unsettled == 0 && sold == booked as u64) || Instant::now() > settle_deadline {
             break;
         }
         tokio::time::sleep(SETTLE_POLL).await;
@@ -152,22 +155,30 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     }
     let pg_doubles = scalar(
         &db,
-        "SELECT count(*) FROM (SELECT seat_id FROM payment.booking_seats WHERE event_id::text = $1 GROUP BY seat_id HAVING count(*) > 1) d",
+        &format!(
+            "SELECT count(*) FROM (SELECT s.seat_id FROM payment.booking_seats s JOIN {LIVE_BOOKINGS} b USING (booking_id) \
+             WHERE s.event_id::text = $1 GROUP BY s.seat_id HAVING count(*) > 1) d"
+        ),
         &event_id,
     )
     .await?;
     v.check(
         "I1",
-        "no seat in two bookings (Postgres booking_seats)",
+        "no seat in two live bookings (Postgres booking_seats)",
         pg_doubles == 0,
         format!("{pg_doubles} seats in two bookings"),
     );
     let seated_sold = sold.iter().filter(|s| !s.seat_id.is_empty()).count() as i64;
     let guard =
         scalar(&db, "SELECT count(*) FROM payment.seat_guard WHERE event_id::text = $1", &event_id).await?;
-    let booked_seats =
-        scalar(&db, "SELECT count(*) FROM payment.booking_seats WHERE event_id::text = $1", &event_id)
-            .await?;
+    let booked_seats = scalar(
+        &db,
+        &format!(
+            "SELECT count(*) FROM payment.booking_seats s JOIN {LIVE_BOOKINGS} b USING (booking_id) WHERE s.event_id::text = $1"
+        ),
+        &event_id,
+    )
+    .await?;
     v.check(
         "I1",
         "one seat_guard row per sold seat",
@@ -176,7 +187,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     );
     for row in rows(
         &db,
-        "SELECT zone_id, sum(quantity)::bigint FROM payment.bookings WHERE event_id::text = $1 GROUP BY zone_id",
+        &format!("SELECT zone_id, sum(quantity)::bigint FROM {LIVE_BOOKINGS} b WHERE event_id::text = $1 GROUP BY zone_id"),
         &event_id,
     )
     .await?
@@ -186,8 +197,9 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         let capacity = event.zones.iter().find(|z| z.zone_id == zone).map_or(0, |z| i64::from(z.capacity));
         v.check("I1", format!("zone {zone} not oversold (Postgres bookings)"), n <= capacity, format!("{n} of {capacity}"));
     }
-    v.bookings = scalar(&db, "SELECT count(*) FROM payment.bookings WHERE event_id::text = $1", &event_id)
-        .await? as u64;
+    v.bookings =
+        scalar(&db, &format!("SELECT count(*) FROM {LIVE_BOOKINGS} b WHERE event_id::text = $1"), &event_id)
+            .await? as u64;
 
     let max = u64::from(event.max_tickets_per_user);
     let over: Vec<String> =
@@ -200,7 +212,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     );
     let pg_over = scalar(
         &db,
-        &format!("SELECT count(*) FROM (SELECT user_id FROM payment.bookings WHERE event_id::text = $1 GROUP BY user_id HAVING sum(quantity) > {max}) o"),
+        &format!("SELECT count(*) FROM (SELECT user_id FROM {LIVE_BOOKINGS} b WHERE event_id::text = $1 GROUP BY user_id HAVING sum(quantity) > {max}) o"),
         &event_id,
     )
     .await?;
@@ -211,46 +223,58 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         format!("{pg_over} users over {max}"),
     );
 
-    // I2: every sandbox charge of this event's payments ends in one booking or one refund.
+    // I2: every sandbox charge of this event's payments ends in one live booking or one
+    // refund (a declined one in neither), and no money is still moving.
     let ledger = rows(
         &db,
-        "SELECT l.status, p.status, (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id)::bigint \
-         FROM payment.psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
-         WHERE p.event_id::text = $1",
+        &format!(
+            "SELECT l.status, p.status, (SELECT count(*) FROM {LIVE_BOOKINGS} b WHERE b.payment_id = p.payment_id)::bigint \
+             FROM payment.psp_ledger l JOIN payment.payments p ON p.payment_id::text = l.idempotency_key \
+             WHERE p.event_id::text = $1"
+        ),
         &event_id,
     )
     .await?;
-    let mut unmatched = 0u64;
+    let (mut unmatched, mut declined, mut pending) = (Vec::new(), 0u64, 0u64);
     for row in &ledger {
         let charge: String = row.try_get_by_index(0)?;
         let payment: String = row.try_get_by_index(1)?;
-        let bookings: i64 = row.try_get_by_index(2)?;
-        match charge.as_str() {
+        let live_bookings: i64 = row.try_get_by_index(2)?;
+        let matched = match charge.as_str() {
             "captured" => {
                 v.captured_charges += 1;
-                if !(payment == "confirmed" && bookings == 1) {
-                    unmatched += 1;
-                }
+                payment == "confirmed" && live_bookings == 1
             }
-            // The sandbox records declines in its ledger, as a real provider does.
-            "declined" => {
-                if !(payment == "declined" && bookings == 0) {
-                    unmatched += 1;
-                }
-            }
-            _ => {
+            "refunded" => {
                 v.refunded_charges += 1;
-                if !(payment == "refunded" && bookings == 0) {
-                    unmatched += 1;
-                }
+                payment == "refunded" && live_bookings == 0
             }
+            "declined" => {
+                declined += 1;
+                payment == "declined" && live_bookings == 0
+            }
+            // Still pending at the provider after the sale settled, or a status this check
+            // does not know: either way not settled.
+            _ => {
+                pending += 1;
+                false
+            }
+        };
+        if !matched {
+            unmatched.push(format!("{charge} charge, payment {payment}, {live_bookings} live bookings"));
         }
     }
     v.check(
         "I2",
         "every charge matched by exactly one booking or one refund",
-        unmatched == 0,
-        format!("{} captured, {} refunded, {unmatched} unmatched", v.captured_charges, v.refunded_charges),
+        unmatched.is_empty(),
+        format!(
+            "{} captured, {} refunded, {declined} declined, {pending} pending or unknown; {} unmatched {:?}",
+            v.captured_charges,
+            v.refunded_charges,
+            unmatched.len(),
+            &unmatched[..unmatched.len().min(5)]
+        ),
     );
     let uncharged = scalar(
         &db,
@@ -265,14 +289,13 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         uncharged == 0,
         format!("{uncharged} without a ledger row"),
     );
-    let stuck = scalar(
-        &db,
-        "SELECT count(*) FROM payment.payments WHERE event_id::text = $1 \
-         AND status NOT IN ('confirmed', 'declined', 'refunded')",
-        &event_id,
-    )
-    .await?;
-    v.check("I2", "no payment left between states", stuck == 0, format!("{stuck} not settled"));
+    let stuck = scalar(&db, UNSETTLED_PAYMENTS, &event_id).await?;
+    v.check(
+        "I2",
+        "no payment or refund left unsettled (processing, charging, unknown, captured, refunding)",
+        stuck == 0,
+        format!("{stuck} unsettled after {:.0} s", timings.settle_secs),
+    );
 
     // I4: a replay charges once.
     let replay_problems = ctx.records.replay_problems.lock().map(|p| p.clone()).unwrap_or_default();
@@ -353,6 +376,19 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         format!("{unshown} sold seats not shown sold, {unpaid} shown sold but not sold"),
     );
     let abandoned = ctx.records.abandoned.lock().map(|a| a.clone()).unwrap_or_default();
+    // Redis restarts of a chaos run, as (went down, answered again) in seconds since opening:
+    // a restart takes every hold and the whole queue with it.
+    let redis_outages: Vec<(f64, f64)> = ctx
+        .faults
+        .lock()
+        .map(|faults| {
+            faults
+                .iter()
+                .filter(|f| f.target == "redis")
+                .map(|f| (f.started_secs, f.back_secs.unwrap_or(f64::INFINITY)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut seat_lock = SeatLockServiceClient::new(channel);
     let mut still_held = Vec::new();
     let mut asked = 0;
@@ -365,19 +401,23 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
                 user_id: hold.user_id.clone(),
             })
             .await;
-        let state = answer.as_ref().map(|h| h.get_ref().state()).ok();
-        let ended = match state {
-            Some(pb::HoldState::Released) => true,
-            Some(pb::HoldState::Expired) => !hold.released,
-            _ => false,
+        let lost_with_redis = redis_outages.iter().any(|(_, up)| *up >= hold.held_at);
+        let ended = match &answer {
+            Ok(h) => match h.get_ref().state() {
+                pb::HoldState::Released => true,
+                pb::HoldState::Expired => !hold.released,
+                _ => false,
+            },
+            Err(status) => status.code() == tonic::Code::NotFound && lost_with_redis,
         };
         if !ended {
-            still_held.push(format!("{} {:?}", hold.hold_id, state));
+            let state = answer.as_ref().map(|h| format!("{:?}", h.get_ref().state()));
+            still_held.push(format!("{} {}", hold.hold_id, state.unwrap_or_else(super::retry::brief)));
         }
     }
     v.check(
         "I3",
-        "abandoned holds are RELEASED or EXPIRED (seat-lock GetHold)",
+        "abandoned holds are RELEASED or EXPIRED, or gone with a Redis restart (seat-lock GetHold)",
         still_held.is_empty(),
         format!(
             "{asked} of {} asked; not ended: {} {:?}",
@@ -389,23 +429,16 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
 
     // I5: after opening, admission order (pass ids are a per-event sequence) = join order.
     let admissions = ctx.records.admissions.lock().map(|a| a.clone()).unwrap_or_default();
-    let mut ordered: Vec<(u64, u64)> = admissions
-        .iter()
-        .filter(|a| a.after_open)
-        .filter_map(|a| a.pass_id.parse::<u64>().ok().map(|pass| (pass, a.ticket)))
-        .collect();
-    let unparsable = admissions.iter().filter(|a| a.pass_id.parse::<u64>().is_err()).count();
-    ordered.sort_unstable();
-    let mut tickets: Vec<u64> = ordered.iter().map(|(_, ticket)| *ticket).collect();
-    v.admissions_compared = tickets.len() as u64;
-    v.admission_inversions = inversions(&mut tickets);
+    let order = admission_order(&admissions, &redis_outages);
+    v.admissions_compared = order.compared;
+    v.admission_inversions = order.inversions;
     v.check(
         "I5",
         "no admission-order inversion among users who joined after opening",
-        v.admission_inversions == 0 && unparsable == 0,
+        v.admission_inversions == 0 && order.unparsable == 0,
         format!(
-            "{} inversions among {} admissions (pass ids not numeric: {unparsable})",
-            v.admission_inversions, v.admissions_compared
+            "{} inversions among {} admissions (pass ids not numeric: {}; not comparable, waiting across a Redis restart: {})",
+            v.admission_inversions, v.admissions_compared, order.unparsable, order.across_restarts
         ),
     );
 
@@ -420,7 +453,50 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
             v.bookings
         ));
     }
+
+    // Last: the provider's ledger against the books, by payment's own reconciliation, which
+    // must find nothing once the mesh has settled by itself.
+    let finding = crate::reconciliation::reconcile(ctx.channels[0].clone()).await;
+    v.check("I2", "reconciliation finds nothing (payment Reconcile)", finding.clean, finding.detail);
     Ok(v)
+}
+
+/// The I5 figures of a sale.
+#[derive(Debug, PartialEq, Eq)]
+struct AdmissionOrder {
+    inversions: u64,
+    compared: u64,
+    unparsable: usize,
+    across_restarts: usize,
+}
+
+/// Inversions between pass order and ticket order among the users who joined after the
+/// opening. A Redis restart starts tickets and pass ids again from 1, so admissions are
+/// compared within each stretch between restarts (`redis_outages`: went down, answered
+/// again), and those whose wait overlaps an outage are left out.
+fn admission_order(admissions: &[super::user::Admission], redis_outages: &[(f64, f64)]) -> AdmissionOrder {
+    let mut stretches: std::collections::BTreeMap<usize, Vec<(u64, u64)>> = Default::default();
+    let (mut unparsable, mut across_restarts) = (0, 0);
+    for a in admissions.iter().filter(|a| a.after_open) {
+        let Ok(pass) = a.pass_id.parse::<u64>() else {
+            unparsable += 1;
+            continue;
+        };
+        if redis_outages.iter().any(|(down, up)| a.joined_at <= *up && *down <= a.admitted_at) {
+            across_restarts += 1;
+            continue;
+        }
+        let stretch = redis_outages.iter().filter(|(_, up)| *up < a.joined_at).count();
+        stretches.entry(stretch).or_default().push((pass, a.ticket));
+    }
+    let (mut inversions_total, mut compared) = (0, 0);
+    for mut ordered in stretches.into_values() {
+        ordered.sort_unstable();
+        let mut tickets: Vec<u64> = ordered.iter().map(|(_, ticket)| *ticket).collect();
+        compared += tickets.len() as u64;
+        inversions_total += inversions(&mut tickets);
+    }
+    AdmissionOrder { inversions: inversions_total, compared, unparsable, across_restarts }
 }
 
 /// Pairs i < j with v[i] > v[j], by merge sort (sorts `v`).
@@ -450,7 +526,33 @@ fn inversions(v: &mut [u64]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::inversions;
+    use super::{AdmissionOrder, admission_order, inversions};
+    use crate::flashsale::user::Admission;
+
+    fn admitted(ticket: u64, pass: u64, joined_at: f64, admitted_at: f64) -> Admission {
+        Admission { ticket, pass_id: pass.to_string(), after_open: true, joined_at, admitted_at }
+    }
+
+    #[test]
+    fn admission_order_restarts_with_redis() {
+        // Tickets and pass ids start again after the restart at 10-11 s (before it, pre-queue
+        // users held tickets 1-4): in order within each
+        // stretch, so no inversion; the user who waited across it is left out.
+        let admissions = [
+            admitted(5, 1, 0.0, 1.0),
+            admitted(6, 2, 0.5, 2.0),
+            admitted(7, 3, 9.0, 12.0),
+            admitted(1, 1, 12.0, 13.0),
+            admitted(2, 2, 12.5, 14.0),
+        ];
+        let order = admission_order(&admissions, &[(10.0, 11.0)]);
+        assert_eq!(order, AdmissionOrder { inversions: 0, compared: 4, unparsable: 0, across_restarts: 1 });
+        // Without the restart the same figures are inversions.
+        assert!(admission_order(&admissions, &[]).inversions > 0);
+        // An inversion within a stretch still counts.
+        let swapped = [admitted(2, 1, 12.0, 13.0), admitted(1, 2, 12.5, 14.0)];
+        assert_eq!(admission_order(&swapped, &[(10.0, 11.0)]).inversions, 1);
+    }
 
     #[test]
     fn counts_inversions() {

@@ -6,7 +6,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs,
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -22,7 +21,7 @@ use ticketing_proto::v1::{
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tools::{
-    stack::{self, Stack, StackConfig},
+    stack::{self, Stack, StackConfig, backing::PrivateNats},
     testenv::{TestEnv, eventually},
 };
 
@@ -76,8 +75,8 @@ impl Running {
         let pids = stack::pid_files(&self.config().state_dir);
         let (_, pid) = pids.iter().find(|(name, _)| name == service).context("no pid file")?;
         let pid = *pid;
-        signal(pid, "KILL");
-        let gone = eventually(EVENTUALLY, || async move { (!alive(pid)).then_some(()) }).await;
+        stack::signal(pid, "KILL");
+        let gone = eventually(EVENTUALLY, || async move { (!stack::alive(pid)).then_some(()) }).await;
         gone.with_context(|| format!("{service} (pid {pid}) survived SIGKILL"))
     }
 
@@ -117,15 +116,6 @@ impl Running {
         }
         Ok(child)
     }
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
-}
-
-fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
 /// Starts the real services on free ports with the test's database and prefixes, on
@@ -369,14 +359,16 @@ pub async fn redis_agrees_with_postgres(
 }
 
 /// I2 over the whole sandbox ledger: every captured charge belongs to exactly one confirmed
-/// payment with exactly one booking; every refunded charge to a refunded payment with no
-/// booking; and no payment is confirmed without a captured charge. Returns the violations.
+/// payment with exactly one live booking; every refunded charge to a refunded payment with no
+/// live booking; every declined one to a declined payment with none; and no payment is
+/// confirmed without a captured charge. Returns the violations.
 pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
     let rows = db
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT l.charge_id, l.status AS charge_status, p.status AS payment_status, \
-             (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id) AS bookings \
+             (SELECT count(*) FROM payment.bookings b WHERE b.payment_id = p.payment_id AND b.status <> 'cancelled') \
+             AS bookings \
              FROM payment.psp_ledger l LEFT JOIN payment.payments p ON p.payment_id::text = l.idempotency_key",
         ))
         .await?;
@@ -389,6 +381,7 @@ pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String
         let fine = match charge_status.as_str() {
             "captured" => payment_status.as_deref() == Some("confirmed") && bookings == 1,
             "refunded" => payment_status.as_deref() == Some("refunded") && bookings == 0,
+            "declined" => payment_status.as_deref() == Some("declined") && bookings == 0,
             _ => false,
         };
         if !fine {
@@ -410,60 +403,41 @@ pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String
     Ok(violations)
 }
 
-/// A private `nats-server` with JetStream on a free port and its own store directory, so a
-/// test can stop and restart it without touching the machine's shared NATS.
-pub struct PrivateNats {
-    pub port: u16,
-    store: PathBuf,
-    child: Option<Child>,
+/// The check every failure test ends with: payment's reconciliation (not a dry run) finds
+/// nothing, once the mesh has settled by itself.
+pub async fn reconciliation_finds_nothing(stack: &Running) -> anyhow::Result<()> {
+    let finding = tools::reconciliation::reconcile(stack.channel("payment")?).await;
+    anyhow::ensure!(finding.clean, "reconciliation found something: {}", finding.detail);
+    Ok(())
 }
 
-impl PrivateNats {
+/// The test's private NATS server (see [`PrivateNats`]); its store is deleted when the test
+/// ends.
+pub struct TestNats(PrivateNats);
+
+impl TestNats {
     pub async fn start(id: &str) -> anyhow::Result<Self> {
         let store = std::env::temp_dir().join(format!("ticketing-nats-{id}"));
-        fs::create_dir_all(&store)?;
-        let mut nats = Self { port: stack::free_port()?, store, child: None };
-        nats.restart().await?;
-        Ok(nats)
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and store directory.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let log = fs::File::create(self.store.join(format!("nats-{}.log", uuid::Uuid::new_v4().simple())))?;
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("cannot start nats-server")?;
-        self.child = Some(child);
-        let port = self.port;
-        let up = eventually(EVENTUALLY, || async move {
-            async_nats::connect(format!("nats://127.0.0.1:{port}")).await.ok().map(|_| ())
-        })
-        .await;
-        up.context("private nats-server did not answer")
-    }
-
-    /// Kills the server (SIGKILL: a crash, not a clean shutdown).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let log = std::env::temp_dir().join(format!("ticketing-nats-{id}.log"));
+        Ok(Self(PrivateNats::start(store, log).await?))
     }
 }
 
-impl Drop for PrivateNats {
+impl std::ops::Deref for TestNats {
+    type Target = PrivateNats;
+    fn deref(&self) -> &PrivateNats {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestNats {
+    fn deref_mut(&mut self) -> &mut PrivateNats {
+        &mut self.0
+    }
+}
+
+impl Drop for TestNats {
     fn drop(&mut self) {
-        self.kill();
-        let _ = fs::remove_dir_all(&self.store);
+        self.0.remove();
     }
 }

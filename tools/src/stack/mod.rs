@@ -6,14 +6,22 @@
 //! - [`Stack::start`] starts the services and HAProxy with their logs and pid files in one
 //!   folder and waits until every health check answers SERVING; [`stop`] stops them by pid.
 //!
+//! - [`backing`]: private Redis, NATS and Postgres instances on free ports, which a chaos run
+//!   may restart without touching the machine's shared servers.
+//! - [`supervisor`]: restarts a service of a started stack that died, with the same
+//!   environment and port, and records when it died and when it was SERVING again.
+//!
 //! The same code starts the real processes for the end-to-end test, on free ports and with
 //! the test's own database and prefixes.
+
+pub mod backing;
+pub mod supervisor;
 
 use std::{
     fs,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -171,6 +179,42 @@ fn ensure_nats() -> anyhow::Result<()> {
     wait_for_port("NATS", 4222)
 }
 
+/// Runs cargo in the workspace. The variables `cargo run` set for this binary (its package
+/// name, manifest dir, ...) are removed first: build scripts that watch them would otherwise
+/// rerun and rebuild half the dependency tree on every call.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run =
+            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+        if set_by_cargo_run || name == "OUT_DIR" {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command.args(args).current_dir(workspace_root()).status()?;
+    if !status.success() {
+        bail!("`cargo {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds every binary of the workspace, release or debug, and returns their folder. The
+/// whole workspace, not `-p <service>`: cargo unifies dependency features over the packages a
+/// command selects, so building a subset would rebuild shared dependencies with other
+/// features each time the selection changes.
+pub fn build_binaries(debug: bool) -> anyhow::Result<PathBuf> {
+    let mut build = vec!["build", "--workspace", "--bins"];
+    if !debug {
+        build.push("--release");
+    }
+    cargo(&build)?;
+    Ok(target_dir().join(if debug { "debug" } else { "release" }))
+}
+
 /// Makes PostgreSQL (5432), Redis (6379) and NATS with JetStream (4222) answer on loopback.
 pub fn ensure_backing_services() -> anyhow::Result<()> {
     ensure_postgres().context("PostgreSQL")?;
@@ -217,6 +261,9 @@ pub struct StackConfig {
     pub shuffle_key: String,
     /// Seat holds' lifetime.
     pub hold_ttl_secs: u64,
+    /// More variables for every service (each reads only its own), e.g. shorter checkout
+    /// grace and recovery windows for a run that must settle within minutes.
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// The service names, in start order.
@@ -256,6 +303,7 @@ impl StackConfig {
             ),
             shuffle_key: uuid::Uuid::new_v4().simple().to_string(),
             hold_ttl_secs: 600,
+            extra_env: Vec::new(),
         }
     }
 
@@ -285,7 +333,7 @@ impl StackConfig {
     }
 
     /// The environment `service` runs with in this stack.
-    pub fn env_of(&self, service: &ServiceProcess) -> Vec<(&'static str, String)> {
+    pub fn env_of(&self, service: &ServiceProcess) -> Vec<(String, String)> {
         let mut env = vec![
             ("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port)),
             ("METRICS_ADDR", format!("127.0.0.1:{}", service.metrics_port)),
@@ -315,7 +363,25 @@ impl StackConfig {
             }
             _ => {}
         }
-        env
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).chain(self.extra_env.iter().cloned()).collect()
+    }
+
+    /// Starts `service` with its environment, its output appended to `<state>/logs/<name>.log`
+    /// (so a restarted process continues the same log), in its own process group.
+    pub fn spawn(&self, service: &ServiceProcess) -> anyhow::Result<Child> {
+        let binary = self.bin_dir.join(service.name);
+        if !binary.exists() {
+            bail!("{} is missing: build the services first (`cargo build --bins`)", binary.display());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("logs").join(format!("{}.log", service.name)))?;
+        let mut command = Command::new(&binary);
+        command.envs(self.env_of(service)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let child = spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
+        fs::write(self.state_dir.join("pids").join(format!("{}.pid", service.name)), child.id().to_string())?;
+        Ok(child)
     }
 }
 
@@ -327,6 +393,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// A started stack. Dropping it leaves the processes running; call [`Stack::stop`].
 pub struct Stack {
     pub config: StackConfig,
+    /// The services as this process started them (while no [`supervisor::Supervisor`] has
+    /// them), so that [`Stack::stop`] reaps them.
+    children: std::sync::Mutex<Vec<(&'static str, Child)>>,
 }
 
 impl Stack {
@@ -337,17 +406,11 @@ impl Stack {
         fs::create_dir_all(&logs)?;
         fs::create_dir_all(&pids)?;
         let haproxy = ensure_haproxy()?;
+        let mut children = Vec::new();
         for service in &config.services {
-            let binary = config.bin_dir.join(service.name);
-            if !binary.exists() {
-                bail!("{} is missing: build the services first (`cargo build --bins`)", binary.display());
-            }
-            let log = fs::File::create(logs.join(format!("{}.log", service.name)))?;
-            let mut command = Command::new(&binary);
-            command.envs(config.env_of(service)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-            let child =
-                spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
-            fs::write(pids.join(format!("{}.pid", service.name)), child.to_string())?;
+            // A fresh log per start of the stack; restarts append to it.
+            fs::File::create(logs.join(format!("{}.log", service.name)))?;
+            children.push((service.name, config.spawn(service)?));
         }
         let cfg = config.state_dir.join("haproxy.cfg");
         fs::copy(workspace_root().join("k8s/base/haproxy/haproxy.cfg"), &cfg)?;
@@ -368,9 +431,9 @@ impl Stack {
             .stdout(log.try_clone()?)
             .stderr(log);
         let child = spawn_detached(&mut command).context("cannot start haproxy")?;
-        fs::write(pids.join("haproxy.pid"), child.to_string())?;
+        fs::write(pids.join("haproxy.pid"), child.id().to_string())?;
 
-        let stack = Self { config };
+        let stack = Self { config, children: std::sync::Mutex::new(children) };
         stack.wait_healthy().await?;
         Ok(stack)
     }
@@ -418,15 +481,36 @@ impl Stack {
 
     /// Stops every process of the stack.
     pub fn stop(&self) -> anyhow::Result<()> {
-        stop(&self.config.state_dir)
+        stop(&self.config.state_dir)?;
+        for (_, child) in self.take_children() {
+            let mut child = child;
+            let _ = child.try_wait();
+        }
+        Ok(())
+    }
+
+    /// Hands the service processes to a supervisor, which restarts any that dies; give them
+    /// back with [`supervisor::Supervisor::stop`].
+    pub fn supervise(&self) -> supervisor::Supervisor {
+        supervisor::Supervisor::start(self.config.clone(), self.take_children())
+    }
+
+    fn take_children(&self) -> Vec<(&'static str, Child)> {
+        self.children.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+
+    fn adopt(&self, children: Vec<(&'static str, Child)>) {
+        if let Ok(mut mine) = self.children.lock() {
+            mine.extend(children);
+        }
     }
 }
 
 /// Starts `command` in its own process group, so a Ctrl-C at the terminal that ran
-/// `stack up` does not reach the stack, and returns its pid.
-fn spawn_detached(command: &mut Command) -> std::io::Result<u32> {
+/// `stack up` does not reach the stack.
+fn spawn_detached(command: &mut Command) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
-    Ok(command.process_group(0).spawn()?.id())
+    command.process_group(0).spawn()
 }
 
 /// Asks `grpc.health.v1.Health/Check` on `127.0.0.1:port` whether the server is SERVING.
@@ -443,12 +527,14 @@ pub async fn health(port: u16) -> anyhow::Result<bool> {
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
 }
 
-fn signal(pid: u32, name: &str) {
+/// Sends signal `name` (`TERM`, `KILL`, ...) to `pid`.
+pub fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 

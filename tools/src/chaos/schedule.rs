@@ -1,0 +1,282 @@
+//! The faults of a chaos run, one after the other (never overlapping), each recorded with
+//! when it started, when the failed part answered again and when the mesh had recovered.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use ticketing_proto::v1::{
+    self as pb, admission_service_client::AdmissionServiceClient,
+    notifier_service_client::NotifierServiceClient, payment_service_client::PaymentServiceClient,
+    seat_lock_service_client::SeatLockServiceClient,
+};
+use tonic::{Code, transport::Channel};
+
+use crate::stack::{backing::PrivateBacking, supervisor::Supervisor};
+
+/// How often recovery is probed after a store came back.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// The longest one probe call may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One fault of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `kill -9` of a service; the stack's supervisor starts it again.
+    Kill(&'static str),
+    /// Redis killed and started again empty: it keeps nothing.
+    Redis,
+    /// NATS killed and started again on its JetStream store, as a cluster node keeps its disk.
+    Nats,
+    /// Postgres stopped immediately (a crash, WAL replay at the start) and started again.
+    Postgres,
+}
+
+impl Fault {
+    /// Each service in turn, with the stores between them so every kind of fault lands
+    /// somewhere in the middle of the sale.
+    pub const EVERY: [Fault; 8] = [
+        Fault::Kill("admission"),
+        Fault::Redis,
+        Fault::Kill("seat-lock"),
+        Fault::Nats,
+        Fault::Kill("inventory"),
+        Fault::Postgres,
+        Fault::Kill("payment"),
+        Fault::Kill("notifier"),
+    ];
+
+    /// What is done.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill -9",
+            Fault::Redis => "restart, keeping nothing",
+            Fault::Nats => "restart, keeping its store",
+            Fault::Postgres => "immediate stop and start",
+        }
+    }
+
+    /// To what.
+    pub fn target(self) -> &'static str {
+        match self {
+            Fault::Kill(service) => service,
+            Fault::Redis => "redis",
+            Fault::Nats => "nats",
+            Fault::Postgres => "postgres",
+        }
+    }
+
+    /// The fault aimed at `target` (a service or `redis`, `nats`, `postgres`).
+    pub fn parse(target: &str) -> Option<Fault> {
+        Fault::EVERY.into_iter().find(|fault| fault.target() == target)
+    }
+}
+
+/// When and how faults happen.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosConfig {
+    /// From the opening to the first fault, and from each recovery to the next fault.
+    pub interval_secs: f64,
+    /// How long a store stays down before it is started again.
+    pub outage_secs: f64,
+    /// The longest wait for the mesh to recover from one fault before the next one.
+    pub recovery_timeout_secs: f64,
+    /// In order; each target at most once is the usual schedule.
+    #[serde(serialize_with = "targets")]
+    pub faults: Vec<Fault>,
+}
+
+fn targets<S: serde::Serializer>(faults: &[Fault], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(faults.iter().map(|fault| fault.target()))
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        Self { interval_secs: 5.0, outage_secs: 1.0, recovery_timeout_secs: 90.0, faults: Fault::EVERY.to_vec() }
+    }
+}
+
+/// One fault as it happened; instants in seconds since the sale opened.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: &'static str,
+    pub target: &'static str,
+    pub started_secs: f64,
+    /// When the killed store answered again (stores only).
+    pub back_secs: Option<f64>,
+    /// When the mesh had recovered: the killed service SERVING again; for a store, every
+    /// service SERVING and a call through the load balancer that needs the store answered.
+    pub recovered_secs: Option<f64>,
+    /// `recovered_secs - started_secs`.
+    pub recovery_secs: Option<f64>,
+    /// What else happened meanwhile (a service that died by itself), or why it did not recover.
+    pub notes: Vec<String>,
+}
+
+/// The faults of a run and what they act on.
+pub struct Schedule {
+    pub config: ChaosConfig,
+    pub supervisor: Arc<Supervisor>,
+    pub backing: Arc<tokio::sync::Mutex<PrivateBacking>>,
+    /// The mesh's JetStream stream prefix, for the NATS probe.
+    pub nats_prefix: String,
+}
+
+/// What the probes call.
+struct Probe {
+    lb: Channel,
+    event_id: String,
+    nats_url: String,
+    stream: String,
+}
+
+/// A call answered by the service after it consulted its store: a result or a domain
+/// refusal, not a failure to reach the service or its store.
+fn answered<T>(result: Result<tonic::Response<T>, tonic::Status>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(status) => matches!(
+            status.code(),
+            Code::NotFound | Code::FailedPrecondition | Code::PermissionDenied | Code::InvalidArgument
+        ),
+    }
+}
+
+fn probe_request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(PROBE_TIMEOUT);
+    request
+}
+
+impl Probe {
+    /// Whether the mesh serves what depends on the store `fault` hit.
+    async fn passes(&self, fault: Fault) -> bool {
+        let user = "chaos-probe".to_owned();
+        match fault {
+            Fault::Redis => {
+                let hold = SeatLockServiceClient::new(self.lb.clone())
+                    .get_hold(probe_request(pb::GetHoldRequest {
+                        event_id: self.event_id.clone(),
+                        hold_id: uuid::Uuid::new_v4().to_string(),
+                        user_id: user.clone(),
+                    }))
+                    .await;
+                let place = AdmissionServiceClient::new(self.lb.clone())
+                    .get_queue_status(probe_request(pb::GetQueueStatusRequest {
+                        event_id: self.event_id.clone(),
+                        user_id: user,
+                    }))
+                    .await;
+                answered(hold) && answered(place)
+            }
+            Fault::Nats => {
+                let Ok(client) = async_nats::connect(&self.nats_url).await else { return false };
+                let jetstream = async_nats::jetstream::new(client);
+                let stream = jetstream.get_stream(&self.stream);
+                matches!(tokio::time::timeout(PROBE_TIMEOUT, stream).await, Ok(Ok(_)))
+            }
+            Fault::Postgres => {
+                let sold = PaymentServiceClient::new(self.lb.clone())
+                    .list_sold_seats(probe_request(pb::ListSoldSeatsRequest { event_id: self.event_id.clone() }))
+                    .await;
+                let inbox = NotifierServiceClient::new(self.lb.clone())
+                    .list_notifications(probe_request(pb::ListNotificationsRequest {
+                        user_id: user,
+                        after_id: 0,
+                        page_size: 1,
+                    }))
+                    .await;
+                answered(sold) && answered(inbox)
+            }
+            Fault::Kill(_) => true,
+        }
+    }
+}
+
+impl Schedule {
+    /// Runs every fault, the first one interval after `opened_at`, into `log`; returns when
+    /// the last one has recovered or timed out.
+    pub async fn run(
+        self,
+        lb: Channel,
+        event_id: String,
+        opened_at: Instant,
+        log: Arc<Mutex<Vec<FaultRecord>>>,
+    ) {
+        let nats_url = self.backing.lock().await.nats.url();
+        let probe = Probe { lb, event_id, nats_url, stream: format!("{}_events", self.nats_prefix) };
+        let since_open = |at: Instant| at.saturating_duration_since(opened_at).as_secs_f64();
+        let interval = Duration::from_secs_f64(self.config.interval_secs);
+        let mut next = opened_at.max(Instant::now()) + interval;
+        for fault in self.config.faults.iter().copied() {
+            tokio::time::sleep_until(next.into()).await;
+            let started = Instant::now();
+            let mut record = FaultRecord {
+                kind: fault.kind(),
+                target: fault.target(),
+                started_secs: since_open(started),
+                back_secs: None,
+                recovered_secs: None,
+                recovery_secs: None,
+                notes: Vec::new(),
+            };
+            tracing::info!(fault = fault.target(), kind = fault.kind(), "injecting a fault");
+            match self.inject(fault, &probe).await {
+                Ok((back, recovered)) => {
+                    record.back_secs = back.map(since_open);
+                    record.recovered_secs = recovered.map(since_open);
+                    record.recovery_secs = recovered.map(|at| (at - started).as_secs_f64());
+                    if recovered.is_none() {
+                        record.notes.push(format!(
+                            "not recovered within {:.0} s",
+                            self.config.recovery_timeout_secs
+                        ));
+                    }
+                }
+                Err(error) => record.notes.push(format!("the fault failed: {error:#}")),
+            }
+            if let Ok(mut log) = log.lock() {
+                log.push(record);
+            }
+            next = Instant::now() + interval;
+        }
+    }
+
+    /// Injects `fault`; returns when the store answered again (stores only) and when the
+    /// mesh had recovered (`None`: not within the recovery timeout).
+    async fn inject(&self, fault: Fault, probe: &Probe) -> anyhow::Result<(Option<Instant>, Option<Instant>)> {
+        let timeout = Duration::from_secs_f64(self.config.recovery_timeout_secs);
+        let outage = Duration::from_secs_f64(self.config.outage_secs);
+        if let Fault::Kill(service) = fault {
+            let killed = self.supervisor.kill(service)?;
+            return Ok((None, self.supervisor.serving_after(service, killed, timeout).await));
+        }
+        {
+            let mut backing = self.backing.lock().await;
+            match fault {
+                Fault::Redis => backing.redis.kill(),
+                Fault::Nats => backing.nats.kill(),
+                Fault::Postgres => backing.postgres.kill().await?,
+                Fault::Kill(_) => {}
+            }
+            tokio::time::sleep(outage).await;
+            match fault {
+                Fault::Redis => backing.redis.restart().await?,
+                Fault::Nats => backing.nats.restart().await?,
+                Fault::Postgres => backing.postgres.restart().await?,
+                Fault::Kill(_) => {}
+            }
+        }
+        let back = Instant::now();
+        let deadline = back + timeout;
+        while Instant::now() < deadline {
+            if self.supervisor.all_serving() && probe.passes(fault).await {
+                return Ok((Some(back), Some(Instant::now())));
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+        Ok((Some(back), None))
+    }
+}

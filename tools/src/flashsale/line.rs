@@ -1,0 +1,238 @@
+//! The line of joined users waiting for a session, kept in the order admission will admit
+//! them: the shuffled pre-queue first, then latecomers first come, first served. Sessions
+//! start in that order, or passes would go to users who have no session to collect them.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use tokio::sync::{mpsc, watch};
+
+use futures::StreamExt;
+
+use super::{
+    ORDER_CONCURRENCY, REJOIN_CONCURRENCY,
+    retry::brief,
+    stats::Stats,
+    user::{self, Ctx, Joined},
+};
+
+/// What the arrivals task tells the dispatcher.
+pub enum Arrival {
+    Joined(Joined),
+    /// Every user of the pre-queue window has joined (or failed to).
+    PreQueueComplete,
+}
+
+/// Joined users without a session yet, in the order admission will admit them.
+pub struct Line {
+    /// Joined before the opening; their order is only known once admission shuffles them.
+    pre_queue: Vec<Joined>,
+    /// Pre-queue users in their shuffled order, as [`order_pre_queue`] learns it.
+    shuffled: VecDeque<Joined>,
+    /// Joined after the opening: first come, first served, behind the whole pre-queue.
+    fifo: VecDeque<Joined>,
+    /// The first user who joined after the opening: [`order_pre_queue`]'s reference.
+    latecomer: watch::Sender<Option<Joined>>,
+}
+
+impl Line {
+    pub fn new() -> Self {
+        Self {
+            pre_queue: Vec::new(),
+            shuffled: VecDeque::new(),
+            fifo: VecDeque::new(),
+            latecomer: watch::Sender::new(None),
+        }
+    }
+
+    pub fn arrive(
+        &mut self,
+        arrival: Arrival,
+        ctx: &Arc<Ctx>,
+        ordered: &mut Option<mpsc::UnboundedSender<Joined>>,
+    ) {
+        match arrival {
+            Arrival::Joined(joined) if joined.after_open => {
+                if self.latecomer.borrow().is_none() {
+                    self.latecomer.send_replace(Some(joined.clone()));
+                }
+                self.latecomer_by_ticket(joined);
+            }
+            // A pre-queue answer after the pre-queue was handed to the ordering (a retried
+            // Join) joins the ordered line at its end rather than waiting for an order forever.
+            Arrival::Joined(joined) if ordered.is_none() => self.shuffled.push_back(joined),
+            Arrival::Joined(joined) => self.pre_queue.push(joined),
+            Arrival::PreQueueComplete => {
+                if let Some(ordered) = ordered.take() {
+                    let pre_queue = std::mem::take(&mut self.pre_queue);
+                    tokio::spawn(order_pre_queue(
+                        ctx.clone(),
+                        pre_queue,
+                        self.latecomer.subscribe(),
+                        ordered,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The next user to give a session: the shuffled pre-queue first; latecomers only once
+    /// the whole pre-queue is ordered (`ordering_open` false), since admission serves them after.
+    pub fn next(&mut self, ordering_open: bool) -> Option<Joined> {
+        self.shuffled.pop_front().or_else(|| if ordering_open { None } else { self.fifo.pop_front() })
+    }
+
+    /// The next pre-queue user in admission's shuffled order, from the ordering.
+    pub fn ordered(&mut self, joined: Joined) {
+        self.shuffled.push_back(joined);
+    }
+
+    /// A user who joined again after admission lost its queue: a latecomer now.
+    pub fn rejoined(&mut self, joined: Joined) {
+        self.latecomer_by_ticket(joined);
+    }
+
+    /// Files a latecomer by ticket, admission's order. Joins answer about in ticket order, so
+    /// this is nearly always the end; after admission lost its queue, users joining again and
+    /// users arriving interleave.
+    fn latecomer_by_ticket(&mut self, joined: Joined) {
+        let at = self.fifo.iter().rposition(|other| other.ticket <= joined.ticket).map_or(0, |i| i + 1);
+        self.fifo.insert(at, joined);
+    }
+
+    /// Every user waiting for a session, in line order, leaving the line empty.
+    pub fn drain(&mut self) -> Vec<Joined> {
+        let mut users: Vec<Joined> = self.shuffled.drain(..).collect();
+        users.append(&mut self.pre_queue);
+        users.extend(self.fifo.drain(..));
+        users
+    }
+
+    pub fn put_back(&mut self, joined: Joined) {
+        if joined.after_open {
+            self.fifo.push_front(joined);
+        } else {
+            self.shuffled.push_front(joined);
+        }
+    }
+}
+
+/// Learns the pre-queue's shuffled order once the sale opens, as each waiting page does
+/// (one GetQueueStatus per user), and sends its users in that order: users already admitted
+/// at once, so they collect their passes within the check-in window, then the others by
+/// place. The channel closes when the whole pre-queue is sent.
+///
+/// Places move while admission admits the head of the line, so a place is turned into the
+/// user's fixed rank in the shuffled pre-queue: rank = position + R, where R, the pre-queue
+/// users admitted so far, is read in the same instant from a post-opening user `u` (tickets
+/// count every join, the pre-queue holds tickets 1..=P, so u's position is ticket_u − R), or
+/// while nobody has joined after opening, from the queue length (P − R).
+async fn order_pre_queue(
+    ctx: Arc<Ctx>,
+    pre_queue: Vec<Joined>,
+    latecomer: watch::Receiver<Option<Joined>>,
+    ordered: mpsc::UnboundedSender<Joined>,
+) {
+    let pre = pre_queue.len() as u64;
+    let mut ranked = Vec::with_capacity(pre_queue.len());
+    for chunk in pre_queue.chunks(ORDER_CONCURRENCY) {
+        let reference = latecomer.borrow().clone();
+        let reference = async {
+            match reference {
+                Some(u) => user::status_after_opening(&ctx, u.index).await.ok().map(|s| (u.ticket, s)),
+                None => None,
+            }
+        };
+        let places = futures::future::join_all(
+            chunk.iter().map(|joined| user::status_after_opening(&ctx, joined.index)),
+        );
+        let (reference, places) = tokio::join!(reference, places);
+        for (joined, place) in chunk.iter().zip(places) {
+            let status = match place {
+                Ok(status) => status,
+                // Admission lost its queue meanwhile: the user joins again, at once, as its
+                // waiting page would, and takes its turn with its new ticket.
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    user::report_lost_place(&ctx, joined);
+                    match user::join(&ctx, joined.index).await {
+                        Ok(rejoined) => {
+                            Stats::bump(&ctx.stats.stages.rejoined);
+                            let _ = ordered.send(rejoined);
+                        }
+                        Err(status) => {
+                            Stats::bump(&ctx.stats.stages.finished);
+                            ctx.error(joined.index, format!("Join again: {}", brief(&status)));
+                        }
+                    }
+                    continue;
+                }
+                Err(status) => {
+                    Stats::bump(&ctx.stats.stages.finished);
+                    ctx.error(joined.index, format!("GetQueueStatus: {}", brief(&status)));
+                    continue;
+                }
+            };
+            if status.pass.is_some() || status.position == 0 {
+                let _ = ordered.send(joined.clone());
+                continue;
+            }
+            let admitted_ahead = match &reference {
+                Some((ticket, u)) if u.pass.is_none() && u.position > 0 => ticket.saturating_sub(u.position),
+                _ => pre.saturating_sub(status.queue_length),
+            };
+            ranked.push((status.position + admitted_ahead, joined.clone()));
+        }
+    }
+    ranked.sort_unstable_by_key(|(rank, _)| *rank);
+    for (_, joined) in ranked {
+        let _ = ordered.send(joined);
+    }
+}
+
+
+/// What a mass re-join sends back to the dispatcher.
+pub enum Rejoin {
+    /// A user joined again (a latecomer now, whatever it was before).
+    Joined(Joined),
+    /// Every user of this re-join has been sent or failed.
+    Done,
+}
+
+/// Has every waiting user join again after admission lost its queue, as their waiting pages
+/// would, in their old order: first the users whose sessions wait in line (they were ahead;
+/// each also learns its new ticket from its own stream), then `users`, the line without a
+/// session yet, which go back to the dispatcher in that order (about the order of their new
+/// tickets).
+pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSender<Rejoin>) {
+    let mut in_session: Vec<(u64, u32)> =
+        ctx.waiting.lock().map(|w| w.iter().map(|(index, ticket)| (*ticket, *index)).collect()).unwrap_or_default();
+    in_session.sort_unstable();
+    futures::stream::iter(in_session)
+        .map(|(_, index)| {
+            let ctx = ctx.clone();
+            async move {
+                let _ = user::join(&ctx, index).await;
+            }
+        })
+        .buffered(REJOIN_CONCURRENCY)
+        .collect::<()>()
+        .await;
+    let mut joins = futures::stream::iter(users)
+        .map(|joined| {
+            let ctx = ctx.clone();
+            async move { (joined.index, user::join(&ctx, joined.index).await) }
+        })
+        .buffered(REJOIN_CONCURRENCY);
+    while let Some((index, joined)) = joins.next().await {
+        match joined {
+            Ok(joined) => {
+                Stats::bump(&ctx.stats.stages.rejoined);
+                let _ = back.send(Rejoin::Joined(joined));
+            }
+            Err(status) => {
+                Stats::bump(&ctx.stats.stages.finished);
+                ctx.error(index, format!("Join again: {}", brief(&status)));
+            }
+        }
+    }
+    let _ = back.send(Rejoin::Done);
+}

@@ -1,0 +1,67 @@
+//! `flashsale --chaos` in CI: a sale of 2,000 seats to 20,000 users on a private stack (its own
+//! Redis, NATS and Postgres, so the machine's shared servers are never touched) while each
+//! service is killed with SIGKILL in turn and Redis (keeping nothing), NATS and Postgres are
+//! restarted, one fault at a time. It must end by itself, every fault must be recovered from,
+//! and the verification (I1-I6, then payment's reconciliation) must pass.
+//!
+//! The hold TTL, checkout grace and payment recovery windows are shortened so the sale settles
+//! within the run. Needs the service binaries (`cargo build --bins`, which the README's test
+//! command runs), HAProxy, `redis-server`, `nats-server` and Postgres's `initdb`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use tools::{
+    chaos::{self, ChaosConfig, ChaosRun, Fault},
+    flashsale::SimConfig,
+    report, stack,
+};
+
+/// Long enough for abandoned holds to expire and the checkout of the slowest card to end.
+const HOLD_TTL_SECS: u64 = 15;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let state_dir = std::env::temp_dir().join(format!("ticketing-chaos-{}", &id[..12]));
+    let out = state_dir.join("report");
+    let mut sim = SimConfig::new(String::new(), String::new(), out.clone()).with_hold_ttl(HOLD_TTL_SECS);
+    sim.seats = 2_000;
+    sim.users = 20_000;
+    sim.admission_capacity = 300;
+    sim.pass_ttl_secs = 120;
+    sim.open_in_secs = 3.0;
+    sim.prequeue_share = 0.1;
+    // Arrivals spread over the faults, so that each one lands while users are buying.
+    sim.ramp_secs = 30.0;
+    sim.connections = 8;
+    sim.max_in_flight = 600;
+    sim.max_secs = 90;
+    sim.settle_secs = 45;
+    sim.progress = false;
+    let schedule = ChaosConfig {
+        interval_secs: 3.0,
+        outage_secs: 1.0,
+        recovery_timeout_secs: 60.0,
+        faults: Fault::EVERY.to_vec(),
+    };
+    let run = ChaosRun::new(sim, schedule, stack::target_dir().join("debug"), state_dir);
+    let outcome = chaos::run(run).await?;
+    let html = report::write(&outcome, &out)?;
+    let summary = report::summary(&outcome, &html);
+    println!("{summary}");
+
+    assert_eq!(outcome.faults.len(), Fault::EVERY.len(), "every fault happened: {summary}");
+    for fault in &outcome.faults {
+        assert!(fault.recovery_secs.is_some(), "{} {}: not recovered: {summary}", fault.target, fault.kind);
+    }
+    assert!(!outcome.timings.stopped_by_max_secs, "the sale ended by itself, never stuck: {summary}");
+    assert!(outcome.ok(), "{summary}");
+    let v = &outcome.verification;
+    assert!(v.seats_sold > 0 && v.seats_sold <= outcome.capacity, "{summary}");
+    assert!(
+        v.checks.iter().any(|c| c.name.starts_with("reconciliation finds nothing") && c.ok),
+        "the verification ended with a reconciliation that found nothing: {summary}"
+    );
+    assert!(html.exists() && out.join("report.json").exists());
+    Ok(())
+}
