@@ -33,49 +33,6 @@ use tools::testenv::{TestEnv, eventually};
 const SEATS: u32 = 4;
 const LIMIT: u32 = 2;
 
-/// A seated zone `A` of one row of [`SEATS`], on sale now, starting in thirty days (so
-/// owners may cancel: the default cutoff is a day), [`LIMIT`] tickets per user.
-async fn create_cancellable_event(stack: &Running) -> anyhow::Result<String> {
-    let mut inventory = stack.inventory()?;
-    let venue = inventory
-        .create_venue(pb::CreateVenueRequest {
-            name: "Cancellation Hall".into(),
-            zones: vec![pb::ZoneSpec {
-                zone_id: "A".into(),
-                name: "Stalls".into(),
-                price_cents: 5_000,
-                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                    row_labels: vec!["1".into()],
-                    seats_per_row: SEATS,
-                    accessible_seat_ids: vec![],
-                })),
-            }],
-        })
-        .await?
-        .into_inner()
-        .venue
-        .context("no venue")?;
-    let now = chrono::Utc::now().timestamp();
-    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
-    let event = inventory
-        .create_event(pb::CreateEventRequest {
-            venue_id: venue.venue_id,
-            name: "Cancellations".into(),
-            starts_at: Some(at(now + 30 * 86_400)),
-            sale_opens_at: Some(at(now - 1)),
-            max_tickets_per_user: LIMIT,
-            admission_capacity: 10,
-            admission_tick_ms: 50,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .event
-        .context("no event")?;
-    anyhow::ensure!(event.cancellation_cutoff_seconds == 86_400, "the default cutoff is a day");
-    Ok(event.event_id)
-}
-
 /// Who has each seat, as one store sees it: `Some(hold id)` when sold, `None` when free.
 type Owners = BTreeMap<String, Option<String>>;
 
@@ -176,7 +133,7 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
     let stack = start_stack(&env, None).await?;
     let db = env.database().await?;
     let redis = helpers::redis(&env).await?;
-    let event_id = create_cancellable_event(&stack).await?;
+    let event_id = create_event(&stack, SEATS, LIMIT, 10).await?;
     let seats = seat_ids(SEATS);
     let passes = admit_all(&stack, &event_id, &["alice".to_owned(), "bob".to_owned()]).await?;
     let (mut seat_lock, mut payment) = (stack.seat_lock()?, stack.payment()?);
@@ -295,5 +252,6 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
         .into_inner()
         .notifications;
     assert!(told.is_some(), "alice's inbox: {:?}", inbox.iter().map(|n| n.kind()).collect::<Vec<_>>());
+    reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }

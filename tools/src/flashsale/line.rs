@@ -188,7 +188,6 @@ async fn order_pre_queue(
     }
 }
 
-
 /// What a mass re-join sends back to the dispatcher.
 pub enum Rejoin {
     /// A user joined again (a latecomer now, whatever it was before).
@@ -203,8 +202,11 @@ pub enum Rejoin {
 /// session yet, which go back to the dispatcher in that order (about the order of their new
 /// tickets).
 pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSender<Rejoin>) {
-    let mut in_session: Vec<(u64, u32)> =
-        ctx.waiting.lock().map(|w| w.iter().map(|(index, ticket)| (*ticket, *index)).collect()).unwrap_or_default();
+    let mut in_session: Vec<(u64, u32)> = ctx
+        .waiting
+        .lock()
+        .map(|w| w.iter().map(|(index, ticket)| (*ticket, *index)).collect())
+        .unwrap_or_default();
     in_session.sort_unstable();
     futures::stream::iter(in_session)
         .map(|(_, index)| {

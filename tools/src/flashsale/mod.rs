@@ -598,7 +598,12 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
 }
 
 /// Runs `joined`'s session in a task holding `permit` until it ends or `deadline` passes.
-fn start_session(ctx: &Arc<Ctx>, joined: Joined, permit: OwnedSemaphorePermit, deadline: tokio::time::Instant) {
+fn start_session(
+    ctx: &Arc<Ctx>,
+    joined: Joined,
+    permit: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let _permit = permit;

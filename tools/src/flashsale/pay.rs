@@ -42,7 +42,8 @@ impl Paid {
         match self {
             Paid::Final(answer) => {
                 let payment = answer.payment.clone().unwrap_or_default();
-                let booking = answer.booking.as_ref().map_or(payment.booking_id.clone(), |b| b.booking_id.clone());
+                let booking =
+                    answer.booking.as_ref().map_or(payment.booking_id.clone(), |b| b.booking_id.clone());
                 format!("payment {} {:?} booking {booking:?}", payment.payment_id, payment.status())
             }
             Paid::HoldLost(status) => format!("hold lost: {}", brief(status)),
@@ -61,7 +62,8 @@ fn is_final(status: pb::PaymentStatus) -> bool {
 
 /// Whether seat-lock no longer has the hold: NOT_FOUND, or FAILED_PRECONDITION `HOLD_EXPIRED`.
 pub fn hold_lost(status: &Status) -> bool {
-    status.code() == Code::NotFound || (status.code() == Code::FailedPrecondition && reason(status) == "HOLD_EXPIRED")
+    status.code() == Code::NotFound
+        || (status.code() == Code::FailedPrecondition && reason(status) == "HOLD_EXPIRED")
 }
 
 /// Pays: the same request again while the first is in flight (ABORTED `REQUEST_IN_FLIGHT`),

@@ -35,9 +35,10 @@ impl Retry {
     pub fn applies(self, status: &Status) -> bool {
         match (self, status.code()) {
             (_, Code::Unavailable | Code::ResourceExhausted) => true,
-            (Retry::Idempotent, Code::Unknown | Code::Internal | Code::DeadlineExceeded | Code::Cancelled) => {
-                true
-            }
+            (
+                Retry::Idempotent,
+                Code::Unknown | Code::Internal | Code::DeadlineExceeded | Code::Cancelled,
+            ) => true,
             _ => false,
         }
     }

@@ -167,7 +167,8 @@ pub async fn create_event(
         .create_event(pb::CreateEventRequest {
             venue_id: venue.venue_id,
             name: "Failures".into(),
-            starts_at: Some(ts(now + 86_400_000)),
+            // A month ahead, so owners may still cancel (the default cutoff is a day).
+            starts_at: Some(ts(now + 30 * 86_400_000)),
             sale_opens_at: Some(ts(now - 1_000)),
             max_tickets_per_user,
             currency: "EUR".into(),
