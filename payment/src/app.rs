@@ -148,8 +148,9 @@ pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
     Ok(Reconciler::new(db, checkout, Duration::from_secs(config.recovery_after_secs)))
 }
 
-/// How often the recovery pass looks for stuck payments (more often when `RECOVERY_AFTER_SECS`
-/// is shorter, so a stuck payment never waits much longer than that age).
+/// How often the recovery pass looks for stuck payments at most; it looks every half
+/// `RECOVERY_AFTER_SECS` when that is shorter, so a stuck payment waits at most one and a half
+/// times that age.
 const RECOVERY_PERIOD: Duration = Duration::from_secs(60);
 
 async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: CancellationToken) {
@@ -161,7 +162,7 @@ async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: 
         }
         tokio::select! {
             () = stopping.cancelled() => return,
-            () = tokio::time::sleep(RECOVERY_PERIOD.min(older_than)) => {}
+            () = tokio::time::sleep(RECOVERY_PERIOD.min(older_than / 2)) => {}
         }
     }
 }
