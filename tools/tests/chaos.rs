@@ -27,15 +27,15 @@ async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Re
     let mut sim = SimConfig::new(String::new(), String::new(), out.clone()).with_hold_ttl(HOLD_TTL_SECS);
     sim.seats = 2_000;
     sim.users = 20_000;
-    sim.admission_capacity = 600;
+    sim.admission_capacity = 300;
     sim.pass_ttl_secs = 120;
     sim.open_in_secs = 3.0;
     sim.prequeue_share = 0.1;
     // Arrivals spread over the faults, so that each one lands while users are buying.
     sim.ramp_secs = 30.0;
     sim.connections = 8;
-    sim.max_in_flight = 1_000;
-    sim.max_secs = 90;
+    sim.max_in_flight = 600;
+    sim.max_secs = 120;
     sim.settle_secs = 45;
     sim.progress = false;
     let schedule = ChaosConfig {
