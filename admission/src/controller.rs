@@ -228,7 +228,9 @@ impl Controller {
                         tracing::warn!(%event_id, "the event was missing from Redis's set of events; registered it again");
                         events.push(event_id);
                     }
-                    Err(error) => tracing::warn!(%event_id, error = %error, "cannot register the event again"),
+                    Err(error) => {
+                        tracing::warn!(%event_id, error = %error, "cannot register the event again")
+                    }
                 }
             }
             let mut due = Vec::new();

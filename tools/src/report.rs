@@ -359,7 +359,8 @@ fn render_faults(h: &mut String, o: &Outcome) {
             f.started_secs,
             secs(f.back_secs),
             secs(f.recovered_secs),
-            f.recovery_secs.map_or("<b style=\"color:#d62728\">not recovered</b>".to_owned(), |r| format!("{r:.2}")),
+            f.recovery_secs
+                .map_or("<b style=\"color:#d62728\">not recovered</b>".to_owned(), |r| format!("{r:.2}")),
             esc(&f.notes.join("; "))
         );
     }
@@ -426,7 +427,12 @@ fn render_html(o: &Outcome) -> String {
     }
     h.push_str("</table><h2>Over time</h2>");
     let faults = &o.faults;
-    h.push_str(&line_chart("Queue length", &o.timeline, &[("queue length", |s| s.queue_length as f64)], faults));
+    h.push_str(&line_chart(
+        "Queue length",
+        &o.timeline,
+        &[("queue length", |s| s.queue_length as f64)],
+        faults,
+    ));
     h.push_str(&line_chart(
         "Joined and admitted (cumulative)",
         &o.timeline,

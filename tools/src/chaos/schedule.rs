@@ -94,7 +94,12 @@ fn targets<S: serde::Serializer>(faults: &[Fault], serializer: S) -> Result<S::O
 
 impl Default for ChaosConfig {
     fn default() -> Self {
-        Self { interval_secs: 5.0, outage_secs: 1.0, recovery_timeout_secs: 90.0, faults: Fault::EVERY.to_vec() }
+        Self {
+            interval_secs: 5.0,
+            outage_secs: 1.0,
+            recovery_timeout_secs: 90.0,
+            faults: Fault::EVERY.to_vec(),
+        }
     }
 }
 
@@ -179,7 +184,9 @@ impl Probe {
             }
             Fault::Postgres => {
                 let sold = PaymentServiceClient::new(self.lb.clone())
-                    .list_sold_seats(probe_request(pb::ListSoldSeatsRequest { event_id: self.event_id.clone() }))
+                    .list_sold_seats(probe_request(pb::ListSoldSeatsRequest {
+                        event_id: self.event_id.clone(),
+                    }))
                     .await;
                 let inbox = NotifierServiceClient::new(self.lb.clone())
                     .list_notifications(probe_request(pb::ListNotificationsRequest {
@@ -229,10 +236,9 @@ impl Schedule {
                     record.recovered_secs = recovered.map(since_open);
                     record.recovery_secs = recovered.map(|at| (at - started).as_secs_f64());
                     if recovered.is_none() {
-                        record.notes.push(format!(
-                            "not recovered within {:.0} s",
-                            self.config.recovery_timeout_secs
-                        ));
+                        record
+                            .notes
+                            .push(format!("not recovered within {:.0} s", self.config.recovery_timeout_secs));
                     }
                 }
                 Err(error) => record.notes.push(format!("the fault failed: {error:#}")),
@@ -246,7 +252,11 @@ impl Schedule {
 
     /// Injects `fault`; returns when the store answered again (stores only) and when the
     /// mesh had recovered (`None`: not within the recovery timeout).
-    async fn inject(&self, fault: Fault, probe: &Probe) -> anyhow::Result<(Option<Instant>, Option<Instant>)> {
+    async fn inject(
+        &self,
+        fault: Fault,
+        probe: &Probe,
+    ) -> anyhow::Result<(Option<Instant>, Option<Instant>)> {
         let timeout = Duration::from_secs_f64(self.config.recovery_timeout_secs);
         let outage = Duration::from_secs_f64(self.config.outage_secs);
         if let Fault::Kill(service) = fault {

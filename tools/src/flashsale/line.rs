@@ -36,8 +36,8 @@ pub struct Line {
     queue_lost: bool,
 }
 
-impl Line {
-    pub fn new() -> Self {
+impl Default for Line {
+    fn default() -> Self {
         Self {
             pre_queue: Vec::new(),
             shuffled: VecDeque::new(),
@@ -46,7 +46,9 @@ impl Line {
             queue_lost: false,
         }
     }
+}
 
+impl Line {
     pub fn arrive(
         &mut self,
         arrival: Arrival,
@@ -223,7 +225,6 @@ async fn join_again(ctx: &Arc<Ctx>, users: Vec<Joined>, mut send: impl FnMut(Joi
     }
 }
 
-
 /// What a mass re-join sends back to the dispatcher.
 pub enum Rejoin {
     /// A user joined again (a latecomer now, whatever it was before).
@@ -238,8 +239,11 @@ pub enum Rejoin {
 /// session yet, which go back to the dispatcher in that order (about the order of their new
 /// tickets).
 pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSender<Rejoin>) {
-    let mut in_session: Vec<(u64, u32)> =
-        ctx.waiting.lock().map(|w| w.iter().map(|(index, ticket)| (*ticket, *index)).collect()).unwrap_or_default();
+    let mut in_session: Vec<(u64, u32)> = ctx
+        .waiting
+        .lock()
+        .map(|w| w.iter().map(|(index, ticket)| (*ticket, *index)).collect())
+        .unwrap_or_default();
     in_session.sort_unstable();
     futures::stream::iter(in_session)
         .map(|(_, index)| {

@@ -30,7 +30,7 @@ const NOTIFY_PATIENCE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub enum Paid {
     /// A final answer: CONFIRMED, DECLINED or REFUNDED.
-    Final(pb::PayResponse),
+    Final(Box<pb::PayResponse>),
     /// Seat-lock no longer had the hold (NOT_FOUND, or FAILED_PRECONDITION `HOLD_EXPIRED`)
     /// when payment began the checkout, so no money moved.
     HoldLost(Status),
@@ -42,7 +42,8 @@ impl Paid {
         match self {
             Paid::Final(answer) => {
                 let payment = answer.payment.clone().unwrap_or_default();
-                let booking = answer.booking.as_ref().map_or(payment.booking_id.clone(), |b| b.booking_id.clone());
+                let booking =
+                    answer.booking.as_ref().map_or(payment.booking_id.clone(), |b| b.booking_id.clone());
                 format!("payment {} {:?} booking {booking:?}", payment.payment_id, payment.status())
             }
             Paid::HoldLost(status) => format!("hold lost: {}", brief(status)),
@@ -61,7 +62,8 @@ fn is_final(status: pb::PaymentStatus) -> bool {
 
 /// Whether seat-lock no longer has the hold: NOT_FOUND, or FAILED_PRECONDITION `HOLD_EXPIRED`.
 pub fn hold_lost(status: &Status) -> bool {
-    status.code() == Code::NotFound || (status.code() == Code::FailedPrecondition && reason(status) == "HOLD_EXPIRED")
+    status.code() == Code::NotFound
+        || (status.code() == Code::FailedPrecondition && reason(status) == "HOLD_EXPIRED")
 }
 
 /// Pays: the same request again while the first is in flight (ABORTED `REQUEST_IN_FLIGHT`),
@@ -85,7 +87,7 @@ pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyho
         }
     };
     if is_final(status_of(&answer)) {
-        return Ok(Paid::Final(answer));
+        return Ok(Paid::Final(Box::new(answer)));
     }
     let payment_id = answer.payment.as_ref().map(|p| p.payment_id.clone()).unwrap_or_default();
     let get = pb::GetPaymentRequest { payment_id, user_id: request.user_id.clone() };
@@ -97,7 +99,7 @@ pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyho
         .await
         .map_err(|status| anyhow::anyhow!("GetPayment {}: {}", get.payment_id, brief(&status)))?;
         if is_final(current.status()) {
-            return Ok(Paid::Final(pb::PayResponse { payment: Some(current), ..answer }));
+            return Ok(Paid::Final(Box::new(pb::PayResponse { payment: Some(current), ..answer })));
         }
         if Instant::now() > deadline {
             anyhow::bail!("payment {} still {:?} after {PAY_PATIENCE:?}", get.payment_id, current.status());

@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
@@ -300,14 +299,16 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
         payment_method: method,
     };
     let paid = match plan.behaviour {
-        Behaviour::Declined => match pay::pay(ctx, &channel, request(key(1), "pm_card_declined".into())).await? {
-            Paid::Final(first) if pay::status_of(&first) == pb::PaymentStatus::Declined => {
-                Stats::bump(&stats.stages.declined);
-                pay::pay(ctx, &channel, request(key(2), "pm_card_ok".into())).await?
+        Behaviour::Declined => {
+            match pay::pay(ctx, &channel, request(key(1), "pm_card_declined".into())).await? {
+                Paid::Final(first) if pay::status_of(&first) == pb::PaymentStatus::Declined => {
+                    Stats::bump(&stats.stages.declined);
+                    pay::pay(ctx, &channel, request(key(2), "pm_card_ok".into())).await?
+                }
+                Paid::Final(first) => anyhow::bail!("a declined card answered {:?}", pay::status_of(&first)),
+                lost => lost,
             }
-            Paid::Final(first) => anyhow::bail!("a declined card answered {:?}", pay::status_of(&first)),
-            lost => lost,
-        },
+        }
         Behaviour::Slow => {
             let method = format!("pm_card_slow_{}", ctx.config.slow_pay_ms);
             pay::pay(ctx, &channel, request(key(1), method)).await?
@@ -330,7 +331,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
         _ => pay::pay(ctx, &channel, request(key(1), "pm_card_ok".into())).await?,
     };
     let mut answer = match paid {
-        Paid::Final(answer) => answer,
+        Paid::Final(answer) => *answer,
         Paid::HoldLost(status) => return lost_hold(ctx, &status),
     };
     // A crash of payment before the charge closes the payment as declined (nothing was
@@ -339,7 +340,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     if ctx.config.chaos.is_some() && pay::status_of(&answer) == pb::PaymentStatus::Declined {
         Stats::bump(&stats.stages.declined_by_fault);
         answer = match pay::pay(ctx, &channel, request(key(9), "pm_card_ok".into())).await? {
-            Paid::Final(answer) => answer,
+            Paid::Final(answer) => *answer,
             Paid::HoldLost(status) => return lost_hold(ctx, &status),
         };
     }
@@ -479,7 +480,10 @@ async fn wait_in_line(
                         failing_since = None;
                         attempt = 1;
                         renumbered(ctx, &mut joined, &status);
-                        ctx.stats.stages.queue_length.store(status.queue_length, std::sync::atomic::Ordering::Relaxed);
+                        ctx.stats
+                            .stages
+                            .queue_length
+                            .store(status.queue_length, std::sync::atomic::Ordering::Relaxed);
                         if let Some(pass) = status.pass {
                             return Ok((pass, joined));
                         }

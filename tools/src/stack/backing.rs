@@ -181,15 +181,15 @@ impl PrivatePostgres {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
             }
         }
-        let mut postgres =
-            Self { port: free_port()?, bin, data, socket_dir, log, run_as, running: false };
+        let mut postgres = Self { port: free_port()?, bin, data, socket_dir, log, run_as, running: false };
         let mut initdb = postgres.command("initdb");
         initdb.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"]).arg(&postgres.data);
         run_quietly(initdb, "initdb").await?;
         postgres.restart().await?;
         let admin = sea_orm::Database::connect(postgres.url("postgres")).await?;
         for database in databases {
-            sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {database}")).await?;
+            sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {database}"))
+                .await?;
         }
         admin.close().await?;
         Ok(postgres)
@@ -332,9 +332,11 @@ impl PrivateBacking {
         Ok(Self {
             redis: PrivateRedis::start(data.join("redis"), logs.join("redis.log")).await?,
             nats: PrivateNats::start(data.join("nats"), logs.join("nats.log")).await?,
-            postgres: PrivatePostgres::start(data.join("pg").join("data"), logs.join("postgres.log"), &[
-                Self::DATABASE,
-            ])
+            postgres: PrivatePostgres::start(
+                data.join("pg").join("data"),
+                logs.join("postgres.log"),
+                &[Self::DATABASE],
+            )
             .await?,
             data,
         })

@@ -378,7 +378,8 @@ impl StackConfig {
             .open(self.state_dir.join("logs").join(format!("{}.log", service.name)))?;
         let mut command = Command::new(&binary);
         command.envs(self.env_of(service)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        let child = spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
+        let child =
+            spawn_detached(&mut command).with_context(|| format!("cannot start {}", binary.display()))?;
         fs::write(self.state_dir.join("pids").join(format!("{}.pid", service.name)), child.id().to_string())?;
         Ok(child)
     }

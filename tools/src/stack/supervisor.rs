@@ -152,7 +152,8 @@ impl Supervisor {
             let _ = task.await;
         }
         let mut state = lock(&self.state);
-        let children = state.slots.iter_mut().filter_map(|slot| Some((slot.service.name, slot.child.take()?)));
+        let children =
+            state.slots.iter_mut().filter_map(|slot| Some((slot.service.name, slot.child.take()?)));
         stack.adopt(children.collect());
         std::mem::take(&mut state.restarts)
     }
@@ -254,7 +255,8 @@ fn describe(status: std::process::ExitStatus) -> String {
 
 /// The last lines of `service`'s log, without terminal colours.
 fn log_tail(config: &StackConfig, service: &str) -> Vec<String> {
-    let text = fs::read_to_string(config.state_dir.join("logs").join(format!("{service}.log"))).unwrap_or_default();
+    let text =
+        fs::read_to_string(config.state_dir.join("logs").join(format!("{service}.log"))).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].iter().map(|l| strip_colours(l)).collect()
 }
