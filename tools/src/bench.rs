@@ -46,6 +46,8 @@ pub mod admission;
 pub const TABLE_START: &str = "<!-- bench:start -->";
 /// End marker of the bench table.
 pub const TABLE_END: &str = "<!-- bench:end -->";
+/// How the README's row of a `flashsale --chaos` run begins; `bench` keeps it.
+pub const CHAOS_ROW: &str = "| Sale under chaos";
 /// Rows of the bench venue: numeric labels `1`..=`ROWS`.
 const ROWS: u32 = 500;
 /// Seats per row of the bench venue (500 × 100 = 50,000 seats).
@@ -669,9 +671,9 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// Replaces the text between the bench markers of `readme` with `table`, keeping a row about
-/// the whole sale that the flashsale simulator wrote there. Returns false (and changes
-/// nothing) when the markers are missing.
+/// Replaces the text between the bench markers of `readme` with `table`, keeping the rows the
+/// flashsale simulator's runs wrote there: the whole sale, and the sale under chaos (after the
+/// whole sale). Returns false (and changes nothing) when the markers are missing.
 pub fn update_readme(readme: &Path, table_text: &str) -> anyhow::Result<bool> {
     let text =
         std::fs::read_to_string(readme).with_context(|| format!("cannot read {}", readme.display()))?;
@@ -690,6 +692,14 @@ pub fn update_readme(readme: &Path, table_text: &str) -> anyhow::Result<bool> {
             .map(|l| if l.starts_with("| Whole sale") { measured.to_owned() } else { l.to_owned() })
             .collect();
         table_text = kept.join("\n") + "\n";
+    }
+    if let Some(chaos) = inside.lines().find(|l| l.starts_with(CHAOS_ROW))
+        && !table_text.contains(CHAOS_ROW)
+    {
+        let mut rows: Vec<&str> = table_text.lines().collect();
+        let after = rows.iter().position(|l| l.starts_with("| Whole sale")).map_or(rows.len(), |i| i + 1);
+        rows.insert(after, chaos);
+        table_text = rows.join("\n") + "\n";
     }
     let updated = format!("{}{TABLE_START}\n{table_text}{}", &text[..start], &text[end..]);
     std::fs::write(readme, updated)?;
@@ -813,13 +823,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bench-readme-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
         let readme = dir.join("README.md");
-        std::fs::write(&readme, format!("a\n{TABLE_START}\nold\n| Whole sale | 25 s |\n{TABLE_END}\nb\n"))?;
+        std::fs::write(
+            &readme,
+            format!("a\n{TABLE_START}\nold\n| Whole sale | 25 s |\n{CHAOS_ROW} | ok |\n{TABLE_END}\nb\n"),
+        )?;
         let table = "| what |\n| Whole sale | not run by bench |\n| x |\n";
         assert!(update_readme(&readme, table)?);
         let text = std::fs::read_to_string(&readme)?;
         assert_eq!(
             text,
-            format!("a\n{TABLE_START}\n| what |\n| Whole sale | 25 s |\n| x |\n{TABLE_END}\nb\n")
+            format!(
+                "a\n{TABLE_START}\n| what |\n| Whole sale | 25 s |\n{CHAOS_ROW} | ok |\n| x |\n{TABLE_END}\nb\n"
+            )
         );
         std::fs::write(&readme, "no markers")?;
         assert!(!update_readme(&readme, table)?);

@@ -111,8 +111,10 @@ pub struct FaultRecord {
     pub started_secs: f64,
     /// When the killed store answered again (stores only).
     pub back_secs: Option<f64>,
-    /// When the mesh had recovered: the killed service SERVING again; for a store, every
-    /// service SERVING and a call through the load balancer that needs the store answered.
+    /// When the mesh had recovered: the killed service SERVING again; for Redis or Postgres,
+    /// every service SERVING and a call through the load balancer that needs the store
+    /// answered; for NATS, every service SERVING and every consumer of the event stream back
+    /// (as many as before) with nothing left to deliver.
     pub recovered_secs: Option<f64>,
     /// `recovered_secs - started_secs`.
     pub recovery_secs: Option<f64>,
@@ -135,6 +137,9 @@ struct Probe {
     event_id: String,
     nats_url: String,
     stream: String,
+    /// Consumers of the event stream before NATS went down: the services consume again only
+    /// once each has its consumer back (one that did not survive the restart re-created).
+    consumers_before: usize,
 }
 
 /// A call answered by the service after it consulted its store: a result or a domain
@@ -156,6 +161,19 @@ fn probe_request<T>(message: T) -> tonic::Request<T> {
 }
 
 impl Probe {
+    /// Messages left to deliver to each consumer of the event stream; `None` when NATS does
+    /// not answer.
+    async fn consumers(&self) -> Option<Vec<u64>> {
+        use futures::TryStreamExt;
+        let ask = async {
+            let client = async_nats::connect(&self.nats_url).await.ok()?;
+            let stream = async_nats::jetstream::new(client).get_stream(&self.stream).await.ok()?;
+            let consumers: Vec<_> = stream.consumers().try_collect().await.ok()?;
+            Some(consumers.iter().map(|c| c.num_pending).collect())
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, ask).await.ok().flatten()
+    }
+
     /// Whether the mesh serves what depends on the store `fault` hit.
     async fn passes(&self, fault: Fault) -> bool {
         let user = "chaos-probe".to_owned();
@@ -176,12 +194,9 @@ impl Probe {
                     .await;
                 answered(hold) && answered(place)
             }
-            Fault::Nats => {
-                let Ok(client) = async_nats::connect(&self.nats_url).await else { return false };
-                let jetstream = async_nats::jetstream::new(client);
-                let stream = jetstream.get_stream(&self.stream);
-                matches!(tokio::time::timeout(PROBE_TIMEOUT, stream).await, Ok(Ok(_)))
-            }
+            Fault::Nats => self.consumers().await.is_some_and(|pending| {
+                pending.len() >= self.consumers_before && pending.iter().all(|n| *n == 0)
+            }),
             Fault::Postgres => {
                 let sold = PaymentServiceClient::new(self.lb.clone())
                     .list_sold_seats(probe_request(pb::ListSoldSeatsRequest {
@@ -213,7 +228,8 @@ impl Schedule {
         log: Arc<Mutex<Vec<FaultRecord>>>,
     ) {
         let nats_url = self.backing.lock().await.nats.url();
-        let probe = Probe { lb, event_id, nats_url, stream: format!("{}_events", self.nats_prefix) };
+        let mut probe =
+            Probe { lb, event_id, nats_url, stream: format!("{}_events", self.nats_prefix), consumers_before: 0 };
         let since_open = |at: Instant| at.saturating_duration_since(opened_at).as_secs_f64();
         let interval = Duration::from_secs_f64(self.config.interval_secs);
         let mut next = opened_at.max(Instant::now()) + interval;
@@ -230,6 +246,9 @@ impl Schedule {
                 notes: Vec::new(),
             };
             tracing::info!(fault = fault.target(), kind = fault.kind(), "injecting a fault");
+            if fault == Fault::Nats {
+                probe.consumers_before = probe.consumers().await.map_or(0, |c| c.len());
+            }
             match self.inject(fault, &probe).await {
                 Ok((back, recovered)) => {
                     record.back_secs = back.map(since_open);

@@ -32,18 +32,23 @@ pub struct Line {
     fifo: VecDeque<Joined>,
     /// The first user who joined after the opening: [`order_pre_queue`]'s reference.
     latecomer: watch::Sender<Option<Joined>>,
+    /// Admission lost its queue: there is no pre-queue any more, only tickets.
+    queue_lost: bool,
 }
 
-impl Line {
-    pub fn new() -> Self {
+impl Default for Line {
+    fn default() -> Self {
         Self {
             pre_queue: Vec::new(),
             shuffled: VecDeque::new(),
             fifo: VecDeque::new(),
             latecomer: watch::Sender::new(None),
+            queue_lost: false,
         }
     }
+}
 
+impl Line {
     pub fn arrive(
         &mut self,
         arrival: Arrival,
@@ -78,12 +83,18 @@ impl Line {
     /// The next user to give a session: the shuffled pre-queue first; latecomers only once
     /// the whole pre-queue is ordered (`ordering_open` false), since admission serves them after.
     pub fn next(&mut self, ordering_open: bool) -> Option<Joined> {
-        self.shuffled.pop_front().or_else(|| if ordering_open { None } else { self.fifo.pop_front() })
+        let latecomers_wait = ordering_open && !self.queue_lost;
+        self.shuffled.pop_front().or_else(|| if latecomers_wait { None } else { self.fifo.pop_front() })
     }
 
-    /// The next pre-queue user in admission's shuffled order, from the ordering.
+    /// The next pre-queue user in admission's shuffled order, from the ordering; or one it
+    /// had join again after admission lost its queue, a latecomer now.
     pub fn ordered(&mut self, joined: Joined) {
-        self.shuffled.push_back(joined);
+        if joined.after_open {
+            self.latecomer_by_ticket(joined);
+        } else {
+            self.shuffled.push_back(joined);
+        }
     }
 
     /// A user who joined again after admission lost its queue: a latecomer now.
@@ -99,8 +110,10 @@ impl Line {
         self.fifo.insert(at, joined);
     }
 
-    /// Every user waiting for a session, in line order, leaving the line empty.
+    /// Every user waiting for a session, in line order, leaving the line empty: admission lost
+    /// its queue, and they join again.
     pub fn drain(&mut self) -> Vec<Joined> {
+        self.queue_lost = true;
         let mut users: Vec<Joined> = self.shuffled.drain(..).collect();
         users.append(&mut self.pre_queue);
         users.extend(self.fifo.drain(..));
@@ -134,6 +147,7 @@ async fn order_pre_queue(
 ) {
     let pre = pre_queue.len() as u64;
     let mut ranked = Vec::with_capacity(pre_queue.len());
+    let mut lost = Vec::new();
     for chunk in pre_queue.chunks(ORDER_CONCURRENCY) {
         let reference = latecomer.borrow().clone();
         let reference = async {
@@ -149,20 +163,9 @@ async fn order_pre_queue(
         for (joined, place) in chunk.iter().zip(places) {
             let status = match place {
                 Ok(status) => status,
-                // Admission lost its queue meanwhile: the user joins again, at once, as its
-                // waiting page would, and takes its turn with its new ticket.
+                // Admission lost its queue meanwhile.
                 Err(status) if status.code() == tonic::Code::NotFound => {
-                    user::report_lost_place(&ctx, joined);
-                    match user::join(&ctx, joined.index).await {
-                        Ok(rejoined) => {
-                            Stats::bump(&ctx.stats.stages.rejoined);
-                            let _ = ordered.send(rejoined);
-                        }
-                        Err(status) => {
-                            Stats::bump(&ctx.stats.stages.finished);
-                            ctx.error(joined.index, format!("Join again: {}", brief(&status)));
-                        }
-                    }
+                    lost.push(joined.clone());
                     continue;
                 }
                 Err(status) => {
@@ -183,8 +186,42 @@ async fn order_pre_queue(
         }
     }
     ranked.sort_unstable_by_key(|(rank, _)| *rank);
-    for (_, joined) in ranked {
+    let ranked = ranked.into_iter().map(|(_, joined)| joined);
+    if lost.is_empty() {
+        for joined in ranked {
+            let _ = ordered.send(joined);
+        }
+        return;
+    }
+    // Admission lost its queue while the pre-queue was being ordered: every place learnt is
+    // gone too. The users join again, as their waiting pages would, in the order they had.
+    user::report_lost_place(&ctx, &lost[0]);
+    join_again(&ctx, ranked.chain(lost).collect(), |joined| {
         let _ = ordered.send(joined);
+    })
+    .await;
+}
+
+/// Has `users` join again, [`REJOIN_CONCURRENCY`] at a time, and hands each one to `send` in
+/// the order given (about the order of their new tickets); one that cannot join has failed.
+async fn join_again(ctx: &Arc<Ctx>, users: Vec<Joined>, mut send: impl FnMut(Joined)) {
+    let mut joins = futures::stream::iter(users)
+        .map(|joined| {
+            let ctx = ctx.clone();
+            async move { (joined.index, user::join(&ctx, joined.index).await) }
+        })
+        .buffered(REJOIN_CONCURRENCY);
+    while let Some((index, joined)) = joins.next().await {
+        match joined {
+            Ok(joined) => {
+                Stats::bump(&ctx.stats.stages.rejoined);
+                send(joined);
+            }
+            Err(status) => {
+                Stats::bump(&ctx.stats.stages.finished);
+                ctx.error(index, format!("Join again: {}", brief(&status)));
+            }
+        }
     }
 }
 
@@ -218,23 +255,9 @@ pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSend
         .buffered(REJOIN_CONCURRENCY)
         .collect::<()>()
         .await;
-    let mut joins = futures::stream::iter(users)
-        .map(|joined| {
-            let ctx = ctx.clone();
-            async move { (joined.index, user::join(&ctx, joined.index).await) }
-        })
-        .buffered(REJOIN_CONCURRENCY);
-    while let Some((index, joined)) = joins.next().await {
-        match joined {
-            Ok(joined) => {
-                Stats::bump(&ctx.stats.stages.rejoined);
-                let _ = back.send(Rejoin::Joined(joined));
-            }
-            Err(status) => {
-                Stats::bump(&ctx.stats.stages.finished);
-                ctx.error(index, format!("Join again: {}", brief(&status)));
-            }
-        }
-    }
+    join_again(&ctx, users, |joined| {
+        let _ = back.send(Rejoin::Joined(joined));
+    })
+    .await;
     let _ = back.send(Rejoin::Done);
 }

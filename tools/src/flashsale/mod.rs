@@ -467,7 +467,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
 
     let sessions = Arc::new(Semaphore::new(config.max_in_flight));
     let admitted_sessions = Arc::new(Semaphore::new(ADMITTED_SESSIONS));
-    let mut line = Line::new();
+    let mut line = Line::default();
     let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<Joined>();
     let mut ordered_tx = Some(ordered_tx);
     let (mut arrivals_open, mut ordering_open) = (true, true);

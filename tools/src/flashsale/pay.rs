@@ -30,7 +30,7 @@ const NOTIFY_PATIENCE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub enum Paid {
     /// A final answer: CONFIRMED, DECLINED or REFUNDED.
-    Final(pb::PayResponse),
+    Final(Box<pb::PayResponse>),
     /// Seat-lock no longer had the hold (NOT_FOUND, or FAILED_PRECONDITION `HOLD_EXPIRED`)
     /// when payment began the checkout, so no money moved.
     HoldLost(Status),
@@ -87,7 +87,7 @@ pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyho
         }
     };
     if is_final(status_of(&answer)) {
-        return Ok(Paid::Final(answer));
+        return Ok(Paid::Final(Box::new(answer)));
     }
     let payment_id = answer.payment.as_ref().map(|p| p.payment_id.clone()).unwrap_or_default();
     let get = pb::GetPaymentRequest { payment_id, user_id: request.user_id.clone() };
@@ -99,7 +99,7 @@ pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyho
         .await
         .map_err(|status| anyhow::anyhow!("GetPayment {}: {}", get.payment_id, brief(&status)))?;
         if is_final(current.status()) {
-            return Ok(Paid::Final(pb::PayResponse { payment: Some(current), ..answer }));
+            return Ok(Paid::Final(Box::new(pb::PayResponse { payment: Some(current), ..answer })));
         }
         if Instant::now() > deadline {
             anyhow::bail!("payment {} still {:?} after {PAY_PATIENCE:?}", get.payment_id, current.status());

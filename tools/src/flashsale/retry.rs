@@ -33,14 +33,14 @@ pub enum Retry {
 impl Retry {
     /// Whether `status` is worth another attempt.
     pub fn applies(self, status: &Status) -> bool {
-        match (self, status.code()) {
-            (_, Code::Unavailable | Code::ResourceExhausted) => true,
-            (
-                Retry::Idempotent,
-                Code::Unknown | Code::Internal | Code::DeadlineExceeded | Code::Cancelled,
-            ) => true,
-            _ => false,
-        }
+        matches!(
+            (self, status.code()),
+            (_, Code::Unavailable | Code::ResourceExhausted)
+                | (
+                    Retry::Idempotent,
+                    Code::Unknown | Code::Internal | Code::DeadlineExceeded | Code::Cancelled
+                )
+        )
     }
 }
 

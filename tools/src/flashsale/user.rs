@@ -331,7 +331,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
         _ => pay::pay(ctx, &channel, request(key(1), "pm_card_ok".into())).await?,
     };
     let mut answer = match paid {
-        Paid::Final(answer) => answer,
+        Paid::Final(answer) => *answer,
         Paid::HoldLost(status) => return lost_hold(ctx, &status),
     };
     // A crash of payment before the charge closes the payment as declined (nothing was
@@ -340,7 +340,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     if ctx.config.chaos.is_some() && pay::status_of(&answer) == pb::PaymentStatus::Declined {
         Stats::bump(&stats.stages.declined_by_fault);
         answer = match pay::pay(ctx, &channel, request(key(9), "pm_card_ok".into())).await? {
-            Paid::Final(answer) => answer,
+            Paid::Final(answer) => *answer,
             Paid::HoldLost(status) => return lost_hold(ctx, &status),
         };
     }

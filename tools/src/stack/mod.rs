@@ -5,7 +5,6 @@
 //! - [`ensure_haproxy`] installs HAProxy, the L7 gRPC load balancer, if it is missing.
 //! - [`Stack::start`] starts the services and HAProxy with their logs and pid files in one
 //!   folder and waits until every health check answers SERVING; [`stop`] stops them by pid.
-//!
 //! - [`backing`]: private Redis, NATS and Postgres instances on free ports, which a chaos run
 //!   may restart without touching the machine's shared servers.
 //! - [`supervisor`]: restarts a service of a started stack that died, with the same
