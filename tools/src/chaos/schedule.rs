@@ -228,8 +228,13 @@ impl Schedule {
         log: Arc<Mutex<Vec<FaultRecord>>>,
     ) {
         let nats_url = self.backing.lock().await.nats.url();
-        let mut probe =
-            Probe { lb, event_id, nats_url, stream: format!("{}_events", self.nats_prefix), consumers_before: 0 };
+        let mut probe = Probe {
+            lb,
+            event_id,
+            nats_url,
+            stream: format!("{}_events", self.nats_prefix),
+            consumers_before: 0,
+        };
         let since_open = |at: Instant| at.saturating_duration_since(opened_at).as_secs_f64();
         let interval = Duration::from_secs_f64(self.config.interval_secs);
         let mut next = opened_at.max(Instant::now()) + interval;

@@ -485,11 +485,17 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
             line.arrive(arrived, &ctx, &mut ordered_tx);
         }
         while let Ok(joined) = ordered_rx.try_recv() {
-            line.ordered(joined);
+            if let Some(joined) = started_if_admitted(&ctx, joined, &admitted_sessions, deadline) {
+                line.ordered(joined);
+            }
         }
         while let Ok(message) = rejoin_rx.try_recv() {
             match message {
-                Rejoin::Joined(joined) => back_in_line(&ctx, &mut line, joined, &admitted_sessions, deadline),
+                Rejoin::Joined(joined) => {
+                    if let Some(joined) = started_if_admitted(&ctx, joined, &admitted_sessions, deadline) {
+                        line.rejoined(joined);
+                    }
+                }
                 Rejoin::Done => rejoins_in_flight -= 1,
             }
         }
@@ -509,7 +515,9 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
             tokio::select! {
                 message = rejoin_rx.recv() => match message {
                     Some(Rejoin::Joined(joined)) => {
-                        back_in_line(&ctx, &mut line, joined, &admitted_sessions, deadline);
+                        if let Some(joined) = started_if_admitted(&ctx, joined, &admitted_sessions, deadline) {
+                            line.rejoined(joined);
+                        }
                     }
                     Some(Rejoin::Done) => rejoins_in_flight -= 1,
                     None => {}
@@ -524,7 +532,11 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                     }
                 },
                 joined = ordered_rx.recv(), if ordering_open => match joined {
-                    Some(joined) => line.ordered(joined),
+                    Some(joined) => {
+                        if let Some(joined) = started_if_admitted(&ctx, joined, &admitted_sessions, deadline) {
+                            line.ordered(joined);
+                        }
+                    }
                     None => ordering_open = false,
                 },
                 () = tokio::time::sleep_until(deadline) => {}
@@ -617,23 +629,25 @@ fn start_session(
     });
 }
 
-/// A user of the line who joined again after admission lost its queue. One whose Join came
-/// back with a pass (admission admitted it meanwhile, and the Join collected the pass) starts
-/// its session at once, beside the sessions waiting in line: otherwise its pass would hold an
-/// admission slot while every session slot waits for admission. The others go back in line.
-fn back_in_line(
+/// Starts the session of a user who joined again after admission lost its queue and whose
+/// Join came back with a pass (admission admitted it meanwhile, and the Join collected the
+/// pass) at once, beside the sessions waiting in line: otherwise its pass would hold an
+/// admission slot while every session slot waits for admission. Hands back the others.
+fn started_if_admitted(
     ctx: &Arc<Ctx>,
-    line: &mut Line,
     joined: Joined,
     admitted_sessions: &Arc<Semaphore>,
     deadline: tokio::time::Instant,
-) {
+) -> Option<Joined> {
     if joined.pass.is_none() {
-        return line.rejoined(joined);
+        return Some(joined);
     }
     match admitted_sessions.clone().try_acquire_owned() {
-        Ok(permit) => start_session(ctx, joined, permit, deadline),
-        Err(_) => line.rejoined(joined),
+        Ok(permit) => {
+            start_session(ctx, joined, permit, deadline);
+            None
+        }
+        Err(_) => Some(joined),
     }
 }
 
