@@ -170,7 +170,7 @@ pub fn summary(outcome: &Outcome, html: &Path) -> String {
         let unplanned: Vec<String> = outcome
             .restarts
             .iter()
-            .filter(|r| !r.cause.starts_with("kill -9"))
+            .filter(|r| !r.killed_by_schedule)
             .map(|r| format!("{} {} at {:.1} s", r.service, r.cause, r.died_secs))
             .collect();
         if !unplanned.is_empty() {

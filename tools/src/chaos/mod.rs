@@ -2,8 +2,9 @@
 //!
 //! [`run`] starts a private stack: Redis, NATS and Postgres of its own on free ports
 //! ([`PrivateBacking`], never the machine's shared servers), the five services and HAProxy,
-//! with the services handed to a [`Supervisor`](stack::supervisor::Supervisor) that restarts whatever dies. It then runs the
-//! sale ([`flashsale::run_with`]) with a [`Schedule`] of faults that starts at the opening:
+//! with the services handed to a [`Supervisor`](stack::supervisor::Supervisor) that restarts
+//! whatever dies. It then runs the sale ([`flashsale::run_with`]) with a [`Schedule`] of
+//! faults that starts at the opening:
 //! `kill -9` of each service in turn, a Redis restart that keeps nothing, a NATS restart on
 //! its store, a Postgres crash and restart, one at a time. The verification that follows is
 //! the usual one (I1–I6, then payment's reconciliation), so it passes only if the mesh came
@@ -66,6 +67,8 @@ pub fn short_windows(sim: &SimConfig) -> Vec<(String, String)> {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceRestart {
     pub service: &'static str,
+    /// The schedule killed it; otherwise it died by itself.
+    pub killed_by_schedule: bool,
     /// `kill -9 by the schedule`, or `died by itself (<exit>)`.
     pub cause: String,
     pub died_secs: f64,
@@ -141,6 +144,7 @@ impl ServiceRestart {
         let from = restart.killed_at.unwrap_or(restart.died);
         Self {
             service: restart.service,
+            killed_by_schedule: restart.killed_at.is_some(),
             cause: match restart.killed_at {
                 Some(_) => "kill -9 by the schedule".into(),
                 None => format!("died by itself ({})", restart.exit),
@@ -158,7 +162,7 @@ fn note_unplanned_deaths(outcome: &mut Outcome) {
     let unplanned: Vec<(f64, String)> = outcome
         .restarts
         .iter()
-        .filter(|r| !r.cause.starts_with("kill -9"))
+        .filter(|r| !r.killed_by_schedule)
         .map(|r| (r.died_secs, format!("{} {} at {:.1} s", r.service, r.cause, r.died_secs)))
         .collect();
     for (at, note) in unplanned {

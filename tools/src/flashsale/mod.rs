@@ -582,6 +582,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         "arrived": get(&s.arrived), "joined": get(&s.joined), "join_failed": get(&s.join_failed),
         "watching": get(&s.watching), "admitted": get(&s.admitted), "holds": get(&s.held),
         "seats_held": get(&s.seats_held), "seat_taken_refusals": get(&s.seat_taken),
+        "hold_timeouts": get(&s.hold_timeouts),
         "contention_fell_back_to_best": get(&s.fell_back_to_best), "found_sold_out": get(&s.sold_out),
         "limit_refused": get(&s.limit_refused), "released": get(&s.released), "let_expire": get(&s.let_expire),
         "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),

@@ -93,6 +93,8 @@ pub struct Stages {
     pub held: AtomicU64,
     pub seats_held: AtomicU64,
     pub seat_taken: AtomicU64,
+    /// Holds that timed out in seat-lock (outcome unknown; tried again).
+    pub hold_timeouts: AtomicU64,
     pub fell_back_to_best: AtomicU64,
     pub sold_out: AtomicU64,
     pub limit_refused: AtomicU64,

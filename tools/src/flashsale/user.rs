@@ -580,6 +580,11 @@ async fn hold(
                     Stats::bump(&stats.stages.limit_refused);
                     return Ok(None);
                 }
+                // Seat-lock ran out of time (its request timeout, or the deadline): the hold may
+                // have been taken and will expire; the user tries again, as for a taken seat.
+                _ if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) => {
+                    Stats::bump(&stats.stages.hold_timeouts);
+                }
                 _ => anyhow::bail!("hold refused: {}", brief(&status)),
             },
         }
