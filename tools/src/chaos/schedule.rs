@@ -177,8 +177,8 @@ impl Probe {
     }
 
     /// Whether the mesh serves what depends on the store `fault` hit; `back_at` is the event
-    /// stream's last sequence when NATS came back.
-    async fn passes(&self, fault: Fault, back_at: u64) -> bool {
+    /// stream's last sequence when NATS came back (`None`: not known yet).
+    async fn passes(&self, fault: Fault, back_at: Option<u64>) -> bool {
         let user = "chaos-probe".to_owned();
         match fault {
             Fault::Redis => {
@@ -199,10 +199,13 @@ impl Probe {
             }
             // A live sale keeps adding events, so a consumer that keeps up need not be empty at
             // the instant asked: caught up is past what the stream held when NATS came back.
-            Fault::Nats => self.consumers().await.is_some_and(|(_, consumers)| {
+            Fault::Nats => {
+                let (Some(back_at), Some((_, consumers))) = (back_at, self.consumers().await) else {
+                    return false;
+                };
                 consumers.len() >= self.consumers_before
                     && consumers.iter().all(|(pending, delivered)| *pending == 0 || *delivered >= back_at)
-            }),
+            }
             Fault::Postgres => {
                 let sold = PaymentServiceClient::new(self.lb.clone())
                     .list_sold_seats(probe_request(pb::ListSoldSeatsRequest {
@@ -311,9 +314,12 @@ impl Schedule {
         }
         let back = Instant::now();
         let deadline = back + timeout;
-        let back_at =
-            if fault == Fault::Nats { probe.consumers().await.map_or(0, |(last, _)| last) } else { 0 };
+        // The event stream's last sequence when NATS came back, once NATS answers.
+        let mut back_at = None;
         while Instant::now() < deadline {
+            if fault == Fault::Nats && back_at.is_none() {
+                back_at = probe.consumers().await.map(|(last, _)| last);
+            }
             if self.supervisor.all_serving() && probe.passes(fault, back_at).await {
                 return Ok((Some(back), Some(Instant::now())));
             }
