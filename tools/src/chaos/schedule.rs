@@ -114,7 +114,8 @@ pub struct FaultRecord {
     /// When the mesh had recovered: the killed service SERVING again; for Redis or Postgres,
     /// every service SERVING and a call through the load balancer that needs the store
     /// answered; for NATS, every service SERVING and every consumer of the event stream back
-    /// (as many as before) with nothing left to deliver.
+    /// (as many as before) and past what the stream held when NATS came back (or with nothing
+    /// left to deliver).
     pub recovered_secs: Option<f64>,
     /// `recovered_secs - started_secs`.
     pub recovery_secs: Option<f64>,
@@ -161,21 +162,23 @@ fn probe_request<T>(message: T) -> tonic::Request<T> {
 }
 
 impl Probe {
-    /// Messages left to deliver to each consumer of the event stream; `None` when NATS does
-    /// not answer.
-    async fn consumers(&self) -> Option<Vec<u64>> {
+    /// The event stream's last sequence and, for each of its consumers, the messages left to
+    /// deliver and the stream sequence delivered last; `None` when NATS does not answer.
+    async fn consumers(&self) -> Option<(u64, Vec<(u64, u64)>)> {
         use futures::TryStreamExt;
         let ask = async {
             let client = async_nats::connect(&self.nats_url).await.ok()?;
             let stream = async_nats::jetstream::new(client).get_stream(&self.stream).await.ok()?;
+            let last = stream.get_info().await.ok()?.state.last_sequence;
             let consumers: Vec<_> = stream.consumers().try_collect().await.ok()?;
-            Some(consumers.iter().map(|c| c.num_pending).collect())
+            Some((last, consumers.iter().map(|c| (c.num_pending, c.delivered.stream_sequence)).collect()))
         };
         tokio::time::timeout(PROBE_TIMEOUT, ask).await.ok().flatten()
     }
 
-    /// Whether the mesh serves what depends on the store `fault` hit.
-    async fn passes(&self, fault: Fault) -> bool {
+    /// Whether the mesh serves what depends on the store `fault` hit; `back_at` is the event
+    /// stream's last sequence when NATS came back (`None`: not known yet).
+    async fn passes(&self, fault: Fault, back_at: Option<u64>) -> bool {
         let user = "chaos-probe".to_owned();
         match fault {
             Fault::Redis => {
@@ -194,9 +197,15 @@ impl Probe {
                     .await;
                 answered(hold) && answered(place)
             }
-            Fault::Nats => self.consumers().await.is_some_and(|pending| {
-                pending.len() >= self.consumers_before && pending.iter().all(|n| *n == 0)
-            }),
+            // A live sale keeps adding events, so a consumer that keeps up need not be empty at
+            // the instant asked: caught up is past what the stream held when NATS came back.
+            Fault::Nats => {
+                let (Some(back_at), Some((_, consumers))) = (back_at, self.consumers().await) else {
+                    return false;
+                };
+                consumers.len() >= self.consumers_before
+                    && consumers.iter().all(|(pending, delivered)| *pending == 0 || *delivered >= back_at)
+            }
             Fault::Postgres => {
                 let sold = PaymentServiceClient::new(self.lb.clone())
                     .list_sold_seats(probe_request(pb::ListSoldSeatsRequest {
@@ -252,7 +261,7 @@ impl Schedule {
             };
             tracing::info!(fault = fault.target(), kind = fault.kind(), "injecting a fault");
             if fault == Fault::Nats {
-                probe.consumers_before = probe.consumers().await.map_or(0, |c| c.len());
+                probe.consumers_before = probe.consumers().await.map_or(0, |(_, c)| c.len());
             }
             match self.inject(fault, &probe).await {
                 Ok((back, recovered)) => {
@@ -305,8 +314,13 @@ impl Schedule {
         }
         let back = Instant::now();
         let deadline = back + timeout;
+        // The event stream's last sequence when NATS came back, once NATS answers.
+        let mut back_at = None;
         while Instant::now() < deadline {
-            if self.supervisor.all_serving() && probe.passes(fault).await {
+            if fault == Fault::Nats && back_at.is_none() {
+                back_at = probe.consumers().await.map(|(last, _)| last);
+            }
+            if self.supervisor.all_serving() && probe.passes(fault, back_at).await {
                 return Ok((Some(back), Some(Instant::now())));
             }
             tokio::time::sleep(PROBE_EVERY).await;
