@@ -17,6 +17,7 @@ pub mod backing;
 pub mod supervisor;
 
 use std::{
+    collections::BTreeSet,
     fs,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
@@ -387,8 +388,26 @@ impl StackConfig {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    // Below the kernel's ephemeral range (32768 and up by default): an outgoing connection of
+    // another process never takes the port between this pick and the service's bind (a port
+    // from `bind(0)` is an ephemeral one and did get taken so). Never twice per process.
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().map_err(|_| anyhow::anyhow!("port registry poisoned"))?;
+    for _ in 0..FREE_PORT_ATTEMPTS {
+        let port =
+            FREE_PORTS.start + (uuid::Uuid::new_v4().as_u128() % u128::from(FREE_PORTS.len() as u16)) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port in {FREE_PORTS:?} after {FREE_PORT_ATTEMPTS} attempts")
 }
+
+/// Where [`free_port`] picks: below the default ephemeral range, above well-known services.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// Picks [`free_port`] tries before giving up.
+const FREE_PORT_ATTEMPTS: usize = 1_000;
 
 /// A started stack. Dropping it leaves the processes running; call [`Stack::stop`].
 pub struct Stack {
