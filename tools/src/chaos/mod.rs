@@ -23,10 +23,6 @@ use crate::{
     stack::{self, Stack, StackConfig, backing::PrivateBacking},
 };
 
-/// Margin of the shortened checkout grace and recovery windows over the slowest card, so a
-/// slow payment still completes as it would with the defaults.
-const WINDOW_MARGIN_SECS: u64 = 10;
-
 /// A chaos run: the sale, the faults, and where the private stack lives.
 pub struct ChaosRun {
     /// The sale; its target, database and pid folder are the private stack's.
@@ -43,25 +39,21 @@ pub struct ChaosRun {
 impl ChaosRun {
     /// A run with the windows a sale of minutes needs (see [`short_windows`]).
     pub fn new(sim: SimConfig, chaos: ChaosConfig, bin_dir: PathBuf, state_dir: PathBuf) -> Self {
-        let service_env = short_windows(&sim);
+        let service_env = short_windows();
         Self { sim, chaos, bin_dir, state_dir, service_env }
     }
 }
 
-/// Seat-lock's checkout grace and payment's recovery window, shortened from 300 s so that a
-/// payment interrupted by a fault is settled within the run, and kept above the slowest card
-/// of the sale so a slow payment is never taken for an interrupted one. Admission's check-in
-/// window, from 60 s: after Redis loses the queue, users who join meanwhile go first, and
-/// the simulator has no session for some of them yet; their uncollected passes then free
-/// their slots within seconds instead of a minute.
-pub fn short_windows(sim: &SimConfig) -> Vec<(String, String)> {
-    let slowest = sim.slow_pay_ms.div_ceil(1000);
-    vec![
-        ("CHECKOUT_GRACE_SECS".into(), (slowest + WINDOW_MARGIN_SECS).to_string()),
-        ("RECOVERY_AFTER_SECS".into(), (slowest + 2 * WINDOW_MARGIN_SECS).to_string()),
-        ("CHECK_IN_WINDOW_MS".into(), (WINDOW_MARGIN_SECS * 1000).to_string()),
-    ]
+/// Admission's check-in window, from 60 s: after Redis loses the queue, users who join
+/// meanwhile go first, and the simulator has no session for some of them yet; their
+/// uncollected passes then free their slots within seconds instead of a minute. (The stack
+/// itself shortens checkout grace and recovery to the sale's scale.)
+pub fn short_windows() -> Vec<(String, String)> {
+    vec![("CHECK_IN_WINDOW_MS".into(), CHECK_IN_WINDOW_MS.to_string())]
 }
+
+/// See [`short_windows`].
+const CHECK_IN_WINDOW_MS: u64 = 10_000;
 
 /// A service's death and its way back; instants in seconds since the sale opened.
 #[derive(Debug, Clone, Serialize)]

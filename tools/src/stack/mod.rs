@@ -332,7 +332,16 @@ impl StackConfig {
         format!("http://127.0.0.1:{}", self.port(name))
     }
 
-    /// The environment `service` runs with in this stack.
+    /// The slowest card the simulator pays with for this stack's hold TTL, in whole seconds.
+    fn slowest_card_secs(&self) -> u64 {
+        crate::flashsale::default_slow_pay_ms(self.hold_ttl_secs).div_ceil(1000)
+    }
+
+    /// The environment `service` runs with in this stack. Seat-lock's checkout grace and
+    /// payment's recovery window are cut from 300 s to the slowest card plus a margin, so a
+    /// payment left pending (a charge that outlasts `PROVIDER_TIMEOUT_MS`) or interrupted
+    /// settles within a sale of minutes, while a slow card still completes as it would with
+    /// the defaults.
     pub fn env_of(&self, service: &ServiceProcess) -> Vec<(String, String)> {
         let mut env = vec![
             ("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port)),
@@ -345,6 +354,10 @@ impl StackConfig {
             "inventory" | "notifier" => env.push(("DATABASE_URL", self.database_url.clone())),
             "payment" => {
                 env.push(("DATABASE_URL", self.database_url.clone()));
+                env.push((
+                    "RECOVERY_AFTER_SECS",
+                    (self.slowest_card_secs() + 2 * WINDOW_MARGIN_SECS).to_string(),
+                ));
                 env.push(("SEAT_LOCK_URL", self.url("seat-lock")));
                 env.push(("INVENTORY_URL", self.url("inventory")));
             }
@@ -359,6 +372,10 @@ impl StackConfig {
                 if service.name == "seat-lock" {
                     env.push(("PAYMENT_URL", self.url("payment")));
                     env.push(("HOLD_TTL_SECS", self.hold_ttl_secs.to_string()));
+                    env.push((
+                        "CHECKOUT_GRACE_SECS",
+                        (self.slowest_card_secs() + WINDOW_MARGIN_SECS).to_string(),
+                    ));
                 }
             }
             _ => {}
@@ -408,6 +425,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// Picks [`free_port`] tries before giving up.
 const FREE_PORT_ATTEMPTS: usize = 1_000;
+
+/// Margin of the stack's checkout grace and recovery windows over the slowest card.
+const WINDOW_MARGIN_SECS: u64 = 10;
 
 /// A started stack. Dropping it leaves the processes running; call [`Stack::stop`].
 pub struct Stack {
