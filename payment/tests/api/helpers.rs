@@ -293,33 +293,26 @@ impl TestApp {
     }
 
     pub async fn scalar(&self, query: &str) -> i64 {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get_by_index::<i64>(0).unwrap()
+        self.first_value(query).await
     }
 
     pub async fn scalar_bytes(&self, query: &str) -> Vec<u8> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get_by_index::<Vec<u8>>(0).unwrap()
+        self.first_value(query).await
     }
 
     pub async fn scalar_text(&self, query: &str) -> String {
+        self.first_value(query).await
+    }
+
+    /// The first column of the one row `query` returns.
+    async fn first_value<T: sea_orm::TryGetable>(&self, query: &str) -> T {
         let row = self
             .db
             .query_one_raw(Statement::from_string(DbBackend::Postgres, query.to_owned()))
             .await
             .unwrap()
             .unwrap();
-        row.try_get_by_index::<String>(0).unwrap()
+        row.try_get_by_index::<T>(0).unwrap()
     }
 
     /// Waits until the relay has emptied the outbox; false if it did not within 15 s.
