@@ -165,6 +165,24 @@ pub fn bearer(token: &str) -> MetadataValue<tonic::metadata::Ascii> {
     }
 }
 
+/// A client interceptor that sends one token on every call:
+/// `XServiceClient::with_interceptor(channel, WithToken::new(&token))`.
+#[derive(Clone)]
+pub struct WithToken(MetadataValue<tonic::metadata::Ascii>);
+
+impl WithToken {
+    pub fn new(token: &str) -> Self {
+        Self(bearer(token))
+    }
+}
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
 /// Why a token was refused. [`Self::reason`] is the `ErrorInfo` reason the caller sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
