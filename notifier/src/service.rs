@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     Error,
     inbox::Inbox,
-    webhook::{self, SECRET_LEN, Target},
+    webhook::{self, SECRET_LEN, Target, address::AddressPolicy, secret::SecretKeys},
 };
 
 /// Notifications queued per Subscribe stream for a slow client; when full, the stream's
@@ -35,7 +35,12 @@ pub const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Clone)]
 pub struct NotifierService {
     pub inbox: Inbox,
-    pub allowed_hosts: Arc<Vec<String>>,
+    /// Where webhooks may point; checked on the resolved addresses at registration.
+    pub policy: Arc<AddressPolicy>,
+    /// Seal webhook secrets before they are stored.
+    pub keys: Arc<SecretKeys>,
+    /// `MAX_WEBHOOKS_PER_USER`.
+    pub max_webhooks_per_user: u32,
     pub stopping: CancellationToken,
 }
 
@@ -96,7 +101,7 @@ impl notifier_service_server::NotifierService for NotifierService {
     ) -> Result<Response<RegisterWebhookResponse>, Status> {
         let request = request.into_inner();
         status::user_id(&request.user_id)?;
-        Target::parse(&request.url, &self.allowed_hosts)?;
+        let target = Target::parse(&request.url)?;
         if !SECRET_LEN.contains(&request.secret.len()) {
             return Err(Error::invalid(
                 "secret",
@@ -105,9 +110,19 @@ impl notifier_service_server::NotifierService for NotifierService {
             .into());
         }
         let kinds = webhook::parse_kinds(&request.kinds)?;
+        // Resolved and checked now, and again at every delivery.
+        self.policy.resolve(&target).await.map_err(Error::from)?;
         let db: &DatabaseConnection = self.inbox.db();
-        let webhook_id =
-            webhook::register(db, &request.user_id, &request.url, &request.secret, &kinds).await?;
+        let webhook_id = webhook::register(
+            db,
+            &self.keys,
+            self.max_webhooks_per_user,
+            &request.user_id,
+            &request.url,
+            &request.secret,
+            &kinds,
+        )
+        .await?;
         Ok(Response::new(RegisterWebhookResponse { webhook_id: webhook_id.to_string() }))
     }
 }

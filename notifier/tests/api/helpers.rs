@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use notifier::{App, Config};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use service_runtime::bus::{EventBus, envelope};
 use ticketing_proto::{
     events::{BookingConfirmed, EventEnvelope, event_envelope::Body},
@@ -108,4 +109,14 @@ pub async fn wait_for_inbox(
     })
     .await
     .ok_or_else(|| anyhow::anyhow!("inbox of {user_id} never reached {count} notifications"))
+}
+
+/// The first column of the first row of `sql`, as a count.
+pub async fn count(env: &TestEnv, sql: &str) -> anyhow::Result<i64> {
+    let db = env.database().await?;
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no row"))?;
+    Ok(row.try_get_by_index(0)?)
 }
