@@ -248,9 +248,12 @@ mod tests {
     #[test]
     fn the_secret_key_is_never_printed() {
         let value = "k1:c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==";
+        let jwks = service_runtime::auth::AuthArgs::for_tests().jwks;
         // A clap error elsewhere on the same command line does not echo the key.
         let error = Config::try_parse_from([
             "notifier",
+            "--auth-jwks",
+            &jwks,
             "--webhook-secret-key",
             value,
             "--max-webhooks-per-user",
@@ -260,7 +263,9 @@ mod tests {
         .to_string();
         assert!(error.contains("many") && !error.contains("c2VjcmV0"), "{error}");
         // A malformed key is refused by validation without its value.
-        let config = Config::try_parse_from(["notifier", "--webhook-secret-key", value]).unwrap();
+        let config =
+            Config::try_parse_from(["notifier", "--auth-jwks", &jwks, "--webhook-secret-key", value])
+                .unwrap();
         let problem = config.validate().unwrap_err();
         assert!(problem.contains("entry 1") && !problem.contains("c2VjcmV0"), "{problem}");
         assert!(!format!("{config:?}").contains("c2VjcmV0"));

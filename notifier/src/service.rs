@@ -1,9 +1,14 @@
 //! The gRPC API: Subscribe, ListNotifications and RegisterWebhook.
+//!
+//! Every RPC acts for the caller's verified token subject ([`auth::acting_user`]): a request
+//! without a token is `UNAUTHENTICATED`, one whose `user_id` names someone else is
+//! `PERMISSION_DENIED`, and an empty `user_id` means the subject. Nobody reads another
+//! user's inbox or registers webhooks in their name.
 
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use service_runtime::{CancellationToken, status};
+use service_runtime::{CancellationToken, auth};
 use ticketing_proto::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification, RegisterWebhookRequest,
     RegisterWebhookResponse, SubscribeRequest, notifier_service_server,
@@ -57,8 +62,8 @@ impl notifier_service_server::NotifierService for NotifierService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        status::user_id(&request.user_id)?;
         let after = after_id(request.after_id)?;
         // Subscribe to the broadcast before reading the backlog, so nothing stored in between
         // is missed; the id check drops what the backlog already sent.
@@ -66,7 +71,7 @@ impl notifier_service_server::NotifierService for NotifierService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream = LiveStream {
             inbox: self.inbox.clone(),
-            user_id: request.user_id,
+            user_id,
             last_sent: after,
             tx,
             stopping: self.stopping.clone(),
@@ -79,15 +84,15 @@ impl notifier_service_server::NotifierService for NotifierService {
         &self,
         request: Request<ListNotificationsRequest>,
     ) -> Result<Response<ListNotificationsResponse>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        status::user_id(&request.user_id)?;
         let after = after_id(request.after_id)?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n <= MAX_PAGE_SIZE => n,
             _ => return Err(Error::invalid("page_size", format!("must be 0-{MAX_PAGE_SIZE}")).into()),
         };
-        let notifications = self.inbox.page(&request.user_id, after, page_size).await?;
+        let notifications = self.inbox.page(&user_id, after, page_size).await?;
         let next_after_id = match notifications.last() {
             Some(last) if notifications.len() == page_size as usize => last.notification_id,
             _ => 0,
@@ -99,8 +104,8 @@ impl notifier_service_server::NotifierService for NotifierService {
         &self,
         request: Request<RegisterWebhookRequest>,
     ) -> Result<Response<RegisterWebhookResponse>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        status::user_id(&request.user_id)?;
         let target = Target::parse(&request.url)?;
         if !SECRET_LEN.contains(&request.secret.len()) {
             return Err(Error::invalid(
@@ -117,7 +122,7 @@ impl notifier_service_server::NotifierService for NotifierService {
             db,
             &self.keys,
             self.max_webhooks_per_user,
-            &request.user_id,
+            &user_id,
             &request.url,
             &request.secret,
             &kinds,

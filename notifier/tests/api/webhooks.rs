@@ -168,7 +168,7 @@ async fn webhooks_are_signed_and_retried() -> anyhow::Result<()> {
     let mut config = helpers::config(&env);
     config.webhook_max_attempts = 3;
     let app = spawn_app_with(config).await?;
-    let mut client = app.client.clone();
+    let mut client = app.client("frank");
     let bus = bus(&env).await?;
 
     // frank's receiver fails twice, then accepts; it only wants booking confirmations.
@@ -189,7 +189,7 @@ async fn webhooks_are_signed_and_retried() -> anyhow::Result<()> {
     uuid::Uuid::parse_str(&registered.webhook_id)?;
     // grace's receiver always fails: the delivery dies after WEBHOOK_MAX_ATTEMPTS (3).
     let (dead_port, dead_received) = receiver(vec![500], None).await?;
-    client.register_webhook(webhook("grace", &format!("http://localhost:{dead_port}/"))).await?;
+    app.client("grace").register_webhook(webhook("grace", &format!("http://localhost:{dead_port}/"))).await?;
 
     let confirmed = booking_confirmed("frank");
     bus.publish(&confirmed).await?;
@@ -246,7 +246,7 @@ async fn webhooks_are_delivered_over_https_and_http_is_refused_unless_allowed() 
     config.webhook_allow_http = false;
     config.webhook_ca_file = Some(ca_file);
     let app = spawn_app_with(config).await?;
-    let mut client = app.client.clone();
+    let mut client = app.client("ivan");
     let bus = bus(&env).await?;
 
     let (port, received) = receiver(vec![200], Some(acceptor)).await?;
@@ -296,7 +296,7 @@ async fn webhooks_cannot_be_aimed_inside() -> anyhow::Result<()> {
     let mut config = helpers::config(&env);
     config.webhook_allowed_networks = vec![];
     let app = spawn_app_with(config).await?;
-    let mut client = app.client.clone();
+    let mut client = app.client("judy");
     let (port, received) = receiver(vec![200], None).await?;
 
     for (url, expected_reason) in [
@@ -329,8 +329,7 @@ async fn webhooks_cannot_be_aimed_inside() -> anyhow::Result<()> {
     config.webhook_allowed_ports = vec!["443".into()];
     let app = spawn_app_with(config).await?;
     let status = app
-        .client
-        .clone()
+        .client("judy")
         .register_webhook(webhook("judy", &format!("http://127.0.0.1:{port}/hook")))
         .await
         .expect_err("port");
@@ -341,7 +340,7 @@ async fn webhooks_cannot_be_aimed_inside() -> anyhow::Result<()> {
     // Registered while localhost was allow-listed; the allow-list is gone at delivery (as if
     // the name now resolved inside): the delivery is blocked, never sent, never retried.
     let app = spawn_app_with(helpers::config(&env)).await?;
-    app.client.clone().register_webhook(webhook("judy", &format!("http://localhost:{port}/hook"))).await?;
+    app.client("judy").register_webhook(webhook("judy", &format!("http://localhost:{port}/hook"))).await?;
     app.stop().await?;
     let mut config = helpers::config(&env);
     config.webhook_allowed_networks = vec![];
@@ -373,7 +372,7 @@ async fn concurrent_registrations_never_exceed_the_per_user_limit() -> anyhow::R
     let barrier = Arc::new(tokio::sync::Barrier::new(ATTEMPTS));
     let tasks: Vec<_> = (0..ATTEMPTS)
         .map(|i| {
-            let mut client = app.client.clone();
+            let mut client = app.client("mallory");
             let barrier = barrier.clone();
             tokio::spawn(async move {
                 barrier.wait().await;
@@ -394,7 +393,7 @@ async fn concurrent_registrations_never_exceed_the_per_user_limit() -> anyhow::R
     assert_eq!(accepted, LIMIT as usize);
     assert_eq!(count(&env, "SELECT count(*) FROM notifier.webhooks WHERE user_id = 'mallory'").await?, 3);
     // Another user's quota is their own.
-    app.client.clone().register_webhook(webhook("niaj", "http://127.0.0.1:9/")).await?;
+    app.client("niaj").register_webhook(webhook("niaj", "http://127.0.0.1:9/")).await?;
     app.stop().await
 }
 
@@ -423,8 +422,7 @@ async fn secrets_are_stored_sealed_and_plain_text_rows_are_sealed_at_start() -> 
     .await?;
     assert_eq!(columns, 0, "the plain-text column is gone");
     let other_secret = "another-secret-of-32-bytes-long!";
-    app.client
-        .clone()
+    app.client("olivia")
         .register_webhook(RegisterWebhookRequest {
             secret: other_secret.into(),
             ..webhook("olivia", &format!("http://127.0.0.1:{port}/new"))
