@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
-use service_runtime::config::{ServerArgs, validate_prefix};
+use service_runtime::{
+    config::{ServerArgs, validate_prefix},
+    mtls::{MeshArgs, MeshTls, validate_internal_url},
+};
+
+/// The service's name: its certificate's identity and its callers' allow-lists.
+pub const SERVICE: &str = "payment";
 
 /// Everything the payment service needs to start.
 #[derive(Debug, Clone, clap::Parser)]
@@ -10,6 +16,9 @@ use service_runtime::config::{ServerArgs, validate_prefix};
 pub struct Config {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The internal listener and this service's mesh certificate (mutual TLS).
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Postgres holding schema `payment` (payments, bookings, seat guard, outbox, sandbox ledger).
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub database_url: String,
@@ -27,9 +36,10 @@ pub struct Config {
     /// Subject prefix of the event stream (`<prefix>.booking.confirmed`, ...).
     #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
     pub nats_prefix: String,
-    /// The seat-lock service, which moves holds into checkout and confirms them.
-    #[arg(long, env = "SEAT_LOCK_URL", default_value = "http://127.0.0.1:50052")]
-    pub seat_lock_url: String,
+    /// Seat-lock's internal listener (mutual TLS), which moves holds into checkout, confirms
+    /// them and takes cancelled seats back. Its certificate must name the URL's host.
+    #[arg(long, env = "SEAT_LOCK_INTERNAL_URL", default_value = "https://seat-lock-headless:50052")]
+    pub seat_lock_internal_url: String,
     /// The inventory service, asked for an event's start and cancellation cutoff when an owner
     /// cancels a booking.
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
@@ -130,21 +140,22 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             return Err("RECONCILE_INTERVAL_SECS must be at least 1".into());
         }
-        for (name, url) in [
-            ("NATS_URL", &self.nats_url),
-            ("SEAT_LOCK_URL", &self.seat_lock_url),
-            ("INVENTORY_URL", &self.inventory_url),
-        ] {
+        for (name, url) in [("NATS_URL", &self.nats_url), ("INVENTORY_URL", &self.inventory_url)] {
             if url.is_empty() {
                 return Err(format!("{name} is required"));
             }
         }
-        for (name, url) in [("SEAT_LOCK_URL", &self.seat_lock_url), ("INVENTORY_URL", &self.inventory_url)] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("{name} must be an http(s) URL, got {url:?}"));
-            }
+        if !(self.inventory_url.starts_with("http://") || self.inventory_url.starts_with("https://")) {
+            return Err(format!("INVENTORY_URL must be an http(s) URL, got {:?}", self.inventory_url));
         }
+        validate_internal_url("SEAT_LOCK_INTERNAL_URL", &self.seat_lock_internal_url)?;
+        self.mesh_tls()?;
         Ok(())
+    }
+
+    /// This service's mesh identity, read from `TLS_CERT`, `TLS_KEY` and `TLS_CA`.
+    pub fn mesh_tls(&self) -> Result<MeshTls, String> {
+        MeshTls::load(&self.mesh, SERVICE)
     }
 
     /// The one timeout of every provider call.

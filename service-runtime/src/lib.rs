@@ -7,12 +7,15 @@
 //!   graceful shutdown.
 //! - [`bus`]: the NATS JetStream event bus (one stream per prefix, protobuf envelopes).
 //! - [`db`]: a Postgres connection confined to the service's own schema.
+//! - [`mtls`]: mutual TLS between services: internal listener and client settings, and the
+//!   calling service's identity from its certificate.
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
 #![forbid(unsafe_code)]
 
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod mtls;
 pub mod server;
 pub mod status;
 pub mod telemetry;
