@@ -11,7 +11,7 @@ use payment::{Config, app};
 use service_runtime::config::exit_bad_config;
 use ticketing_proto::v1::{DiscrepancyKind, ReconcileReport};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "payment-reconcile",
     about = "Reconciles the provider's ledger with payments, bookings and refunds"
