@@ -172,9 +172,14 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
     let old_path = old_path.expect_err("ConfirmHold through the load balancer must not sell the seats");
     assert_eq!(old_path.code(), tonic::Code::Unimplemented, "{old_path:?}");
     let refusals = [
-        raw_unary::<_, pb::Hold>(&lb, "/ticketing.internal.v1.SeatLockInternalService/ConfirmHold", confirm).await,
-        raw_unary::<_, pb::Hold>(&lb, "/ticketing.internal.v1.SeatLockInternalService/BeginCheckout", checkout)
+        raw_unary::<_, pb::Hold>(&lb, "/ticketing.internal.v1.SeatLockInternalService/ConfirmHold", confirm)
             .await,
+        raw_unary::<_, pb::Hold>(
+            &lb,
+            "/ticketing.internal.v1.SeatLockInternalService/BeginCheckout",
+            checkout,
+        )
+        .await,
         raw_unary::<_, pb::Hold>(
             &lb,
             "/ticketing.internal.v1.PaymentInternalService/ListSoldSeats",
