@@ -204,6 +204,8 @@ pub fn require_peer<T>(request: &Request<T>, allowed: &[&str]) -> Result<String,
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
     use super::*;
 
     #[test]
