@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "ticketing/v1/notifier.proto",
     "ticketing/events/v1/events.proto",
     "ticketing/internal/v1/seat_lock.proto",
+    "ticketing/internal/v1/payment.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,7 +6,10 @@ use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use service_runtime::{CancellationToken, GrpcServer, bus::EventBus};
-use ticketing_proto::v1::payment_service_server::PaymentServiceServer;
+use ticketing_proto::{
+    internal::payment_internal_service_server::PaymentInternalServiceServer,
+    v1::payment_service_server::PaymentServiceServer,
+};
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 
@@ -19,6 +22,7 @@ use crate::{
     commit::CommitGroups,
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
+    internal::PaymentInternal,
     migration::Migrator,
     reconcile::Reconciler,
     recovery::RecoveryPass,
@@ -26,6 +30,10 @@ use crate::{
     seat_returns::SeatReturns,
     service::PaymentApi,
 };
+
+/// Largest `ListSoldSeats` answer sent: room for 200,000 seats (the most an event may have)
+/// with their ids; seat-lock accepts as much.
+const SOLD_SEATS_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Longest a call to seat-lock may take; BeginCheckout and ConfirmHold are single Redis scripts.
 const SEAT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,8 +80,17 @@ impl App {
             Arc::new(cancellations),
             Arc::clone(&reconciler),
         );
+        let internal = PaymentInternalServiceServer::new(PaymentInternal::new(db.clone()))
+            // A 50,000-seat event's sold seats exceed tonic's 4 MiB default.
+            .max_encoding_message_size(SOLD_SEATS_MAX_BYTES);
         let relay = OutboxRelay::new(db, bus, outbox_ready, config.relay_interval());
-        let server = GrpcServer::bind(&config.server).await.context("cannot bind the gRPC address")?;
+        let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;
+        let server = GrpcServer::bind(&config.server)
+            .await
+            .context("cannot bind the gRPC address")?
+            .bind_internal(config.mesh.internal_grpc_addr, &mesh, internal)
+            .await
+            .context("cannot bind the internal gRPC address")?;
         Ok(Self {
             server,
             api,
@@ -89,6 +106,11 @@ impl App {
     /// The bound gRPC port.
     pub fn port(&self) -> u16 {
         self.server.local_addr().port()
+    }
+
+    /// The internal listener's bound port.
+    pub fn internal_port(&self) -> u16 {
+        self.server.internal_addr().map_or(0, |addr| addr.port())
     }
 
     /// One recovery pass over payments unchanged for longer than `older_than` (module
@@ -131,10 +153,11 @@ fn checkout(
     Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, config.crash_at)
 }
 
-/// The balanced channel to seat-lock, connecting lazily.
+/// The balanced channel to seat-lock's internal listener (mutual TLS), connecting lazily.
 fn seat_lock_channel(config: &Config) -> anyhow::Result<Channel> {
-    ticketing_proto::connect(&config.seat_lock_url, SEAT_LOCK_TIMEOUT)
-        .with_context(|| format!("bad SEAT_LOCK_URL {}", config.seat_lock_url))
+    let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;
+    mesh.channel(&config.seat_lock_internal_url, SEAT_LOCK_TIMEOUT)
+        .with_context(|| format!("bad SEAT_LOCK_INTERNAL_URL {}", config.seat_lock_internal_url))
 }
 
 /// A reconciler wired as the service's, for the `payment-reconcile` command: it settles

@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
-use service_runtime::config::{ServerArgs, validate_prefix};
+use service_runtime::{
+    config::{ServerArgs, validate_prefix},
+    mtls::{MeshArgs, MeshTls, validate_internal_url},
+};
+
+/// The service's name: its certificate's identity and its callers' allow-lists.
+pub const SERVICE: &str = "payment";
 
 /// Everything the payment service needs to start.
 #[derive(Debug, Clone, clap::Parser)]
@@ -10,6 +16,9 @@ use service_runtime::config::{ServerArgs, validate_prefix};
 pub struct Config {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The internal listener and this service's mesh certificate (mutual TLS).
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Postgres holding schema `payment` (payments, bookings, seat guard, outbox, sandbox ledger).
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub database_url: String,
@@ -27,9 +36,10 @@ pub struct Config {
     /// Subject prefix of the event stream (`<prefix>.booking.confirmed`, ...).
     #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
     pub nats_prefix: String,
-    /// The seat-lock service, which moves holds into checkout and confirms them.
-    #[arg(long, env = "SEAT_LOCK_URL", default_value = "http://127.0.0.1:50052")]
-    pub seat_lock_url: String,
+    /// Seat-lock's internal listener (mutual TLS), which moves holds into checkout, confirms
+    /// them and takes cancelled seats back. Its certificate must name the URL's host.
+    #[arg(long, env = "SEAT_LOCK_INTERNAL_URL", default_value = "https://seat-lock-headless:50052")]
+    pub seat_lock_internal_url: String,
     /// The inventory service, asked for an event's start and cancellation cutoff when an owner
     /// cancels a booking.
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
@@ -130,21 +140,22 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             return Err("RECONCILE_INTERVAL_SECS must be at least 1".into());
         }
-        for (name, url) in [
-            ("NATS_URL", &self.nats_url),
-            ("SEAT_LOCK_URL", &self.seat_lock_url),
-            ("INVENTORY_URL", &self.inventory_url),
-        ] {
+        for (name, url) in [("NATS_URL", &self.nats_url), ("INVENTORY_URL", &self.inventory_url)] {
             if url.is_empty() {
                 return Err(format!("{name} is required"));
             }
         }
-        for (name, url) in [("SEAT_LOCK_URL", &self.seat_lock_url), ("INVENTORY_URL", &self.inventory_url)] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("{name} must be an http(s) URL, got {url:?}"));
-            }
+        if !(self.inventory_url.starts_with("http://") || self.inventory_url.starts_with("https://")) {
+            return Err(format!("INVENTORY_URL must be an http(s) URL, got {:?}", self.inventory_url));
         }
+        validate_internal_url("SEAT_LOCK_INTERNAL_URL", &self.seat_lock_internal_url)?;
+        self.mesh_tls()?;
         Ok(())
+    }
+
+    /// This service's mesh identity, read from `TLS_CERT`, `TLS_KEY` and `TLS_CA`.
+    pub fn mesh_tls(&self) -> Result<MeshTls, String> {
+        MeshTls::load(&self.mesh, SERVICE)
     }
 
     /// The one timeout of every provider call.
@@ -165,6 +176,33 @@ mod tests {
     use clap::ValueEnum;
 
     use super::*;
+
+    /// `payment` and flags naming this test process's service certificates as payment's.
+    fn args(more: &[&str]) -> Vec<String> {
+        static CERTS: std::sync::OnceLock<tools::stack::certs::MeshCerts> = std::sync::OnceLock::new();
+        let certs = CERTS.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("payment-unit-certs-{}", std::process::id()));
+            tools::stack::certs::ensure(&dir).unwrap()
+        });
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        let mut args = vec![
+            "payment".to_owned(),
+            "--tls-cert".to_owned(),
+            path(certs.cert("payment")),
+            "--tls-key".to_owned(),
+            path(certs.key("payment")),
+            "--tls-ca".to_owned(),
+            path(certs.ca()),
+        ];
+        // A flag given in `more` replaces the default one.
+        for pair in more.chunks(2) {
+            match args.iter().position(|a| a == pair[0]) {
+                Some(at) if pair.len() == 2 => args[at + 1] = pair[1].to_owned(),
+                _ => args.extend(pair.iter().map(|s| (*s).to_owned())),
+            }
+        }
+        args
+    }
 
     #[test]
     fn crash_points_parse_by_their_documented_names() {
@@ -189,22 +227,51 @@ mod tests {
     #[test]
     fn inventory_url_is_checked_like_seat_lock_url() {
         use clap::Parser;
-        let config = Config::try_parse_from(["payment"]).unwrap();
+        let config =
+            Config::try_parse_from(args(&["--seat-lock-internal-url", "https://127.0.0.1:1"])).unwrap();
         assert_eq!(config.inventory_url, "http://127.0.0.1:50053");
         assert_eq!(config.validate(), Ok(()));
-        let bad = Config::try_parse_from(["payment", "--inventory-url", "inventory:50053"]).unwrap();
+        let bad = Config::try_parse_from(args(&["--inventory-url", "inventory:50053"])).unwrap();
         assert_eq!(
             bad.validate(),
             Err("INVENTORY_URL must be an http(s) URL, got \"inventory:50053\"".into())
         );
-        let empty = Config::try_parse_from(["payment", "--inventory-url", ""]).unwrap();
+        let empty = Config::try_parse_from(args(&["--inventory-url", ""])).unwrap();
         assert_eq!(empty.validate(), Err("INVENTORY_URL is required".into()));
+        let plain =
+            Config::try_parse_from(args(&["--seat-lock-internal-url", "http://seat-lock:50052"])).unwrap();
+        assert!(plain.validate().unwrap_err().starts_with("SEAT_LOCK_INTERNAL_URL must be an https:// URL"));
+    }
+
+    #[test]
+    fn bad_certificate_files_are_refused_by_name_without_their_content() {
+        use clap::Parser;
+        let parse = |more: &[&str]| Config::try_parse_from(args(more)).unwrap().validate();
+        let missing = parse(&["--tls-key", "/nonexistent/payment-key.pem"]).unwrap_err();
+        assert!(missing.starts_with("TLS_KEY /nonexistent/payment-key.pem: cannot read it"), "{missing}");
+        // Another service's key, or a key given as the certificate: named, never printed.
+        let base = args(&[]);
+        let (cert, key, ca) = (&base[2], &base[4], &base[6]);
+        let seat_lock_key = key.replace("payment-key.pem", "seat-lock-key.pem");
+        let mismatch = parse(&["--tls-key", &seat_lock_key]).unwrap_err();
+        assert!(mismatch.starts_with("TLS_KEY"), "{mismatch}");
+        let key_text = std::fs::read_to_string(&seat_lock_key).unwrap();
+        let secret_line = key_text.lines().nth(1).unwrap();
+        assert!(!mismatch.contains(secret_line), "the key's content is never shown");
+        let not_a_cert = parse(&["--tls-cert", key]).unwrap_err();
+        assert!(not_a_cert.starts_with("TLS_CERT") && !not_a_cert.contains(secret_line), "{not_a_cert}");
+        let not_a_ca = parse(&["--tls-ca", key]).unwrap_err();
+        assert!(not_a_ca.starts_with("TLS_CA"), "{not_a_ca}");
+        let seat_lock_cert = cert.replace("payment.pem", "seat-lock.pem");
+        let wrong = parse(&["--tls-cert", &seat_lock_cert, "--tls-key", &seat_lock_key]).unwrap_err();
+        assert!(wrong.contains("is \"seat-lock\"'s, this is \"payment\""), "{wrong}");
+        assert_eq!(parse(&["--tls-ca", ca]), Ok(()));
     }
 
     #[test]
     fn the_provider_answers_before_the_callers_deadline() {
         use clap::Parser;
-        let parse = |args: &[&str]| Config::try_parse_from([&["payment"], args].concat()).unwrap().validate();
+        let parse = |more: &[&str]| Config::try_parse_from(args(more)).unwrap().validate();
         assert_eq!(parse(&[]), Ok(()), "defaults: 3 s provider, 5 s request");
         assert!(parse(&["--provider-timeout-ms", "5000"]).unwrap_err().contains("below REQUEST_TIMEOUT_MS"));
         assert_eq!(parse(&["--provider-timeout-ms", "20000", "--request-timeout-ms", "30000"]), Ok(()));

@@ -3,7 +3,9 @@
 //!
 //! Parts, and how a Pay flows through them:
 //! - [`service`]: the gRPC `PaymentService` — validation, `Pay`, and the owner-only reads
-//!   (`GetPayment`, `GetBooking`, `ListBookings`) plus `ListSoldSeats` for seat-lock.
+//!   (`GetPayment`, `GetBooking`, `ListBookings`).
+//! - [`internal`]: `PaymentInternalService.ListSoldSeats`, seat-lock's rebuild feed, served
+//!   only on the internal listener (mutual TLS) and only to seat-lock's certificate.
 //! - [`checkout`]: the `Pay` flow, each money state committed before the network call that
 //!   follows it: [`idempotency`] answers a used key or claims it with a `charging` payment
 //!   (one live payment per hold); the provider is charged; `captured`, `declined` or
@@ -20,7 +22,8 @@
 //!   booking's refund through [`refund`], whose last commit cancels the booking, frees its
 //!   seat guard and queues its seats.
 //! - [`seat_returns`]: the outbox of a cancelled booking's seats, drained into seat-lock's
-//!   internal `ReturnSeats` until seat-lock accepts them.
+//!   internal `ReturnSeats` until seat-lock accepts them. Payment calls seat-lock's internal
+//!   listener (`BeginCheckout`, `ConfirmHold`, `ReturnSeats`) with its own certificate.
 //! - [`gateway`]: the `PaymentGateway` trait, the sandbox provider with its own ledger, and
 //!   the one timeout layer every provider call goes through.
 //! - [`commit`]: group commit, so the writes of concurrent payments share their commits.
@@ -38,6 +41,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod idempotency;
+pub mod internal;
 pub mod migration;
 pub mod reconcile;
 pub mod recovery;

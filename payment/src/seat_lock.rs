@@ -1,10 +1,14 @@
 //! The seat-lock adapter: the two calls a Pay makes (BeginCheckout, ConfirmHold) and how
 //! their answers are read: a definitive refusal, or seat-lock being unreachable (nothing
-//! decided).
+//! decided). Both go to seat-lock's internal listener, over mutual TLS with payment's
+//! certificate.
 
 use std::time::Duration;
 
-use ticketing_proto::v1::{self, seat_lock_service_client::SeatLockServiceClient};
+use ticketing_proto::{
+    internal::{self, seat_lock_internal_service_client::SeatLockInternalServiceClient},
+    v1,
+};
 use tonic::{Code, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -52,16 +56,17 @@ pub fn refusal_reason(status: &Status) -> String {
     }
 }
 
-/// Seat-lock's public API as a Pay uses it; cheap to clone.
+/// Seat-lock's internal API as a Pay uses it; cheap to clone.
 #[derive(Clone)]
 pub struct SeatLock {
-    client: SeatLockServiceClient<Channel>,
+    client: SeatLockInternalServiceClient<Channel>,
 }
 
 impl SeatLock {
-    /// A client on `channel` (which carries the call timeout).
+    /// A client on `channel` (mutual TLS to seat-lock's internal listener; it carries the
+    /// call timeout).
     pub fn new(channel: Channel) -> Self {
-        Self { client: SeatLockServiceClient::new(channel) }
+        Self { client: SeatLockInternalServiceClient::new(channel) }
     }
 
     /// Moves the hold into checkout (seat-lock extends it to cover the payment), or refuses.
@@ -69,7 +74,7 @@ impl SeatLock {
         classify(
             self.client
                 .clone()
-                .begin_checkout(traced(v1::BeginCheckoutRequest {
+                .begin_checkout(traced(internal::BeginCheckoutRequest {
                     event_id: event_id.to_string(),
                     hold_id: hold_id.to_string(),
                     user_id: user_id.to_owned(),
@@ -93,7 +98,7 @@ impl SeatLock {
             let answer = classify(
                 self.client
                     .clone()
-                    .confirm_hold(traced(v1::ConfirmHoldRequest {
+                    .confirm_hold(traced(internal::ConfirmHoldRequest {
                         event_id: event_id.to_string(),
                         hold_id: hold_id.to_string(),
                         user_id: user_id.to_owned(),

@@ -161,15 +161,6 @@ impl PaymentService for PaymentApi {
         }))
     }
 
-    async fn list_sold_seats(
-        &self,
-        request: Request<v1::ListSoldSeatsRequest>,
-    ) -> Result<Response<v1::ListSoldSeatsResponse>, Status> {
-        let event_id = uuid("event_id", &request.into_inner().event_id).map_err(Error::InvalidInput)?;
-        let seats = store::sold_seats(&self.db, event_id).await?;
-        Ok(Response::new(v1::ListSoldSeatsResponse { seats }))
-    }
-
     async fn cancel_booking(
         &self,
         request: Request<v1::CancelBookingRequest>,

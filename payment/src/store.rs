@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
-use ticketing_proto::v1;
+use ticketing_proto::{internal, v1};
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -362,7 +362,7 @@ pub async fn bookings_of_user(
 /// Every sold place of an event: one entry per seat of a live booking (`confirmed`, or
 /// `cancelling` while its refund is under way: its seats are not back on sale yet), and
 /// `quantity` entries with no seat id per live general-admission booking.
-pub async fn sold_seats(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Vec<v1::SoldSeat>, Error> {
+pub async fn sold_seats(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Vec<internal::SoldSeat>, Error> {
     let rows = db
         .query_all_raw(sql(
             "SELECT s.zone_id, s.seat_id, b.user_id, b.booking_id, b.hold_id, 1 AS places \
@@ -381,7 +381,7 @@ pub async fn sold_seats(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Vec
         let places: i32 = row.try_get("", "places")?;
         let booking_id: Uuid = row.try_get("", "booking_id")?;
         let hold_id: Uuid = row.try_get("", "hold_id")?;
-        let seat = v1::SoldSeat {
+        let seat = internal::SoldSeat {
             zone_id: row.try_get("", "zone_id")?,
             seat_id: row.try_get("", "seat_id")?,
             user_id: row.try_get("", "user_id")?,

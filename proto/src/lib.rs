@@ -57,13 +57,18 @@ const BALANCE_CHANGES: usize = 64;
 fn endpoint(
     url: String,
     timeout: std::time::Duration,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url)?
+    let endpoint = tonic::transport::Endpoint::from_shared(url)?
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(20))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
 }
 
 /// Opens a lazily connecting HTTP/2 channel to `url` (e.g. `http://127.0.0.1:50052` or
@@ -78,9 +83,34 @@ pub fn connect(
     url: &str,
     timeout: std::time::Duration,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let single = endpoint(url.to_owned(), timeout)?;
-    let uri = single.uri().clone();
+    connect_with(url, timeout, None)
+}
+
+/// [`connect`] over TLS with `tls` (an `https://` URL): the mesh's internal calls, where `tls`
+/// holds the mesh CA and the calling service's own certificate (mutual TLS). Every balanced
+/// address is verified against the URL's host name, which the server's certificate must name.
+pub fn connect_tls(
+    url: &str,
+    timeout: std::time::Duration,
+    tls: tonic::transport::ClientTlsConfig,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    connect_with(url, timeout, Some(tls))
+}
+
+fn connect_with(
+    url: &str,
+    timeout: std::time::Duration,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let plain = endpoint(url.to_owned(), timeout, None)?;
+    let uri = plain.uri().clone();
     let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    // The name every certificate is checked against, also when dialling a resolved address.
+    let tls = tls.map(|tls| tls.domain_name(host.clone()));
+    let single = match &tls {
+        Some(tls) => plain.tls_config(tls.clone())?,
+        None => plain,
+    };
     let runtime = tokio::runtime::Handle::try_current();
     if host.parse::<std::net::IpAddr>().is_ok() || runtime.is_err() {
         return Ok(single.connect_lazy());
@@ -89,7 +119,7 @@ pub fn connect(
     let (channel, changes) =
         tonic::transport::Channel::balance_channel::<std::net::SocketAddr>(BALANCE_CHANGES);
     if let Ok(runtime) = runtime {
-        runtime.spawn(resolve_forever(host, port, timeout, changes));
+        runtime.spawn(resolve_forever(host, port, timeout, tls, changes));
     }
     Ok(channel)
 }
@@ -100,6 +130,7 @@ async fn resolve_forever(
     host: String,
     port: u16,
     timeout: std::time::Duration,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     changes: tokio::sync::mpsc::Sender<
         tonic::transport::channel::Change<std::net::SocketAddr, tonic::transport::Endpoint>,
     >,
@@ -110,7 +141,8 @@ async fn resolve_forever(
         if let Ok(addresses) = tokio::net::lookup_host((host.as_str(), port)).await {
             let current: std::collections::HashSet<std::net::SocketAddr> = addresses.collect();
             for address in current.difference(&known) {
-                if let Ok(endpoint) = endpoint(format!("http://{address}"), timeout)
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                if let Ok(endpoint) = endpoint(format!("{scheme}://{address}"), timeout, tls.as_ref())
                     && changes.send(Change::Insert(*address, endpoint)).await.is_err()
                 {
                     return;

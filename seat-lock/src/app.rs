@@ -1,4 +1,5 @@
-//! Wiring: connects Redis, NATS, inventory and payment, binds the server, runs the loops.
+//! Wiring: connects Redis, NATS, inventory and payment, binds the public and internal
+//! listeners, runs the loops.
 
 use std::future::Future;
 
@@ -32,7 +33,8 @@ impl App {
         let store = Store::connect(&config.redis_url, &config.redis_prefix).await?;
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
-        let payment = ticketing_proto::connect(&config.payment_url, PAYMENT_TIMEOUT)?;
+        let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;
+        let payment = mesh.channel(&config.payment_internal_url, PAYMENT_TIMEOUT)?;
         let service = SeatLockService::new(
             Catalog::new(inventory),
             store.clone(),
@@ -41,16 +43,23 @@ impl App {
             config.hold_ttl(),
             config.checkout_grace(),
         );
-        // The internal RPCs share the port, stack, health and reflection of the public ones.
+        // Payment's RPCs only on the internal listener, behind mutual TLS.
+        let internal = SeatLockInternalServiceServer::new(SeatLockInternal::new(service.clone()));
         let server = GrpcServer::bind(&config.server)
             .await?
-            .also_serve(SeatLockInternalServiceServer::new(SeatLockInternal::new(service.clone())));
+            .bind_internal(config.mesh.internal_grpc_addr, &mesh, internal)
+            .await?;
         Ok(Self { server, service, store, bus, config })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.server.local_addr().port()
+    }
+
+    /// The internal listener's bound port.
+    pub fn internal_port(&self) -> u16 {
+        self.server.internal_addr().map_or(0, |addr| addr.port())
     }
 
     /// Serves until `shutdown` resolves; the sweeper and relay stop on `server.stopping()`.

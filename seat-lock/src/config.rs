@@ -2,8 +2,14 @@
 
 use std::time::Duration;
 
-use service_runtime::config::{ServerArgs, validate_prefix, validate_redis_prefix};
+use service_runtime::{
+    config::{ServerArgs, validate_prefix, validate_redis_prefix},
+    mtls::{MeshArgs, MeshTls, validate_internal_url},
+};
 use ticketing_proto::pass::PassKeyRing;
+
+/// The service's name: its certificate's identity and its callers' allow-lists.
+pub const SERVICE: &str = "seat-lock";
 
 /// Everything seat-lock needs to start, read from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]
@@ -11,6 +17,9 @@ use ticketing_proto::pass::PassKeyRing;
 pub struct Config {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The internal listener and this service's mesh certificate (mutual TLS).
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Redis holding the holds, sold marks and zone counters.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
@@ -26,9 +35,10 @@ pub struct Config {
     /// Inventory, asked once per event for its layout.
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
     pub inventory_url: String,
-    /// Payment, asked for the sold seats when Redis lost an event's state.
-    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:50054")]
-    pub payment_url: String,
+    /// Payment's internal listener (mutual TLS), asked for the sold seats when Redis lost an
+    /// event's state. Its certificate must name the URL's host.
+    #[arg(long, env = "PAYMENT_INTERNAL_URL", default_value = "https://payment-headless:50052")]
+    pub payment_internal_url: String,
     /// Keys verifying admission passes, `id:secret[,id:secret...]`, newest first.
     #[arg(long, env = "PASS_KEYS")]
     pub pass_keys: PassKeyRing,
@@ -52,12 +62,13 @@ impl Config {
             ("REDIS_URL", &self.redis_url),
             ("NATS_URL", &self.nats_url),
             ("INVENTORY_URL", &self.inventory_url),
-            ("PAYMENT_URL", &self.payment_url),
         ] {
             if !url.contains("://") {
                 return Err(format!("{name} must be a URL, got {url:?}"));
             }
         }
+        validate_internal_url("PAYMENT_INTERNAL_URL", &self.payment_internal_url)?;
+        self.mesh_tls()?;
         validate_redis_prefix(&self.redis_prefix)?;
         if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
             return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));
@@ -72,6 +83,11 @@ impl Config {
             return Err("SWEEP_INTERVAL_MS must be 10-60000".into());
         }
         Ok(())
+    }
+
+    /// This service's mesh identity, read from `TLS_CERT`, `TLS_KEY` and `TLS_CA`.
+    pub fn mesh_tls(&self) -> Result<MeshTls, String> {
+        MeshTls::load(&self.mesh, SERVICE)
     }
 
     /// How long a new hold lasts.

@@ -1,17 +1,22 @@
-//! `SeatLockInternalService` (package `ticketing.internal.v1`): `ReturnSeats`, which payment's
-//! seat-return outbox calls once a cancelled booking is refunded, so its sold seats go back
-//! on sale.
+//! `SeatLockInternalService` (package `ticketing.internal.v1`), payment's steps of a sale:
+//! - `BeginCheckout`: the hold enters checkout and is extended to cover the payment;
+//! - `ConfirmHold`: the paid hold becomes sold seats, under the booking id;
+//! - `ReturnSeats`: payment's seat-return outbox gives a cancelled booking's seats back.
 //!
-//! Served beside `SeatLockService` on the same port. The load balancer routes by path
-//! prefix and has no route for `ticketing.internal.*`, so it is reachable only inside the
-//! mesh; which service may call it (payment only) is checked once mTLS identities exist
-//! (issue 13): until then any caller inside the mesh can.
+//! Served only on the internal listener (`INTERNAL_GRPC_ADDR`, mutual TLS): the handshake
+//! requires a certificate of the mesh CA, and every RPC first checks that the certificate is
+//! payment's ([`CALLERS`]); any other service gets PERMISSION_DENIED. The public listener,
+//! the one behind the load balancer, does not serve this service at all.
 
 use std::collections::HashSet;
 
-use ticketing_proto::internal::{
-    ReturnSeatsRequest, ReturnSeatsResponse,
-    seat_lock_internal_service_server::SeatLockInternalService as SeatLockInternalRpc,
+use service_runtime::mtls::require_peer;
+use ticketing_proto::{
+    internal::{
+        BeginCheckoutRequest, ConfirmHoldRequest, ReturnSeatsRequest, ReturnSeatsResponse,
+        seat_lock_internal_service_server::SeatLockInternalService as SeatLockInternalRpc,
+    },
+    v1::Hold,
 };
 use tonic::{Request, Response, Status};
 
@@ -21,6 +26,9 @@ use crate::{
     service::{SeatLockService, valid_booking, valid_user},
     store::{ReturnOutcome, SeatReturn},
 };
+
+/// The services that may call these RPCs: payment owns checkout, confirmation and returns.
+pub const CALLERS: &[&str] = &["payment"];
 
 /// Characters of a bad value echoed back in an INVALID_ARGUMENT message; enough to recognise
 /// it, never the whole of a huge one.
@@ -36,6 +44,31 @@ impl SeatLockInternal {
     /// The internal RPCs over `service`'s state.
     pub fn new(service: SeatLockService) -> Self {
         Self { service }
+    }
+
+    async fn begin_checkout(&self, request: &BeginCheckoutRequest) -> Result<Hold, Error> {
+        let service = &self.service;
+        let (layout, user_id) =
+            service.hold_ref(&request.event_id, &request.hold_id, &request.user_id).await?;
+        let grace = service.checkout_grace();
+        let store = service.store();
+        let hold = service
+            .with_state(&layout, || store.checkout(&request.event_id, &request.hold_id, user_id, grace))
+            .await?;
+        Ok(service.answer(&layout, &request.event_id, hold))
+    }
+
+    async fn confirm_hold(&self, request: &ConfirmHoldRequest) -> Result<Hold, Error> {
+        let service = &self.service;
+        let (layout, user_id) =
+            service.hold_ref(&request.event_id, &request.hold_id, &request.user_id).await?;
+        let booking_id = valid_booking(&request.booking_id)?;
+        let store = service.store();
+        let hold = service
+            .with_state(&layout, || store.confirm(&request.event_id, &request.hold_id, user_id, booking_id))
+            .await?;
+        metrics::counter!("seat_lock_sold_seats_total").increment(u64::from(hold.quantity));
+        Ok(service.answer(&layout, &request.event_id, hold))
     }
 
     async fn return_seats(&self, request: &ReturnSeatsRequest) -> Result<bool, Error> {
@@ -130,10 +163,21 @@ fn echo(value: &str) -> String {
 
 #[tonic::async_trait]
 impl SeatLockInternalRpc for SeatLockInternal {
+    async fn begin_checkout(&self, request: Request<BeginCheckoutRequest>) -> Result<Response<Hold>, Status> {
+        require_peer(&request, CALLERS)?;
+        Ok(Response::new(SeatLockInternal::begin_checkout(self, request.get_ref()).await?))
+    }
+
+    async fn confirm_hold(&self, request: Request<ConfirmHoldRequest>) -> Result<Response<Hold>, Status> {
+        require_peer(&request, CALLERS)?;
+        Ok(Response::new(SeatLockInternal::confirm_hold(self, request.get_ref()).await?))
+    }
+
     async fn return_seats(
         &self,
         request: Request<ReturnSeatsRequest>,
     ) -> Result<Response<ReturnSeatsResponse>, Status> {
+        require_peer(&request, CALLERS)?;
         let returned = SeatLockInternal::return_seats(self, request.get_ref()).await?;
         Ok(Response::new(ReturnSeatsResponse { returned }))
     }

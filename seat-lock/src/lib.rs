@@ -9,13 +9,14 @@
 //! - [`store`]: the Redis keys of an event (all under the hash tag `{<event_id>}`) and the
 //!   scripts that change them. Every script first checks the event's `ready` marker; when it
 //!   is missing (first use, or Redis lost its data) the service rebuilds the sold seats from
-//!   payment's `ListSoldSeats` under a short lock and retries; until then it answers
+//!   payment's internal `ListSoldSeats` (mutual TLS) under a short lock and retries; until then it answers
 //!   UNAVAILABLE, never "free".
-//! - [`internal`]: `SeatLockInternalService.ReturnSeats` (package `ticketing.internal.v1`,
-//!   same port, never routed by the load balancer): payment's seat-return outbox gives the
-//!   sold seats of a cancelled booking back — one script removes the sold marks, restores the
-//!   zone counter and the user's ticket-limit count and queues `SeatsReleased` (CANCELLED),
-//!   once per booking.
+//! - [`internal`]: `SeatLockInternalService` (package `ticketing.internal.v1`), payment's
+//!   calls only, on the internal listener (mutual TLS, caller checked from its certificate,
+//!   never routed by the load balancer): `BeginCheckout` extends a hold for the payment,
+//!   `ConfirmHold` sells it, and `ReturnSeats` gives the sold seats of a cancelled booking
+//!   back — one script removes the sold marks, restores the zone counter and the user's
+//!   ticket-limit count and queues `SeatsReleased` (CANCELLED), once per booking.
 //! - [`relay`]: the sweeper, which ends expired holds (seats back on sale, counters restored)
 //!   without anyone calling, and the outbox relay, which publishes `SeatsHeld` /
 //!   `SeatsReleased` to JetStream with deterministic message ids, so no fact is lost or

@@ -5,12 +5,11 @@ use std::{collections::BTreeMap, collections::HashSet, sync::Arc, time::Duration
 
 use service_runtime::{bus::timestamp_ms, status};
 use ticketing_proto::{
+    internal::{ListSoldSeatsRequest, payment_internal_service_client::PaymentInternalServiceClient},
     pass::PassKeyRing,
     v1::{
-        BeginCheckoutRequest, ConfirmHoldRequest, GetHoldRequest, Hold, HoldBestAvailableRequest,
-        HoldSeatsRequest, HoldState as ProtoState, ListSoldSeatsRequest, ReleaseHoldRequest,
-        ReleaseHoldResponse, payment_service_client::PaymentServiceClient,
-        seat_lock_service_server::SeatLockService as SeatLockRpc,
+        GetHoldRequest, Hold, HoldBestAvailableRequest, HoldSeatsRequest, HoldState as ProtoState,
+        ReleaseHoldRequest, ReleaseHoldResponse, seat_lock_service_server::SeatLockService as SeatLockRpc,
     },
 };
 use tonic::{Request, Response, Status, transport::Channel};
@@ -43,7 +42,8 @@ const MAX_BOOKING_ID_LEN: usize = 128;
 pub struct SeatLockService {
     catalog: Catalog,
     store: Store,
-    payment: PaymentServiceClient<Channel>,
+    /// Payment's internal service (mutual TLS), for the sold seats of a rebuild.
+    payment: PaymentInternalServiceClient<Channel>,
     passes: Arc<PassKeyRing>,
     hold_ttl: Duration,
     checkout_grace: Duration,
@@ -63,7 +63,8 @@ impl SeatLockService {
             catalog,
             store,
             // A 50,000-seat event's sold seats exceed tonic's 4 MiB default.
-            payment: PaymentServiceClient::new(payment).max_decoding_message_size(SOLD_SEATS_MAX_BYTES),
+            payment: PaymentInternalServiceClient::new(payment)
+                .max_decoding_message_size(SOLD_SEATS_MAX_BYTES),
             passes: Arc::new(passes),
             hold_ttl,
             checkout_grace,
@@ -165,6 +166,11 @@ impl SeatLockService {
         &self.store
     }
 
+    /// How far a checkout extends a hold.
+    pub(crate) fn checkout_grace(&self) -> Duration {
+        self.checkout_grace
+    }
+
     fn check_pass(&self, token: &str, event_id: &str, user_id: &str) -> Result<(), Error> {
         if token.is_empty() {
             return Err(Error::invalid("pass_token", "is required"));
@@ -173,7 +179,7 @@ impl SeatLockService {
         claims.check(event_id, user_id, chrono::Utc::now().timestamp_millis()).map_err(Error::Pass)
     }
 
-    fn answer(&self, layout: &Layout, event_id: &str, hold: StoredHold) -> Hold {
+    pub(crate) fn answer(&self, layout: &Layout, event_id: &str, hold: StoredHold) -> Hold {
         let state = match hold.state {
             HoldState::Held => ProtoState::Held,
             HoldState::Checkout => ProtoState::Checkout,
@@ -271,7 +277,7 @@ impl SeatLockService {
     }
 
     /// The validated (event layout, hold id, user id) every per-hold RPC starts with.
-    async fn hold_ref<'a>(
+    pub(crate) async fn hold_ref<'a>(
         &self,
         event_id: &str,
         hold_id: &str,
@@ -328,26 +334,6 @@ impl SeatLockRpc for SeatLockService {
         let r = request.into_inner();
         let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &r.user_id).await?;
         let hold = self.with_state(&layout, || self.store.get(&r.event_id, &r.hold_id, user_id)).await?;
-        Ok(Response::new(self.answer(&layout, &r.event_id, hold)))
-    }
-
-    async fn begin_checkout(&self, request: Request<BeginCheckoutRequest>) -> Result<Response<Hold>, Status> {
-        let r = request.into_inner();
-        let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &r.user_id).await?;
-        let grace = self.checkout_grace;
-        let hold =
-            self.with_state(&layout, || self.store.checkout(&r.event_id, &r.hold_id, user_id, grace)).await?;
-        Ok(Response::new(self.answer(&layout, &r.event_id, hold)))
-    }
-
-    async fn confirm_hold(&self, request: Request<ConfirmHoldRequest>) -> Result<Response<Hold>, Status> {
-        let r = request.into_inner();
-        let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &r.user_id).await?;
-        valid_booking(&r.booking_id)?;
-        let hold = self
-            .with_state(&layout, || self.store.confirm(&r.event_id, &r.hold_id, user_id, &r.booking_id))
-            .await?;
-        metrics::counter!("seat_lock_sold_seats_total").increment(u64::from(hold.quantity));
         Ok(Response::new(self.answer(&layout, &r.event_id, hold)))
     }
 }

@@ -9,6 +9,9 @@ mod helpers;
 #[path = "api/cluster.rs"]
 mod cluster;
 
+#[path = "api/mtls.rs"]
+mod mtls;
+
 #[path = "api/returns.rs"]
 mod returns;
 
@@ -19,11 +22,9 @@ use helpers::*;
 use prost::Message;
 use ticketing_proto::{
     events::{EventEnvelope, ReleaseReason, event_envelope::Body},
+    internal::{BeginCheckoutRequest, ConfirmHoldRequest, SoldSeat},
     pass::PassKeyRing,
-    v1::{
-        BeginCheckoutRequest, ConfirmHoldRequest, GetHoldRequest, HoldBestAvailableRequest, HoldState,
-        ReleaseHoldRequest, SoldSeat,
-    },
+    v1::{GetHoldRequest, HoldBestAvailableRequest, HoldState, ReleaseHoldRequest},
 };
 use tonic::Code;
 
@@ -97,14 +98,13 @@ async fn the_ticket_limit_counts_live_holds_and_bought_tickets() -> anyhow::Resu
     assert_eq!(metadata.get("limit").map(String::as_str), Some("4"));
     assert_eq!(metadata.get("already").map(String::as_str), Some("3"));
 
-    let mut client = app.client();
     let confirm = ConfirmHoldRequest {
         event_id: app.event_id.clone(),
         hold_id: first.hold_id.clone(),
         user_id: "u1".into(),
         booking_id: "booking-1".into(),
     };
-    assert_eq!(client.confirm_hold(confirm).await?.into_inner().state, HoldState::Sold as i32);
+    assert_eq!(app.internal().confirm_hold(confirm).await?.into_inner().state, HoldState::Sold as i32);
     let status = assert_refused(
         app.hold("u1", &["A-R3-1", "A-R3-2"]).await,
         Code::FailedPrecondition,
@@ -183,7 +183,7 @@ async fn an_expired_hold_frees_its_seats_by_itself_and_is_announced() -> anyhow:
     assert_eq!(got.state, HoldState::Expired as i32);
     let checkout =
         BeginCheckoutRequest { event_id: app.event_id.clone(), hold_id: hold.hold_id, user_id: "u1".into() };
-    assert_refused(app.client().begin_checkout(checkout).await, Code::FailedPrecondition, "HOLD_EXPIRED");
+    assert_refused(app.internal().begin_checkout(checkout).await, Code::FailedPrecondition, "HOLD_EXPIRED");
     app.hold("u2", &["A-R4-1", "A-R4-2"]).await?;
     Ok(())
 }
@@ -217,7 +217,7 @@ async fn only_the_owner_acts_and_checkout_and_confirm_behave() -> anyhow::Result
 
     let checkout =
         BeginCheckoutRequest { event_id: ev.clone(), hold_id: hold.hold_id.clone(), user_id: "u1".into() };
-    let in_checkout = client.begin_checkout(checkout.clone()).await?.into_inner();
+    let in_checkout = app.internal().begin_checkout(checkout.clone()).await?.into_inner();
     assert_eq!(in_checkout.state, HoldState::Checkout as i32);
     assert!(in_checkout.expires_at.map(|t| t.seconds) >= hold.expires_at.map(|t| t.seconds));
     assert_refused(client.release_hold(release("u1")).await, Code::FailedPrecondition, "HOLD_IN_CHECKOUT");
@@ -228,14 +228,14 @@ async fn only_the_owner_acts_and_checkout_and_confirm_behave() -> anyhow::Result
         user_id: "u1".into(),
         booking_id: "booking-7".into(),
     };
-    let first = client.confirm_hold(confirm.clone()).await?.into_inner();
-    let again = client.confirm_hold(confirm.clone()).await?.into_inner();
+    let first = app.internal().confirm_hold(confirm.clone()).await?.into_inner();
+    let again = app.internal().confirm_hold(confirm.clone()).await?.into_inner();
     assert_eq!(first, again);
     assert_eq!(first.state, HoldState::Sold as i32);
     let other_booking = ConfirmHoldRequest { booking_id: "booking-8".into(), ..confirm };
-    assert_refused(client.confirm_hold(other_booking).await, Code::FailedPrecondition, "HOLD_SOLD");
+    assert_refused(app.internal().confirm_hold(other_booking).await, Code::FailedPrecondition, "HOLD_SOLD");
     assert_refused(client.release_hold(release("u1")).await, Code::FailedPrecondition, "HOLD_SOLD");
-    assert_refused(client.begin_checkout(checkout).await, Code::FailedPrecondition, "HOLD_SOLD");
+    assert_refused(app.internal().begin_checkout(checkout).await, Code::FailedPrecondition, "HOLD_SOLD");
     assert_refused(app.hold("u2", &["A-R5-2"]).await, Code::Aborted, "SEAT_TAKEN");
     // Sold seats stay out of the free count.
     assert_eq!(app.free("A").await?, i64::from(CAPACITY_A) - 2);
@@ -254,7 +254,7 @@ async fn only_the_owner_acts_and_checkout_and_confirm_behave() -> anyhow::Result
         user_id: "u3".into(),
         booking_id: "booking-9".into(),
     };
-    assert_refused(client.confirm_hold(late).await, Code::FailedPrecondition, "HOLD_EXPIRED");
+    assert_refused(app.internal().confirm_hold(late).await, Code::FailedPrecondition, "HOLD_EXPIRED");
     app.hold("u4", &["A-R5-3"]).await?;
     Ok(())
 }
@@ -341,7 +341,7 @@ async fn after_redis_loss_sold_seats_are_rebuilt_from_payment_never_free() -> an
         user_id: "u1".into(),
         booking_id: "booking-42".into(),
     };
-    let sold = app.client().confirm_hold(confirm.clone()).await?.into_inner();
+    let sold = app.internal().confirm_hold(confirm.clone()).await?.into_inner();
     app.payment.sold.lock().expect("lock").push(SoldSeat {
         zone_id: "A".into(),
         seat_id: "A-R2-5".into(),
@@ -363,7 +363,7 @@ async fn after_redis_loss_sold_seats_are_rebuilt_from_payment_never_free() -> an
     assert_eq!(reason_of(&status).1.get("seat_ids").map(String::as_str), Some("A-R2-5"));
     assert_eq!(app.free("A").await?, i64::from(CAPACITY_A) - 1);
     // The sale survives: a confirm replay answers the same, and the bought ticket counts.
-    assert_eq!(app.client().confirm_hold(confirm).await?.into_inner(), sold);
+    assert_eq!(app.internal().confirm_hold(confirm).await?.into_inner(), sold);
     assert_refused(
         app.hold("u1", &["A-R3-1", "A-R3-2", "A-R3-3", "A-R3-4"]).await,
         Code::FailedPrecondition,
@@ -455,7 +455,7 @@ async fn bad_input_is_refused_for_every_rpc_and_changes_nothing() -> anyhow::Res
                 })
                 .await
                 .map(|_| ()),
-            client
+            app.internal()
                 .begin_checkout(BeginCheckoutRequest {
                     event_id: event_id.clone(),
                     hold_id: hold_id.clone(),
@@ -463,7 +463,7 @@ async fn bad_input_is_refused_for_every_rpc_and_changes_nothing() -> anyhow::Res
                 })
                 .await
                 .map(|_| ()),
-            client
+            app.internal()
                 .confirm_hold(ConfirmHoldRequest {
                     event_id: event_id.clone(),
                     hold_id: hold_id.clone(),
@@ -483,7 +483,10 @@ async fn bad_input_is_refused_for_every_rpc_and_changes_nothing() -> anyhow::Res
         user_id: "u1".into(),
         booking_id: String::new(),
     };
-    assert_eq!(client.confirm_hold(bad_booking).await.expect_err("bad").code(), Code::InvalidArgument);
+    assert_eq!(
+        app.internal().confirm_hold(bad_booking).await.expect_err("bad").code(),
+        Code::InvalidArgument
+    );
 
     // Nothing changed: the hold is still held, the counter shows one seat taken.
     let got = client

@@ -8,6 +8,8 @@
 //!   graceful shutdown.
 //! - [`bus`]: the NATS JetStream event bus (one stream per prefix, protobuf envelopes).
 //! - [`db`]: a Postgres connection confined to the service's own schema.
+//! - [`mtls`]: mutual TLS between services: internal listener and client settings, and the
+//!   calling service's identity from its certificate.
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
 #![forbid(unsafe_code)]
 
@@ -15,6 +17,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod mtls;
 pub mod server;
 pub mod status;
 pub mod telemetry;

@@ -5,6 +5,12 @@
 //! shutdown future resolves; then health turns NOT_SERVING, [`GrpcServer::stopping`] is
 //! cancelled so long-lived streams end, the listener stops accepting, and in-flight requests
 //! get the drain grace period to finish. Whether the drain finished is logged.
+//!
+//! A service with internal RPCs (`ticketing.internal.*`) serves them on a second listener
+//! ([`GrpcServer::bind_internal`]) that requires mutual TLS (see [`crate::mtls`]) and serves
+//! nothing else but health. The public listener never serves them, so a request for one
+//! through the load balancer can only be refused (`UNIMPLEMENTED` from a service, and the load
+//! balancer refuses the path before that).
 
 use std::{
     convert::Infallible,
@@ -28,6 +34,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     auth::{AuthLayer, Authenticator},
     config::ServerArgs,
+    mtls::MeshTls,
 };
 
 /// A bound, not yet serving, gRPC server.
@@ -38,10 +45,17 @@ pub struct GrpcServer {
     health: HealthReporter,
     stopping: CancellationToken,
     auth: Arc<Authenticator>,
-    /// Services served beside the main one (see [`Self::also_serve`]), with their names for
-    /// health.
-    also: Routes,
-    also_names: Vec<&'static str>,
+    /// The internal listener, when the service has internal RPCs.
+    internal: Option<Internal>,
+}
+
+/// The mutual-TLS listener of a service's internal RPCs.
+struct Internal {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: tonic::transport::ServerTlsConfig,
+    routes: Routes,
+    name: &'static str,
 }
 
 impl GrpcServer {
@@ -61,15 +75,20 @@ impl GrpcServer {
             health,
             stopping: CancellationToken::new(),
             auth,
-            also: Routes::default(),
-            also_names: Vec::new(),
+            internal: None,
         })
     }
 
-    /// Serves `service` too, on the same port, behind the same tower stack, reported by
-    /// health and reflection like the main one: e.g. a service's internal RPCs
-    /// (`ticketing.internal.*`), which the load balancer never routes.
-    pub fn also_serve<S>(mut self, service: S) -> Self
+    /// Binds `addr` (port 0 allowed) for `service`, a service's internal RPCs
+    /// (`ticketing.internal.*`): served there with health only, behind the same tower stack,
+    /// to clients that present a certificate issued by the mesh CA (`tls`). Each RPC still
+    /// checks which service calls ([`crate::mtls::require_peer`]).
+    pub async fn bind_internal<S>(
+        mut self,
+        addr: SocketAddr,
+        tls: &MeshTls,
+        service: S,
+    ) -> std::io::Result<Self>
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
             + NamedService
@@ -79,9 +98,21 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.also = self.also.add_service(service);
-        self.also_names.push(S::NAME);
-        self
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        self.internal = Some(Internal {
+            listener,
+            local_addr,
+            tls: tls.server_tls(),
+            routes: Routes::new(service),
+            name: S::NAME,
+        });
+        Ok(self)
+    }
+
+    /// The internal listener's bound address, if [`Self::bind_internal`] was called.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().map(|internal| internal.local_addr)
     }
 
     /// The bound address, with the real port when port 0 was asked for.
@@ -94,8 +125,8 @@ impl GrpcServer {
         self.stopping.clone()
     }
 
-    /// Serves `service` (plus health, reflection and any [`Self::also_serve`] services) until
-    /// `shutdown` resolves, then drains.
+    /// Serves `service` (plus health and reflection), and the internal listener if bound,
+    /// until `shutdown` resolves, then drains both.
     pub async fn serve<S>(self, service: S, shutdown: impl Future<Output = ()>) -> anyhow::Result<()>
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -106,9 +137,10 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let Self { listener, local_addr, args, health, stopping, auth, also, also_names } = self;
+        let Self { listener, local_addr, args, health, stopping, auth, internal } = self;
         auth.spawn_refresh(stopping.clone());
-        let names: Vec<&'static str> = std::iter::once(S::NAME).chain(also_names).collect();
+        let names: Vec<&'static str> =
+            std::iter::once(S::NAME).chain(internal.as_ref().map(|i| i.name)).collect();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -123,8 +155,7 @@ impl GrpcServer {
             // deadline covers only its start.
             .timeout(args.request_timeout())
             .tcp_nodelay(true)
-            .layer(stack(args.max_in_flight, auth))
-            .add_routes(also)
+            .layer(stack(args.max_in_flight, Arc::clone(&auth)))
             .add_service(tonic_health::pb::health_server::HealthServer::new(
                 tonic_health::server::HealthService::from_health_reporter(health.clone()),
             ))
@@ -132,11 +163,41 @@ impl GrpcServer {
             .add_service(reflection_v1alpha)
             .add_service(service);
 
-        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server =
-            tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = drain_rx.await;
-            }));
+        let drain = CancellationToken::new();
+        let public =
+            tokio::spawn(router.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                drain.clone().cancelled_owned(),
+            ));
+        let internal = match internal {
+            Some(internal) => {
+                let addr = internal.local_addr;
+                let router = Server::builder()
+                    .tls_config(internal.tls)?
+                    .timeout(args.request_timeout())
+                    .tcp_nodelay(true)
+                    // Its own concurrency limit: a burst on the public listener must not shed
+                    // payment's ConfirmHold for a charge already taken.
+                    .layer(stack(args.max_in_flight, Arc::clone(&auth)))
+                    .add_routes(internal.routes)
+                    .add_service(tonic_health::pb::health_server::HealthServer::new(
+                        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+                    ));
+                tracing::info!(%addr, service = internal.name, "serving internal RPCs (mutual TLS)");
+                Some(tokio::spawn(router.serve_with_incoming_shutdown(
+                    TcpListenerStream::new(internal.listener),
+                    drain.clone().cancelled_owned(),
+                )))
+            }
+            None => None,
+        };
+        // Ends at the first listener that fails, or when both drained.
+        let server = async move {
+            match internal {
+                Some(internal) => tokio::try_join!(joined(public), joined(internal)).map(|_| ()),
+                None => joined(public).await,
+            }
+        };
         health.set_service_status("", ServingStatus::Serving).await;
         for name in &names {
             health.set_service_status(*name, ServingStatus::Serving).await;
@@ -148,8 +209,7 @@ impl GrpcServer {
             () = shutdown => {}
             result = &mut server => {
                 // The server stopped on its own: an accept error. Report it as the failure it is.
-                result??;
-                return Ok(());
+                return result;
             }
         }
         health.set_service_status("", ServingStatus::NotServing).await;
@@ -157,11 +217,11 @@ impl GrpcServer {
             health.set_service_status(*name, ServingStatus::NotServing).await;
         }
         stopping.cancel();
-        let _ = drain_tx.send(());
+        drain.cancel();
         tracing::info!(grace_ms = args.drain_grace_ms, "shutting down: draining in-flight requests");
         match tokio::time::timeout(args.drain_grace(), &mut server).await {
             Ok(result) => {
-                result??;
+                result?;
                 tracing::info!("drain finished; stopped cleanly");
             }
             Err(_) => tracing::warn!(
@@ -171,6 +231,11 @@ impl GrpcServer {
         }
         Ok(())
     }
+}
+
+/// A server task's outcome: its own error, or its panic.
+async fn joined(task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) -> anyhow::Result<()> {
+    Ok(task.await??)
 }
 
 /// The tower stack around every RPC, outermost first.

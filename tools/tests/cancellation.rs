@@ -203,8 +203,8 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
         .collect();
     assert_eq!(owners, expected);
 
-    // Seat-lock's internal RPC is not reachable through the load balancer, which routes by
-    // path prefix and has no route for `ticketing.internal.*`.
+    // Seat-lock's internal RPC is not reachable through the load balancer, which refuses any
+    // `ticketing.internal.*` path (PERMISSION_DENIED) and has no route to the internal ports.
     let lb = tonic::transport::Endpoint::from_shared(stack.config().lb_url())?.connect_lazy();
     let through_lb = SeatLockInternalServiceClient::new(lb)
         .return_seats(ReturnSeatsRequest {
@@ -217,7 +217,7 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
             quantity: 1,
         })
         .await;
-    assert_eq!(through_lb.expect_err("not routed").code(), Code::Unimplemented);
+    assert_eq!(through_lb.expect_err("not routed").code(), Code::PermissionDenied);
 
     // The money: Alice's charge refunded, Bob's captured.
     let alice_payment = paid.payment.context("alice's payment")?.payment_id;

@@ -41,6 +41,23 @@ async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
     Ok(Running(Stack::start(config).await?))
 }
 
+/// One unary call at `path` with the mesh's codec: reaches paths no generated client has.
+async fn raw_unary<Req, Resp>(
+    channel: &tonic::transport::Channel,
+    path: &'static str,
+    request: Req,
+) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = ticketing_proto::codec::ProstCodec::<Req, Resp>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(request), path, codec).await.map(tonic::Response::into_inner)
+}
+
 fn ts(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
@@ -135,6 +152,55 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(hold.quantity, 2);
     assert_eq!(hold.total_price_cents, 10_000);
+
+    // Payment's steps are not reachable from outside: ConfirmHold through the load balancer,
+    // at its old public path or its internal one, sells nothing; BeginCheckout and the
+    // sold-seat list (every buyer's id) answer nothing either.
+    let confirm = ticketing_proto::internal::ConfirmHoldRequest {
+        event_id: event_id.clone(),
+        hold_id: hold.hold_id.clone(),
+        user_id: user_id.clone(),
+        booking_id: "booking-from-outside".into(),
+    };
+    let checkout = ticketing_proto::internal::BeginCheckoutRequest {
+        event_id: event_id.clone(),
+        hold_id: hold.hold_id.clone(),
+        user_id: user_id.clone(),
+    };
+    let old_path: Result<pb::Hold, _> =
+        raw_unary(&lb, "/ticketing.v1.SeatLockService/ConfirmHold", confirm.clone()).await;
+    let old_path = old_path.expect_err("ConfirmHold through the load balancer must not sell the seats");
+    assert_eq!(old_path.code(), tonic::Code::Unimplemented, "{old_path:?}");
+    let refusals = [
+        raw_unary::<_, pb::Hold>(&lb, "/ticketing.internal.v1.SeatLockInternalService/ConfirmHold", confirm)
+            .await,
+        raw_unary::<_, pb::Hold>(
+            &lb,
+            "/ticketing.internal.v1.SeatLockInternalService/BeginCheckout",
+            checkout,
+        )
+        .await,
+        raw_unary::<_, pb::Hold>(
+            &lb,
+            "/ticketing.internal.v1.PaymentInternalService/ListSoldSeats",
+            ticketing_proto::internal::ListSoldSeatsRequest { event_id: event_id.clone() },
+        )
+        .await,
+    ];
+    for refusal in refusals {
+        let status = refusal.expect_err("internal RPCs are refused at the load balancer");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("internal"), "{status:?}");
+    }
+    let still = seat_lock
+        .get_hold(pb::GetHoldRequest {
+            event_id: event_id.clone(),
+            hold_id: hold.hold_id.clone(),
+            user_id: user_id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(still.state, pb::HoldState::Held as i32, "the hold is untouched: {still:?}");
 
     // Inventory shows them held, from its event stream.
     let held = eventually(Duration::from_secs(10), || {

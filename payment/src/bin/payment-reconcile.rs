@@ -7,12 +7,11 @@
 //! 1 discrepancies remain (listed), 2 the run failed (Postgres, provider or seat-lock
 //! unreachable), 64 bad arguments or configuration.
 
-use clap::Parser;
 use payment::{Config, app};
 use service_runtime::config::exit_bad_config;
 use ticketing_proto::v1::{DiscrepancyKind, ReconcileReport};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "payment-reconcile",
     about = "Reconciles the provider's ledger with payments, bookings and refunds"
@@ -30,7 +29,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    // Bad flags or environment exit 64, like the service.
+    let args: Args = service_runtime::config::parse();
     if let Err(problem) = args.config.validate() {
         exit_bad_config("payment-reconcile", problem);
     }

@@ -162,9 +162,10 @@ async fn the_owner_cancels_refunded_freed_and_the_seats_go_back_to_seat_lock() {
 
     // Payment no longer lists the seats as sold, and another buyer gets them.
     let sold = app
-        .client
-        .clone()
-        .list_sold_seats(v1::ListSoldSeatsRequest { event_id: app.event_id.to_string() })
+        .internal()
+        .list_sold_seats(ticketing_proto::internal::ListSoldSeatsRequest {
+            event_id: app.event_id.to_string(),
+        })
         .await
         .unwrap()
         .into_inner()

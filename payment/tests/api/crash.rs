@@ -43,10 +43,9 @@ fn free_port() -> u16 {
 }
 
 /// Runs the real payment binary with `PAYMENT_CRASH_AT=point`, and a client once it serves.
-/// The fake seat-lock's server answers inventory too.
 pub(crate) async fn spawn_crashing(
     env: &TestEnv,
-    seat_lock_url: &str,
+    urls: &crate::helpers::FakeUrls,
     point: &str,
 ) -> (tokio::process::Child, PaymentServiceClient<tonic::transport::Channel>) {
     let port = free_port();
@@ -59,8 +58,9 @@ pub(crate) async fn spawn_crashing(
         .env("DATABASE_COMMIT_GROUPS", "2")
         .env("NATS_URL", &env.nats_url)
         .env("NATS_PREFIX", &env.nats_prefix)
-        .env("SEAT_LOCK_URL", seat_lock_url)
-        .env("INVENTORY_URL", seat_lock_url)
+        .env("SEAT_LOCK_INTERNAL_URL", &urls.seat_lock)
+        .env("INVENTORY_URL", &urls.inventory)
+        .envs(crate::helpers::mesh_env())
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("PAYMENT_CRASH_AT", point)

@@ -1,5 +1,6 @@
 //! Test harness: the real payment service on port 0 against the test's Postgres and NATS,
-//! with a small in-test seat-lock whose answers each test controls.
+//! with a small in-test seat-lock whose answers each test controls, on a mutual-TLS listener
+//! with seat-lock's certificate (the process's test certificates, [`certs`]).
 
 use std::{
     collections::HashMap,
@@ -17,19 +18,24 @@ use service_runtime::{
     auth::{TokenIssuer, bearer},
     bus::EventBus,
     config::ServerArgs,
+    mtls::{MeshArgs, require_peer},
     status::with_reason,
 };
 use ticketing_proto::{
     events::EventEnvelope,
-    v1::{
+    internal::{
         self,
-        payment_service_client::PaymentServiceClient,
-        seat_lock_service_server::{SeatLockService, SeatLockServiceServer},
+        payment_internal_service_client::PaymentInternalServiceClient,
+        seat_lock_internal_service_server::{SeatLockInternalService, SeatLockInternalServiceServer},
     },
+    v1::{self, payment_service_client::PaymentServiceClient},
 };
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Code, Request, Response, Status, transport::Channel};
-use tools::testenv::TestEnv;
+use tonic::{
+    Code, Request, Response, Status,
+    transport::{Certificate, Channel, Identity, ServerTlsConfig},
+};
+use tools::{stack::certs::MeshCerts, testenv::TestEnv};
 use uuid::Uuid;
 
 /// What the fake seat-lock knows and how it should answer.
@@ -157,29 +163,27 @@ impl FakeSeatLock {
 }
 
 #[tonic::async_trait]
-impl SeatLockService for FakeSeatLock {
-    async fn hold_seats(&self, _: Request<v1::HoldSeatsRequest>) -> Result<Response<v1::Hold>, Status> {
-        Err(Status::unimplemented("not in the fake"))
-    }
-    async fn hold_best_available(
+impl SeatLockInternalService for FakeSeatLock {
+    async fn return_seats(
         &self,
-        _: Request<v1::HoldBestAvailableRequest>,
-    ) -> Result<Response<v1::Hold>, Status> {
-        Err(Status::unimplemented("not in the fake"))
-    }
-    async fn release_hold(
-        &self,
-        _: Request<v1::ReleaseHoldRequest>,
-    ) -> Result<Response<v1::ReleaseHoldResponse>, Status> {
-        Err(Status::unimplemented("not in the fake"))
-    }
-    async fn get_hold(&self, _: Request<v1::GetHoldRequest>) -> Result<Response<v1::Hold>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        request: Request<internal::ReturnSeatsRequest>,
+    ) -> Result<Response<internal::ReturnSeatsResponse>, Status> {
+        require_peer(&request, &["payment"])?;
+        if self.refuse_returns.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("seat-lock is down"));
+        }
+        let request = request.into_inner();
+        let mut returns = self.returns.lock().unwrap();
+        let returned = !returns.iter().any(|r| r.booking_id == request.booking_id);
+        returns.push(request);
+        Ok(Response::new(internal::ReturnSeatsResponse { returned }))
     }
     async fn begin_checkout(
         &self,
-        request: Request<v1::BeginCheckoutRequest>,
+        request: Request<internal::BeginCheckoutRequest>,
     ) -> Result<Response<v1::Hold>, Status> {
+        // Payment calls with its own certificate, as seat-lock checks.
+        require_peer(&request, &["payment"])?;
         self.begin_calls.fetch_add(1, Ordering::SeqCst);
         let r = request.into_inner();
         let refusal = self.state.lock().unwrap().refuse_begin;
@@ -187,8 +191,9 @@ impl SeatLockService for FakeSeatLock {
     }
     async fn confirm_hold(
         &self,
-        request: Request<v1::ConfirmHoldRequest>,
+        request: Request<internal::ConfirmHoldRequest>,
     ) -> Result<Response<v1::Hold>, Status> {
+        require_peer(&request, &["payment"])?;
         self.confirm_calls.fetch_add(1, Ordering::SeqCst);
         let r = request.into_inner();
         assert!(Uuid::parse_str(&r.booking_id).is_ok(), "ConfirmHold without a booking id");
@@ -197,41 +202,93 @@ impl SeatLockService for FakeSeatLock {
     }
 }
 
-/// Serves `fake` on a free loopback port; returns its URL.
-pub async fn spawn_fake_seat_lock(fake: FakeSeatLock) -> String {
+/// The service certificates of this test process, made once in a directory of its own.
+pub fn certs() -> &'static MeshCerts {
+    static CERTS: std::sync::OnceLock<MeshCerts> = std::sync::OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("payment-test-certs-{}", std::process::id()));
+        tools::stack::certs::ensure(&dir).unwrap()
+    })
+}
+
+/// Where the fakes listen: seat-lock's internal listener (mutual TLS) and inventory.
+#[derive(Clone, Debug)]
+pub struct FakeUrls {
+    /// `https://127.0.0.1:<port>`, with seat-lock's certificate.
+    pub seat_lock: String,
+    /// `http://127.0.0.1:<port>`.
+    pub inventory: String,
+}
+
+/// Serves `fake` as seat-lock's internal service on a free loopback port (mutual TLS, with
+/// seat-lock's certificate), and its inventory on another; returns their URLs.
+pub async fn spawn_fake_seat_lock(fake: FakeSeatLock) -> FakeUrls {
+    let certs = certs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let seat_lock = listener.local_addr().unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            std::fs::read(certs.cert("seat-lock")).unwrap(),
+            std::fs::read(certs.key("seat-lock")).unwrap(),
+        ))
+        .client_ca_root(Certificate::from_pem(std::fs::read(certs.ca()).unwrap()));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(crate::mesh_fakes::SeatLockInternalServiceServer::new(fake.clone()))
-            .add_service(crate::mesh_fakes::InventoryServiceServer::new(fake.inventory.clone()))
-            .add_service(SeatLockServiceServer::new(fake))
+            .tls_config(tls)
+            .unwrap()
+            .add_service(SeatLockInternalServiceServer::new(fake.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    format!("http://{addr}")
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let inventory = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(crate::mesh_fakes::InventoryServiceServer::new(fake.inventory.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    FakeUrls { seat_lock: format!("https://{seat_lock}"), inventory: format!("http://{inventory}") }
+}
+
+/// `TLS_CERT`, `TLS_KEY`, `TLS_CA` and a free internal port, for a payment process.
+pub fn mesh_env() -> Vec<(String, String)> {
+    let mut env = certs().env("payment");
+    env.push(("INTERNAL_GRPC_ADDR".into(), "127.0.0.1:0".into()));
+    env
 }
 
 /// A running payment service with its fake seat-lock and a view of its database.
 pub struct TestApp {
     pub env: TestEnv,
     pub client: PaymentServiceClient<Channel>,
+    /// Payment's internal service, as seat-lock (its one allowed caller) calls it.
+    pub internal: PaymentInternalServiceClient<Channel>,
+    /// The public listener's port.
+    pub port: u16,
+    /// The internal listener's port.
+    pub internal_port: u16,
     pub seat_lock: FakeSeatLock,
     pub db: DatabaseConnection,
     pub bus: EventBus,
     pub event_id: Uuid,
 }
 
-pub fn config(env: &TestEnv, seat_lock_url: &str) -> Config {
+pub fn config(env: &TestEnv, urls: &FakeUrls) -> Config {
+    let certs = certs();
     Config {
         server: ServerArgs::loopback(),
+        mesh: MeshArgs {
+            internal_grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_cert: certs.cert("payment"),
+            tls_key: certs.key("payment"),
+            tls_ca: certs.ca(),
+        },
         database_url: env.database_url.clone(),
         database_max_connections: 16,
         database_commit_groups: 4,
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
-        seat_lock_url: seat_lock_url.to_owned(),
-        // The fake seat-lock's server answers inventory's GetEvent too.
-        inventory_url: seat_lock_url.to_owned(),
+        seat_lock_internal_url: urls.seat_lock.clone(),
+        inventory_url: urls.inventory.clone(),
         relay_interval_ms: 50,
         provider_timeout_ms: 20_000,
         recovery_after_secs: 300,
@@ -260,13 +317,26 @@ pub async fn spawn_app() -> TestApp {
 
 /// Serves a built `app` and gathers what the tests need around it.
 pub async fn attach(env: TestEnv, seat_lock: FakeSeatLock, app: App) -> TestApp {
+    let (port, internal_port) = (app.port(), app.internal_port());
     let client = serve(app).await;
+    let internal =
+        PaymentInternalServiceClient::new(certs().channel(internal_port, Some("seat-lock")).unwrap());
     let db = env.database().await.unwrap();
     let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
-    TestApp { env, client, seat_lock, db, bus, event_id: Uuid::now_v7() }
+    TestApp { env, client, internal, port, internal_port, seat_lock, db, bus, event_id: Uuid::now_v7() }
 }
 
 impl TestApp {
+    /// Payment's internal service as seat-lock calls it.
+    pub fn internal(&self) -> PaymentInternalServiceClient<Channel> {
+        self.internal.clone()
+    }
+
+    /// Payment's internal service as `identity` (`None`: no client certificate).
+    pub fn internal_as(&self, identity: Option<&str>) -> PaymentInternalServiceClient<Channel> {
+        PaymentInternalServiceClient::new(certs().channel(self.internal_port, identity).unwrap())
+    }
+
     pub fn pay_request(&self, key: &str, hold_id: Uuid, user_id: &str, method: &str) -> v1::PayRequest {
         v1::PayRequest {
             idempotency_key: key.to_owned(),

@@ -6,6 +6,7 @@ mod cancellation;
 mod crash;
 mod helpers;
 mod mesh_fakes;
+mod mtls;
 mod reconcile;
 mod refunds;
 mod slow_provider;
@@ -145,8 +146,11 @@ async fn happy_path_books_guards_seats_and_publishes() {
         .into_inner();
     assert!(others.bookings.is_empty());
 
-    let sold = client
-        .list_sold_seats(v1::ListSoldSeatsRequest { event_id: app.event_id.to_string() })
+    let sold = app
+        .internal()
+        .list_sold_seats(ticketing_proto::internal::ListSoldSeatsRequest {
+            event_id: app.event_id.to_string(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -314,7 +318,10 @@ async fn refused_or_unreachable_seat_lock_moves_no_money() {
 
     // Seat-lock down: UNAVAILABLE, and the key is given back so the client may retry.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    let dead_url = crate::helpers::FakeUrls {
+        seat_lock: format!("https://{}", closed.local_addr().unwrap()),
+        inventory: format!("http://{}", closed.local_addr().unwrap()),
+    };
     drop(closed);
     let down = App::build(config(&app.env, &dead_url)).await.unwrap();
     let mut down_client = serve(down).await;
@@ -438,7 +445,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
             }))
             .await
             .unwrap_err(),
-        client.list_sold_seats(v1::ListSoldSeatsRequest { event_id: "nope".into() }).await.unwrap_err(),
+        app.internal()
+            .list_sold_seats(ticketing_proto::internal::ListSoldSeatsRequest { event_id: "nope".into() })
+            .await
+            .unwrap_err(),
     ];
     for status in invalid {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -462,8 +472,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     for status in not_found {
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
     }
-    let empty = client
-        .list_sold_seats(v1::ListSoldSeatsRequest { event_id: app.event_id.to_string() })
+    let empty = app
+        .internal()
+        .list_sold_seats(ticketing_proto::internal::ListSoldSeatsRequest {
+            event_id: app.event_id.to_string(),
+        })
         .await
         .unwrap()
         .into_inner();

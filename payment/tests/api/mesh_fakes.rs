@@ -1,43 +1,21 @@
-//! The rest of the mesh payment talks to, faked: seat-lock's internal `ReturnSeats` (on the
-//! fake seat-lock, recording what it was given) and inventory's `GetEvent` (events the test
+//! The rest of the mesh payment talks to, faked: what seat-lock's internal `ReturnSeats` was
+//! given (the fake seat-lock records it) and inventory's `GetEvent` (events the test
 //! registers, for their cancellation cutoff).
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, Mutex},
 };
 
-pub use ticketing_proto::{
-    internal::seat_lock_internal_service_server::SeatLockInternalServiceServer,
-    v1::inventory_service_server::InventoryServiceServer,
-};
+pub use ticketing_proto::v1::inventory_service_server::InventoryServiceServer;
 use ticketing_proto::{
-    internal::{
-        ReturnSeatsRequest, ReturnSeatsResponse, seat_lock_internal_service_server::SeatLockInternalService,
-    },
+    internal::ReturnSeatsRequest,
     v1::{self, inventory_service_server::InventoryService},
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::helpers::FakeSeatLock;
-
-#[tonic::async_trait]
-impl SeatLockInternalService for FakeSeatLock {
-    async fn return_seats(
-        &self,
-        request: Request<ReturnSeatsRequest>,
-    ) -> Result<Response<ReturnSeatsResponse>, Status> {
-        if self.refuse_returns.load(Ordering::SeqCst) {
-            return Err(Status::unavailable("seat-lock is down"));
-        }
-        let request = request.into_inner();
-        let mut returns = self.returns.lock().unwrap();
-        let returned = !returns.iter().any(|r| r.booking_id == request.booking_id);
-        returns.push(request);
-        Ok(Response::new(ReturnSeatsResponse { returned }))
-    }
-}
 
 impl FakeSeatLock {
     /// The `ReturnSeats` calls seat-lock accepted so far.

@@ -27,7 +27,8 @@ fn command(app: &TestApp, seat_lock_url: &str, args: &[&str]) -> (i32, String) {
         .args(args)
         .env("DATABASE_URL", &app.env.database_url)
         .env("AUTH_JWKS", service_runtime::auth::AuthArgs::for_tests().jwks)
-        .env("SEAT_LOCK_URL", seat_lock_url)
+        .env("SEAT_LOCK_INTERNAL_URL", seat_lock_url)
+        .envs(crate::helpers::mesh_env())
         .env("NATS_URL", &app.env.nats_url)
         .env("NATS_PREFIX", &app.env.nats_prefix)
         .env("RUST_LOG", "error")
@@ -105,7 +106,7 @@ async fn a_charge_captured_after_it_was_settled_as_declined_is_found_and_refunde
 async fn a_booking_whose_charge_was_refunded_elsewhere_is_reported_and_the_command_agrees() {
     let app = spawn_app().await;
     // Nothing here needs seat-lock: the command may be pointed anywhere well-formed.
-    let url = "http://127.0.0.1:9".to_owned();
+    let url = "https://127.0.0.1:9".to_owned();
     let hold_id = app.seat_lock.add_hold(app.event_id, "erin", &["A-3-1"], 1);
     let paid = app.pay(app.pay_request("recon-chargeback-1", hold_id, "erin", "pm_card_ok")).await.unwrap();
     let payment = paid.payment.unwrap();

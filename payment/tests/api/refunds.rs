@@ -62,9 +62,10 @@ async fn refunding_a_booking_cancels_it_frees_its_seats_and_queues_their_return(
     );
     assert_eq!(returned.user_id, "rita");
     let sold = app
-        .client
-        .clone()
-        .list_sold_seats(v1::ListSoldSeatsRequest { event_id: app.event_id.to_string() })
+        .internal()
+        .list_sold_seats(ticketing_proto::internal::ListSoldSeatsRequest {
+            event_id: app.event_id.to_string(),
+        })
         .await
         .unwrap();
     assert!(sold.into_inner().seats.is_empty(), "a cancelled booking sells nothing");

@@ -10,9 +10,9 @@ use std::{
 use anyhow::{Context, bail};
 use fred::prelude::*;
 use futures::future::join_all;
-use ticketing_proto::v1::{
-    BeginCheckoutRequest, ConfirmHoldRequest, HoldBestAvailableRequest, HoldState, ReleaseHoldRequest,
-    SoldSeat,
+use ticketing_proto::{
+    internal::{BeginCheckoutRequest, ConfirmHoldRequest, SoldSeat},
+    v1::{HoldBestAvailableRequest, HoldState, ReleaseHoldRequest},
 };
 use tonic::Code;
 use tools::testenv::{TestEnv, eventually};
@@ -208,7 +208,8 @@ async fn run_hold_scenario(app: &TestApp, cluster: &RedisCluster) -> anyhow::Res
     // Hold two seats and move them into checkout at once (extended well past the 3 s TTL).
     let first = app.hold("u1", &["A-R1-1", "A-R1-2"]).await?;
     let mut client = app.client();
-    let checkout = client
+    let checkout = app
+        .internal()
         .begin_checkout(BeginCheckoutRequest {
             event_id: app.event_id.clone(),
             hold_id: first.hold_id.clone(),
@@ -242,7 +243,8 @@ async fn run_hold_scenario(app: &TestApp, cluster: &RedisCluster) -> anyhow::Res
     assert_eq!(app.free("A").await?, i64::from(CAPACITY_A) - 3);
 
     // Confirm the first hold: checkout kept it past its 3 s TTL; now it is sold for good.
-    let sold = client
+    let sold = app
+        .internal()
         .confirm_hold(ConfirmHoldRequest {
             event_id: app.event_id.clone(),
             hold_id: first.hold_id.clone(),

@@ -1,5 +1,6 @@
-//! Test harness: a fake inventory + payment on a port-0 listener, a real seat-lock on the
-//! test's own Redis prefix and NATS prefix, and pass signing.
+//! Test harness: a fake inventory on a port-0 listener and a fake payment internal service on
+//! a port-0 mutual-TLS listener (payment's certificate), a real seat-lock on the test's own
+//! Redis prefix and NATS prefix, its own service certificates, and pass signing.
 
 use std::{
     sync::{
@@ -12,22 +13,26 @@ use std::{
 use fred::prelude::*;
 use futures::StreamExt;
 use seat_lock::{App, Config};
-use service_runtime::config::ServerArgs;
+use service_runtime::{config::ServerArgs, mtls::MeshArgs};
 use ticketing_proto::{
-    internal::{ReturnSeatsRequest, seat_lock_internal_service_client::SeatLockInternalServiceClient},
+    internal::{
+        ConfirmHoldRequest, ListSoldSeatsRequest, ListSoldSeatsResponse, ReturnSeatsRequest, SoldSeat,
+        payment_internal_service_server::{PaymentInternalService, PaymentInternalServiceServer},
+        seat_lock_internal_service_client::SeatLockInternalServiceClient,
+    },
     pass::{PassClaims, PassKeyRing},
     v1::{
-        CancelBookingRequest, CancelBookingResponse, Event, GetEventRequest, GetEventResponse,
-        HoldSeatsRequest, ListSoldSeatsRequest, ListSoldSeatsResponse, ReconcileReport, ReconcileRequest,
-        RefundBookingRequest, SoldSeat, Zone, ZoneKind,
+        Event, GetEventRequest, GetEventResponse, HoldSeatsRequest, Zone, ZoneKind,
         inventory_service_server::{InventoryService, InventoryServiceServer},
-        payment_service_server::{PaymentService, PaymentServiceServer},
         seat_lock_service_client::SeatLockServiceClient,
         *,
     },
 };
-use tonic::{Request, Response, Status, transport::Channel};
-use tools::testenv::TestEnv;
+use tonic::{
+    Request, Response, Status,
+    transport::{Certificate, Channel, Identity, ServerTlsConfig},
+};
+use tools::{stack::certs::MeshCerts, testenv::TestEnv};
 
 pub const KEYS: &str = "k2:current-secret-0123456789,k1:previous-secret-0123456789";
 pub const PREVIOUS_KEY: &str = "k1:previous-secret-0123456789";
@@ -103,22 +108,7 @@ pub struct FakePayment {
 }
 
 #[tonic::async_trait]
-impl PaymentService for FakePayment {
-    async fn pay(&self, _: Request<PayRequest>) -> Result<Response<PayResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_payment(&self, _: Request<GetPaymentRequest>) -> Result<Response<Payment>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_booking(&self, _: Request<GetBookingRequest>) -> Result<Response<Booking>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn list_bookings(
-        &self,
-        _: Request<ListBookingsRequest>,
-    ) -> Result<Response<ListBookingsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+impl PaymentInternalService for FakePayment {
     async fn list_sold_seats(
         &self,
         request: Request<ListSoldSeatsRequest>,
@@ -131,31 +121,20 @@ impl PaymentService for FakePayment {
         let _ = event_id;
         Ok(Response::new(ListSoldSeatsResponse { seats }))
     }
-    async fn cancel_booking(
-        &self,
-        _: Request<CancelBookingRequest>,
-    ) -> Result<Response<CancelBookingResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn refund_booking(
-        &self,
-        _: Request<RefundBookingRequest>,
-    ) -> Result<Response<CancelBookingResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn reconcile(&self, _: Request<ReconcileRequest>) -> Result<Response<ReconcileReport>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
 }
 
 /// A running seat-lock with its fakes.
 pub struct TestApp {
     pub env: TestEnv,
     pub client: SeatLockServiceClient<Channel>,
-    /// The internal service, on the same port.
+    /// The internal service, on the internal port, as payment (its one allowed caller).
     pub internal: SeatLockInternalServiceClient<Channel>,
-    /// The channel both clients share.
+    /// The public listener's channel.
     pub channel: Channel,
+    /// The internal listener's port.
+    pub internal_port: u16,
+    /// The test's service certificates.
+    pub certs: MeshCerts,
     pub event_id: String,
     pub payment: FakePayment,
     pub ring: PassKeyRing,
@@ -211,21 +190,37 @@ pub async fn spawn_app_on(
 ) -> anyhow::Result<TestApp> {
     let payment = FakePayment::default();
 
+    let certs = tools::stack::certs::ensure(
+        &std::env::temp_dir().join(format!("seat-lock-certs-{}", env.nats_prefix)),
+    )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let fakes_addr = listener.local_addr()?;
     let router = tonic::transport::Server::builder()
-        .add_service(InventoryServiceServer::new(FakeInventory { event: event(&event_id) }))
-        .add_service(PaymentServiceServer::new(payment.clone()));
+        .add_service(InventoryServiceServer::new(FakeInventory { event: event(&event_id) }));
+    tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    // Payment's internal listener: its certificate, clients of the mesh CA only.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let payment_addr = listener.local_addr()?;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            std::fs::read(certs.cert("payment"))?,
+            std::fs::read(certs.key("payment"))?,
+        ))
+        .client_ca_root(Certificate::from_pem(std::fs::read(certs.ca())?));
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .add_service(PaymentInternalServiceServer::new(payment.clone()));
     tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
 
     let config = Config {
         server: ServerArgs::loopback(),
+        mesh: mesh_args(&certs, "seat-lock"),
         redis_url: redis_url.to_owned(),
         redis_prefix: env.redis_prefix.clone(),
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
         inventory_url: format!("http://{fakes_addr}"),
-        payment_url: format!("http://{fakes_addr}"),
+        payment_internal_url: format!("https://{payment_addr}"),
         pass_keys: KEYS.parse()?,
         hold_ttl_secs,
         checkout_grace_secs: 300,
@@ -234,14 +229,36 @@ pub async fn spawn_app_on(
     config.validate().map_err(anyhow::Error::msg)?;
     let app = App::build(config).await?;
     let port = app.port();
+    let internal_port = app.internal_port();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
     let client = SeatLockServiceClient::new(channel.clone());
-    let internal = SeatLockInternalServiceClient::new(channel.clone());
+    let internal = SeatLockInternalServiceClient::new(certs.channel(internal_port, Some("payment"))?);
 
     let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
-    Ok(TestApp { env, client, internal, channel, event_id, payment, ring: KEYS.parse()?, redis })
+    Ok(TestApp {
+        env,
+        client,
+        internal,
+        channel,
+        internal_port,
+        certs,
+        event_id,
+        payment,
+        ring: KEYS.parse()?,
+        redis,
+    })
+}
+
+/// `identity`'s certificate from `certs`, and an internal listener on a free loopback port.
+pub fn mesh_args(certs: &MeshCerts, identity: &str) -> MeshArgs {
+    MeshArgs {
+        internal_grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls_cert: certs.cert(identity),
+        tls_key: certs.key(identity),
+        tls_ca: certs.ca(),
+    }
 }
 
 impl TestApp {
@@ -252,6 +269,19 @@ impl TestApp {
 
     pub fn client(&self) -> SeatLockServiceClient<Channel> {
         self.client.clone()
+    }
+
+    /// The internal service, as payment calls it.
+    pub fn internal(&self) -> SeatLockInternalServiceClient<Channel> {
+        self.internal.clone()
+    }
+
+    /// The internal service as `identity` (`None`: no client certificate).
+    pub fn internal_as(
+        &self,
+        identity: Option<&str>,
+    ) -> anyhow::Result<SeatLockInternalServiceClient<Channel>> {
+        Ok(SeatLockInternalServiceClient::new(self.certs.channel(self.internal_port, identity)?))
     }
 
     /// A HoldSeats request for `user` with a valid pass.
@@ -277,7 +307,7 @@ impl TestApp {
             user_id: hold.user_id.clone(),
             booking_id: booking_id.to_owned(),
         };
-        self.client().confirm_hold(confirm).await.map(Response::into_inner)
+        self.internal().confirm_hold(confirm).await.map(Response::into_inner)
     }
 
     /// The ReturnSeats request payment's seat-return outbox sends for `hold` sold under

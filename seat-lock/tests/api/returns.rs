@@ -5,8 +5,8 @@ use futures::StreamExt;
 use prost::Message;
 use ticketing_proto::{
     events::{EventEnvelope, ReleaseReason, event_envelope::Body},
-    internal::ReturnSeatsRequest,
-    v1::{GetHoldRequest, HoldBestAvailableRequest, HoldState, SoldSeat},
+    internal::{ReturnSeatsRequest, SoldSeat},
+    v1::{GetHoldRequest, HoldBestAvailableRequest, HoldState},
 };
 use tonic::Code;
 use tonic_health::pb::{
@@ -211,9 +211,10 @@ async fn bad_return_requests_are_refused_and_change_nothing() -> anyhow::Result<
     assert_eq!(app.bought("u1").await?, 2);
     assert!(app.return_seats(good).await?);
 
-    // Served beside SeatLockService and reported by health.
+    // Reported by health on the internal listener.
     let service = "ticketing.internal.v1.SeatLockInternalService".to_owned();
-    let health = HealthClient::new(app.channel.clone()).check(HealthCheckRequest { service }).await?;
+    let internal = app.certs.channel(app.internal_port, Some("payment"))?;
+    let health = HealthClient::new(internal).check(HealthCheckRequest { service }).await?;
     assert_eq!(health.into_inner().status, ServingStatus::Serving as i32);
     Ok(())
 }

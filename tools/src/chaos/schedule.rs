@@ -208,8 +208,11 @@ impl Probe {
             }
             Fault::Postgres => {
                 let sold = PaymentServiceClient::new(self.lb.clone())
-                    .list_sold_seats(probe_request(pb::ListSoldSeatsRequest {
+                    .list_bookings(probe_request(pb::ListBookingsRequest {
+                        user_id: user.clone(),
                         event_id: self.event_id.clone(),
+                        page_size: 1,
+                        page_token: String::new(),
                     }))
                     .await;
                 let inbox = NotifierServiceClient::new(self.lb.clone())

@@ -1,5 +1,6 @@
-//! The checks after the sale, against ground truth: payment's sold seats (ListSoldSeats),
-//! the `payment` schema in Postgres (bookings, booking_seats, seat_guard, payments, the
+//! The checks after the sale, against ground truth: payment's sold seats (the rows payment's
+//! internal `ListSoldSeats` answers, read from Postgres: that RPC is seat-lock's only), the
+//! `payment` schema in Postgres (bookings, booking_seats, seat_guard, payments, the
 //! sandbox provider's `psp_ledger`), inventory's availability and seat-lock's holds.
 
 use std::{
@@ -12,15 +13,31 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 use serde::Serialize;
 use ticketing_proto::v1::{
     self as pb, inventory_service_client::InventoryServiceClient,
-    payment_service_client::PaymentServiceClient, seat_lock_service_client::SeatLockServiceClient,
+    seat_lock_service_client::SeatLockServiceClient,
 };
 
 use super::{Timings, user::Ctx};
 
 /// Abandoned holds whose final state is asked of seat-lock (GetHold); a sample when more.
 const ABANDONED_CHECKS: usize = 2_000;
-/// ListSoldSeats of a big event is several MB.
-const MAX_SOLD_SEATS_MESSAGE: usize = 256 * 1024 * 1024;
+/// Every sold place of the event (`$1`): as payment's `ListSoldSeats` answers them, one row
+/// per seat of a live (`confirmed` or `cancelling`) booking and `quantity` rows per live
+/// general-admission booking.
+const SOLD_SEATS: &str = "SELECT s.zone_id, s.seat_id, b.user_id FROM payment.booking_seats s \
+     JOIN payment.bookings b ON b.booking_id = s.booking_id WHERE s.event_id::text = $1 \
+     AND b.status IN ('confirmed', 'cancelling') \
+     UNION ALL SELECT b.zone_id, '' AS seat_id, b.user_id FROM payment.bookings b \
+     CROSS JOIN LATERAL generate_series(1, b.quantity) \
+     WHERE b.event_id::text = $1 AND b.status IN ('confirmed', 'cancelling') \
+     AND NOT EXISTS (SELECT 1 FROM payment.booking_seats s WHERE s.booking_id = b.booking_id)";
+
+/// One sold place.
+struct SoldSeat {
+    zone_id: String,
+    /// Empty for general admission.
+    seat_id: String,
+    user_id: String,
+}
 /// How often the settle loop looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
 /// Payments of the event (`$1`) not in a final state (processing, charging, unknown,
@@ -121,12 +138,17 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     timings.settle_secs = started.elapsed().as_secs_f64();
 
     // I1 and I6 from payment's sold seats.
-    let sold = PaymentServiceClient::new(channel.clone())
-        .max_decoding_message_size(MAX_SOLD_SEATS_MESSAGE)
-        .list_sold_seats(pb::ListSoldSeatsRequest { event_id: event_id.clone() })
+    let sold = rows(&db, SOLD_SEATS, &event_id)
         .await?
-        .into_inner()
-        .seats;
+        .into_iter()
+        .map(|row| {
+            Ok(SoldSeat {
+                zone_id: row.try_get_by_index(0)?,
+                seat_id: row.try_get_by_index(1)?,
+                user_id: row.try_get_by_index(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
     v.seats_sold = sold.len() as u64;
     let mut seen = HashSet::new();
     let mut doubles = Vec::new();
@@ -141,7 +163,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     }
     v.check(
         "I1",
-        "no seat sold twice (ListSoldSeats)",
+        "no seat sold twice (sold seats)",
         doubles.is_empty(),
         format!("{} seats sold, {} twice {:?}", sold.len(), doubles.len(), &doubles[..doubles.len().min(5)]),
     );
@@ -149,7 +171,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         let n = per_zone.get(zone.zone_id.as_str()).copied().unwrap_or(0);
         v.check(
             "I1",
-            format!("zone {} not oversold (ListSoldSeats)", zone.zone_id),
+            format!("zone {} not oversold (sold seats)", zone.zone_id),
             n <= u64::from(zone.capacity),
             format!("{n} of {}", zone.capacity),
         );
@@ -207,7 +229,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         per_user.iter().filter(|(_, n)| **n > max).map(|(u, n)| format!("{u} bought {n}")).take(5).collect();
     v.check(
         "I6",
-        "per-user limit kept (ListSoldSeats)",
+        "per-user limit kept (sold seats)",
         over.is_empty(),
         format!("limit {max}; {} users over {over:?}", over.len()),
     );

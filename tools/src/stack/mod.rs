@@ -7,6 +7,9 @@
 //!   folder and waits until every health check answers SERVING; [`stop`] stops them by pid.
 //! - [`backing`]: private Redis, NATS and Postgres instances on free ports, which a chaos run
 //!   may restart without touching the machine's shared servers.
+//! - [`certs`]: the mesh CA and one certificate per service, made in `<state>/certs` on first
+//!   start and reused; seat-lock and payment get `TLS_CERT`, `TLS_KEY`, `TLS_CA` and serve
+//!   their internal RPCs on a second, mutual-TLS port that HAProxy never routes to.
 //! - [`supervisor`]: restarts a service of a started stack that died, with the same
 //!   environment and port, and records when it died and when it was SERVING again.
 //!
@@ -14,6 +17,7 @@
 //! the test's own database and prefixes.
 
 pub mod backing;
+pub mod certs;
 pub mod supervisor;
 
 use std::{
@@ -239,7 +243,13 @@ pub struct ServiceProcess {
     pub name: &'static str,
     pub grpc_port: u16,
     pub metrics_port: u16,
+    /// The internal (mutual TLS) listener's port, for a service with internal RPCs
+    /// ([`INTERNAL_SERVICES`]); 0 for the others.
+    pub internal_port: u16,
 }
+
+/// The services with internal RPCs, served on their own mutual-TLS port.
+pub const INTERNAL_SERVICES: [&str; 2] = ["seat-lock", "payment"];
 
 /// Everything the stack's processes are started with.
 #[derive(Debug, Clone)]
@@ -270,8 +280,9 @@ pub struct StackConfig {
 pub const SERVICES: [&str; 5] = ["inventory", "payment", "seat-lock", "admission", "notifier"];
 
 impl StackConfig {
-    /// The local stack on its standard ports (services 50051-50055, metrics 9101-9105, load
-    /// balancer 8080) with a fresh pass key.
+    /// The local stack on its standard ports (services 50051-50055, metrics 9101-9105,
+    /// internal listeners of seat-lock and payment 50062 and 50064, load balancer 8080) with a
+    /// fresh pass key.
     pub fn local(state_dir: PathBuf, bin_dir: PathBuf) -> Self {
         let ports = [
             ("admission", 50051),
@@ -287,7 +298,8 @@ impl StackConfig {
                 .iter()
                 .map(|name| {
                     let grpc_port = ports.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
-                    ServiceProcess { name, grpc_port, metrics_port: grpc_port - 50051 + 9101 }
+                    let internal_port = if INTERNAL_SERVICES.contains(name) { grpc_port + 10 } else { 0 };
+                    ServiceProcess { name, grpc_port, metrics_port: grpc_port - 50051 + 9101, internal_port }
                 })
                 .collect(),
             lb_port: 8080,
@@ -313,6 +325,9 @@ impl StackConfig {
         for service in &mut config.services {
             service.grpc_port = free_port()?;
             service.metrics_port = free_port()?;
+            if service.internal_port != 0 {
+                service.internal_port = free_port()?;
+            }
         }
         config.lb_port = free_port()?;
         Ok(config)
@@ -330,6 +345,20 @@ impl StackConfig {
 
     fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}", self.port(name))
+    }
+
+    /// The internal (mutual TLS) port of a service; 0 when it has none.
+    pub fn internal_port(&self, name: &str) -> u16 {
+        self.services.iter().find(|s| s.name == name).map_or(0, |s| s.internal_port)
+    }
+
+    fn internal_url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}", self.internal_port(name))
+    }
+
+    /// The stack's service certificates (`<state>/certs`), made on first use and reused.
+    pub fn certs(&self) -> anyhow::Result<certs::MeshCerts> {
+        certs::ensure(&self.state_dir.join("certs"))
     }
 
     /// The slowest card the simulator pays with for this stack's hold TTL, in whole seconds.
@@ -354,11 +383,11 @@ impl StackConfig {
             "inventory" | "notifier" => env.push(("DATABASE_URL", self.database_url.clone())),
             "payment" => {
                 env.push(("DATABASE_URL", self.database_url.clone()));
+                env.push(("SEAT_LOCK_INTERNAL_URL", self.internal_url("seat-lock")));
                 env.push((
                     "RECOVERY_AFTER_SECS",
                     (self.slowest_card_secs() + 2 * WINDOW_MARGIN_SECS).to_string(),
                 ));
-                env.push(("SEAT_LOCK_URL", self.url("seat-lock")));
                 env.push(("INVENTORY_URL", self.url("inventory")));
             }
             "seat-lock" | "admission" => {
@@ -370,7 +399,7 @@ impl StackConfig {
                     env.push(("SHUFFLE_KEY", self.shuffle_key.clone()));
                 }
                 if service.name == "seat-lock" {
-                    env.push(("PAYMENT_URL", self.url("payment")));
+                    env.push(("PAYMENT_INTERNAL_URL", self.internal_url("payment")));
                     env.push(("HOLD_TTL_SECS", self.hold_ttl_secs.to_string()));
                     env.push((
                         "CHECKOUT_GRACE_SECS",
@@ -380,7 +409,16 @@ impl StackConfig {
             }
             _ => {}
         }
-        env.into_iter().map(|(k, v)| (k.to_owned(), v)).chain(self.extra_env.iter().cloned()).collect()
+        if service.internal_port != 0 {
+            env.push(("INTERNAL_GRPC_ADDR", format!("127.0.0.1:{}", service.internal_port)));
+        }
+        // Every service gets its identity (only seat-lock and payment read it today).
+        let certs = certs::MeshCerts::at(&self.state_dir.join("certs"));
+        env.into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(certs.env(service.name))
+            .chain(self.extra_env.iter().cloned())
+            .collect()
     }
 
     /// Starts `service` with its environment, its output appended to `<state>/logs/<name>.log`
@@ -444,6 +482,7 @@ impl Stack {
         let pids = config.state_dir.join("pids");
         fs::create_dir_all(&logs)?;
         fs::create_dir_all(&pids)?;
+        config.certs()?;
         let haproxy = ensure_haproxy()?;
         let mut children = Vec::new();
         for service in &config.services {
