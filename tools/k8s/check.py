@@ -40,8 +40,9 @@ ALLOWED_KUSTOMIZE_KEYS = {
     "apiVersion", "kind", "namespace", "labels", "resources", "images", "replicas",
     "configMapGenerator", "secretGenerator", "patches",
 }
-# Objects that other controllers create at run time (CloudNativePG's application Secret).
-EXTERNAL_REFS = {("Secret", "ticketing-pg-app")}
+# Secrets made outside the overlays: CloudNativePG's app credentials, and production's edge TLS
+# certificate of the public name (k8s/overlays/production/patches/lb-edge-tls.yaml).
+EXTERNAL_REFS = {("Secret", "ticketing-pg-app"), ("Secret", "ticketing-edge-tls")}
 
 errors: list[str] = []
 warnings: list[str] = []
@@ -419,7 +420,9 @@ def check_haproxy(lb: dict | None) -> int:
     c = lb["spec"]["template"]["spec"]["containers"][0]
     cluster = {e["name"]: e["value"].replace("$(POD_NAMESPACE)", "ticketing") for e in c.get("env", []) if "value" in e}
     for var in needed:
-        if var not in cluster and not re.search(rf"\$\{{{var}-", text):
+        # Variables read only under `.if defined(VAR)` may stay unset (e.g. LB_TLS_CERT).
+        optional = re.search(rf"^\.if defined\({var}\)", text, re.M)
+        if var not in cluster and not optional and not re.search(rf"\$\{{{var}-", text):
             error(f"k8s/base/lb.yaml: HAProxy needs {var}, the lb Deployment does not set it")
     for s in SERVICES:
         addr = cluster.get(f"{s.replace('-', '_').upper()}_ADDR", "")
@@ -461,6 +464,8 @@ def render_overlays(overlays: list[Path]) -> int:
 
 def check_rendered(objs: list[dict], where: str) -> None:
     names = {(o["kind"], o["metadata"]["name"]) for o in objs} | EXTERNAL_REFS
+    # cert-manager writes each Certificate's Secret.
+    names |= {("Secret", o["spec"]["secretName"]) for o in objs if o["kind"] == "Certificate"}
     lb = next((o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "lb"), None)
     if lb:
         env = {e["name"]: e.get("value") for e in lb["spec"]["template"]["spec"]["containers"][0].get("env", [])}
@@ -548,10 +553,15 @@ def main() -> int:
                     if p.get("name") == "grpc" and p.get("port") != defaults["GRPC_ADDR"]:
                         error(f"k8s/base: Service {name} port grpc {p.get('port')} != {defaults['GRPC_ADDR']}")
         deployments_ok += len(errors) == before
-    for url_var, svc in (("INVENTORY_URL", "inventory"), ("SEAT_LOCK_URL", "seat-lock"), ("PAYMENT_URL", "payment")):
+    for url_var, svc in (("INVENTORY_URL", "inventory"),):
         want = f"http://{svc}-headless:{defaults['GRPC_ADDR']}"
         if config.get(url_var) != want:
             error(f"k8s/base/config.env: {url_var}={config.get(url_var)}, expected {want} (client-side balancing)")
+    # Internal RPCs: mutual TLS on the internal port of the headless Service.
+    for url_var, svc in (("SEAT_LOCK_INTERNAL_URL", "seat-lock"), ("PAYMENT_INTERNAL_URL", "payment")):
+        want = f"https://{svc}-headless:50052"
+        if config.get(url_var) != want:
+            error(f"k8s/base/config.env: {url_var}={config.get(url_var)}, expected {want} (internal listener)")
 
     # probe ports of every workload, images of every workload and kustomization
     images_seen: set[str] = set()
