@@ -2,6 +2,7 @@
 //! - [`stack`]: the local stack (backing services, the five services, HAProxy) as processes;
 //! - [`chaos`]: the flash sale on a private stack while services and stores fail on a
 //!   schedule;
+//! - [`identity`]: the stack's token signing key and JWKS, and the tokens the tools send;
 //! - [`flashsale`]: the flash-sale simulator through the load balancer, verified against
 //!   ground truth; [`report`] writes its JSON and HTML reports;
 //! - [`loadgen`]: one RPC under load, ghz-style, with a `grpc.health.v1` baseline measured in
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod chaos;
 pub mod cpu;
 pub mod flashsale;
+pub mod identity;
 pub mod loadgen;
 pub mod reconciliation;
 pub mod report;
