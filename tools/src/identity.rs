@@ -38,6 +38,9 @@ pub const AUTHORIZATION: &str = "authorization";
 pub const TOOL_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The subject of the operator token the tools use for catalogue writes and reconciliation.
 pub const OPERATOR: &str = "operator";
+/// Users whose tokens [`Identity::user`] remembers: the tests' and the bench's users. Full,
+/// it forgets them all (each is minted again on its next use): 10,000 tokens are about 4 MB.
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
 /// The `authorization` value of one token, ready to attach: cloning it is a reference count.
 #[derive(Clone)]
@@ -77,6 +80,10 @@ impl Bearer {
 pub struct Identity {
     issuer: TokenIssuer,
     dir: PathBuf,
+    /// Tokens minted by [`Self::user`], by user.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, Bearer>>,
+    /// The operator's token, minted on first use.
+    admin: std::sync::OnceLock<Bearer>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -113,7 +120,7 @@ impl Identity {
             create_key(&key_path)?;
         }
         let issuer = read_key(&key_path)?;
-        let identity = Self { issuer, dir: dir.to_path_buf() };
+        let identity = Self::new(issuer, dir.to_path_buf());
         identity.write_jwks()?;
         Ok(identity)
     }
@@ -123,7 +130,11 @@ impl Identity {
     pub fn from_key_file(key_file: &Path) -> anyhow::Result<Self> {
         let issuer = read_key(key_file)?;
         let dir = key_file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Self { issuer, dir })
+        Ok(Self::new(issuer, dir))
+    }
+
+    fn new(issuer: TokenIssuer, dir: PathBuf) -> Self {
+        Self { issuer, dir, tokens: Default::default(), admin: Default::default() }
     }
 
     /// The JWKS file the services verify with.
@@ -141,14 +152,40 @@ impl Identity {
         self.issuer.token(user, admin, ttl)
     }
 
-    /// `user`'s token for a tool run ([`TOOL_TOKEN_TTL`]); mint once per user and reuse it.
-    pub fn user(&self, user: &str) -> Bearer {
+    /// A new token for `user`, valid for a tool run ([`TOOL_TOKEN_TTL`]): for callers that
+    /// keep it for every call of that user (the simulator's users carry theirs).
+    pub fn mint(&self, user: &str) -> Bearer {
         Bearer::new(&self.token(user, false, TOOL_TOKEN_TTL))
     }
 
-    /// The operator's token ([`OPERATOR`], with the admin scope).
+    /// `user`'s token ([`Self::mint`] on first use, then the same one again, up to
+    /// [`TOKEN_CACHE_CAPACITY`] users).
+    pub fn user(&self, user: &str) -> Bearer {
+        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bearer) = tokens.get(user) {
+            return bearer.clone();
+        }
+        if tokens.len() >= TOKEN_CACHE_CAPACITY {
+            tokens.clear();
+        }
+        let bearer = self.mint(user);
+        tokens.insert(user.to_owned(), bearer.clone());
+        bearer
+    }
+
+    /// The operator's token ([`OPERATOR`], with the admin scope), minted once.
     pub fn admin(&self) -> Bearer {
-        Bearer::new(&self.token(OPERATOR, true, TOOL_TOKEN_TTL))
+        self.admin.get_or_init(|| Bearer::new(&self.token(OPERATOR, true, TOOL_TOKEN_TTL))).clone()
+    }
+
+    /// `message` as a request of `user` (with its [`Self::user`] token).
+    pub fn as_user<T>(&self, user: &str, message: T) -> tonic::Request<T> {
+        self.user(user).request(message)
+    }
+
+    /// `message` as a request of the operator.
+    pub fn as_admin<T>(&self, message: T) -> tonic::Request<T> {
+        self.admin().request(message)
     }
 
     /// A token for `user` that no server has cached yet: its claims carry a unique `jti`, so
@@ -199,14 +236,14 @@ fn create_key(path: &Path) -> anyhow::Result<()> {
 
 /// Reads a key file; refuses one that others than its owner may read.
 fn read_key(path: &Path) -> anyhow::Result<TokenIssuer> {
-    let mode = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.permissions().mode();
+    let mode =
+        fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!("{} is readable by others (mode {:o}): `chmod 600` it", path.display(), mode & 0o777);
     }
     let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     // The parse error never repeats the text: it is the private key.
-    TokenIssuer::from_secret_string(&text)
-        .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))
+    TokenIssuer::from_secret_string(&text).map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))
 }
 
 /// Writes `text` to `path`, readable by its owner only (a file of tokens is a credential).

@@ -127,9 +127,13 @@ async fn main() -> anyhow::Result<()> {
             let stack = up(&state_dir, &args).await?;
             println!("running a flash sale: {seats} seats, {users} users, through {}", stack.config.lb_url());
             let out = state_dir.join("reports").join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
-            let mut config =
-                SimConfig::new(stack.config.lb_url(), stack.config.database_url.clone(), out.clone())
-                    .with_hold_ttl(hold_ttl);
+            let mut config = SimConfig::new(
+                stack.config.lb_url(),
+                stack.config.database_url.clone(),
+                out.clone(),
+                stack.identity.clone(),
+            )
+            .with_hold_ttl(hold_ttl);
             config.seats = seats;
             config.users = users;
             config.admission_capacity = 500;
