@@ -8,6 +8,7 @@
 //! - [`loadgen`]: one RPC under load, ghz-style, with a `grpc.health.v1` baseline measured in
 //!   the same run; [`bench`] runs the standard set and rewrites the README's table;
 //! - [`reconciliation`]: payment's `Reconcile`, the last check of every verification;
+//! - [`snapshot`]: digests of Redis and Postgres, to prove a request changed nothing;
 //! - [`testenv`]: the isolated backing-service environment every integration test uses.
 #![forbid(unsafe_code)]
 
@@ -19,5 +20,6 @@ pub mod identity;
 pub mod loadgen;
 pub mod reconciliation;
 pub mod report;
+pub mod snapshot;
 pub mod stack;
 pub mod testenv;
