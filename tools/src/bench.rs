@@ -17,6 +17,14 @@
 //! 4. `GetAvailability` and `GetSeatMap` of the 50,000-seat event.
 //! 5. Fan-out: 10,000 `WatchSeatMap` watchers, one seat held, lag until each has the delta.
 //!
+//! Every call carries a token of the stack's identity provider ([`Identity`]); the services
+//! have no tokenless mode. What a token costs is measured in the same run: HoldSeats and the
+//! Join burst once with one token per user (minted before the run; a user's first call
+//! verifies it, the rest hit the services' cache: the production pattern) and once with a
+//! fresh token on every call (a full Ed25519 verification each: the worst case), and the
+//! like-for-like pair `Health/Check` without a token and with a fresh token per call (the
+//! health service sits behind the same auth layer, so the difference is the verification).
+//!
 //! Then the services' peak memory (VmHWM) from `/proc`, via the stack's pid files. Every
 //! scenario is bounded in count and time. The results go to `bench-results.json` and to the
 //! README's table between `<!-- bench:start -->` and `<!-- bench:end -->`.
@@ -38,7 +46,10 @@ use ticketing_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::loadgen::{self, CallData, Comparison, LoadSpec, Observer};
+use crate::{
+    identity::{AUTHORIZATION, Identity},
+    loadgen::{self, CallData, Comparison, LoadSpec, Observer},
+};
 
 pub mod admission;
 
@@ -90,6 +101,49 @@ pub struct BenchConfig {
     pub baseline_max: Duration,
     /// Where filled-in ghz configs (real event, pass and hold) are written.
     pub ghz_dir: Option<PathBuf>,
+    /// Mints every token the bench sends (the stack's identity provider).
+    pub identity: Arc<Identity>,
+}
+
+/// How the calls of a scenario carry their tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    /// One token per user, minted before the run and sent with each of its calls: the
+    /// services verify it once and then find it in their cache.
+    PerUser,
+    /// A token no server has seen on every call (a unique `jti`): a full verification each.
+    FreshPerCall,
+}
+
+impl Tokens {
+    /// The row label's suffix.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PerUser => "one token per user",
+            Self::FreshPerCall => "a fresh token per call (full verification each)",
+        }
+    }
+}
+
+/// A loadgen metadata array of `count` objects `{"authorization": "Bearer …"}`: object `n`
+/// is the token of `user(n)`, minted here (before the measured run) as `tokens` says.
+pub fn token_array(
+    identity: &Identity,
+    count: u64,
+    tokens: Tokens,
+    user: impl Fn(u64) -> String,
+) -> serde_json::Value {
+    serde_json::Value::Array(
+        (0..count)
+            .map(|n| {
+                let token = match tokens {
+                    Tokens::PerUser => identity.token(&user(n), false, crate::identity::TOOL_TOKEN_TTL),
+                    Tokens::FreshPerCall => identity.fresh(&user(n)),
+                };
+                serde_json::json!({ AUTHORIZATION: format!("Bearer {token}") })
+            })
+            .collect(),
+    )
 }
 
 /// One README row.
@@ -161,9 +215,11 @@ async fn channel(target: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach the load balancer at {target}: is the stack up (`stack up`)?"))
 }
 
-/// Creates the 50,000-seat venue and an event on it whose sale opens in `opens_in_ms`.
+/// Creates the 50,000-seat venue and an event on it whose sale opens in `opens_in_ms`, as the
+/// operator.
 async fn create_event(
     channel: &Channel,
+    identity: &Identity,
     name: &str,
     capacity: u32,
     pass_ttl: u32,
@@ -171,7 +227,7 @@ async fn create_event(
 ) -> anyhow::Result<pb::Event> {
     let mut inventory = InventoryServiceClient::new(channel.clone());
     let venue = inventory
-        .create_venue(pb::CreateVenueRequest {
+        .create_venue(identity.as_admin(pb::CreateVenueRequest {
             name: format!("Bench arena {}", chrono::Utc::now().format("%H:%M:%S")),
             zones: vec![pb::ZoneSpec {
                 zone_id: "A".into(),
@@ -183,7 +239,7 @@ async fn create_event(
                     accessible_seat_ids: vec![],
                 })),
             }],
-        })
+        }))
         .await
         .context("CreateVenue")?
         .into_inner()
@@ -191,7 +247,7 @@ async fn create_event(
         .context("CreateVenue answered no venue")?;
     let now = chrono::Utc::now().timestamp_millis();
     let event = inventory
-        .create_event(pb::CreateEventRequest {
+        .create_event(identity.as_admin(pb::CreateEventRequest {
             venue_id: venue.venue_id,
             name: name.into(),
             starts_at: Some(timestamp(now + 30 * 86_400_000)),
@@ -202,7 +258,7 @@ async fn create_event(
             admission_tick_ms: 100,
             pass_ttl_seconds: pass_ttl,
             cancellation_cutoff_seconds: 0,
-        })
+        }))
         .await
         .context("CreateEvent")?
         .into_inner()
@@ -212,18 +268,29 @@ async fn create_event(
 }
 
 /// Joins `users` users and watches their queue until each has a pass.
-async fn collect_passes(channel: &Channel, event_id: &str, users: u32) -> anyhow::Result<Vec<PassHolder>> {
+async fn collect_passes(
+    channel: &Channel,
+    identity: &Identity,
+    event_id: &str,
+    users: u32,
+) -> anyhow::Result<Vec<PassHolder>> {
     let work = futures::stream::iter(0..users)
         .map(|u| {
             let mut admission = AdmissionServiceClient::new(channel.clone());
             let event_id = event_id.to_owned();
+            let user_id = format!("bench-{u}");
+            let token = identity.user(&user_id);
             async move {
-                let user_id = format!("bench-{u}");
                 admission
-                    .join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+                    .join(
+                        token.request(pb::JoinRequest {
+                            event_id: event_id.clone(),
+                            user_id: user_id.clone(),
+                        }),
+                    )
                     .await?;
                 let mut updates = admission
-                    .watch_queue(pb::WatchQueueRequest { event_id, user_id: user_id.clone() })
+                    .watch_queue(token.request(pb::WatchQueueRequest { event_id, user_id: user_id.clone() }))
                     .await?
                     .into_inner();
                 while let Some(status) = updates.next().await {
@@ -245,11 +312,14 @@ async fn collect_passes(channel: &Channel, event_id: &str, users: u32) -> anyhow
 }
 
 impl BenchConfig {
+    /// A scenario's load; `metadata` is its tokens (an array used round robin), or `None`
+    /// for a call that needs none (the catalogue reads).
     fn spec(
         &self,
         name: &str,
         call: &str,
         data: serde_json::Value,
+        metadata: Option<serde_json::Value>,
         concurrency: usize,
         total: u64,
     ) -> anyhow::Result<LoadSpec> {
@@ -258,7 +328,7 @@ impl BenchConfig {
         Ok(LoadSpec {
             name: name.into(),
             target: self.target.clone(),
-            data: CallData::new(method, &data, None)?,
+            data: CallData::new(method, &data, metadata.as_ref())?,
             concurrency,
             connections: self.connections,
             total: Some(total),
@@ -312,52 +382,53 @@ pub fn fifo_inversions(joins: &mut [(Instant, Instant, u64)]) -> u64 {
     inversions
 }
 
-/// Runs every scenario and writes the results.
-pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let machine = format!("{cores} cores, {}", memory_total());
-    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let channel = channel(&config.target).await?;
-    let mut scenarios = Vec::new();
-    let mut rows = Vec::new();
-    let row = |what: &str, result: String, baseline: String, target: &str, met: Option<bool>| Row {
-        what: what.into(),
-        result,
-        baseline,
-        target: target.into(),
-        met,
-        date: date.clone(),
-        machine: machine.clone(),
-    };
-
-    // Setup: the seated event and passes for its users.
+/// One HoldSeats run on a fresh event with passes for `hold_users` users: 1,000 clients,
+/// one-seat requests for seats drawn at random, the calls carrying `tokens`. Returns the
+/// comparison with its baseline, what was held, and the event.
+async fn hold_seats(
+    config: &BenchConfig,
+    channel: &Channel,
+    tokens: Tokens,
+) -> anyhow::Result<(Comparison, Held, String)> {
     let users = config.hold_users;
-    let hold_event =
-        create_event(&channel, "Bench: holds and payments", users.clamp(1, 100_000), 3_600, 1_000).await?;
+    let event = create_event(
+        channel,
+        &config.identity,
+        &format!("Bench: holds ({})", tokens.label()),
+        users.clamp(1, 100_000),
+        3_600,
+        1_000,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let started = Instant::now();
-    let passes = collect_passes(&channel, &hold_event.event_id, users).await?;
+    let holders = collect_passes(channel, &config.identity, &event.event_id, users).await?;
     println!(
         "event {}: {} seats; {} passes collected in {:.1} s",
-        hold_event.event_id,
-        hold_event.total_capacity,
-        passes.len(),
+        event.event_id,
+        event.total_capacity,
+        holders.len(),
         started.elapsed().as_secs_f64()
     );
-    let holders = &passes;
-
-    // 1. HoldSeats with designed duplicates.
     let hold_data: Vec<serde_json::Value> = holders
         .iter()
         .map(|p| {
             serde_json::json!({
                 "pass_token": p.token,
-                "event_id": hold_event.event_id,
+                "event_id": event.event_id,
                 "user_id": p.user_id,
                 "seat_ids": [format!("{{{{randomSeat \"A\" 1 {ROWS} 1 {SEATS_PER_ROW}}}}}")],
             })
         })
         .collect();
+    // Request n is data item n % users: its token is that user's (one per user, or a fresh
+    // one for each of the requests).
+    let count = match tokens {
+        Tokens::PerUser => holders.len() as u64,
+        Tokens::FreshPerCall => config.hold_requests,
+    };
+    let user_of = |n: u64| holders[(n % holders.len().max(1) as u64) as usize].user_id.clone();
+    let metadata = token_array(&config.identity, count, tokens, user_of);
     let held: Arc<Mutex<Held>> = Arc::default();
     let observer: Observer = {
         let held = held.clone();
@@ -379,47 +450,140 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
         })
     };
     let spec = config.spec(
-        "HoldSeats",
+        &format!("HoldSeats ({})", tokens.label()),
         "ticketing.v1.SeatLockService/HoldSeats",
         serde_json::Value::Array(hold_data),
+        Some(metadata),
         config.concurrency,
         config.hold_requests,
     )?;
     let holds = config.measure(&spec, Some(observer)).await?;
-    let (pay_holds, seats_held, double_held) = {
-        let mut guard = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let seats = guard.1.len();
-        (std::mem::take(&mut guard.0), seats, guard.2)
-    };
-    let taken = holds.main.status_code_distribution.get("Aborted").copied().unwrap_or(0);
-    let hold_ok = holds.main.ok();
-    rows.push(row(
-        &format!(
-            "HoldSeats: {} clients, {} random seats of {}, designed duplicates",
-            config.concurrency,
-            holds.main.count,
-            ROWS * SEATS_PER_ROW
-        ),
-        format!(
-            "{}; {hold_ok} held, {taken} SEAT_TAKEN, {double_held} seats held twice",
-            result_text(&holds.main, "req", holds.main.rps)
-        ),
-        holds.ratio_text(),
-        "≥25,000 req/s, p99 ≤25 ms",
-        Some(holds.main.rps >= 25_000.0 && holds.main.percentile_ms(99) <= 25.0 && double_held == 0),
-    ));
-    scenarios.push(Scenario {
-        name: "HoldSeats".into(),
-        report: holds,
-        extra: serde_json::json!({"held": hold_ok, "seatTaken": taken, "distinctSeatsHeld": seats_held, "seatsHeldTwice": double_held}),
-    });
+    let held = std::mem::take(&mut *held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    Ok((holds, held, event.event_id))
+}
 
-    // 2. Join burst of unique users, with the FIFO check.
-    let (join_row, join_scenario) =
-        admission::join_burst(config, config.join_requests, &date, &machine).await?;
-    let join_event_id = join_scenario.extra["eventId"].as_str().unwrap_or_default().to_owned();
-    rows.push(join_row);
-    scenarios.push(join_scenario);
+/// Makes a row of the run's date and machine: (what, result, baseline, target, met).
+type RowMaker<'a> = dyn Fn(&str, String, String, &str, Option<bool>) -> Row + 'a;
+
+/// `Health/Check` without a token (the baseline every row has), then with a fresh token on
+/// every call, same clients and count: the difference is one full token verification per
+/// call.
+async fn health_with_tokens(config: &BenchConfig, row: &RowMaker<'_>) -> anyhow::Result<(Row, Scenario)> {
+    let total = config.join_requests.min(config.hold_requests).max(1);
+    let tokens = token_array(&config.identity, total, Tokens::FreshPerCall, |n| format!("health-{n}"));
+    let spec = config.spec(
+        "Health/Check with a fresh token per call",
+        loadgen::HEALTH_CHECK,
+        serde_json::json!({}),
+        Some(tokens),
+        config.concurrency,
+        total,
+    )?;
+    let health = config.measure(&spec, None).await?;
+    let errors = health.main.count - health.main.ok();
+    let result = format!("{}; {errors} errors", result_text(&health.main, "req", health.main.rps));
+    let row = row(
+        &format!(
+            "Health/Check with a fresh token per call (a full Ed25519 verification each): {} clients",
+            config.concurrency
+        ),
+        result,
+        health.ratio_text(),
+        "",
+        None,
+    );
+    Ok((
+        row,
+        Scenario { name: "Health/Check with tokens".into(), report: health, extra: serde_json::Value::Null },
+    ))
+}
+
+/// Runs every scenario and writes the results.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine = format!("{cores} cores, {}", memory_total());
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let channel = channel(&config.target).await?;
+    let mut scenarios = Vec::new();
+    let mut rows = Vec::new();
+    let row = |what: &str, result: String, baseline: String, target: &str, met: Option<bool>| Row {
+        what: what.into(),
+        result,
+        baseline,
+        target: target.into(),
+        met,
+        date: date.clone(),
+        machine: machine.clone(),
+    };
+
+    // 1. HoldSeats with designed duplicates: one token per user, then (on a second event, so
+    //    that it finds the same free seats) a fresh token per call.
+    let mut pay_holds = Vec::new();
+    let mut hold_events = Vec::new();
+    let mut per_user_rps = None;
+    for tokens in [Tokens::PerUser, Tokens::FreshPerCall] {
+        let (holds, held, event_id) = hold_seats(config, &channel, tokens).await?;
+        let (paid_later, seats_held, double_held) = held;
+        if tokens == Tokens::PerUser {
+            pay_holds = paid_later;
+        }
+        let taken = holds.main.status_code_distribution.get("Aborted").copied().unwrap_or(0);
+        let hold_ok = holds.main.ok();
+        let versus = per_user_rps
+            .map(|rps: f64| format!("; {:.2}× the req/s of one token per user", holds.main.rps / rps))
+            .unwrap_or_default();
+        per_user_rps.get_or_insert(holds.main.rps);
+        rows.push(row(
+            &format!(
+                "HoldSeats: {} clients, {} random seats of {}, designed duplicates; {}",
+                config.concurrency,
+                holds.main.count,
+                ROWS * SEATS_PER_ROW,
+                tokens.label()
+            ),
+            format!(
+                "{}; {hold_ok} held, {taken} SEAT_TAKEN, {double_held} seats held twice{versus}",
+                result_text(&holds.main, "req", holds.main.rps)
+            ),
+            holds.ratio_text(),
+            "≥25,000 req/s, p99 ≤25 ms",
+            Some(holds.main.rps >= 25_000.0 && holds.main.percentile_ms(99) <= 25.0 && double_held == 0),
+        ));
+        scenarios.push(Scenario {
+            name: format!("HoldSeats ({})", tokens.label()),
+            report: holds,
+            extra: serde_json::json!({"eventId": event_id, "held": hold_ok, "seatTaken": taken, "distinctSeatsHeld": seats_held, "seatsHeldTwice": double_held}),
+        });
+        hold_events.push(event_id);
+    }
+    let hold_event_id = hold_events.first().cloned().unwrap_or_default();
+
+    // 2. Join burst of unique users, with the FIFO check: one token per user (each user joins
+    //    once, so each call verifies one token), then fresh tokens.
+    let mut join_event_id = String::new();
+    let mut per_user_rps = None;
+    for tokens in [Tokens::PerUser, Tokens::FreshPerCall] {
+        let (mut join_row, join_scenario) =
+            admission::join_burst(config, config.join_requests, tokens, &date, &machine).await?;
+        if join_event_id.is_empty() {
+            join_event_id = join_scenario.extra["eventId"].as_str().unwrap_or_default().to_owned();
+        }
+        if let Some(rps) = per_user_rps {
+            join_row.result.push_str(&format!(
+                "; {:.2}× the joins/s of one token per user",
+                join_scenario.report.main.rps / rps
+            ));
+        }
+        per_user_rps.get_or_insert(join_scenario.report.main.rps);
+        rows.push(join_row);
+        scenarios.push(join_scenario);
+    }
+
+    // 2b. The like-for-like pair: Health/Check without a token, then with a fresh token per
+    //     call; the health service sits behind the same auth layer as every RPC.
+    let (health_row, health_scenario) = health_with_tokens(config, &row).await?;
+    rows.push(health_row);
+    scenarios.push(health_scenario);
 
     // 3. Pay for the holds made in 1.
     if !pay_holds.is_empty() {
@@ -428,7 +592,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
             .map(|(hold_id, user_id)| {
                 serde_json::json!({
                     "idempotency_key": format!("bench-{}", hold_id.replace('-', "")),
-                    "event_id": hold_event.event_id,
+                    "event_id": hold_event_id,
                     "hold_id": hold_id,
                     "user_id": user_id,
                     "payment_method": "pm_card_ok",
@@ -448,10 +612,18 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
             })
         };
         let total = pay_holds.len() as u64;
+        let tokens: Vec<serde_json::Value> = pay_holds
+            .iter()
+            .map(|(_, user_id)| {
+                let bearer = config.identity.user(user_id);
+                serde_json::json!({ AUTHORIZATION: bearer.value().to_str().unwrap_or_default() })
+            })
+            .collect();
         let spec = config.spec(
             "Pay",
             "ticketing.v1.PaymentService/Pay",
             serde_json::Value::Array(data),
+            Some(serde_json::Value::Array(tokens)),
             PAY_CONCURRENCY.min(config.concurrency),
             total,
         )?;
@@ -480,7 +652,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
         let spec = config.spec(
             name,
             call,
-            serde_json::json!({"event_id": hold_event.event_id}),
+            serde_json::json!({"event_id": hold_event_id}),
+            None,
             config.concurrency,
             total,
         )?;
@@ -535,7 +708,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
     }
 
     if let Some(dir) = &config.ghz_dir {
-        ghz_files(&channel, dir).await?;
+        ghz_files(&channel, &config.identity, dir).await?;
     }
 
     let results = BenchResults {
@@ -543,7 +716,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
         machine,
         cores,
         target: config.target.clone(),
-        hold_event_id: hold_event.event_id.clone(),
+        hold_event_id,
         join_event_id,
         scenarios,
         memory,
@@ -560,18 +733,23 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
 
 /// Makes a fresh event with one user's pass and one hold (seat `A-500-100`) on it, and prints
 /// them: what the ghz configs need.
-async fn ghz_files(channel: &Channel, dir: &Path) -> anyhow::Result<()> {
-    let event = create_event(channel, "Bench: ghz configs", 10, 3_600, 1_000).await?;
+async fn ghz_files(channel: &Channel, identity: &Identity, dir: &Path) -> anyhow::Result<()> {
+    let event = create_event(channel, identity, "Bench: ghz configs", 10, 3_600, 1_000).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let pass =
-        collect_passes(channel, &event.event_id, 1).await?.pop().context("no pass for the ghz files")?;
+    let pass = collect_passes(channel, identity, &event.event_id, 1)
+        .await?
+        .pop()
+        .context("no pass for the ghz files")?;
     let hold = SeatLockServiceClient::new(channel.clone())
-        .hold_seats(pb::HoldSeatsRequest {
-            pass_token: pass.token.clone(),
-            event_id: event.event_id.clone(),
-            user_id: pass.user_id.clone(),
-            seat_ids: vec![format!("A-{ROWS}-{SEATS_PER_ROW}")],
-        })
+        .hold_seats(identity.as_user(
+            &pass.user_id,
+            pb::HoldSeatsRequest {
+                pass_token: pass.token.clone(),
+                event_id: event.event_id.clone(),
+                user_id: pass.user_id.clone(),
+                seat_ids: vec![format!("A-{ROWS}-{SEATS_PER_ROW}")],
+            },
+        ))
         .await
         .context("HoldSeats for the ghz files")?
         .into_inner();
@@ -579,12 +757,16 @@ async fn ghz_files(channel: &Channel, dir: &Path) -> anyhow::Result<()> {
         "for the ghz configs: EVENT_ID {} PASS_USER_ID {} PAY_HOLD_ID {}\nPASS_TOKEN {}",
         event.event_id, pass.user_id, hold.hold_id, pass.token
     );
-    write_ghz_files(dir, &event.event_id, &pass, &hold.hold_id, &hold.user_id)
+    write_ghz_files(dir, identity, &event.event_id, &pass, &hold.hold_id, &hold.user_id)
 }
 
-/// Fills the checked-in ghz configs (`tools/ghz/*.json`) with a real event, pass and hold.
+/// Fills the checked-in ghz configs (`tools/ghz/*.json`) with a real event, pass and hold,
+/// and their users' tokens: `PASS_USER_TOKEN` and `PAY_USER_TOKEN`, and for `USER_TOKENS`
+/// (the join of unique users `ghz-user-<n>`) a metadata array with one token per request.
+/// The files hold tokens, so only their owner may read them.
 fn write_ghz_files(
     dir: &Path,
+    identity: &Identity,
     event_id: &str,
     pass: &PassHolder,
     hold_id: &str,
@@ -597,13 +779,22 @@ fn write_ghz_files(
         if path.extension().is_some_and(|e| e == "json")
             && let Some(name) = path.file_name()
         {
+            let bearer = |user: &str| identity.token(user, false, crate::identity::TOOL_TOKEN_TTL);
             let text = std::fs::read_to_string(&path)?
                 .replace("EVENT_ID", event_id)
+                .replace("PASS_USER_TOKEN", &bearer(&pass.user_id))
+                .replace("PAY_USER_TOKEN", &bearer(hold_user))
                 .replace("PASS_TOKEN", &pass.token)
                 .replace("PASS_USER_ID", &pass.user_id)
                 .replace("PAY_HOLD_ID", hold_id)
                 .replace("PAY_USER_ID", hold_user);
-            std::fs::write(dir.join(name), text)?;
+            let mut config: serde_json::Value = serde_json::from_str(&text)?;
+            if config["metadata"][AUTHORIZATION] == "Bearer USER_TOKENS" {
+                let total = config["total"].as_u64().unwrap_or(1);
+                config["metadata"] =
+                    token_array(identity, total, Tokens::PerUser, |n| format!("ghz-user-{n}"));
+            }
+            crate::identity::write_private(&dir.join(name), &serde_json::to_string_pretty(&config)?)?;
         }
     }
     println!("ghz configs with a real event, pass and hold written to {}", dir.display());
@@ -724,9 +915,10 @@ pub async fn fanout_lag(
 ) -> anyhow::Result<Row> {
     const SEAT: &str = "A-1-1";
     let channel = channel(&config.target).await?;
-    let event = create_event(&channel, "Bench: seat-map fan-out", 10, 600, 1_000).await?;
+    let identity = &config.identity;
+    let event = create_event(&channel, identity, "Bench: seat-map fan-out", 10, 600, 1_000).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let holder = collect_passes(&channel, &event.event_id, 1).await?.pop().context("no pass")?;
+    let holder = collect_passes(&channel, identity, &event.event_id, 1).await?.pop().context("no pass")?;
     let mut channels = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
         channels.push(self::channel(&config.target).await?);
@@ -761,12 +953,15 @@ pub async fn fanout_lag(
     let snapshots = if all_ready.is_ok() { watchers } else { ready.available_permits() };
     let held_at = Instant::now();
     SeatLockServiceClient::new(channel)
-        .hold_seats(pb::HoldSeatsRequest {
-            pass_token: holder.token,
-            event_id: event.event_id.clone(),
-            user_id: holder.user_id,
-            seat_ids: vec![SEAT.into()],
-        })
+        .hold_seats(identity.as_user(
+            &holder.user_id,
+            pb::HoldSeatsRequest {
+                pass_token: holder.token.clone(),
+                event_id: event.event_id.clone(),
+                user_id: holder.user_id.clone(),
+                seat_ids: vec![SEAT.into()],
+            },
+        ))
         .await
         .context("HoldSeats")?;
     let mut lags_ms = Vec::with_capacity(watchers);

@@ -2,11 +2,13 @@
 //! - [`stack`]: the local stack (backing services, the five services, HAProxy) as processes;
 //! - [`chaos`]: the flash sale on a private stack while services and stores fail on a
 //!   schedule;
+//! - [`identity`]: the stack's token signing key and JWKS, and the tokens the tools send;
 //! - [`flashsale`]: the flash-sale simulator through the load balancer, verified against
 //!   ground truth; [`report`] writes its JSON and HTML reports;
 //! - [`loadgen`]: one RPC under load, ghz-style, with a `grpc.health.v1` baseline measured in
 //!   the same run; [`bench`] runs the standard set and rewrites the README's table;
 //! - [`reconciliation`]: payment's `Reconcile`, the last check of every verification;
+//! - [`snapshot`]: digests of Redis and Postgres, to prove a request changed nothing;
 //! - [`testenv`]: the isolated backing-service environment every integration test uses.
 #![forbid(unsafe_code)]
 
@@ -14,8 +16,10 @@ pub mod bench;
 pub mod chaos;
 pub mod cpu;
 pub mod flashsale;
+pub mod identity;
 pub mod loadgen;
 pub mod reconciliation;
 pub mod report;
+pub mod snapshot;
 pub mod stack;
 pub mod testenv;

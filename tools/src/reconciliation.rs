@@ -8,7 +8,7 @@ use std::{fmt::Write as _, time::Duration};
 use ticketing_proto::v1::{self as pb, payment_service_client::PaymentServiceClient};
 use tonic::transport::Channel;
 
-use crate::flashsale::stats::code_name;
+use crate::{flashsale::stats::code_name, identity::Bearer};
 
 /// How long one reconciliation may take: it reads the whole ledger of the mesh.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,10 +25,11 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Runs `Reconcile { dry_run: false }` on the payment service behind `channel`.
-pub async fn reconcile(channel: Channel) -> Finding {
+/// Runs `Reconcile { dry_run: false }` on the payment service behind `channel`, as the
+/// operator `admin` (an operator action needs the admin scope).
+pub async fn reconcile(channel: Channel, admin: &Bearer) -> Finding {
     let mut payment = PaymentServiceClient::new(channel);
-    let mut request = tonic::Request::new(pb::ReconcileRequest { dry_run: false });
+    let mut request = admin.request(pb::ReconcileRequest { dry_run: false });
     request.set_timeout(RECONCILE_TIMEOUT);
     match payment.reconcile(request).await {
         Ok(report) => describe(&report.into_inner()),

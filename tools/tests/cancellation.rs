@@ -140,19 +140,25 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
 
     // Alice buys two seats, up to her limit, and cancels.
     let hold = seat_lock
-        .hold_seats(hold_request(&event_id, "alice", &passes["alice"], &seats[..2]))
+        .hold_seats(stack.as_user("alice", hold_request(&event_id, "alice", &passes["alice"], &seats[..2])))
         .await?
         .into_inner();
-    let paid = payment.pay(pay_request("alice-pay-1", &event_id, &hold)).await?.into_inner();
+    let paid =
+        payment.pay(stack.as_user("alice", pay_request("alice-pay-1", &event_id, &hold))).await?.into_inner();
     let booking = paid.booking.context("alice's booking")?;
-    let over = seat_lock.hold_seats(hold_request(&event_id, "alice", &passes["alice"], &seats[2..3])).await;
+    let over = seat_lock
+        .hold_seats(stack.as_user("alice", hold_request(&event_id, "alice", &passes["alice"], &seats[2..3])))
+        .await;
     assert_eq!(reason(&over.expect_err("over the limit")), "TICKET_LIMIT_EXCEEDED");
     let cancelled = payment
-        .cancel_booking(pb::CancelBookingRequest {
-            idempotency_key: "alice-cancel-1".into(),
-            booking_id: booking.booking_id.clone(),
-            user_id: "alice".into(),
-        })
+        .cancel_booking(stack.as_user(
+            "alice",
+            pb::CancelBookingRequest {
+                idempotency_key: "alice-cancel-1".into(),
+                booking_id: booking.booking_id.clone(),
+                user_id: "alice".into(),
+            },
+        ))
         .await?
         .into_inner();
     assert_eq!(cancelled.booking.as_ref().map(|b| b.status()), Some(BookingStatus::Cancelled));
@@ -161,8 +167,10 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
     // Bob holds and buys seat A-1-1 once seat-lock has it back from payment's outbox.
     let bob_seat = vec![seats[0].clone()];
     let bob_hold = eventually(EVENTUALLY, || {
-        let (mut seat_lock, request) =
-            (seat_lock.clone(), hold_request(&event_id, "bob", &passes["bob"], &bob_seat));
+        let (mut seat_lock, request) = (
+            seat_lock.clone(),
+            stack.as_user("bob", hold_request(&event_id, "bob", &passes["bob"], &bob_seat)),
+        );
         async move {
             match seat_lock.hold_seats(request).await {
                 Ok(hold) => Some(Ok(hold.into_inner())),
@@ -173,19 +181,24 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
     })
     .await
     .context("the cancelled seat never came back on sale")??;
-    let bob = payment.pay(pay_request("bob-pay-1", &event_id, &bob_hold)).await?.into_inner();
+    let bob =
+        payment.pay(stack.as_user("bob", pay_request("bob-pay-1", &event_id, &bob_hold))).await?.into_inner();
     assert_eq!(bob.payment.as_ref().map(|p| p.status()), Some(PaymentStatus::Confirmed));
 
     // Alice's limit went down with the cancellation: she may hold two seats again.
-    let again =
-        seat_lock.hold_seats(hold_request(&event_id, "alice", &passes["alice"], &seats[2..4])).await?;
+    let again = seat_lock
+        .hold_seats(stack.as_user("alice", hold_request(&event_id, "alice", &passes["alice"], &seats[2..4])))
+        .await?;
     let again = again.into_inner();
     seat_lock
-        .release_hold(pb::ReleaseHoldRequest {
-            event_id: event_id.clone(),
-            hold_id: again.hold_id.clone(),
-            user_id: "alice".into(),
-        })
+        .release_hold(stack.as_user(
+            "alice",
+            pb::ReleaseHoldRequest {
+                event_id: event_id.clone(),
+                hold_id: again.hold_id.clone(),
+                user_id: "alice".into(),
+            },
+        ))
         .await?;
 
     // The three stores agree seat by seat: A-1-1 is Bob's, the others are free.
@@ -207,15 +220,18 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
     // `ticketing.internal.*` path (PERMISSION_DENIED) and has no route to the internal ports.
     let lb = tonic::transport::Endpoint::from_shared(stack.config().lb_url())?.connect_lazy();
     let through_lb = SeatLockInternalServiceClient::new(lb)
-        .return_seats(ReturnSeatsRequest {
-            event_id: event_id.clone(),
-            booking_id: bob.booking.as_ref().context("bob's booking")?.booking_id.clone(),
-            hold_id: bob_hold.hold_id.clone(),
-            user_id: "bob".into(),
-            zone_id: "A".into(),
-            seat_ids: bob_seat.clone(),
-            quantity: 1,
-        })
+        .return_seats(stack.as_user(
+            "bob",
+            ReturnSeatsRequest {
+                event_id: event_id.clone(),
+                booking_id: bob.booking.as_ref().context("bob's booking")?.booking_id.clone(),
+                hold_id: bob_hold.hold_id.clone(),
+                user_id: "bob".into(),
+                zone_id: "A".into(),
+                seat_ids: bob_seat.clone(),
+                quantity: 1,
+            },
+        ))
         .await;
     assert_eq!(through_lb.expect_err("not routed").code(), Code::PermissionDenied);
 
@@ -238,19 +254,25 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
         [NotificationKind::BookingConfirmed, NotificationKind::BookingCancelled, NotificationKind::Refunded];
     let told = eventually(EVENTUALLY, || {
         let mut notifier = notifier.clone();
+        let alice = stack.token("alice");
         async move {
-            let request = pb::ListNotificationsRequest { user_id: "alice".into(), ..Default::default() };
+            let request =
+                alice.request(pb::ListNotificationsRequest { user_id: "alice".into(), ..Default::default() });
             let inbox = notifier.list_notifications(request).await.ok()?.into_inner().notifications;
             let kinds: Vec<NotificationKind> = inbox.iter().map(|n| n.kind()).collect();
             wanted.iter().all(|kind| kinds.contains(kind)).then_some(kinds)
         }
     })
     .await;
-    let inbox = notifier
-        .list_notifications(pb::ListNotificationsRequest { user_id: "alice".into(), ..Default::default() })
-        .await?
-        .into_inner()
-        .notifications;
+    let inbox =
+        notifier
+            .list_notifications(stack.as_user(
+                "alice",
+                pb::ListNotificationsRequest { user_id: "alice".into(), ..Default::default() },
+            ))
+            .await?
+            .into_inner()
+            .notifications;
     assert!(told.is_some(), "alice's inbox: {:?}", inbox.iter().map(|n| n.kind()).collect::<Vec<_>>());
     reconciliation_finds_nothing(&stack).await?;
     Ok(())

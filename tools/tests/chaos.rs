@@ -13,6 +13,7 @@
 use tools::{
     chaos::{self, ChaosConfig, ChaosRun, Fault},
     flashsale::SimConfig,
+    identity::Identity,
     report, stack,
 };
 
@@ -24,7 +25,10 @@ async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Re
     let id = uuid::Uuid::new_v4().simple().to_string();
     let state_dir = std::env::temp_dir().join(format!("ticketing-chaos-{}", &id[..12]));
     let out = state_dir.join("report");
-    let mut sim = SimConfig::new(String::new(), String::new(), out.clone()).with_hold_ttl(HOLD_TTL_SECS);
+    // The private stack's identity provider replaces this one (see `chaos::run`).
+    let placeholder = std::sync::Arc::new(Identity::of_stack(&state_dir.join("placeholder"))?);
+    let mut sim =
+        SimConfig::new(String::new(), String::new(), out.clone(), placeholder).with_hold_ttl(HOLD_TTL_SECS);
     sim.seats = 2_000;
     sim.users = 20_000;
     sim.admission_capacity = 300;

@@ -69,9 +69,10 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
     let lb = tonic::transport::Endpoint::from_shared(stack.0.config.lb_url())?.connect().await?;
 
     // Catalogue.
+    let identity = stack.0.identity.clone();
     let mut inventory = InventoryServiceClient::new(lb.clone());
     let venue = inventory
-        .create_venue(pb::CreateVenueRequest {
+        .create_venue(identity.as_admin(pb::CreateVenueRequest {
             name: "Loopback Hall".into(),
             zones: vec![pb::ZoneSpec {
                 zone_id: "A".into(),
@@ -83,14 +84,14 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
                     accessible_seat_ids: vec![],
                 })),
             }],
-        })
+        }))
         .await?
         .into_inner()
         .venue
         .expect("venue");
     let now = chrono::Utc::now().timestamp_millis();
     let event = inventory
-        .create_event(pb::CreateEventRequest {
+        .create_event(identity.as_admin(pb::CreateEventRequest {
             venue_id: venue.venue_id.clone(),
             name: "End to end".into(),
             starts_at: Some(ts(now + 86_400_000)),
@@ -101,27 +102,30 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
             admission_tick_ms: 50,
             pass_ttl_seconds: 120,
             cancellation_cutoff_seconds: 0,
-        })
+        }))
         .await?
         .into_inner()
         .event
         .expect("event");
     let event_id = event.event_id.clone();
     let user_id = "alice".to_owned();
+    let alice = identity.user(&user_id);
 
     // Waiting room.
     let mut admission = AdmissionServiceClient::new(lb.clone());
     let joined = admission
-        .join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+        .join(alice.request(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }))
         .await?
         .into_inner();
     let again = admission
-        .join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+        .join(alice.request(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }))
         .await?
         .into_inner();
     assert_eq!(joined.ticket, again.ticket, "joining twice keeps the place");
     let mut watch = admission
-        .watch_queue(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user_id.clone() })
+        .watch_queue(
+            alice.request(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user_id.clone() }),
+        )
         .await?
         .into_inner();
     let mut pass = None;
@@ -135,19 +139,19 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
 
     // Subscribe before buying so the confirmation is seen live.
     let mut notifications = NotifierServiceClient::new(lb.clone())
-        .subscribe(pb::SubscribeRequest { user_id: user_id.clone(), after_id: 0 })
+        .subscribe(alice.request(pb::SubscribeRequest { user_id: user_id.clone(), after_id: 0 }))
         .await?
         .into_inner();
 
     // Hold two seats.
     let mut seat_lock = SeatLockServiceClient::new(lb.clone());
     let hold = seat_lock
-        .hold_seats(pb::HoldSeatsRequest {
+        .hold_seats(alice.request(pb::HoldSeatsRequest {
             pass_token: pass.token.clone(),
             event_id: event_id.clone(),
             user_id: user_id.clone(),
             seat_ids: vec!["A-1-1".into(), "A-1-2".into()],
-        })
+        }))
         .await?
         .into_inner();
     assert_eq!(hold.quantity, 2);
@@ -224,8 +228,8 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
         user_id: user_id.clone(),
         payment_method: "pm_card_ok".into(),
     };
-    let paid = payment.pay(pay.clone()).await?.into_inner();
-    let replay = payment.pay(pay).await?.into_inner();
+    let paid = payment.pay(alice.request(pay.clone())).await?.into_inner();
+    let replay = payment.pay(alice.request(pay)).await?.into_inner();
     let booking = paid.booking.clone().expect("a booking");
     assert_eq!(paid.payment.as_ref().map(|p| p.status()), Some(pb::PaymentStatus::Confirmed));
     assert_eq!(replay.booking.map(|b| b.booking_id), Some(booking.booking_id.clone()));
@@ -284,7 +288,12 @@ async fn a_small_flash_sale_keeps_every_invariant() -> anyhow::Result<()> {
     // Small, and with every behaviour of the mix; the stack's holds live 600 s, so nobody
     // walks away from a hold here (releases are checked instead).
     let out = std::env::temp_dir().join(format!("ticketing-e2e-{}-report", env.id));
-    let mut config = SimConfig::new(stack.0.config.lb_url(), env.database_url.clone(), out.clone());
+    let mut config = SimConfig::new(
+        stack.0.config.lb_url(),
+        env.database_url.clone(),
+        out.clone(),
+        stack.0.identity.clone(),
+    );
     config.seats = 100;
     config.ga_capacity = 20;
     config.users = 300;

@@ -49,15 +49,18 @@ async fn two_hundred_users_race_for_ten_seats_and_each_seat_sells_once() -> anyh
                 wanted.push(seat);
             }
         }
-        let request = hold_request(&event_id, user, &passes[user], &wanted);
-        let event_id = event_id.clone();
+        let request = stack.as_user(user, hold_request(&event_id, user, &passes[user], &wanted));
+        let (event_id, identity) = (event_id.clone(), stack.0.identity.clone());
         tokio::spawn(async move {
             let hold = match seat_lock.hold_seats(request).await {
                 Ok(hold) => hold.into_inner(),
                 Err(status) => return anyhow::Ok(Err(status)),
             };
             let key = format!("race-{}", hold.hold_id);
-            let paid = payment.pay(pay_request(&key, &event_id, &hold)).await?.into_inner();
+            let paid = payment
+                .pay(identity.as_user(&hold.user_id, pay_request(&key, &event_id, &hold)))
+                .await?
+                .into_inner();
             Ok(Ok((hold, paid)))
         })
     });
@@ -127,16 +130,16 @@ async fn payment_crashing_at_each_step_never_loses_or_keeps_money() -> anyhow::R
             .spawn_service("payment", &[("PAYMENT_CRASH_AT", point), ("RECOVERY_AFTER_SECS", "1")], point)
             .await?;
         let user = format!("crash-{point}");
-        let token = admit(stack.admission()?, event_id.clone(), user.clone()).await?;
+        let token = admit(stack.admission()?, stack.token(&user), event_id.clone(), user.clone()).await?;
         let hold = stack
             .seat_lock()?
-            .hold_seats(hold_request(&event_id, &user, &token, &seats[n..=n]))
+            .hold_seats(stack.as_user(&user, hold_request(&event_id, &user, &token, &seats[n..=n])))
             .await?
             .into_inner();
         let request = pay_request(&format!("crash-key-{point}"), &event_id, &hold);
 
         // A real crash: the process aborts at `point` while serving this Pay.
-        let answer = stack.payment()?.pay(request.clone()).await;
+        let answer = stack.payment()?.pay(stack.as_user(&user, request.clone())).await;
         assert!(answer.is_err(), "{point}: Pay must not answer when the process aborts: {answer:?}");
         let exit = eventually(EVENTUALLY, || {
             let status = crashing.try_wait().ok().flatten();
@@ -180,7 +183,7 @@ async fn payment_crashing_at_each_step_never_loses_or_keeps_money() -> anyhow::R
             .await?;
         let mut payment = stack.payment()?;
         let replay = eventually(EVENTUALLY, || {
-            let (mut payment, request) = (payment.clone(), request.clone());
+            let (mut payment, request) = (payment.clone(), stack.as_user(&user, request.clone()));
             async move {
                 match payment.pay(request).await {
                     Ok(response) => Some(response.into_inner()),
@@ -195,7 +198,7 @@ async fn payment_crashing_at_each_step_never_loses_or_keeps_money() -> anyhow::R
         let status = replay.payment.as_ref().map(|p| p.status());
         assert_eq!(status, Some(*expected), "{point}: {replay:?}");
         // A second replay is the stored answer and charges nothing more.
-        let again = payment.pay(request.clone()).await?.into_inner();
+        let again = payment.pay(stack.as_user(&user, request.clone())).await?.into_inner();
         assert!(again.replayed, "{point}");
         assert_eq!(
             again.payment.map(|p| p.payment_id),
@@ -242,12 +245,18 @@ async fn losing_the_redis_keys_mid_sale_never_frees_a_sold_seat() -> anyhow::Res
 
     // Before the loss: users 0-3 buy seats 1-4; user 4 holds seat 5 without paying.
     for (i, user) in users[..4].iter().enumerate() {
-        let hold = seat_lock.hold_seats(hold_request(&event_id, user, &passes[user], &seats[i..=i])).await?;
-        let paid = payment.pay(pay_request(&format!("flush-key-{i}"), &event_id, hold.get_ref())).await?;
+        let hold = seat_lock
+            .hold_seats(stack.as_user(user, hold_request(&event_id, user, &passes[user], &seats[i..=i])))
+            .await?;
+        let paid = payment
+            .pay(stack.as_user(user, pay_request(&format!("flush-key-{i}"), &event_id, hold.get_ref())))
+            .await?;
         assert_eq!(paid.into_inner().payment.map(|p| p.status()), Some(pb::PaymentStatus::Confirmed));
     }
     let unpaid = seat_lock
-        .hold_seats(hold_request(&event_id, &users[4], &passes[&users[4]], &seats[4..5]))
+        .hold_seats(
+            stack.as_user(&users[4], hold_request(&event_id, &users[4], &passes[&users[4]], &seats[4..5])),
+        )
         .await?
         .into_inner();
 
@@ -260,7 +269,7 @@ async fn losing_the_redis_keys_mid_sale_never_frees_a_sold_seat() -> anyhow::Res
         let user = &users[5 + i];
         let request = hold_request(&event_id, user, &passes[user], std::slice::from_ref(seat));
         let refused = eventually(EVENTUALLY, || {
-            let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+            let (mut seat_lock, request) = (seat_lock.clone(), stack.as_user(user, request.clone()));
             async move {
                 match seat_lock.hold_seats(request).await {
                     Err(status) if status.code() == Code::Unavailable => None, // rebuilding
@@ -278,7 +287,7 @@ async fn losing_the_redis_keys_mid_sale_never_frees_a_sold_seat() -> anyhow::Res
         );
     }
     // The unpaid hold was lost with Redis: paying it is refused before any money moves.
-    let lost = payment.pay(pay_request("flush-lost", &event_id, &unpaid)).await;
+    let lost = payment.pay(stack.as_user(&users[4], pay_request("flush-lost", &event_id, &unpaid))).await;
     let status = lost.expect_err("a hold Redis lost cannot be paid");
     assert!(matches!(status.code(), Code::NotFound | Code::FailedPrecondition), "{status:?}");
     let charged = query_i64(
@@ -292,12 +301,18 @@ async fn losing_the_redis_keys_mid_sale_never_frees_a_sold_seat() -> anyhow::Res
     // The sale goes on: free seats (the lost hold's included) sell; all of them, once.
     for (i, user) in users[5..9].iter().enumerate() {
         let wanted = &seats[4 + 2 * i..6 + 2 * i];
-        let hold = seat_lock.hold_seats(hold_request(&event_id, user, &passes[user], wanted)).await?;
-        let paid = payment.pay(pay_request(&format!("flush-after-{i}"), &event_id, hold.get_ref())).await?;
+        let hold = seat_lock
+            .hold_seats(stack.as_user(user, hold_request(&event_id, user, &passes[user], wanted)))
+            .await?;
+        let paid = payment
+            .pay(stack.as_user(user, pay_request(&format!("flush-after-{i}"), &event_id, hold.get_ref())))
+            .await?;
         assert_eq!(paid.into_inner().payment.map(|p| p.status()), Some(pb::PaymentStatus::Confirmed));
     }
     let status = seat_lock
-        .hold_seats(hold_request(&event_id, &users[9], &passes[&users[9]], &seats[..1]))
+        .hold_seats(
+            stack.as_user(&users[9], hold_request(&event_id, &users[9], &passes[&users[9]], &seats[..1])),
+        )
         .await
         .expect_err("sold out");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -325,9 +340,13 @@ async fn a_nats_outage_mid_sale_delays_but_never_loses_or_doubles_notifications(
 
     let mut buy = async |i: usize| -> anyhow::Result<String> {
         let user = &users[i];
-        let hold = seat_lock.hold_seats(hold_request(&event_id, user, &passes[user], &seats[i..=i])).await?;
-        let paid =
-            payment.pay(pay_request(&format!("nats-key-{i}"), &event_id, hold.get_ref())).await?.into_inner();
+        let hold = seat_lock
+            .hold_seats(stack.as_user(user, hold_request(&event_id, user, &passes[user], &seats[i..=i])))
+            .await?;
+        let paid = payment
+            .pay(stack.as_user(user, pay_request(&format!("nats-key-{i}"), &event_id, hold.get_ref())))
+            .await?
+            .into_inner();
         Ok(paid.booking.expect("a booking").booking_id)
     };
     for i in 0..2 {

@@ -18,7 +18,9 @@ use futures::StreamExt;
 use prost::Message as _;
 use ticketing_proto::v1::{self as pb, admission_service_client::AdmissionServiceClient};
 
-use super::{BenchConfig, Row, Scenario, channel, create_event, fifo_inversions, result_text};
+use super::{
+    BenchConfig, Row, Scenario, Tokens, channel, create_event, fifo_inversions, result_text, token_array,
+};
 use crate::{
     cpu::CpuSnapshot,
     loadgen::{self, Comparison, Observer},
@@ -87,15 +89,17 @@ impl CpuMeter {
 
 /// The `Join` burst of `requests` unique users on a fresh open event, after its Health/Check
 /// baseline: joins/s, p50/p99, errors, FIFO inversions (a join answered before another was
-/// sent must hold the lower ticket), duplicate tickets, and the CPU each process used.
+/// sent must hold the lower ticket), duplicate tickets, and the CPU each process used. Each
+/// user `user-<n>` sends its token (`tokens`, all minted before the run).
 pub async fn join_burst(
     config: &BenchConfig,
     requests: u64,
+    tokens: Tokens,
     date: &str,
     machine: &str,
 ) -> anyhow::Result<(Row, Scenario)> {
     let lb = channel(&config.target).await?;
-    let join_event = create_event(&lb, "Bench: join burst", 1, 10, 1_000).await?;
+    let join_event = create_event(&lb, &config.identity, "Bench: join burst", 1, 10, 1_000).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // Every answer keeps 24 bytes here: half a million joins take 12 MB.
     let joins: Arc<Mutex<Vec<(Instant, Instant, u64)>>> =
@@ -111,10 +115,12 @@ pub async fn join_burst(
             }
         })
     };
+    let metadata = token_array(&config.identity, requests, tokens, |n| format!("user-{n}"));
     let spec = config.spec(
-        "Join",
+        &format!("Join ({})", tokens.label()),
         "ticketing.v1.AdmissionService/Join",
         serde_json::json!({"event_id": join_event.event_id, "user_id": "{{.UserId}}"}),
+        Some(metadata),
         config.concurrency,
         requests,
     )?;
@@ -140,7 +146,11 @@ pub async fn join_burst(
     let joins_per_sec = join.main.ok() as f64 / (join.main.total as f64 / 1e9).max(1e-9);
     let client_memory = memory_kb(std::process::id()).map_or(0, |(_, hwm)| hwm / 1024);
     let row = Row {
-        what: format!("Join burst: {} clients, {requests} unique users", config.concurrency),
+        what: format!(
+            "Join burst: {} clients, {requests} unique users; {}",
+            config.concurrency,
+            tokens.label()
+        ),
         result: format!(
             "{}; {errors} errors; FIFO inversions {inversions}, duplicate tickets {duplicate_tickets}; {cpu_text}; bench peak RSS {client_memory} MB",
             result_text(&join.main, "joins", joins_per_sec)
@@ -152,7 +162,7 @@ pub async fn join_burst(
         machine: machine.into(),
     };
     let scenario = Scenario {
-        name: "Join".into(),
+        name: format!("Join ({})", tokens.label()),
         report: join,
         extra: serde_json::json!({
             "eventId": join_event.event_id,
@@ -211,8 +221,15 @@ pub async fn watch_queue(
     // Room for everyone at once, within inventory's largest admission capacity.
     let capacity = u32::try_from(streams).unwrap_or(u32::MAX).clamp(1, MAX_CAPACITY);
     let opens_in = setup + watch;
-    let event =
-        create_event(&lb, "Bench: WatchQueue watchers", capacity, 600, opens_in.as_millis() as i64).await?;
+    let event = create_event(
+        &lb,
+        &config.identity,
+        "Bench: WatchQueue watchers",
+        capacity,
+        600,
+        opens_in.as_millis() as i64,
+    )
+    .await?;
     let opens_at = Instant::now() + opens_in;
     let connections = streams.div_ceil(STREAMS_PER_CONNECTION).max(1);
     println!(
@@ -227,7 +244,9 @@ pub async fn watch_queue(
     let joined = futures::stream::iter(0..streams)
         .map(|i| {
             let mut admission = AdmissionServiceClient::new(channels[i % channels.len()].clone());
-            let request = pb::JoinRequest { event_id: event.event_id.clone(), user_id: user(i) };
+            let token = config.identity.mint(&user(i));
+            let request =
+                token.request(pb::JoinRequest { event_id: event.event_id.clone(), user_id: user(i) });
             async move { admission.join(request).await.is_ok() }
         })
         .buffer_unordered(WATCH_JOIN_CONCURRENCY)
@@ -243,7 +262,9 @@ pub async fn watch_queue(
     let deadline = tokio::time::Instant::from_std(opens_at) + ADMIT_TIMEOUT;
     for i in 0..streams {
         let mut admission = AdmissionServiceClient::new(channels[i % channels.len()].clone());
-        let request = pb::WatchQueueRequest { event_id: event.event_id.clone(), user_id: user(i) };
+        let token = config.identity.mint(&user(i));
+        let request =
+            token.request(pb::WatchQueueRequest { event_id: event.event_id.clone(), user_id: user(i) });
         let (opening, opened) = (opening.clone(), opened.clone());
         tasks.spawn(async move {
             let mut seen = Watched::default();

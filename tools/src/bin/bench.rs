@@ -2,11 +2,12 @@
 //! `bench-results.json` and to the README's benchmark table. See `tools::bench`.
 #![forbid(unsafe_code)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
 use tools::{
     bench::{self, BenchConfig},
+    identity::Identity,
     loadgen::config::parse_duration,
     stack,
 };
@@ -79,6 +80,10 @@ struct Cli {
     /// Redis commands are measured.
     #[arg(long, default_value = "20s")]
     watch_window: String,
+    /// The token signing key every call's token is minted with [default: the stack's,
+    /// `<state dir>/auth/token-key`].
+    #[arg(long, env = "TOKEN_KEY_FILE")]
+    token_key: Option<PathBuf>,
     /// The Redis the stack uses (for its command counter during the watch).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -93,7 +98,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(cli.readme.unwrap_or_else(|| stack::workspace_root().join("README.md")))
     };
+    let identity = match &cli.token_key {
+        Some(path) => Identity::from_key_file(path)?,
+        None => Identity::of_stack(&state_dir)?,
+    };
     let config = BenchConfig {
+        identity: Arc::new(identity),
         target: cli.target,
         output: cli.output.unwrap_or_else(|| state_dir.join("bench-results.json")),
         ghz_dir: Some(state_dir.join("ghz")),
@@ -115,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     let single = if let Some(watchers) = cli.fanout_only {
         Some(bench::fanout_lag(&config, watchers, &date, &machine).await?)
     } else if let Some(joins) = cli.join_burst_only {
-        Some(bench::admission::join_burst(&config, joins, &date, &machine).await?.0)
+        Some(bench::admission::join_burst(&config, joins, bench::Tokens::PerUser, &date, &machine).await?.0)
     } else if let Some(streams) = cli.watchqueue_only {
         let window = parse_duration(&cli.watch_window)?;
         Some(

@@ -11,12 +11,13 @@
 //! Exits 1 when an invariant was violated.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use tools::{
     chaos::{self, ChaosConfig, ChaosRun, Fault},
     flashsale::{self, Mix, SimConfig},
+    identity::Identity,
     report, stack,
 };
 
@@ -106,6 +107,11 @@ struct Cli {
     /// keeps its private stack in `<state dir>/chaos`.
     #[arg(long, env = "STACK_DIR")]
     state_dir: Option<PathBuf>,
+    /// The token signing key the users' and the operator's tokens are minted with [default:
+    /// the local stack's, `<state dir>/auth/token-key`, created on first use]. A mesh elsewhere
+    /// must trust its public key (its JWKS in the services' `AUTH_JWKS`).
+    #[arg(long, env = "TOKEN_KEY_FILE")]
+    token_key: Option<PathBuf>,
     /// Run on a private stack of its own (its own Redis, NATS and Postgres on free ports; the
     /// binaries are built first) while faults happen one at a time: `kill -9` of each service,
     /// restarts of Redis (keeping nothing), NATS and Postgres. `--target` and
@@ -149,8 +155,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let state_dir = cli.state_dir.unwrap_or_else(|| stack::workspace_root().join(".stack"));
     let out = cli.out.unwrap_or_else(|| default_out(&state_dir));
-    let mut config =
-        SimConfig::new(cli.target, cli.database_url, out.clone()).with_hold_ttl(cli.hold_ttl_secs);
+    let identity = match &cli.token_key {
+        Some(path) => Identity::from_key_file(path)?,
+        None => Identity::of_stack(&state_dir)?,
+    };
+    let mut config = SimConfig::new(cli.target, cli.database_url, out.clone(), Arc::new(identity))
+        .with_hold_ttl(cli.hold_ttl_secs);
     config.seats = cli.seats;
     config.ga_capacity = cli.ga_capacity;
     config.users = cli.users;

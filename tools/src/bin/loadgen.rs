@@ -4,6 +4,10 @@
 //! loadgen --insecure --call ticketing.v1.AdmissionService/Join \
 //!   -d '{"event_id":"<id>","user_id":"{{.UserId}}"}' -c 200 -n 50000 127.0.0.1:8080
 //! loadgen --config tools/ghz/join.json          # the same files ghz reads
+//! stack token --users 50000 --out users.json && \
+//!   loadgen --call ticketing.v1.AdmissionService/Join -M users.json \
+//!   -d '{"event_id":"<id>","user_id":"{{.UserId}}"}' -n 50000 127.0.0.1:8080
+//! loadgen ... -m '{"authorization":"Bearer {{token .UserId}}"}'   # minted here, once per user
 //! ```
 //!
 //! Prints ghz's summary (for the baseline, then the main run) and the ratios main/baseline of
@@ -11,13 +15,17 @@
 //! data and metadata: see `tools::loadgen::template`.
 #![forbid(unsafe_code)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use tools::loadgen::{
-    self, CallData, Comparison, LoadSpec,
-    config::{GhzConfig, parse_duration},
+use tools::{
+    identity::Identity,
+    loadgen::{
+        self, CallData, Comparison, LoadSpec,
+        config::{GhzConfig, parse_duration},
+    },
+    stack,
 };
 
 #[derive(Parser, Debug)]
@@ -35,9 +43,19 @@ struct Cli {
     /// Call data from a JSON file.
     #[arg(short = 'D', long = "data-file")]
     data_file: Option<PathBuf>,
-    /// Request metadata as a JSON object of strings, with templates.
+    /// Request metadata as a JSON object of strings (or an array of them, used round robin),
+    /// with templates; `{{token .UserId}}` is a token of that user.
     #[arg(short = 'm', long)]
     metadata: Option<String>,
+    /// Request metadata from a JSON file: an object, or an array of objects used round robin
+    /// (`stack token --users N --out FILE` writes one token per user `user-<n>`, the users of
+    /// `{{.UserId}}`).
+    #[arg(short = 'M', long = "metadata-file")]
+    metadata_file: Option<PathBuf>,
+    /// The token signing key of `{{token …}}` [default: the local stack's,
+    /// `.stack/auth/token-key`].
+    #[arg(long, env = "TOKEN_KEY_FILE")]
+    token_key: Option<PathBuf>,
     /// Concurrent workers [ghz default 50].
     #[arg(short = 'c', long)]
     concurrency: Option<usize>,
@@ -97,9 +115,20 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("{} is not JSON", path.display()))?,
         (None, None) => file.data.clone().unwrap_or(serde_json::json!({})),
     };
-    let metadata: Option<serde_json::Value> = match &cli.metadata {
-        Some(text) => Some(serde_json::from_str(text).context("-m is not JSON")?),
-        None => file.metadata.clone(),
+    let metadata: Option<serde_json::Value> = match (&cli.metadata, &cli.metadata_file) {
+        // The message never repeats the text: it may hold tokens.
+        (Some(text), _) => Some(serde_json::from_str(text).map_err(|_| anyhow::anyhow!("-m is not JSON"))?),
+        (None, Some(path)) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+            )
+            .map_err(|_| anyhow::anyhow!("{} is not JSON", path.display()))?,
+        ),
+        (None, None) => file.metadata.clone(),
+    };
+    let identity = match &cli.token_key {
+        Some(path) => Identity::from_key_file(path)?,
+        None => Identity::of_stack(&stack::workspace_root().join(".stack"))?,
     };
     let host = cli.host.clone().or(file.host.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
     let target = if host.contains("://") { host } else { format!("http://{host}") };
@@ -109,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let spec = LoadSpec {
         name: cli.name.clone().or(file.name.clone()).unwrap_or_default(),
         target,
-        data: CallData::new(method, &data, metadata.as_ref())?,
+        data: CallData::new(method, &data, metadata.as_ref())?.with_identity(Arc::new(identity)),
         concurrency: cli.concurrency.or(file.concurrency).unwrap_or(50),
         connections: cli.connections.or(file.connections).unwrap_or(1),
         total,

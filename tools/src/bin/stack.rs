@@ -1,5 +1,6 @@
-//! The local stack: `up`, `down`, `status`, `demo` (up + a small verified flash sale) and
-//! `test` (backing services + every test of the workspace).
+//! The local stack: `up`, `down`, `status`, `demo` (up + a small verified flash sale),
+//! `token` (tokens of the stack's identity provider, for grpcurl and ghz) and `test`
+//! (backing services + every test of the workspace).
 #![forbid(unsafe_code)]
 
 use std::{path::PathBuf, process::Command};
@@ -8,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tools::{
     flashsale::{self, SimConfig},
+    identity::{self, Identity},
     report,
     stack::{self, Stack, StackConfig},
 };
@@ -47,6 +49,12 @@ enum Cmd {
         #[arg(long, default_value_t = 5_000)]
         users: u32,
     },
+    /// Prints a token of the stack's identity provider (its key is created in
+    /// `<state dir>/auth/` on first use), e.g.
+    /// `grpcurl -H "authorization: Bearer $(stack token --user alice)" ...`; with `--users N
+    /// --out FILE`, writes a ghz metadata array instead: N objects
+    /// `{"authorization": "Bearer ..."}` for users `<prefix>0` … `<prefix>N-1`.
+    Token(TokenArgs),
     /// Starts the backing services if needed, builds the services, runs every test and the
     /// offline check of the Kubernetes manifests.
     Test {
@@ -54,6 +62,32 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// The most tokens `stack token --users` writes: a ghz metadata array of a million tokens is
+/// about 400 MB already.
+const MAX_TOKEN_USERS: u64 = 1_000_000;
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The token's subject: the user the calls act as.
+    #[arg(long, required_unless_present = "users", conflicts_with = "users")]
+    user: Option<String>,
+    /// With the operator scope (catalogue writes, refunds, reconciliation).
+    #[arg(long)]
+    admin: bool,
+    /// How long the token is valid.
+    #[arg(long, default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    ttl_secs: u64,
+    /// Write a ghz metadata array of this many users' tokens to `--out`.
+    #[arg(long, requires = "out", value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_USERS))]
+    users: Option<u64>,
+    /// The metadata array file (ghz `--metadata-file`, loadgen `-M`).
+    #[arg(long, requires = "users")]
+    out: Option<PathBuf>,
+    /// The users' ids are `<prefix><n>`.
+    #[arg(long, default_value = "user-", requires = "users")]
+    prefix: String,
 }
 
 #[derive(clap::Args)]
@@ -93,9 +127,13 @@ async fn main() -> anyhow::Result<()> {
             let stack = up(&state_dir, &args).await?;
             println!("running a flash sale: {seats} seats, {users} users, through {}", stack.config.lb_url());
             let out = state_dir.join("reports").join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
-            let mut config =
-                SimConfig::new(stack.config.lb_url(), stack.config.database_url.clone(), out.clone())
-                    .with_hold_ttl(hold_ttl);
+            let mut config = SimConfig::new(
+                stack.config.lb_url(),
+                stack.config.database_url.clone(),
+                out.clone(),
+                stack.identity.clone(),
+            )
+            .with_hold_ttl(hold_ttl);
             config.seats = seats;
             config.users = users;
             config.admission_capacity = 500;
@@ -117,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::Token(args) => token(&state_dir, &args)?,
         Cmd::Test { args } => {
             stack::ensure_backing_services()?;
             stack::ensure_haproxy()?;
@@ -133,6 +172,44 @@ async fn main() -> anyhow::Result<()> {
                 bail!("the offline Kubernetes check failed");
             }
         }
+    }
+    Ok(())
+}
+
+/// `stack token`: one token on stdout, or a ghz metadata array in a file.
+fn token(state_dir: &std::path::Path, args: &TokenArgs) -> anyhow::Result<()> {
+    let issuer = Identity::of_stack(state_dir)?;
+    let ttl = std::time::Duration::from_secs(args.ttl_secs);
+    let valid = |user: &str| {
+        !user.is_empty()
+            && user.len() <= 128
+            && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.@:-".contains(&b))
+    };
+    match (&args.user, args.users, &args.out) {
+        (Some(user), _, _) => {
+            if !valid(user) {
+                bail!("--user must be 1-128 of [A-Za-z0-9_.@:-] (the services refuse other subjects)");
+            }
+            println!("{}", issuer.token(user, args.admin, ttl));
+        }
+        (None, Some(users), Some(out)) => {
+            if !valid(&format!("{}{}", args.prefix, users - 1)) {
+                bail!("--prefix must leave user ids of 1-128 of [A-Za-z0-9_.@:-]");
+            }
+            if args.admin {
+                bail!("--admin is for one operator token (--user), not for a user array");
+            }
+            let array = identity::metadata_array(&issuer, users, &args.prefix, ttl);
+            identity::write_private(out, &serde_json::to_string(&array)?)?;
+            eprintln!(
+                "{users} tokens ({}0 … {}{}) written to {}",
+                args.prefix,
+                args.prefix,
+                users - 1,
+                out.display()
+            );
+        }
+        _ => bail!("give --user U, or --users N --out FILE"),
     }
     Ok(())
 }

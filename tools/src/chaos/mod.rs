@@ -96,12 +96,16 @@ pub async fn run(run: ChaosRun) -> anyhow::Result<Outcome> {
     sim.database_url = stack.config.database_url.clone();
     sim.pids_dir = Some(state_dir.join("pids"));
     sim.chaos = Some(chaos.clone());
+    // The private stack has its own identity provider (in its state dir): the sale's tokens
+    // must be its.
+    sim.identity = stack.identity.clone();
     let backing = Arc::new(tokio::sync::Mutex::new(backing));
     let schedule = Schedule {
         config: chaos,
         supervisor: supervisor.clone(),
         backing: backing.clone(),
         nats_prefix: stack.config.nats_prefix.clone(),
+        identity: stack.identity.clone(),
     };
     // Interrupted, it still stops what it started: the stores run in their own process
     // groups, out of the terminal's reach.

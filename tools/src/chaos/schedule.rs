@@ -130,11 +130,18 @@ pub struct Schedule {
     pub backing: Arc<tokio::sync::Mutex<PrivateBacking>>,
     /// The mesh's JetStream stream prefix, for the NATS probe.
     pub nats_prefix: String,
+    /// Mints the probes' token (user [`PROBE_USER`]).
+    pub identity: Arc<crate::identity::Identity>,
 }
+
+/// The user the probes act as.
+const PROBE_USER: &str = "chaos-probe";
 
 /// What the probes call.
 struct Probe {
     lb: Channel,
+    /// [`PROBE_USER`]'s token.
+    token: crate::identity::Bearer,
     event_id: String,
     nats_url: String,
     stream: String,
@@ -155,8 +162,8 @@ fn answered<T>(result: Result<tonic::Response<T>, tonic::Status>) -> bool {
     }
 }
 
-fn probe_request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
+fn probe_request<T>(token: &crate::identity::Bearer, message: T) -> tonic::Request<T> {
+    let mut request = token.request(message);
     request.set_timeout(PROBE_TIMEOUT);
     request
 }
@@ -179,21 +186,24 @@ impl Probe {
     /// Whether the mesh serves what depends on the store `fault` hit; `back_at` is the event
     /// stream's last sequence when NATS came back (`None`: not known yet).
     async fn passes(&self, fault: Fault, back_at: Option<u64>) -> bool {
-        let user = "chaos-probe".to_owned();
+        let user = PROBE_USER.to_owned();
         match fault {
             Fault::Redis => {
                 let hold = SeatLockServiceClient::new(self.lb.clone())
-                    .get_hold(probe_request(pb::GetHoldRequest {
-                        event_id: self.event_id.clone(),
-                        hold_id: uuid::Uuid::new_v4().to_string(),
-                        user_id: user.clone(),
-                    }))
+                    .get_hold(probe_request(
+                        &self.token,
+                        pb::GetHoldRequest {
+                            event_id: self.event_id.clone(),
+                            hold_id: uuid::Uuid::new_v4().to_string(),
+                            user_id: user.clone(),
+                        },
+                    ))
                     .await;
                 let place = AdmissionServiceClient::new(self.lb.clone())
-                    .get_queue_status(probe_request(pb::GetQueueStatusRequest {
-                        event_id: self.event_id.clone(),
-                        user_id: user,
-                    }))
+                    .get_queue_status(probe_request(
+                        &self.token,
+                        pb::GetQueueStatusRequest { event_id: self.event_id.clone(), user_id: user },
+                    ))
                     .await;
                 answered(hold) && answered(place)
             }
@@ -208,19 +218,21 @@ impl Probe {
             }
             Fault::Postgres => {
                 let sold = PaymentServiceClient::new(self.lb.clone())
-                    .list_bookings(probe_request(pb::ListBookingsRequest {
-                        user_id: user.clone(),
-                        event_id: self.event_id.clone(),
-                        page_size: 1,
-                        page_token: String::new(),
-                    }))
+                    .list_bookings(probe_request(
+                        &self.token,
+                        pb::ListBookingsRequest {
+                            user_id: user.clone(),
+                            event_id: self.event_id.clone(),
+                            page_size: 1,
+                            page_token: String::new(),
+                        },
+                    ))
                     .await;
                 let inbox = NotifierServiceClient::new(self.lb.clone())
-                    .list_notifications(probe_request(pb::ListNotificationsRequest {
-                        user_id: user,
-                        after_id: 0,
-                        page_size: 1,
-                    }))
+                    .list_notifications(probe_request(
+                        &self.token,
+                        pb::ListNotificationsRequest { user_id: user, after_id: 0, page_size: 1 },
+                    ))
                     .await;
                 answered(sold) && answered(inbox)
             }
@@ -242,6 +254,7 @@ impl Schedule {
         let nats_url = self.backing.lock().await.nats.url();
         let mut probe = Probe {
             lb,
+            token: self.identity.user(PROBE_USER),
             event_id,
             nats_url,
             stream: format!("{}_events", self.nats_prefix),

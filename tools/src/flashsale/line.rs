@@ -152,13 +152,12 @@ async fn order_pre_queue(
         let reference = latecomer.borrow().clone();
         let reference = async {
             match reference {
-                Some(u) => user::status_after_opening(&ctx, u.index).await.ok().map(|s| (u.ticket, s)),
+                Some(u) => user::status_after_opening(&ctx, &u).await.ok().map(|s| (u.ticket, s)),
                 None => None,
             }
         };
-        let places = futures::future::join_all(
-            chunk.iter().map(|joined| user::status_after_opening(&ctx, joined.index)),
-        );
+        let places =
+            futures::future::join_all(chunk.iter().map(|joined| user::status_after_opening(&ctx, joined)));
         let (reference, places) = tokio::join!(reference, places);
         for (joined, place) in chunk.iter().zip(places) {
             let status = match place {
@@ -208,7 +207,7 @@ async fn join_again(ctx: &Arc<Ctx>, users: Vec<Joined>, mut send: impl FnMut(Joi
     let mut joins = futures::stream::iter(users)
         .map(|joined| {
             let ctx = ctx.clone();
-            async move { (joined.index, user::join(&ctx, joined.index).await) }
+            async move { (joined.index, user::join(&ctx, joined.index, joined.token).await) }
         })
         .buffered(REJOIN_CONCURRENCY);
     while let Some((index, joined)) = joins.next().await {
@@ -249,7 +248,7 @@ pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSend
         .map(|(_, index)| {
             let ctx = ctx.clone();
             async move {
-                let _ = user::join(&ctx, index).await;
+                let _ = user::join(&ctx, index, user::token(&ctx, index)).await;
             }
         })
         .buffered(REJOIN_CONCURRENCY)

@@ -40,6 +40,7 @@ use ticketing_proto::v1::{self as pb, inventory_service_client::InventoryService
 use crate::{
     chaos::{ChaosConfig, FaultRecord, Schedule, ServiceRestart},
     cpu::{CpuSnapshot, CpuUse},
+    identity::Identity,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::transport::Channel;
@@ -136,11 +137,15 @@ pub struct SimConfig {
     pub pids_dir: Option<PathBuf>,
     /// Set for a chaos run: users then expect holds lost with Redis and keep going.
     pub chaos: Option<ChaosConfig>,
+    /// Mints the tokens: one per simulated user (its subject is the user), and the
+    /// operator's for the catalogue and the reconciliation.
+    #[serde(skip)]
+    pub identity: Arc<Identity>,
 }
 
 impl SimConfig {
     /// The full default: 50,000 seats, 500,000 users.
-    pub fn new(target: String, database_url: String, out_dir: PathBuf) -> Self {
+    pub fn new(target: String, database_url: String, out_dir: PathBuf, identity: Arc<Identity>) -> Self {
         let hold_ttl_secs = 600;
         Self {
             target,
@@ -167,6 +172,7 @@ impl SimConfig {
             out_dir,
             pids_dir: None,
             chaos: None,
+            identity,
         }
     }
 
@@ -335,8 +341,9 @@ async fn create_event(channel: Channel, config: &SimConfig) -> anyhow::Result<pb
             })),
         });
     }
+    let admin = config.identity.admin();
     let venue = inventory
-        .create_venue(pb::CreateVenueRequest { name: "Flash-sale arena".into(), zones })
+        .create_venue(admin.request(pb::CreateVenueRequest { name: "Flash-sale arena".into(), zones }))
         .await
         .context("CreateVenue")?
         .into_inner()
@@ -344,7 +351,7 @@ async fn create_event(channel: Channel, config: &SimConfig) -> anyhow::Result<pb
         .context("CreateVenue answered no venue")?;
     let now = chrono::Utc::now().timestamp_millis();
     inventory
-        .create_event(pb::CreateEventRequest {
+        .create_event(admin.request(pb::CreateEventRequest {
             venue_id: venue.venue_id,
             name: "The flash-sale concert".into(),
             starts_at: Some(timestamp(now + 30 * 86_400_000)),
@@ -355,7 +362,7 @@ async fn create_event(channel: Channel, config: &SimConfig) -> anyhow::Result<pb
             admission_tick_ms: config.admission_tick_ms,
             pass_ttl_seconds: config.pass_ttl_secs,
             cancellation_cutoff_seconds: 0,
-        })
+        }))
         .await
         .context("CreateEvent")?
         .into_inner()
@@ -443,7 +450,8 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                 let (ctx, arrived_tx) = (ctx.clone(), arrived_tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    match tokio::time::timeout_at(deadline, user::join(&ctx, index)).await {
+                    let token = user::token(&ctx, index);
+                    match tokio::time::timeout_at(deadline, user::join(&ctx, index, token)).await {
                         Ok(Ok(joined)) => {
                             Stats::bump(&ctx.stats.stages.joined);
                             let _ = arrived_tx.send(Arrival::Joined(joined));

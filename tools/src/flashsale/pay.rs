@@ -12,6 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Status, Streaming, transport::Channel};
 
 use super::{
+    super::identity::Bearer,
     retry::{Retry, backoff, brief, call, timed},
     stats::Rpc,
     user::{Ctx, reason},
@@ -68,12 +69,17 @@ pub fn hold_lost(status: &Status) -> bool {
 
 /// Pays: the same request again while the first is in flight (ABORTED `REQUEST_IN_FLIGHT`),
 /// not served or of unknown outcome; then, if the answer is not final, GetPayment until it is.
-pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyhow::Result<Paid> {
+pub async fn pay(
+    ctx: &Ctx,
+    channel: &Channel,
+    token: &Bearer,
+    request: pb::PayRequest,
+) -> anyhow::Result<Paid> {
     let mut payment = PaymentServiceClient::new(channel.clone());
     let deadline = Instant::now() + PAY_PATIENCE;
     let mut attempt = 0;
     let answer = loop {
-        match timed(&ctx.stats, Rpc::Pay, payment.pay(request.clone())).await {
+        match timed(&ctx.stats, Rpc::Pay, payment.pay(token.request(request.clone()))).await {
             Ok(answer) => break answer,
             Err(status)
                 if Instant::now() < deadline
@@ -93,7 +99,7 @@ pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyho
     let get = pb::GetPaymentRequest { payment_id, user_id: request.user_id.clone() };
     loop {
         let current = call(&ctx.stats, Rpc::GetPayment, Retry::Idempotent, || {
-            let (mut payment, get) = (payment.clone(), get.clone());
+            let (mut payment, get) = (payment.clone(), token.request(get.clone()));
             async move { payment.get_payment(get).await }
         })
         .await
@@ -112,16 +118,23 @@ pub async fn pay(ctx: &Ctx, channel: &Channel, request: pb::PayRequest) -> anyho
 pub struct Confirmation {
     notifier: NotifierServiceClient<Channel>,
     user_id: String,
+    token: Bearer,
     stream: Option<Streaming<pb::Notification>>,
     last_id: u64,
 }
 
 impl Confirmation {
     /// Opens the stream (before paying, so the notification cannot slip past).
-    pub async fn subscribe(ctx: &Ctx, channel: &Channel, user_id: &str) -> anyhow::Result<Self> {
+    pub async fn subscribe(
+        ctx: &Ctx,
+        channel: &Channel,
+        user_id: &str,
+        token: &Bearer,
+    ) -> anyhow::Result<Self> {
         let mut confirmation = Self {
             notifier: NotifierServiceClient::new(channel.clone()),
             user_id: user_id.to_owned(),
+            token: token.clone(),
             stream: None,
             last_id: 0,
         };
@@ -132,7 +145,7 @@ impl Confirmation {
     async fn open(&mut self, ctx: &Ctx) -> Result<(), Status> {
         let request = pb::SubscribeRequest { user_id: self.user_id.clone(), after_id: self.last_id };
         let stream = call(&ctx.stats, Rpc::Subscribe, Retry::Idempotent, || {
-            let (mut notifier, request) = (self.notifier.clone(), request.clone());
+            let (mut notifier, request) = (self.notifier.clone(), self.token.request(request.clone()));
             async move { notifier.subscribe(request).await }
         })
         .await?;

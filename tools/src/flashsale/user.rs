@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 
 use super::{
+    super::identity::Bearer,
     SimConfig,
     pay::{self, Paid},
     retry::{PATIENCE, Retry, backoff, brief, call},
@@ -145,6 +146,8 @@ pub struct Joined {
     pub joined_at: f64,
     /// The pass the Join answered with, when the user was already admitted.
     pub pass: Option<pb::Pass>,
+    /// The user's token, minted once at its first Join and sent with each of its calls.
+    pub token: Bearer,
 }
 
 /// Shared by every user task.
@@ -190,29 +193,36 @@ fn user_id(index: u32) -> String {
     format!("user-{index}")
 }
 
-/// Join (again, after the place was lost), retried while admission cannot answer.
-pub async fn join(ctx: &Ctx, index: u32) -> Result<Joined, Status> {
+/// A new user's token: minted once, at its arrival.
+pub fn token(ctx: &Ctx, index: u32) -> Bearer {
+    ctx.config.identity.mint(&user_id(index))
+}
+
+/// Join (again, after the place was lost) with the user's `token`, retried while admission
+/// cannot answer.
+pub async fn join(ctx: &Ctx, index: u32, token: Bearer) -> Result<Joined, Status> {
     let admission = AdmissionServiceClient::new(ctx.channel(index));
     let request = pb::JoinRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(index) };
     let joined_at = ctx.stats.since_open();
     let status = call(&ctx.stats, Rpc::Join, Retry::Idempotent, || {
-        let (mut admission, request) = (admission.clone(), request.clone());
+        let (mut admission, request) = (admission.clone(), token.request(request.clone()));
         async move { admission.join(request).await }
     })
     .await?;
     let after_open = status.state() != pb::QueueState::PreQueue;
-    Ok(Joined { index, ticket: status.ticket, after_open, joined_at, pass: status.pass })
+    Ok(Joined { index, ticket: status.ticket, after_open, joined_at, pass: status.pass, token })
 }
 
 /// A user's standing once the pre-queue is sealed, as a waiting page learns it when the sale
 /// opens: asks again while admission has not sealed the pre-queue yet (state still
 /// `PRE_QUEUE`) or cannot answer.
-pub async fn status_after_opening(ctx: &Ctx, index: u32) -> Result<pb::QueueStatus, Status> {
-    let admission = AdmissionServiceClient::new(ctx.channel(index));
-    let request = pb::GetQueueStatusRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(index) };
+pub async fn status_after_opening(ctx: &Ctx, joined: &Joined) -> Result<pb::QueueStatus, Status> {
+    let admission = AdmissionServiceClient::new(ctx.channel(joined.index));
+    let request =
+        pb::GetQueueStatusRequest { event_id: ctx.event.event_id.clone(), user_id: user_id(joined.index) };
     loop {
         let status = call(&ctx.stats, Rpc::GetQueueStatus, Retry::Idempotent, || {
-            let (mut admission, request) = (admission.clone(), request.clone());
+            let (mut admission, request) = (admission.clone(), joined.token.request(request.clone()));
             async move { admission.get_queue_status(request).await }
         })
         .await?;
@@ -228,6 +238,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     let index = joined.index;
     let plan = Plan::draw(&ctx.config, index);
     let user = user_id(index);
+    let token = joined.token.clone();
     let event_id = ctx.event.event_id.clone();
     let channel = ctx.channel(index);
     let stats = &ctx.stats;
@@ -252,8 +263,8 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
 
     // Hold.
     let held_at = stats.since_open();
-    let Some(hold) = hold(ctx, &channel, &pass, &user, index, plan).await? else {
-        leave(ctx, &admission, &user).await;
+    let Some(hold) = hold(ctx, &channel, &pass, &user, &token, index, plan).await? else {
+        leave(ctx, &admission, &user, &token).await;
         return Ok(());
     };
     Stats::bump(&stats.stages.held);
@@ -268,7 +279,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
                 user_id: user.clone(),
             };
             let released = call(stats, Rpc::ReleaseHold, Retry::Idempotent, || {
-                let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+                let (mut seat_lock, request) = (seat_lock.clone(), token.request(request.clone()));
                 async move { seat_lock.release_hold(request).await }
             })
             .await;
@@ -277,7 +288,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
             }
             Stats::bump(&stats.stages.released);
             abandon(ctx, &user, &hold, held_at, true);
-            leave(ctx, &admission, &user).await;
+            leave(ctx, &admission, &user, &token).await;
             return Ok(());
         }
         Behaviour::LetExpire => {
@@ -289,7 +300,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     }
 
     // Subscribe before paying so the confirmation cannot slip past.
-    let mut confirmation = pay::Confirmation::subscribe(ctx, &channel, &user).await?;
+    let mut confirmation = pay::Confirmation::subscribe(ctx, &channel, &user, &token).await?;
     let key = |n: u32| format!("sim-{}-{index}-{n}", &event_id[..8]);
     let request = |key: String, method: String| pb::PayRequest {
         idempotency_key: key,
@@ -300,10 +311,10 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     };
     let paid = match plan.behaviour {
         Behaviour::Declined => {
-            match pay::pay(ctx, &channel, request(key(1), "pm_card_declined".into())).await? {
+            match pay::pay(ctx, &channel, &token, request(key(1), "pm_card_declined".into())).await? {
                 Paid::Final(first) if pay::status_of(&first) == pb::PaymentStatus::Declined => {
                     Stats::bump(&stats.stages.declined);
-                    pay::pay(ctx, &channel, request(key(2), "pm_card_ok".into())).await?
+                    pay::pay(ctx, &channel, &token, request(key(2), "pm_card_ok".into())).await?
                 }
                 Paid::Final(first) => anyhow::bail!("a declined card answered {:?}", pay::status_of(&first)),
                 lost => lost,
@@ -311,13 +322,13 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
         }
         Behaviour::Slow => {
             let method = format!("pm_card_slow_{}", ctx.config.slow_pay_ms);
-            pay::pay(ctx, &channel, request(key(1), method)).await?
+            pay::pay(ctx, &channel, &token, request(key(1), method)).await?
         }
         Behaviour::Replay => {
             let first_request = request(key(1), "pm_card_ok".into());
             let (a, b) = tokio::join!(
-                pay::pay(ctx, &channel, first_request.clone()),
-                pay::pay(ctx, &channel, first_request)
+                pay::pay(ctx, &channel, &token, first_request.clone()),
+                pay::pay(ctx, &channel, &token, first_request)
             );
             let (a, b) = (a?, b?);
             Stats::bump(&stats.stages.replays);
@@ -328,7 +339,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
             }
             a
         }
-        _ => pay::pay(ctx, &channel, request(key(1), "pm_card_ok".into())).await?,
+        _ => pay::pay(ctx, &channel, &token, request(key(1), "pm_card_ok".into())).await?,
     };
     let mut answer = match paid {
         Paid::Final(answer) => *answer,
@@ -339,7 +350,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     // answer invites.
     if ctx.config.chaos.is_some() && pay::status_of(&answer) == pb::PaymentStatus::Declined {
         Stats::bump(&stats.stages.declined_by_fault);
-        answer = match pay::pay(ctx, &channel, request(key(9), "pm_card_ok".into())).await? {
+        answer = match pay::pay(ctx, &channel, &token, request(key(9), "pm_card_ok".into())).await? {
             Paid::Final(answer) => *answer,
             Paid::HoldLost(status) => return lost_hold(ctx, &status),
         };
@@ -382,10 +393,10 @@ fn abandon(ctx: &Ctx, user: &str, hold: &pb::Hold, held_at: f64, released: bool)
     }
 }
 
-async fn leave(ctx: &Ctx, admission: &AdmissionServiceClient<Channel>, user: &str) {
+async fn leave(ctx: &Ctx, admission: &AdmissionServiceClient<Channel>, user: &str, token: &Bearer) {
     let request = pb::LeaveRequest { event_id: ctx.event.event_id.clone(), user_id: user.to_owned() };
     let _ = call(&ctx.stats, Rpc::Leave, Retry::Idempotent, || {
-        let (mut admission, request) = (admission.clone(), request.clone());
+        let (mut admission, request) = (admission.clone(), token.request(request.clone()));
         async move { admission.leave(request).await }
     })
     .await;
@@ -449,6 +460,7 @@ async fn wait_in_line(
             let asked = call(&ctx.stats, Rpc::GetQueueStatus, Retry::Idempotent, || {
                 let mut admission = admission.clone();
                 let request = pb::GetQueueStatusRequest { event_id: event_id.clone(), user_id: user.clone() };
+                let request = joined.token.request(request);
                 async move { admission.get_queue_status(request).await }
             })
             .await;
@@ -459,7 +471,7 @@ async fn wait_in_line(
                 Ok(status) => renumbered(ctx, &mut joined, &status),
                 Err(status) if status.code() == Code::NotFound => {
                     report_lost_place(ctx, &joined);
-                    joined = join(ctx, joined.index).await?;
+                    joined = join(ctx, joined.index, joined.token.clone()).await?;
                     waiting(ctx, &joined);
                     Stats::bump(&ctx.stats.stages.rejoined);
                 }
@@ -470,6 +482,7 @@ async fn wait_in_line(
         let opened = call(&ctx.stats, Rpc::WatchQueue, Retry::Idempotent, || {
             let mut admission = admission.clone();
             let request = pb::WatchQueueRequest { event_id: event_id.clone(), user_id: user.clone() };
+            let request = joined.token.request(request);
             async move { admission.watch_queue(request).await }
         })
         .await;
@@ -508,6 +521,7 @@ async fn hold(
     channel: &Channel,
     pass: &pb::Pass,
     user: &str,
+    token: &Bearer,
     index: u32,
     plan: Plan,
 ) -> anyhow::Result<Option<pb::Hold>> {
@@ -551,7 +565,7 @@ async fn hold(
                 seat_ids,
             };
             call(stats, Rpc::HoldSeats, Retry::Unserved, || {
-                let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+                let (mut seat_lock, request) = (seat_lock.clone(), token.request(request.clone()));
                 async move { seat_lock.hold_seats(request).await }
             })
             .await
@@ -566,7 +580,7 @@ async fn hold(
                 allow_split: true,
             };
             call(stats, Rpc::HoldBestAvailable, Retry::Unserved, || {
-                let (mut seat_lock, request) = (seat_lock.clone(), request.clone());
+                let (mut seat_lock, request) = (seat_lock.clone(), token.request(request.clone()));
                 async move { seat_lock.hold_best_available(request).await }
             })
             .await

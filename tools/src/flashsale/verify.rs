@@ -418,11 +418,11 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     for hold in abandoned.iter().take(ABANDONED_CHECKS) {
         asked += 1;
         let answer = seat_lock
-            .get_hold(pb::GetHoldRequest {
+            .get_hold(ctx.config.identity.user(&hold.user_id).request(pb::GetHoldRequest {
                 event_id: event_id.clone(),
                 hold_id: hold.hold_id.clone(),
                 user_id: hold.user_id.clone(),
-            })
+            }))
             .await;
         let lost_with_redis = redis_outages.iter().any(|(_, up)| *up >= hold.held_at);
         let ended = match &answer {
@@ -479,7 +479,8 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
 
     // Last: the provider's ledger against the books, by payment's own reconciliation, which
     // must find nothing once the mesh has settled by itself.
-    let finding = crate::reconciliation::reconcile(ctx.channels[0].clone()).await;
+    let finding =
+        crate::reconciliation::reconcile(ctx.channels[0].clone(), &ctx.config.identity.admin()).await;
     v.check("I2", "reconciliation finds nothing (payment Reconcile)", finding.clean, finding.detail);
     Ok(v)
 }

@@ -31,6 +31,7 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::{Ascii, MetadataKey, MetadataValue},
     transport::Channel,
 };
 
@@ -86,15 +87,27 @@ enum Item {
     Templated(Template),
 }
 
+/// One metadata entry: parsed once when it has no template action (a bearer token is sent
+/// as the same reference-counted value on every call).
+#[derive(Debug, Clone)]
+enum Meta {
+    Fixed(MetadataKey<Ascii>, MetadataValue<Ascii>),
+    Templated(MetadataKey<Ascii>, Template),
+}
+
 /// The call data of a run: one JSON object, or an array used round robin (request `n` gets
-/// item `n % len`, as ghz does for unary calls).
+/// item `n % len`, as ghz does for unary calls). The metadata likewise: one object, or an
+/// array of objects used round robin (ghz's metadata array, e.g. one token per user from
+/// `stack token --users N`).
 #[derive(Debug, Clone)]
 pub struct CallData {
     method: MethodDescriptor,
     items: Vec<Item>,
-    metadata: Vec<(String, Template)>,
+    metadata: Vec<Vec<Meta>>,
     /// Full method, method, service, input and output names, for the templates.
     names: [String; 5],
+    /// Mints the tokens of `{{token …}}` actions.
+    identity: Option<Arc<crate::identity::Identity>>,
 }
 
 impl CallData {
@@ -124,13 +137,35 @@ impl CallData {
         if items.is_empty() {
             items.push(Item::Fixed(encode_json(&method.input(), "{}")?));
         }
-        let mut pairs = Vec::new();
-        if let Some(metadata) = metadata {
-            let map = metadata.as_object().context("metadata must be a JSON object of strings")?;
+        let objects: Vec<&serde_json::Value> = match metadata {
+            None | Some(serde_json::Value::Null) => vec![],
+            Some(serde_json::Value::Array(objects)) if objects.is_empty() => {
+                bail!("the metadata array is empty")
+            }
+            Some(serde_json::Value::Array(objects)) => objects.iter().collect(),
+            Some(object) => vec![object],
+        };
+        let mut pairs = Vec::with_capacity(objects.len());
+        for object in objects {
+            let map = object
+                .as_object()
+                .context("metadata must be a JSON object of strings, or an array of them")?;
+            let mut entries = Vec::with_capacity(map.len());
             for (key, value) in map {
                 let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-                pairs.push((key.to_ascii_lowercase(), Template::parse(&text)?));
+                let key: MetadataKey<Ascii> =
+                    key.to_ascii_lowercase().parse().with_context(|| format!("bad metadata key {key:?}"))?;
+                let template = Template::parse(&text)?;
+                entries.push(if template.is_constant() {
+                    // The value is never printed: it may be a token.
+                    let value =
+                        text.parse().map_err(|_| anyhow::anyhow!("metadata {key}: not a valid value"))?;
+                    Meta::Fixed(key, value)
+                } else {
+                    Meta::Templated(key, template)
+                });
             }
+            pairs.push(entries);
         }
         let names = [
             method.full_name().to_owned(),
@@ -139,7 +174,7 @@ impl CallData {
             method.input().full_name().to_owned(),
             method.output().full_name().to_owned(),
         ];
-        let data = Self { method, items, metadata: pairs, names };
+        let data = Self { method, items, metadata: pairs, names, identity: None };
         data.encode(0, 0)?;
         Ok(data)
     }
@@ -176,12 +211,40 @@ impl CallData {
             service_name: &self.names[2],
             input_name: &self.names[3],
             output_name: &self.names[4],
+            identity: self.identity.as_deref(),
         }
     }
 
-    fn metadata(&self, request_number: u64, worker_id: usize) -> Vec<(String, String)> {
-        let ctx = self.context(request_number, worker_id);
-        self.metadata.iter().map(|(k, t)| (k.clone(), t.render(&ctx))).collect()
+    /// Adds request `request_number`'s metadata (object `n % len` of an array) to `request`.
+    pub fn attach_metadata<T>(&self, request_number: u64, worker_id: usize, request: &mut tonic::Request<T>) {
+        if self.metadata.is_empty() {
+            return;
+        }
+        let entries = &self.metadata[(request_number % self.metadata.len() as u64) as usize];
+        for entry in entries {
+            match entry {
+                Meta::Fixed(key, value) => {
+                    request.metadata_mut().insert(key.clone(), value.clone());
+                }
+                Meta::Templated(key, template) => {
+                    let ctx = self.context(request_number, worker_id);
+                    if let Ok(value) = template.render(&ctx).parse() {
+                        request.metadata_mut().insert(key.clone(), value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same data, with `identity` minting its `{{token …}}` actions.
+    pub fn with_identity(self, identity: Arc<crate::identity::Identity>) -> Self {
+        Self { identity: Some(identity), ..self }
+    }
+
+    /// The same data with other metadata (e.g. the tokens of a bench variant).
+    pub fn with_metadata(&self, metadata: &serde_json::Value) -> anyhow::Result<Self> {
+        let fresh = Self::new(self.method.clone(), &serde_json::Value::Null, Some(metadata))?;
+        Ok(Self { metadata: fresh.metadata, ..self.clone() })
     }
 }
 
@@ -366,14 +429,7 @@ pub async fn run(spec: &LoadSpec, observer: Option<Observer>) -> anyhow::Result<
                 let body = spec.data.encode(n, worker_id)?;
                 let mut request = tonic::Request::new(body);
                 request.set_timeout(spec.timeout);
-                for (key, value) in spec.data.metadata(n, worker_id) {
-                    if let (Ok(key), Ok(value)) = (
-                        key.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
-                        value.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>(),
-                    ) {
-                        request.metadata_mut().insert(key, value);
-                    }
-                }
+                spec.data.attach_metadata(n, worker_id, &mut request);
                 let sent = Instant::now();
                 let result = match grpc.ready().await {
                     Ok(()) => {

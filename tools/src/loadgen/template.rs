@@ -16,6 +16,7 @@
 //! | `{{add A B}}` | `A + B` (each an integer or a field, e.g. `{{add .RequestNumber 1}}`) | sprig |
 //! | `{{randomSeat "Z" R1 R2 N1 N2}}` | seat id `Z-<row>-<number>`, row in `R1..=R2`, number in `N1..=N2` | loadgen only |
 //! | `{{uniqueSeat "Z" PER_ROW}}` | the `RequestNumber`-th seat of zone `Z` with `PER_ROW` seats a row, `Z-<row>-<number>` from `Z-1-1` | loadgen only |
+//! | `{{token .UserId}}` / `{{token "alice"}}` | a token (JWT) of the stack's identity provider for that user, minted once per user and reused: `"authorization": "Bearer {{token .UserId}}"` | loadgen only |
 //!
 //! Seat ids follow the mesh's `<zone>-<row>-<number>` with numeric row labels, as the bench's
 //! venues have. Anything else in `{{ }}` is an error when the template is parsed, so a typo
@@ -37,6 +38,8 @@ pub struct CallContext<'a> {
     pub service_name: &'a str,
     pub input_name: &'a str,
     pub output_name: &'a str,
+    /// Mints `{{token …}}`; without it the action renders nothing (and the call is refused).
+    pub identity: Option<&'a crate::identity::Identity>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +137,7 @@ fn check_call(name: &str, args: &[Arg]) -> anyhow::Result<()> {
                 && args[1..].iter().all(|a| !matches!(a, Arg::Str(_)))
         }
         "uniqueSeat" => args.len() == 2 && matches!(args[0], Arg::Str(_)) && !matches!(args[1], Arg::Str(_)),
+        "token" => args.len() == 1 && !matches!(args[0], Arg::Int(_)),
         _ => bail!("unknown template function {name}"),
     };
     if !ok {
@@ -201,7 +205,12 @@ impl Template {
                     };
                     let text = |a: &Arg| match a {
                         Arg::Str(s) => s.clone(),
-                        _ => String::new(),
+                        Arg::Field(f) => {
+                            let mut s = String::new();
+                            field_value(f, ctx, &mut s);
+                            s
+                        }
+                        Arg::Int(_) => String::new(),
                     };
                     match name.as_str() {
                         "newUUID" => {
@@ -228,6 +237,13 @@ impl Template {
                             let row = rng.random_range(r1..=r2.max(r1));
                             let number = rng.random_range(n1..=n2.max(n1));
                             let _ = write!(out, "{}-{row}-{number}", text(&args[0]));
+                        }
+                        "token" => {
+                            if let Some(identity) = ctx.identity {
+                                let bearer = identity.user(&text(&args[0]));
+                                let value = bearer.value().to_str().unwrap_or_default();
+                                out.push_str(value.strip_prefix("Bearer ").unwrap_or(value));
+                            }
                         }
                         "uniqueSeat" => {
                             let per_row = int(&args[1]).max(1) as u64;
@@ -284,6 +300,16 @@ mod tests {
         let r: i64 = Template::parse("{{randomInt 7 8}}")?.render(&ctx(0)).parse()?;
         assert_eq!(r, 7);
         assert!(Template::parse("plain")?.is_constant());
+        let dir = std::env::temp_dir().join(format!("template-{}", uuid::Uuid::new_v4().simple()));
+        let identity = crate::identity::Identity::of_stack(&dir)?;
+        let with = CallContext { identity: Some(&identity), ..ctx(7) };
+        let token = Template::parse("Bearer {{token .UserId}}")?.render(&with);
+        assert_eq!(
+            token,
+            format!("Bearer {}", identity.user("user-7").value().to_str()?.trim_start_matches("Bearer "))
+        );
+        assert_eq!(Template::parse("{{token \"alice\"}}")?.render(&with).split('.').count(), 3, "a JWT");
+        std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }
 

@@ -271,6 +271,9 @@ pub struct StackConfig {
     pub shuffle_key: String,
     /// Seat holds' lifetime.
     pub hold_ttl_secs: u64,
+    /// The identity provider's folder (token key and JWKS, see [`crate::identity`]); every
+    /// service gets its JWKS as `AUTH_JWKS`.
+    pub auth_dir: PathBuf,
     /// More variables for every service (each reads only its own), e.g. shorter checkout
     /// grace and recovery windows for a run that must settle within minutes.
     pub extra_env: Vec<(String, String)>,
@@ -292,6 +295,7 @@ impl StackConfig {
             ("notifier", 50055),
         ];
         Self {
+            auth_dir: crate::identity::auth_dir(&state_dir),
             state_dir,
             bin_dir,
             services: SERVICES
@@ -331,6 +335,12 @@ impl StackConfig {
         }
         config.lb_port = free_port()?;
         Ok(config)
+    }
+
+    /// The stack's identity provider: its key is created in [`Self::auth_dir`] on first use
+    /// and kept afterwards.
+    pub fn identity(&self) -> anyhow::Result<crate::identity::Identity> {
+        crate::identity::Identity::load_or_create(&self.auth_dir)
     }
 
     /// The gRPC port of a service.
@@ -378,6 +388,7 @@ impl StackConfig {
             ("NATS_URL", self.nats_url.clone()),
             ("NATS_PREFIX", self.nats_prefix.clone()),
             ("DRAIN_GRACE_MS", "5000".into()),
+            ("AUTH_JWKS", self.auth_dir.join(crate::identity::JWKS_FILE).to_string_lossy().into_owned()),
         ];
         match service.name {
             "inventory" | "notifier" => env.push(("DATABASE_URL", self.database_url.clone())),
@@ -470,6 +481,8 @@ const WINDOW_MARGIN_SECS: u64 = 10;
 /// A started stack. Dropping it leaves the processes running; call [`Stack::stop`].
 pub struct Stack {
     pub config: StackConfig,
+    /// The stack's identity provider: mints the tokens its callers send.
+    pub identity: std::sync::Arc<crate::identity::Identity>,
     /// The services as this process started them (while no [`supervisor::Supervisor`] has
     /// them), so that [`Stack::stop`] reaps them.
     children: std::sync::Mutex<Vec<(&'static str, Child)>>,
@@ -484,6 +497,8 @@ impl Stack {
         fs::create_dir_all(&pids)?;
         config.certs()?;
         let haproxy = ensure_haproxy()?;
+        // The token key and JWKS exist before any service reads AUTH_JWKS.
+        let identity = std::sync::Arc::new(config.identity()?);
         let mut children = Vec::new();
         for service in &config.services {
             // A fresh log per start of the stack; restarts append to it.
@@ -511,7 +526,7 @@ impl Stack {
         let child = spawn_detached(&mut command).context("cannot start haproxy")?;
         fs::write(pids.join("haproxy.pid"), child.id().to_string())?;
 
-        let stack = Self { config, children: std::sync::Mutex::new(children) };
+        let stack = Self { config, identity, children: std::sync::Mutex::new(children) };
         stack.wait_healthy().await?;
         Ok(stack)
     }

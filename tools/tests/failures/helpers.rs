@@ -21,6 +21,7 @@ use ticketing_proto::v1::{
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tools::{
+    identity::Bearer,
     stack::{self, Stack, StackConfig, backing::PrivateNats},
     testenv::{TestEnv, eventually},
 };
@@ -67,6 +68,16 @@ impl Running {
     }
     pub fn payment(&self) -> anyhow::Result<PaymentServiceClient<Channel>> {
         Ok(PaymentServiceClient::new(self.channel("payment")?))
+    }
+
+    /// `user`'s token from the stack's identity provider.
+    pub fn token(&self, user: &str) -> Bearer {
+        self.0.identity.user(user)
+    }
+
+    /// `message` as a request of `user`.
+    pub fn as_user<T>(&self, user: &str, message: T) -> tonic::Request<T> {
+        self.0.identity.as_user(user, message)
     }
 
     /// SIGKILLs the stack's own process of `service` (started by `Stack::start`) and waits
@@ -144,8 +155,9 @@ pub async fn create_event(
     admission_capacity: u32,
 ) -> anyhow::Result<String> {
     let mut inventory = stack.inventory()?;
+    let identity = &stack.0.identity;
     let venue = inventory
-        .create_venue(pb::CreateVenueRequest {
+        .create_venue(identity.as_admin(pb::CreateVenueRequest {
             name: "Failure Hall".into(),
             zones: vec![pb::ZoneSpec {
                 zone_id: "A".into(),
@@ -157,14 +169,14 @@ pub async fn create_event(
                     accessible_seat_ids: vec![],
                 })),
             }],
-        })
+        }))
         .await?
         .into_inner()
         .venue
         .context("no venue")?;
     let now = chrono::Utc::now().timestamp_millis();
     let event = inventory
-        .create_event(pb::CreateEventRequest {
+        .create_event(identity.as_admin(pb::CreateEventRequest {
             venue_id: venue.venue_id,
             name: "Failures".into(),
             // A month ahead, so owners may still cancel (the default cutoff is a day).
@@ -176,7 +188,7 @@ pub async fn create_event(
             admission_tick_ms: 50,
             pass_ttl_seconds: 600,
             cancellation_cutoff_seconds: 0,
-        })
+        }))
         .await?
         .into_inner()
         .event
@@ -189,18 +201,22 @@ pub fn seat_ids(seats: u32) -> Vec<String> {
     (1..=seats).map(|n| format!("A-1-{n}")).collect()
 }
 
-/// Joins the queue and watches it until admitted; returns the pass token.
+/// Joins the queue as the owner of `token` and watches it until admitted; returns the pass
+/// token.
 pub async fn admit(
     mut admission: AdmissionServiceClient<Channel>,
+    token: Bearer,
     event_id: String,
     user_id: String,
 ) -> anyhow::Result<String> {
-    let joined =
-        admission.join(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }).await?;
+    let joined = admission
+        .join(token.request(pb::JoinRequest { event_id: event_id.clone(), user_id: user_id.clone() }))
+        .await?;
     if let Some(pass) = joined.into_inner().pass {
         return Ok(pass.token);
     }
-    let mut watch = admission.watch_queue(pb::WatchQueueRequest { event_id, user_id }).await?.into_inner();
+    let mut watch =
+        admission.watch_queue(token.request(pb::WatchQueueRequest { event_id, user_id })).await?.into_inner();
     while let Some(status) = tokio::time::timeout(ADMIT_TIMEOUT, watch.next()).await? {
         if let Some(pass) = status?.pass {
             return Ok(pass.token);
@@ -218,8 +234,9 @@ pub async fn admit_all(
     let admission = stack.admission()?;
     let tasks = users.iter().map(|user| {
         let (admission, event_id, user) = (admission.clone(), event_id.to_owned(), user.clone());
+        let bearer = stack.token(&user);
         tokio::spawn(async move {
-            let token = admit(admission, event_id, user.clone()).await?;
+            let token = admit(admission, bearer, event_id, user.clone()).await?;
             anyhow::Ok((user, token))
         })
     });
@@ -407,7 +424,8 @@ pub async fn i2_violations(db: &DatabaseConnection) -> anyhow::Result<Vec<String
 /// The check every failure test ends with: payment's reconciliation (not a dry run) finds
 /// nothing, once the mesh has settled by itself.
 pub async fn reconciliation_finds_nothing(stack: &Running) -> anyhow::Result<()> {
-    let finding = tools::reconciliation::reconcile(stack.channel("payment")?).await;
+    let finding =
+        tools::reconciliation::reconcile(stack.channel("payment")?, &stack.0.identity.admin()).await;
     anyhow::ensure!(finding.clean, "reconciliation found something: {}", finding.detail);
     Ok(())
 }
