@@ -23,7 +23,7 @@
 //!   the buyer's slot.
 //!
 //! Pass tokens are not stored: any replica re-signs the same token from the stored pass id
-//! and expiry with the [`ticketing_proto::pass::PassKeyRing`].
+//! and expiry with the [`ticketing_proto::pass::PassSigner`].
 //!
 //! # Fairness guarantees
 //! - **After opening, first come, first served.** The order is the Redis `INCR` ticket of

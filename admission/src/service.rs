@@ -9,7 +9,7 @@ use service_runtime::{
     status::{user_id, uuid},
 };
 use ticketing_proto::{
-    pass::{PassClaims, PassKeyRing},
+    pass::{PassClaims, PassSigner},
     v1::{
         GetQueueStatusRequest, JoinRequest, LeaveRequest, LeaveResponse, Pass, QueueState, QueueStatus,
         WatchQueueRequest, admission_service_server::AdmissionService as AdmissionApi,
@@ -32,7 +32,7 @@ pub struct AdmissionService {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) controller: Arc<Controller>,
     /// Shared, not copied: every WatchQueue stream holds a clone of the service.
-    pub(crate) ring: Arc<PassKeyRing>,
+    pub(crate) signer: Arc<PassSigner>,
     pub(crate) join_rate_limit: u32,
     pub(crate) stopping: CancellationToken,
     /// Places for WatchQueue streams on this replica (`MAX_WATCHERS`).
@@ -49,7 +49,7 @@ fn ids(event_id: &str, user: &str) -> Result<(String, String), Error> {
 
 impl AdmissionService {
     fn pass(&self, event_id: &str, user_id: &str, stored: &StoredPass) -> Pass {
-        let token = self.ring.sign(PassClaims {
+        let token = self.signer.sign(PassClaims {
             key_id: String::new(),
             event_id: event_id.to_owned(),
             user_id: user_id.to_owned(),

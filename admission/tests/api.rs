@@ -22,7 +22,7 @@ use service_runtime::{
 };
 use ticketing_proto::{
     events::{BookingConfirmed, event_envelope::Body},
-    pass::PassKeyRing,
+    pass::PassVerifier,
     v1::{GetQueueStatusRequest, JoinRequest, LeaveRequest, QueueState, QueueStatus, WatchQueueRequest},
 };
 use tonic::Code;
@@ -320,8 +320,8 @@ async fn watch_queue_streams_positions_then_the_pass_and_closes() {
     assert!(waiting.iter().any(|m| m.position >= 2), "cat started behind others");
 
     let pass = last.pass.as_ref().unwrap();
-    let ring: PassKeyRing = PASS_KEYS.parse().unwrap();
-    let claims = ring.verify(&pass.token).unwrap();
+    let verifier: PassVerifier = PASS_KEYS.1.parse().unwrap();
+    let claims = verifier.verify(&pass.token).unwrap();
     claims.check(&event_id, "cat", now_ms()).unwrap();
     assert_eq!(claims.pass_id, pass.pass_id);
 

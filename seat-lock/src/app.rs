@@ -37,7 +37,7 @@ impl App {
             Catalog::new(inventory),
             store.clone(),
             payment,
-            config.pass_keys.clone(),
+            config.pass_verify_keys.clone(),
             config.hold_ttl(),
             config.checkout_grace(),
         );

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, collections::HashSet, sync::Arc, time::Duration
 
 use service_runtime::{bus::timestamp_ms, status};
 use ticketing_proto::{
-    pass::PassKeyRing,
+    pass::PassVerifier,
     v1::{
         BeginCheckoutRequest, ConfirmHoldRequest, GetHoldRequest, Hold, HoldBestAvailableRequest,
         HoldSeatsRequest, HoldState as ProtoState, ListSoldSeatsRequest, ReleaseHoldRequest,
@@ -44,7 +44,7 @@ pub struct SeatLockService {
     catalog: Catalog,
     store: Store,
     payment: PaymentServiceClient<Channel>,
-    passes: Arc<PassKeyRing>,
+    passes: Arc<PassVerifier>,
     hold_ttl: Duration,
     checkout_grace: Duration,
 }
@@ -55,7 +55,7 @@ impl SeatLockService {
         catalog: Catalog,
         store: Store,
         payment: Channel,
-        passes: PassKeyRing,
+        passes: PassVerifier,
         hold_ttl: Duration,
         checkout_grace: Duration,
     ) -> Self {

@@ -19,7 +19,7 @@ use helpers::*;
 use prost::Message;
 use ticketing_proto::{
     events::{EventEnvelope, ReleaseReason, event_envelope::Body},
-    pass::PassKeyRing,
+    pass::{PassSigner, generate_signing_key},
     v1::{
         BeginCheckoutRequest, ConfirmHoldRequest, GetHoldRequest, HoldBestAvailableRequest, HoldState,
         ReleaseHoldRequest, SoldSeat,
@@ -121,16 +121,17 @@ async fn passes_are_verified_locally_with_precise_reasons() -> anyhow::Result<()
     let app = spawn_app(600).await?;
     let mut request = app.hold_request("u1", &["A-R1-1"]);
 
-    let forger: PassKeyRing = "k2:not-the-real-secret-at-all".parse()?;
+    // A key of the right id that seat-lock does not know: nobody but admission can sign.
+    let forger: PassSigner = generate_signing_key("k2").0.parse()?;
     request.pass_token = forger.sign(claims(&app.event_id, "u1", now_ms() + 60_000));
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_INVALID");
     request.pass_token = "garbage".into();
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_INVALID");
-    request.pass_token = app.ring.sign(claims(&app.event_id, "u1", now_ms() - 1));
+    request.pass_token = app.signer.sign(claims(&app.event_id, "u1", now_ms() - 1));
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_EXPIRED");
     request.pass_token = app.pass("u2");
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_WRONG_USER");
-    request.pass_token = app.ring.sign(claims(&uuid::Uuid::new_v4().to_string(), "u1", now_ms() + 60_000));
+    request.pass_token = app.signer.sign(claims(&uuid::Uuid::new_v4().to_string(), "u1", now_ms() + 60_000));
     assert_refused(
         app.client().hold_seats(request.clone()).await,
         Code::PermissionDenied,
@@ -140,7 +141,7 @@ async fn passes_are_verified_locally_with_precise_reasons() -> anyhow::Result<()
     assert_eq!(seat, None, "a refused pass holds nothing");
 
     // Key rotation: a pass signed by the previous key is still accepted.
-    let previous: PassKeyRing = PREVIOUS_KEY.parse()?;
+    let previous: PassSigner = PREVIOUS_KEY.0.parse()?;
     request.pass_token = previous.sign(claims(&app.event_id, "u1", now_ms() + 60_000));
     let hold = app.client().hold_seats(request).await?.into_inner();
     assert_eq!(hold.seat_ids, vec!["A-R1-1".to_owned()]);

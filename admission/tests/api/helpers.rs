@@ -31,7 +31,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, transport::Channel};
 use tools::testenv::{TestEnv, eventually};
 
-pub const PASS_KEYS: &str = "k1:0123456789abcdef0123";
+/// A pass key made for this test run: (PASS_SIGNING_KEYS, PASS_VERIFY_KEYS).
+pub static PASS_KEYS: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| ticketing_proto::pass::generate_signing_key("k1"));
 pub const SHUFFLE_KEY: &str = "shuffle-secret-for-tests-0123";
 
 /// Serves `GetEvent` for the events a test defines; nothing else.
@@ -128,7 +130,8 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
         inventory_url: inventory_url.to_owned(),
-        pass_keys: PASS_KEYS.parse().unwrap(),
+        pass_signing_keys: PASS_KEYS.0.parse().unwrap(),
+        allow_example_secrets: false,
         controller_poll_ms: 10,
         join_rate_limit: 5,
         shuffle_key: Some(SHUFFLE_KEY.parse().unwrap()),

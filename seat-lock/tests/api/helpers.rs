@@ -15,7 +15,7 @@ use seat_lock::{App, Config};
 use service_runtime::config::ServerArgs;
 use ticketing_proto::{
     internal::{ReturnSeatsRequest, seat_lock_internal_service_client::SeatLockInternalServiceClient},
-    pass::{PassClaims, PassKeyRing},
+    pass::{PassClaims, PassSigner, generate_signing_key},
     v1::{
         CancelBookingRequest, CancelBookingResponse, Event, GetEventRequest, GetEventResponse,
         HoldSeatsRequest, ListSoldSeatsRequest, ListSoldSeatsResponse, ReconcileReport, ReconcileRequest,
@@ -29,8 +29,12 @@ use ticketing_proto::{
 use tonic::{Request, Response, Status, transport::Channel};
 use tools::testenv::TestEnv;
 
-pub const KEYS: &str = "k2:current-secret-0123456789,k1:previous-secret-0123456789";
-pub const PREVIOUS_KEY: &str = "k1:previous-secret-0123456789";
+/// The pass key admission signs with in this test run: (PASS_SIGNING_KEYS, PASS_VERIFY_KEYS).
+pub static CURRENT_KEY: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| generate_signing_key("k2"));
+/// The key before a rotation; seat-lock still verifies it.
+pub static PREVIOUS_KEY: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| generate_signing_key("k1"));
 pub const MAX_TICKETS: u32 = 4;
 /// Seated zone "A": rows R1..R5 of 10 seats.
 pub const ROWS: [&str; 5] = ["R1", "R2", "R3", "R4", "R5"];
@@ -158,7 +162,8 @@ pub struct TestApp {
     pub channel: Channel,
     pub event_id: String,
     pub payment: FakePayment,
-    pub ring: PassKeyRing,
+    /// Signs passes as admission does (seat-lock itself holds only the public keys).
+    pub signer: PassSigner,
     pub redis: Client,
 }
 
@@ -226,7 +231,8 @@ pub async fn spawn_app_on(
         nats_prefix: env.nats_prefix.clone(),
         inventory_url: format!("http://{fakes_addr}"),
         payment_url: format!("http://{fakes_addr}"),
-        pass_keys: KEYS.parse()?,
+        pass_verify_keys: format!("{},{}", CURRENT_KEY.1, PREVIOUS_KEY.1).parse()?,
+        allow_example_secrets: false,
         hold_ttl_secs,
         checkout_grace_secs: 300,
         sweep_interval_ms: 100,
@@ -241,13 +247,13 @@ pub async fn spawn_app_on(
 
     let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
-    Ok(TestApp { env, client, internal, channel, event_id, payment, ring: KEYS.parse()?, redis })
+    Ok(TestApp { env, client, internal, channel, event_id, payment, signer: CURRENT_KEY.0.parse()?, redis })
 }
 
 impl TestApp {
     /// A valid pass for `user` on this event, signed with the current key.
     pub fn pass(&self, user: &str) -> String {
-        self.ring.sign(claims(&self.event_id, user, now_ms() + 60_000))
+        self.signer.sign(claims(&self.event_id, user, now_ms() + 60_000))
     }
 
     pub fn client(&self) -> SeatLockServiceClient<Channel> {
