@@ -4,7 +4,7 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 
-use service_runtime::CancellationToken;
+use service_runtime::{CancellationToken, auth};
 use ticketing_proto::v1::{
     CreateEventRequest, CreateEventResponse, CreateVenueRequest, CreateVenueResponse, GetAvailabilityRequest,
     GetAvailabilityResponse, GetEventRequest, GetEventResponse, GetSeatMapRequest, GetSeatMapResponse,
@@ -65,6 +65,7 @@ impl InventoryApi for InventoryService {
         &self,
         request: Request<CreateVenueRequest>,
     ) -> Result<Response<CreateVenueResponse>, Status> {
+        auth::require_admin(&request)?;
         let request = request.into_inner();
         let (zones, total) = validate_venue(&request)?;
         let venue = self.registry.store().insert_venue(&request.name, zones, total).await?;
@@ -76,6 +77,7 @@ impl InventoryApi for InventoryService {
         &self,
         request: Request<CreateEventRequest>,
     ) -> Result<Response<CreateEventResponse>, Status> {
+        auth::require_admin(&request)?;
         let new = validate_event(request.get_ref())?;
         let event = self.registry.store().insert_event(&new).await?;
         let entry = self.registry.insert(event)?;

@@ -24,10 +24,14 @@ pub struct ServerArgs {
     /// orchestrator's termination grace period.
     #[arg(long, env = "DRAIN_GRACE_MS", default_value_t = 10_000)]
     pub drain_grace_ms: u64,
+    /// How bearer tokens are verified.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 impl ServerArgs {
-    /// Settings for a test server on a free loopback port.
+    /// Settings for a test server on a free loopback port, accepting the tokens of
+    /// [`crate::auth::TokenIssuer::for_tests`].
     pub fn loopback() -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -35,6 +39,7 @@ impl ServerArgs {
             request_timeout_ms: 10_000,
             max_in_flight: 4_096,
             drain_grace_ms: 2_000,
+            auth: crate::auth::AuthArgs::for_tests(),
         }
     }
 
@@ -46,7 +51,7 @@ impl ServerArgs {
         if self.max_in_flight == 0 {
             return Err("MAX_IN_FLIGHT must be positive".into());
         }
-        Ok(())
+        self.auth.validate()
     }
 
     pub fn request_timeout(&self) -> Duration {

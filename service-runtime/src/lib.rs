@@ -1,5 +1,6 @@
 //! What every service of the mesh starts with, so each `main.rs` stays a few lines long.
 //!
+//! - [`auth`]: bearer-token (JWT) verification, the caller's identity and roles.
 //! - [`config`]: the server flags every service shares, and the exit code for bad configuration.
 //! - [`telemetry`]: structured logs, OTLP traces and the Prometheus `/metrics` listener, plus
 //!   W3C trace-context propagation through gRPC metadata and NATS headers.
@@ -10,6 +11,7 @@
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;

@@ -11,6 +11,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -24,7 +25,10 @@ use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::config::ServerArgs;
+use crate::{
+    auth::{AuthLayer, Authenticator},
+    config::ServerArgs,
+};
 
 /// A bound, not yet serving, gRPC server.
 pub struct GrpcServer {
@@ -33,6 +37,7 @@ pub struct GrpcServer {
     args: ServerArgs,
     health: HealthReporter,
     stopping: CancellationToken,
+    auth: Arc<Authenticator>,
     /// Services served beside the main one (see [`Self::also_serve`]), with their names for
     /// health.
     also: Routes,
@@ -41,7 +46,10 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Binds the configured address. Health answers NOT_SERVING until [`Self::serve`].
+    /// Loads the token keys (`AUTH_JWKS`) first: a server that cannot verify tokens does not
+    /// start.
     pub async fn bind(args: &ServerArgs) -> std::io::Result<Self> {
+        let auth = Authenticator::load(&args.auth).await.map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(args.grpc_addr).await?;
         let local_addr = listener.local_addr()?;
         let health = HealthReporter::new();
@@ -52,6 +60,7 @@ impl GrpcServer {
             args: args.clone(),
             health,
             stopping: CancellationToken::new(),
+            auth,
             also: Routes::default(),
             also_names: Vec::new(),
         })
@@ -97,7 +106,8 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let Self { listener, local_addr, args, health, stopping, also, also_names } = self;
+        let Self { listener, local_addr, args, health, stopping, auth, also, also_names } = self;
+        auth.spawn_refresh(stopping.clone());
         let names: Vec<&'static str> = std::iter::once(S::NAME).chain(also_names).collect();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
@@ -113,7 +123,7 @@ impl GrpcServer {
             // deadline covers only its start.
             .timeout(args.request_timeout())
             .tcp_nodelay(true)
-            .layer(stack(args.max_in_flight))
+            .layer(stack(args.max_in_flight, auth))
             .add_routes(also)
             .add_service(tonic_health::pb::health_server::HealthServer::new(
                 tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -166,15 +176,18 @@ impl GrpcServer {
 /// The tower stack around every RPC, outermost first.
 type Stack = ServiceBuilder<
     tower::layer::util::Stack<
-        tower::limit::GlobalConcurrencyLimitLayer,
+        AuthLayer,
         tower::layer::util::Stack<
-            tower::load_shed::LoadShedLayer,
-            tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+            tower::limit::GlobalConcurrencyLimitLayer,
+            tower::layer::util::Stack<
+                tower::load_shed::LoadShedLayer,
+                tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+            >,
         >,
     >,
 >;
 
-fn stack(max_in_flight: usize) -> Stack {
+fn stack(max_in_flight: usize, auth: Arc<Authenticator>) -> Stack {
     ServiceBuilder::new()
         // Outermost, so every request is traced and counted, including those shed below.
         .layer(RpcTelemetryLayer)
@@ -184,6 +197,9 @@ fn stack(max_in_flight: usize) -> Stack {
         // One limit for the whole process, not per connection: behind the load balancer a
         // few HTTP/2 connections carry all the traffic.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
+        // Inside the limit, so a flood of bad tokens is shed like any other load; before the
+        // handler, so a bad token never reaches it (see `auth`).
+        .layer(AuthLayer::new(auth))
 }
 
 /// Wraps services in [`RpcTelemetry`].

@@ -4,22 +4,18 @@ use std::time::Duration;
 
 use ticketing_proto::v1::{
     CreateEventRequest, GetAvailabilityRequest, GetAvailabilityResponse, GetEventRequest, GetSeatMapRequest,
-    ListEventsRequest, inventory_service_client::InventoryServiceClient,
+    ListEventsRequest,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use tools::testenv::{TestEnv, eventually};
 
-use crate::helpers::{Publisher, create_event, create_venue, event_request, seat_states, spawn_app};
+use crate::helpers::{Client, Publisher, create_event, create_venue, event_request, seat_states, spawn_app};
 
 const SOON: Duration = Duration::from_secs(10);
 const T0: i64 = 1_900_000_000_000;
 
 /// The availability once the map has applied at least `min` seat events.
-async fn availability_after(
-    client: &InventoryServiceClient<Channel>,
-    event_id: &str,
-    min: u64,
-) -> GetAvailabilityResponse {
+async fn availability_after(client: &Client, event_id: &str, min: u64) -> GetAvailabilityResponse {
     eventually(SOON, || {
         let mut client = client.clone();
         let event_id = event_id.to_owned();

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use inventory::{App, Config};
-use service_runtime::bus::{EventBus, envelope};
+use service_runtime::{
+    auth::{TokenIssuer, WithToken},
+    bus::{EventBus, envelope},
+};
 use ticketing_proto::{
     events::{BookingConfirmed, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{
@@ -13,12 +16,27 @@ use ticketing_proto::{
     },
 };
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tools::testenv::TestEnv;
+
+/// An inventory client that sends an operator's token on every call.
+pub type Client = InventoryServiceClient<InterceptedService<Channel, WithToken>>;
+
+/// The operator's token the test clients send (catalogue writes need the admin scope).
+pub fn admin_token() -> String {
+    TokenIssuer::for_tests().token("operator", true, Duration::from_secs(3600))
+}
+
+/// A client of the service on `port` that sends `token` on every call.
+pub fn client_with(port: u16, token: &str) -> Client {
+    let channel =
+        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10)).unwrap();
+    InventoryServiceClient::with_interceptor(channel, WithToken::new(token))
+}
 
 /// A running inventory service.
 pub struct TestApp {
-    pub client: InventoryServiceClient<Channel>,
+    pub client: Client,
     pub port: u16,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -34,9 +52,7 @@ pub async fn spawn_app(env: &TestEnv) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    let channel =
-        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10)).unwrap();
-    TestApp { client: InventoryServiceClient::new(channel), port, shutdown: Some(tx), handle }
+    TestApp { client: client_with(port, &admin_token()), port, shutdown: Some(tx), handle }
 }
 
 impl TestApp {
@@ -72,7 +88,7 @@ pub fn general(zone_id: &str, capacity: u32) -> ZoneSpec {
 }
 
 /// A venue with seated zone A (rows 1-3, 10 seats each) and GA zone FLOOR (100 places).
-pub async fn create_venue(client: &mut InventoryServiceClient<Channel>) -> Venue {
+pub async fn create_venue(client: &mut Client) -> Venue {
     let mut a = seated("A", &["1", "2", "3"], 10);
     if let Some(Layout::Seated(layout)) = &mut a.layout {
         layout.accessible_seat_ids = vec!["A-1-1".into(), "A-1-2".into()];
@@ -97,11 +113,7 @@ pub fn event_request(venue_id: &str, name: &str, sale_opens_ms: i64) -> CreateEv
     }
 }
 
-pub async fn create_event(
-    client: &mut InventoryServiceClient<Channel>,
-    venue_id: &str,
-    sale_opens_ms: i64,
-) -> Event {
+pub async fn create_event(client: &mut Client, venue_id: &str, sale_opens_ms: i64) -> Event {
     client
         .create_event(event_request(venue_id, "Concert", sale_opens_ms))
         .await
@@ -117,11 +129,7 @@ pub fn decode(zone: &ZoneSeatMap) -> Vec<u8> {
 }
 
 /// The decoded states of zone `zone_id` of `event_id`.
-pub async fn seat_states(
-    client: &mut InventoryServiceClient<Channel>,
-    event_id: &str,
-    zone_id: &str,
-) -> Vec<u8> {
+pub async fn seat_states(client: &mut Client, event_id: &str, zone_id: &str) -> Vec<u8> {
     let map = client
         .get_seat_map(GetSeatMapRequest { event_id: event_id.into(), zone_id: zone_id.into() })
         .await

@@ -499,3 +499,49 @@ async fn a_watcher_that_stops_reading_gets_a_fresh_snapshot_then_deltas_again() 
     assert_eq!(changes, vec![("A-3-1", SeatState::Held as i32)]);
     app.stop().await;
 }
+
+/// Catalogue writes are operator actions: without a token they are UNAUTHENTICATED, with a
+/// user's token PERMISSION_DENIED, and neither leaves a venue or event behind; reads need no
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_operator_writes_the_catalogue() {
+    use service_runtime::auth::TokenIssuer;
+
+    let env = TestEnv::new().await.unwrap();
+    let app = spawn_app(&env).await;
+    let mut admin = app.client.clone();
+    let venue = create_venue(&mut admin).await;
+    let channel =
+        ticketing_proto::connect(&format!("http://127.0.0.1:{}", app.port), Duration::from_secs(10)).unwrap();
+    let mut anonymous = InventoryServiceClient::new(channel);
+    let user_token = TokenIssuer::for_tests().token("alice", false, Duration::from_secs(600));
+    let mut user = helpers::client_with(app.port, &user_token);
+    let venue_request = CreateVenueRequest { name: "V".into(), zones: vec![seated("A", &["1"], 5)] };
+    let event = event_request(&venue.venue_id, "Show", T0);
+
+    let reason = |status: &tonic::Status| service_runtime::status::reason(status).map(|(r, _)| r);
+    let refused = anonymous.create_venue(venue_request.clone()).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_deref()), (Code::Unauthenticated, Some("TOKEN_MISSING")));
+    let refused = anonymous.create_event(event.clone()).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_deref()), (Code::Unauthenticated, Some("TOKEN_MISSING")));
+    let refused = user.create_venue(venue_request).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_deref()),
+        (Code::PermissionDenied, Some("ADMIN_SCOPE_REQUIRED"))
+    );
+    let refused = user.create_event(event.clone()).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_deref()),
+        (Code::PermissionDenied, Some("ADMIN_SCOPE_REQUIRED"))
+    );
+    let listed = anonymous.list_events(ListEventsRequest::default()).await.unwrap().into_inner();
+    assert!(listed.events.is_empty(), "no refused write left an event: {:?}", listed.events);
+
+    let created = admin.create_event(event).await.unwrap().into_inner().event.unwrap();
+    let read = anonymous
+        .get_event(GetEventRequest { event_id: created.event_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.event.map(|e| e.event_id), Some(created.event_id));
+}
