@@ -94,15 +94,19 @@ impl App {
         let controller = tokio::spawn(service.controller.clone().run(stopping.clone()));
 
         let consumer = bus.durable_consumer(CONSUMER_NAME, &[kind::BOOKING_CONFIRMED]).await?;
-        let store = service.store.clone();
+        let (store, relay) = (service.store.clone(), service.controller.clone());
         let consumer = tokio::spawn(consume(consumer, CONSUMER_NAME, stopping, move |event| {
-            let store = store.clone();
+            let (store, relay) = (store.clone(), relay.clone());
             async move {
                 if let Some(Body::BookingConfirmed(booking)) = event.body
                     && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
                 {
                     let event_id = event_id.to_string();
                     let freed = store.release_pass(&event_id, &booking.user_id).await?;
+                    if freed {
+                        // The PassEnded is in the outbox; publish it now, not at the next tick.
+                        relay.start_relay(&event_id);
+                    }
                     tracing::debug!(%event_id, user_id = %booking.user_id, freed, "booking confirmed; pass released");
                 }
                 Ok(())

@@ -121,7 +121,16 @@ mod tests {
     #[test]
     fn example_secrets_pass_only_when_allowed() {
         let example = "dev:j0qaVnym6i8KY9oX21flE4s6OfdGmYP5kSWkEBOnE30";
-        let args = ["admission", "--pass-signing-keys", example, "--shuffle-key", "a-shuffle-key-of-tests"];
+        let jwks = service_runtime::auth::AuthArgs::for_tests().jwks;
+        let args = [
+            "admission",
+            "--auth-jwks",
+            &jwks,
+            "--pass-signing-keys",
+            example,
+            "--shuffle-key",
+            "a-shuffle-key-of-tests",
+        ];
         let refused = Config::try_parse_from(args).unwrap().validate().unwrap_err();
         assert!(refused.contains("PASS_SIGNING_KEYS") && !refused.contains(&example[4..]), "{refused}");
         let allowed = Config::try_parse_from(args.into_iter().chain(["--allow-example-secrets"])).unwrap();

@@ -20,7 +20,7 @@ use service_runtime::{
     config::ServerArgs,
 };
 use ticketing_proto::{
-    events::{Admitted, EventEnvelope, event_envelope::Body},
+    events::{Admitted, EventEnvelope, PassEnded, event_envelope::Body},
     v1::{
         self, Event,
         admission_service_client::AdmissionServiceClient,
@@ -140,6 +140,18 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
     }
 }
 
+/// A token of `user` from the test issuer (the one `ServerArgs::loopback` trusts).
+pub fn token(user: &str) -> String {
+    service_runtime::auth::TokenIssuer::for_tests().token(user, false, Duration::from_secs(3600))
+}
+
+/// `message` as `user` sends it: with `authorization: Bearer <user's token>`.
+pub fn as_user<T>(user: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", service_runtime::auth::bearer(&token(user)));
+    request
+}
+
 /// Builds and runs the app; returns its URL.
 pub async fn spawn_app_url(config: Config) -> String {
     config.validate().unwrap();
@@ -229,6 +241,26 @@ pub async fn admitted_events(env: &TestEnv, expected: usize, timeout: Duration) 
         message.ack().await.unwrap();
         if let Some(Body::Admitted(admitted)) = envelope.body {
             events.push(admitted);
+        }
+    }
+    events
+}
+
+/// Reads `expected` PassEnded events from the test's stream (or what came within `timeout`),
+/// in stream order.
+pub async fn pass_ended_events(env: &TestEnv, expected: usize, timeout: Duration) -> Vec<PassEnded> {
+    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    let consumer = bus.durable_consumer("test-pass-ended", &[kind::PASS_ENDED]).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < expected {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await else { break };
+        let message = message.unwrap();
+        let envelope = EventEnvelope::decode(message.payload.clone()).unwrap();
+        message.ack().await.unwrap();
+        if let Some(Body::PassEnded(ended)) = envelope.body {
+            events.push(ended);
         }
     }
     events
