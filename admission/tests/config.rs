@@ -1,6 +1,9 @@
 //! The binary's start-up: a malformed secret setting exits 64 without printing the secret,
 //! and the committed example secrets are refused unless ALLOW_EXAMPLE_SECRETS is set.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output};
 
 use ticketing_proto::pass::generate_signing_key;

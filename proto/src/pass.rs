@@ -277,6 +277,9 @@ pub enum PassError {
     WrongEvent,
     #[error("the pass was issued for another user")]
     WrongUser,
+    /// Admission ended the pass (its holder left or bought); its slot went to the next in line.
+    #[error("the pass has been ended by admission (left or used); join the queue again")]
+    Revoked,
     /// The message never contains key material: entries are named by position.
     #[error("invalid pass key configuration: {0}")]
     BadKeyConfig(String),

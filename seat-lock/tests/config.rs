@@ -1,6 +1,9 @@
 //! The binary's start-up: a malformed PASS_VERIFY_KEYS exits 64 without printing its value,
 //! and the committed example key is refused unless ALLOW_EXAMPLE_SECRETS is set.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output};
 
 use ticketing_proto::pass::EXAMPLE_VERIFY_KEYS;

@@ -66,7 +66,9 @@ impl InventoryService for FakeInventory {
         &self,
         request: Request<GetEventRequest>,
     ) -> Result<Response<GetEventResponse>, Status> {
-        if request.get_ref().event_id == self.event.event_id {
+        // Like inventory: any spelling of the event's UUID names it.
+        let asked = uuid::Uuid::parse_str(&request.get_ref().event_id).ok();
+        if asked.is_some() && asked == uuid::Uuid::parse_str(&self.event.event_id).ok() {
             Ok(Response::new(GetEventResponse { event: Some(self.event.clone()) }))
         } else {
             Err(Status::not_found("no such event"))
@@ -152,6 +154,65 @@ impl PaymentService for FakePayment {
     }
 }
 
+/// A token of `user` from the test issuer (the one `ServerArgs::loopback` trusts).
+pub fn token(user: &str) -> String {
+    service_runtime::auth::TokenIssuer::for_tests().token(user, false, Duration::from_secs(3600))
+}
+
+/// `message` with `authorization: Bearer <token>`, or with no token.
+pub fn with_token<T>(token: Option<&str>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", service_runtime::auth::bearer(token));
+    }
+    request
+}
+
+/// `message` as `user` sends it.
+pub fn as_user<T>(user: &str, message: T) -> Request<T> {
+    with_token(Some(&token(user)), message)
+}
+
+/// Seat-lock's client as the users' apps call it: see [`TestApp::client`].
+#[derive(Clone)]
+pub struct UserClient(pub SeatLockServiceClient<Channel>);
+
+impl UserClient {
+    pub async fn hold_seats(&mut self, request: HoldSeatsRequest) -> Result<Response<Hold>, Status> {
+        let user = request.user_id.clone();
+        self.0.hold_seats(as_user(&user, request)).await
+    }
+
+    pub async fn hold_best_available(
+        &mut self,
+        request: HoldBestAvailableRequest,
+    ) -> Result<Response<Hold>, Status> {
+        let user = request.user_id.clone();
+        self.0.hold_best_available(as_user(&user, request)).await
+    }
+
+    pub async fn release_hold(
+        &mut self,
+        request: ReleaseHoldRequest,
+    ) -> Result<Response<ReleaseHoldResponse>, Status> {
+        let user = request.user_id.clone();
+        self.0.release_hold(as_user(&user, request)).await
+    }
+
+    pub async fn get_hold(&mut self, request: GetHoldRequest) -> Result<Response<Hold>, Status> {
+        let user = request.user_id.clone();
+        self.0.get_hold(as_user(&user, request)).await
+    }
+
+    pub async fn begin_checkout(&mut self, request: BeginCheckoutRequest) -> Result<Response<Hold>, Status> {
+        self.0.begin_checkout(request).await
+    }
+
+    pub async fn confirm_hold(&mut self, request: ConfirmHoldRequest) -> Result<Response<Hold>, Status> {
+        self.0.confirm_hold(request).await
+    }
+}
+
 /// A running seat-lock with its fakes.
 pub struct TestApp {
     pub env: TestEnv,
@@ -161,6 +222,8 @@ pub struct TestApp {
     /// The channel both clients share.
     pub channel: Channel,
     pub event_id: String,
+    /// The URL of the fake inventory and payment.
+    pub fakes_url: String,
     pub payment: FakePayment,
     /// Signs passes as admission does (seat-lock itself holds only the public keys).
     pub signer: PassSigner,
@@ -195,6 +258,11 @@ fn event(event_id: &str) -> Event {
             },
         ],
         total_capacity: CAPACITY_A + 100,
+        // What admission reads, for the tests that run it beside seat-lock: on sale already.
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now_ms() - 60_000)),
+        admission_capacity: 2,
+        admission_tick_ms: 20,
+        pass_ttl_seconds: 600,
         ..Default::default()
     }
 }
@@ -247,7 +315,18 @@ pub async fn spawn_app_on(
 
     let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
-    Ok(TestApp { env, client, internal, channel, event_id, payment, signer: CURRENT_KEY.0.parse()?, redis })
+    let fakes_url = format!("http://{fakes_addr}");
+    Ok(TestApp {
+        env,
+        client,
+        internal,
+        channel,
+        event_id,
+        fakes_url,
+        payment,
+        signer: CURRENT_KEY.0.parse()?,
+        redis,
+    })
 }
 
 impl TestApp {
@@ -256,8 +335,11 @@ impl TestApp {
         self.signer.sign(claims(&self.event_id, user, now_ms() + 60_000))
     }
 
-    pub fn client(&self) -> SeatLockServiceClient<Channel> {
-        self.client.clone()
+    /// A client that sends each user-facing call with the token of the request's `user_id`,
+    /// as that user's app would (the internal-style calls, BeginCheckout and ConfirmHold, go
+    /// without one). Use `self.client` to send crafted tokens.
+    pub fn client(&self) -> UserClient {
+        UserClient(self.client.clone())
     }
 
     /// A HoldSeats request for `user` with a valid pass.
