@@ -4,7 +4,6 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
-use sea_orm_migration::MigratorTrait;
 use service_runtime::{GrpcServer, bus::EventBus};
 use ticketing_proto::v1::notifier_service_server::NotifierServiceServer;
 
@@ -12,9 +11,9 @@ use crate::{
     Config,
     consumer::{self, DURABLE, KINDS},
     inbox::Inbox,
-    migration::Migrator,
+    migration,
     service::NotifierService,
-    webhook::DeliveryWorker,
+    webhook::{DeliveryWorker, client::WebhookClient},
 };
 
 /// Postgres connections per replica: the consumer, the delivery worker and the RPCs share them.
@@ -32,23 +31,29 @@ impl App {
     /// Connects to backing services, runs migrations, binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        let keys = Arc::new(config.secret_keys().map_err(anyhow::Error::msg)?);
+        let policy = Arc::new(config.address_policy().map_err(anyhow::Error::msg)?);
+        let client = WebhookClient::new(config.webhook_ca_file.as_deref()).map_err(anyhow::Error::msg)?;
         let db = service_runtime::db::connect(&config.database_url, "notifier", DB_MAX_CONNECTIONS)
             .await
             .context("connecting to Postgres")?;
-        Migrator::up(&db, None).await.context("running migrations")?;
+        migration::run(&db, &keys).await.context("running migrations")?;
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let consumer = bus.durable_consumer(DURABLE, KINDS).await?;
         let server = GrpcServer::bind(&config.server).await.context("binding the gRPC address")?;
 
         let inbox = Inbox::new(db.clone());
-        let allowed_hosts = Arc::new(config.allowed_hosts());
+        let max_webhooks_per_user = config.max_webhooks_per_user;
         let worker = DeliveryWorker {
             db,
             config: Arc::new(config),
-            allowed_hosts: allowed_hosts.clone(),
+            policy: policy.clone(),
+            keys: keys.clone(),
+            client,
             wake: inbox.deliveries_due(),
         };
-        let service = NotifierService { inbox, allowed_hosts, stopping: server.stopping() };
+        let service =
+            NotifierService { inbox, policy, keys, max_webhooks_per_user, stopping: server.stopping() };
         Ok(Self { server, service, consumer, worker })
     }
 

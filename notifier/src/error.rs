@@ -3,15 +3,23 @@
 use service_runtime::status::{invalid, with_reason};
 use tonic::{Code, Status};
 
+use crate::webhook::address::Refusal;
+
 /// The notifier's errors, one variant per cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request field is malformed or out of range.
     #[error("{field}: {problem}")]
     InvalidInput { field: &'static str, problem: String },
-    /// A webhook URL that is not http(s) or points at a host outside `WEBHOOK_ALLOWED_HOSTS`.
+    /// A webhook URL that is not http(s).
     #[error("webhook url not allowed: {problem}")]
     WebhookUrlNotAllowed { problem: String },
+    /// A webhook URL whose scheme, port or resolved addresses the policy refuses.
+    #[error("webhook refused: {0}")]
+    WebhookRefused(#[from] Refusal),
+    /// The user already has `MAX_WEBHOOKS_PER_USER` webhooks.
+    #[error("at most {limit} webhooks per user")]
+    WebhookLimitReached { limit: u32 },
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -36,6 +44,37 @@ impl From<Error> for Status {
                 format!("url: {problem}"),
                 "WEBHOOK_URL_NOT_ALLOWED",
                 [("field", "url".to_owned())],
+            ),
+            Error::WebhookRefused(refusal) => match refusal {
+                Refusal::HttpNotAllowed | Refusal::PortNotAllowed(_) => with_reason(
+                    Code::InvalidArgument,
+                    format!("url: {refusal}"),
+                    "WEBHOOK_URL_NOT_ALLOWED",
+                    [("field", "url".to_owned())],
+                ),
+                // The address itself is not echoed: callers must not learn what internal
+                // names resolve to.
+                Refusal::AddressForbidden { host, address: _, class } => with_reason(
+                    Code::InvalidArgument,
+                    format!(
+                        "url: host {host:?} resolves to a {} address, which webhooks may not reach",
+                        class.name()
+                    ),
+                    "WEBHOOK_ADDRESS_FORBIDDEN",
+                    [("field", "url".to_owned()), ("range", class.name().to_owned())],
+                ),
+                Refusal::Unresolved { host, problem } => with_reason(
+                    Code::InvalidArgument,
+                    format!("url: host {host:?} does not resolve: {problem}"),
+                    "WEBHOOK_HOST_UNRESOLVED",
+                    [("field", "url".to_owned())],
+                ),
+            },
+            Error::WebhookLimitReached { limit } => with_reason(
+                Code::FailedPrecondition,
+                format!("at most {limit} webhooks per user; this user has them all"),
+                "WEBHOOK_LIMIT_REACHED",
+                [("limit", limit.to_string())],
             ),
             Error::Database(e) => {
                 tracing::error!(error = %format!("{e:#}"), "database error");

@@ -7,12 +7,17 @@
 //! - [`inbox`]: Postgres table `notifier.inbox`, unique by the event's `message_id`, so a
 //!   redelivered event is stored once. The same transaction creates the webhook deliveries
 //!   owed; after the commit the notification goes to a broadcast channel for live streams.
-//! - [`service`]: `Subscribe` subscribes to the broadcast first, then sends the backlog from
-//!   Postgres and then live notifications newer than the last one sent (re-reading Postgres
-//!   when it lags), so a resumed stream has no gap and no duplicate. `ListNotifications`
-//!   pages the inbox; `RegisterWebhook` accepts only http(s) URLs on allowed hosts.
-//! - [`webhook`]: the delivery worker claims due deliveries (`FOR UPDATE SKIP LOCKED`), POSTs
-//!   HMAC-signed JSON and retries with capped exponential backoff until delivered or dead.
+//! - [`service`]: every RPC acts as the caller's verified token subject
+//!   (`service_runtime::auth::acting_user`). `Subscribe` subscribes to the broadcast first,
+//!   then sends the backlog from Postgres and then live notifications newer than the last one
+//!   sent (re-reading Postgres when it lags), so a resumed stream has no gap and no duplicate.
+//!   `ListNotifications` pages the inbox; `RegisterWebhook` resolves the URL's host and checks
+//!   every address against [`webhook::address`], then stores the webhook with its secret
+//!   sealed ([`webhook::secret`]), at most `MAX_WEBHOOKS_PER_USER` per user.
+//! - [`webhook`]: the delivery worker claims due deliveries (`FOR UPDATE SKIP LOCKED`),
+//!   resolves and checks the target again (a forbidden address blocks the delivery, never
+//!   sends it), POSTs HMAC-signed JSON over http or https to a checked address, and retries
+//!   with capped exponential backoff until delivered or dead.
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -1,9 +1,14 @@
 //! The gRPC API: Subscribe, ListNotifications and RegisterWebhook.
+//!
+//! Every RPC acts for the caller's verified token subject ([`auth::acting_user`]): a request
+//! without a token is `UNAUTHENTICATED`, one whose `user_id` names someone else is
+//! `PERMISSION_DENIED`, and an empty `user_id` means the subject. Nobody reads another
+//! user's inbox or registers webhooks in their name.
 
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use service_runtime::{CancellationToken, status};
+use service_runtime::{CancellationToken, auth};
 use ticketing_proto::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification, RegisterWebhookRequest,
     RegisterWebhookResponse, SubscribeRequest, notifier_service_server,
@@ -15,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     Error,
     inbox::Inbox,
-    webhook::{self, SECRET_LEN, Target},
+    webhook::{self, SECRET_LEN, Target, address::AddressPolicy, secret::SecretKeys},
 };
 
 /// Notifications queued per Subscribe stream for a slow client; when full, the stream's
@@ -35,7 +40,12 @@ pub const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Clone)]
 pub struct NotifierService {
     pub inbox: Inbox,
-    pub allowed_hosts: Arc<Vec<String>>,
+    /// Where webhooks may point; checked on the resolved addresses at registration.
+    pub policy: Arc<AddressPolicy>,
+    /// Seal webhook secrets before they are stored.
+    pub keys: Arc<SecretKeys>,
+    /// `MAX_WEBHOOKS_PER_USER`.
+    pub max_webhooks_per_user: u32,
     pub stopping: CancellationToken,
 }
 
@@ -52,8 +62,8 @@ impl notifier_service_server::NotifierService for NotifierService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        status::user_id(&request.user_id)?;
         let after = after_id(request.after_id)?;
         // Subscribe to the broadcast before reading the backlog, so nothing stored in between
         // is missed; the id check drops what the backlog already sent.
@@ -61,7 +71,7 @@ impl notifier_service_server::NotifierService for NotifierService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream = LiveStream {
             inbox: self.inbox.clone(),
-            user_id: request.user_id,
+            user_id,
             last_sent: after,
             tx,
             stopping: self.stopping.clone(),
@@ -74,15 +84,15 @@ impl notifier_service_server::NotifierService for NotifierService {
         &self,
         request: Request<ListNotificationsRequest>,
     ) -> Result<Response<ListNotificationsResponse>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        status::user_id(&request.user_id)?;
         let after = after_id(request.after_id)?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n <= MAX_PAGE_SIZE => n,
             _ => return Err(Error::invalid("page_size", format!("must be 0-{MAX_PAGE_SIZE}")).into()),
         };
-        let notifications = self.inbox.page(&request.user_id, after, page_size).await?;
+        let notifications = self.inbox.page(&user_id, after, page_size).await?;
         let next_after_id = match notifications.last() {
             Some(last) if notifications.len() == page_size as usize => last.notification_id,
             _ => 0,
@@ -94,9 +104,9 @@ impl notifier_service_server::NotifierService for NotifierService {
         &self,
         request: Request<RegisterWebhookRequest>,
     ) -> Result<Response<RegisterWebhookResponse>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        status::user_id(&request.user_id)?;
-        Target::parse(&request.url, &self.allowed_hosts)?;
+        let target = Target::parse(&request.url)?;
         if !SECRET_LEN.contains(&request.secret.len()) {
             return Err(Error::invalid(
                 "secret",
@@ -105,9 +115,19 @@ impl notifier_service_server::NotifierService for NotifierService {
             .into());
         }
         let kinds = webhook::parse_kinds(&request.kinds)?;
+        // Resolved and checked now, and again at every delivery.
+        self.policy.resolve(&target).await.map_err(Error::from)?;
         let db: &DatabaseConnection = self.inbox.db();
-        let webhook_id =
-            webhook::register(db, &request.user_id, &request.url, &request.secret, &kinds).await?;
+        let webhook_id = webhook::register(
+            db,
+            &self.keys,
+            self.max_webhooks_per_user,
+            &user_id,
+            &request.url,
+            &request.secret,
+            &kinds,
+        )
+        .await?;
         Ok(Response::new(RegisterWebhookResponse { webhook_id: webhook_id.to_string() }))
     }
 }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use service_runtime::status::{invalid, user_id, uuid};
+use service_runtime::{
+    auth,
+    status::{invalid, uuid},
+};
 use ticketing_proto::v1::{self, payment_service_server::PaymentService};
 use tonic::{Request, Response, Status};
 
@@ -61,10 +64,9 @@ fn idempotency_key(value: &str) -> Result<String, Status> {
     if ok { Ok(value.to_owned()) } else { Err(invalid("idempotency_key", "must be 8-128 of [A-Za-z0-9_-]")) }
 }
 
-fn cancel_command(request: v1::CancelBookingRequest) -> Result<CancelCommand, Status> {
+fn cancel_command(request: v1::CancelBookingRequest, user_id: String) -> Result<CancelCommand, Status> {
     let idempotency_key = idempotency_key(&request.idempotency_key)?;
     let booking_id = uuid("booking_id", &request.booking_id)?;
-    let user_id = user_id(&request.user_id)?.to_owned();
     Ok(CancelCommand { idempotency_key, booking_id, by: Canceller::Owner { user_id } })
 }
 
@@ -81,11 +83,10 @@ fn refund_command(request: v1::RefundBookingRequest) -> Result<CancelCommand, St
     Ok(CancelCommand { idempotency_key, booking_id, by: Canceller::Operator { reason: request.reason } })
 }
 
-fn pay_command(request: v1::PayRequest) -> Result<PayCommand, Status> {
+fn pay_command(request: v1::PayRequest, user_id: String) -> Result<PayCommand, Status> {
     let idempotency_key = idempotency_key(&request.idempotency_key)?;
     let event_id = uuid("event_id", &request.event_id)?;
     let hold_id = uuid("hold_id", &request.hold_id)?;
-    let user_id = user_id(&request.user_id)?.to_owned();
     if PaymentMethod::parse(&request.payment_method).is_none() {
         return Err(invalid(
             "payment_method",
@@ -98,7 +99,8 @@ fn pay_command(request: v1::PayRequest) -> Result<PayCommand, Status> {
 #[tonic::async_trait]
 impl PaymentService for PaymentApi {
     async fn pay(&self, request: Request<v1::PayRequest>) -> Result<Response<v1::PayResponse>, Status> {
-        let command = pay_command(request.into_inner()).map_err(Error::InvalidInput)?;
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
+        let command = pay_command(request.into_inner(), user_id).map_err(Error::InvalidInput)?;
         // Its own task: a client that gives up (or a deadline) must not cut a payment in half
         // between the charge and the commit.
         let checkout = Arc::clone(&self.checkout);
@@ -113,10 +115,10 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<v1::GetPaymentRequest>,
     ) -> Result<Response<v1::Payment>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
         let payment_id = uuid("payment_id", &request.payment_id).map_err(Error::InvalidInput)?;
-        let user_id = user_id(&request.user_id).map_err(Error::InvalidInput)?;
-        let payment = store::payment_of_user(&self.db, payment_id, user_id).await?;
+        let payment = store::payment_of_user(&self.db, payment_id, &user_id).await?;
         Ok(Response::new(payment.to_proto()))
     }
 
@@ -124,10 +126,10 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<v1::GetBookingRequest>,
     ) -> Result<Response<v1::Booking>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
         let booking_id = uuid("booking_id", &request.booking_id).map_err(Error::InvalidInput)?;
-        let user_id = user_id(&request.user_id).map_err(Error::InvalidInput)?;
-        let booking = store::booking_of_user(&self.db, booking_id, user_id).await?;
+        let booking = store::booking_of_user(&self.db, booking_id, &user_id).await?;
         Ok(Response::new(booking.to_proto()))
     }
 
@@ -135,8 +137,8 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<v1::ListBookingsRequest>,
     ) -> Result<Response<v1::ListBookingsResponse>, Status> {
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
-        let user_id = user_id(&request.user_id).map_err(Error::InvalidInput)?;
         let event_id = match request.event_id.as_str() {
             "" => None,
             id => Some(uuid("event_id", id).map_err(Error::InvalidInput)?),
@@ -151,7 +153,8 @@ impl PaymentService for PaymentApi {
             0 => DEFAULT_PAGE_SIZE,
             size => size.min(MAX_PAGE_SIZE),
         };
-        let (bookings, next) = store::bookings_of_user(&self.db, user_id, event_id, page_size, after).await?;
+        let (bookings, next) =
+            store::bookings_of_user(&self.db, &user_id, event_id, page_size, after).await?;
         Ok(Response::new(v1::ListBookingsResponse {
             bookings: bookings.iter().map(store::BookingRecord::to_proto).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
@@ -171,16 +174,17 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<v1::CancelBookingRequest>,
     ) -> Result<Response<v1::CancelBookingResponse>, Status> {
-        let command = cancel_command(request.into_inner()).map_err(Error::InvalidInput)?;
+        let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
+        let command = cancel_command(request.into_inner(), user_id).map_err(Error::InvalidInput)?;
         self.cancel(command).await
     }
 
-    /// The operator's refund. Who may call it (an admin scope) is issue 13's: until then any
-    /// caller that reaches payment can.
+    /// The operator's refund: the admin scope only.
     async fn refund_booking(
         &self,
         request: Request<v1::RefundBookingRequest>,
     ) -> Result<Response<v1::CancelBookingResponse>, Status> {
+        auth::require_admin(&request)?;
         let command = refund_command(request.into_inner()).map_err(Error::InvalidInput)?;
         self.cancel(command).await
     }
@@ -189,6 +193,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileReport>, Status> {
+        auth::require_admin(&request)?;
         let report = self.reconciler.run(request.into_inner().dry_run).await?;
         Ok(Response::new(report))
     }

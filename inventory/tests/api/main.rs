@@ -534,6 +534,34 @@ async fn only_an_operator_writes_the_catalogue() {
         (refused.code(), reason(&refused).as_deref()),
         (Code::PermissionDenied, Some("ADMIN_SCOPE_REQUIRED"))
     );
+    // A bad token is refused before any handler, even on a read that needs none.
+    let issuer = TokenIssuer::for_tests();
+    let mut expired_claims = issuer.claims("operator", true, Duration::from_secs(60));
+    expired_claims["exp"] = serde_json::json!(expired_claims["iat"].as_u64().unwrap() - 3600);
+    let stranger = TokenIssuer::generate("test");
+    let bad_tokens = [
+        (issuer.sign(&expired_claims), "TOKEN_EXPIRED"),
+        (stranger.token("operator", true, Duration::from_secs(60)), "TOKEN_BAD_SIGNATURE"),
+        (
+            TokenIssuer::generate("nobody").token("operator", true, Duration::from_secs(60)),
+            "TOKEN_UNKNOWN_KEY",
+        ),
+        (
+            issuer.sign(&{
+                let mut c = issuer.claims("operator", true, Duration::from_secs(60));
+                c["aud"] = serde_json::json!("someone-else");
+                c
+            }),
+            "TOKEN_WRONG_AUDIENCE",
+        ),
+    ];
+    for (token, expected) in bad_tokens {
+        let mut bad = helpers::client_with(app.port, &token);
+        let refused = bad.create_event(event.clone()).await.unwrap_err();
+        assert_eq!((refused.code(), reason(&refused).as_deref()), (Code::Unauthenticated, Some(expected)));
+        let refused = bad.list_events(ListEventsRequest::default()).await.unwrap_err();
+        assert_eq!((refused.code(), reason(&refused).as_deref()), (Code::Unauthenticated, Some(expected)));
+    }
     let listed = anonymous.list_events(ListEventsRequest::default()).await.unwrap().into_inner();
     assert!(listed.events.is_empty(), "no refused write left an event: {:?}", listed.events);
 

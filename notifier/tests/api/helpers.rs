@@ -3,26 +3,53 @@
 use std::time::Duration;
 
 use notifier::{App, Config};
-use service_runtime::bus::{EventBus, envelope};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use service_runtime::{
+    auth::{TokenIssuer, WithToken},
+    bus::{EventBus, envelope},
+};
 use ticketing_proto::{
     events::{BookingConfirmed, EventEnvelope, event_envelope::Body},
     v1::{ListNotificationsRequest, Notification, notifier_service_client::NotifierServiceClient},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tools::testenv::TestEnv;
 
 /// How long tests wait for something asynchronous to happen (generous: CI machines are shared).
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A notifier client that sends one user's token on every call.
+pub type Client = NotifierServiceClient<InterceptedService<Channel, WithToken>>;
+
+/// A token for `user` from the test issuer the services trust.
+pub fn token(user: &str) -> String {
+    TokenIssuer::for_tests().token(user, false, Duration::from_secs(3600))
+}
+
 /// A running notifier.
 pub struct TestApp {
-    pub client: NotifierServiceClient<Channel>,
+    channel: Channel,
     shutdown: oneshot::Sender<()>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
+    /// A client acting as `user` (with `user`'s token).
+    pub fn client(&self, user: &str) -> Client {
+        self.client_with(&token(user))
+    }
+
+    /// A client sending `token`, whatever it is.
+    pub fn client_with(&self, token: &str) -> Client {
+        NotifierServiceClient::with_interceptor(self.channel.clone(), WithToken::new(token))
+    }
+
+    /// A client sending no token.
+    pub fn anonymous(&self) -> NotifierServiceClient<Channel> {
+        NotifierServiceClient::new(self.channel.clone())
+    }
+
     /// Shuts the app down and waits until its loops have stopped.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
@@ -44,7 +71,7 @@ pub async fn spawn_app_with(config: Config) -> anyhow::Result<TestApp> {
         let _ = stopped.await;
     }));
     let channel = ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
-    Ok(TestApp { client: NotifierServiceClient::new(channel), shutdown, handle })
+    Ok(TestApp { channel, shutdown, handle })
 }
 
 /// Builds and starts the notifier with the test configuration of `env`.
@@ -77,10 +104,7 @@ pub fn booking_confirmed(user_id: &str) -> EventEnvelope {
 }
 
 /// The user's whole inbox through ListNotifications, following pages.
-pub async fn list_all(
-    client: &mut NotifierServiceClient<Channel>,
-    user_id: &str,
-) -> anyhow::Result<Vec<Notification>> {
+pub async fn list_all(client: &mut Client, user_id: &str) -> anyhow::Result<Vec<Notification>> {
     let mut all = Vec::new();
     let mut after_id = 0;
     loop {
@@ -97,15 +121,22 @@ pub async fn list_all(
 }
 
 /// Waits until the user's inbox holds at least `count` notifications, and returns it.
-pub async fn wait_for_inbox(
-    client: &NotifierServiceClient<Channel>,
-    user_id: &str,
-    count: usize,
-) -> anyhow::Result<Vec<Notification>> {
+pub async fn wait_for_inbox(app: &TestApp, user_id: &str, count: usize) -> anyhow::Result<Vec<Notification>> {
+    let client = app.client(user_id);
     tools::testenv::eventually(WAIT * 3, || {
         let mut client = client.clone();
         async move { list_all(&mut client, user_id).await.ok().filter(|all| all.len() >= count) }
     })
     .await
     .ok_or_else(|| anyhow::anyhow!("inbox of {user_id} never reached {count} notifications"))
+}
+
+/// The first column of the first row of `sql`, as a count.
+pub async fn count(env: &TestEnv, sql: &str) -> anyhow::Result<i64> {
+    let db = env.database().await?;
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no row"))?;
+    Ok(row.try_get_by_index(0)?)
 }

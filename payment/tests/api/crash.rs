@@ -12,7 +12,7 @@ use tonic::Code;
 use tools::testenv::{TestEnv, eventually};
 use uuid::Uuid;
 
-use crate::helpers::{FakeSeatLock, attach, config, spawn_fake_seat_lock};
+use crate::helpers::{FakeSeatLock, attach, authed, config, spawn_fake_seat_lock};
 
 /// What a crash leaves: the payment's status and its charge's status in the ledger.
 type Left = (Option<&'static str>, Option<&'static str>);
@@ -54,6 +54,7 @@ pub(crate) async fn spawn_crashing(
     let child = Command::new("sh")
         .args(["-c", "ulimit -c 0 && exec \"$0\"", env!("CARGO_BIN_EXE_payment")])
         .env("DATABASE_URL", &env.database_url)
+        .env("AUTH_JWKS", service_runtime::auth::AuthArgs::for_tests().jwks)
         .env("DATABASE_MAX_CONNECTIONS", "8")
         .env("DATABASE_COMMIT_GROUPS", "2")
         .env("NATS_URL", &env.nats_url)
@@ -80,7 +81,7 @@ pub(crate) async fn spawn_crashing(
         async move {
             let probe =
                 v1::GetPaymentRequest { payment_id: Uuid::now_v7().to_string(), user_id: "probe".into() };
-            (client.get_payment(probe).await.err()?.code() == Code::NotFound).then_some(())
+            (client.get_payment(authed(probe)).await.err()?.code() == Code::NotFound).then_some(())
         }
     })
     .await;
@@ -118,7 +119,7 @@ async fn a_crash_at_every_money_state_ends_in_one_booking_or_one_refund() {
             payment_method: "pm_card_ok".into(),
         };
 
-        let answer = client.pay(request.clone()).await;
+        let answer = client.pay(authed(request.clone())).await;
         assert!(answer.is_err(), "{point}: the process aborts instead of answering: {answer:?}");
         let exit = child.wait().await.unwrap();
         assert!(!exit.success(), "{point}: the process died ({exit:?})");

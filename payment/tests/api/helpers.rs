@@ -13,7 +13,12 @@ use std::{
 use payment::{App, Config};
 use prost::Message;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use service_runtime::{bus::EventBus, config::ServerArgs, status::with_reason};
+use service_runtime::{
+    auth::{TokenIssuer, bearer},
+    bus::EventBus,
+    config::ServerArgs,
+    status::with_reason,
+};
 use ticketing_proto::{
     events::EventEnvelope,
     v1::{
@@ -274,7 +279,7 @@ impl TestApp {
 
     /// One reconciliation run through the RPC.
     pub async fn reconcile(&self, dry_run: bool) -> v1::ReconcileReport {
-        self.client.clone().reconcile(v1::ReconcileRequest { dry_run }).await.unwrap().into_inner()
+        self.client.clone().reconcile(as_admin(v1::ReconcileRequest { dry_run })).await.unwrap().into_inner()
     }
 
     /// What a reconciliation (report only) finds; the end of every money test expects nothing.
@@ -283,7 +288,7 @@ impl TestApp {
     }
 
     pub async fn pay(&self, request: v1::PayRequest) -> Result<v1::PayResponse, Status> {
-        self.client.clone().pay(request).await.map(Response::into_inner)
+        self.client.clone().pay(authed(request)).await.map(Response::into_inner)
     }
 
     /// `SELECT count(*)` of a table of schema `payment`, with an optional `WHERE`.
@@ -426,4 +431,62 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 /// The ErrorInfo reason of a status, if any.
 pub fn reason(status: &Status) -> Option<String> {
     service_runtime::status::reason(status).map(|(reason, _)| reason)
+}
+
+/// A request whose `user_id` names the user it acts for.
+pub trait ActsFor {
+    fn user(&self) -> &str;
+}
+
+macro_rules! acts_for {
+    ($($request:ty),*) => {$(
+        impl ActsFor for $request {
+            fn user(&self) -> &str {
+                &self.user_id
+            }
+        }
+    )*};
+}
+acts_for!(
+    v1::PayRequest,
+    v1::GetPaymentRequest,
+    v1::GetBookingRequest,
+    v1::ListBookingsRequest,
+    v1::CancelBookingRequest
+);
+
+/// A user's token from the tests' issuer (one per user, minted once).
+pub fn token_of(user: &str) -> String {
+    static TOKENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut tokens = TOKENS.lock().unwrap();
+    tokens
+        .entry(user.to_owned())
+        .or_insert_with(|| TokenIssuer::for_tests().token(user, false, Duration::from_secs(3600)))
+        .clone()
+}
+
+/// `message` sent with the token of the user it names (a request with an empty `user_id`
+/// goes as `tester`, so it acts for the token's subject).
+pub fn authed<T: ActsFor>(message: T) -> tonic::Request<T> {
+    let user = match message.user() {
+        "" => "tester".to_owned(),
+        user => user.to_owned(),
+    };
+    as_user(&user, message)
+}
+
+/// `message` sent with `user`'s token.
+pub fn as_user<T>(user: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer(&token_of(user)));
+    request
+}
+
+/// `message` sent with an operator's token.
+pub fn as_admin<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let token = TokenIssuer::for_tests().token("operator", true, Duration::from_secs(3600));
+    request.metadata_mut().insert("authorization", bearer(&token));
+    request
 }

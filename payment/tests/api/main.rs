@@ -13,7 +13,9 @@ mod slow_provider;
 use std::time::Duration;
 
 use futures::future::join_all;
-use helpers::{FakeSeatLock, attach, config, reason, serve, spawn_app, spawn_fake_seat_lock};
+use helpers::{
+    FakeSeatLock, as_user, attach, authed, config, reason, serve, spawn_app, spawn_fake_seat_lock,
+};
 use payment::{App, checkout::PayCommand, commit::CommitGroups};
 use prost::Message;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -71,36 +73,36 @@ async fn happy_path_books_guards_seats_and_publishes() {
     // Reads: owner only.
     let mut client = app.client.clone();
     let got = client
-        .get_payment(v1::GetPaymentRequest {
+        .get_payment(authed(v1::GetPaymentRequest {
             payment_id: payment.payment_id.clone(),
             user_id: "alice".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.status(), PaymentStatus::Confirmed);
     let got = client
-        .get_booking(v1::GetBookingRequest {
+        .get_booking(authed(v1::GetBookingRequest {
             booking_id: booking.booking_id.clone(),
             user_id: "alice".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.seat_ids, booking.seat_ids);
     for status in [
         client
-            .get_payment(v1::GetPaymentRequest {
+            .get_payment(authed(v1::GetPaymentRequest {
                 payment_id: payment.payment_id.clone(),
                 user_id: "mallory".into(),
-            })
+            }))
             .await
             .unwrap_err(),
         client
-            .get_booking(v1::GetBookingRequest {
+            .get_booking(authed(v1::GetBookingRequest {
                 booking_id: booking.booking_id.clone(),
                 user_id: "mallory".into(),
-            })
+            }))
             .await
             .unwrap_err(),
     ] {
@@ -114,30 +116,30 @@ async fn happy_path_books_guards_seats_and_publishes() {
     let ga_booking = ga.booking.unwrap();
 
     let first = client
-        .list_bookings(v1::ListBookingsRequest {
+        .list_bookings(authed(v1::ListBookingsRequest {
             user_id: "alice".into(),
             page_size: 1,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(first.bookings.len(), 1);
     assert_eq!(first.bookings[0].booking_id, ga_booking.booking_id, "newest first");
     let second = client
-        .list_bookings(v1::ListBookingsRequest {
+        .list_bookings(authed(v1::ListBookingsRequest {
             user_id: "alice".into(),
             event_id: app.event_id.to_string(),
             page_size: 1,
             page_token: first.next_page_token.clone(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(second.bookings.len(), 1);
     assert_eq!(second.bookings[0].booking_id, booking.booking_id);
     let others = client
-        .list_bookings(v1::ListBookingsRequest { user_id: "bob".into(), ..Default::default() })
+        .list_bookings(authed(v1::ListBookingsRequest { user_id: "bob".into(), ..Default::default() }))
         .await
         .unwrap()
         .into_inner();
@@ -317,7 +319,7 @@ async fn refused_or_unreachable_seat_lock_moves_no_money() {
     let down = App::build(config(&app.env, &dead_url)).await.unwrap();
     let mut down_client = serve(down).await;
     let status = down_client
-        .pay(app.pay_request("key-seat-lock-down", hold_id, "erin", "pm_card_ok"))
+        .pay(authed(app.pay_request("key-seat-lock-down", hold_id, "erin", "pm_card_ok")))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
@@ -394,8 +396,6 @@ async fn bad_input_is_refused_and_changes_nothing() {
         v1::PayRequest { idempotency_key: "k".repeat(129), ..good.clone() },
         v1::PayRequest { event_id: "not-a-uuid".into(), ..good.clone() },
         v1::PayRequest { hold_id: String::new(), ..good.clone() },
-        v1::PayRequest { user_id: String::new(), ..good.clone() },
-        v1::PayRequest { user_id: "bad user!".into(), ..good.clone() },
         v1::PayRequest { payment_method: "pm_card_gold".into(), ..good.clone() },
         v1::PayRequest { payment_method: "pm_card_slow_x".into(), ..good.clone() },
     ];
@@ -403,6 +403,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
         let status = app.pay(request.clone()).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
     }
+    // Acting for someone else than the token's subject is refused before anything else.
+    let status = app.client.clone().pay(as_user("mallory", good.clone())).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(reason(&status).as_deref(), Some("USER_MISMATCH"));
     assert_eq!(app.count("idempotency_keys", "").await, 0);
     assert_eq!(app.count("payments", "").await, 0);
     assert_eq!(app.seat_lock.begin_calls(), 0);
@@ -411,35 +415,27 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let unknown = Uuid::now_v7().to_string();
     let invalid = [
         client
-            .get_payment(v1::GetPaymentRequest { payment_id: "x".into(), user_id: "gina".into() })
+            .get_payment(authed(v1::GetPaymentRequest { payment_id: "x".into(), user_id: "gina".into() }))
             .await
             .unwrap_err(),
         client
-            .get_payment(v1::GetPaymentRequest { payment_id: unknown.clone(), user_id: String::new() })
+            .get_booking(authed(v1::GetBookingRequest { booking_id: String::new(), user_id: "gina".into() }))
             .await
             .unwrap_err(),
         client
-            .get_booking(v1::GetBookingRequest { booking_id: String::new(), user_id: "gina".into() })
-            .await
-            .unwrap_err(),
-        client
-            .list_bookings(v1::ListBookingsRequest { user_id: String::new(), ..Default::default() })
-            .await
-            .unwrap_err(),
-        client
-            .list_bookings(v1::ListBookingsRequest {
+            .list_bookings(authed(v1::ListBookingsRequest {
                 user_id: "gina".into(),
                 event_id: "nope".into(),
                 ..Default::default()
-            })
+            }))
             .await
             .unwrap_err(),
         client
-            .list_bookings(v1::ListBookingsRequest {
+            .list_bookings(authed(v1::ListBookingsRequest {
                 user_id: "gina".into(),
                 page_token: "garbage".into(),
                 ..Default::default()
-            })
+            }))
             .await
             .unwrap_err(),
         client.list_sold_seats(v1::ListSoldSeatsRequest { event_id: "nope".into() }).await.unwrap_err(),
@@ -449,11 +445,17 @@ async fn bad_input_is_refused_and_changes_nothing() {
     }
     let not_found = [
         client
-            .get_payment(v1::GetPaymentRequest { payment_id: unknown.clone(), user_id: "gina".into() })
+            .get_payment(authed(v1::GetPaymentRequest {
+                payment_id: unknown.clone(),
+                user_id: "gina".into(),
+            }))
             .await
             .unwrap_err(),
         client
-            .get_booking(v1::GetBookingRequest { booking_id: unknown.clone(), user_id: "gina".into() })
+            .get_booking(authed(v1::GetBookingRequest {
+                booking_id: unknown.clone(),
+                user_id: "gina".into(),
+            }))
             .await
             .unwrap_err(),
     ];
@@ -760,4 +762,37 @@ async fn commit_groups_share_commits_and_keep_a_failure_to_its_own_statement() {
     // Rows committed together share their transaction id.
     let transactions = count("SELECT count(DISTINCT xmin::text) FROM grouped WHERE id > 0").await;
     assert!(transactions < i64::from(CALLERS - 1) / 2, "{transactions} commits for {} rows", CALLERS - 1);
+}
+
+/// Refunds and reconciliations are operator actions: a user's token, or none, is refused and
+/// nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_operator_refunds_or_reconciles() {
+    let app = spawn_app().await;
+    let hold_id = app.seat_lock.add_hold(app.event_id, "alice", &["A-9-1"], 1);
+    let paid = app.pay(app.pay_request("key-op-only-1", hold_id, "alice", "pm_card_ok")).await.unwrap();
+    let booking_id = paid.booking.unwrap().booking_id;
+    let refund = v1::RefundBookingRequest {
+        idempotency_key: "refund-op-only-1".into(),
+        booking_id,
+        reason: "the show moved".into(),
+    };
+    let mut client = app.client.clone();
+    let runs_before = app.count("reconciliation_runs", "").await;
+    let by_user = client.refund_booking(as_user("alice", refund.clone())).await.unwrap_err();
+    assert_eq!(
+        (by_user.code(), reason(&by_user).as_deref()),
+        (Code::PermissionDenied, Some("ADMIN_SCOPE_REQUIRED"))
+    );
+    let anonymous = client.refund_booking(refund).await.unwrap_err();
+    assert_eq!(
+        (anonymous.code(), reason(&anonymous).as_deref()),
+        (Code::Unauthenticated, Some("TOKEN_MISSING"))
+    );
+    let reconcile =
+        client.reconcile(as_user("alice", v1::ReconcileRequest { dry_run: false })).await.unwrap_err();
+    assert_eq!(reconcile.code(), Code::PermissionDenied);
+    assert_eq!(app.count("refunds", "").await, 0);
+    assert_eq!(app.count("bookings", "status = 'confirmed'").await, 1);
+    assert_eq!(app.count("reconciliation_runs", "").await, runs_before);
 }

@@ -26,6 +26,7 @@ fn command(app: &TestApp, seat_lock_url: &str, args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_payment-reconcile"))
         .args(args)
         .env("DATABASE_URL", &app.env.database_url)
+        .env("AUTH_JWKS", service_runtime::auth::AuthArgs::for_tests().jwks)
         .env("SEAT_LOCK_URL", seat_lock_url)
         .env("NATS_URL", &app.env.nats_url)
         .env("NATS_PREFIX", &app.env.nats_prefix)

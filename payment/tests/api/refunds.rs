@@ -22,7 +22,7 @@ use tonic::Code;
 use tools::testenv::TestEnv;
 use uuid::Uuid;
 
-use crate::helpers::{FakeSeatLock, attach, config, metrics, spawn_app, spawn_fake_seat_lock};
+use crate::helpers::{FakeSeatLock, attach, authed, config, metrics, spawn_app, spawn_fake_seat_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunding_a_booking_cancels_it_frees_its_seats_and_queues_their_return() {
@@ -71,7 +71,10 @@ async fn refunding_a_booking_cancels_it_frees_its_seats_and_queues_their_return(
     let shown = app
         .client
         .clone()
-        .get_booking(v1::GetBookingRequest { booking_id: booking_id.to_string(), user_id: "rita".into() })
+        .get_booking(authed(v1::GetBookingRequest {
+            booking_id: booking_id.to_string(),
+            user_id: "rita".into(),
+        }))
         .await
         .unwrap()
         .into_inner();
