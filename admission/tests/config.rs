@@ -18,7 +18,8 @@ fn admission(env: &[(&str, &str)]) -> (Option<i32>, String) {
     for name in ["PASS_SIGNING_KEYS", "SHUFFLE_KEY", "ALLOW_EXAMPLE_SECRETS", "PASS_KEYS"] {
         command.env_remove(name);
     }
-    command.env("GRPC_ADDR", "127.0.0.1:0").env("METRICS_ADDR", "127.0.0.1:0");
+    let jwks = service_runtime::auth::AuthArgs::for_tests().jwks;
+    command.env("GRPC_ADDR", "127.0.0.1:0").env("METRICS_ADDR", "127.0.0.1:0").env("AUTH_JWKS", jwks);
     let Output { status, stderr, .. } = command.envs(env.iter().copied()).output().unwrap();
     (status.code(), String::from_utf8_lossy(&stderr).into_owned())
 }
