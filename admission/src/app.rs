@@ -9,7 +9,7 @@ use service_runtime::{
 };
 use ticketing_proto::{
     events::event_envelope::Body,
-    pass::{PassClaims, PassKeyRing},
+    pass::{PassClaims, PassSigner},
     v1::admission_service_server::AdmissionServiceServer,
 };
 
@@ -27,11 +27,12 @@ use crate::{
 pub const CONSUMER_NAME: &str = "admission";
 
 /// A shuffle secret derived from the signing pass key, for deployments without SHUFFLE_KEY:
-/// the ring does not hand out its secret, but its signature over fixed claims is a secret,
-/// deterministic value that every replica computes alike (and that changes when the pass key
+/// the signer does not hand out its seed, but its signature over fixed claims that no pass
+/// carries is a secret value (only the seed makes it) and deterministic (Ed25519 signatures
+/// are), so every replica computes it alike (and that changes when the pass key
 /// rotates, which is why SHUFFLE_KEY should be set).
-fn fallback_shuffle_key(ring: &PassKeyRing) -> anyhow::Result<ShuffleKey> {
-    let token = ring.sign(PassClaims { event_id: "admission-shuffle-key".into(), ..Default::default() });
+fn fallback_shuffle_key(signer: &PassSigner) -> anyhow::Result<ShuffleKey> {
+    let token = signer.sign(PassClaims { event_id: "admission-shuffle-key".into(), ..Default::default() });
     ShuffleKey::new(token.into_bytes()).map_err(anyhow::Error::msg)
 }
 
@@ -54,7 +55,7 @@ impl App {
                 tracing::warn!(
                     "SHUFFLE_KEY is not set; the pre-queue shuffle key is derived from the current pass key"
                 );
-                fallback_shuffle_key(&config.pass_keys)?
+                fallback_shuffle_key(&config.pass_signing_keys)?
             }
         };
         let catalog = Arc::new(Catalog::new(channel));
@@ -71,7 +72,7 @@ impl App {
             store,
             catalog,
             controller,
-            ring: Arc::new(config.pass_keys.clone()),
+            signer: Arc::new(config.pass_signing_keys.clone()),
             join_rate_limit: config.join_rate_limit,
             stopping: server.stopping(),
             watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
@@ -93,15 +94,19 @@ impl App {
         let controller = tokio::spawn(service.controller.clone().run(stopping.clone()));
 
         let consumer = bus.durable_consumer(CONSUMER_NAME, &[kind::BOOKING_CONFIRMED]).await?;
-        let store = service.store.clone();
+        let (store, relay) = (service.store.clone(), service.controller.clone());
         let consumer = tokio::spawn(consume(consumer, CONSUMER_NAME, stopping, move |event| {
-            let store = store.clone();
+            let (store, relay) = (store.clone(), relay.clone());
             async move {
                 if let Some(Body::BookingConfirmed(booking)) = event.body
                     && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
                 {
                     let event_id = event_id.to_string();
                     let freed = store.release_pass(&event_id, &booking.user_id).await?;
+                    if freed {
+                        // The PassEnded is in the outbox; publish it now, not at the next tick.
+                        relay.start_relay(&event_id);
+                    }
                     tracing::debug!(%event_id, user_id = %booking.user_id, freed, "booking confirmed; pass released");
                 }
                 Ok(())

@@ -1,7 +1,7 @@
 //! Flags and environment of the admission service.
 
-use service_runtime::config::{ServerArgs, validate_prefix, validate_redis_prefix};
-use ticketing_proto::pass::PassKeyRing;
+use service_runtime::config::{ServerArgs, secret, validate_prefix, validate_redis_prefix};
+use ticketing_proto::pass::PassSigner;
 
 use crate::fairness::ShuffleKey;
 
@@ -26,9 +26,11 @@ pub struct Config {
     /// The inventory service, which describes events (sale opening, capacity, tick, pass ttl).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
     pub inventory_url: String,
-    /// Pass-signing keys, `id:secret[,id:secret...]`, newest first; never printed.
-    #[arg(long, env = "PASS_KEYS")]
-    pub pass_keys: PassKeyRing,
+    /// Pass-signing keys (Ed25519), `kid:base64url(32-byte seed)[,...]`, newest first: the
+    /// first signs, all verify. Only admission holds them; seat-lock gets the public halves
+    /// (`PASS_VERIFY_KEYS`). Never printed, not even when malformed.
+    #[arg(long, env = "PASS_SIGNING_KEYS", hide_env_values = true, value_parser = secret::<PassSigner>())]
+    pub pass_signing_keys: PassSigner,
     /// How often the controller looks for events whose admission tick is due, in milliseconds.
     #[arg(long, env = "CONTROLLER_POLL_MS", default_value_t = 50)]
     pub controller_poll_ms: u64,
@@ -39,8 +41,13 @@ pub struct Config {
     /// key is HMAC-SHA256(SHUFFLE_KEY, "admission-shuffle:" + event_id) and may be published
     /// after the sale for audit. When unset, the current PASS_KEYS secret stands in (with a
     /// warning): set it so rotating pass keys cannot change how an event was shuffled.
-    #[arg(long, env = "SHUFFLE_KEY")]
+    #[arg(long, env = "SHUFFLE_KEY", hide_env_values = true, value_parser = secret::<ShuffleKey>())]
     pub shuffle_key: Option<ShuffleKey>,
+    /// Accept the example secrets committed to the repository (the development overlay's
+    /// pass key and shuffle key). Anyone can read those, so without this the service refuses
+    /// to start with them; only development stacks set it.
+    #[arg(long, env = "ALLOW_EXAMPLE_SECRETS")]
+    pub allow_example_secrets: bool,
     /// How long an admitted user has to collect the pass (Join, GetQueueStatus or WatchQueue
     /// answering it) before the slot goes to the next in line, in milliseconds. Collecting
     /// extends the pass to the event's full pass ttl. A no-show thus holds a slot this long
@@ -78,6 +85,55 @@ impl Config {
         if !(1..=1_000_000).contains(&self.max_watchers) {
             return Err("MAX_WATCHERS must be 1-1000000".into());
         }
+        self.refuse_example_secrets()
+    }
+
+    /// Refuses the committed example secrets unless `ALLOW_EXAMPLE_SECRETS` is set; names
+    /// the setting and key id, never the value.
+    fn refuse_example_secrets(&self) -> Result<(), String> {
+        if self.allow_example_secrets {
+            return Ok(());
+        }
+        let examples = self.pass_signing_keys.example_key_ids();
+        if !examples.is_empty() {
+            return Err(format!(
+                "PASS_SIGNING_KEYS holds the committed example key {}, which anyone can read; generate \
+                 a key (tools/deploy/gen-secrets.sh), or set ALLOW_EXAMPLE_SECRETS=true on a development stack",
+                examples.join(",")
+            ));
+        }
+        if self.shuffle_key.as_ref().is_some_and(ShuffleKey::is_example) {
+            return Err("SHUFFLE_KEY is a committed example value, which anyone can read; generate one \
+                 (tools/deploy/gen-secrets.sh), or set ALLOW_EXAMPLE_SECRETS=true on a development stack"
+                .into());
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::Config;
+
+    #[test]
+    fn example_secrets_pass_only_when_allowed() {
+        let example = "dev:j0qaVnym6i8KY9oX21flE4s6OfdGmYP5kSWkEBOnE30";
+        let jwks = service_runtime::auth::AuthArgs::for_tests().jwks;
+        let args = [
+            "admission",
+            "--auth-jwks",
+            &jwks,
+            "--pass-signing-keys",
+            example,
+            "--shuffle-key",
+            "a-shuffle-key-of-tests",
+        ];
+        let refused = Config::try_parse_from(args).unwrap().validate().unwrap_err();
+        assert!(refused.contains("PASS_SIGNING_KEYS") && !refused.contains(&example[4..]), "{refused}");
+        let allowed = Config::try_parse_from(args.into_iter().chain(["--allow-example-secrets"])).unwrap();
+        assert_eq!(allowed.validate(), Ok(()));
     }
 }

@@ -40,16 +40,16 @@ use std::{
 use futures::StreamExt;
 use service_runtime::{
     CancellationToken,
-    bus::{BusError, EventBus, envelope, timestamp_ms},
+    bus::{EventBus, envelope, timestamp_ms},
 };
-use ticketing_proto::events::{Admitted, event_envelope::Body};
+use ticketing_proto::events::{Admitted, EventEnvelope, PassEndReason, PassEnded, event_envelope::Body};
 use tokio::sync::{oneshot, watch};
 
 use crate::{
     catalog::{Catalog, EventInfo},
     error::Error,
     fairness::{PREQUEUE_TIER, ShuffleKey},
-    store::{AdmittedUser, Opening, Store, TickParams, TickReport},
+    store::{AdmittedUser, EndReason, EndedPass, Opening, Store, TickParams, TickReport},
 };
 
 /// Events ticked at once by one replica; bounds the Redis calls in flight per poll.
@@ -60,8 +60,8 @@ const MAX_CONCURRENT_TICKS: usize = 16;
 /// forever; a request for the event on this replica makes its next tick due at once.
 const IDLE_TICK: Duration = Duration::from_secs(5);
 
-/// Admitted events published at once; JetStream acks each publish, so a batch of a
-/// thousand admissions is published in a few round trips instead of a thousand.
+/// Events (Admitted, PassEnded) published at once; JetStream acks each publish, so a batch of
+/// a thousand admissions is published in a few round trips instead of a thousand.
 const PUBLISH_CONCURRENCY: usize = 64;
 
 /// Outbox entries a relay takes at once; each holds one tick's admissions (at most
@@ -326,8 +326,10 @@ impl Controller {
         Ok(())
     }
 
-    /// Starts a relay of the event's outbox on this replica unless one is running.
-    fn start_relay(self: &Arc<Self>, event_id: &str) {
+    /// Starts a relay of the event's outbox on this replica unless one is running. The tick
+    /// starts it when the outbox has entries; Leave and a purchase start it at once after
+    /// ending a pass, so seat-lock hears of it within a publish, not a tick.
+    pub fn start_relay(self: &Arc<Self>, event_id: &str) {
         let mut relaying = self.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if relaying.insert(event_id.to_owned()) {
             let (controller, event_id) = (self.clone(), event_id.to_owned());
@@ -338,11 +340,12 @@ impl Controller {
         }
     }
 
-    /// Publishes the event's outbox as `Admitted` events until it is empty, or until an
-    /// entry cannot be published (NATS down): that entry stays pending and is taken over,
-    /// by this replica or another, [`RELAY_STALLED`] later. An entry is deleted only after
-    /// JetStream stored every event in it; a retry republishes the same message ids, which
-    /// JetStream drops as duplicates, so each admission is announced exactly once.
+    /// Publishes the event's outbox as `Admitted` and `PassEnded` events until it is empty, or
+    /// until an entry cannot be published (NATS down): that entry stays pending and is taken
+    /// over, by this replica or another, [`RELAY_STALLED`] later. An entry is deleted only
+    /// after JetStream stored every event in it; a retry republishes the same message ids,
+    /// which JetStream drops as duplicates, so each admission and each end is announced
+    /// exactly once.
     async fn relay(&self, event_id: &str) {
         let stalled_ms = RELAY_STALLED.as_millis() as u64;
         loop {
@@ -361,8 +364,14 @@ impl Controller {
             let taken = entries.len();
             let mut done = Vec::with_capacity(taken);
             for entry in entries {
-                let mut published = futures::stream::iter(entry.admitted)
-                    .map(|user| async move { self.publish(event_id, &user).await })
+                let events: Vec<EventEnvelope> = entry
+                    .admitted
+                    .iter()
+                    .map(|user| admitted_event(event_id, user))
+                    .chain(entry.ended.iter().map(|pass| pass_ended_event(event_id, pass)))
+                    .collect();
+                let mut published = futures::stream::iter(events)
+                    .map(|event| async move { self.bus.publish(&event).await })
                     .buffer_unordered(PUBLISH_CONCURRENCY);
                 let mut failed = None;
                 while let Some(result) = published.next().await {
@@ -376,7 +385,7 @@ impl Controller {
                     Some(error) => {
                         tracing::warn!(
                             %event_id, entry = %entry.id, error = %error, retry_in = ?RELAY_STALLED,
-                            "cannot publish Admitted events; they stay in the outbox"
+                            "cannot publish admission events; they stay in the outbox"
                         );
                         break;
                     }
@@ -395,21 +404,6 @@ impl Controller {
                 return;
             }
         }
-    }
-
-    async fn publish(&self, event_id: &str, user: &AdmittedUser) -> Result<(), BusError> {
-        let message_id = format!("admitted:{event_id}:{}:{}", user.user_id, user.pass.pass_id);
-        let event = envelope(
-            message_id,
-            Body::Admitted(Admitted {
-                event_id: event_id.to_owned(),
-                user_id: user.user_id.clone(),
-                pass_id: user.pass.pass_id.clone(),
-                pass_expires_at: Some(timestamp_ms(user.pass.expires_at_ms)),
-                ticket: user.pass.ticket,
-            }),
-        );
-        self.bus.publish(&event).await
     }
 
     /// Updates the rate average, the view and the gauges from a tick's report.
@@ -461,6 +455,40 @@ impl Controller {
         metrics::gauge!("admission_estimated_wait_seconds", "event_id" => event_id).set(f64::from(wait));
         self.serving(&info.event_id).publish(view);
     }
+}
+
+/// The `Admitted` event of an admission; its message id is the same on every retry.
+fn admitted_event(event_id: &str, user: &AdmittedUser) -> EventEnvelope {
+    let message_id = format!("admitted:{event_id}:{}:{}", user.user_id, user.pass.pass_id);
+    envelope(
+        message_id,
+        Body::Admitted(Admitted {
+            event_id: event_id.to_owned(),
+            user_id: user.user_id.clone(),
+            pass_id: user.pass.pass_id.clone(),
+            pass_expires_at: Some(timestamp_ms(user.pass.expires_at_ms)),
+            ticket: user.pass.ticket,
+        }),
+    )
+}
+
+/// The `PassEnded` event of a pass ended early; its message id is the same on every retry.
+fn pass_ended_event(event_id: &str, pass: &EndedPass) -> EventEnvelope {
+    let message_id = format!("pass-ended:{event_id}:{}:{}", pass.user_id, pass.pass_id);
+    let reason = match pass.reason {
+        EndReason::Left => PassEndReason::Left,
+        EndReason::Bought => PassEndReason::Bought,
+    };
+    envelope(
+        message_id,
+        Body::PassEnded(PassEnded {
+            event_id: event_id.to_owned(),
+            user_id: pass.user_id.clone(),
+            pass_id: pass.pass_id.clone(),
+            reason: reason as i32,
+            expires_at: Some(timestamp_ms(pass.expires_at_ms)),
+        }),
+    )
 }
 
 /// The "now serving" state of one event on this replica: the latest [`View`], the

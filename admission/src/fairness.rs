@@ -57,9 +57,19 @@ impl fmt::Debug for ShuffleKey {
     }
 }
 
+/// `SHUFFLE_KEY` values committed to the repository as examples (the development overlay,
+/// the production template); refused at start unless `ALLOW_EXAMPLE_SECRETS` is set.
+pub const EXAMPLE_SHUFFLE_KEYS: &[&str] =
+    &["PLACEHOLDER-dev-only-not-a-real-shuffle-key", "PLACEHOLDER-generate-with-tools-deploy-gen-secrets"];
+
 impl ShuffleKey {
     /// The shortest secret accepted, in bytes.
     pub const MIN_SECRET_LEN: usize = 16;
+
+    /// True for a committed example value ([`EXAMPLE_SHUFFLE_KEYS`]).
+    pub fn is_example(&self) -> bool {
+        EXAMPLE_SHUFFLE_KEYS.iter().any(|example| example.as_bytes() == self.secret.as_slice())
+    }
 
     /// A key from raw secret bytes (at least [`Self::MIN_SECRET_LEN`]).
     pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, String> {

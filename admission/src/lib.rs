@@ -23,7 +23,38 @@
 //!   the buyer's slot.
 //!
 //! Pass tokens are not stored: any replica re-signs the same token from the stored pass id
-//! and expiry with the [`ticketing_proto::pass::PassKeyRing`].
+//! and expiry with the [`ticketing_proto::pass::PassSigner`] (Ed25519, `PASS_SIGNING_KEYS`;
+//! signatures are deterministic, so every replica hands out the same token). Seat-lock holds
+//! only the public keys (`PASS_VERIFY_KEYS`) and cannot mint a pass.
+//!
+//! # Identity
+//! Every RPC acts for the caller's verified bearer-token subject
+//! (`service_runtime::auth::acting_user`); the `user_id` fields are optional and, when set,
+//! must equal the subject (else `PERMISSION_DENIED`, `USER_MISMATCH`). The queue place, the
+//! Join rate limit and the pass are the subject's, so a pass is only ever answered to its
+//! holder.
+//!
+//! # Ending passes
+//! A pass token stays cryptographically valid until its `expires_at_ms`, but admission can
+//! end the pass earlier and give its slot to the next in line: on `Leave`, and when its
+//! holder bought (`BookingConfirmed`). So that active passes never exceed the event's
+//! capacity, seat-lock must refuse such a pass from then on:
+//! 1. `leave.lua` / `release.lua` drop the pass and, in the same atomic script, append
+//!    `user → end:<left|bought>:pass_id:expires_at_ms` to the event's Redis outbox, the one
+//!    that carries `Admitted` (so a crash loses no end); `expires_at_ms` is the latest expiry
+//!    any token of the pass carries.
+//! 2. The replica that ended it starts the outbox relay at once ([`controller`]), which
+//!    publishes a `PassEnded {event_id, user_id, pass_id, reason, expires_at}` with the message
+//!    id `pass-ended:<event>:<user>:<pass_id>` (JetStream drops a retry's duplicate).
+//! 3. Seat-lock's durable consumer `seat-lock-passes` records `ended:<pass_id>` in seat-lock's
+//!    Redis under the event's hash tag, expiring at `expires_at`, and its hold scripts refuse a
+//!    token of that pass (`PASS_REVOKED`, `PERMISSION_DENIED`) in the same atomic step that
+//!    would hold seats: no call to admission on the hot path, one `GET` inside the script.
+//!
+//! Expiry needs no event: a pass that expires (a no-show's check-in window included: no
+//! token was handed out for an uncollected pass, since handing it out is collecting it) is
+//! refused by its own expiry. Seat-lock's `seat_lock::passes` module has the rest: delays,
+//! Redis loss, pass ids reused after admission's Redis lost its counters.
 //!
 //! # Fairness guarantees
 //! - **After opening, first come, first served.** The order is the Redis `INCR` ticket of

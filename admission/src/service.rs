@@ -1,15 +1,20 @@
-//! The gRPC `AdmissionService`: validation, then the store, then the answer.
+//! The gRPC `AdmissionService`: identity, validation, then the store, then the answer.
+//!
+//! Every RPC acts for the caller's verified token subject ([`auth::acting_user`]): the queue
+//! place, the rate limit and the pass are the subject's, and a request whose `user_id` names
+//! someone else is refused (`PERMISSION_DENIED`, `USER_MISMATCH`) before anything is read, so
+//! no answer ever carries another user's pass.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use futures::Stream;
 use service_runtime::{
-    CancellationToken,
+    CancellationToken, auth,
     bus::timestamp_ms,
     status::{user_id, uuid},
 };
 use ticketing_proto::{
-    pass::{PassClaims, PassKeyRing},
+    pass::{PassClaims, PassSigner},
     v1::{
         GetQueueStatusRequest, JoinRequest, LeaveRequest, LeaveResponse, Pass, QueueState, QueueStatus,
         WatchQueueRequest, admission_service_server::AdmissionService as AdmissionApi,
@@ -22,7 +27,7 @@ use crate::{
     catalog::{Catalog, EventInfo},
     controller::{Controller, NowServing, Turn, View},
     error::Error,
-    store::{JoinOutcome, Standing, Store, StoredPass},
+    store::{JoinOutcome, Left, Standing, Store, StoredPass},
 };
 
 /// Implements the generated `AdmissionService` trait.
@@ -32,7 +37,7 @@ pub struct AdmissionService {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) controller: Arc<Controller>,
     /// Shared, not copied: every WatchQueue stream holds a clone of the service.
-    pub(crate) ring: Arc<PassKeyRing>,
+    pub(crate) signer: Arc<PassSigner>,
     pub(crate) join_rate_limit: u32,
     pub(crate) stopping: CancellationToken,
     /// Places for WatchQueue streams on this replica (`MAX_WATCHERS`).
@@ -49,7 +54,7 @@ fn ids(event_id: &str, user: &str) -> Result<(String, String), Error> {
 
 impl AdmissionService {
     fn pass(&self, event_id: &str, user_id: &str, stored: &StoredPass) -> Pass {
-        let token = self.ring.sign(PassClaims {
+        let token = self.signer.sign(PassClaims {
             key_id: String::new(),
             event_id: event_id.to_owned(),
             user_id: user_id.to_owned(),
@@ -98,8 +103,8 @@ impl AdmissionService {
         Ok(status)
     }
 
-    async fn join(&self, request: JoinRequest) -> Result<QueueStatus, Error> {
-        let (event_id, user_id) = ids(&request.event_id, &request.user_id)?;
+    async fn join(&self, user: &str, request: JoinRequest) -> Result<QueueStatus, Error> {
+        let (event_id, user_id) = ids(&request.event_id, user)?;
         let info = self.catalog.get(&event_id).await?;
         let joined =
             self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms).await?;
@@ -125,10 +130,19 @@ impl AdmissionService {
         Ok((info, status, score))
     }
 
-    async fn leave(&self, request: LeaveRequest) -> Result<bool, Error> {
-        let (event_id, user_id) = ids(&request.event_id, &request.user_id)?;
+    /// Takes the user out of the queue, or ends the user's pass: the end goes to the outbox
+    /// in the same script, and the relay starts at once so seat-lock refuses the pass soon.
+    async fn leave(&self, user: &str, request: LeaveRequest) -> Result<bool, Error> {
+        let (event_id, user_id) = ids(&request.event_id, user)?;
         self.catalog.get(&event_id).await?;
-        self.store.leave(&event_id, &user_id).await
+        match self.store.leave(&event_id, &user_id).await? {
+            Left::Nothing => Ok(false),
+            Left::Queue => Ok(true),
+            Left::Pass => {
+                self.controller.start_relay(&event_id);
+                Ok(true)
+            }
+        }
     }
 }
 
@@ -281,7 +295,8 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<QueueStatus, Status>> + Send
 #[tonic::async_trait]
 impl AdmissionApi for AdmissionService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<QueueStatus>, Status> {
-        Ok(Response::new(AdmissionService::join(self, request.into_inner()).await?))
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
+        Ok(Response::new(AdmissionService::join(self, &user, request.into_inner()).await?))
     }
 
     type WatchQueueStream = WatchStream;
@@ -290,13 +305,14 @@ impl AdmissionApi for AdmissionService {
         &self,
         request: Request<WatchQueueRequest>,
     ) -> Result<Response<Self::WatchQueueStream>, Status> {
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
         let permit = self
             .watchers
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::TooManyWatchers(self.max_watchers))?;
-        let (info, first, score) = self.get_status(&request.event_id, &request.user_id).await?;
+        let (info, first, score) = self.get_status(&request.event_id, &user).await?;
         let watcher = Watcher::new(self.clone(), info, first, score, permit);
         let updates = futures::stream::unfold(watcher, |mut watcher| async move {
             let update = watcher.next().await?;
@@ -309,13 +325,14 @@ impl AdmissionApi for AdmissionService {
         &self,
         request: Request<GetQueueStatusRequest>,
     ) -> Result<Response<QueueStatus>, Status> {
-        let request = request.into_inner();
-        let (_, status, _) = self.get_status(&request.event_id, &request.user_id).await?;
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
+        let (_, status, _) = self.get_status(&request.get_ref().event_id, &user).await?;
         Ok(Response::new(status))
     }
 
     async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
-        let left = AdmissionService::leave(self, request.into_inner()).await?;
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
+        let left = AdmissionService::leave(self, &user, request.into_inner()).await?;
         Ok(Response::new(LeaveResponse { left }))
     }
 }

@@ -17,27 +17,34 @@ use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use futures::{StreamExt, future::join_all};
 use helpers::*;
 use service_runtime::{
+    auth::TokenIssuer,
     bus::{EventBus, envelope, timestamp_to_ms},
     status::reason,
 };
 use ticketing_proto::{
-    events::{BookingConfirmed, event_envelope::Body},
-    pass::PassKeyRing,
+    events::{BookingConfirmed, PassEndReason, event_envelope::Body},
+    pass::PassVerifier,
     v1::{GetQueueStatusRequest, JoinRequest, LeaveRequest, QueueState, QueueStatus, WatchQueueRequest},
 };
-use tonic::Code;
+use tonic::{Code, Request};
 use tools::testenv::{TestEnv, eventually};
 
-fn join(event_id: &str, user_id: &str) -> JoinRequest {
-    JoinRequest { event_id: event_id.into(), user_id: user_id.into() }
+/// The requests as their user sends them: with the user's token (and the user in `user_id`,
+/// which must then equal the token's subject).
+fn join(event_id: &str, user_id: &str) -> Request<JoinRequest> {
+    as_user(user_id, JoinRequest { event_id: event_id.into(), user_id: user_id.into() })
 }
 
-fn status_request(event_id: &str, user_id: &str) -> GetQueueStatusRequest {
-    GetQueueStatusRequest { event_id: event_id.into(), user_id: user_id.into() }
+fn status_request(event_id: &str, user_id: &str) -> Request<GetQueueStatusRequest> {
+    as_user(user_id, GetQueueStatusRequest { event_id: event_id.into(), user_id: user_id.into() })
 }
 
-fn leave(event_id: &str, user_id: &str) -> LeaveRequest {
-    LeaveRequest { event_id: event_id.into(), user_id: user_id.into() }
+fn leave(event_id: &str, user_id: &str) -> Request<LeaveRequest> {
+    as_user(user_id, LeaveRequest { event_id: event_id.into(), user_id: user_id.into() })
+}
+
+fn watch_request(event_id: &str, user_id: &str) -> Request<WatchQueueRequest> {
+    as_user(user_id, WatchQueueRequest { event_id: event_id.into(), user_id: user_id.into() })
 }
 
 /// Polls the user's status until it is ADMITTED.
@@ -290,8 +297,47 @@ async fn a_purchase_or_leaving_frees_the_slot_for_the_next_in_line() {
     assert_eq!(ann_after.code(), Code::NotFound);
 
     // Bob gives his pass back: Cat is admitted.
+    let bob_pass = wait_admitted(&client, &event_id, "bob").await.unwrap().pass.unwrap();
     assert!(client.leave(leave(&event_id, "bob")).await.unwrap().into_inner().left);
-    wait_admitted(&client, &event_id, "cat").await.expect("cat is admitted after bob left");
+    let cat = wait_admitted(&client, &event_id, "cat").await.expect("cat is admitted after bob left");
+
+    // Both ends are announced, so seat-lock refuses those passes from now on.
+    let ended = pass_ended_events(&env, 2, Duration::from_secs(10)).await;
+    let summary: Vec<(String, String, i32)> =
+        ended.iter().map(|e| (e.user_id.clone(), e.pass_id.clone(), e.reason)).collect();
+    let ann_pass = ann.pass.unwrap();
+    assert_eq!(
+        summary,
+        [
+            ("ann".to_owned(), ann_pass.pass_id.clone(), PassEndReason::Bought as i32),
+            ("bob".to_owned(), bob_pass.pass_id.clone(), PassEndReason::Left as i32),
+        ]
+    );
+    for (event, pass) in ended.iter().zip([&ann_pass, &bob_pass]) {
+        assert_eq!(event.event_id, event_id);
+        let until = timestamp_to_ms(event.expires_at.as_ref().unwrap());
+        assert!(
+            until >= timestamp_to_ms(pass.expires_at.as_ref().unwrap()),
+            "covers every token of the pass"
+        );
+    }
+
+    // Cat's pass is answered to Cat only: another user naming her is refused, and asking as
+    // oneself answers one's own standing.
+    let asked_for_cat = GetQueueStatusRequest { event_id: event_id.clone(), user_id: "cat".into() };
+    let refused = client.get_queue_status(as_user("mallory", asked_for_cat)).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).unwrap().0.as_str()),
+        (Code::PermissionDenied, "USER_MISMATCH")
+    );
+    let own = GetQueueStatusRequest { event_id: event_id.clone(), user_id: String::new() };
+    let mallory = client.get_queue_status(as_user("mallory", own.clone())).await.unwrap_err();
+    assert_eq!(mallory.code(), Code::NotFound, "mallory is not in the room");
+    let answered = client.get_queue_status(as_user("cat", own)).await.unwrap().into_inner();
+    assert_eq!(
+        (answered.user_id.as_str(), answered.pass.map(|p| p.pass_id)),
+        ("cat", cat.pass.map(|p| p.pass_id))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,11 +349,7 @@ async fn watch_queue_streams_positions_then_the_pass_and_closes() {
     for user in ["ann", "bob", "cat"] {
         client.join(join(&event_id, user)).await.unwrap();
     }
-    let mut stream = client
-        .watch_queue(WatchQueueRequest { event_id: event_id.clone(), user_id: "cat".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = client.watch_queue(watch_request(&event_id, "cat")).await.unwrap().into_inner();
     let mut messages = Vec::new();
     while let Some(message) = tokio::time::timeout(Duration::from_secs(20), stream.next()).await.unwrap() {
         messages.push(message.unwrap());
@@ -320,15 +362,12 @@ async fn watch_queue_streams_positions_then_the_pass_and_closes() {
     assert!(waiting.iter().any(|m| m.position >= 2), "cat started behind others");
 
     let pass = last.pass.as_ref().unwrap();
-    let ring: PassKeyRing = PASS_KEYS.parse().unwrap();
-    let claims = ring.verify(&pass.token).unwrap();
+    let verifier: PassVerifier = PASS_KEYS.1.parse().unwrap();
+    let claims = verifier.verify(&pass.token).unwrap();
     claims.check(&event_id, "cat", now_ms()).unwrap();
     assert_eq!(claims.pass_id, pass.pass_id);
 
-    let never = client
-        .watch_queue(WatchQueueRequest { event_id: event_id.clone(), user_id: "dan".into() })
-        .await
-        .unwrap_err();
+    let never = client.watch_queue(watch_request(&event_id, "dan")).await.unwrap_err();
     assert_eq!(never.code(), Code::NotFound);
 }
 
@@ -369,7 +408,7 @@ async fn watchers_beyond_the_replicas_bound_are_refused_until_a_stream_closes() 
     for user in ["ann", "bob", "cat"] {
         client.join(join(&event_id, user)).await.unwrap();
     }
-    let watch = |user: &str| WatchQueueRequest { event_id: event_id.clone(), user_id: user.into() };
+    let watch = |user: &str| watch_request(&event_id, user);
     let ann = client.watch_queue(watch("ann")).await.unwrap().into_inner();
     let _bob = client.watch_queue(watch("bob")).await.unwrap().into_inner();
     let refused = client.watch_queue(watch("cat")).await.unwrap_err();
@@ -391,40 +430,79 @@ async fn watchers_beyond_the_replicas_bound_are_refused_until_a_stream_closes() 
     assert!(reopened.is_some(), "a closed stream gives its place back");
 }
 
+/// `message` with `authorization: Bearer <token>`, or with no token.
+fn with_token<T>(token: Option<&str>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", service_runtime::auth::bearer(token));
+    }
+    request
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_and_changes_nothing() {
+async fn bad_input_and_bad_identities_are_refused_and_change_nothing() {
     let env = TestEnv::new().await.unwrap();
     let inventory = FakeInventory::default();
     let event_id = inventory.add_event(-1_000, 10, 50, 600);
     let url = inventory.start().await;
     let mut client = spawn_app(&env, &url).await;
     let unknown = uuid::Uuid::new_v4().to_string();
+    let issuer = TokenIssuer::for_tests();
+    let ann = token("ann");
+    let mallory = token("mallory");
+    let mut expired = issuer.claims("ann", false, Duration::from_secs(60));
+    expired["exp"] = serde_json::json!(now_ms() / 1000 - 3_600);
+    let expired = issuer.sign(&expired);
+    let mut elsewhere = issuer.claims("ann", false, Duration::from_secs(60));
+    elsewhere["aud"] = serde_json::json!("another-service");
+    let elsewhere = issuer.sign(&elsewhere);
+    let stranger = TokenIssuer::generate("test").token("ann", false, Duration::from_secs(60));
     let long = "u".repeat(129);
-    let cases: [(&str, &str, Code, &str); 6] = [
-        ("", "ann", Code::InvalidArgument, "event_id"),
-        ("not-a-uuid", "ann", Code::InvalidArgument, "event_id"),
-        (&event_id, "", Code::InvalidArgument, "user_id"),
-        (&event_id, "bad user!", Code::InvalidArgument, "user_id"),
-        (&event_id, &long, Code::InvalidArgument, "user_id"),
-        (&unknown, "ann", Code::NotFound, "event"),
+    // (event, token, user_id field, code, what the message or the ErrorInfo reason names)
+    let cases: [(&str, Option<&str>, &str, Code, &str); 11] = [
+        ("", Some(&ann), "ann", Code::InvalidArgument, "event_id"),
+        ("not-a-uuid", Some(&ann), "ann", Code::InvalidArgument, "event_id"),
+        (&unknown, Some(&ann), "ann", Code::NotFound, "event"),
+        (&event_id, None, "ann", Code::Unauthenticated, "TOKEN_MISSING"),
+        (&event_id, Some(&expired), "ann", Code::Unauthenticated, "TOKEN_EXPIRED"),
+        (&event_id, Some(&elsewhere), "ann", Code::Unauthenticated, "TOKEN_WRONG_AUDIENCE"),
+        (&event_id, Some(&stranger), "ann", Code::Unauthenticated, "TOKEN_BAD_SIGNATURE"),
+        (&event_id, Some("not.a.jwt"), "ann", Code::Unauthenticated, "TOKEN_MALFORMED"),
+        // Acting as someone else: mallory's token naming ann, or a user id that is not the token's.
+        (&event_id, Some(&mallory), "ann", Code::PermissionDenied, "USER_MISMATCH"),
+        (&event_id, Some(&ann), "bad user!", Code::PermissionDenied, "USER_MISMATCH"),
+        (&event_id, Some(&ann), &long, Code::PermissionDenied, "USER_MISMATCH"),
     ];
-    for (event, user, code, names) in cases {
+    for (event, token, user, code, names) in cases {
+        let (event_id, user_id) = (event.to_owned(), user.to_owned());
         let answers = [
-            client.join(join(event, user)).await.map(|_| ()),
-            client.get_queue_status(status_request(event, user)).await.map(|_| ()),
-            client.leave(leave(event, user)).await.map(|_| ()),
+            client.join(with_token(token, JoinRequest { event_id, user_id })).await.map(|_| ()),
             client
-                .watch_queue(WatchQueueRequest { event_id: event.into(), user_id: user.into() })
+                .get_queue_status(with_token(
+                    token,
+                    GetQueueStatusRequest { event_id: event.into(), user_id: user.into() },
+                ))
+                .await
+                .map(|_| ()),
+            client
+                .leave(with_token(token, LeaveRequest { event_id: event.into(), user_id: user.into() }))
+                .await
+                .map(|_| ()),
+            client
+                .watch_queue(with_token(
+                    token,
+                    WatchQueueRequest { event_id: event.into(), user_id: user.into() },
+                ))
                 .await
                 .map(|_| ()),
         ];
         for answer in answers {
             let status = answer.unwrap_err();
             assert_eq!(status.code(), code, "{event:?}/{user:?}: {status:?}");
-            assert!(status.message().contains(names), "{:?} names {names}", status.message());
+            let reason = reason(&status).map(|(reason, _)| reason).unwrap_or_default();
+            assert!(status.message().contains(names) || reason == names, "{status:?} names {names}");
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(keys_under_prefix(&env).await, Vec::<String>::new(), "nothing was written");
 
     // Inventory down: UNAVAILABLE, and still nothing written.
@@ -651,11 +729,7 @@ async fn watch_queue_moves_a_pre_queue_user_to_the_shuffled_place_at_opening() {
     let expected = opening_order(&event_key, users.iter().map(String::as_str));
     let watched = expected.last().unwrap().clone();
     let arrival_position = users.iter().position(|u| *u == watched).unwrap() as u64 + 1;
-    let mut stream = client
-        .watch_queue(WatchQueueRequest { event_id: event_id.clone(), user_id: watched.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = client.watch_queue(watch_request(&event_id, &watched)).await.unwrap().into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!((first.state, first.position), (QueueState::PreQueue as i32, arrival_position));
 

@@ -49,7 +49,7 @@ async fn run_sale() -> Sale {
     let mut client = spawn_app(&env, &inventory.start().await).await;
     let early: Vec<String> = (0..EARLY).map(|i| format!("fan-{i}")).collect();
     for user in &early {
-        let request = JoinRequest { event_id: event_id.clone(), user_id: user.clone() };
+        let request = as_user(user, JoinRequest { event_id: event_id.clone(), user_id: user.clone() });
         let status = client.join(request).await.unwrap().into_inner();
         assert_eq!(status.state, QueueState::PreQueue as i32, "{user} joined before the opening");
     }
@@ -57,7 +57,8 @@ async fn run_sale() -> Sale {
     let opening_key = key(&env, &event_id, "opening");
     wait_until_open(&redis, &opening_key).await;
     for i in 0..LATE {
-        let request = JoinRequest { event_id: event_id.clone(), user_id: format!("late-{i}") };
+        let user = format!("late-{i}");
+        let request = as_user(&user, JoinRequest { event_id: event_id.clone(), user_id: user.clone() });
         let status = client.join(request).await.unwrap().into_inner();
         assert_ne!(status.state, QueueState::PreQueue as i32, "late-{i} joined after the opening");
     }

@@ -40,6 +40,8 @@ pub fn classify(envelope: &EventEnvelope) -> Option<Draft> {
         // Released by the user, who knows; a cancelled booking's seats are told by
         // BookingCancelled; held seats are not news.
         Body::SeatsReleased(_) | Body::SeatsHeld(_) => return None,
+        // Admission ending a pass the user gave back or used is seat-lock's business.
+        Body::PassEnded(_) => return None,
         Body::BookingConfirmed(e) => (NotificationKind::BookingConfirmed, &e.user_id, &e.event_id),
         Body::PaymentFailed(e) => (NotificationKind::PaymentFailed, &e.user_id, &e.event_id),
         Body::Refunded(e) => (NotificationKind::Refunded, &e.user_id, &e.event_id),

@@ -13,7 +13,7 @@ use crate::{
     Config,
     catalog::{Catalog, INVENTORY_TIMEOUT},
     internal::SeatLockInternal,
-    relay,
+    passes, relay,
     service::{PAYMENT_TIMEOUT, SeatLockService},
     store::Store,
 };
@@ -39,7 +39,7 @@ impl App {
             Catalog::new(inventory),
             store.clone(),
             payment,
-            config.pass_keys.clone(),
+            config.pass_verify_keys.clone(),
             config.hold_ttl(),
             config.checkout_grace(),
         );
@@ -62,16 +62,19 @@ impl App {
         self.server.internal_addr().map_or(0, |addr| addr.port())
     }
 
-    /// Serves until `shutdown` resolves; the sweeper and relay stop on `server.stopping()`.
+    /// Serves until `shutdown` resolves; the sweeper, the relay and the `PassEnded` consumer
+    /// stop on `server.stopping()`.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self { server, service, store, bus, config } = self;
         let stopping = server.stopping();
         let interval = config.sweep_interval();
         let sweeper = tokio::spawn(relay::sweep_loop(store.clone(), interval, stopping.clone()));
+        let ended = passes::consumer(&bus).await?;
+        let ended = tokio::spawn(passes::record_ended_passes(store.clone(), ended, stopping.clone()));
         let relay = tokio::spawn(relay::relay_loop(store, bus, interval, stopping.clone()));
         let result = server.serve(SeatLockServiceServer::new(service), shutdown).await;
         stopping.cancel();
-        let _ = tokio::join!(sweeper, relay);
+        let _ = tokio::join!(sweeper, relay, ended);
         result
     }
 }

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use service_runtime::{
-    config::{ServerArgs, validate_prefix, validate_redis_prefix},
+    config::{ServerArgs, secret, validate_prefix, validate_redis_prefix},
     mtls::{MeshArgs, MeshTls, validate_internal_url},
 };
-use ticketing_proto::pass::PassKeyRing;
+use ticketing_proto::pass::PassVerifier;
 
 /// The service's name: its certificate's identity and its callers' allow-lists.
 pub const SERVICE: &str = "seat-lock";
@@ -39,9 +39,16 @@ pub struct Config {
     /// event's state. Its certificate must name the URL's host.
     #[arg(long, env = "PAYMENT_INTERNAL_URL", default_value = "https://payment-headless:50052")]
     pub payment_internal_url: String,
-    /// Keys verifying admission passes, `id:secret[,id:secret...]`, newest first.
-    #[arg(long, env = "PASS_KEYS")]
-    pub pass_keys: PassKeyRing,
+    /// Public keys verifying admission passes (Ed25519), `kid:base64url(32-byte public
+    /// key)[,...]`: every listed kid verifies, so a new key is added here before admission
+    /// signs with it. Seat-lock holds no signing key and cannot mint passes.
+    #[arg(long, env = "PASS_VERIFY_KEYS", hide_env_values = true, value_parser = secret::<PassVerifier>())]
+    pub pass_verify_keys: PassVerifier,
+    /// Accept the example pass key committed to the repository (the development overlay's),
+    /// whose seed anyone can read; without this the service refuses to start with it. Only
+    /// development stacks set it.
+    #[arg(long, env = "ALLOW_EXAMPLE_SECRETS")]
+    pub allow_example_secrets: bool,
     /// How long a hold lasts before its seats return to sale, in seconds.
     #[arg(long, env = "HOLD_TTL_SECS", default_value_t = 600)]
     pub hold_ttl_secs: u64,
@@ -81,6 +88,15 @@ impl Config {
         }
         if !(10..=60_000).contains(&self.sweep_interval_ms) {
             return Err("SWEEP_INTERVAL_MS must be 10-60000".into());
+        }
+        let examples = self.pass_verify_keys.example_key_ids();
+        if !examples.is_empty() && !self.allow_example_secrets {
+            return Err(format!(
+                "PASS_VERIFY_KEYS holds the committed example key {}, whose private half anyone can \
+                 read; use the public half of admission's generated key, or set \
+                 ALLOW_EXAMPLE_SECRETS=true on a development stack",
+                examples.join(",")
+            ));
         }
         Ok(())
     }

@@ -68,6 +68,7 @@ impl From<Error> for Status {
                     PassError::Expired => "PASS_EXPIRED",
                     PassError::WrongUser => "PASS_WRONG_USER",
                     PassError::WrongEvent => "PASS_WRONG_EVENT",
+                    PassError::Revoked => "PASS_REVOKED",
                     PassError::Malformed
                     | PassError::UnknownKey
                     | PassError::BadSignature

@@ -2,10 +2,11 @@
 //!
 //! Parts:
 //! - [`service`]: the `SeatLockService` gRPC handlers. A request is validated against the
-//!   event's layout ([`catalog`], fetched once from inventory and kept in memory), its
-//!   admission pass is verified locally with the key ring, then ONE Lua script ([`store`])
-//!   checks the user's ticket limit, the zone counter and every seat, and holds all seats or
-//!   none, with a TTL.
+//!   event's layout ([`catalog`], fetched once from inventory and kept in memory), the caller
+//!   is the verified token's subject, its admission pass is verified locally with admission's
+//!   public keys (seat-lock holds no signing key), then ONE Lua script ([`store`]) checks that
+//!   admission has not ended the pass, the user's ticket limit, the zone counter and every
+//!   seat, and holds all seats or none, with a TTL.
 //! - [`store`]: the Redis keys of an event (all under the hash tag `{<event_id>}`) and the
 //!   scripts that change them. Every script first checks the event's `ready` marker; when it
 //!   is missing (first use, or Redis lost its data) the service rebuilds the sold seats from
@@ -21,6 +22,8 @@
 //!   without anyone calling, and the outbox relay, which publishes `SeatsHeld` /
 //!   `SeatsReleased` to JetStream with deterministic message ids, so no fact is lost or
 //!   delivered twice when the process dies between Redis and NATS.
+//! - [`passes`]: the durable consumer of admission's `PassEnded` events, which records ended
+//!   passes so the hold scripts refuse them (`PASS_REVOKED`); the design is in its docs.
 //! - [`app`], [`config`], [`error`]: wiring, flags, and the one error-to-status mapping.
 #![forbid(unsafe_code)]
 
@@ -29,6 +32,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod internal;
+pub mod passes;
 pub mod relay;
 pub mod service;
 pub mod store;

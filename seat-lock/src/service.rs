@@ -1,12 +1,19 @@
 //! `SeatLockService`: validates a request, checks the pass, then runs one store script,
 //! rebuilding the event's Redis state from payment first when it is missing.
+//!
+//! The user-facing RPCs (HoldSeats, HoldBestAvailable, ReleaseHold, GetHold) act as the
+//! caller's verified token subject ([`auth::acting_user`]): a `user_id` naming someone else is
+//! `PERMISSION_DENIED` (`USER_MISMATCH`); a pass issued to another user is `PASS_WRONG_USER`;
+//! another user's hold answers exactly as a missing one (`NOT_FOUND`, `HOLD_NOT_FOUND`); the
+//! ticket limit counts per subject. A pass admission has ended (PassEnded, recorded by
+//! [`crate::passes`]) is refused inside the hold script (`PASS_REVOKED`).
 
 use std::{collections::BTreeMap, collections::HashSet, sync::Arc, time::Duration};
 
-use service_runtime::{bus::timestamp_ms, status};
+use service_runtime::{auth, bus::timestamp_ms, status};
 use ticketing_proto::{
     internal::{ListSoldSeatsRequest, payment_internal_service_client::PaymentInternalServiceClient},
-    pass::PassKeyRing,
+    pass::{PassClaims, PassError, PassVerifier},
     v1::{
         GetHoldRequest, Hold, HoldBestAvailableRequest, HoldSeatsRequest, HoldState as ProtoState,
         ReleaseHoldRequest, ReleaseHoldResponse, seat_lock_service_server::SeatLockService as SeatLockRpc,
@@ -44,7 +51,7 @@ pub struct SeatLockService {
     store: Store,
     /// Payment's internal service (mutual TLS), for the sold seats of a rebuild.
     payment: PaymentInternalServiceClient<Channel>,
-    passes: Arc<PassKeyRing>,
+    passes: Arc<PassVerifier>,
     hold_ttl: Duration,
     checkout_grace: Duration,
 }
@@ -55,7 +62,7 @@ impl SeatLockService {
         catalog: Catalog,
         store: Store,
         payment: Channel,
-        passes: PassKeyRing,
+        passes: PassVerifier,
         hold_ttl: Duration,
         checkout_grace: Duration,
     ) -> Self {
@@ -74,7 +81,12 @@ impl SeatLockService {
     /// The event's layout; on first use in this process also registers the event for the
     /// sweeper and relay.
     pub(crate) async fn layout(&self, event_id: &str) -> Result<Arc<Layout>, Error> {
-        status::uuid("event_id", event_id).map_err(|s| Error::InvalidArgument(Box::new(s)))?;
+        let parsed = status::uuid("event_id", event_id).map_err(|s| Error::InvalidArgument(Box::new(s)))?;
+        // The id names the event's Redis keys: another spelling of the same UUID (upper case,
+        // braces) would be another key space, where the same seats could be held again.
+        if parsed.hyphenated().to_string() != event_id {
+            return Err(Error::invalid("event_id", "must be a UUID in lowercase hyphenated form"));
+        }
         let (layout, fresh) = self.catalog.layout(event_id).await?;
         if fresh {
             self.store.remember_event(event_id).await?;
@@ -171,12 +183,18 @@ impl SeatLockService {
         self.checkout_grace
     }
 
-    fn check_pass(&self, token: &str, event_id: &str, user_id: &str) -> Result<(), Error> {
+    /// The claims of a pass signed by admission for this event and user, not expired. Whether
+    /// admission has ended it is checked by the hold script.
+    fn check_pass(&self, token: &str, event_id: &str, user_id: &str) -> Result<PassClaims, Error> {
         if token.is_empty() {
             return Err(Error::invalid("pass_token", "is required"));
         }
         let claims = self.passes.verify(token).map_err(Error::Pass)?;
-        claims.check(event_id, user_id, chrono::Utc::now().timestamp_millis()).map_err(Error::Pass)
+        claims.check(event_id, user_id, chrono::Utc::now().timestamp_millis()).map_err(Error::Pass)?;
+        if claims.pass_id.is_empty() {
+            return Err(Error::Pass(PassError::Malformed));
+        }
+        Ok(claims)
     }
 
     pub(crate) fn answer(&self, layout: &Layout, event_id: &str, hold: StoredHold) -> Hold {
@@ -202,8 +220,8 @@ impl SeatLockService {
         }
     }
 
-    async fn hold_seats(&self, request: HoldSeatsRequest) -> Result<Hold, Error> {
-        let user_id = valid_user(&request.user_id)?;
+    async fn hold_seats(&self, user: &str, request: HoldSeatsRequest) -> Result<Hold, Error> {
+        let user_id = valid_user(user)?;
         let layout = self.layout(&request.event_id).await?;
         let max = layout.max_tickets_per_user as usize;
         if request.seat_ids.is_empty() || request.seat_ids.len() > max {
@@ -227,10 +245,12 @@ impl SeatLockService {
             }
         }
         let zone = zone.ok_or_else(|| Error::invalid("seat_ids", "is required"))?;
-        self.check_pass(&request.pass_token, &request.event_id, user_id)?;
+        let pass = self.check_pass(&request.pass_token, &request.event_id, user_id)?;
         let new = NewHold {
             hold_id: uuid::Uuid::now_v7().to_string(),
             user_id,
+            pass_id: &pass.pass_id,
+            pass_expires_at_ms: pass.expires_at_ms,
             zone_id: &zone.zone_id,
             ttl: self.hold_ttl,
             price_cents: zone.price_cents,
@@ -242,8 +262,8 @@ impl SeatLockService {
         Ok(self.answer(&layout, &request.event_id, hold))
     }
 
-    async fn hold_best(&self, request: HoldBestAvailableRequest) -> Result<Hold, Error> {
-        let user_id = valid_user(&request.user_id)?;
+    async fn hold_best(&self, user: &str, request: HoldBestAvailableRequest) -> Result<Hold, Error> {
+        let user_id = valid_user(user)?;
         let layout = self.layout(&request.event_id).await?;
         if request.zone_id.is_empty() {
             return Err(Error::invalid("zone_id", "is required"));
@@ -255,10 +275,12 @@ impl SeatLockService {
         if request.quantity == 0 || request.quantity > max {
             return Err(Error::invalid("quantity", format!("must be 1 to {max}")));
         }
-        self.check_pass(&request.pass_token, &request.event_id, user_id)?;
+        let pass = self.check_pass(&request.pass_token, &request.event_id, user_id)?;
         let new = NewHold {
             hold_id: uuid::Uuid::now_v7().to_string(),
             user_id,
+            pass_id: &pass.pass_id,
+            pass_expires_at_ms: pass.expires_at_ms,
             zone_id: &zone.zone_id,
             ttl: self.hold_ttl,
             price_cents: zone.price_cents,
@@ -310,29 +332,33 @@ pub(crate) fn valid_booking(booking_id: &str) -> Result<&str, Error> {
 #[tonic::async_trait]
 impl SeatLockRpc for SeatLockService {
     async fn hold_seats(&self, request: Request<HoldSeatsRequest>) -> Result<Response<Hold>, Status> {
-        Ok(Response::new(SeatLockService::hold_seats(self, request.into_inner()).await?))
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
+        Ok(Response::new(SeatLockService::hold_seats(self, &user, request.into_inner()).await?))
     }
 
     async fn hold_best_available(
         &self,
         request: Request<HoldBestAvailableRequest>,
     ) -> Result<Response<Hold>, Status> {
-        Ok(Response::new(self.hold_best(request.into_inner()).await?))
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
+        Ok(Response::new(self.hold_best(&user, request.into_inner()).await?))
     }
 
     async fn release_hold(
         &self,
         request: Request<ReleaseHoldRequest>,
     ) -> Result<Response<ReleaseHoldResponse>, Status> {
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
         let r = request.into_inner();
-        let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &r.user_id).await?;
+        let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &user).await?;
         let hold = self.with_state(&layout, || self.store.release(&r.event_id, &r.hold_id, user_id)).await?;
         Ok(Response::new(ReleaseHoldResponse { hold: Some(self.answer(&layout, &r.event_id, hold)) }))
     }
 
     async fn get_hold(&self, request: Request<GetHoldRequest>) -> Result<Response<Hold>, Status> {
+        let user = auth::acting_user(&request, &request.get_ref().user_id)?;
         let r = request.into_inner();
-        let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &r.user_id).await?;
+        let (layout, user_id) = self.hold_ref(&r.event_id, &r.hold_id, &user).await?;
         let hold = self.with_state(&layout, || self.store.get(&r.event_id, &r.hold_id, user_id)).await?;
         Ok(Response::new(self.answer(&layout, &r.event_id, hold)))
     }

@@ -9,6 +9,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use fred::prelude::*;
 
+use ticketing_proto::pass::PassError;
+
 use crate::{catalog::Layout, error::Error};
 
 /// Connections to Redis. Scripts are short; a few connections keep the pipeline full.
@@ -126,6 +128,11 @@ fn parse_number(text: &str) -> Option<i64> {
 pub struct NewHold<'a> {
     pub hold_id: String,
     pub user_id: &'a str,
+    /// The pass it is made under: refused when admission ended it (`ended:<pass_id>`).
+    pub pass_id: &'a str,
+    /// The presented token's expiry: a record of the pass's end covers the token when it is
+    /// at least this.
+    pub pass_expires_at_ms: i64,
     pub zone_id: &'a str,
     pub ttl: Duration,
     pub price_cents: i64,
@@ -196,6 +203,7 @@ struct Scripts {
     return_seats: LuaScript,
     sweep: LuaScript,
     init: LuaScript,
+    end_pass: LuaScript,
     ack: LuaScript,
 }
 
@@ -223,6 +231,7 @@ impl Store {
             return_seats: LuaScript::load(&pool, with_helpers(include_str!("store/return.lua"))).await?,
             sweep: LuaScript::load(&pool, with_helpers(include_str!("store/sweep.lua"))).await?,
             init: LuaScript::load(&pool, with_helpers(include_str!("store/init.lua"))).await?,
+            end_pass: LuaScript::load(&pool, with_helpers(include_str!("store/end_pass.lua"))).await?,
             ack: LuaScript::load(&pool, include_str!("store/ack.lua").to_owned()).await?,
         };
         Ok(Self { pool, prefix: prefix.to_owned(), scripts: Arc::new(scripts) })
@@ -262,6 +271,8 @@ impl Store {
             new.ttl.as_millis().to_string(),
             new.price_cents.to_string(),
             new.limit.to_string(),
+            new.pass_id.to_owned(),
+            new.pass_expires_at_ms.to_string(),
         ];
         let reply: Vec<String> = match pick {
             Pick::Seats(seat_ids) => {
@@ -283,6 +294,7 @@ impl Store {
             Pick::Best { quantity, .. } => *quantity,
         };
         match reply.first().map(String::as_str) {
+            Some("PASS_REVOKED") => Err(Error::Pass(PassError::Revoked).into()),
             Some("SEAT_TAKEN") => Err(Error::SeatTaken(reply[1..].to_vec()).into()),
             Some("ZONE_SOLD_OUT") => {
                 Err(Error::ZoneSoldOut { zone_id, free: reply.get(1).cloned().unwrap_or_default() }.into())
@@ -297,16 +309,29 @@ impl Store {
         }
     }
 
-    /// Ends a held hold (owner only).
+    /// Ends a held hold (owner only: another user's hold is [`Error::HoldNotFound`], exactly
+    /// as a missing one).
     pub async fn release(&self, event_id: &str, hold_id: &str, user_id: &str) -> Result<StoredHold, Outcome> {
         let reply = self.per_hold(&self.scripts.release, event_id, hold_id, user_id, None).await?;
-        self.parse_per_hold(hold_id, reply)
+        owner_only(self.parse_per_hold(hold_id, reply))
     }
 
-    /// The hold as it stands (owner only).
+    /// The hold as it stands (owner only: another user's hold is [`Error::HoldNotFound`],
+    /// exactly as a missing one).
     pub async fn get(&self, event_id: &str, hold_id: &str, user_id: &str) -> Result<StoredHold, Outcome> {
         let reply = self.per_hold(&self.scripts.get_hold, event_id, hold_id, user_id, None).await?;
-        self.parse_per_hold(hold_id, reply)
+        owner_only(self.parse_per_hold(hold_id, reply))
+    }
+
+    /// Records that admission ended `pass_id` (PassEnded), until `expires_at_ms`; false when
+    /// nothing was recorded (expired already, or a record already covers it).
+    pub async fn end_pass(&self, event_id: &str, pass_id: &str, expires_at_ms: i64) -> Result<bool, Error> {
+        let recorded: i64 = self
+            .scripts
+            .end_pass
+            .call(&self.pool, vec![self.base(event_id)], vec![pass_id.to_owned(), expires_at_ms.to_string()])
+            .await?;
+        Ok(recorded == 1)
     }
 
     /// Moves a live hold into checkout, extending it by `grace`.
@@ -488,6 +513,16 @@ impl Store {
         let initialised: i64 =
             self.scripts.init.call(&self.pool, vec![self.base(&layout.event_id)], args).await?;
         Ok(initialised == 1)
+    }
+}
+
+/// An end user's view of a per-hold answer: someone else's hold does not exist for them. The
+/// answer (code, message, reason, metadata) is the one of a hold id nobody has, so a caller
+/// cannot tell another user's hold from a missing one.
+fn owner_only(answer: Result<StoredHold, Outcome>) -> Result<StoredHold, Outcome> {
+    match answer {
+        Err(Outcome::Failed(Error::NotHoldOwner(hold_id))) => Err(Error::HoldNotFound(hold_id).into()),
+        other => other,
     }
 }
 

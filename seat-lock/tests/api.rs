@@ -15,6 +15,9 @@ mod mtls;
 #[path = "api/returns.rs"]
 mod returns;
 
+#[path = "api/passes.rs"]
+mod passes;
+
 use std::collections::HashSet;
 
 use futures::{StreamExt, future::join_all};
@@ -23,7 +26,7 @@ use prost::Message;
 use ticketing_proto::{
     events::{EventEnvelope, ReleaseReason, event_envelope::Body},
     internal::{BeginCheckoutRequest, ConfirmHoldRequest, SoldSeat},
-    pass::PassKeyRing,
+    pass::{PassSigner, generate_signing_key},
     v1::{GetHoldRequest, HoldBestAvailableRequest, HoldState, ReleaseHoldRequest},
 };
 use tonic::Code;
@@ -121,16 +124,17 @@ async fn passes_are_verified_locally_with_precise_reasons() -> anyhow::Result<()
     let app = spawn_app(600).await?;
     let mut request = app.hold_request("u1", &["A-R1-1"]);
 
-    let forger: PassKeyRing = "k2:not-the-real-secret-at-all".parse()?;
+    // A key of the right id that seat-lock does not know: nobody but admission can sign.
+    let forger: PassSigner = generate_signing_key("k2").0.parse()?;
     request.pass_token = forger.sign(claims(&app.event_id, "u1", now_ms() + 60_000));
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_INVALID");
     request.pass_token = "garbage".into();
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_INVALID");
-    request.pass_token = app.ring.sign(claims(&app.event_id, "u1", now_ms() - 1));
+    request.pass_token = app.signer.sign(claims(&app.event_id, "u1", now_ms() - 1));
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_EXPIRED");
     request.pass_token = app.pass("u2");
     assert_refused(app.client().hold_seats(request.clone()).await, Code::PermissionDenied, "PASS_WRONG_USER");
-    request.pass_token = app.ring.sign(claims(&uuid::Uuid::new_v4().to_string(), "u1", now_ms() + 60_000));
+    request.pass_token = app.signer.sign(claims(&uuid::Uuid::new_v4().to_string(), "u1", now_ms() + 60_000));
     assert_refused(
         app.client().hold_seats(request.clone()).await,
         Code::PermissionDenied,
@@ -140,7 +144,7 @@ async fn passes_are_verified_locally_with_precise_reasons() -> anyhow::Result<()
     assert_eq!(seat, None, "a refused pass holds nothing");
 
     // Key rotation: a pass signed by the previous key is still accepted.
-    let previous: PassKeyRing = PREVIOUS_KEY.parse()?;
+    let previous: PassSigner = PREVIOUS_KEY.0.parse()?;
     request.pass_token = previous.sign(claims(&app.event_id, "u1", now_ms() + 60_000));
     let hold = app.client().hold_seats(request).await?.into_inner();
     assert_eq!(hold.seat_ids, vec!["A-R1-1".to_owned()]);
@@ -205,14 +209,30 @@ async fn only_the_owner_acts_and_checkout_and_confirm_behave() -> anyhow::Result
     };
     let mut client = app.client();
 
-    assert_refused(client.get_hold(get("u2")).await, Code::PermissionDenied, "NOT_HOLD_OWNER");
-    assert_refused(client.release_hold(release("u2")).await, Code::PermissionDenied, "NOT_HOLD_OWNER");
-    let unknown = GetHoldRequest {
-        event_id: ev.clone(),
-        hold_id: uuid::Uuid::now_v7().to_string(),
-        user_id: "u1".into(),
+    // Another user's hold answers exactly as a hold nobody has: same code, reason, message
+    // and details, with only the id asked for in them.
+    let missing = uuid::Uuid::now_v7().to_string();
+    let same_answer = |status: tonic::Status, asked: &str| {
+        let (reason, metadata) = reason_of(&status);
+        let message = status.message().replace(asked, "<hold>");
+        (
+            status.code(),
+            reason,
+            metadata.into_iter().map(|(k, v)| (k, v.replace(asked, "<hold>"))).collect::<Vec<_>>(),
+            message,
+        )
     };
-    assert_refused(client.get_hold(unknown).await, Code::NotFound, "HOLD_NOT_FOUND");
+    let get_missing = GetHoldRequest { event_id: ev.clone(), hold_id: missing.clone(), user_id: "u2".into() };
+    let release_missing =
+        ReleaseHoldRequest { event_id: ev.clone(), hold_id: missing.clone(), user_id: "u2".into() };
+    let nobodys = same_answer(client.get_hold(get_missing).await.expect_err("missing"), &missing);
+    assert_eq!(nobodys.0, Code::NotFound);
+    assert_eq!(nobodys.1, "HOLD_NOT_FOUND");
+    let others = same_answer(client.get_hold(get("u2")).await.expect_err("not u2's"), &hold.hold_id);
+    assert_eq!(others, nobodys);
+    let nobodys = same_answer(client.release_hold(release_missing).await.expect_err("missing"), &missing);
+    let others = same_answer(client.release_hold(release("u2")).await.expect_err("not u2's"), &hold.hold_id);
+    assert_eq!(others, nobodys);
     assert_eq!(client.get_hold(get("u1")).await?.into_inner().state, HoldState::Held as i32);
 
     let checkout =
@@ -389,7 +409,16 @@ async fn bad_input_is_refused_for_every_rpc_and_changes_nothing() -> anyhow::Res
         (app.hold_request("u1", &["A-R1-02"]), Code::InvalidArgument),
         (app.hold_request("u1", &["GA-1-1"]), Code::InvalidArgument),
         (app.hold_request("u1", &["A-R1-2", "A-R1-3", "A-R1-4", "A-R1-5", "A-R1-6"]), Code::InvalidArgument),
-        (app.hold_request("bad user!", &["A-R1-2"]), Code::InvalidArgument),
+        // A user id no token can carry: the token is refused before anything is read.
+        (app.hold_request("bad user!", &["A-R1-2"]), Code::Unauthenticated),
+        // Another spelling of the event's UUID would be another key space for the same seats.
+        (
+            ticketing_proto::v1::HoldSeatsRequest {
+                event_id: ev.to_uppercase(),
+                ..app.hold_request("u1", &["A-R1-1"])
+            },
+            Code::InvalidArgument,
+        ),
         (
             ticketing_proto::v1::HoldSeatsRequest {
                 pass_token: String::new(),
@@ -430,13 +459,16 @@ async fn bad_input_is_refused_for_every_rpc_and_changes_nothing() -> anyhow::Res
         assert_eq!(status.code(), Code::InvalidArgument, "{request:?} -> {status:?}");
     }
 
+    // (event, hold, user, code of GetHold and ReleaseHold, code of BeginCheckout and ConfirmHold):
+    // the user-facing pair sends the user's token, and "" as a subject is no token at all.
     let refs = [
-        (ev.clone(), "not-a-uuid".to_owned(), "u1", Code::InvalidArgument),
-        (ev.clone(), hold.hold_id.clone(), "", Code::InvalidArgument),
-        ("".to_owned(), hold.hold_id.clone(), "u1", Code::InvalidArgument),
-        (unknown_event.clone(), hold.hold_id.clone(), "u1", Code::NotFound),
+        (ev.clone(), "not-a-uuid".to_owned(), "u1", Code::InvalidArgument, Code::InvalidArgument),
+        (ev.clone(), hold.hold_id.clone(), "", Code::Unauthenticated, Code::InvalidArgument),
+        ("".to_owned(), hold.hold_id.clone(), "u1", Code::InvalidArgument, Code::InvalidArgument),
+        (ev.to_uppercase(), hold.hold_id.clone(), "u1", Code::InvalidArgument, Code::InvalidArgument),
+        (unknown_event.clone(), hold.hold_id.clone(), "u1", Code::NotFound, Code::NotFound),
     ];
-    for (event_id, hold_id, user, code) in refs {
+    for (event_id, hold_id, user, code, internal_code) in refs {
         let user_id = user.to_owned();
         let statuses = [
             client
@@ -473,8 +505,9 @@ async fn bad_input_is_refused_for_every_rpc_and_changes_nothing() -> anyhow::Res
                 .await
                 .map(|_| ()),
         ];
-        for status in statuses {
-            assert_eq!(status.expect_err("bad input").code(), code);
+        for (i, status) in statuses.into_iter().enumerate() {
+            let expected = if i < 2 { code } else { internal_code };
+            assert_eq!(status.expect_err("bad input").code(), expected, "{event_id:?}/{user:?} call {i}");
         }
     }
     let bad_booking = ConfirmHoldRequest {

@@ -35,6 +35,7 @@ pub mod kind {
     pub const PAYMENT_FAILED: &str = "payment.failed";
     pub const REFUNDED: &str = "payment.refunded";
     pub const BOOKING_CANCELLED: &str = "booking.cancelled";
+    pub const PASS_ENDED: &str = "pass.ended";
 }
 
 /// Why the bus failed.
@@ -189,6 +190,7 @@ pub fn kind_of(envelope: &EventEnvelope) -> Option<&'static str> {
         Body::PaymentFailed(_) => kind::PAYMENT_FAILED,
         Body::Refunded(_) => kind::REFUNDED,
         Body::BookingCancelled(_) => kind::BOOKING_CANCELLED,
+        Body::PassEnded(_) => kind::PASS_ENDED,
     })
 }
 

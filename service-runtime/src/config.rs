@@ -103,3 +103,55 @@ pub fn validate_redis_prefix(value: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A clap value parser for settings that hold secrets (signing keys, webhook keys): parses
+/// with `T::from_str` like clap's own, but its error names the setting and says what is wrong
+/// without repeating the value, which clap's error message would print. Use it with
+/// `hide_env_values = true`, so `--help` does not show the value either:
+/// `#[arg(long, env = "PASS_SIGNING_KEYS", hide_env_values = true, value_parser = secret::<PassSigner>())]`.
+/// `T::Err`'s text must not contain the input either.
+pub fn secret<T>() -> SecretParser<T> {
+    SecretParser(std::marker::PhantomData)
+}
+
+/// See [`secret`].
+pub struct SecretParser<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Clone for SecretParser<T> {
+    fn clone(&self) -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for SecretParser<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        use clap::error::ErrorKind;
+        let name = arg
+            .and_then(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .or_else(|| arg.map(|arg| format!("--{}", arg.get_id())))
+            .unwrap_or_else(|| "a secret setting".to_owned());
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(ErrorKind::InvalidUtf8, format!("{name} is not valid UTF-8 (value hidden)\n"))
+                .with_cmd(cmd)
+        })?;
+        text.parse().map_err(|problem| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid {name} (value hidden): {problem}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+}

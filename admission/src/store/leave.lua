@@ -5,11 +5,16 @@
 -- KEYS[3] passes    ZSET  user -> pass expiry (unix ms)
 -- KEYS[4] admitted  HASH  user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
 -- KEYS[5] stats     HASH  ended-pass counters: left, expired, unclaimed, released
+-- KEYS[6] outbox    STREAM  see tick.lua; a valid pass given back adds
+--                   user -> "end:left:pass_id:expires_at_ms" (PassEnded for seat-lock)
 -- ARGV[1] user id
 --
--- Returns 1 when the user was waiting (removed from the queue) or held a valid pass (slot
--- freed for the next in line), 0 when neither. A dropped pass is counted as left, or as
--- expired when it had already expired (the controller had not swept it yet).
+-- Returns 1 when the user was waiting (removed from the queue), 2 when the user held a valid
+-- pass (slot freed for the next in line; its end is in the outbox, written in this same atomic
+-- step), 0 when neither. A dropped pass is counted as left, or as expired when it had already
+-- expired (the controller had not swept it yet; an expired pass is refused by its own expiry,
+-- so it needs no PassEnded). expires_at_ms is the latest expiry any token of the pass carries
+-- (its checked-in expiry when that is later).
 local user = ARGV[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -26,7 +31,15 @@ if expires then
   redis.call('HDEL', KEYS[4], user)
   if tonumber(expires) > now then
     redis.call('HINCRBY', KEYS[5], 'left', 1)
-    return 1
+    local pass_id, exp, _, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
+    if pass_id then
+      local latest = math.max(tonumber(exp), tonumber(full))
+      if redis.call('EXISTS', KEYS[6]) == 0 then
+        redis.call('XGROUP', 'CREATE', KEYS[6], 'relay', '0', 'MKSTREAM')
+      end
+      redis.call('XADD', KEYS[6], '*', user, 'end:left:' .. pass_id .. ':' .. string.format('%d', latest))
+    end
+    return 2
   end
   redis.call('HINCRBY', KEYS[5], 'expired', 1)
   local _, exp, _, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')

@@ -16,8 +16,10 @@
 //!   `released` by a purchase, `left`);
 //! - `lease` (the replica admitting in this tick) and `rl:<user>` (join rate limit);
 //! - `outbox` STREAM, one entry per admitting tick (user → `pass_id:expires_at_ms:ticket`),
-//!   written by the tick in the same atomic step as the passes and drained by the consumer
-//!   group `relay` ([`Store::take_outbox`], [`Store::outbox_done`]) into `Admitted` events.
+//!   written by the tick in the same atomic step as the passes, and one per pass ended early
+//!   (user → `end:<left|bought>:pass_id:expires_at_ms`), written by Leave or a purchase in the
+//!   same atomic step that drops the pass; drained by the consumer group `relay`
+//!   ([`Store::take_outbox`], [`Store::outbox_done`]) into `Admitted` and `PassEnded` events.
 //!
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
 //! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
@@ -129,13 +131,44 @@ pub struct AdmittedUser {
     pub pass: StoredPass,
 }
 
-/// One outbox entry: the users one tick admitted, whose `Admitted` events are not yet known
-/// to be published.
+/// Why a pass ended before its expiry (see [`EndedPass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Given back with Leave.
+    Left,
+    /// Its holder bought.
+    Bought,
+}
+
+/// A pass ended before its expiry, whose `PassEnded` event tells seat-lock to refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedPass {
+    pub user_id: String,
+    pub pass_id: String,
+    pub reason: EndReason,
+    /// The latest expiry any token of the pass carries: seat-lock refuses it until then.
+    pub expires_at_ms: i64,
+}
+
+/// One outbox entry: the users one tick admitted, or a pass that ended, whose events are not
+/// yet known to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     /// The stream entry id, for [`Store::outbox_done`].
     pub id: String,
     pub admitted: Vec<AdmittedUser>,
+    pub ended: Vec<EndedPass>,
+}
+
+/// What Leave did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// The user was neither waiting nor holding a valid pass.
+    Nothing,
+    /// The user left the queue.
+    Queue,
+    /// The user gave back a valid pass; its `PassEnded` is in the outbox.
+    Pass,
 }
 
 /// What one controller tick saw and did.
@@ -238,6 +271,24 @@ fn stored_pass(value: Option<&Value>) -> Result<StoredPass, Error> {
         Some(StoredPass { pass_id, expires_at_ms, ticket })
     })();
     parsed.ok_or_else(|| Error::UnexpectedReply(raw.clone()))
+}
+
+/// Parses `end:<left|bought>:pass_id:expires_at_ms`, an ended pass in the outbox; `None` for
+/// any other value (an admission).
+fn ended_pass(user_id: &str, raw: &str) -> Option<Result<EndedPass, Error>> {
+    let rest = raw.strip_prefix("end:")?;
+    let parsed = (|| {
+        let mut parts = rest.split(':');
+        let reason = match parts.next()? {
+            "left" => EndReason::Left,
+            "bought" => EndReason::Bought,
+            _ => return None,
+        };
+        let pass_id = parts.next()?.to_owned();
+        let expires_at_ms = parts.next()?.parse().ok()?;
+        Some(EndedPass { user_id: user_id.to_owned(), pass_id, reason, expires_at_ms })
+    })();
+    Some(parsed.ok_or_else(|| Error::UnexpectedReply(raw.to_owned())))
 }
 
 /// Reads the `{0}` / `{1, ...}` / `{2, ...}` shapes that join.lua and status.lua share.
@@ -371,18 +422,30 @@ impl Store {
         standing(&reply)
     }
 
-    /// Takes the user out of the queue or drops the user's valid pass; false if neither.
-    pub async fn leave(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
+    /// Takes the user out of the queue or drops the user's valid pass (announcing its end
+    /// through the outbox in the same atomic step).
+    pub async fn leave(&self, event_id: &str, user_id: &str) -> Result<Left, Error> {
         let mut keys = self.user_keys(event_id);
         keys.push(self.key(event_id, "stats"));
+        keys.push(self.key(event_id, "outbox"));
         let reply = self.leave.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
-        Ok(int(Some(&reply))? == 1)
+        match int(Some(&reply))? {
+            0 => Ok(Left::Nothing),
+            1 => Ok(Left::Queue),
+            2 => Ok(Left::Pass),
+            other => Err(Error::UnexpectedReply(format!("leave code {other}"))),
+        }
     }
 
-    /// Drops the user's pass after a purchase, freeing the slot; false if there was none.
+    /// Drops the user's pass after a purchase, freeing the slot and announcing its end through
+    /// the outbox in the same atomic step; false if there was none.
     pub async fn release_pass(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
-        let keys =
-            vec![self.key(event_id, "passes"), self.key(event_id, "admitted"), self.key(event_id, "stats")];
+        let keys = vec![
+            self.key(event_id, "passes"),
+            self.key(event_id, "admitted"),
+            self.key(event_id, "stats"),
+            self.key(event_id, "outbox"),
+        ];
         let reply = self.release.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
         Ok(int(Some(&reply))? == 1)
     }
@@ -450,13 +513,15 @@ impl Store {
                     Some(Value::Array(fields)) => fields,
                     other => return Err(Error::UnexpectedReply(format!("{other:?}"))),
                 };
-                let admitted = fields
-                    .chunks(2)
-                    .map(|pair| {
-                        Ok(AdmittedUser { user_id: string(pair.first())?, pass: stored_pass(pair.get(1))? })
-                    })
-                    .collect::<Result<_, Error>>()?;
-                Ok(OutboxEntry { id: string(entry.first())?, admitted })
+                let (mut admitted, mut ended) = (Vec::new(), Vec::new());
+                for pair in fields.chunks(2) {
+                    let user_id = string(pair.first())?;
+                    match ended_pass(&user_id, &string(pair.get(1))?) {
+                        Some(pass) => ended.push(pass?),
+                        None => admitted.push(AdmittedUser { user_id, pass: stored_pass(pair.get(1))? }),
+                    }
+                }
+                Ok(OutboxEntry { id: string(entry.first())?, admitted, ended })
             })
             .collect()
     }

@@ -1,6 +1,7 @@
 -- outbox_take.lua: hands a relay the outbox entries to publish as Admitted events.
 --
--- KEYS[1] outbox  STREAM  one entry per admitting tick: user -> "pass_id:expires_at_ms:ticket"
+-- KEYS[1] outbox  STREAM  one entry per admitting tick: user -> "pass_id:expires_at_ms:ticket";
+--                         one per ended pass: user -> "end:<left|bought>:pass_id:expires_at_ms"
 -- ARGV[1] the relay's consumer name (the replica id) in the group "relay"
 -- ARGV[2] min idle, ms: an entry another relay took this long ago and did not finish (it died,
 --         or NATS refused) is taken over

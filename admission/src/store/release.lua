@@ -3,13 +3,25 @@
 -- KEYS[1] passes    ZSET  user -> pass expiry (unix ms)
 -- KEYS[2] admitted  HASH  user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
 -- KEYS[3] stats     HASH  ended-pass counters: left, expired, unclaimed, released
+-- KEYS[4] outbox    STREAM  see tick.lua; a dropped pass adds
+--                   user -> "end:bought:pass_id:expires_at_ms" (PassEnded for seat-lock)
 -- ARGV[1] user id
 --
--- Returns 1 when a pass was dropped (counted as released), 0 when the user held none
--- (already expired, left, or a redelivered event): repeating it is harmless.
+-- Returns 1 when a pass was dropped (counted as released, its end in the outbox in this same
+-- atomic step), 0 when the user held none (already expired, left, or a redelivered event):
+-- repeating it is harmless.
+local stored = redis.call('HGET', KEYS[2], ARGV[1])
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if removed == 1 then
   redis.call('HINCRBY', KEYS[3], 'released', 1)
+  local pass_id, exp, _, full = string.match(stored or '', '^([^:]+):([^:]+):([^:]+):([^:]+)$')
+  if pass_id then
+    local latest = math.max(tonumber(exp), tonumber(full))
+    if redis.call('EXISTS', KEYS[4]) == 0 then
+      redis.call('XGROUP', 'CREATE', KEYS[4], 'relay', '0', 'MKSTREAM')
+    end
+    redis.call('XADD', KEYS[4], '*', ARGV[1], 'end:bought:' .. pass_id .. ':' .. string.format('%d', latest))
+  end
 end
 return removed

@@ -11,7 +11,9 @@
 -- KEYS[9] opening         HASH    state (sealed|open), sealed_ticket, sealed_at, opened_at, prequeue
 -- KEYS[10] stats          HASH    ended-pass counters: expired, unclaimed, released, left
 -- KEYS[11] outbox         STREAM  one entry per tick that admitted: user -> "pass_id:expires_at_ms:ticket",
---                                 read by the consumer group "relay", which publishes Admitted events
+--                                 read by the consumer group "relay", which publishes Admitted events;
+--                                 leave.lua and release.lua add entries user -> "end:<reason>:pass_id:expires_at_ms"
+--                                 (PassEnded events)
 -- ARGV[1] sale_opens_at, unix ms: nothing is admitted before it
 -- ARGV[2] admission capacity: active passes never exceed it
 -- ARGV[3] pass ttl, ms: a collected pass lasts this long from admission

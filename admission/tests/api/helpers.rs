@@ -20,7 +20,7 @@ use service_runtime::{
     config::ServerArgs,
 };
 use ticketing_proto::{
-    events::{Admitted, EventEnvelope, event_envelope::Body},
+    events::{Admitted, EventEnvelope, PassEnded, event_envelope::Body},
     v1::{
         self, Event,
         admission_service_client::AdmissionServiceClient,
@@ -31,7 +31,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, transport::Channel};
 use tools::testenv::{TestEnv, eventually};
 
-pub const PASS_KEYS: &str = "k1:0123456789abcdef0123";
+/// A pass key made for this test run: (PASS_SIGNING_KEYS, PASS_VERIFY_KEYS).
+pub static PASS_KEYS: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| ticketing_proto::pass::generate_signing_key("k1"));
 pub const SHUFFLE_KEY: &str = "shuffle-secret-for-tests-0123";
 
 /// Serves `GetEvent` for the events a test defines; nothing else.
@@ -128,13 +130,26 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
         inventory_url: inventory_url.to_owned(),
-        pass_keys: PASS_KEYS.parse().unwrap(),
+        pass_signing_keys: PASS_KEYS.0.parse().unwrap(),
+        allow_example_secrets: false,
         controller_poll_ms: 10,
         join_rate_limit: 5,
         shuffle_key: Some(SHUFFLE_KEY.parse().unwrap()),
         check_in_window_ms: 60_000,
         max_watchers: 1_000,
     }
+}
+
+/// A token of `user` from the test issuer (the one `ServerArgs::loopback` trusts).
+pub fn token(user: &str) -> String {
+    service_runtime::auth::TokenIssuer::for_tests().token(user, false, Duration::from_secs(3600))
+}
+
+/// `message` as `user` sends it: with `authorization: Bearer <user's token>`.
+pub fn as_user<T>(user: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", service_runtime::auth::bearer(&token(user)));
+    request
 }
 
 /// Builds and runs the app; returns its URL.
@@ -226,6 +241,26 @@ pub async fn admitted_events(env: &TestEnv, expected: usize, timeout: Duration) 
         message.ack().await.unwrap();
         if let Some(Body::Admitted(admitted)) = envelope.body {
             events.push(admitted);
+        }
+    }
+    events
+}
+
+/// Reads `expected` PassEnded events from the test's stream (or what came within `timeout`),
+/// in stream order.
+pub async fn pass_ended_events(env: &TestEnv, expected: usize, timeout: Duration) -> Vec<PassEnded> {
+    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    let consumer = bus.durable_consumer("test-pass-ended", &[kind::PASS_ENDED]).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < expected {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await else { break };
+        let message = message.unwrap();
+        let envelope = EventEnvelope::decode(message.payload.clone()).unwrap();
+        message.ack().await.unwrap();
+        if let Some(Body::PassEnded(ended)) = envelope.body {
+            events.push(ended);
         }
     }
     events

@@ -15,6 +15,9 @@
 --   expiry             ZSET hold_id -> expires_at_ms of live holds
 --   outbox             LIST of facts to publish: "held|<hold_id>", "released|<hold_id>|<REASON>"
 --                      (REASON RELEASED, EXPIRED or CANCELLED)
+--   ended:<pass_id>    the latest expiry (unix ms) of the tokens of a pass admission ended
+--                      (PassEnded: left, or bought); expires then (PXAT), when every such token
+--                      is refused by its own expiry anyway
 -- "Now" is Redis TIME, so every replica agrees on it.
 
 local base = KEYS[1]
@@ -134,6 +137,14 @@ local function create_hold(hold_id, user, zone, seats, quantity, now, ttl_ms, pr
   redis.call('ZADD', base .. 'expiry', expires, hold_id)
   redis.call('RPUSH', base .. 'outbox', 'held|' .. hold_id)
   return hold_reply(hold_id)
+end
+
+-- True when admission ended the pass `pass_id` and the presented token is one of its tokens
+-- (expires no later than the recorded end): a token of a newer pass that reuses the id (after
+-- admission's Redis lost its counters) expires later and is not refused.
+local function pass_ended(pass_id, pass_expires_ms)
+  local ended = redis.call('GET', base .. 'ended:' .. pass_id)
+  return ended ~= false and tonumber(ended) >= pass_expires_ms
 end
 
 -- The checks every per-hold script starts with: nil when `user` owns the existing hold,

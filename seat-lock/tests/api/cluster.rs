@@ -137,6 +137,7 @@ fn script_sources() -> Vec<String> {
         include_str!("../../src/store/confirm.lua"),
         include_str!("../../src/store/sweep.lua"),
         include_str!("../../src/store/init.lua"),
+        include_str!("../../src/store/end_pass.lua"),
     ]
     .iter()
     .map(|body| format!("{common}\n{body}"))

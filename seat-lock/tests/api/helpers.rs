@@ -20,7 +20,7 @@ use ticketing_proto::{
         payment_internal_service_server::{PaymentInternalService, PaymentInternalServiceServer},
         seat_lock_internal_service_client::SeatLockInternalServiceClient,
     },
-    pass::{PassClaims, PassKeyRing},
+    pass::{PassClaims, PassSigner, generate_signing_key},
     v1::{
         Event, GetEventRequest, GetEventResponse, HoldSeatsRequest, Zone, ZoneKind,
         inventory_service_server::{InventoryService, InventoryServiceServer},
@@ -34,8 +34,12 @@ use tonic::{
 };
 use tools::{stack::certs::MeshCerts, testenv::TestEnv};
 
-pub const KEYS: &str = "k2:current-secret-0123456789,k1:previous-secret-0123456789";
-pub const PREVIOUS_KEY: &str = "k1:previous-secret-0123456789";
+/// The pass key admission signs with in this test run: (PASS_SIGNING_KEYS, PASS_VERIFY_KEYS).
+pub static CURRENT_KEY: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| generate_signing_key("k2"));
+/// The key before a rotation; seat-lock still verifies it.
+pub static PREVIOUS_KEY: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| generate_signing_key("k1"));
 pub const MAX_TICKETS: u32 = 4;
 /// Seated zone "A": rows R1..R5 of 10 seats.
 pub const ROWS: [&str; 5] = ["R1", "R2", "R3", "R4", "R5"];
@@ -67,7 +71,9 @@ impl InventoryService for FakeInventory {
         &self,
         request: Request<GetEventRequest>,
     ) -> Result<Response<GetEventResponse>, Status> {
-        if request.get_ref().event_id == self.event.event_id {
+        // Like inventory: any spelling of the event's UUID names it.
+        let asked = uuid::Uuid::parse_str(&request.get_ref().event_id).ok();
+        if asked.is_some() && asked == uuid::Uuid::parse_str(&self.event.event_id).ok() {
             Ok(Response::new(GetEventResponse { event: Some(self.event.clone()) }))
         } else {
             Err(Status::not_found("no such event"))
@@ -123,6 +129,57 @@ impl PaymentInternalService for FakePayment {
     }
 }
 
+/// A token of `user` from the test issuer (the one `ServerArgs::loopback` trusts).
+pub fn token(user: &str) -> String {
+    service_runtime::auth::TokenIssuer::for_tests().token(user, false, Duration::from_secs(3600))
+}
+
+/// `message` with `authorization: Bearer <token>`, or with no token.
+pub fn with_token<T>(token: Option<&str>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", service_runtime::auth::bearer(token));
+    }
+    request
+}
+
+/// `message` as `user` sends it.
+pub fn as_user<T>(user: &str, message: T) -> Request<T> {
+    with_token(Some(&token(user)), message)
+}
+
+/// Seat-lock's client as the users' apps call it: see [`TestApp::client`].
+#[derive(Clone)]
+pub struct UserClient(pub SeatLockServiceClient<Channel>);
+
+impl UserClient {
+    pub async fn hold_seats(&mut self, request: HoldSeatsRequest) -> Result<Response<Hold>, Status> {
+        let user = request.user_id.clone();
+        self.0.hold_seats(as_user(&user, request)).await
+    }
+
+    pub async fn hold_best_available(
+        &mut self,
+        request: HoldBestAvailableRequest,
+    ) -> Result<Response<Hold>, Status> {
+        let user = request.user_id.clone();
+        self.0.hold_best_available(as_user(&user, request)).await
+    }
+
+    pub async fn release_hold(
+        &mut self,
+        request: ReleaseHoldRequest,
+    ) -> Result<Response<ReleaseHoldResponse>, Status> {
+        let user = request.user_id.clone();
+        self.0.release_hold(as_user(&user, request)).await
+    }
+
+    pub async fn get_hold(&mut self, request: GetHoldRequest) -> Result<Response<Hold>, Status> {
+        let user = request.user_id.clone();
+        self.0.get_hold(as_user(&user, request)).await
+    }
+}
+
 /// A running seat-lock with its fakes.
 pub struct TestApp {
     pub env: TestEnv,
@@ -136,8 +193,11 @@ pub struct TestApp {
     /// The test's service certificates.
     pub certs: MeshCerts,
     pub event_id: String,
+    /// The URL of the fake inventory.
+    pub fakes_url: String,
     pub payment: FakePayment,
-    pub ring: PassKeyRing,
+    /// Signs passes as admission does (seat-lock itself holds only the public keys).
+    pub signer: PassSigner,
     pub redis: Client,
 }
 
@@ -169,6 +229,11 @@ fn event(event_id: &str) -> Event {
             },
         ],
         total_capacity: CAPACITY_A + 100,
+        // What admission reads, for the tests that run it beside seat-lock: on sale already.
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now_ms() - 60_000)),
+        admission_capacity: 2,
+        admission_tick_ms: 20,
+        pass_ttl_seconds: 600,
         ..Default::default()
     }
 }
@@ -221,7 +286,8 @@ pub async fn spawn_app_on(
         nats_prefix: env.nats_prefix.clone(),
         inventory_url: format!("http://{fakes_addr}"),
         payment_internal_url: format!("https://{payment_addr}"),
-        pass_keys: KEYS.parse()?,
+        pass_verify_keys: format!("{},{}", CURRENT_KEY.1, PREVIOUS_KEY.1).parse()?,
+        allow_example_secrets: false,
         hold_ttl_secs,
         checkout_grace_secs: 300,
         sweep_interval_ms: 100,
@@ -237,6 +303,7 @@ pub async fn spawn_app_on(
 
     let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
+    let fakes_url = format!("http://{fakes_addr}");
     Ok(TestApp {
         env,
         client,
@@ -246,7 +313,8 @@ pub async fn spawn_app_on(
         certs,
         event_id,
         payment,
-        ring: KEYS.parse()?,
+        fakes_url,
+        signer: CURRENT_KEY.0.parse()?,
         redis,
     })
 }
@@ -264,11 +332,13 @@ pub fn mesh_args(certs: &MeshCerts, identity: &str) -> MeshArgs {
 impl TestApp {
     /// A valid pass for `user` on this event, signed with the current key.
     pub fn pass(&self, user: &str) -> String {
-        self.ring.sign(claims(&self.event_id, user, now_ms() + 60_000))
+        self.signer.sign(claims(&self.event_id, user, now_ms() + 60_000))
     }
 
-    pub fn client(&self) -> SeatLockServiceClient<Channel> {
-        self.client.clone()
+    /// A client that sends each call with the token of the request's `user_id`, as that
+    /// user's app would. Use `self.client` to send crafted tokens.
+    pub fn client(&self) -> UserClient {
+        UserClient(self.client.clone())
     }
 
     /// The internal service, as payment calls it.

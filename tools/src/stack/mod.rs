@@ -265,8 +265,11 @@ pub struct StackConfig {
     pub redis_prefix: String,
     pub nats_url: String,
     pub nats_prefix: String,
-    /// `id:secret` for signing admission passes, shared by admission and seat-lock.
-    pub pass_keys: String,
+    /// `kid:seed` signing admission passes (admission's `PASS_SIGNING_KEYS`), made fresh for
+    /// each stack.
+    pub pass_signing_keys: String,
+    /// Its public half, `kid:public key`: seat-lock's `PASS_VERIFY_KEYS`.
+    pub pass_verify_keys: String,
     /// Keys admission's fair pre-queue shuffle.
     pub shuffle_key: String,
     /// Seat holds' lifetime.
@@ -287,6 +290,10 @@ impl StackConfig {
     /// internal listeners of seat-lock and payment 50062 and 50064, load balancer 8080) with a
     /// fresh pass key.
     pub fn local(state_dir: PathBuf, bin_dir: PathBuf) -> Self {
+        let (pass_signing_keys, pass_verify_keys) = ticketing_proto::pass::generate_signing_key(&format!(
+            "k{}",
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        ));
         let ports = [
             ("admission", 50051),
             ("seat-lock", 50052),
@@ -312,11 +319,8 @@ impl StackConfig {
             redis_prefix: "ticketing:".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_prefix: "ticketing".into(),
-            pass_keys: format!(
-                "k{}:{}",
-                chrono::Utc::now().format("%Y%m%d%H%M%S"),
-                uuid::Uuid::new_v4().simple()
-            ),
+            pass_signing_keys,
+            pass_verify_keys,
             shuffle_key: uuid::Uuid::new_v4().simple().to_string(),
             hold_ttl_secs: 600,
             extra_env: Vec::new(),
@@ -405,11 +409,12 @@ impl StackConfig {
                 env.push(("REDIS_URL", self.redis_url.clone()));
                 env.push(("REDIS_PREFIX", self.redis_prefix.clone()));
                 env.push(("INVENTORY_URL", self.url("inventory")));
-                env.push(("PASS_KEYS", self.pass_keys.clone()));
                 if service.name == "admission" {
+                    env.push(("PASS_SIGNING_KEYS", self.pass_signing_keys.clone()));
                     env.push(("SHUFFLE_KEY", self.shuffle_key.clone()));
                 }
                 if service.name == "seat-lock" {
+                    env.push(("PASS_VERIFY_KEYS", self.pass_verify_keys.clone()));
                     env.push(("PAYMENT_INTERNAL_URL", self.internal_url("payment")));
                     env.push(("HOLD_TTL_SECS", self.hold_ttl_secs.to_string()));
                     env.push((
