@@ -283,6 +283,10 @@ pub struct StackConfig {
 }
 
 /// The service names, in start order.
+/// notifier's committed example webhook key (`notifier::webhook::secret::EXAMPLE_SECRET_KEY`),
+/// which notifier accepts only with `ALLOW_EXAMPLE_SECRETS=true`: local stacks only.
+const NOTIFIER_EXAMPLE_SECRET_KEY: &str = "example:bm90aWZpZXItZXhhbXBsZS1rZXktbm90LXNlY3JldCE=";
+
 pub const SERVICES: [&str; 5] = ["inventory", "payment", "seat-lock", "admission", "notifier"];
 
 impl StackConfig {
@@ -395,7 +399,17 @@ impl StackConfig {
             ("AUTH_JWKS", self.auth_dir.join(crate::identity::JWKS_FILE).to_string_lossy().into_owned()),
         ];
         match service.name {
-            "inventory" | "notifier" => env.push(("DATABASE_URL", self.database_url.clone())),
+            "inventory" => env.push(("DATABASE_URL", self.database_url.clone())),
+            "notifier" => {
+                env.push(("DATABASE_URL", self.database_url.clone()));
+                // The local stack only: the committed example key seals webhook secrets, and
+                // loopback receivers on any high port are allowed for demos.
+                env.push(("WEBHOOK_SECRET_KEY", NOTIFIER_EXAMPLE_SECRET_KEY.to_owned()));
+                env.push(("ALLOW_EXAMPLE_SECRETS", "true".into()));
+                env.push(("WEBHOOK_ALLOW_HTTP", "true".into()));
+                env.push(("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.1/32".into()));
+                env.push(("WEBHOOK_ALLOWED_PORTS", "1024-65535".into()));
+            }
             "payment" => {
                 env.push(("DATABASE_URL", self.database_url.clone()));
                 env.push(("SEAT_LOCK_INTERNAL_URL", self.internal_url("seat-lock")));
