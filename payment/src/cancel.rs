@@ -132,6 +132,12 @@ impl Cancellations {
                 response.replayed = replayed;
                 Ok(response)
             }
+            // No such booking for this caller (another user's booking looks the same): the
+            // key is given back, so a stranger's probe leaves no trace.
+            Err(error @ Error::BookingNotFound(_)) => {
+                self.release_key(&key).await?;
+                Err(error)
+            }
             Err(error) => {
                 if let Some(status) = refusal(&error) {
                     self.store_refusal(&key, &status).await?;
@@ -223,6 +229,16 @@ impl Cancellations {
         Ok(())
     }
 
+    async fn release_key(&self, key: &str) -> Result<(), Error> {
+        self.db
+            .execute_raw(sql(
+                "DELETE FROM idempotency_keys WHERE key = $1 AND state = 'in_flight'",
+                [key.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
     async fn store_refusal(&self, key: &str, status: &Status) -> Result<(), Error> {
         let reason = service_runtime::status::reason(status).map(|(reason, _)| reason);
         self.db
@@ -240,7 +256,6 @@ impl Cancellations {
 /// get past (a backing service down), which are not stored.
 fn refusal(error: &Error) -> Option<Status> {
     let status = match error {
-        Error::BookingNotFound(id) => Error::BookingNotFound(id.clone()),
         Error::CancellationClosed { closed_at, cutoff_seconds } => {
             Error::CancellationClosed { closed_at: *closed_at, cutoff_seconds: *cutoff_seconds }
         }

@@ -134,6 +134,11 @@ impl Checkout {
         .await
         {
             SeatLockAnswer::Hold(hold) => hold,
+            // No such hold for this user (another user's hold looks the same): nothing is
+            // remembered under the key, so a stranger's probe leaves no trace.
+            SeatLockAnswer::Refused(status) if status.code() == Code::NotFound => {
+                return Err(Error::SeatLockRefused(status));
+            }
             SeatLockAnswer::Refused(status) => {
                 if idempotency::store_failure(&self.db, &command, &hash, &status).await? {
                     return Err(Error::SeatLockRefused(status));

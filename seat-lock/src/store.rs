@@ -334,7 +334,8 @@ impl Store {
         Ok(recorded == 1)
     }
 
-    /// Moves a live hold into checkout, extending it by `grace`.
+    /// Moves a live hold into checkout, extending it by `grace`. Payment asks on behalf of the
+    /// paying user, so another user's hold is [`Error::HoldNotFound`] here too.
     pub async fn checkout(
         &self,
         event_id: &str,
@@ -344,7 +345,7 @@ impl Store {
     ) -> Result<StoredHold, Outcome> {
         let grace = grace.as_millis().to_string();
         let reply = self.per_hold(&self.scripts.checkout, event_id, hold_id, user_id, Some(grace)).await?;
-        self.parse_per_hold(hold_id, reply)
+        owner_only(self.parse_per_hold(hold_id, reply))
     }
 
     /// Turns a live hold into a sale under `booking_id`; a replay answers the same.

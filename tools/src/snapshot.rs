@@ -1,7 +1,8 @@
 //! What the stores hold, to prove that a request changed nothing.
 //!
 //! [`StoreSnapshot::take`] records every Redis key under the stack's prefix with its type and
-//! a digest of its `DUMP` (the serialized value, without the TTL), and every table of the
+//! a digest of its `DUMP` (the serialized value, without the TTL), except keys about to expire
+//! by themselves ([`VOLATILE_TTL_MS`]), and every table of the
 //! database outside PostgreSQL's own schemas with its row count and a digest of all its rows
 //! (`md5` of the rows as text, in a stable order). [`StoreSnapshot::diff`] names what differs
 //! between two snapshots. [`StoreSnapshot::settled`] waits until the stores stop changing by
@@ -19,6 +20,9 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 
 /// Keys asked per `SCAN` step.
 const SCAN_COUNT: &str = "1000";
+/// Keys that expire sooner than this (rate-limit windows, tick leases) are left out: they
+/// vanish by themselves during a test, which is no change anyone made.
+const VOLATILE_TTL_MS: i64 = 60_000;
 /// Pause between two snapshots while waiting for the stores to settle.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
 
@@ -115,6 +119,10 @@ async fn redis_keys(redis_url: &str, prefix: &str) -> anyhow::Result<BTreeMap<St
     }
     let mut out = BTreeMap::new();
     for key in keys {
+        let ttl_ms: i64 = redis.pttl(key.as_str()).await?;
+        if (0..VOLATILE_TTL_MS).contains(&ttl_ms) {
+            continue;
+        }
         let kind: String = redis.custom(fred::cmd!("TYPE"), vec![key.clone()]).await?;
         let dump: fred::types::Value = redis.dump(key.as_str()).await?;
         // A key that expired between SCAN and DUMP is simply gone.

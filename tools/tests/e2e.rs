@@ -197,11 +197,11 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
         assert!(status.message().contains("internal"), "{status:?}");
     }
     let still = seat_lock
-        .get_hold(pb::GetHoldRequest {
+        .get_hold(alice.request(pb::GetHoldRequest {
             event_id: event_id.clone(),
             hold_id: hold.hold_id.clone(),
             user_id: user_id.clone(),
-        })
+        }))
         .await?
         .into_inner();
     assert_eq!(still.state, pb::HoldState::Held as i32, "the hold is untouched: {still:?}");

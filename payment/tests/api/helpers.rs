@@ -128,13 +128,11 @@ impl FakeSeatLock {
         }
         let mut guard = self.state.lock().unwrap();
         let FakeState { holds, deadlines, sold_under, checkout_grace, .. } = &mut *guard;
+        // Another user's hold does not exist for the paying user, as in seat-lock.
         let hold = holds
             .get_mut(hold_id)
-            .filter(|hold| hold.event_id == event_id)
+            .filter(|hold| hold.event_id == event_id && hold.user_id == user_id)
             .ok_or_else(|| with_reason(Code::NotFound, "no such hold", "HOLD_NOT_FOUND", []))?;
-        if hold.user_id != user_id {
-            return Err(with_reason(Code::PermissionDenied, "not your hold", "NOT_HOLD_OWNER", []));
-        }
         if let Some(sold) = sold_under.get(hold_id) {
             // Seat-lock answers a replay under the same booking id with the sold hold.
             return if booking_id == Some(sold.as_str()) {

@@ -313,7 +313,7 @@ async fn refused_or_unreachable_seat_lock_moves_no_money() {
     // Someone else's hold: refused by seat-lock, nothing charged.
     let status =
         app.pay(app.pay_request("key-not-owner", hold_id, "mallory", "pm_card_ok")).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.code(), Code::NotFound, "another user's hold does not exist for mallory");
     assert_eq!(app.count("psp_ledger", "").await, 0);
 
     // Seat-lock down: UNAVAILABLE, and the key is given back so the client may retry.
