@@ -19,6 +19,16 @@ build_images() {
     done
 }
 
+# Installs the local stack's token keys (.stack/auth/jwks.json, made on first use) as the
+# cluster's ConfigMap ticketing-auth-jwks, so `stack token --user U [--admin]` mints tokens the
+# cluster accepts. The services re-read it within a minute (kubelet sync plus their 30 s reload).
+install_token_keys() {
+    echo "==> ticketing-auth-jwks from the local stack's identity (.stack/auth/jwks.json)"
+    (cd "$ROOT" && cargo run -q --bin stack -- token --user deploy-probe >/dev/null)
+    kubectl -n "$NAMESPACE" create configmap ticketing-auth-jwks \
+        --from-file=jwks.json="$ROOT/.stack/auth/jwks.json" --dry-run=client -o yaml | kubectl apply -f -
+}
+
 wait_for_rollout() {
     echo "==> waiting for the backing services and the database init Job"
     kubectl -n "$NAMESPACE" rollout status statefulset/postgres --timeout=300s
@@ -44,8 +54,11 @@ The mesh is up. The one entry point (HAProxy, routes by gRPC path): $lb
   # load with ghz (reflection, no .proto files needed), e.g. the catalogue read path:
   ghz --insecure --call ticketing.v1.InventoryService/ListEvents -d '{}' \\
       --concurrency 50 --total 20000 $lb
-  ghz --insecure --call ticketing.v1.AdmissionService/Join \\
-      -d '{"event_id":"<event id>","user_id":"user-{{.RequestNumber}}"}' --total 10000 $lb
+  # user-facing calls need a token the cluster trusts (the local stack's identity, installed
+  # by this script): one token per joining user, applied round robin by ghz
+  cargo run -q --bin stack -- token --users 10000 --out tokens.json
+  ghz --insecure --call ticketing.v1.AdmissionService/Join --metadata-file tokens.json \\
+      -d '{"event_id":"<event id>"}' --total 10000 $lb
 
   # the flash-sale simulator of the local stack drives the same gRPC API; point it at $lb
   # (and at Postgres for its ground-truth checks: kubectl -n $NAMESPACE port-forward svc/postgres 5432)

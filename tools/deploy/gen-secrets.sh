@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Writes k8s/overlays/production/secrets.env (admission's Ed25519 pass-signing key and the shuffle
+# Writes k8s/overlays/production/webhook-key.env (notifier's webhook sealing key, once) and
+# secrets.env (admission's Ed25519 pass-signing key and the shuffle
 # key; git-ignored, the Secret only admission mounts) and pass-verify-keys.env (the signing key's
 # public half, the ConfigMap seat-lock mounts). Keeps existing files unless --force (new keys
 # only) or --rotate (a new signing key first, the current ones kept after it, same shuffle key).
@@ -35,6 +36,11 @@ if [[ "$mode" == "--rotate" && -e "$secrets" ]]; then
     verifying="$verifying${old_verifying:+,$old_verifying}"
 fi
 printf 'PASS_SIGNING_KEYS=%s\nSHUFFLE_KEY=%s\n' "$signing" "$shuffle" > "$secrets"
+# notifier's webhook sealing key: written once; rotating it is by hand (README, Security model).
+webhook="$dir/webhook-key.env"
+if [[ ! -e "$webhook" || "$mode" == "--force" ]]; then
+    printf 'WEBHOOK_SECRET_KEY=w%s:%s\n' "$(date -u +%Y%m%d)" "$(openssl rand -base64 32)" > "$webhook"
+fi
 umask 022
 printf 'PASS_VERIFY_KEYS=%s\n' "$verifying" > "$verify"
 echo "wrote $secrets and $verify (new key id $key_id)"

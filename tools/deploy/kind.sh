@@ -23,5 +23,6 @@ done
 
 echo "==> kubectl apply -k k8s/overlays/kind"
 kubectl apply -k "$ROOT/k8s/overlays/kind"
+install_token_keys
 wait_for_rollout
 print_usage "localhost:8080"

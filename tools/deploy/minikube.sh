@@ -24,6 +24,7 @@ done
 
 echo "==> kubectl apply -k k8s/overlays/minikube"
 kubectl apply -k "$ROOT/k8s/overlays/minikube"
+install_token_keys
 wait_for_rollout
 url="$(minikube -p "$PROFILE" service lb -n "$NAMESPACE" --url | head -n1)"
 print_usage "${url#http://}"
