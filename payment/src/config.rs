@@ -193,6 +193,8 @@ mod tests {
             path(certs.key("payment")),
             "--tls-ca".to_owned(),
             path(certs.ca()),
+            "--auth-jwks".to_owned(),
+            service_runtime::auth::AuthArgs::for_tests().jwks,
         ];
         // A flag given in `more` replaces the default one.
         for pair in more.chunks(2) {
