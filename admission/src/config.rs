@@ -39,8 +39,9 @@ pub struct Config {
     pub join_rate_limit: u32,
     /// Master secret of the pre-queue shuffle (at least 16 bytes); never printed. Each event's
     /// key is HMAC-SHA256(SHUFFLE_KEY, "admission-shuffle:" + event_id) and may be published
-    /// after the sale for audit. When unset, the current PASS_KEYS secret stands in (with a
-    /// warning): set it so rotating pass keys cannot change how an event was shuffled.
+    /// after the sale for audit. When unset, one derived from the current pass-signing key
+    /// stands in (with a warning): set it so rotating pass keys cannot change how an event was
+    /// shuffled.
     #[arg(long, env = "SHUFFLE_KEY", hide_env_values = true, value_parser = secret::<ShuffleKey>())]
     pub shuffle_key: Option<ShuffleKey>,
     /// Accept the example secrets committed to the repository (the development overlay's
