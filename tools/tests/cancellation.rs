@@ -146,8 +146,25 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
     let paid =
         payment.pay(stack.as_user("alice", pay_request("alice-pay-1", &event_id, &hold))).await?.into_inner();
     let booking = paid.booking.context("alice's booking")?;
+    // The purchase ended her pass (admission's PassEnded, applied by seat-lock): refused once
+    // applied. Only then may she join again for a new pass, which the limit still counts her
+    // purchase against.
+    let ended = eventually(EVENTUALLY, || {
+        let mut seat_lock = seat_lock.clone();
+        let request =
+            stack.as_user("alice", hold_request(&event_id, "alice", &passes["alice"], &seats[2..3]));
+        async move {
+            let refused = seat_lock.hold_seats(request).await.err()?;
+            (reason(&refused) == "PASS_REVOKED").then_some(())
+        }
+    })
+    .await;
+    assert!(ended.is_some(), "seat-lock refuses the pass that bought");
+    let rejoined = admit_all(&stack, &event_id, &["alice".to_owned()]).await?;
     let over = seat_lock
-        .hold_seats(stack.as_user("alice", hold_request(&event_id, "alice", &passes["alice"], &seats[2..3])))
+        .hold_seats(
+            stack.as_user("alice", hold_request(&event_id, "alice", &rejoined["alice"], &seats[2..3])),
+        )
         .await;
     assert_eq!(reason(&over.expect_err("over the limit")), "TICKET_LIMIT_EXCEEDED");
     let cancelled = payment
@@ -187,7 +204,9 @@ async fn a_cancelled_seat_is_resold_and_every_store_agrees_seat_by_seat() -> any
 
     // Alice's limit went down with the cancellation: she may hold two seats again.
     let again = seat_lock
-        .hold_seats(stack.as_user("alice", hold_request(&event_id, "alice", &passes["alice"], &seats[2..4])))
+        .hold_seats(
+            stack.as_user("alice", hold_request(&event_id, "alice", &rejoined["alice"], &seats[2..4])),
+        )
         .await?;
     let again = again.into_inner();
     seat_lock
