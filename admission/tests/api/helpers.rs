@@ -229,28 +229,35 @@ pub async fn keys_under_prefix(env: &TestEnv) -> Vec<String> {
 
 /// Reads `expected` Admitted events from the test's stream (or what came within `timeout`).
 pub async fn admitted_events(env: &TestEnv, expected: usize, timeout: Duration) -> Vec<Admitted> {
-    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
-    let consumer = bus.durable_consumer("test-reader", &[kind::ADMITTED]).await.unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while events.len() < expected {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await else { break };
-        let message = message.unwrap();
-        let envelope = EventEnvelope::decode(message.payload.clone()).unwrap();
-        message.ack().await.unwrap();
-        if let Some(Body::Admitted(admitted)) = envelope.body {
-            events.push(admitted);
-        }
-    }
-    events
+    read_events(env, "test-reader", kind::ADMITTED, expected, timeout, |body| match body {
+        Body::Admitted(admitted) => Some(admitted),
+        _ => None,
+    })
+    .await
 }
 
 /// Reads `expected` PassEnded events from the test's stream (or what came within `timeout`),
 /// in stream order.
 pub async fn pass_ended_events(env: &TestEnv, expected: usize, timeout: Duration) -> Vec<PassEnded> {
+    read_events(env, "test-pass-ended", kind::PASS_ENDED, expected, timeout, |body| match body {
+        Body::PassEnded(ended) => Some(ended),
+        _ => None,
+    })
+    .await
+}
+
+/// Reads up to `expected` events of `kind` from the test's stream with a durable consumer
+/// named `durable`, keeping those `pick` accepts, until `timeout`.
+async fn read_events<T>(
+    env: &TestEnv,
+    durable: &str,
+    kind: &str,
+    expected: usize,
+    timeout: Duration,
+    pick: impl Fn(Body) -> Option<T>,
+) -> Vec<T> {
     let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
-    let consumer = bus.durable_consumer("test-pass-ended", &[kind::PASS_ENDED]).await.unwrap();
+    let consumer = bus.durable_consumer(durable, &[kind]).await.unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -259,8 +266,8 @@ pub async fn pass_ended_events(env: &TestEnv, expected: usize, timeout: Duration
         let message = message.unwrap();
         let envelope = EventEnvelope::decode(message.payload.clone()).unwrap();
         message.ack().await.unwrap();
-        if let Some(Body::PassEnded(ended)) = envelope.body {
-            events.push(ended);
+        if let Some(event) = envelope.body.and_then(&pick) {
+            events.push(event);
         }
     }
     events
