@@ -392,10 +392,14 @@ fn apply_general(
             if places.sold.contains_key(hold_id) {
                 return false;
             }
+            // Seat-lock sold these places. Payment's confirmation may overtake seat-lock's
+            // events, so places still shown held by a hold whose release is on its way are
+            // not "taken": the sale is bounded only by the places not sold yet.
+            let unsold = free + *held;
             let was_held = places.held.remove(hold_id).unwrap_or(0);
             *held -= was_held;
             let quantity = if quantity == 0 { was_held } else { quantity };
-            let quantity = quantity.min(free + was_held);
+            let quantity = quantity.min(unsold);
             places.sold.insert(hold_id.to_owned(), quantity);
             *sold += quantity;
             true
@@ -541,5 +545,20 @@ mod tests {
         map.apply(SeatEvent::Confirmed { hold_id: "h3", zone_id: "GA", seat_ids: &none, quantity: 9 });
         let ga = &map.availability(Some("GA"))[0];
         assert_eq!((ga.free, ga.held, ga.sold), (0, 0, 10));
+    }
+
+    /// Payment's confirmation overtakes seat-lock's events: the zone still shows another
+    /// hold's places held (its release is on its way) and not yet this hold. The sale counts
+    /// in full all the same; before, it was clamped to the free places (none) and lost.
+    #[test]
+    fn a_general_admission_sale_that_overtakes_a_pending_release_is_counted() {
+        let mut map = SeatMap::new(&event());
+        let none: Vec<String> = Vec::new();
+        map.apply(SeatEvent::Held { hold_id: "h1", zone_id: "GA", seat_ids: &none, quantity: 10 });
+        map.apply(SeatEvent::Confirmed { hold_id: "h2", zone_id: "GA", seat_ids: &none, quantity: 4 });
+        map.apply(SeatEvent::Released { hold_id: "h1", zone_id: "GA", seat_ids: &none });
+        map.apply(SeatEvent::Held { hold_id: "h2", zone_id: "GA", seat_ids: &none, quantity: 4 });
+        let ga = &map.availability(Some("GA"))[0];
+        assert_eq!((ga.free, ga.held, ga.sold), (6, 0, 4));
     }
 }
