@@ -15,7 +15,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use service_runtime::auth::TokenIssuer;
+use service_runtime::auth::{TokenIssuer, bearer};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -442,10 +442,6 @@ impl BadTokens {
             ("wrong-audience token", Some(&self.wrong_audience), "TOKEN_WRONG_AUDIENCE"),
         ]
     }
-}
-
-fn bearer(token: &str) -> MetadataValue<Ascii> {
-    service_runtime::auth::bearer(token)
 }
 
 async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
