@@ -41,6 +41,7 @@ use futures::StreamExt;
 use service_runtime::{
     CancellationToken,
     bus::{EventBus, envelope, timestamp_ms},
+    lifecycle::Background,
 };
 use ticketing_proto::events::{Admitted, EventEnvelope, PassEndReason, PassEnded, event_envelope::Body};
 use tokio::sync::{oneshot, watch};
@@ -146,6 +147,8 @@ pub struct Controller {
     registered: Mutex<HashSet<String>>,
     /// Events whose outbox a relay task of this replica is publishing.
     relaying: Mutex<HashSet<String>>,
+    /// Where relay tasks run, tracked, so shutdown waits for a publish in flight.
+    background: Background,
 }
 
 impl Controller {
@@ -158,6 +161,7 @@ impl Controller {
         poll: Duration,
         shuffle_key: ShuffleKey,
         check_in_window_ms: u64,
+        background: Background,
     ) -> Self {
         Self {
             store,
@@ -169,6 +173,7 @@ impl Controller {
             serving: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
             relaying: Mutex::new(HashSet::new()),
+            background,
         }
     }
 
@@ -333,7 +338,7 @@ impl Controller {
         let mut relaying = self.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if relaying.insert(event_id.to_owned()) {
             let (controller, event_id) = (self.clone(), event_id.to_owned());
-            tokio::spawn(async move {
+            self.background.spawn("admission-relay", async move {
                 controller.relay(&event_id).await;
                 controller.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event_id);
             });

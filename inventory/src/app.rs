@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use sea_orm_migration::MigratorTrait;
 use service_runtime::{GrpcServer, bus::EventBus, db};
 use ticketing_proto::v1::inventory_service_server::InventoryServiceServer;
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::sync::watch;
 
 use crate::{
     Config, catalogue::Store, feed, migration::Migrator, registry::Registry, service::InventoryService,
@@ -15,7 +15,6 @@ use crate::{
 pub struct App {
     server: GrpcServer,
     service: InventoryService,
-    feed: JoinHandle<()>,
 }
 
 impl App {
@@ -32,13 +31,11 @@ impl App {
         let server = GrpcServer::bind(&config.server).await?;
 
         let (applied_tx, mut applied) = watch::channel(0u64);
-        let feed = tokio::spawn(feed::run(
-            bus,
-            config.nats_prefix.clone(),
-            registry.clone(),
-            applied_tx,
-            server.stopping(),
-        ));
+        // Tracked: `serve` waits for it, and a failed start (dropping the server) stops it.
+        server.spawn(
+            "inventory-feed",
+            feed::run(bus, config.nats_prefix.clone(), registry.clone(), applied_tx, server.stopping()),
+        );
         let caught_up = tokio::time::timeout(
             Duration::from_millis(config.catch_up_timeout_ms),
             applied.wait_for(|&sequence| sequence >= head),
@@ -55,7 +52,7 @@ impl App {
             ),
         }
         let service = InventoryService::new(registry, server.stopping());
-        Ok(Self { server, service, feed })
+        Ok(Self { server, service })
     }
 
     /// The bound port.
@@ -63,17 +60,10 @@ impl App {
         self.server.local_addr().port()
     }
 
-    /// Serves until `shutdown` resolves; the consumer and watch streams stop with the server.
+    /// Serves until `shutdown` resolves; the consumer and watch streams stop with the server,
+    /// which waits for the consumer (a tracked task) on every exit path.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { server, service, feed } = self;
-        let stopping = server.stopping();
-        let result = server.serve(InventoryServiceServer::new(service), shutdown).await;
-        // The server cancels `stopping` on a clean shutdown; make sure the consumer ends on
-        // an accept error too.
-        stopping.cancel();
-        if let Err(error) = feed.await {
-            tracing::error!(%error, "seat map consumer panicked");
-        }
-        result
+        let Self { server, service } = self;
+        server.serve(InventoryServiceServer::new(service), shutdown).await
     }
 }

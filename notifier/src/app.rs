@@ -62,18 +62,14 @@ impl App {
         self.server.local_addr().port()
     }
 
-    /// Serves until `shutdown` resolves; background loops stop on `server.stopping()` and are
-    /// awaited, so a handler in flight commits (and acks) before this returns.
+    /// Serves until `shutdown` resolves; background loops stop on `server.stopping()` and
+    /// `serve` waits for them (tracked tasks), so a handler in flight commits (and acks) before
+    /// this returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self { server, service, consumer, worker } = self;
         let stopping = server.stopping();
-        let consuming = tokio::spawn(consumer::run(consumer, service.inbox.clone(), stopping.clone()));
-        let delivering = tokio::spawn(worker.run(stopping.clone()));
-        let served = server.serve(NotifierServiceServer::new(service), shutdown).await;
-        // serve() cancels `stopping` on shutdown; if it failed instead, stop the loops too.
-        stopping.cancel();
-        let _ = consuming.await;
-        let _ = delivering.await;
-        served
+        server.spawn("notifier-consumer", consumer::run(consumer, service.inbox.clone(), stopping.clone()));
+        server.spawn("notifier-webhooks", worker.run(stopping));
+        server.serve(NotifierServiceServer::new(service), shutdown).await
     }
 }

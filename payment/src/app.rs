@@ -120,19 +120,15 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves; the relay, seat-return and recovery loops stop on
-    /// `server.stopping()` and are awaited.
+    /// `server.stopping()`, and `serve` waits for them (tracked tasks) on every exit path.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let stopping = self.server.stopping();
-        let relay = tokio::spawn(self.relay.run(stopping.clone()));
-        let seat_returns = tokio::spawn(self.seat_returns.run(stopping.clone()));
-        let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping.clone()));
-        let reconciliation = tokio::spawn(reconcile_loop(self.reconciler, self.reconcile_every, stopping));
-        let served = self.server.serve(PaymentServiceServer::new(self.api), shutdown).await;
-        let _ = relay.await;
-        let _ = seat_returns.await;
-        let _ = recovery.await;
-        let _ = reconciliation.await;
-        served
+        let server = self.server;
+        let stopping = server.stopping();
+        server.spawn("payment-relay", self.relay.run(stopping.clone()));
+        server.spawn("payment-seat-returns", self.seat_returns.run(stopping.clone()));
+        server.spawn("payment-recovery", recovery_loop(self.checkout, self.recovery_after, stopping.clone()));
+        server.spawn("payment-reconcile", reconcile_loop(self.reconciler, self.reconcile_every, stopping));
+        server.serve(PaymentServiceServer::new(self.api), shutdown).await
     }
 }
 

@@ -356,9 +356,13 @@ impl Authenticator {
 
     /// Reloads the key set every [`JWKS_REFRESH`] until `stopping`. A failed reload keeps
     /// the keys it has (and says so in the log).
-    pub fn spawn_refresh(self: &Arc<Self>, stopping: CancellationToken) {
+    /// The server runs it as a tracked task ([`crate::lifecycle::Background`]).
+    pub fn refresh_loop(
+        self: &Arc<Self>,
+        stopping: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        async move {
             let mut every = tokio::time::interval(JWKS_REFRESH);
             every.tick().await;
             loop {
@@ -368,7 +372,7 @@ impl Authenticator {
                 }
                 this.reload().await;
             }
-        });
+        }
     }
 
     async fn reload(&self) {

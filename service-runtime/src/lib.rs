@@ -8,8 +8,10 @@
 //!   graceful shutdown.
 //! - [`bus`]: the NATS JetStream event bus (one stream per prefix, protobuf envelopes).
 //! - [`db`]: a Postgres connection confined to the service's own schema.
+//! - [`lifecycle`]: the shutdown signal, the tracked background tasks and the retry pause.
 //! - [`mtls`]: mutual TLS between services: internal listener and client settings, and the
 //!   calling service's identity from its certificate.
+//! - [`redis`]: the Redis connection pool with its command and connect timeouts.
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
 #![forbid(unsafe_code)]
 
@@ -17,7 +19,9 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod lifecycle;
 pub mod mtls;
+pub mod redis;
 pub mod server;
 pub mod status;
 pub mod telemetry;

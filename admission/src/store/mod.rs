@@ -30,10 +30,7 @@ use fred::{
     bytes_utils::Str,
     clients::Pool,
     interfaces::{ClientLike, LuaInterface, SetsInterface},
-    types::{
-        Key, Value,
-        config::{Config as RedisConfig, ReconnectPolicy},
-    },
+    types::{Key, Value},
 };
 
 use crate::{
@@ -314,9 +311,9 @@ fn standing(reply: &[Value]) -> Result<Standing, Error> {
 impl Store {
     /// Connects to Redis and loads the scripts.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = RedisConfig::from_url(url)?;
-        let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
-        let pool = Pool::new(config, None, None, Some(policy), REDIS_POOL_SIZE)?;
+        // With the mesh's command timeout: a Redis that stops answering fails a Join instead
+        // of hanging it.
+        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE)?;
         pool.init().await?;
         let store = Self {
             pool,
