@@ -20,6 +20,9 @@ pub enum Error {
     /// The user already has `MAX_WEBHOOKS_PER_USER` webhooks.
     #[error("at most {limit} webhooks per user")]
     WebhookLimitReached { limit: u32 },
+    /// The replica already serves `MAX_SUBSCRIBERS` live streams.
+    #[error("at most {limit} live Subscribe streams per replica")]
+    TooManySubscribers { limit: usize },
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -74,6 +77,15 @@ impl From<Error> for Status {
                 Code::FailedPrecondition,
                 format!("at most {limit} webhooks per user; this user has them all"),
                 "WEBHOOK_LIMIT_REACHED",
+                [("limit", limit.to_string())],
+            ),
+            Error::TooManySubscribers { limit } => with_reason(
+                Code::ResourceExhausted,
+                format!(
+                    "this replica already serves its {limit} live Subscribe streams; retry later \
+                     (ListNotifications reads the inbox meanwhile)"
+                ),
+                "TOO_MANY_SUBSCRIBERS",
                 [("limit", limit.to_string())],
             ),
             Error::Database(e) => {
