@@ -1,5 +1,6 @@
 //! Live Subscribe streams at scale: the per-replica cap, Postgres reads that do not grow with
 //! idle streams, and notifications stored by another replica arriving once on every stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]

@@ -1,6 +1,7 @@
 //! The server's lifecycle against real sockets: load shedding past `MAX_IN_FLIGHT`, health
 //! turning NOT_SERVING when shutdown begins, the drain of in-flight requests and tracked
 //! tasks within the grace, and the exit on a broken listener.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The retry pause, on tokio's paused clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::time::Duration;
 

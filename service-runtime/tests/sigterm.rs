@@ -1,6 +1,7 @@
 //! SIGTERM through [`service_runtime::shutdown_signal`]: health turns NOT_SERVING, the
 //! in-flight request finishes, serve returns. Its own test binary, since the signal goes to
 //! the whole process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod common;
 

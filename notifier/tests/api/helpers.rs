@@ -29,7 +29,8 @@ pub fn token(user: &str) -> String {
 
 /// A running notifier.
 pub struct TestApp {
-    /// The bound gRPC port.
+    /// The bound gRPC port, for tests that open their own connections (`tests/subscribers.rs`).
+    #[allow(dead_code)]
     pub port: u16,
     channel: Channel,
     shutdown: oneshot::Sender<()>,
