@@ -30,7 +30,8 @@ pub struct App {
 impl App {
     /// Connects to backing services, loads the scripts, binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.redis_url, &config.redis_prefix).await?;
+        let store =
+            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?;
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
         let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;

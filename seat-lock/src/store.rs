@@ -208,9 +208,9 @@ struct Scripts {
 }
 
 impl Store {
-    /// Connects to Redis and loads every script.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
-        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE)?;
+    /// Connects to Redis (commands time out after `command_timeout`) and loads every script.
+    pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> Result<Self, Error> {
+        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
         let scripts = Scripts {
             hold_seats: LuaScript::load(&pool, with_helpers(include_str!("store/hold_seats.lua"))).await?,

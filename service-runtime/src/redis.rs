@@ -7,11 +7,6 @@ use fred::{
     prelude::{Builder, Config, ReconnectPolicy},
 };
 
-/// Longest one Redis command (a script included) may wait for its reply. Past it the command
-/// fails with a timeout and the RPC answers an error, instead of every caller waiting on a
-/// Redis that stopped answering. Scripts of the mesh run in milliseconds.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Longest opening one connection may take (TCP, TLS, AUTH, SELECT).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -21,16 +16,19 @@ fn reconnect_policy() -> ReconnectPolicy {
     ReconnectPolicy::new_exponential(0, 100, 2_000, 2)
 }
 
-/// A pool of `size` connections to `url` with [`COMMAND_TIMEOUT`], [`CONNECT_TIMEOUT`] and
-/// the reconnect policy. Not connected yet: call `init()`.
-pub fn pool(url: &str, size: usize) -> Result<Pool, fred::error::Error> {
+/// A pool of `size` connections to `url` with [`CONNECT_TIMEOUT`] and the reconnect policy,
+/// whose commands (scripts included) fail after `command_timeout` without a reply instead of
+/// every caller waiting on a Redis that stopped answering. Services pass their request
+/// timeout (`REQUEST_TIMEOUT_MS`, 5 s by default): a command never outlives the RPC that
+/// needs it, and background loops get the same bound. Not connected yet: call `init()`.
+pub fn pool(url: &str, size: usize, command_timeout: Duration) -> Result<Pool, fred::error::Error> {
     Builder::from_config(Config::from_url(url)?)
         .set_policy(reconnect_policy())
         .with_connection_config(|connection| {
             connection.connection_timeout = CONNECT_TIMEOUT;
         })
         .with_performance_config(|performance| {
-            performance.default_command_timeout = COMMAND_TIMEOUT;
+            performance.default_command_timeout = command_timeout;
         })
         .build_pool(size)
 }

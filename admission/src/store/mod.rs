@@ -24,7 +24,7 @@
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
 //! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 use fred::{
     bytes_utils::Str,
@@ -309,11 +309,11 @@ fn standing(reply: &[Value]) -> Result<Standing, Error> {
 }
 
 impl Store {
-    /// Connects to Redis and loads the scripts.
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    /// Connects to Redis (commands time out after `command_timeout`) and loads the scripts.
+    pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> anyhow::Result<Self> {
         // With the mesh's command timeout: a Redis that stops answering fails a Join instead
         // of hanging it.
-        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE)?;
+        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
         let store = Self {
             pool,
