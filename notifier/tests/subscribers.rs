@@ -259,3 +259,51 @@ async fn notifications_stored_by_another_replica_arrive_once_on_every_stream() -
     }
     app.stop().await
 }
+
+/// Terminates the backends of the test's database whose last statement was a LISTEN: the
+/// app's live listener. How many.
+async fn kill_listeners(env: &TestEnv) -> anyhow::Result<i64> {
+    let postgres = env.database_url.rsplit_once('/').map_or("", |(server, _)| server);
+    let admin = Database::connect(format!("{postgres}/postgres")).await?;
+    let row = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND query LIKE 'LISTEN%'",
+            [env.id.clone().into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no row"))?;
+    admin.close().await?;
+    Ok(row.try_get_by_index(0)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listen_connection_is_reopened_and_streams_miss_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let replica = other_replica(&env).await?;
+    let user = "jay";
+    let channels = connections(&app).await?;
+    let mut stream = subscribe(channels[0].clone(), user, &token(user)).await?;
+    let first = store(&replica, user).await?;
+    assert_eq!(next(&mut stream).await?.notification_id, first);
+
+    assert_eq!(kill_listeners(&env).await?, 1, "the app's LISTEN connection");
+    // Stored right away, while the listener is down or reconnecting: heard after it is back,
+    // or read by the re-read every stream makes then. Not by the 60 s safety poll: the wait
+    // below gives up well before it.
+    let mut expected = Vec::new();
+    for _ in 0..5 {
+        expected.push(store(&replica, user).await?);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        seen.push(next(&mut stream).await?.notification_id);
+    }
+    assert_eq!(seen, expected, "once each, in order");
+    // Live again: the next one is the next message.
+    let last = store(&replica, user).await?;
+    assert_eq!(next(&mut stream).await?.notification_id, last);
+    app.stop().await
+}
