@@ -177,6 +177,11 @@ async fn ten_thousand_streams_against_a_cap_of_five_thousand_and_reads_do_not_gr
     }
     assert_eq!(live.len(), CAP, "accepted streams");
     assert_eq!(refused, ATTEMPTS - CAP, "refused streams");
+    // For the record (not asserted): this process holds the server and the client side.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let rss = status.lines().find(|line| line.starts_with("VmRSS")).unwrap_or("VmRSS: ?");
+        eprintln!("with {CAP} live streams (server and client in this process): {rss}");
+    }
     let with_cap = idle_commits(&env).await?;
     eprintln!(
         "transactions in {IDLE_WINDOW:?} idle: {with_ten} with 10 streams, {with_cap} with {CAP} streams"
