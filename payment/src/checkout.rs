@@ -94,24 +94,29 @@ pub struct Checkout {
     pub(crate) seat_lock: SeatLock,
     pub(crate) refunds: Refunds,
     outbox_ready: Arc<Notify>,
+    /// This process's instance id, written on the payments it claims (module `instances`).
+    pub(crate) instance: Uuid,
     /// Test-only fault injection (`PAYMENT_CRASH_AT`); `None` in production.
     pub(crate) crash_at: Option<CrashPoint>,
 }
 
 impl Checkout {
     /// A checkout that writes through `writes`, charges through `gateway` (already behind its
-    /// timeout layer) and wakes the relay through `outbox_ready` after every commit. `crash_at`
-    /// arms the test-only `PAYMENT_CRASH_AT` knob.
+    /// timeout layer), wakes the relay through `outbox_ready` after every commit and marks
+    /// the payments it claims (and those recovery adopts) as `instance`'s. `crash_at` arms
+    /// the test-only `PAYMENT_CRASH_AT` knob.
     pub fn new(
         db: DatabaseConnection,
         writes: CommitGroups,
         gateway: Arc<dyn PaymentGateway>,
         seat_lock: Channel,
         outbox_ready: Arc<Notify>,
+        instance: Uuid,
         crash_at: Option<CrashPoint>,
     ) -> Self {
         let refunds = Refunds::new(db.clone(), Arc::clone(&gateway), Arc::clone(&outbox_ready), crash_at);
-        Self { db, writes, gateway, seat_lock: SeatLock::new(seat_lock), refunds, outbox_ready, crash_at }
+        let seat_lock = SeatLock::new(seat_lock);
+        Self { db, writes, gateway, seat_lock, refunds, outbox_ready, instance, crash_at }
     }
 
     /// The refund state machine, for cancellations.
@@ -160,7 +165,8 @@ impl Checkout {
             )));
         }
 
-        let claim = idempotency::claim(&self.writes, &self.db, &command, &hash, &hold, Uuid::now_v7());
+        let claim =
+            idempotency::claim(&self.writes, &self.db, &command, &hash, &hold, Uuid::now_v7(), self.instance);
         let payment = match timed("claim", claim).await? {
             Claim::Claimed(payment) => *payment,
             Claim::KeyTaken => return self.answer_of_key(&command, &hash).await,

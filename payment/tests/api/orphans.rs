@@ -1,0 +1,124 @@
+//! A payment process killed with many payments in flight: the restarted process settles the
+//! dead process's payments as soon as its lease has run out, in batches larger than the old
+//! 100 a minute, without waiting `RECOVERY_AFTER_SECS` (an hour here, so only the dead-owner
+//! path can have settled them).
+
+use std::time::Duration;
+
+use payment::App;
+use ticketing_proto::v1::PaymentStatus;
+use tools::testenv::{TestEnv, eventually};
+
+use crate::{
+    crash::spawn_binary,
+    helpers::{FakeSeatLock, attach, authed, config, spawn_fake_seat_lock},
+};
+
+/// Payments in flight when the process dies: more than one old recovery batch (100).
+const IN_FLIGHT: usize = 150;
+/// Slow enough that every payment is still charging when the process is killed.
+const SLOW_CARD: &str = "pm_card_slow_2000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_settles_a_dead_owners_payments_without_waiting_recovery_after_secs() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let (mut dead, client) = spawn_binary(&env, &url, None).await;
+    let db = env.database().await.unwrap();
+
+    let event_id = uuid::Uuid::now_v7();
+    let mut requests = Vec::new();
+    let mut callers = Vec::new();
+    for n in 0..IN_FLIGHT {
+        let user = format!("orphan-{n}");
+        let hold_id = seat_lock.add_hold(event_id, &user, &[&format!("A-{n}-1")], 1);
+        let request = ticketing_proto::v1::PayRequest {
+            idempotency_key: format!("orphan-key-{n}"),
+            event_id: event_id.to_string(),
+            hold_id: hold_id.to_string(),
+            user_id: user,
+            payment_method: SLOW_CARD.into(),
+        };
+        let mut client = client.clone();
+        let call = authed(request.clone());
+        callers.push(tokio::spawn(async move { client.pay(call).await }));
+        requests.push(request);
+    }
+    let count = |query: &'static str| {
+        let db = db.clone();
+        async move {
+            use sea_orm::{ConnectionTrait, DbBackend, Statement};
+            let row =
+                db.query_one_raw(Statement::from_string(DbBackend::Postgres, query)).await.unwrap().unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    let all_charging = eventually(Duration::from_secs(30), || async {
+        (count("SELECT count(*) FROM payment.psp_ledger").await == IN_FLIGHT as i64).then_some(())
+    })
+    .await;
+    assert!(all_charging.is_some(), "the provider has every charge");
+    dead.kill().await.unwrap();
+    for caller in callers {
+        assert!(caller.await.unwrap().is_err(), "the killed process answered no Pay");
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM payment.payments WHERE status = 'charging'").await,
+        IN_FLIGHT as i64,
+        "the crash left every payment charging"
+    );
+
+    // Restart with recovery by age an hour away: only the dead owner's lease can hand the
+    // payments over.
+    let mut config = config(&env, &url);
+    config.recovery_after_secs = 3600;
+    let app = attach(env, seat_lock, App::build(config).await.unwrap()).await;
+
+    let settled = eventually(Duration::from_secs(60), || async {
+        let confirmed = app.count("payments", "status = 'confirmed'").await;
+        (confirmed == IN_FLIGHT as i64).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the restarted process settles the dead process's payments: {} of {IN_FLIGHT} confirmed, {} still charging",
+        app.count("payments", "status = 'confirmed'").await,
+        app.count("payments", "status = 'charging'").await,
+    );
+    assert_owned_by_the_restarted_process(&app).await;
+
+    // Each key answers its booking; one charge per hold; the books agree with the provider.
+    for request in requests.iter().step_by(10) {
+        let replay = app.pay(request.clone()).await.unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.payment.unwrap().status(), PaymentStatus::Confirmed);
+    }
+    assert_eq!(app.count("psp_ledger", "status = 'captured'").await, IN_FLIGHT as i64);
+    assert_eq!(app.ledger_violations().await, Vec::<String>::new());
+    assert!(app.outbox_drained().await, "every booking reaches the user");
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
+}
+
+/// The lease logic as the rows show it: two instances, the dead one's lease run out, and
+/// every payment adopted by the live one.
+async fn assert_owned_by_the_restarted_process(app: &crate::helpers::TestApp) {
+    assert_eq!(app.count("payment_instances", "").await, 2, "the dead process and the restarted one");
+    let lease = payment::instances::DEFAULT_LEASE.as_secs_f64();
+    assert_eq!(
+        app.count("payment_instances", &format!("last_seen > now() - make_interval(secs => {lease})")).await,
+        1,
+        "only the restarted process holds a lease"
+    );
+    let live = app
+        .scalar_text(&format!(
+            "SELECT instance_id::text FROM payment.payment_instances \
+             WHERE last_seen > now() - make_interval(secs => {lease})"
+        ))
+        .await;
+    assert_eq!(
+        app.count("payments", &format!("owner_instance = '{live}'")).await,
+        IN_FLIGHT as i64,
+        "the restarted process adopted every payment of the dead one"
+    );
+}
