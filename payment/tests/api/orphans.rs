@@ -122,3 +122,56 @@ async fn assert_owned_by_the_restarted_process(app: &crate::helpers::TestApp) {
         "the restarted process adopted every payment of the dead one"
     );
 }
+
+/// A Pay killed after its payment was committed `charging`, before the provider was called,
+/// ends as what happened, never `DECLINED` (no card was declined): the restarted process
+/// adopts it, finds no charge at the provider, re-drives the same charge, and books it, or
+/// refunds it when the hold was lost meanwhile. The key answers that; one charge each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_killed_before_the_charge_is_settled_as_what_happened_never_declined() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let event_id = uuid::Uuid::now_v7();
+    let mut requests = Vec::new();
+    for (n, user) in ["kept", "lost"].into_iter().enumerate() {
+        let (mut child, mut client) =
+            crate::crash::spawn_crashing(&env, &url, "after_charging_committed").await;
+        let hold_id = seat_lock.add_hold(event_id, user, &[&format!("B-{n}-1")], 1);
+        let request = ticketing_proto::v1::PayRequest {
+            idempotency_key: format!("interrupted-{user}"),
+            event_id: event_id.to_string(),
+            hold_id: hold_id.to_string(),
+            user_id: user.into(),
+            payment_method: "pm_card_ok".into(),
+        };
+        assert!(client.pay(authed(request.clone())).await.is_err(), "the process dies before the charge");
+        assert!(!child.wait().await.unwrap().success());
+        requests.push(request);
+    }
+    // The second hold expires while nobody drives its payment.
+    seat_lock.state.lock().unwrap().deadlines.insert(requests[1].hold_id.clone(), std::time::Instant::now());
+
+    let mut config = config(&env, &url);
+    config.recovery_after_secs = 3600;
+    let app = attach(env, seat_lock, App::build(config).await.unwrap()).await;
+    assert_eq!(app.count("psp_ledger", "").await, 0, "the provider never saw either charge");
+    assert!(app.all_settled().await, "the restarted process settles both");
+
+    let kept = app.pay(requests[0].clone()).await.unwrap();
+    let lost = app.pay(requests[1].clone()).await.unwrap();
+    let (kept, lost) = (kept.payment.unwrap(), lost.payment.unwrap());
+    assert_eq!(kept.status(), PaymentStatus::Confirmed, "{kept:?}");
+    assert_eq!(lost.status(), PaymentStatus::Refunded, "{lost:?}");
+    assert_eq!(lost.failure_reason, "hold expired before payment completed");
+    assert_eq!(app.count("payments", "status = 'declined'").await, 0, "no card was declined");
+    assert_eq!(app.count("psp_ledger", "").await, 2, "one charge each");
+    assert_eq!(app.ledger_violations().await, Vec::<String>::new());
+    // Told as what happened: a booking and a refund, no "payment failed".
+    assert!(app.event_with_id(&format!("booking:{}", kept.booking_id)).await.is_some());
+    assert!(app.event_with_id(&format!("refunded:{}", lost.payment_id)).await.is_some());
+    let failed =
+        app.stream_events().await.into_iter().filter(|(_, id, _)| id.starts_with("payment_failed:")).count();
+    assert_eq!(failed, 0, "no PaymentFailed for an interrupted payment");
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
+}
