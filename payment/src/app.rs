@@ -139,11 +139,11 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves; the lease, relay, seat-return and recovery loops stop
-    /// on `server.stopping()` and are awaited (the lease is given up last).
+    /// on `server.stopping()` and are awaited; the lease is given up last, after the drain.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stopping = self.server.stopping();
         let lease = self.instance.lease();
-        let heartbeat = tokio::spawn(self.instance.run(stopping.clone()));
+        let heartbeat = tokio::spawn(self.instance.clone().run(stopping.clone()));
         let relay = tokio::spawn(self.relay.run(stopping.clone()));
         let seat_returns = tokio::spawn(self.seat_returns.run(stopping.clone()));
         let recovery =
@@ -155,6 +155,8 @@ impl App {
         let _ = recovery.await;
         let _ = reconciliation.await;
         let _ = heartbeat.await;
+        // Drained: whatever this process leaves unsettled is adopted at once, not after a lease.
+        self.instance.retire().await;
         served
     }
 }

@@ -308,4 +308,20 @@ mod tests {
         assert_eq!(parse(&["--provider-timeout-ms", "20000", "--request-timeout-ms", "30000"]), Ok(()));
         assert!(parse(&["--reconcile-interval-secs", "0"]).is_err());
     }
+
+    #[test]
+    fn payment_tasks_default_to_max_in_flight_and_leases_are_at_least_three_seconds() {
+        use clap::Parser;
+        let parse = |more: &[&str]| Config::try_parse_from(args(more)).unwrap();
+        let defaults = parse(&[]);
+        assert_eq!((defaults.payments_in_flight(), defaults.instance_lease_secs), (4_096, 6));
+        assert_eq!(parse(&["--max-in-flight", "64"]).payments_in_flight(), 64);
+        let own = parse(&["--max-in-flight", "64", "--max-payments-in-flight", "16"]);
+        assert_eq!((own.payments_in_flight(), own.validate()), (16, Ok(())));
+        let zero = parse(&["--max-payments-in-flight", "0"]).validate().unwrap_err();
+        assert!(zero.starts_with("MAX_PAYMENTS_IN_FLIGHT must be positive"), "{zero}");
+        let short = parse(&["--instance-lease-secs", "2"]).validate().unwrap_err();
+        assert_eq!(short, "INSTANCE_LEASE_SECS must be at least 3, got 2");
+        assert_eq!(parse(&["--instance-lease-secs", "3600"]).validate(), Ok(()));
+    }
 }

@@ -71,7 +71,8 @@ impl Instance {
     }
 
     /// Refreshes the lease every third of it until `stopping`, forgetting long-dead
-    /// instances on the way; then gives the lease up.
+    /// instances on the way. The lease is kept while the server drains; [`Self::retire`]
+    /// gives it up after.
     pub async fn run(self, stopping: CancellationToken) {
         let mut ticks = tokio::time::interval(self.lease / 3);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,7 +88,6 @@ impl Instance {
                 tracing::warn!(error = %format!("{error:#}"), "cannot forget long-dead instances");
             }
         }
-        self.retire().await;
     }
 
     /// Gives the lease up, so the payments left to this process are adopted at once.

@@ -175,3 +175,69 @@ async fn a_pay_killed_before_the_charge_is_settled_as_what_happened_never_declin
     assert_eq!(failed, 0, "no PaymentFailed for an interrupted payment");
     assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
 }
+
+/// The lease decides, not the age: a live process's payments are never adopted, and one that
+/// stops gracefully gives its lease up, so what it leaves unsettled is adopted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_owners_payments_are_left_to_it_and_a_stopped_ones_are_adopted_at_once() {
+    let env = TestEnv::new().await.unwrap();
+    let seat_lock = FakeSeatLock::default();
+    let url = spawn_fake_seat_lock(seat_lock.clone()).await;
+    let mut owner_config = config(&env, &url);
+    // The charge outlasts the provider timeout: the payment stays `unknown` after its Pay.
+    owner_config.provider_timeout_ms = 300;
+    let owner = App::build(owner_config).await.unwrap();
+    let owner_id = owner.instance_id();
+    let port = owner.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(owner.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let channel =
+        ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).unwrap();
+    let mut client = ticketing_proto::v1::payment_service_client::PaymentServiceClient::new(channel);
+
+    let mut other_config = config(&env, &url);
+    other_config.recovery_after_secs = 3600;
+    let other = App::build(other_config).await.unwrap();
+    assert_ne!(other.instance_id(), owner_id);
+
+    let event_id = uuid::Uuid::now_v7();
+    let hold_id = seat_lock.add_hold(event_id, "pia", &["C-1-1"], 1);
+    let request = ticketing_proto::v1::PayRequest {
+        idempotency_key: "lease-key-1".into(),
+        event_id: event_id.to_string(),
+        hold_id: hold_id.to_string(),
+        user_id: "pia".into(),
+        payment_method: "pm_card_slow_5000".into(),
+    };
+    let pending = client.pay(authed(request)).await.unwrap().into_inner();
+    assert_eq!(pending.payment.unwrap().status(), PaymentStatus::Pending);
+
+    // The owner is alive: nothing to adopt.
+    let pass = other.recover_orphaned_payments().await.unwrap();
+    assert_eq!(pass.adopted, 0, "a live owner's payment is left to it: {pass:?}");
+
+    // A graceful stop gives the lease up: adopted at once, whatever the lease's length.
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    let db = env.database().await.unwrap();
+    let owner_rows = {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT count(*) FROM payment.payment_instances WHERE instance_id = $1",
+                [owner_id.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    };
+    assert_eq!(owner_rows, 0, "the stopped process gave its lease up");
+    let pass = other.recover_orphaned_payments().await.unwrap();
+    assert_eq!((pass.adopted, pass.pending), (1, 1), "adopted, still pending at the provider: {pass:?}");
+    let again = other.recover_orphaned_payments().await.unwrap();
+    assert_eq!(again.adopted, 0, "an adopted payment is the adopter's: {again:?}");
+}
