@@ -221,7 +221,8 @@ impl MigrationTrait for MoneyStates {
 /// Who drives a payment in flight (module `instances`): `payment_instances` holds each
 /// process's lease (`last_seen`, refreshed every heartbeat), `payments.owner_instance` the
 /// process that claimed (or adopted) the payment. Rows of older versions have no owner and
-/// are recovered by age only.
+/// are recovered by age only. The orphan pass reads the unsettled payments through
+/// `payments_unsettled` (few rows), so the owner needs no index of its own.
 struct Instances;
 
 impl MigrationName for Instances {
@@ -237,8 +238,6 @@ CREATE TABLE payment_instances (
     last_seen    timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE payments ADD COLUMN owner_instance uuid NULL;
-CREATE INDEX payments_unsettled_by_owner ON payments (owner_instance)
-    WHERE status IN ('processing', 'charging', 'unknown', 'captured', 'refunding');
 "#;
 
 #[async_trait::async_trait]

@@ -91,9 +91,16 @@ impl Checkout {
                 [seconds.into()],
             ))
             .await?;
+        // One cutoff for the whole pass, so a payment it moves (or leaves) is not read again.
+        let cutoff: DateTime<Utc> = self
+            .db
+            .query_one_raw(sql("SELECT now() - make_interval(secs => $1) AS cutoff", [seconds.into()]))
+            .await?
+            .map(|row| row.try_get("", "cutoff"))
+            .transpose()?
+            .unwrap_or_else(Utc::now);
         let mut pass = RecoveryPass::default();
-        // Pages in (updated_at, payment_id) order, so a payment this pass leaves as it was
-        // (pending at the provider) is not read again by the same pass.
+        // Pages in (updated_at, payment_id) order.
         let mut after: Option<(DateTime<Utc>, Uuid)> = None;
         loop {
             let rows = self
@@ -101,12 +108,12 @@ impl Checkout {
                 .query_all_raw(sql(
                     &format!(
                         "SELECT {PAYMENT_COLUMNS}, updated_at FROM payments WHERE status IN {UNSETTLED} \
-                         AND updated_at < now() - make_interval(secs => $1) \
+                         AND updated_at < $1 \
                          AND ($2::timestamptz IS NULL OR (updated_at, payment_id) > ($2, $3)) \
                          ORDER BY updated_at, payment_id LIMIT $4"
                     ),
                     [
-                        seconds.into(),
+                        cutoff.into(),
                         after.map(|(at, _)| at).into(),
                         after.map(|(_, id)| id).into(),
                         RECOVERY_BATCH.into(),
