@@ -22,7 +22,7 @@ use crate::{
     commit::CommitGroups,
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
-    instances::Instance,
+    instances::{Instance, Owner},
     internal::PaymentInternal,
     migration::Migrator,
     reconcile::Reconciler,
@@ -69,7 +69,7 @@ impl App {
             .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;
         let outbox_ready = Arc::new(Notify::new());
         let checkout =
-            Arc::new(checkout(&config, &db, seat_lock.clone(), Arc::clone(&outbox_ready), instance.id()));
+            Arc::new(checkout(&config, &db, seat_lock.clone(), Arc::clone(&outbox_ready), instance.owner()));
         let returns_ready = Arc::new(Notify::new());
         let cancellations = Cancellations::new(
             db.clone(),
@@ -135,7 +135,7 @@ impl App {
     /// One pass adopting and driving the payments of dead processes (module `recovery`); the
     /// service runs it every half lease.
     pub async fn recover_orphaned_payments(&self) -> anyhow::Result<RecoveryPass> {
-        Ok(self.checkout.recover_orphaned_payments(self.instance.lease()).await?)
+        Ok(self.checkout.recover_orphaned_payments().await?)
     }
 
     /// Serves until `shutdown` resolves; the lease, relay, seat-return and recovery loops stop
@@ -168,7 +168,7 @@ fn checkout(
     db: &DatabaseConnection,
     seat_lock: Channel,
     outbox_ready: Arc<Notify>,
-    instance: uuid::Uuid,
+    owner: Owner,
 ) -> Checkout {
     let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
     let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
@@ -176,7 +176,7 @@ fn checkout(
     if let Some(point) = config.crash_at {
         tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
     }
-    Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, instance, config.crash_at)
+    Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, owner, config.crash_at)
 }
 
 /// The balanced channel to seat-lock's internal listener (mutual TLS), connecting lazily.
@@ -194,9 +194,9 @@ pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
         .await
         .context("cannot connect to Postgres")?;
     // Its own instance id, never registered: it claims no payment and adopts none.
-    let instance = uuid::Uuid::new_v4();
+    let owner = Owner { id: uuid::Uuid::new_v4(), lease: config.instance_lease() };
     let checkout =
-        Arc::new(checkout(config, &db, seat_lock_channel(config)?, Arc::new(Notify::new()), instance));
+        Arc::new(checkout(config, &db, seat_lock_channel(config)?, Arc::new(Notify::new()), owner));
     Ok(Reconciler::new(db, checkout, Duration::from_secs(config.recovery_after_secs)))
 }
 
@@ -217,7 +217,7 @@ async fn recovery_loop(
 ) {
     let mut next_stuck = tokio::time::Instant::now();
     loop {
-        match checkout.recover_orphaned_payments(lease).await {
+        match checkout.recover_orphaned_payments().await {
             Ok(pass) if pass == RecoveryPass::default() => {}
             Ok(pass) => tracing::warn!(?pass, "recovery adopted a dead process's payments"),
             Err(error) => tracing::error!(error = %format!("{error:#}"), "orphan recovery pass failed"),

@@ -31,6 +31,20 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
 /// as a dead owner's (a missing row is a dead owner).
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// The owner written on a payment that nobody drives any more (its request ended with the
+/// payment between states, or recovery could not reach seat-lock): no instance has this id,
+/// so the payment counts as a dead owner's and the next retry of its key, or the next orphan
+/// pass of any replica, adopts it.
+pub const RELEASED: Uuid = Uuid::nil();
+
+/// Who this process is to the payments it drives: its instance id and the lease by which it
+/// judges other instances dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub id: Uuid,
+    pub lease: Duration,
+}
+
 /// This process's lease.
 #[derive(Clone)]
 pub struct Instance {
@@ -56,6 +70,11 @@ impl Instance {
     /// How long an instance may go without a heartbeat before it counts as dead.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// This process as the owner of the payments it drives.
+    pub fn owner(&self) -> Owner {
+        Owner { id: self.id, lease: self.lease }
     }
 
     /// Refreshes the lease (re-taking it if the row was deleted meanwhile).

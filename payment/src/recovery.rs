@@ -40,6 +40,7 @@ use crate::{
     checkout::{AfterCapture, Checkout},
     error::Error,
     gateway::{ChargeOutcome, ChargeStatus, LedgerCharge},
+    instances::RELEASED,
     settle,
     store::{PAYMENT_COLUMNS, PaymentRecord, PaymentStatus, sql},
 };
@@ -124,7 +125,7 @@ impl Checkout {
                 after = Some((last.try_get("", "updated_at")?, last.try_get("", "payment_id")?));
             }
             let full = rows.len() as i64 == RECOVERY_BATCH;
-            self.drive_all(rows, &mut pass).await?;
+            self.drive_all(rows, &mut pass, false).await?;
             if !full {
                 break;
             }
@@ -134,9 +135,12 @@ impl Checkout {
     }
 
     /// Adopts and drives the unsettled payments of dead processes (module `instances`): their
-    /// owner has not refreshed its lease for `lease`, or its row is gone. Payments without an
-    /// owner (old versions) are left to [`Self::recover_stuck_payments`].
-    pub async fn recover_orphaned_payments(&self, lease: Duration) -> Result<RecoveryPass, Error> {
+    /// owner has not refreshed its lease for this process's lease, or its row is gone, or it
+    /// was released ([`RELEASED`]). Payments without an owner (old versions) are left to
+    /// [`Self::recover_stuck_payments`]. One seat-lock did not confirm is released again, so
+    /// it is retried on the next pass (or by its user's retry) instead of after
+    /// `RECOVERY_AFTER_SECS`.
+    pub async fn recover_orphaned_payments(&self) -> Result<RecoveryPass, Error> {
         let mut pass = RecoveryPass::default();
         loop {
             // One statement picks and adopts a batch; SKIP LOCKED lets replicas adopt apart.
@@ -152,7 +156,7 @@ impl Checkout {
                          ORDER BY q.updated_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
                          RETURNING {PAYMENT_COLUMNS}"
                     ),
-                    [self.instance.into(), lease.as_secs_f64().into(), RECOVERY_BATCH.into()],
+                    [self.owner.id.into(), self.owner.lease.as_secs_f64().into(), RECOVERY_BATCH.into()],
                 ))
                 .await?;
             if rows.is_empty() {
@@ -161,7 +165,7 @@ impl Checkout {
             pass.adopted += rows.len();
             tracing::warn!(adopted = rows.len(), "adopting the unsettled payments of a dead payment process");
             let full = rows.len() as i64 == RECOVERY_BATCH;
-            self.drive_all(rows, &mut pass).await?;
+            self.drive_all(rows, &mut pass, true).await?;
             if !full {
                 break;
             }
@@ -169,8 +173,52 @@ impl Checkout {
         Ok(pass)
     }
 
-    /// Drives `rows` (payments), [`RECOVERY_CONCURRENCY`] at once, adding their ends to `pass`.
-    async fn drive_all(&self, rows: Vec<QueryResult>, pass: &mut RecoveryPass) -> Result<(), Error> {
+    /// Adopts one stalled payment for a retry of its key when nobody drives it: its owner is
+    /// dead or released (module `instances`). `None` when its owner is alive (a request or
+    /// recovery drives it right now), or another retry took it first.
+    pub(crate) async fn take_over(&self, payment_id: Uuid) -> Result<Option<PaymentRecord>, Error> {
+        let row = self
+            .db
+            .query_one_raw(sql(
+                &format!(
+                    "UPDATE payments p SET owner_instance = $2 WHERE p.payment_id = $1 \
+                     AND p.status IN ('processing', 'charging', 'captured') \
+                     AND p.owner_instance IS NOT NULL AND p.owner_instance <> $2 \
+                     AND NOT EXISTS (SELECT 1 FROM payment_instances i WHERE i.instance_id = p.owner_instance \
+                     AND i.last_seen > now() - make_interval(secs => $3)) \
+                     RETURNING {PAYMENT_COLUMNS}"
+                ),
+                [payment_id.into(), self.owner.id.into(), self.owner.lease.as_secs_f64().into()],
+            ))
+            .await?;
+        Ok(row.as_ref().map(PaymentRecord::from_row).transpose()?)
+    }
+
+    /// Hands a payment this process drives, and leaves stalled, over to whoever comes next
+    /// (a retry of its key, any replica's orphan pass). A failure is only logged: the
+    /// payment then waits for `RECOVERY_AFTER_SECS`, as before.
+    pub(crate) async fn release(&self, payment_id: Uuid) {
+        let released = self
+            .db
+            .execute_raw(sql(
+                "UPDATE payments SET owner_instance = $3 WHERE payment_id = $1 AND owner_instance = $2 \
+                 AND status IN ('processing', 'charging', 'captured')",
+                [payment_id.into(), self.owner.id.into(), RELEASED.into()],
+            ))
+            .await;
+        if let Err(error) = released {
+            tracing::warn!(%payment_id, error = %format!("{error:#}"), "cannot release a stalled payment");
+        }
+    }
+
+    /// Drives `rows` (payments), [`RECOVERY_CONCURRENCY`] at once, adding their ends to `pass`;
+    /// with `release_waiting`, one seat-lock did not confirm is released.
+    async fn drive_all(
+        &self,
+        rows: Vec<QueryResult>,
+        pass: &mut RecoveryPass,
+        release_waiting: bool,
+    ) -> Result<(), Error> {
         let payments = rows.iter().map(PaymentRecord::from_row).collect::<Result<Vec<_>, _>>()?;
         let mut driven = stream::iter(payments)
             .map(|payment| async move {
@@ -182,7 +230,12 @@ impl Checkout {
             match ended {
                 Ok(Recovered::Settled) => pass.settled += 1,
                 Ok(Recovered::Pending) => pass.pending += 1,
-                Ok(Recovered::Waiting) => pass.waiting += 1,
+                Ok(Recovered::Waiting) => {
+                    pass.waiting += 1;
+                    if release_waiting {
+                        self.release(payment_id).await;
+                    }
+                }
                 Err(error) => {
                     pass.failed += 1;
                     tracing::error!(%payment_id, error = %format!("{error:#}"), "recovery could not drive a payment");

@@ -241,3 +241,46 @@ async fn a_live_owners_payments_are_left_to_it_and_a_stopped_ones_are_adopted_at
     let again = other.recover_orphaned_payments().await.unwrap();
     assert_eq!(again.adopted, 0, "an adopted payment is the adopter's: {again:?}");
 }
+
+/// A Pay that charged but could not reach seat-lock answers UNAVAILABLE and leaves its
+/// payment `captured`, driven by nobody. Once seat-lock is back, the user's retry with the
+/// same key settles it (or finds it settled), instead of `REQUEST_IN_FLIGHT` until
+/// `RECOVERY_AFTER_SECS` (300 s here) has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seat_lock_is_back_books_instead_of_waiting_for_recovery() {
+    let app = crate::helpers::spawn_app().await;
+    let hold_id = app.seat_lock.add_hold(app.event_id, "quin", &["D-1-1"], 1);
+    let request = app.pay_request("stalled-key-1", hold_id, "quin", "pm_card_ok");
+    app.seat_lock.refuse_confirm(Some((tonic::Code::Unavailable, "SEAT_LOCK_DOWN")));
+
+    let down = app.pay(request.clone()).await.unwrap_err();
+    assert_eq!(
+        (down.code(), crate::helpers::reason(&down).as_deref()),
+        (tonic::Code::Unavailable, Some("SEAT_LOCK_UNAVAILABLE"))
+    );
+    assert_eq!(app.count("payments", "status = 'captured'").await, 1, "charged, not booked");
+    app.seat_lock.refuse_confirm(None);
+
+    // A retry may meet recovery driving the payment at that instant (REQUEST_IN_FLIGHT for
+    // the time of one ConfirmHold): asked again then.
+    let answer = eventually(Duration::from_secs(10), || {
+        let request = request.clone();
+        let app = &app;
+        async move {
+            match app.pay(request).await {
+                Err(status) if crate::helpers::reason(&status).as_deref() == Some("REQUEST_IN_FLIGHT") => {
+                    None
+                }
+                answer => Some(answer),
+            }
+        }
+    })
+    .await
+    .expect("the retry is answered, not REQUEST_IN_FLIGHT until RECOVERY_AFTER_SECS")
+    .unwrap();
+    assert_eq!(answer.payment.unwrap().status(), PaymentStatus::Confirmed);
+    assert_eq!(answer.booking.unwrap().seat_ids, vec!["D-1-1"]);
+    assert_eq!(app.count("psp_ledger", "").await, 1, "one charge");
+    assert_eq!(app.ledger_violations().await, Vec::<String>::new());
+    assert_eq!(app.reconciliation_findings().await, [], "the ledger and the books agree");
+}
