@@ -163,6 +163,7 @@ impl Checkout {
                 break;
             }
             pass.adopted += rows.len();
+            metrics::counter!("payment_recovery_adopted_total").increment(rows.len() as u64);
             tracing::warn!(adopted = rows.len(), "adopting the unsettled payments of a dead payment process");
             let full = rows.len() as i64 == RECOVERY_BATCH;
             self.drive_all(rows, &mut pass, true).await?;

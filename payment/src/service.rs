@@ -9,7 +9,7 @@ use service_runtime::{
     status::{invalid, uuid},
 };
 use ticketing_proto::v1::{self, payment_service_server::PaymentService};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -57,14 +57,16 @@ impl PaymentApi {
         &self,
         work: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = Arc::clone(&self.tasks)
-            .try_acquire_owned()
-            .map_err(|_| Error::TooManyPayments { limit: self.task_limit })?;
+        let permit = Arc::clone(&self.tasks).try_acquire_owned().map_err(|_| {
+            metrics::counter!("payment_tasks_refused_total").increment(1);
+            Error::TooManyPayments { limit: self.task_limit }
+        })?;
+        let slot = TaskSlot::take(permit);
         let span = tracing::Span::current();
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let ended = work.await;
-                drop(permit);
+                drop(slot);
                 ended
             },
             span,
@@ -77,6 +79,25 @@ impl PaymentApi {
         let cancellations = Arc::clone(&self.cancellations);
         let response = self.detached(async move { cancellations.cancel(command).await }).await?;
         Ok(Response::new(response))
+    }
+}
+
+/// A payment task's permit, counted in `payment_tasks_in_flight` until dropped (also when
+/// the task panics).
+struct TaskSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl TaskSlot {
+    fn take(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("payment_tasks_in_flight").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("payment_tasks_in_flight").decrement(1.0);
     }
 }
 

@@ -21,6 +21,7 @@ const SLOW_CARD: &str = "pm_card_slow_3000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_beyond_the_bound_are_refused_and_none_is_lost_or_charged_twice() {
+    let metrics = crate::helpers::metrics();
     let env = TestEnv::new().await.unwrap();
     let seat_lock = FakeSeatLock::default();
     let url = spawn_fake_seat_lock(seat_lock.clone()).await;
@@ -83,6 +84,9 @@ async fn payments_beyond_the_bound_are_refused_and_none_is_lost_or_charged_twice
         refused.push(request);
     }
     assert_eq!(app.seat_lock.begin_calls(), BOUND, "the refused payments never reached seat-lock");
+    // The one test of this binary that is refused (the series is the process's).
+    let rendered = metrics.render();
+    assert!(rendered.contains(&format!("payment_tasks_refused_total {EXTRA}")), "{rendered}");
     assert_eq!(app.count("idempotency_keys", "key LIKE 'key-extra-%'").await, 0, "their keys stay unused");
 
     // The abandoned payments finish: nothing lost, one charge each.
