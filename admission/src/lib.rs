@@ -113,6 +113,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod fairness;
+pub mod rebuild;
 pub mod service;
 pub mod store;
 

@@ -53,6 +53,15 @@ fn ids(event_id: &str, user: &str) -> Result<(String, String), Error> {
 }
 
 impl AdmissionService {
+    /// Passes `result` on; when it says the event's state is missing (Redis lost it), starts
+    /// the rebuild first, so the caller's `UNAVAILABLE` (`QUEUE_REBUILDING`) is soon over.
+    fn noticing<T>(&self, event_id: &str, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(Error::Rebuilding(_)) = &result {
+            self.controller.rebuild_soon(event_id);
+        }
+        result
+    }
+
     fn pass(&self, event_id: &str, user_id: &str, stored: &StoredPass) -> Pass {
         let token = self.signer.sign(PassClaims {
             key_id: String::new(),
@@ -106,8 +115,10 @@ impl AdmissionService {
     async fn join(&self, user: &str, request: JoinRequest) -> Result<QueueStatus, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
         let info = self.catalog.get(&event_id).await?;
-        let joined =
-            self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms).await?;
+        let joined = self.noticing(
+            &event_id,
+            self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms).await,
+        )?;
         let standing = match joined {
             JoinOutcome::RateLimited { retry_after_ms } => return Err(Error::RateLimited { retry_after_ms }),
             JoinOutcome::Joined(standing) => standing,
@@ -124,7 +135,8 @@ impl AdmissionService {
     ) -> Result<(Arc<EventInfo>, QueueStatus, u64), Error> {
         let (event_id, user_id) = ids(event_id, user_id)?;
         let info = self.catalog.get(&event_id).await?;
-        let standing = self.store.standing(&event_id, &user_id).await?;
+        let standing =
+            self.noticing(&event_id, self.store.standing(&event_id, &user_id, info.sale_opens_at_ms).await)?;
         let score = waiting_score(&standing);
         let status = self.status(&info, &user_id, standing, &self.controller.view(&event_id))?;
         Ok((info, status, score))
@@ -134,8 +146,8 @@ impl AdmissionService {
     /// in the same script, and the relay starts at once so seat-lock refuses the pass soon.
     async fn leave(&self, user: &str, request: LeaveRequest) -> Result<bool, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
-        self.catalog.get(&event_id).await?;
-        match self.store.leave(&event_id, &user_id).await? {
+        let info = self.catalog.get(&event_id).await?;
+        match self.noticing(&event_id, self.store.leave(&event_id, &user_id, info.sale_opens_at_ms).await)? {
             Left::Nothing => Ok(false),
             Left::Queue => Ok(true),
             Left::Pass => {
@@ -229,10 +241,10 @@ impl Watcher {
             tokio::select! {
                 () = service.stopping.cancelled() => return None,
                 () = turn, if refreshing.is_none() => {
-                    let (store, event_id, user_id) =
-                        (service.store.clone(), info.event_id.clone(), last.user_id.clone());
+                    let (store, event_id, user_id, opens) =
+                        (service.store.clone(), info.event_id.clone(), last.user_id.clone(), info.sale_opens_at_ms);
                     // Boxed: the call's future is large and lives only while the call runs.
-                    *refreshing = Some(Box::pin(async move { store.standing(&event_id, &user_id).await }));
+                    *refreshing = Some(Box::pin(async move { store.standing(&event_id, &user_id, opens).await }));
                 }
                 standing = async {
                     match refreshing.as_mut() {
@@ -269,6 +281,7 @@ impl Watcher {
     /// The exact status from Redis's answer; files the stream for its next turn.
     fn answer(&mut self, standing: Result<Standing, Error>) -> Result<QueueStatus, Status> {
         let view = self.serving.view();
+        let standing = self.service.noticing(&self.info.event_id, standing);
         let answered = standing.and_then(|standing| {
             let score = waiting_score(&standing);
             Ok((self.service.status(&self.info, &self.last.user_id, standing, &view)?, score))
