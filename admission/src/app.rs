@@ -108,7 +108,7 @@ impl App {
                         Err(Error::Rebuilding(_)) => {
                             // Redis lost the event: redelivered after the rebuild, which may
                             // have restored this pass.
-                            relay.rebuild_soon(&event_id);
+                            let _ = relay.rebuild_soon(&event_id);
                             anyhow::bail!("the waiting room of event {event_id} is being rebuilt");
                         }
                         freed => freed?,

@@ -93,6 +93,10 @@ const RELAY_STALLED: Duration = Duration::from_secs(10);
 /// sweep walks this replica's events once, so it runs far less often than the poll.
 const EVICTION_SWEEP: Duration = Duration::from_secs(10);
 
+/// How long a rebuild attempt that found another replica rebuilding (or failed) waits before
+/// it lets its waiters try again.
+const REBUILD_POLL: Duration = Duration::from_millis(50);
+
 /// How often a `WatchQueue` stream reports, at the least.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -171,8 +175,9 @@ pub struct Controller {
     registered: Mutex<HashSet<String>>,
     /// Events whose outbox a relay task of this replica is publishing.
     relaying: Mutex<HashSet<String>>,
-    /// Events a rebuild task of this replica is rebuilding (or trying to lock).
-    rebuilding: Mutex<HashSet<String>>,
+    /// Events a rebuild task of this replica is rebuilding (or trying to lock); the receiver
+    /// turns true when the task has finished.
+    rebuilding: Mutex<HashMap<String, watch::Receiver<bool>>>,
     /// How long an event stays idle before it counts as finished and is forgotten.
     finished_after: Duration,
 }
@@ -199,7 +204,7 @@ impl Controller {
             serving: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
             relaying: Mutex::new(HashSet::new()),
-            rebuilding: Mutex::new(HashSet::new()),
+            rebuilding: Mutex::new(HashMap::new()),
             finished_after,
         }
     }
@@ -314,7 +319,7 @@ impl Controller {
                     Err(Error::Rebuilding(_)) => {
                         // Redis lost the event: no stream may go on reporting the old view.
                         self.serving(&info.event_id).wake_all();
-                        self.rebuild_soon(&info.event_id);
+                        let _ = self.rebuild_soon(&info.event_id);
                     }
                     Err(error) => {
                         tracing::warn!(event_id = %info.event_id, error = %error, "admission tick failed")
@@ -375,32 +380,40 @@ impl Controller {
             .retain(|event_id, serving| clocks.contains_key(event_id) || Arc::strong_count(serving) > 1);
     }
 
-    /// Starts a rebuild of the event's Redis state on this replica unless one is running; the
-    /// requests meanwhile answer `UNAVAILABLE` (`QUEUE_REBUILDING`).
-    pub fn rebuild_soon(self: &Arc<Self>, event_id: &str) {
+    /// Starts a rebuild of the event's Redis state on this replica unless one is running, and
+    /// returns a receiver that turns true when that attempt has finished (rebuilt, or found
+    /// another replica rebuilding, or failed): the caller then tries again.
+    pub fn rebuild_soon(self: &Arc<Self>, event_id: &str) -> watch::Receiver<bool> {
         let mut rebuilding = self.rebuilding.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if rebuilding.insert(event_id.to_owned()) {
-            let (controller, event_id) = (self.clone(), event_id.to_owned());
-            tokio::spawn(async move {
-                if let Err(error) = controller.rebuild(&event_id).await {
-                    tracing::warn!(%event_id, error = %error, "cannot rebuild the event's waiting room; retrying on the next request or tick");
-                }
-                controller
-                    .rebuilding
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .remove(&event_id);
-            });
+        if let Some(running) = rebuilding.get(event_id) {
+            return running.clone();
         }
+        let (done, running) = watch::channel(false);
+        rebuilding.insert(event_id.to_owned(), running.clone());
+        let (controller, event_id) = (self.clone(), event_id.to_owned());
+        tokio::spawn(async move {
+            match controller.rebuild(&event_id).await {
+                Ok(true) => {}
+                // Another replica holds the lock: look again shortly, not in a tight loop.
+                Ok(false) => tokio::time::sleep(REBUILD_POLL).await,
+                Err(error) => {
+                    tracing::warn!(%event_id, error = %error, "cannot rebuild the event's waiting room; retrying on the next request or tick");
+                    tokio::time::sleep(REBUILD_POLL).await;
+                }
+            }
+            controller.rebuilding.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event_id);
+            let _ = done.send(true);
+        });
+        running
     }
 
-    /// Rebuilds the event's state from its history, under the Redis lock; returns at once when
+    /// Rebuilds the event's state from its history, under the Redis lock; false at once when
     /// another replica holds it.
-    async fn rebuild(&self, event_id: &str) -> Result<(), Error> {
+    async fn rebuild(&self, event_id: &str) -> Result<bool, Error> {
         let info = self.catalog.get(event_id).await?;
         let token = uuid::Uuid::new_v4().to_string();
         if !self.store.lock_rebuild(event_id, &token).await? {
-            return Ok(());
+            return Ok(false);
         }
         let started = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -446,7 +459,7 @@ impl Controller {
         }
         self.store.register_event(event_id).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(event_id.to_owned());
-        Ok(())
+        Ok(true)
     }
 
     /// One tick of one event. The users it admits are in the event's outbox, which

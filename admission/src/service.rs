@@ -30,6 +30,11 @@ use crate::{
     store::{JoinOutcome, Left, Standing, Store, StoredPass},
 };
 
+/// How long a request waits for its event's waiting room to be rebuilt (see
+/// [`AdmissionService::with_state`]) before answering `UNAVAILABLE`; well below the request
+/// timeout.
+const REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Implements the generated `AdmissionService` trait.
 #[derive(Clone)]
 pub struct AdmissionService {
@@ -57,9 +62,33 @@ impl AdmissionService {
     /// the rebuild first, so the caller's `UNAVAILABLE` (`QUEUE_REBUILDING`) is soon over.
     fn noticing<T>(&self, event_id: &str, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(Error::Rebuilding(_)) = &result {
-            self.controller.rebuild_soon(event_id);
+            let _ = self.controller.rebuild_soon(event_id);
         }
         result
+    }
+
+    /// Runs `op`; when the event's state is missing, has it rebuilt and runs it again, for up
+    /// to [`REBUILD_WAIT`]; after that the caller gets `UNAVAILABLE` (`QUEUE_REBUILDING`). The
+    /// first request of an event first used after its opening (whose state may as well have
+    /// been lost) thus waits for one short history read instead of failing.
+    async fn with_state<T, F, Fut>(&self, event_id: &str, op: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + REBUILD_WAIT;
+        loop {
+            match op().await {
+                Err(Error::Rebuilding(id)) => {
+                    let mut done = self.controller.rebuild_soon(event_id);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Rebuilding(id));
+                    }
+                    let _ = tokio::time::timeout_at(deadline, done.wait_for(|done| *done)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn pass(&self, event_id: &str, user_id: &str, stored: &StoredPass) -> Pass {
@@ -115,10 +144,11 @@ impl AdmissionService {
     async fn join(&self, user: &str, request: JoinRequest) -> Result<QueueStatus, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
         let info = self.catalog.get(&event_id).await?;
-        let joined = self.noticing(
-            &event_id,
-            self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms).await,
-        )?;
+        let joined = self
+            .with_state(&event_id, || {
+                self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms)
+            })
+            .await?;
         let standing = match joined {
             JoinOutcome::RateLimited { retry_after_ms } => return Err(Error::RateLimited { retry_after_ms }),
             JoinOutcome::Joined(standing) => standing,
@@ -135,8 +165,9 @@ impl AdmissionService {
     ) -> Result<(Arc<EventInfo>, QueueStatus, u64), Error> {
         let (event_id, user_id) = ids(event_id, user_id)?;
         let info = self.catalog.get(&event_id).await?;
-        let standing =
-            self.noticing(&event_id, self.store.standing(&event_id, &user_id, info.sale_opens_at_ms).await)?;
+        let standing = self
+            .with_state(&event_id, || self.store.standing(&event_id, &user_id, info.sale_opens_at_ms))
+            .await?;
         let score = waiting_score(&standing);
         let status = self.status(&info, &user_id, standing, &self.controller.view(&event_id))?;
         Ok((info, status, score))
@@ -147,7 +178,10 @@ impl AdmissionService {
     async fn leave(&self, user: &str, request: LeaveRequest) -> Result<bool, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
         let info = self.catalog.get(&event_id).await?;
-        match self.noticing(&event_id, self.store.leave(&event_id, &user_id, info.sale_opens_at_ms).await)? {
+        match self
+            .with_state(&event_id, || self.store.leave(&event_id, &user_id, info.sale_opens_at_ms))
+            .await?
+        {
             Left::Nothing => Ok(false),
             Left::Queue => Ok(true),
             Left::Pass => {
