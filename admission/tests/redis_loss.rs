@@ -223,7 +223,7 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
 async fn the_opening_shuffles_a_pre_queue_larger_than_a_page_in_pages() {
     let users = 2 * PREQUEUE_PAGE + 345;
     let env = TestEnv::new().await.unwrap();
-    let store = Store::connect(&env.redis_url, &env.redis_prefix).await.unwrap();
+    let store = Store::connect(&env.redis_url, &env.redis_prefix, Duration::from_secs(10)).await.unwrap();
     let event_id = uuid::Uuid::new_v4().to_string();
     let now = chrono::Utc::now().timestamp_millis();
     // Everyone joins "before opening" (an opening an hour away), then the opening runs as if

@@ -53,12 +53,6 @@ use crate::{
 /// Connections to Redis; each pipelines many commands, so a few cover thousands of requests.
 const REDIS_POOL_SIZE: usize = 8;
 
-/// Longest any Redis command (script) may take before it fails with a timeout: every script
-/// is bounded (a tick admits at most [`MAX_ADMIT_PER_TICK`], the opening works in pages), so
-/// this only cuts off a Redis that stopped answering, below the RPC deadline, instead of
-/// letting requests and the controller hang on it.
-pub const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Pre-queue members looked at per page of the opening (`prequeue_page.lua`): a seal never
 /// answers the whole pre-queue at once, so a 500,000-user pre-queue neither blocks Redis in
 /// one long reply nor sits whole in this replica's memory.
@@ -380,12 +374,16 @@ fn standing(reply: &[Value]) -> Result<Standing, Error> {
 }
 
 impl Store {
-    /// Connects to Redis and loads the scripts.
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    /// Connects to Redis and loads the scripts. Every command fails after `command_timeout`
+    /// (the service passes its request timeout, so no Redis call outlives the RPC that made
+    /// it, and the controller's calls to a Redis that stopped answering fail instead of
+    /// hanging the loop); every script is bounded, so only a stalled Redis or a client queue
+    /// that long reaches it.
+    pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> anyhow::Result<Self> {
         let config = RedisConfig::from_url(url)?;
         let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
         let performance =
-            PerformanceConfig { default_command_timeout: REDIS_COMMAND_TIMEOUT, ..Default::default() };
+            PerformanceConfig { default_command_timeout: command_timeout, ..Default::default() };
         let pool = Pool::new(config, Some(performance), None, Some(policy), REDIS_POOL_SIZE)?;
         pool.init().await?;
         let store = Self {
