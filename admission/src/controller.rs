@@ -441,6 +441,7 @@ impl Controller {
         match self.store.rebuild(event_id, &token, &history.passes, &history.counters, &commitment).await? {
             Rebuilt::Restored { epoch } => {
                 metrics::counter!("admission_rebuilds_total").increment(1);
+                metrics::histogram!("admission_rebuild_seconds").record(started.elapsed().as_secs_f64());
                 tracing::warn!(
                     %event_id,
                     epoch,

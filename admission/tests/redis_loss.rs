@@ -220,6 +220,51 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_before_the_opening_costs_a_rejoin_and_the_pre_queue_still_opens_shuffled() {
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(6_000, 10, 50, 600);
+    let url = inventory.start().await;
+    let mut client = spawn_app(&env, &url).await;
+    let redis = redis(&env).await;
+
+    let early = client.join(join(&event_id, "early")).await.unwrap().into_inner();
+    assert_eq!(early.state, QueueState::PreQueue as i32);
+    let mut watch = client
+        .watch_queue(as_user(
+            "early",
+            WatchQueueRequest { event_id: event_id.clone(), user_id: "early".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.next().await.unwrap().unwrap().state, QueueState::PreQueue as i32);
+    assert!(delete_prefix_keys(&redis, &env.redis_prefix).await > 0);
+
+    // The stream learns at once (the next tick starts a new epoch) that the place is gone.
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match watch.next().await.expect("the stream tells why it ends") {
+                Ok(status) => assert_eq!(status.state, QueueState::PreQueue as i32),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the pre-queue stream ends before the opening");
+    assert_eq!((ended.code(), reason_of(&ended).as_str()), (Code::NotFound, "NOT_IN_QUEUE"), "{ended:?}");
+
+    // Before the opening nothing else is lost: joining again, the user is in the pre-queue
+    // (no UNAVAILABLE: there is nothing to rebuild), and is admitted at the opening.
+    let again = client.join(join(&event_id, "early")).await.unwrap().into_inner();
+    assert_eq!(again.state, QueueState::PreQueue as i32, "{again:?}");
+    let admitted = wait_admitted(&client, &event_id, "early").await.expect("admitted at the opening");
+    assert!(admitted.pass.is_some());
+    let prequeue: Option<String> = redis.hget(key(&env, &event_id, "opening"), "prequeue").await.unwrap();
+    assert_eq!(prequeue.as_deref(), Some("1"), "the opening shuffled the rejoined pre-queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_opening_shuffles_a_pre_queue_larger_than_a_page_in_pages() {
     let users = 2 * PREQUEUE_PAGE + 345;
     let env = TestEnv::new().await.unwrap();
