@@ -442,16 +442,23 @@ impl Controller {
             Rebuilt::Restored { epoch } => {
                 metrics::counter!("admission_rebuilds_total").increment(1);
                 metrics::histogram!("admission_rebuild_seconds").record(started.elapsed().as_secs_f64());
-                tracing::warn!(
-                    %event_id,
-                    epoch,
-                    live_passes = history.passes.len(),
-                    admitted_in_window = history.admitted,
-                    ended_in_window = history.ended,
-                    max_pass_id = history.counters.max_pass_id,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "Redis had lost the event's waiting room; rebuilt it from the event history (waiting users must join again)"
-                );
+                let took_ms = started.elapsed().as_millis() as u64;
+                if history.admitted == 0 {
+                    // Nothing admitted in the last pass ttl: a first use after the opening, or a
+                    // loss that cost nothing but the queue.
+                    tracing::info!(%event_id, epoch, took_ms, "event state made from its history (no recent admission)");
+                } else {
+                    tracing::warn!(
+                        %event_id,
+                        epoch,
+                        live_passes = history.passes.len(),
+                        admitted_in_window = history.admitted,
+                        ended_in_window = history.ended,
+                        max_pass_id = history.counters.max_pass_id,
+                        took_ms,
+                        "Redis had lost the event's waiting room; rebuilt it from the event history (waiting users must join again)"
+                    );
+                }
             }
             Rebuilt::AlreadyReady => tracing::debug!(%event_id, "the event was ready already"),
             Rebuilt::LockLost => {
