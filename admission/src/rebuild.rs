@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use futures::StreamExt;
 use prost::Message as _;
 use service_runtime::bus::{EventBus, kind, timestamp_to_ms};
@@ -149,7 +149,7 @@ impl HistoryCollector {
     }
 }
 
-/// Reads the event's `Admitted` and `PassEnded` events published since `since_ms` (unix ms)
+/// Reads the event's `Admitted` and `PassEnded` events stored since `since_ms` (unix ms)
 /// and returns its live passes at `now_ms`. Bounded by [`MAX_HISTORY_MESSAGES`],
 /// [`HISTORY_IDLE_TIMEOUT`] and [`HISTORY_TIMEOUT`].
 pub async fn read_history(
@@ -173,8 +173,13 @@ pub async fn read_history(
     Ok(collector.finish(now_ms))
 }
 
-/// Feeds every message of `subject` stored since `since_ms` to `collector`, until the ordered
-/// consumer has none pending.
+/// How long the server keeps a history consumer that its reader abandoned (a replica that died
+/// mid-read); a finished read deletes its consumer at once.
+const HISTORY_CONSUMER_INACTIVE: Duration = Duration::from_secs(30);
+
+/// Feeds every message of `subject` stored since `since_ms` to `collector`, through an
+/// ephemeral pull consumer that is deleted afterwards (whatever the outcome), so a rebuild
+/// leaves no consumer on the stream behind.
 async fn read_subject(
     bus: &EventBus,
     subject: &str,
@@ -186,35 +191,43 @@ async fn read_subject(
         .map_err(|e| unreadable(&e))?;
     let stream = bus.existing_stream().await.map_err(|e| unreadable(&e))?;
     let mut consumer = stream
-        .create_consumer(OrderedConfig {
+        .create_consumer(pull::Config {
             filter_subject: subject.to_owned(),
             deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: HISTORY_CONSUMER_INACTIVE,
             ..Default::default()
         })
         .await
         .map_err(|e| unreadable(&e))?;
-    let mut pending = consumer.info().await.map_err(|e| unreadable(&e))?.num_pending;
+    let name = consumer.cached_info().name.clone();
+    let read = drain(&mut consumer, collector).await.map_err(|e| unreadable(&e));
+    if let Err(error) = stream.delete_consumer(&name).await {
+        tracing::debug!(%subject, %error, "cannot delete the history consumer; the server drops it when inactive");
+    }
+    read
+}
+
+/// Reads `consumer` until it has no message pending.
+async fn drain(consumer: &mut PullConsumer, collector: &mut HistoryCollector) -> Result<(), String> {
+    let mut pending = consumer.info().await.map_err(|e| e.to_string())?.num_pending;
     if pending == 0 {
         return Ok(());
     }
-    let mut messages = consumer.messages().await.map_err(|e| unreadable(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let mut read = 0u64;
     while pending > 0 {
         let message = match tokio::time::timeout(HISTORY_IDLE_TIMEOUT, messages.next()).await {
-            Err(_) => {
-                return Err(unreadable(&format!(
-                    "no message for {HISTORY_IDLE_TIMEOUT:?}, {pending} pending"
-                )));
-            }
-            Ok(None) => return Err(unreadable(&"the consumer ended before catching up")),
-            Ok(Some(Err(error))) => return Err(unreadable(&error)),
+            Err(_) => return Err(format!("no message for {HISTORY_IDLE_TIMEOUT:?}, {pending} pending")),
+            Ok(None) => return Err("the consumer ended before catching up".into()),
+            Ok(Some(Err(error))) => return Err(error.to_string()),
             Ok(Some(Ok(message))) => message,
         };
         read += 1;
         if read > MAX_HISTORY_MESSAGES {
-            return Err(unreadable(&format!("more than {MAX_HISTORY_MESSAGES} messages")));
+            return Err(format!("more than {MAX_HISTORY_MESSAGES} messages"));
         }
-        pending = message.info().map_err(|e| unreadable(&e))?.pending;
+        pending = message.info().map_err(|e| e.to_string())?.pending;
         // An undecodable message cannot be one of admission's events; skip it.
         if let Ok(envelope) = EventEnvelope::decode(message.payload.clone()) {
             collector.add(envelope);

@@ -11,9 +11,10 @@
 -- ARGV[1] user id
 -- ARGV[2] sale_opens_at, unix ms
 --
--- Returns -2 when the event's state is missing after opening (rebuild first), 1 when the user was waiting (removed from the queue), 2 when the user held a valid
--- pass (slot freed for the next in line; its end is in the outbox, written in this same atomic
--- step), 0 when neither. A dropped pass is counted as left, or as expired when it had already
+-- Returns -2 when the event's state is missing after opening (rebuild first), 1 when the
+-- user was waiting (removed from the queue), 2 when the user held a valid pass (slot freed for
+-- the next in line; its end is in the outbox, written in this same atomic step), 0 when
+-- neither. A dropped pass is counted as left, or as expired when it had already
 -- expired (the controller had not swept it yet; an expired pass is refused by its own expiry,
 -- so it needs no PassEnded). expires_at_ms is the latest expiry any token of the pass carries
 -- (its checked-in expiry when that is later).

@@ -9,7 +9,8 @@
 //!   `PREQUEUE_TIER + ticket`;
 //! - `opening` HASH: `state` (`sealed` while the opening shuffle runs, then `open`),
 //!   `sealed_ticket` (the last pre-queue ticket), `sealed_at`, `opened_at`, `prequeue`,
-//!   `key_commitment` (SHA-256 of the event's shuffle key) — the audit record;
+//!   `key_commitment` (SHA-256 of the event's shuffle key), `rebuilt_at` after a rebuild —
+//!   the audit record;
 //! - `passes` ZSET user→expiry (unix ms) of the active passes, `admitted` HASH
 //!   user→`pass_id:expires_at_ms:ticket:checked_in_expiry_ms`, `passseq` last pass id,
 //!   `admitted_total`; `stats` HASH of ended passes (`expired`, `unclaimed` ⊆ expired,
