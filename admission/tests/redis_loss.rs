@@ -168,6 +168,16 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
     let restored: BTreeSet<String> =
         redis.zrange(&passes_key, 0, -1, None, false, None, false).await.unwrap();
     assert_eq!(restored, ["user-1", "user-2", "user-3"].map(String::from).into(), "live passes restored");
+    // The rebuild's history read left no consumer behind on the stream: only the durable ones.
+    let mut names: Vec<String> = Vec::new();
+    let bus = service_runtime::bus::EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    let mut consumers = bus.existing_stream().await.unwrap().consumer_names();
+    while let Some(name) = consumers.next().await {
+        names.push(name.unwrap());
+    }
+    names.sort();
+    assert_eq!(names, ["admission", "test-pass-ended", "test-reader"], "no history consumer left");
+
     // User 0 left: its pass is not restored; it must join like anyone else.
     let gone = client.get_queue_status(status_request(&event_id, "user-0")).await.unwrap_err();
     assert_eq!((gone.code(), reason_of(&gone).as_str()), (Code::NotFound, "NOT_IN_QUEUE"));
@@ -198,7 +208,6 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
     let new_id: u64 = admitted.pass.unwrap().pass_id.parse().unwrap();
     let old_ids: Vec<u64> = before.values().map(|pass| pass.pass_id.parse().unwrap()).collect();
     assert!(old_ids.iter().all(|old| *old < new_id), "{new_id} above {old_ids:?}");
-    let bus = service_runtime::bus::EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
     let event_uuid = uuid::Uuid::parse_str(&event_id).unwrap();
     let reading = eventually(Duration::from_secs(10), || async {
         let reading = admission::audit::read_admissions(&bus, event_uuid).await.unwrap();
