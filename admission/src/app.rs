@@ -17,6 +17,7 @@ use crate::{
     catalog::{Catalog, INVENTORY_TIMEOUT},
     config::Config,
     controller::Controller,
+    error::Error,
     fairness::ShuffleKey,
     service::AdmissionService,
     store::Store,
@@ -46,7 +47,9 @@ pub struct App {
 impl App {
     /// Connects to backing services and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Arc::new(Store::connect(&config.redis_url, &config.redis_prefix).await?);
+        let store = Arc::new(
+            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?,
+        );
         let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
         let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
         let shuffle_key = match config.shuffle_key.clone() {
@@ -66,6 +69,7 @@ impl App {
             Duration::from_millis(config.controller_poll_ms),
             shuffle_key,
             config.check_in_window_ms,
+            Duration::from_millis(config.finished_event_after_ms),
         ));
         let server = GrpcServer::bind(&config.server).await?;
         let service = AdmissionService {
@@ -102,7 +106,15 @@ impl App {
                     && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
                 {
                     let event_id = event_id.to_string();
-                    let freed = store.release_pass(&event_id, &booking.user_id).await?;
+                    let freed = match store.release_pass(&event_id, &booking.user_id).await {
+                        Err(Error::Rebuilding(_)) => {
+                            // Redis lost the event: redelivered after the rebuild, which may
+                            // have restored this pass.
+                            let _ = relay.rebuild_soon(&event_id);
+                            anyhow::bail!("the waiting room of event {event_id} is being rebuilt");
+                        }
+                        freed => freed?,
+                    };
                     if freed {
                         // The PassEnded is in the outbox; publish it now, not at the next tick.
                         relay.start_relay(&event_id);

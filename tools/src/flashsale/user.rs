@@ -106,7 +106,8 @@ pub struct Admission {
     pub ticket: u64,
     /// The pass id admission issued; a per-event sequence, so its order is admission order.
     pub pass_id: String,
-    /// Joined after the sale opened (state WAITING at Join), so FIFO applies.
+    /// Joined after the sale opened (state WAITING at Join), so FIFO applies; not for a Join
+    /// answered with a pass issued before it (kept across a Redis loss).
     pub after_open: bool,
     /// When the Join that gave `ticket` started, and when the pass arrived, in seconds since
     /// the opening: an admission whose wait spans a Redis restart is not comparable.
@@ -209,7 +210,9 @@ pub async fn join(ctx: &Ctx, index: u32, token: Bearer) -> Result<Joined, Status
         async move { admission.join(request).await }
     })
     .await?;
-    let after_open = status.state() != pb::QueueState::PreQueue;
+    // Only a Join that queued the user is compared for FIFO: one answered with a pass the user
+    // already held (admission restores live passes after a Redis loss) queued nobody.
+    let after_open = status.state() == pb::QueueState::Waiting;
     Ok(Joined { index, ticket: status.ticket, after_open, joined_at, pass: status.pass, token })
 }
 
