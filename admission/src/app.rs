@@ -17,6 +17,7 @@ use crate::{
     catalog::{Catalog, INVENTORY_TIMEOUT},
     config::Config,
     controller::Controller,
+    error::Error,
     fairness::ShuffleKey,
     service::AdmissionService,
     store::Store,
@@ -69,6 +70,7 @@ impl App {
             Duration::from_millis(config.controller_poll_ms),
             shuffle_key,
             config.check_in_window_ms,
+            Duration::from_millis(config.finished_event_after_ms),
             server.background(),
         ));
         let service = AdmissionService {
@@ -107,7 +109,15 @@ impl App {
                         && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
                     {
                         let event_id = event_id.to_string();
-                        let freed = store.release_pass(&event_id, &booking.user_id).await?;
+                        let freed = match store.release_pass(&event_id, &booking.user_id).await {
+                            Err(Error::Rebuilding(_)) => {
+                                // Redis lost the event: redelivered after the rebuild, which may
+                                // have restored this pass.
+                                let _ = relay.rebuild_soon(&event_id);
+                                anyhow::bail!("the waiting room of event {event_id} is being rebuilt");
+                            }
+                            freed => freed?,
+                        };
                         if freed {
                             // The PassEnded is in the outbox; publish it now, not at the next tick.
                             relay.start_relay(&event_id);

@@ -3,8 +3,8 @@
 //!
 //! [`crate::GrpcServer`] owns one [`Background`]: every loop a service runs next to its RPCs
 //! (consumers, relays, sweepers, controllers) is spawned through it, so `serve()` can cancel
-//! them all on every exit path and wait for them within the drain grace. A task spawned with
-//! `tokio::spawn` instead would outlive shutdown unseen; the services use none.
+//! them all on every exit path and wait for them within the drain grace. A loop spawned with
+//! `tokio::spawn` instead would outlive shutdown unseen.
 
 use std::{future::Future, time::Duration};
 
