@@ -34,7 +34,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     auth::{AuthLayer, Authenticator},
     config::ServerArgs,
+    health::HealthPort,
     mtls::MeshTls,
+    size_limit::RequestSizeLimitLayer,
 };
 
 /// A bound, not yet serving, gRPC server.
@@ -47,6 +49,8 @@ pub struct GrpcServer {
     auth: Arc<Authenticator>,
     /// The internal listener, when the service has internal RPCs.
     internal: Option<Internal>,
+    /// The plain HTTP/1 health port, when `HEALTH_ADDR` is set.
+    health_port: Option<HealthPort>,
 }
 
 /// The mutual-TLS listener of a service's internal RPCs.
@@ -68,6 +72,10 @@ impl GrpcServer {
         let local_addr = listener.local_addr()?;
         let health = HealthReporter::new();
         health.set_service_status("", ServingStatus::NotServing).await;
+        let health_port = match args.health_addr {
+            Some(addr) => Some(HealthPort::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -76,6 +84,7 @@ impl GrpcServer {
             stopping: CancellationToken::new(),
             auth,
             internal: None,
+            health_port,
         })
     }
 
@@ -120,6 +129,11 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// The health port's bound address, if `HEALTH_ADDR` was set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_port.as_ref().map(HealthPort::local_addr)
+    }
+
     /// Cancelled when shutdown begins: server streams and background loops end on it.
     pub fn stopping(&self) -> CancellationToken {
         self.stopping.clone()
@@ -137,8 +151,11 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let Self { listener, local_addr, args, health, stopping, auth, internal } = self;
+        let Self { listener, local_addr, args, health, stopping, auth, internal, health_port } = self;
         auth.spawn_refresh(stopping.clone());
+        if let Some(port) = health_port {
+            port.spawn(health.clone());
+        }
         let names: Vec<&'static str> =
             std::iter::once(S::NAME).chain(internal.as_ref().map(|i| i.name)).collect();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -241,12 +258,15 @@ async fn joined(task: tokio::task::JoinHandle<Result<(), tonic::transport::Error
 /// The tower stack around every RPC, outermost first.
 type Stack = ServiceBuilder<
     tower::layer::util::Stack<
-        AuthLayer,
+        RequestSizeLimitLayer,
         tower::layer::util::Stack<
-            tower::limit::GlobalConcurrencyLimitLayer,
+            AuthLayer,
             tower::layer::util::Stack<
-                tower::load_shed::LoadShedLayer,
-                tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+                tower::limit::GlobalConcurrencyLimitLayer,
+                tower::layer::util::Stack<
+                    tower::load_shed::LoadShedLayer,
+                    tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+                >,
             >,
         >,
     >,
@@ -265,6 +285,10 @@ fn stack(max_in_flight: usize, auth: Arc<Authenticator>) -> Stack {
         // Inside the limit, so a flood of bad tokens is shed like any other load; before the
         // handler, so a bad token never reaches it (see `auth`).
         .layer(AuthLayer::new(auth))
+        // After the token check, so a stranger's oversized request is refused unread; before
+        // the handler, so an oversized one gets RESOURCE_EXHAUSTED instead of tonic's
+        // OUT_OF_RANGE (see `size_limit`).
+        .layer(RequestSizeLimitLayer)
 }
 
 /// Wraps services in [`RpcTelemetry`].
