@@ -18,7 +18,7 @@ pub fn with_reason(
     // The last guard for a site that formatted a caller's value without [`quote`] or
     // [`prefix`]: whatever it built, the status stays small (see [`QUOTE_MAX_BYTES`]).
     let metadata: HashMap<String, String> =
-        metadata.into_iter().map(|(k, v)| (k.to_owned(), cut(&v, MAX_MESSAGE_BYTES))).collect();
+        metadata.into_iter().map(|(k, v)| (k.to_owned(), cut(&v, MAX_METADATA_VALUE_BYTES))).collect();
     Status::with_error_details(
         code,
         cut(&message.into(), MAX_MESSAGE_BYTES),
@@ -32,11 +32,15 @@ pub fn with_reason(
 /// `UNAVAILABLE` instead of the error. 64 bytes name any id the mesh issues or accepts.
 pub const QUOTE_MAX_BYTES: usize = 64;
 
-/// The most bytes of a status message, and of each `ErrorInfo` metadata value, that
-/// [`with_reason`] sends: a bounded quote plus the sentence around it fit with room to spare,
-/// and so do the seats of a `SEAT_TAKEN`; the whole status stays far below the load
+/// The most bytes of a status message that [`with_reason`] sends: a bounded quote plus the
+/// sentence around it fit with room to spare. The message travels twice (`grpc-message`, and
+/// inside `grpc-status-details-bin`), and the whole status must stay far below the load
 /// balancer's header buffer (16 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 512;
+
+/// The most bytes of each `ErrorInfo` metadata value that [`with_reason`] sends: the seats of
+/// a `SEAT_TAKEN` at the largest per-user limit (50 seat ids of up to 31 bytes) fit.
+pub const MAX_METADATA_VALUE_BYTES: usize = 2048;
 
 /// A caller's value for an error message: Rust-quoted (control characters escaped), at
 /// most [`QUOTE_MAX_BYTES`] of it, cut at a character boundary and followed by
@@ -47,7 +51,8 @@ pub fn quote(value: &str) -> String {
     let mut truncated = false;
     for c in value.chars() {
         let escaped = c.escape_debug();
-        if quoted.len() - 1 + escaped.len() > QUOTE_MAX_BYTES {
+        let bytes: usize = escaped.clone().map(char::len_utf8).sum();
+        if quoted.len() - 1 + bytes > QUOTE_MAX_BYTES {
             truncated = true;
             break;
         }
@@ -142,9 +147,11 @@ mod tests {
         let huge = "ü".repeat(1 << 19);
         let status =
             with_reason(Code::InvalidArgument, format!("zone {huge}"), "X", [("zone_id", huge.clone())]);
-        assert!(status.message().len() <= MAX_MESSAGE_BYTES + 3, "{}", status.message().len());
-        assert!(status.details().len() < MAX_MESSAGE_BYTES + 64, "{}", status.details().len());
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES + '…'.len_utf8(), "{}", status.message().len());
+        // The details repeat the message, then carry the metadata.
+        let most = 2 * (MAX_MESSAGE_BYTES + '…'.len_utf8()) + MAX_METADATA_VALUE_BYTES + 64;
+        assert!(status.details().len() < most, "{}", status.details().len());
         let (_, metadata) = reason(&status).unwrap_or_default();
-        assert_eq!(metadata.get("zone_id").map(String::len), Some(MAX_MESSAGE_BYTES + '…'.len_utf8()));
+        assert_eq!(metadata.get("zone_id").map(String::len), Some(MAX_METADATA_VALUE_BYTES + '…'.len_utf8()));
     }
 }
