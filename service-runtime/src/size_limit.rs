@@ -121,3 +121,61 @@ fn too_large<B: Default>(declared: usize) -> http::Response<B> {
     )
     .into_http()
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// The inner service: answers OK with the request body it received, whole.
+    fn echo() -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|request: http::Request<Body>| async move {
+            let bytes = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            Ok(http::Response::new(Body::new(Full::new(bytes))))
+        })
+    }
+
+    fn grpc_request(declared: u32, payload: &[u8]) -> http::Request<Body> {
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&declared.to_be_bytes());
+        bytes.extend_from_slice(payload);
+        http::Request::new(Body::new(Full::new(Bytes::from(bytes))))
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_refused_and_a_small_one_passes_intact() {
+        let mut service = RequestSizeLimitLayer.layer(echo());
+        let limit = MAX_REQUEST_MESSAGE_BYTES as u32;
+
+        let refused = service.call(grpc_request(limit + 1, b"only the prefix came")).await.unwrap();
+        let status = tonic::Status::from_header_map(refused.headers()).expect("a trailers-only status");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains(&format!("{}", limit + 1)), "{}", status.message());
+
+        let payload = b"a small request";
+        let passed = service.call(grpc_request(payload.len() as u32, payload)).await.unwrap();
+        let body = passed.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[GRPC_PREFIX_BYTES..], payload);
+        assert_eq!((&body[1..GRPC_PREFIX_BYTES]).get_u32() as usize, payload.len());
+
+        // A prefix split over two frames is read whole.
+        let declared = (limit + 1).to_be_bytes();
+        let frames = [Bytes::from(vec![0, declared[0]]), Bytes::from(declared[1..].to_vec())];
+        let split = futures::stream::iter(frames.map(|b| Ok::<_, Status>(Frame::data(b))));
+        let refused = service.call(http::Request::new(Body::new(StreamBody::new(split)))).await.unwrap();
+        let status = tonic::Status::from_header_map(refused.headers()).expect("a trailers-only status");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+
+        // At the limit exactly: passed on.
+        let at_limit = service.call(grpc_request(limit, b"")).await.unwrap();
+        assert!(tonic::Status::from_header_map(at_limit.headers()).is_none());
+    }
+}
