@@ -116,6 +116,7 @@ async fn answer(service: &HealthService, request: &Request<Incoming>) -> Respons
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

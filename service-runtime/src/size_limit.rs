@@ -123,6 +123,7 @@ fn too_large<B: Default>(declared: usize) -> http::Response<B> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use http_body_util::Full;
 
