@@ -6,6 +6,10 @@
 //! cancelled so long-lived streams end, the listener stops accepting, and in-flight requests
 //! get the drain grace period to finish. Whether the drain finished is logged.
 //!
+//! With `HEALTH_ADDR` set, a plain HTTP/1 port serves `/livez` and `/readyz` from the same
+//! health reporter (see [`crate::health`]): the load balancer's checks and Kubernetes' probes.
+//! Every RPC's request message is bounded (see [`crate::size_limit`]).
+//!
 //! A service with internal RPCs (`ticketing.internal.*`) serves them on a second listener
 //! ([`GrpcServer::bind_internal`]) that requires mutual TLS (see [`crate::mtls`]) and serves
 //! nothing else but health. The public listener never serves them, so a request for one

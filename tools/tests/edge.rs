@@ -112,6 +112,7 @@ async fn health_through_the_load_balancer_answers_for_each_service_and_the_whole
         .map(|(_, pid)| pid)
         .expect("payment's pid file");
     stack::signal(payment, "KILL");
+    let killed = std::time::Instant::now();
     let not_serving = |answer: Result<ServingStatus, Code>| match answer {
         Ok(ServingStatus::Serving) => None,
         other => Some(other),
@@ -124,6 +125,11 @@ async fn health_through_the_load_balancer_answers_for_each_service_and_the_whole
         "payment's health through the load balancer after payment died: {payment_answer:?} (None: still SERVING)"
     );
     let whole_answer = eventually(EVENTUALLY, || async { not_serving(health(&lb, "").await) }).await;
+    // For the record, not asserted: how long the entry point took to stop saying SERVING.
+    eprintln!(
+        "after payment died: payment {payment_answer:?}, the entry point {whole_answer:?} after {:?}",
+        killed.elapsed()
+    );
     assert!(
         matches!(whole_answer, Some(Ok(ServingStatus::NotServing) | Err(Code::Unavailable))),
         "the entry point's health after payment died: {whole_answer:?} (None: still SERVING)"
