@@ -3,7 +3,9 @@
 //!
 //! tonic's own limit answers `OUT_OF_RANGE` ("decoded message length too large"), which says
 //! nothing a caller can act on; this layer reads the 5-byte gRPC prefix of the request's first
-//! message, which declares its length, and answers before tonic sees the request. Every RPC of
+//! message, which declares its length, and answers before tonic sees the request (after
+//! reading the rest of an oversized body, up to a bound, so the answer is not cut off by a
+//! reset of a stream the caller is still sending on). Every RPC of
 //! the mesh takes one request message (unary or server streaming), so the first message is the
 //! request. The limit is the same as tonic's default, so the services' decoders never reach
 //! theirs.
@@ -28,6 +30,11 @@ use crate::status::with_reason;
 /// load balancer streams request bodies without a size limit of its own, so this is where a
 /// request is refused, the same through the load balancer as directly.
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most bytes of an oversized request read and dropped before it is refused: past it the
+/// refusal goes out while the caller still sends (and the stream is reset). Reading costs
+/// nothing but bandwidth the caller spends anyway; the request timeout bounds it in time.
+const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The machine-readable reason of a refused oversized request.
 pub const REASON_REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
@@ -97,6 +104,16 @@ where
             if head.len() >= GRPC_PREFIX_BYTES {
                 let declared = (&head[1..GRPC_PREFIX_BYTES]).get_u32() as usize;
                 if declared > MAX_REQUEST_MESSAGE_BYTES {
+                    // Read (and drop) the rest first: an answer while the caller is still
+                    // sending ends with a reset of the stream, which a client or the load
+                    // balancer between may report as CANCELLED instead of this status.
+                    let mut drained = head.len();
+                    while drained <= MAX_DRAINED_BYTES {
+                        match body.frame().await {
+                            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                            Some(Err(_)) | None => break,
+                        }
+                    }
                     return Ok(too_large(declared));
                 }
             }
