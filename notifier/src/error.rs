@@ -1,6 +1,6 @@
 //! Every way a notifier request can fail, and the gRPC status each one becomes.
 
-use service_runtime::status::{invalid, with_reason};
+use service_runtime::status::{invalid, quote, with_reason};
 use tonic::{Code, Status};
 
 use crate::webhook::address::Refusal;
@@ -60,7 +60,8 @@ impl From<Error> for Status {
                 Refusal::AddressForbidden { host, address: _, class } => with_reason(
                     Code::InvalidArgument,
                     format!(
-                        "url: host {host:?} resolves to a {} address, which webhooks may not reach",
+                        "url: host {} resolves to a {} address, which webhooks may not reach",
+                        quote(&host),
                         class.name()
                     ),
                     "WEBHOOK_ADDRESS_FORBIDDEN",
@@ -68,7 +69,7 @@ impl From<Error> for Status {
                 ),
                 Refusal::Unresolved { host, problem } => with_reason(
                     Code::InvalidArgument,
-                    format!("url: host {host:?} does not resolve: {problem}"),
+                    format!("url: host {} does not resolve: {problem}", quote(&host)),
                     "WEBHOOK_HOST_UNRESOLVED",
                     [("field", "url".to_owned())],
                 ),

@@ -127,10 +127,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
 }
 
 /// The user a request acts for: the token's subject. A request that names another user in
-/// its `user_id` field is refused with `PERMISSION_DENIED` (reason `USER_MISMATCH`); an empty
-/// field means the subject.
+/// its `user_id` field is refused with `PERMISSION_DENIED` (reason `USER_MISMATCH`), one whose
+/// `user_id` is no valid id at all with `INVALID_ARGUMENT`; an empty field means the subject.
 pub fn acting_user<T>(request: &tonic::Request<T>, claimed_user_id: &str) -> Result<String, Status> {
     let caller = caller(request)?;
+    if !claimed_user_id.is_empty() {
+        // A value that cannot be anyone's id is bad input, not someone else's name.
+        crate::status::user_id(claimed_user_id)?;
+    }
     if !claimed_user_id.is_empty() && claimed_user_id != caller.subject {
         return Err(with_reason(
             Code::PermissionDenied,

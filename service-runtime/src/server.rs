@@ -15,6 +15,10 @@
 //! means the listener is broken, and the server stops and `serve` returns the error, so the
 //! process exits and its orchestrator restarts it instead of a replica that accepts nothing.
 //!
+//! With `HEALTH_ADDR` set, a plain HTTP/1 port serves `/livez` and `/readyz` from the same
+//! health reporter (see [`crate::health`]): the load balancer's checks and Kubernetes' probes.
+//! Every RPC's request message is bounded (see [`crate::size_limit`]).
+//!
 //! A service with internal RPCs (`ticketing.internal.*`) serves them on a second listener
 //! ([`GrpcServer::bind_internal`]) that requires mutual TLS (see [`crate::mtls`]) and serves
 //! nothing else but health. The public listener never serves them, so a request for one
@@ -43,8 +47,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     auth::{AuthLayer, Authenticator},
     config::ServerArgs,
+    health::HealthPort,
     lifecycle::{Background, RetryPause},
     mtls::MeshTls,
+    size_limit::RequestSizeLimitLayer,
 };
 
 /// A bound, not yet serving, gRPC server.
@@ -60,6 +66,8 @@ pub struct GrpcServer {
     auth: Arc<Authenticator>,
     /// The internal listener, when the service has internal RPCs.
     internal: Option<Internal>,
+    /// The plain HTTP/1 health port, when `HEALTH_ADDR` is set.
+    health_port: Option<HealthPort>,
 }
 
 /// The mutual-TLS listener of a service's internal RPCs.
@@ -89,6 +97,10 @@ impl GrpcServer {
         health.set_service_status("", ServingStatus::NotServing).await;
         let background = Background::new();
         let stop_on_drop = background.stopping().drop_guard();
+        let health_port = match args.health_addr {
+            Some(addr) => Some(HealthPort::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -98,6 +110,7 @@ impl GrpcServer {
             stop_on_drop,
             auth,
             internal: None,
+            health_port,
         })
     }
 
@@ -142,6 +155,11 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// The health port's bound address, if `HEALTH_ADDR` was set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_port.as_ref().map(HealthPort::local_addr)
+    }
+
     /// Cancelled when shutdown begins: server streams and background loops end on it.
     pub fn stopping(&self) -> CancellationToken {
         self.background.stopping()
@@ -175,10 +193,24 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let Self { listener, local_addr, args, health, background, stop_on_drop, auth, internal } = self;
+        let Self {
+            listener,
+            local_addr,
+            args,
+            health,
+            background,
+            stop_on_drop,
+            auth,
+            internal,
+            health_port,
+        } = self;
         // From here on, any return (an error below included) cancels `stopping`.
         let _stop_on_drop = stop_on_drop;
         background.spawn("jwks-refresh", auth.refresh_loop(background.stopping()));
+        if let Some(port) = health_port {
+            // Not a tracked task: it answers (503) through the drain and until the process ends.
+            port.spawn(health.clone());
+        }
         let names: Vec<&'static str> =
             std::iter::once(S::NAME).chain(internal.as_ref().map(|i| i.name)).collect();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -428,12 +460,15 @@ impl AcceptError {
 /// The tower stack around every RPC, outermost first.
 type Stack = ServiceBuilder<
     tower::layer::util::Stack<
-        AuthLayer,
+        RequestSizeLimitLayer,
         tower::layer::util::Stack<
-            tower::limit::GlobalConcurrencyLimitLayer,
+            AuthLayer,
             tower::layer::util::Stack<
-                tower::load_shed::LoadShedLayer,
-                tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+                tower::limit::GlobalConcurrencyLimitLayer,
+                tower::layer::util::Stack<
+                    tower::load_shed::LoadShedLayer,
+                    tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+                >,
             >,
         >,
     >,
@@ -452,6 +487,10 @@ fn stack(max_in_flight: usize, auth: Arc<Authenticator>) -> Stack {
         // Inside the limit, so a flood of bad tokens is shed like any other load; before the
         // handler, so a bad token never reaches it (see `auth`).
         .layer(AuthLayer::new(auth))
+        // After the token check, so a stranger's oversized request is refused unread; before
+        // the handler, so an oversized one gets RESOURCE_EXHAUSTED instead of tonic's
+        // OUT_OF_RANGE (see `size_limit`).
+        .layer(RequestSizeLimitLayer)
 }
 
 /// Wraps services in [`RpcTelemetry`].
