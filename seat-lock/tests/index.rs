@@ -84,6 +84,10 @@ struct Harness {
     event_id: String,
     layout: Layout,
     holds: BTreeMap<String, Known>,
+    /// Checks that found a set bit over a lapsed key of an overdue, unswept hold.
+    lapsed_seen: u32,
+    /// Seated best-available holds made (each compared with the choice rule).
+    best_held: u32,
 }
 
 fn failed(outcome: Outcome) -> anyhow::Result<Error> {
@@ -109,6 +113,8 @@ impl Harness {
             event_id,
             layout,
             holds: BTreeMap::new(),
+            lapsed_seen: 0,
+            best_held: 0,
         })
     }
 
@@ -168,7 +174,7 @@ impl Harness {
     /// seat key, or a key that lapsed with its hold's time (live, overdue, not swept yet);
     /// the bits past each row's seats are set; each row's run is its longest clear run; the
     /// geometry names every row at its position.
-    async fn check_index(&self, step: &str) -> anyhow::Result<()> {
+    async fn check_index(&mut self, step: &str) -> anyhow::Result<()> {
         let now = Self::now_ms();
         // Seats of live holds whose time has run out: their keys may have lapsed unswept.
         let mut lapsed = HashSet::new();
@@ -233,6 +239,9 @@ impl Harness {
                         ensure!(!key, "after {step}: seat {seat} has a key but its index bit is clear");
                     } else {
                         run = 0;
+                        if !key {
+                            self.lapsed_seen += 1;
+                        }
                         ensure!(
                             key || lapsed.contains(seat),
                             "after {step}: seat {seat} has no key (and no overdue hold) but its index bit is set"
@@ -328,6 +337,7 @@ impl Harness {
                                 "{what}: held {:?}, the choice rule on the seat keys says {expected:?}",
                                 hold.seat_ids
                             );
+                            self.best_held += 1;
                         }
                         self.remember(&hold);
                     }
@@ -475,6 +485,9 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seat_index_matches_the_seat_keys_after_every_step() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
+    // Steps by kind (first word of their description), over every seed.
+    let mut kinds: BTreeMap<String, u32> = BTreeMap::new();
+    let (mut lapsed_seen, mut best_held) = (0, 0);
     for seed in SEEDS {
         let mut harness = Harness::new(&env).await?;
         let mut rng = StdRng::seed_from_u64(seed);
@@ -482,7 +495,28 @@ async fn the_seat_index_matches_the_seat_keys_after_every_step() -> anyhow::Resu
         for n in 0..STEPS {
             let step = harness.step(&mut rng).await.with_context(|| format!("seed {seed}, step {n}"))?;
             harness.check_index(&format!("seed {seed}, step {n}: {step}")).await?;
+            *kinds.entry(step.split(' ').next().unwrap_or_default().to_owned()).or_default() += 1;
         }
+        lapsed_seen += harness.lapsed_seen;
+        best_held += harness.best_held;
     }
+    // Every kind of change ran, and lapsed keys were part of the checks.
+    for kind in [
+        "HoldSeats",
+        "HoldBestAvailable",
+        "release",
+        "checkout",
+        "confirm",
+        "return",
+        "expire",
+        "sweep",
+        "ready",
+        "Redis",
+    ] {
+        ensure!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind} step ran: {kinds:?}");
+    }
+    ensure!(lapsed_seen > 0, "no check saw a lapsed seat key");
+    ensure!(best_held > 0, "no best-available hold was made");
+    println!("steps: {kinds:?}; best-available holds {best_held}; lapsed seats checked: {lapsed_seen}");
     Ok(())
 }
