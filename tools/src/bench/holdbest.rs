@@ -32,6 +32,10 @@ const SOLD_PERCENT: u32 = 95;
 const FILL_BATCH: usize = 50;
 /// Measured holds per zone and round.
 const ROUNDS: u32 = 4;
+/// Measured calls per zone by default.
+pub const DEFAULT_CALLS: u32 = 400;
+/// Seats per measured hold by default.
+pub const DEFAULT_QUANTITY: u32 = 2;
 /// The ratio the target allows (issue 15).
 pub const TARGET_RATIO: f64 = 1.5;
 

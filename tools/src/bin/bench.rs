@@ -87,16 +87,17 @@ struct Cli {
     #[arg(long)]
     holdbest_only: bool,
     /// Measured `HoldBestAvailable` calls per zone in `--holdbest-only`.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = bench::holdbest::DEFAULT_CALLS)]
     holdbest_calls: u32,
     /// Seats per measured hold in `--holdbest-only`.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = bench::holdbest::DEFAULT_QUANTITY)]
     holdbest_quantity: u32,
     /// The token signing key every call's token is minted with [default: the stack's,
     /// `<state dir>/auth/token-key`].
     #[arg(long, env = "TOKEN_KEY_FILE")]
     token_key: Option<PathBuf>,
-    /// The Redis the stack uses (for its command counter during the watch).
+    /// The Redis the stack uses (for its command counter during the watch, and the
+    /// `HoldBestAvailable` Redis CPU row).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 }
@@ -128,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = BenchConfig {
         identity: Arc::new(identity),
+        redis_url: cli.redis_url.clone(),
         target: cli.target,
         output: cli.output.unwrap_or_else(|| state_dir.join("bench-results.json")),
         ghz_dir: Some(state_dir.join("ghz")),
