@@ -14,6 +14,7 @@ use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{Context, bail};
 use fred::{prelude::*, types::InfoKind};
+use futures::StreamExt;
 use rand::{SeedableRng, seq::SliceRandom};
 use seat_lock::{
     catalog::{Layout, Zone},
@@ -164,6 +165,15 @@ pub async fn hold_best_cost(config: &HoldBestConfig, date: &str, machine: &str) 
             cpu[z] += redis_cpu_secs(&redis).await? - before;
             calls[z] += per_round;
         }
+    }
+    // Leave nothing behind on the Redis measured (the stack's, in a full bench run).
+    let mut keys = Vec::new();
+    let mut scan = redis.scan_buffered(format!("{prefix}*"), Some(1_000), None);
+    while let Some(key) = scan.next().await {
+        keys.push(key?);
+    }
+    for batch in keys.chunks(500) {
+        let _: i64 = redis.unlink(batch.to_vec()).await?;
     }
     let micros: Vec<f64> = (0..3).map(|z| cpu[z] * 1e6 / f64::from(calls[z].max(1))).collect();
     let ratio_order = micros[1] / micros[0];
