@@ -64,7 +64,11 @@ local function search()
   local row_bits, last = bytes * 8, rows * bytes - 1
   local function seat_at(pos, n) return zone .. '-' .. ARGV[13 + pos] .. '-' .. n end
   local first_free = redis.call('BITPOS', taken, 0, 0, last)
-  if first_free < 0 then return nil end
+  if first_free < 0 then
+    -- Every seat taken: as the walk answered, ZONE_SOLD_OUT (0 found) when split is allowed.
+    if allow_split then return {} end
+    return nil
+  end
   local from = math.floor(first_free / row_bits)
   local runs = redis.call('GETRANGE', base .. 'runs:' .. zone, from, rows - 1)
   for i = 1, #runs do
