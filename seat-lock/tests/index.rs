@@ -7,6 +7,7 @@
 //! is also compared with the choice rule evaluated on the seat keys (the first row with
 //! `quantity` adjacent free seats, lowest numbers first; else, if allowed, the first free
 //! seats in row order), so the index can neither drift from the keys nor change the choice.
+#![allow(clippy::expect_used)]
 
 use std::{
     collections::{BTreeMap, HashSet},
