@@ -482,12 +482,18 @@ impl Store {
         Ok(())
     }
 
-    /// Initialises the event's counters and sold seats (once; a no-op when already ready).
+    /// Initialises the event's counters, sold seats and seat index (once; a no-op when
+    /// already ready).
     pub async fn init(&self, layout: &Layout, sold: &BTreeMap<String, SoldHold>) -> Result<bool, Error> {
         let mut args = vec![layout.zones.len().to_string()];
         for zone in &layout.zones {
             args.push(zone.zone_id.clone());
             args.push(zone.capacity.to_string());
+            // The seat index of a seated zone is built from its rows (see init.lua).
+            let rows: &[String] = if zone.seated { &zone.row_labels } else { &[] };
+            args.push(if zone.seated { zone.seats_per_row } else { 0 }.to_string());
+            args.push(rows.len().to_string());
+            args.extend(rows.iter().cloned());
         }
         for (hold_id, hold) in sold {
             let price =

@@ -16,6 +16,8 @@
 //!    outbox), counting confirmed bookings per second.
 //! 4. `GetAvailability` and `GetSeatMap` of the 50,000-seat event.
 //! 5. Fan-out: 10,000 `WatchSeatMap` watchers, one seat held, lag until each has the delta.
+//!    Then Redis CPU per `HoldBestAvailable` on a 20,000-seat zone 95 % sold against the same
+//!    zone empty ([`holdbest`], also alone: `bench --holdbest-only`).
 //!
 //! Every call carries a token of the stack's identity provider ([`Identity`]); the services
 //! have no tokenless mode. What a token costs is measured in the same run: HoldSeats and the
@@ -52,6 +54,7 @@ use crate::{
 };
 
 pub mod admission;
+pub mod holdbest;
 
 /// README markers between which the bench writes its table.
 pub const TABLE_START: &str = "<!-- bench:start -->";
@@ -103,6 +106,8 @@ pub struct BenchConfig {
     pub ghz_dir: Option<PathBuf>,
     /// Mints every token the bench sends (the stack's identity provider).
     pub identity: Arc<Identity>,
+    /// The stack's Redis, for the `HoldBestAvailable` Redis CPU row ([`holdbest`]).
+    pub redis_url: String,
 }
 
 /// How the calls of a scenario carry their tokens.
@@ -670,6 +675,15 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
 
     // 5. Fan-out of the live seat map to many watchers.
     rows.push(fanout_lag(config, FANOUT_WATCHERS, &date, &machine).await?);
+
+    // 5b. Redis CPU per HoldBestAvailable, 95 % sold against empty (seat-lock's script on the
+    // stack's Redis under a key prefix of its own; the idle stack's own Redis use is included).
+    let holdbest = holdbest::HoldBestConfig {
+        redis_url: config.redis_url.clone(),
+        calls: holdbest::DEFAULT_CALLS,
+        quantity: holdbest::DEFAULT_QUANTITY,
+    };
+    rows.push(holdbest::hold_best_cost(&holdbest, &date, &machine).await?);
 
     // 6. The whole sale is the flashsale simulator's; 7. memory of the services.
     rows.push(row(

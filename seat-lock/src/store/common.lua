@@ -15,6 +15,11 @@
 --   expiry             ZSET hold_id -> expires_at_ms of live holds
 --   outbox             LIST of facts to publish: "held|<hold_id>", "released|<hold_id>|<REASON>"
 --                      (REASON RELEASED, EXPIRED or CANCELLED)
+--   taken:<zone_id>    the best-available index of a seated zone (see "Seat index" below):
+--                      a bitmap, a fixed stride of `-bytes` bytes per row in row order, bit
+--                      (position * 8 * bytes + number - 1) set while the seat is taken
+--   runs:<zone_id>     one byte per row in row order: its longest run of free seats (255 at most)
+--   idx:<zone_id>      HASH row label -> row position (0 = the best row), '-bytes' -> bytes per row
 --   ended:<pass_id>    the latest expiry (unix ms) of the tokens of a pass admission ended
 --                      (PassEnded: left, or bought); expires then (PXAT), when every such token
 --                      is refused by its own expiry anyway
@@ -56,16 +61,85 @@ local function hold_reply(hold_id)
     h[6] or '0', h[7] or '0', h[8] or ''}
 end
 
+-- Seat index. A seat's bit is 1 while its seat key exists, and also once the key has lapsed
+-- (PXAT) until the sweep ends the hold it belonged to; bits past the row's last seat are 1.
+-- init.lua builds it from the seat keys, and every script that creates or deletes a seat key
+-- updates it through index_seats in the same script, so it never disagrees with them: a 0
+-- bit always means "no seat key". Each row's longest free run is kept beside it, so
+-- hold_best.lua finds the first row that fits `quantity` adjacent seats by reading one byte
+-- per row from the first row with a free seat (BITPOS), then reads that row alone: the cost
+-- of a search does not grow with the seats sold, where one EXISTS per seat did.
+
+-- zone, row position, bit offset and bytes per row of a seat id "<zone>-<row>-<number>"; nil
+-- when the seat's zone has no index (general admission, or state written before it existed).
+local function seat_bit(seat)
+  local zone, row, number = string.match(seat, '^([^-]+)-([^-]+)-(%d+)$')
+  if not zone then return nil end
+  local geo = redis.call('HMGET', base .. 'idx:' .. zone, row, '-bytes')
+  if not geo[1] or not geo[2] then return nil end
+  local pos, bytes = tonumber(geo[1]), tonumber(geo[2])
+  return zone, pos, pos * bytes * 8 + tonumber(number) - 1, bytes
+end
+
+-- The longest run of 0 bits in the row bytes `s` (its padding bits are 1).
+local function longest_run(s)
+  local best, run = 0, 0
+  for i = 1, #s do
+    local b = string.byte(s, i)
+    if b == 0 then
+      run = run + 8
+    elseif b == 255 then
+      if run > best then best = run end
+      run = 0
+    else
+      for k = 7, 0, -1 do
+        if bit.band(b, bit.lshift(1, k)) == 0 then
+          run = run + 1
+        else
+          if run > best then best = run end
+          run = 0
+        end
+      end
+    end
+  end
+  if run > best then best = run end
+  return math.min(best, 255)
+end
+
+-- Recomputes row `pos`'s longest free run from its bits.
+local function index_row(zone, pos, bytes)
+  local row = redis.call('GETRANGE', base .. 'taken:' .. zone, pos * bytes, pos * bytes + bytes - 1)
+  redis.call('SETRANGE', base .. 'runs:' .. zone, pos, string.char(longest_run(row)))
+end
+
+-- Marks `seats` taken (1) or free (0) in their zones' index and recomputes each row touched.
+local function index_seats(seats, taken)
+  local rows = {}
+  for _, seat in ipairs(seats) do
+    local zone, pos, offset, bytes = seat_bit(seat)
+    if zone then
+      redis.call('SETBIT', base .. 'taken:' .. zone, offset, taken)
+      rows[zone .. '-' .. pos] = {zone, pos, bytes}
+    end
+  end
+  for _, row in pairs(rows) do index_row(row[1], row[2], row[3]) end
+end
+
 -- Ends a live hold (state 'released' or 'expired'): frees the seats that still point at it,
 -- gives its places back to the zone counter, drops it from the user's live holds and the
 -- expiry index, and appends the fact to the outbox.
 local function end_hold(hold_id, state, reason)
   local hkey = base .. 'hold:' .. hold_id
   local h = redis.call('HMGET', hkey, 'user', 'zone', 'seats', 'quantity')
+  local freed = {}
   for _, seat in ipairs(split(h[3])) do
     local skey = base .. 'seat:' .. seat
-    if redis.call('GET', skey) == hold_id then redis.call('DEL', skey) end
+    local current = redis.call('GET', skey)
+    if current == hold_id then redis.call('DEL', skey) end
+    -- A key that lapsed (PXAT) before this sweep is still counted taken by the index.
+    if current == hold_id or not current then freed[#freed + 1] = seat end
   end
+  index_seats(freed, 0)
   redis.call('INCRBY', base .. 'free:' .. h[2], tonumber(h[4]))
   redis.call('HDEL', base .. 'user:' .. h[1], hold_id)
   redis.call('ZREM', base .. 'expiry', hold_id)
@@ -129,6 +203,7 @@ local function create_hold(hold_id, user, zone, seats, quantity, now, ttl_ms, pr
   for _, seat in ipairs(seats) do
     redis.call('SET', base .. 'seat:' .. seat, hold_id, 'PXAT', expires)
   end
+  index_seats(seats, 1)
   redis.call('DECRBY', base .. 'free:' .. zone, quantity)
   redis.call('HSET', base .. 'hold:' .. hold_id, 'user', user, 'zone', zone,
     'seats', table.concat(seats, ','), 'quantity', quantity, 'state', 'held',

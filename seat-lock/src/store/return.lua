@@ -1,6 +1,6 @@
 -- return.lua: gives the sold seats of a cancelled booking back to sale, once per booking.
--- The seats' sold marks are deleted (hold_seats and hold_best take a seat whose key is
--- missing as free: that is the whole best-available index), the places go back to the zone
+-- The seats' sold marks are deleted (hold_seats takes a seat whose key is missing as free)
+-- and cleared in the zone's seat index (hold_best searches it), the places go back to the zone
 -- counter, the user's bought count goes down (their ticket limit frees up), the hold turns
 -- 'returned' (kept ENDED_TTL_SECS so a replay finds it) and the fact joins the outbox, so
 -- SeatsReleased (CANCELLED) is published before any later SeatsHeld of the same seats.
@@ -55,6 +55,7 @@ for _, seat in ipairs(stored) do
 end
 
 for _, seat in ipairs(stored) do redis.call('DEL', base .. 'seat:' .. seat) end
+index_seats(stored, 0)
 redis.call('INCRBY', base .. 'free:' .. zone, quantity)
 local bkey = base .. 'bought:' .. user
 if redis.call('DECRBY', bkey, quantity) <= 0 then redis.call('DEL', bkey) end

@@ -205,6 +205,9 @@ async fn run_hold_scenario(app: &TestApp, cluster: &RedisCluster) -> anyhow::Res
     let node = cluster.node_of(&app.key("ready"))?;
     assert_eq!(cluster.node_of(&app.key("seat:A-R1-1"))?, node);
     assert_eq!(cluster.node_of(&app.key("free:A"))?, node);
+    for index in ["taken:A", "runs:A", "idx:A"] {
+        assert_eq!(cluster.node_of(&app.key(index))?, node, "the seat index shares the event's slot");
+    }
 
     // Hold two seats and move them into checkout at once (extended well past the 3 s TTL).
     let first = app.hold("u1", &["A-R1-1", "A-R1-2"]).await?;

@@ -80,11 +80,24 @@ struct Cli {
     /// Redis commands are measured.
     #[arg(long, default_value = "20s")]
     watch_window: String,
+    /// Measure only Redis CPU per `HoldBestAvailable` on a 20,000-seat zone 95 % sold against
+    /// the same zone empty (seat-lock's script through its store, on `--redis-url`: give it a
+    /// Redis nobody else uses, since `INFO cpu` counts the whole server), print the row and
+    /// leave the README alone.
+    #[arg(long)]
+    holdbest_only: bool,
+    /// Measured `HoldBestAvailable` calls per zone in `--holdbest-only`.
+    #[arg(long, default_value_t = bench::holdbest::DEFAULT_CALLS)]
+    holdbest_calls: u32,
+    /// Seats per measured hold in `--holdbest-only`.
+    #[arg(long, default_value_t = bench::holdbest::DEFAULT_QUANTITY)]
+    holdbest_quantity: u32,
     /// The token signing key every call's token is minted with [default: the stack's,
     /// `<state dir>/auth/token-key`].
     #[arg(long, env = "TOKEN_KEY_FILE")]
     token_key: Option<PathBuf>,
-    /// The Redis the stack uses (for its command counter during the watch).
+    /// The Redis the stack uses (for its command counter during the watch, and the
+    /// `HoldBestAvailable` Redis CPU row).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 }
@@ -92,6 +105,18 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.holdbest_only {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let config = bench::holdbest::HoldBestConfig {
+            redis_url: cli.redis_url.clone(),
+            calls: cli.holdbest_calls,
+            quantity: cli.holdbest_quantity,
+        };
+        let row = bench::holdbest::hold_best_cost(&config, &date, &format!("{cores} cores")).await?;
+        println!("{}", bench::table(&[row]));
+        return Ok(());
+    }
     let state_dir = cli.state_dir.unwrap_or_else(|| stack::workspace_root().join(".stack"));
     let readme = if cli.no_readme {
         None
@@ -104,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = BenchConfig {
         identity: Arc::new(identity),
+        redis_url: cli.redis_url.clone(),
         target: cli.target,
         output: cli.output.unwrap_or_else(|| state_dir.join("bench-results.json")),
         ghz_dir: Some(state_dir.join("ghz")),

@@ -597,6 +597,11 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
         "errors": get(&s.errors), "finished": get(&s.finished), "rejoined": get(&s.rejoined),
         "holds_lost": get(&s.holds_lost),
+        "hold_retries": s.hold_retries_per_user.iter().enumerate().map(|(n, c)| n as u64 * get(c)).sum::<u64>(),
+        "hold_retries_per_user": s.hold_retries_per_user.iter().enumerate()
+            .map(|(n, c)| (if n + 1 == stats::RETRY_BUCKETS { format!("{n}+") } else { n.to_string() }, get(c).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "map_looks_after_refusal": get(&s.map_looks_after_refusal),
     });
     let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
     let faults = ctx.faults.lock().map(|f| f.clone()).unwrap_or_default();

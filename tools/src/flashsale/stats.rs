@@ -114,7 +114,15 @@ pub struct Stages {
     pub finished: AtomicU64,
     /// The latest queue length any WatchQueue message reported.
     pub queue_length: AtomicU64,
+    /// Users by how many times they asked for a hold again after a refusal (seat taken, no
+    /// adjacent seats, zone sold out) or a timeout; the last bucket counts that many or more.
+    pub hold_retries_per_user: [AtomicU64; RETRY_BUCKETS],
+    /// Fresh looks at the seat map a refused user took before asking again.
+    pub map_looks_after_refusal: AtomicU64,
 }
+
+/// Buckets of [`Stages::hold_retries_per_user`].
+pub const RETRY_BUCKETS: usize = 6;
 
 /// One sample of the timeline.
 #[derive(Debug, Clone, Serialize)]

@@ -34,6 +34,10 @@ const CONTENTION_ATTEMPTS: usize = 3;
 const POPULAR_ROWS: usize = 2;
 /// Free blocks of the popular rows a contention user picks among: few, so that they collide.
 const POPULAR_CHOICES: usize = 4;
+/// After a refusal (seat taken, no adjacent seats, zone sold out) or a hold that timed out, a
+/// user looks at the seat map again and takes a moment before asking again: a pause drawn
+/// from this range, not an immediate retry storm.
+const RETHINK_PAUSE_MS: std::ops::Range<u64> = 250..750;
 /// How often a pre-queue user asks for its place until admission has sealed the pre-queue
 /// (within one controller tick of the opening).
 const SEAL_POLL: Duration = Duration::from_millis(200);
@@ -510,7 +514,8 @@ async fn wait_in_line(
     }
 }
 
-/// Holds seats as the plan says; `None` when the user found nothing (sold out, limit).
+/// Holds seats as the plan says; `None` when the user found nothing (sold out, limit). Counts
+/// the user under the number of times it asked again.
 async fn hold(
     ctx: &Ctx,
     channel: &Channel,
@@ -520,19 +525,42 @@ async fn hold(
     index: u32,
     plan: Plan,
 ) -> anyhow::Result<Option<pb::Hold>> {
+    let mut retries = 0;
+    let held = try_hold(ctx, channel, pass, user, token, index, plan, &mut retries).await;
+    let buckets = &ctx.stats.stages.hold_retries_per_user;
+    Stats::bump(&buckets[retries.min(buckets.len() - 1)]);
+    held
+}
+
+/// [`hold`]'s attempts; `retries` counts the attempts after the first.
+#[allow(clippy::too_many_arguments)]
+async fn try_hold(
+    ctx: &Ctx,
+    channel: &Channel,
+    pass: &pb::Pass,
+    user: &str,
+    token: &Bearer,
+    index: u32,
+    plan: Plan,
+    retries: &mut usize,
+) -> anyhow::Result<Option<pb::Hold>> {
     let stats = &ctx.stats;
     let event_id = ctx.event.event_id.clone();
     let inventory = InventoryServiceClient::new(channel.clone());
     let seat_lock = SeatLockServiceClient::new(channel.clone());
     let mut rng = StdRng::seed_from_u64(ctx.config.seed ^ u64::from(index) ^ 0xA5A5);
+    let mut refused = false;
     for attempt in 0..HOLD_ATTEMPTS {
+        if attempt > 0 {
+            *retries += 1;
+        }
         let availability = call(stats, Rpc::GetAvailability, Retry::Idempotent, || {
             let mut inventory = inventory.clone();
             let request = pb::GetAvailabilityRequest { event_id: event_id.clone() };
             async move { inventory.get_availability(request).await }
         })
         .await?;
-        let open: Vec<&pb::ZoneAvailability> =
+        let mut open: Vec<&pb::ZoneAvailability> =
             availability.zones.iter().filter(|z| z.free >= plan.quantity).collect();
         if open.is_empty() {
             Stats::bump(&stats.stages.sold_out);
@@ -549,6 +577,35 @@ async fn hold(
         };
         if plan.contention && chosen.is_none() && attempt < CONTENTION_ATTEMPTS {
             Stats::bump(&stats.stages.fell_back_to_best);
+        }
+        // Refused a moment ago and about to ask for the best seats: the user picks a zone and
+        // looks at its seat map first (a contention user just did, for its seats); a seated
+        // zone that shows fewer free seats than it wants is left out.
+        if refused && chosen.is_none() {
+            let pick = rng.random_range(0..open.len());
+            let zone_id = open[pick].zone_id.clone();
+            Stats::bump(&stats.stages.map_looks_after_refusal);
+            let request = pb::GetSeatMapRequest { event_id: event_id.clone(), zone_id: zone_id.clone() };
+            let map = call(stats, Rpc::GetSeatMap, Retry::Idempotent, || {
+                let (mut inventory, request) = (inventory.clone(), request.clone());
+                async move { inventory.get_seat_map(request).await }
+            })
+            .await?;
+            let enough = map.zones.iter().find(|z| z.zone_id == zone_id).is_none_or(|z| {
+                z.seats_per_row == 0
+                    || z.decode_seat_states().map_or(true, |states| {
+                        states.iter().filter(|s| **s == pb::SeatState::Free).count() >= plan.quantity as usize
+                    })
+            });
+            if enough {
+                open = vec![open[pick]];
+            } else {
+                open.swap_remove(pick);
+            }
+            if open.is_empty() {
+                Stats::bump(&stats.stages.sold_out);
+                return Ok(None);
+            }
         }
         // A hold is retried only when seat-lock was not reached: a second hold after a lost
         // answer would be a hold of the user's own (it expires).
@@ -597,6 +654,8 @@ async fn hold(
                 _ => anyhow::bail!("hold refused: {}", brief(&status)),
             },
         }
+        refused = true;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(RETHINK_PAUSE_MS))).await;
     }
     Stats::bump(&stats.stages.sold_out);
     Ok(None)
