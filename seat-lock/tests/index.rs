@@ -100,7 +100,8 @@ fn failed(outcome: Outcome) -> anyhow::Result<Error> {
 
 impl Harness {
     async fn new(env: &TestEnv) -> anyhow::Result<Self> {
-        let store = Store::connect(&env.redis_url, &env.redis_prefix).await?;
+        let store =
+            Store::connect(&env.redis_url, &env.redis_prefix, std::time::Duration::from_secs(5)).await?;
         let redis = Client::new(Config::from_url(&env.redis_url)?, None, None, None);
         redis.init().await?;
         let event_id = uuid::Uuid::new_v4().to_string();

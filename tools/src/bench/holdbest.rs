@@ -115,7 +115,9 @@ pub async fn hold_best_cost(config: &HoldBestConfig, date: &str, machine: &str) 
         bail!("--holdbest-quantity must be 1..=10");
     }
     let prefix = format!("bench-holdbest-{}:", uuid::Uuid::new_v4().simple());
-    let store = Store::connect(&config.redis_url, &prefix).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::connect(&config.redis_url, &prefix, std::time::Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let redis = Client::new(Config::from_url(&config.redis_url)?, None, None, None);
     redis.init().await.context("cannot reach Redis for INFO cpu")?;
 
