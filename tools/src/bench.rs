@@ -52,6 +52,7 @@ use crate::{
 };
 
 pub mod admission;
+pub mod inventory;
 
 /// README markers between which the bench writes its table.
 pub const TABLE_START: &str = "<!-- bench:start -->";
