@@ -47,7 +47,12 @@ impl App {
     /// Connects to backing services and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = Arc::new(Store::connect(&config.redis_url, &config.redis_prefix).await?);
-        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let bus = EventBus::connect_checked(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.event_stream_min_replicas,
+        )
+        .await?;
         let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
         let shuffle_key = match config.shuffle_key.clone() {
             Some(key) => key,

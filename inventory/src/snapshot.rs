@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Error,
-    registry::{EventEntry, Registry},
+    registry::{EventEntry, NOT_PERSISTED, Registry},
     seatmap::{MapState, SeatMap},
 };
 
@@ -210,6 +210,9 @@ pub fn restore(registry: &Registry, stored: Vec<StoredSnapshot>, epoch: i64) -> 
                 if snapshot.epoch == epoch {
                     covered.insert(snapshot.event_id, snapshot.sequence);
                 } else {
+                    // Not persisted for this stream: the first checkpoint stores it anew,
+                    // with the current epoch.
+                    entry.set_persisted(NOT_PERSISTED);
                     tracing::warn!(
                         event_id = %snapshot.event_id,
                         "seat map snapshot of an earlier incarnation of the event stream; \

@@ -41,6 +41,8 @@ use crate::{stack, testenv::TestEnv};
 
 /// Publishes in flight at once: enough to keep NATS busy, few enough to bound memory.
 const PUBLISH_CONCURRENCY: usize = 1_024;
+/// The synthetic hold ids: a UUIDv7-shaped prefix and the user's number.
+const HOLD_ID_BASE: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0000;
 /// Seats per row of the synthetic venue.
 const SEATS_PER_ROW: u32 = 100;
 /// Longest a start may take to report SERVING (a full replay of millions of messages).
@@ -78,7 +80,7 @@ pub async fn restart(users: u64, seats: u32, date: &str) -> anyhow::Result<Row> 
     Ok(Row {
         what: format!(
             "Inventory restart after a {users}-user, {seats}-seat sale: {messages} stream messages \
-             (holds, releases, confirmations), release binary (`bench --inventory-restart-only {users}`)"
+             (holds, releases, confirmations), release binary (`bench --inventory-restart-only {users} --inventory-seats {seats}`)"
         ),
         result: format!(
             "full replay: SERVING after {:.2} s, peak RSS {} MB; from snapshot: SERVING after {:.2} s, \
@@ -184,7 +186,8 @@ async fn publish_sale(env: &TestEnv, event_id: &str, users: u64, seats: u32) -> 
         for phase in 0..2 {
             let bodies = (0..pairs).map(|pair| {
                 let user = round * pairs + pair;
-                let hold_id = format!("h{user}");
+                // A UUID as seat-lock's hold ids are, the same for a hold and its outcome.
+                let hold_id = uuid::Uuid::from_u128(HOLD_ID_BASE | u128::from(user)).to_string();
                 let user_id = format!("user-{user}");
                 let seat_ids = seat_ids(pair);
                 match (phase, last) {
