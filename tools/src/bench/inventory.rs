@@ -62,7 +62,7 @@ struct Start {
 pub async fn restart(users: u64, seats: u32, date: &str) -> anyhow::Result<Row> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let machine = format!("{cores} cores, {}", super::memory_total());
-    if seats == 0 || seats % (2 * SEATS_PER_ROW) != 0 || users < u64::from(seats / 2) {
+    if seats == 0 || !seats.is_multiple_of(2 * SEATS_PER_ROW) || users < u64::from(seats / 2) {
         bail!("seats must be a positive multiple of {} and users at least seats / 2", 2 * SEATS_PER_ROW);
     }
     let binary = stack::target_dir().join("release/inventory");
