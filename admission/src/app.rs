@@ -17,6 +17,7 @@ use crate::{
     catalog::{Catalog, INVENTORY_TIMEOUT},
     config::Config,
     controller::Controller,
+    error::Error,
     fairness::ShuffleKey,
     service::AdmissionService,
     store::Store,
@@ -46,7 +47,9 @@ pub struct App {
 impl App {
     /// Connects to backing services and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Arc::new(Store::connect(&config.redis_url, &config.redis_prefix).await?);
+        let store = Arc::new(
+            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?,
+        );
         let bus = EventBus::connect_checked(
             &config.nats_url,
             &config.nats_prefix,
@@ -64,6 +67,7 @@ impl App {
             }
         };
         let catalog = Arc::new(Catalog::new(channel));
+        let server = GrpcServer::bind(&config.server).await?;
         let controller = Arc::new(Controller::new(
             store.clone(),
             catalog.clone(),
@@ -71,8 +75,9 @@ impl App {
             Duration::from_millis(config.controller_poll_ms),
             shuffle_key,
             config.check_in_window_ms,
+            Duration::from_millis(config.finished_event_after_ms),
+            server.background(),
         ));
-        let server = GrpcServer::bind(&config.server).await?;
         let service = AdmissionService {
             store,
             catalog,
@@ -92,35 +97,43 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves; the controller, the consumer and the streams stop
-    /// on `server.stopping()`.
+    /// on `server.stopping()`, and `serve` waits for them (tracked tasks).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self { server, service, bus } = self;
         let stopping = server.stopping();
-        let controller = tokio::spawn(service.controller.clone().run(stopping.clone()));
+        server.spawn("admission-controller", service.controller.clone().run(stopping.clone()));
 
         let consumer = bus.durable_consumer(CONSUMER_NAME, &[kind::BOOKING_CONFIRMED]).await?;
         let (store, relay) = (service.store.clone(), service.controller.clone());
-        let consumer = tokio::spawn(consume(consumer, CONSUMER_NAME, stopping, move |event| {
-            let (store, relay) = (store.clone(), relay.clone());
-            async move {
-                if let Some(Body::BookingConfirmed(booking)) = event.body
-                    && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
-                {
-                    let event_id = event_id.to_string();
-                    let freed = store.release_pass(&event_id, &booking.user_id).await?;
-                    if freed {
-                        // The PassEnded is in the outbox; publish it now, not at the next tick.
-                        relay.start_relay(&event_id);
+        server.spawn(
+            "admission-booking-consumer",
+            consume(consumer, CONSUMER_NAME, stopping, move |event| {
+                let (store, relay) = (store.clone(), relay.clone());
+                async move {
+                    if let Some(Body::BookingConfirmed(booking)) = event.body
+                        && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
+                    {
+                        let event_id = event_id.to_string();
+                        let freed = match store.release_pass(&event_id, &booking.user_id).await {
+                            Err(Error::Rebuilding(_)) => {
+                                // Redis lost the event: redelivered after the rebuild, which may
+                                // have restored this pass.
+                                let _ = relay.rebuild_soon(&event_id);
+                                anyhow::bail!("the waiting room of event {event_id} is being rebuilt");
+                            }
+                            freed => freed?,
+                        };
+                        if freed {
+                            // The PassEnded is in the outbox; publish it now, not at the next tick.
+                            relay.start_relay(&event_id);
+                        }
+                        tracing::debug!(%event_id, user_id = %booking.user_id, freed, "booking confirmed; pass released");
                     }
-                    tracing::debug!(%event_id, user_id = %booking.user_id, freed, "booking confirmed; pass released");
+                    Ok(())
                 }
-                Ok(())
-            }
-        }));
+            }),
+        );
 
-        let served = server.serve(AdmissionServiceServer::new(service), shutdown).await;
-        let _ = controller.await;
-        let _ = consumer.await;
-        served
+        server.serve(AdmissionServiceServer::new(service), shutdown).await
     }
 }

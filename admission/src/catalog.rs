@@ -80,6 +80,12 @@ impl Catalog {
         }
     }
 
+    /// Drops the event from the cache (a finished event, see the controller); asked again on
+    /// its next use.
+    pub fn forget(&self, event_id: &str) {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(event_id);
+    }
+
     async fn fetch(&self, event_id: &str) -> Result<EventInfo, Error> {
         let mut request = tonic::Request::new(GetEventRequest { event_id: event_id.to_owned() });
         request.set_timeout(INVENTORY_TIMEOUT);

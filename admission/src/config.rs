@@ -64,6 +64,12 @@ pub struct Config {
     /// stream costs admission a few KiB, so the default bounds them to a few hundred MB.
     #[arg(long, env = "MAX_WATCHERS", default_value_t = 150_000)]
     pub max_watchers: usize,
+    /// How long an event must have been finished (open, nobody waiting, no pass out, nothing
+    /// to publish) before the controllers stop walking it and this replica drops its per-event
+    /// state (view, clock, catalogue entry, and updates of its `admission_*` series), in
+    /// milliseconds. A later request for the event brings it back.
+    #[arg(long, env = "FINISHED_EVENT_AFTER_MS", default_value_t = 600_000)]
+    pub finished_event_after_ms: u64,
 }
 
 impl Config {
@@ -89,6 +95,9 @@ impl Config {
         }
         if self.join_rate_limit == 0 {
             return Err("JOIN_RATE_LIMIT must be positive".into());
+        }
+        if !(1_000..=86_400_000).contains(&self.finished_event_after_ms) {
+            return Err("FINISHED_EVENT_AFTER_MS must be 1000-86400000".into());
         }
         if !(1..=1_000_000).contains(&self.max_watchers) {
             return Err("MAX_WATCHERS must be 1-1000000".into());

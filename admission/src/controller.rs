@@ -24,6 +24,21 @@
 //! check-in window (`CHECK_IN_WINDOW_MS`) and is extended to the full ttl when its holder
 //! collects it, so a no-show's slot is reused after the window instead of the whole ttl.
 //! The share of passes that expired unused is measured and exported.
+//!
+//! Redis loss: a tick (or any request) that finds the event's readiness marker missing after
+//! the opening gets [`Error::Rebuilding`]; the controller wakes the event's streams (each ends
+//! with `UNAVAILABLE`, `QUEUE_REBUILDING`, instead of reporting a stale estimate) and starts
+//! one rebuild task ([`Controller::rebuild_soon`]): under a Redis lock (one replica at a
+//! time) it reads the event's recent history from JetStream ([`crate::rebuild`]) and restores
+//! the live passes, the counters, the opening record and the marker. The first tick after it
+//! sees a new epoch and wakes every stream again, so a user whose place was lost is told
+//! `NOT_IN_QUEUE` and joins again.
+//!
+//! Finished events: an event that has been idle for `FINISHED_EVENT_AFTER_MS` (open, nobody
+//! waiting, no pass out, nothing to publish) is taken out of the Redis set of events and its
+//! per-event state on this replica (clock, view, catalogue entry) is dropped, so neither the
+//! maps nor the `admission_*{event_id}` series grow with every past sale; a request for the
+//! event brings it back.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -41,6 +56,7 @@ use futures::StreamExt;
 use service_runtime::{
     CancellationToken,
     bus::{EventBus, envelope, timestamp_ms},
+    lifecycle::Background,
 };
 use ticketing_proto::events::{Admitted, EventEnvelope, PassEndReason, PassEnded, event_envelope::Body};
 use tokio::sync::{oneshot, watch};
@@ -49,7 +65,8 @@ use crate::{
     catalog::{Catalog, EventInfo},
     error::Error,
     fairness::{PREQUEUE_TIER, ShuffleKey},
-    store::{AdmittedUser, EndReason, EndedPass, Opening, Store, TickParams, TickReport},
+    rebuild::{CLOCK_SKEW, read_history},
+    store::{AdmittedUser, EndReason, EndedPass, Opening, Rebuilt, Store, TickParams, TickReport},
 };
 
 /// Events ticked at once by one replica; bounds the Redis calls in flight per poll.
@@ -73,6 +90,14 @@ const RELAY_BATCH: usize = 4;
 /// is not raced, short enough that Admitted events of a dead replica arrive seconds late.
 const RELAY_STALLED: Duration = Duration::from_secs(10);
 
+/// How often the controller looks for finished events to forget (see the module docs); the
+/// sweep walks this replica's events once, so it runs far less often than the poll.
+const EVICTION_SWEEP: Duration = Duration::from_secs(10);
+
+/// How long a rebuild attempt that found another replica rebuilding (or failed) waits before
+/// it lets its waiters try again.
+const REBUILD_POLL: Duration = Duration::from_millis(50);
+
 /// How often a `WatchQueue` stream reports, at the least.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -94,6 +119,9 @@ const MIN_MEASURED_RATE: f64 = 0.01;
 pub struct View {
     /// False until the first tick of this replica reported.
     pub refreshed: bool,
+    /// The epoch of the event's state in Redis: a new one means the state was lost and
+    /// rebuilt, and every queue place with it.
+    pub epoch: i64,
     /// Redis time of the tick, unix ms.
     pub now_ms: i64,
     /// The lowest queue score still waiting (see [`crate::store`]): a waiting user whose
@@ -127,6 +155,8 @@ struct EventClock {
     last_tick: Option<Instant>,
     /// The last report showed an open event with nobody waiting and no pass out.
     idle: bool,
+    /// Since when the event has been idle with nothing left to publish, for eviction.
+    idle_since: Option<Instant>,
     /// `admitted_total` and Redis time of the previous report, for the rate.
     last_total: Option<(u64, i64)>,
     rate: Option<f64>,
@@ -146,11 +176,20 @@ pub struct Controller {
     registered: Mutex<HashSet<String>>,
     /// Events whose outbox a relay task of this replica is publishing.
     relaying: Mutex<HashSet<String>>,
+    /// Events a rebuild task of this replica is rebuilding (or trying to lock); the receiver
+    /// turns true when the task has finished.
+    rebuilding: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// How long an event stays idle before it counts as finished and is forgotten.
+    finished_after: Duration,
+    /// Where relay and rebuild tasks run, tracked, so shutdown waits for a publish in flight.
+    background: Background,
 }
 
 impl Controller {
     /// A controller polling every `poll`, shuffling pre-queues with `shuffle_key` and giving
     /// admitted users `check_in_window_ms` to collect their pass.
+    // Each argument is a distinct dependency or setting; `background` made it eight.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         catalog: Arc<Catalog>,
@@ -158,6 +197,8 @@ impl Controller {
         poll: Duration,
         shuffle_key: ShuffleKey,
         check_in_window_ms: u64,
+        finished_after: Duration,
+        background: Background,
     ) -> Self {
         Self {
             store,
@@ -169,6 +210,9 @@ impl Controller {
             serving: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
             relaying: Mutex::new(HashSet::new()),
+            rebuilding: Mutex::new(HashMap::new()),
+            finished_after,
+            background,
         }
     }
 
@@ -202,6 +246,7 @@ impl Controller {
     /// Ticks due events until `stopping` is cancelled.
     pub async fn run(self: Arc<Self>, stopping: CancellationToken) {
         let mut clocks: HashMap<String, EventClock> = HashMap::new();
+        let mut last_sweep = Instant::now();
         let mut interval = tokio::time::interval(self.poll);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -245,6 +290,7 @@ impl Controller {
                 let clock = clocks.entry(event_id).or_insert(EventClock {
                     last_tick: None,
                     idle: false,
+                    idle_since: None,
                     last_total: None,
                     rate: None,
                 });
@@ -277,12 +323,158 @@ impl Controller {
                             self.observe(&info, clock, &report);
                         }
                     }
+                    Err(Error::Rebuilding(_)) => {
+                        // Redis lost the event: no stream may go on reporting the old view.
+                        self.serving(&info.event_id).wake_all();
+                        let _ = self.rebuild_soon(&info.event_id);
+                    }
                     Err(error) => {
                         tracing::warn!(event_id = %info.event_id, error = %error, "admission tick failed")
                     }
                 }
             }
+            if last_sweep.elapsed() >= EVICTION_SWEEP {
+                last_sweep = Instant::now();
+                self.evict_finished(&mut clocks).await;
+            }
         }
+    }
+
+    /// Forgets the events idle for `finished_after`: out of the Redis set of events (when still
+    /// finished there), then out of this replica's maps. Also drops the views of events this
+    /// replica does not tick (asked about, never joined here) that no stream follows.
+    async fn evict_finished(&self, clocks: &mut HashMap<String, EventClock>) {
+        let finished: Vec<String> = clocks
+            .iter()
+            .filter(|(_, clock)| clock.idle_since.is_some_and(|since| since.elapsed() >= self.finished_after))
+            .map(|(event_id, _)| event_id.clone())
+            .collect();
+        for event_id in finished {
+            if self
+                .serving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&event_id)
+                .is_some_and(|s| Arc::strong_count(s) > 1)
+            {
+                continue; // a stream still follows it
+            }
+            // Out of `registered` first: a join from now on registers the event again itself.
+            self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(&event_id);
+            match self.store.forget_event(&event_id).await {
+                Ok(true) => {
+                    clocks.remove(&event_id);
+                    self.serving.lock().unwrap_or_else(|p| p.into_inner()).remove(&event_id);
+                    self.catalog.forget(&event_id);
+                    metrics::counter!("admission_events_forgotten_total").increment(1);
+                    tracing::info!(%event_id, "event finished; forgotten until it is asked about again");
+                }
+                Ok(false) => {
+                    self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(event_id.clone());
+                    if let Some(clock) = clocks.get_mut(&event_id) {
+                        clock.idle_since = None;
+                    }
+                }
+                Err(error) => {
+                    self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(event_id.clone());
+                    tracing::warn!(%event_id, %error, "cannot forget a finished event");
+                }
+            }
+        }
+        self.serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|event_id, serving| clocks.contains_key(event_id) || Arc::strong_count(serving) > 1);
+    }
+
+    /// Starts a rebuild of the event's Redis state on this replica unless one is running, and
+    /// returns a receiver that turns true when that attempt has finished (rebuilt, or found
+    /// another replica rebuilding, or failed): the caller then tries again.
+    pub fn rebuild_soon(self: &Arc<Self>, event_id: &str) -> watch::Receiver<bool> {
+        let mut rebuilding = self.rebuilding.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(running) = rebuilding.get(event_id) {
+            return running.clone();
+        }
+        let (done, running) = watch::channel(false);
+        rebuilding.insert(event_id.to_owned(), running.clone());
+        let (controller, event_id) = (self.clone(), event_id.to_owned());
+        self.background.spawn("admission-rebuild", async move {
+            match controller.rebuild(&event_id).await {
+                Ok(true) => {}
+                // Another replica holds the lock: look again shortly, not in a tight loop.
+                Ok(false) => tokio::time::sleep(REBUILD_POLL).await,
+                Err(error) => {
+                    tracing::warn!(%event_id, error = %error, "cannot rebuild the event's waiting room; retrying on the next request or tick");
+                    tokio::time::sleep(REBUILD_POLL).await;
+                }
+            }
+            controller.rebuilding.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event_id);
+            let _ = done.send(true);
+        });
+        running
+    }
+
+    /// Rebuilds the event's state from its history, under the Redis lock; false at once when
+    /// another replica holds it.
+    async fn rebuild(&self, event_id: &str) -> Result<bool, Error> {
+        let info = self.catalog.get(event_id).await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        if !self.store.lock_rebuild(event_id, &token).await? {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let pass_ttl_ms = u64::from(info.pass_ttl_seconds) * 1000;
+        let window_ms = i64::try_from(pass_ttl_ms + CLOCK_SKEW.as_millis() as u64).unwrap_or(i64::MAX);
+        let history = match read_history(
+            &self.bus,
+            event_id,
+            now_ms - window_ms,
+            now_ms,
+            pass_ttl_ms,
+            self.check_in_window_ms,
+        )
+        .await
+        {
+            Ok(history) => history,
+            Err(error) => {
+                if let Err(unlock) = self.store.unlock_rebuild(event_id, &token).await {
+                    tracing::warn!(%event_id, error = %unlock, "cannot release the rebuild lock; it expires by itself");
+                }
+                return Err(error);
+            }
+        };
+        let commitment = self.shuffle_key.event_key(event_id).commitment();
+        match self.store.rebuild(event_id, &token, &history.passes, &history.counters, &commitment).await? {
+            Rebuilt::Restored { epoch } => {
+                metrics::counter!("admission_rebuilds_total").increment(1);
+                metrics::histogram!("admission_rebuild_seconds").record(started.elapsed().as_secs_f64());
+                let took_ms = started.elapsed().as_millis() as u64;
+                if history.admitted == 0 {
+                    // Nothing admitted in the last pass ttl: a first use after the opening, or a
+                    // loss that cost nothing but the queue.
+                    tracing::info!(%event_id, epoch, took_ms, "event state made from its history (no recent admission)");
+                } else {
+                    tracing::warn!(
+                        %event_id,
+                        epoch,
+                        live_passes = history.passes.len(),
+                        admitted_in_window = history.admitted,
+                        ended_in_window = history.ended,
+                        max_pass_id = history.counters.max_pass_id,
+                        took_ms,
+                        "Redis had lost the event's waiting room; rebuilt it from the event history (waiting users must join again)"
+                    );
+                }
+            }
+            Rebuilt::AlreadyReady => tracing::debug!(%event_id, "the event was ready already"),
+            Rebuilt::LockLost => {
+                tracing::warn!(%event_id, "the rebuild lock expired before the rebuild finished")
+            }
+        }
+        self.store.register_event(event_id).await?;
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(event_id.to_owned());
+        Ok(true)
     }
 
     /// One tick of one event. The users it admits are in the event's outbox, which
@@ -333,7 +525,7 @@ impl Controller {
         let mut relaying = self.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if relaying.insert(event_id.to_owned()) {
             let (controller, event_id) = (self.clone(), event_id.to_owned());
-            tokio::spawn(async move {
+            self.background.spawn("admission-relay", async move {
                 controller.relay(&event_id).await;
                 controller.relaying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event_id);
             });
@@ -427,8 +619,14 @@ impl Controller {
         }
         clock.last_total = Some((report.admitted_total, report.now_ms));
         clock.idle = report.opened && report.queue_length == 0 && report.active_passes == 0;
+        if clock.idle && report.outbox == 0 {
+            clock.idle_since.get_or_insert_with(Instant::now);
+        } else {
+            clock.idle_since = None;
+        }
         let view = View {
             refreshed: true,
+            epoch: report.epoch,
             now_ms: report.now_ms,
             head: report.head,
             queue_length: report.queue_length,
@@ -572,6 +770,15 @@ impl NowServing {
         seconds
     }
 
+    /// Wakes every waiting stream: each asks Redis again (and learns that its place is gone,
+    /// or that the event is being rebuilt).
+    fn wake_all(&self) {
+        let due = std::mem::take(&mut self.lock().waiting);
+        for (_, tx) in due {
+            let _ = tx.send(());
+        }
+    }
+
     fn take_demand(&self) -> bool {
         self.demand.swap(false, Ordering::Relaxed)
     }
@@ -607,7 +814,8 @@ impl NowServing {
             // again from 1, so a stream filed under its old score would wait for a turn that
             // never comes; each asks again instead, and one whose place is gone ends with
             // NOT_IN_QUEUE, so its user joins again.
-            let lost = state.view.refreshed && view.admitted_total < state.view.admitted_total;
+            let lost = state.view.refreshed
+                && (view.epoch != state.view.epoch || view.admitted_total < state.view.admitted_total);
             let threshold = if lost {
                 u64::MAX
             } else if view.opened && !state.view.opened {
@@ -671,6 +879,16 @@ mod tests {
         assert!((&mut turn).now_or_never().is_none(), "the head has not reached the stream");
         // Redis restarted empty: passes issued fall back, tickets start again from 1.
         serving.publish(view(1, 3));
+        assert!((&mut turn).now_or_never().is_some(), "the stream asks again at once");
+    }
+
+    #[test]
+    fn a_new_epoch_wakes_every_stream_even_when_more_passes_were_issued() {
+        let serving = Arc::new(NowServing::default());
+        serving.publish(view(10, 50));
+        let mut turn = serving.turn(1_000, false);
+        // Rebuilt: pass ids (and so the count since) restart above the old ones.
+        serving.publish(View { epoch: 7, ..view(20, 60) });
         assert!((&mut turn).now_or_never().is_some(), "the stream asks again at once");
     }
 }

@@ -11,6 +11,13 @@ pub const REASON_RATE_LIMITED: &str = "RATE_LIMITED";
 pub const REASON_EVENT_NOT_FOUND: &str = "EVENT_NOT_FOUND";
 /// Machine-readable reason: this replica holds as many WatchQueue streams as it may.
 pub const REASON_TOO_MANY_WATCHERS: &str = "TOO_MANY_WATCHERS";
+/// Machine-readable reason: Redis lost the event's waiting room and it is being rebuilt;
+/// `retry-after` says when to ask again. No estimate is given meanwhile.
+pub const REASON_QUEUE_REBUILDING: &str = "QUEUE_REBUILDING";
+
+/// When a caller should ask again while the event's waiting room is rebuilt: a rebuild reads
+/// the last pass ttl of the event's history and takes about a second.
+const REBUILD_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +25,16 @@ pub enum Error {
     /// A field of the request is malformed; the status is already built by the validator.
     #[error("invalid argument: {0}")]
     InvalidArgument(Box<Status>),
+    /// A status received from a call (validation helpers of `service-runtime`, another
+    /// service) other than INVALID_ARGUMENT: passed on with its own code.
+    #[error("{code:?}: {message}", code = .0.code(), message = .0.message())]
+    Received(Box<Status>),
+    /// Redis lost the event's state after its sale opened; it is being rebuilt.
+    #[error("the waiting room of event {0} is being rebuilt")]
+    Rebuilding(String),
+    /// The event's history (the JetStream stream) could not be read for a rebuild.
+    #[error("cannot read the event history: {0}")]
+    HistoryUnreadable(String),
     #[error("event {0} does not exist")]
     UnknownEvent(String),
     #[error("user {user_id} is not in the queue of event {event_id}")]
@@ -34,9 +51,14 @@ pub enum Error {
     UnexpectedReply(String),
 }
 
+/// A received status keeps its code: a validator's INVALID_ARGUMENT stays one, a callee's
+/// UNAVAILABLE or NOT_FOUND is not turned into bad input.
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
-        Self::InvalidArgument(Box::new(status))
+        match status.code() {
+            Code::InvalidArgument => Self::InvalidArgument(Box::new(status)),
+            _ => Self::Received(Box::new(status)),
+        }
     }
 }
 
@@ -44,6 +66,35 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::InvalidArgument(status) => *status,
+            Error::Received(status) => match status.code() {
+                // A callee's own failure says nothing the caller can act on and may carry its
+                // internals: logged here, a plain INTERNAL out.
+                Code::Internal | Code::Unknown | Code::DataLoss | Code::Ok => {
+                    tracing::error!(code = ?status.code(), message = status.message(), "a call failed");
+                    Status::internal("internal error")
+                }
+                _ => *status,
+            },
+            Error::Rebuilding(event_id) => {
+                let mut status = with_reason(
+                    Code::Unavailable,
+                    format!(
+                        "the waiting room of event {event_id} lost its state and is being rebuilt; \
+                         retry in {REBUILD_RETRY_AFTER_SECONDS} s (a waiting user joins again)"
+                    ),
+                    REASON_QUEUE_REBUILDING,
+                    [
+                        ("event_id", event_id),
+                        ("retry_after_seconds", REBUILD_RETRY_AFTER_SECONDS.to_string()),
+                    ],
+                );
+                status.metadata_mut().insert("retry-after", REBUILD_RETRY_AFTER_SECONDS.into());
+                status
+            }
+            Error::HistoryUnreadable(error) => {
+                tracing::error!(%error, "cannot read the event history");
+                Status::unavailable("the event history is unavailable")
+            }
             Error::UnknownEvent(event_id) => with_reason(
                 Code::NotFound,
                 format!("event_id: event {event_id} does not exist"),
@@ -88,5 +139,54 @@ impl From<Error> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use service_runtime::status::reason;
+    use tonic::{Code, Status};
+
+    use super::{Error, REASON_QUEUE_REBUILDING};
+
+    /// What a caller receives for a status that reached the service from a call.
+    fn passed_on(status: Status) -> Status {
+        Status::from(Error::from(status))
+    }
+
+    #[test]
+    fn a_received_status_is_passed_on_with_its_own_code() {
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::Unavailable,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::DeadlineExceeded,
+        ] {
+            let error = Error::from(Status::new(code, "the callee's message"));
+            if code != Code::InvalidArgument {
+                assert!(!matches!(error, Error::InvalidArgument(_)), "{code:?} became {error}");
+            }
+            let status = Status::from(error);
+            assert_eq!((status.code(), status.message()), (code, "the callee's message"));
+        }
+    }
+
+    #[test]
+    fn a_callees_internal_failure_is_logged_not_leaked() {
+        let status = passed_on(Status::internal("pq: password authentication failed for user admin"));
+        assert_eq!((status.code(), status.message()), (Code::Internal, "internal error"));
+    }
+
+    #[test]
+    fn a_rebuilding_queue_is_unavailable_with_a_reason_and_retry_after() {
+        let status = Status::from(Error::Rebuilding("e1".into()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(reason(&status).unwrap().0, REASON_QUEUE_REBUILDING);
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
     }
 }

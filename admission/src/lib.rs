@@ -16,6 +16,12 @@
 //!   and a relay task publishes them as `Admitted` events (JetStream drops the duplicates of
 //!   a retry), so a crash or a NATS outage delays them but loses none. Every tick refreshes
 //!   the per-event "now serving" view that `WatchQueue` streams read without calling Redis.
+//! - [`rebuild`]: after Redis lost an event's state (its readiness marker is missing once the
+//!   sale has opened), the scripts answer "not ready", requests wait up to 3 s and then answer
+//!   `UNAVAILABLE` `QUEUE_REBUILDING`, and one replica (under a Redis lock) rebuilds the opening
+//!   record, the live passes and the counters from the event's `Admitted` / `PassEnded`
+//!   history on JetStream. Waiting users lose their place and join again; pass holders keep
+//!   their passes, which still count against the capacity.
 //! - [`fairness`]: the keyed shuffle and the functions that audit it.
 //! - [`audit`]: the `admission-audit` tool, which reads an event's `Admitted` events from
 //!   the stream and runs the fairness audit on them.
@@ -113,6 +119,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod fairness;
+pub mod rebuild;
 pub mod service;
 pub mod store;
 

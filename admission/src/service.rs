@@ -30,6 +30,11 @@ use crate::{
     store::{JoinOutcome, Left, Standing, Store, StoredPass},
 };
 
+/// How long a request waits for its event's waiting room to be rebuilt (see
+/// [`AdmissionService::with_state`]) before answering `UNAVAILABLE`; well below the request
+/// timeout.
+const REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Implements the generated `AdmissionService` trait.
 #[derive(Clone)]
 pub struct AdmissionService {
@@ -53,6 +58,39 @@ fn ids(event_id: &str, user: &str) -> Result<(String, String), Error> {
 }
 
 impl AdmissionService {
+    /// Passes `result` on; when it says the event's state is missing (Redis lost it), starts
+    /// the rebuild first, so the caller's `UNAVAILABLE` (`QUEUE_REBUILDING`) is soon over.
+    fn noticing<T>(&self, event_id: &str, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(Error::Rebuilding(_)) = &result {
+            let _ = self.controller.rebuild_soon(event_id);
+        }
+        result
+    }
+
+    /// Runs `op`; when the event's state is missing, has it rebuilt and runs it again, for up
+    /// to [`REBUILD_WAIT`]; after that the caller gets `UNAVAILABLE` (`QUEUE_REBUILDING`). The
+    /// first request of an event first used after its opening (whose state may as well have
+    /// been lost) thus waits for one short history read instead of failing.
+    async fn with_state<T, F, Fut>(&self, event_id: &str, op: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + REBUILD_WAIT;
+        loop {
+            match op().await {
+                Err(Error::Rebuilding(id)) => {
+                    let mut done = self.controller.rebuild_soon(event_id);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Rebuilding(id));
+                    }
+                    let _ = tokio::time::timeout_at(deadline, done.wait_for(|done| *done)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn pass(&self, event_id: &str, user_id: &str, stored: &StoredPass) -> Pass {
         let token = self.signer.sign(PassClaims {
             key_id: String::new(),
@@ -106,8 +144,11 @@ impl AdmissionService {
     async fn join(&self, user: &str, request: JoinRequest) -> Result<QueueStatus, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
         let info = self.catalog.get(&event_id).await?;
-        let joined =
-            self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms).await?;
+        let joined = self
+            .with_state(&event_id, || {
+                self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms)
+            })
+            .await?;
         let standing = match joined {
             JoinOutcome::RateLimited { retry_after_ms } => return Err(Error::RateLimited { retry_after_ms }),
             JoinOutcome::Joined(standing) => standing,
@@ -124,7 +165,9 @@ impl AdmissionService {
     ) -> Result<(Arc<EventInfo>, QueueStatus, u64), Error> {
         let (event_id, user_id) = ids(event_id, user_id)?;
         let info = self.catalog.get(&event_id).await?;
-        let standing = self.store.standing(&event_id, &user_id).await?;
+        let standing = self
+            .with_state(&event_id, || self.store.standing(&event_id, &user_id, info.sale_opens_at_ms))
+            .await?;
         let score = waiting_score(&standing);
         let status = self.status(&info, &user_id, standing, &self.controller.view(&event_id))?;
         Ok((info, status, score))
@@ -134,8 +177,11 @@ impl AdmissionService {
     /// in the same script, and the relay starts at once so seat-lock refuses the pass soon.
     async fn leave(&self, user: &str, request: LeaveRequest) -> Result<bool, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
-        self.catalog.get(&event_id).await?;
-        match self.store.leave(&event_id, &user_id).await? {
+        let info = self.catalog.get(&event_id).await?;
+        match self
+            .with_state(&event_id, || self.store.leave(&event_id, &user_id, info.sale_opens_at_ms))
+            .await?
+        {
             Left::Nothing => Ok(false),
             Left::Queue => Ok(true),
             Left::Pass => {
@@ -229,10 +275,10 @@ impl Watcher {
             tokio::select! {
                 () = service.stopping.cancelled() => return None,
                 () = turn, if refreshing.is_none() => {
-                    let (store, event_id, user_id) =
-                        (service.store.clone(), info.event_id.clone(), last.user_id.clone());
+                    let (store, event_id, user_id, opens) =
+                        (service.store.clone(), info.event_id.clone(), last.user_id.clone(), info.sale_opens_at_ms);
                     // Boxed: the call's future is large and lives only while the call runs.
-                    *refreshing = Some(Box::pin(async move { store.standing(&event_id, &user_id).await }));
+                    *refreshing = Some(Box::pin(async move { store.standing(&event_id, &user_id, opens).await }));
                 }
                 standing = async {
                     match refreshing.as_mut() {
@@ -269,6 +315,7 @@ impl Watcher {
     /// The exact status from Redis's answer; files the stream for its next turn.
     fn answer(&mut self, standing: Result<Standing, Error>) -> Result<QueueStatus, Status> {
         let view = self.serving.view();
+        let standing = self.service.noticing(&self.info.event_id, standing);
         let answered = standing.and_then(|standing| {
             let score = waiting_score(&standing);
             Ok((self.service.status(&self.info, &self.last.user_id, standing, &view)?, score))

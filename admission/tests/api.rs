@@ -468,10 +468,11 @@ async fn bad_input_and_bad_identities_are_refused_and_change_nothing() {
         (&event_id, Some(&elsewhere), "ann", Code::Unauthenticated, "TOKEN_WRONG_AUDIENCE"),
         (&event_id, Some(&stranger), "ann", Code::Unauthenticated, "TOKEN_BAD_SIGNATURE"),
         (&event_id, Some("not.a.jwt"), "ann", Code::Unauthenticated, "TOKEN_MALFORMED"),
-        // Acting as someone else: mallory's token naming ann, or a user id that is not the token's.
+        // Acting as someone else: mallory's token naming ann. A user id that cannot be anyone's
+        // (bad characters, too long) is bad input before it is someone else's name.
         (&event_id, Some(&mallory), "ann", Code::PermissionDenied, "USER_MISMATCH"),
-        (&event_id, Some(&ann), "bad user!", Code::PermissionDenied, "USER_MISMATCH"),
-        (&event_id, Some(&ann), &long, Code::PermissionDenied, "USER_MISMATCH"),
+        (&event_id, Some(&ann), "bad user!", Code::InvalidArgument, "user_id"),
+        (&event_id, Some(&ann), &long, Code::InvalidArgument, "user_id"),
     ];
     for (event, token, user, code, names) in cases {
         let (event_id, user_id) = (event.to_owned(), user.to_owned());

@@ -6,10 +6,7 @@ use std::{sync::Arc, time::Duration};
 use sea_orm_migration::MigratorTrait;
 use service_runtime::{GrpcServer, bus::EventBus, db};
 use ticketing_proto::v1::inventory_service_server::InventoryServiceServer;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     Config,
@@ -25,9 +22,6 @@ use crate::{
 pub struct App {
     server: GrpcServer,
     service: InventoryService,
-    feed: JoinHandle<()>,
-    /// Stores the feed's snapshots; ends after the last one, once the feed has stopped.
-    writer: JoinHandle<()>,
 }
 
 impl App {
@@ -77,7 +71,9 @@ impl App {
         let server = GrpcServer::bind(&config.server).await?;
 
         let (checkpoint_tx, checkpoint_rx) = mpsc::channel(CHECKPOINT_QUEUE);
-        let writer = tokio::spawn(snapshot::write_loop(snapshots, checkpoint_rx));
+        // Tracked: it ends once the feed, stopping, has dropped its sender after handing
+        // over the last checkpoint, and `serve` waits for it within the drain grace.
+        server.spawn("inventory-snapshots", snapshot::write_loop(snapshots, checkpoint_rx));
         let checkpoints = Checkpointer::new(
             registry.clone(),
             checkpoint_tx,
@@ -88,15 +84,19 @@ impl App {
         );
         let (applied_tx, mut applied) = watch::channel(resume.start_after);
         let head = position.last;
-        let feed = tokio::spawn(feed::run(
-            bus,
-            config.nats_prefix.clone(),
-            registry.clone(),
-            resume,
-            checkpoints,
-            applied_tx,
-            server.stopping(),
-        ));
+        // Tracked: `serve` waits for it, and a failed start (dropping the server) stops it.
+        server.spawn(
+            "inventory-feed",
+            feed::run(
+                bus,
+                config.nats_prefix.clone(),
+                registry.clone(),
+                resume,
+                checkpoints,
+                applied_tx,
+                server.stopping(),
+            ),
+        );
         let caught_up = tokio::time::timeout(
             Duration::from_millis(config.catch_up_timeout_ms),
             applied.wait_for(|&sequence| sequence >= head),
@@ -113,7 +113,7 @@ impl App {
             ),
         }
         let service = InventoryService::new(registry, server.stopping());
-        Ok(Self { server, service, feed, writer })
+        Ok(Self { server, service })
     }
 
     /// The bound port.
@@ -121,23 +121,11 @@ impl App {
         self.server.local_addr().port()
     }
 
-    /// Serves until `shutdown` resolves; the consumer and watch streams stop with the server.
+    /// Serves until `shutdown` resolves; the consumer and watch streams stop with the server,
+    /// which waits for the consumer and the snapshot writer (tracked tasks) on every exit path:
+    /// the consumer hands over a last checkpoint as it stops, and the writer stores it.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { server, service, feed, writer } = self;
-        let stopping = server.stopping();
-        let result = server.serve(InventoryServiceServer::new(service), shutdown).await;
-        // The server cancels `stopping` on a clean shutdown; make sure the consumer ends on
-        // an accept error too.
-        stopping.cancel();
-        if let Err(error) = feed.await {
-            tracing::error!(%error, "seat map consumer panicked");
-        }
-        // The feed handed its last checkpoint over and dropped its sender: the writer ends
-        // when that is stored.
-        match writer.await {
-            Ok(()) => tracing::info!("seat map snapshots stored"),
-            Err(error) => tracing::error!(%error, "seat map snapshot writer panicked"),
-        }
-        result
+        let Self { server, service } = self;
+        server.serve(InventoryServiceServer::new(service), shutdown).await
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
 };
-use service_runtime::bus::timestamp_ms;
+use service_runtime::{bus::timestamp_ms, status::quote};
 use ticketing_proto::v1::{
     CreateEventRequest, CreateVenueRequest, Event, Venue, Zone, ZoneKind, zone_spec::Layout,
 };
@@ -52,6 +52,14 @@ pub fn parse_seat_id(seat_id: &str) -> Option<(&str, &str, u32)> {
     Some((zone, row, number))
 }
 
+/// Checks a zone id (a venue's own, or a filter naming one): 1-16 of `[A-Za-z0-9_]`.
+pub(crate) fn check_zone_id(field: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::invalid(field, format!("must be 1-16 of [A-Za-z0-9_], got {}", quote(id))));
+    }
+    Ok(())
+}
+
 fn check_name(field: &str, value: &str, max: usize) -> Result<(), Error> {
     let chars = value.chars().count();
     if value.trim().is_empty() {
@@ -87,14 +95,9 @@ pub fn validate_venue(request: &CreateVenueRequest) -> Result<(Vec<Zone>, u32), 
     for (i, spec) in request.zones.iter().enumerate() {
         let field = |name: &str| format!("zones[{i}].{name}");
         let id = &spec.zone_id;
-        if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(Error::invalid(
-                field("zone_id"),
-                format!("must be 1-16 of [A-Za-z0-9_], got {id:?}"),
-            ));
-        }
+        check_zone_id(&field("zone_id"), id)?;
         if !zone_ids.insert(id.as_str()) {
-            return Err(Error::invalid(field("zone_id"), format!("duplicate zone id {id:?}")));
+            return Err(Error::invalid(field("zone_id"), format!("duplicate zone id {}", quote(id))));
         }
         check_name(&field("name"), &spec.name, 100)?;
         if spec.price_cents < 0 {
@@ -123,13 +126,13 @@ pub fn validate_venue(request: &CreateVenueRequest) -> Result<(Vec<Zone>, u32), 
                     {
                         return Err(Error::invalid(
                             field("seated.row_labels"),
-                            format!("each row label must be 1-8 of [A-Za-z0-9], got {label:?}"),
+                            format!("each row label must be 1-8 of [A-Za-z0-9], got {}", quote(label)),
                         ));
                     }
                     if !labels.insert(label.as_str()) {
                         return Err(Error::invalid(
                             field("seated.row_labels"),
-                            format!("duplicate row label {label:?}"),
+                            format!("duplicate row label {}", quote(label)),
                         ));
                     }
                 }
@@ -159,13 +162,13 @@ pub fn validate_venue(request: &CreateVenueRequest) -> Result<(Vec<Zone>, u32), 
                     if !belongs {
                         return Err(Error::invalid(
                             field("seated.accessible_seat_ids"),
-                            format!("{seat:?} is not a seat of zone {id:?}"),
+                            format!("{} is not a seat of zone {}", quote(seat), quote(id)),
                         ));
                     }
                     if !accessible.insert(seat.as_str()) {
                         return Err(Error::invalid(
                             field("seated.accessible_seat_ids"),
-                            format!("duplicate seat id {seat:?}"),
+                            format!("duplicate seat id {}", quote(seat)),
                         ));
                     }
                 }
@@ -272,7 +275,7 @@ pub fn validate_event(request: &CreateEventRequest) -> Result<NewEvent, Error> {
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Error::invalid(
             "currency",
-            format!("must be three upper-case letters, got {currency:?}"),
+            format!("must be three upper-case letters, got {}", quote(&currency)),
         ));
     }
     Ok(NewEvent {

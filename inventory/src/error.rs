@@ -1,6 +1,6 @@
 //! The one error type of the service and its mapping to gRPC statuses.
 
-use service_runtime::status::{invalid, with_reason};
+use service_runtime::status::{invalid, prefix, quote, with_reason};
 use tonic::{Code, Status};
 
 /// Why a request failed.
@@ -58,9 +58,9 @@ impl From<Error> for Status {
             ),
             Error::ZoneNotFound { event_id, zone_id } => with_reason(
                 Code::NotFound,
-                format!("zone_id: event {event_id} has no zone {zone_id:?}"),
+                format!("zone_id: event {event_id} has no zone {}", quote(&zone_id)),
                 "ZONE_NOT_FOUND",
-                [("event_id", event_id), ("zone_id", zone_id)],
+                [("event_id", event_id), ("zone_id", prefix(&zone_id))],
             ),
             Error::TooManyWatchers => with_reason(
                 Code::ResourceExhausted,

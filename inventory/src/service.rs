@@ -54,9 +54,13 @@ impl InventoryService {
     }
 }
 
-/// `None` for an empty zone filter.
-fn zone_filter(zone_id: &str) -> Option<&str> {
-    (!zone_id.is_empty()).then_some(zone_id)
+/// `None` for an empty zone filter; `INVALID_ARGUMENT` for one that cannot name a zone.
+fn zone_filter(zone_id: &str) -> Result<Option<&str>, Error> {
+    if zone_id.is_empty() {
+        return Ok(None);
+    }
+    crate::catalogue::check_zone_id("zone_id", zone_id)?;
+    Ok(Some(zone_id))
 }
 
 #[tonic::async_trait]
@@ -127,7 +131,7 @@ impl InventoryApi for InventoryService {
     ) -> Result<Response<GetSeatMapResponse>, Status> {
         let request = request.into_inner();
         let entry = self.entry(&request.event_id).await?;
-        let snapshot = entry.map().snapshot(zone_filter(&request.zone_id));
+        let snapshot = entry.map().snapshot(zone_filter(&request.zone_id)?);
         let snapshot = snapshot.ok_or_else(|| Error::ZoneNotFound {
             event_id: request.event_id.clone(),
             zone_id: request.zone_id.clone(),
@@ -157,7 +161,7 @@ impl InventoryApi for InventoryService {
     ) -> Result<Response<Self::WatchSeatMapStream>, Status> {
         let request = request.into_inner();
         let entry = self.entry(&request.event_id).await?;
-        let zone = zone_filter(&request.zone_id).map(str::to_owned);
+        let zone = zone_filter(&request.zone_id)?.map(str::to_owned);
         if let Some(zone_id) = &zone
             && !entry.map().has_zone(zone_id)
         {

@@ -4,6 +4,7 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
+use sea_orm::{DatabaseConnection, sqlx::postgres::PgListener};
 use service_runtime::{GrpcServer, bus::EventBus};
 use ticketing_proto::v1::notifier_service_server::NotifierServiceServer;
 
@@ -11,6 +12,7 @@ use crate::{
     Config,
     consumer::{self, DURABLE, KINDS},
     inbox::Inbox,
+    live::{self, Hub},
     migration,
     service::NotifierService,
     webhook::{DeliveryWorker, client::WebhookClient},
@@ -25,6 +27,9 @@ pub struct App {
     service: NotifierService,
     consumer: PullConsumer,
     worker: DeliveryWorker,
+    /// LISTENing already, so no stream starts before notifications are heard.
+    listener: PgListener,
+    db: DatabaseConnection,
 }
 
 impl App {
@@ -45,21 +50,29 @@ impl App {
         )
         .await?;
         let consumer = bus.durable_consumer(DURABLE, KINDS).await?;
+        let listener = live::listener(&db).await.context("LISTEN on Postgres")?;
         let server = GrpcServer::bind(&config.server).await.context("binding the gRPC address")?;
 
         let inbox = Inbox::new(db.clone());
         let max_webhooks_per_user = config.max_webhooks_per_user;
+        let hub = Hub::new(config.max_subscribers);
         let worker = DeliveryWorker {
-            db,
+            db: db.clone(),
             config: Arc::new(config),
             policy: policy.clone(),
             keys: keys.clone(),
             client,
             wake: inbox.deliveries_due(),
         };
-        let service =
-            NotifierService { inbox, policy, keys, max_webhooks_per_user, stopping: server.stopping() };
-        Ok(Self { server, service, consumer, worker })
+        let service = NotifierService {
+            inbox,
+            policy,
+            keys,
+            max_webhooks_per_user,
+            hub,
+            background: server.background(),
+        };
+        Ok(Self { server, service, consumer, worker, listener, db })
     }
 
     /// The bound gRPC port.
@@ -67,18 +80,17 @@ impl App {
         self.server.local_addr().port()
     }
 
-    /// Serves until `shutdown` resolves; background loops stop on `server.stopping()` and are
-    /// awaited, so a handler in flight commits (and acks) before this returns.
+    /// Serves until `shutdown` resolves; background loops stop on `server.stopping()` and
+    /// `serve` waits for them (tracked tasks), so a handler in flight commits (and acks) before
+    /// this returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { server, service, consumer, worker } = self;
+        let Self { server, service, consumer, worker, listener, db } = self;
         let stopping = server.stopping();
-        let consuming = tokio::spawn(consumer::run(consumer, service.inbox.clone(), stopping.clone()));
-        let delivering = tokio::spawn(worker.run(stopping.clone()));
-        let served = server.serve(NotifierServiceServer::new(service), shutdown).await;
-        // serve() cancels `stopping` on shutdown; if it failed instead, stop the loops too.
-        stopping.cancel();
-        let _ = consuming.await;
-        let _ = delivering.await;
-        served
+        server.spawn("notifier-consumer", consumer::run(consumer, service.inbox.clone(), stopping.clone()));
+        server.spawn("notifier-webhooks", worker.run(stopping.clone()));
+        let hub = service.hub.clone();
+        server.spawn("notifier-listen", live::listen(listener, db.clone(), hub.clone(), stopping.clone()));
+        server.spawn("notifier-safety-poll", live::safety_polls(db, hub, stopping));
+        server.serve(NotifierServiceServer::new(service), shutdown).await
     }
 }

@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_WEBHOOKS_PER_USER: u32 = 10;
 /// Largest `MAX_WEBHOOKS_PER_USER`: every stored notification fans out to that many deliveries.
 pub const MAX_MAX_WEBHOOKS_PER_USER: u32 = 1_000;
 
+/// Largest `MAX_SUBSCRIBERS`: each stream holds a task and a buffer on the replica.
+pub const MAX_MAX_SUBSCRIBERS: usize = 100_000;
+
 /// A setting that must never be printed: `Debug` shows `Redacted(..)` and parsing it never
 /// fails (so clap never echoes it in an error); it is checked in [`Config::validate`].
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -82,6 +85,10 @@ pub struct Config {
     /// Most webhooks one user may register.
     #[arg(long, env = "MAX_WEBHOOKS_PER_USER", default_value_t = DEFAULT_MAX_WEBHOOKS_PER_USER)]
     pub max_webhooks_per_user: u32,
+    /// Live Subscribe streams one replica serves at once; past it Subscribe answers
+    /// RESOURCE_EXHAUSTED (reason TOO_MANY_SUBSCRIBERS).
+    #[arg(long, env = "MAX_SUBSCRIBERS", default_value_t = crate::live::DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
     /// Keys sealing webhook secrets at rest: `kid:base64-32-byte-key[,kid:key...]`; the first
     /// seals, all open (rotation: put the new key first, restart, then drop the old one).
     #[arg(long, env = "WEBHOOK_SECRET_KEY", hide_env_values = true)]
@@ -115,6 +122,7 @@ impl Config {
             webhook_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             webhook_ca_file: None,
             max_webhooks_per_user: DEFAULT_MAX_WEBHOOKS_PER_USER,
+            max_subscribers: crate::live::DEFAULT_MAX_SUBSCRIBERS,
             webhook_secret_key: Some(Redacted::new(EXAMPLE_SECRET_KEY)),
             allow_example_secrets: true,
             webhook_max_attempts: 8,
@@ -140,6 +148,9 @@ impl Config {
         self.secret_keys()?;
         if !(1..=MAX_MAX_WEBHOOKS_PER_USER).contains(&self.max_webhooks_per_user) {
             return Err(format!("MAX_WEBHOOKS_PER_USER must be 1-{MAX_MAX_WEBHOOKS_PER_USER}"));
+        }
+        if !(1..=MAX_MAX_SUBSCRIBERS).contains(&self.max_subscribers) {
+            return Err(format!("MAX_SUBSCRIBERS must be 1-{MAX_MAX_SUBSCRIBERS}"));
         }
         if !(1..=100).contains(&self.webhook_max_attempts) {
             return Err("WEBHOOK_MAX_ATTEMPTS must be 1-100".into());

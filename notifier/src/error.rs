@@ -1,6 +1,6 @@
 //! Every way a notifier request can fail, and the gRPC status each one becomes.
 
-use service_runtime::status::{invalid, with_reason};
+use service_runtime::status::{invalid, quote, with_reason};
 use tonic::{Code, Status};
 
 use crate::webhook::address::Refusal;
@@ -20,6 +20,9 @@ pub enum Error {
     /// The user already has `MAX_WEBHOOKS_PER_USER` webhooks.
     #[error("at most {limit} webhooks per user")]
     WebhookLimitReached { limit: u32 },
+    /// The replica already serves `MAX_SUBSCRIBERS` live streams.
+    #[error("at most {limit} live Subscribe streams per replica")]
+    TooManySubscribers { limit: usize },
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -57,7 +60,8 @@ impl From<Error> for Status {
                 Refusal::AddressForbidden { host, address: _, class } => with_reason(
                     Code::InvalidArgument,
                     format!(
-                        "url: host {host:?} resolves to a {} address, which webhooks may not reach",
+                        "url: host {} resolves to a {} address, which webhooks may not reach",
+                        quote(&host),
                         class.name()
                     ),
                     "WEBHOOK_ADDRESS_FORBIDDEN",
@@ -65,7 +69,7 @@ impl From<Error> for Status {
                 ),
                 Refusal::Unresolved { host, problem } => with_reason(
                     Code::InvalidArgument,
-                    format!("url: host {host:?} does not resolve: {problem}"),
+                    format!("url: host {} does not resolve: {problem}", quote(&host)),
                     "WEBHOOK_HOST_UNRESOLVED",
                     [("field", "url".to_owned())],
                 ),
@@ -74,6 +78,15 @@ impl From<Error> for Status {
                 Code::FailedPrecondition,
                 format!("at most {limit} webhooks per user; this user has them all"),
                 "WEBHOOK_LIMIT_REACHED",
+                [("limit", limit.to_string())],
+            ),
+            Error::TooManySubscribers { limit } => with_reason(
+                Code::ResourceExhausted,
+                format!(
+                    "this replica already serves its {limit} live Subscribe streams; retry later \
+                     (ListNotifications reads the inbox meanwhile)"
+                ),
+                "TOO_MANY_SUBSCRIBERS",
                 [("limit", limit.to_string())],
             ),
             Error::Database(e) => {

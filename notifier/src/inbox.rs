@@ -1,8 +1,8 @@
-//! The durable per-user inbox in Postgres and the live fan-out of what it stores.
+//! The durable per-user inbox in Postgres.
 //!
 //! [`Inbox::store`] inserts a notification once per `message_id`, creates the webhook
-//! deliveries it owes in the same transaction and, only after the commit, pushes it to live
-//! subscribers through a broadcast channel.
+//! deliveries it owes and announces it to live streams on every replica (a `NOTIFY`, see
+//! [`crate::live`]), all in one transaction: the announcement is delivered at the commit.
 
 use std::sync::Arc;
 
@@ -12,13 +12,9 @@ use ticketing_proto::{
     events::EventEnvelope,
     v1::{Notification, NotificationKind},
 };
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 
-use crate::Error;
-
-/// Notifications buffered for live subscribers. A subscriber that falls further behind gets
-/// `Lagged` and re-reads from Postgres, so this bounds memory, never correctness.
-pub const LIVE_BUFFER: usize = 1_024;
+use crate::{Error, live};
 
 /// Columns of an inbox row, in the order [`notification_from_row`] reads them.
 const COLUMNS: &str = "id, user_id, kind, event_id, message_id, source, created_at";
@@ -33,30 +29,23 @@ pub struct Draft {
     pub source: EventEnvelope,
 }
 
-/// The inbox: Postgres rows plus the broadcast of newly stored ones. Cheap to clone.
+/// The inbox's Postgres rows. Cheap to clone.
 #[derive(Clone)]
 pub struct Inbox {
     db: DatabaseConnection,
-    live: broadcast::Sender<Arc<Notification>>,
     /// Woken when a stored notification created webhook deliveries, so the worker need not poll.
     deliveries_due: Arc<Notify>,
 }
 
 impl Inbox {
-    /// An inbox over `db` with an empty live channel.
+    /// An inbox over `db`.
     pub fn new(db: DatabaseConnection) -> Self {
-        let (live, _) = broadcast::channel(LIVE_BUFFER);
-        Self { db, live, deliveries_due: Arc::new(Notify::new()) }
+        Self { db, deliveries_due: Arc::new(Notify::new()) }
     }
 
     /// The database connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
-    }
-
-    /// A receiver of every notification stored from now on.
-    pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<Notification>> {
-        self.live.subscribe()
     }
 
     /// Signalled when new webhook deliveries are due.
@@ -99,6 +88,13 @@ impl Inbox {
             ))
             .await?
             .rows_affected();
+        // Delivered to every replica's listener when (and only if) this commits.
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [live::CHANNEL.into(), live::payload(id, &draft.user_id).into()],
+        ))
+        .await?;
         tx.commit().await?;
 
         metrics::counter!("notifier_stored_total", "kind" => kind_name(draft.kind).to_ascii_lowercase())
@@ -115,8 +111,6 @@ impl Inbox {
             created_at: Some(service_runtime::bus::timestamp_ms(created_at.timestamp_millis())),
             source: Some(draft.source),
         };
-        // No receivers is fine: nobody is subscribed on this replica.
-        let _ = self.live.send(Arc::new(notification.clone()));
         Ok(Some(notification))
     }
 

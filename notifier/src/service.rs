@@ -13,18 +13,19 @@ use ticketing_proto::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification, RegisterWebhookRequest,
     RegisterWebhookResponse, SubscribeRequest, notifier_service_server,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
     Error,
     inbox::Inbox,
+    live::{Hub, Subscription},
     webhook::{self, SECRET_LEN, Target, address::AddressPolicy, secret::SecretKeys},
 };
 
 /// Notifications queued per Subscribe stream for a slow client; when full, the stream's
-/// task waits (and may lag the broadcast, which it then recovers from Postgres).
+/// task waits (wake-ups meanwhile coalesce into one read from its cursor).
 pub const STREAM_BUFFER: usize = 64;
 /// Rows read per query when a stream catches up from Postgres.
 pub const CATCH_UP_PAGE: u32 = 200;
@@ -32,9 +33,6 @@ pub const CATCH_UP_PAGE: u32 = 200;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Largest ListNotifications page.
 pub const MAX_PAGE_SIZE: u32 = 500;
-/// How often a live stream re-reads Postgres even without a broadcast: notifications that
-/// another replica stored are only seen this way.
-pub const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Implements the generated `NotifierService` trait over the inbox.
 #[derive(Clone)]
@@ -46,7 +44,10 @@ pub struct NotifierService {
     pub keys: Arc<SecretKeys>,
     /// `MAX_WEBHOOKS_PER_USER`.
     pub max_webhooks_per_user: u32,
-    pub stopping: CancellationToken,
+    /// The live streams of this replica, by user, capped at `MAX_SUBSCRIBERS`.
+    pub hub: Arc<Hub>,
+    /// Runs each stream's task, tracked, and ends them at shutdown.
+    pub background: service_runtime::lifecycle::Background,
 }
 
 /// A notification id from a request, which must fit Postgres' bigint.
@@ -65,18 +66,19 @@ impl notifier_service_server::NotifierService for NotifierService {
         let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let request = request.into_inner();
         let after = after_id(request.after_id)?;
-        // Subscribe to the broadcast before reading the backlog, so nothing stored in between
-        // is missed; the id check drops what the backlog already sent.
-        let live = self.inbox.subscribe_live();
+        // Register for wake-ups before reading the backlog, so nothing stored in between is
+        // missed; every read starts after the last id sent, so nothing is sent twice.
+        let subscription = self.hub.subscribe(&user_id)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream = LiveStream {
             inbox: self.inbox.clone(),
+            reads: self.hub.reads(),
             user_id,
             last_sent: after,
             tx,
-            stopping: self.stopping.clone(),
+            stopping: self.background.stopping(),
         };
-        tokio::spawn(stream.run(live));
+        self.background.spawn("notifier-subscribe-stream", stream.run(subscription));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -151,6 +153,8 @@ impl Drop for SubscriberGauge {
 /// The task behind one Subscribe stream.
 struct LiveStream {
     inbox: Inbox,
+    /// Taken for each page read, so a burst of streams queues instead of draining the pool.
+    reads: Arc<tokio::sync::Semaphore>,
     user_id: String,
     /// The id of the last notification sent; everything sent is strictly increasing.
     last_sent: i64,
@@ -165,35 +169,27 @@ enum End {
 }
 
 impl LiveStream {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<Notification>>) {
+    async fn run(mut self, mut subscription: Subscription) {
         let _gauge = SubscriberGauge::new();
         if self.catch_up().await.is_err() {
             return;
         }
-        let mut poll = tokio::time::interval(LIVE_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.reset();
         loop {
             let step = tokio::select! {
                 () = self.stopping.cancelled() => Err(End::Stopping),
                 () = self.tx.closed() => Err(End::ClientGone),
-                _ = poll.tick() => self.catch_up().await,
-                received = live.recv() => match received {
-                    Ok(notification) => {
-                        if notification.user_id == self.user_id
-                            && notification.notification_id as i64 > self.last_sent
-                        {
-                            self.send(notification.as_ref().clone()).await
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    // Fell behind the broadcast: Postgres has everything after last_sent.
-                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                        tracing::debug!(skipped, "subscriber lagged; catching up from the inbox");
+                changed = subscription.newest.changed() => match changed {
+                    // Read only when the announced row is one this stream has not sent.
+                    Ok(()) if *subscription.newest.borrow_and_update() > self.last_sent => self.catch_up().await,
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(End::Stopping),
+                },
+                changed = subscription.resync.changed() => match changed {
+                    Ok(()) => {
+                        subscription.resync.borrow_and_update();
                         self.catch_up().await
                     }
-                    Err(broadcast::error::RecvError::Closed) => Err(End::Stopping),
+                    Err(_) => Err(End::Stopping),
                 },
             };
             if step.is_err() {
@@ -205,7 +201,13 @@ impl LiveStream {
     /// Sends every stored notification after `last_sent`, page by page.
     async fn catch_up(&mut self) -> Result<(), End> {
         loop {
-            let page = match self.inbox.page(&self.user_id, self.last_sent, CATCH_UP_PAGE).await {
+            let page = {
+                let Ok(_read) = self.reads.acquire().await else {
+                    return Err(End::Stopping);
+                };
+                self.inbox.page(&self.user_id, self.last_sent, CATCH_UP_PAGE).await
+            };
+            let page = match page {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = self.tx.send(Err(Status::from(e))).await;

@@ -22,6 +22,7 @@ use crate::{
     commit::CommitGroups,
     config::Config,
     gateway::{SandboxGateway, TimeoutGateway},
+    instances::{Instance, Owner},
     internal::PaymentInternal,
     migration::Migrator,
     reconcile::Reconciler,
@@ -46,6 +47,7 @@ pub struct App {
     relay: OutboxRelay,
     seat_returns: SeatReturns,
     reconciler: Arc<Reconciler>,
+    instance: Instance,
     recovery_after: Duration,
     reconcile_every: Duration,
 }
@@ -58,6 +60,9 @@ impl App {
                 .await
                 .context("cannot connect to Postgres")?;
         Migrator::up(&db, None).await.context("cannot migrate schema payment")?;
+        let instance = Instance::register(&db, config.instance_lease())
+            .await
+            .context("cannot register this payment instance")?;
         let bus = EventBus::connect_checked(
             &config.nats_url,
             &config.nats_prefix,
@@ -68,7 +73,8 @@ impl App {
         let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)
             .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;
         let outbox_ready = Arc::new(Notify::new());
-        let checkout = Arc::new(checkout(&config, &db, seat_lock.clone(), Arc::clone(&outbox_ready)));
+        let checkout =
+            Arc::new(checkout(&config, &db, seat_lock.clone(), Arc::clone(&outbox_ready), instance.owner()));
         let returns_ready = Arc::new(Notify::new());
         let cancellations = Cancellations::new(
             db.clone(),
@@ -84,6 +90,7 @@ impl App {
             Arc::clone(&checkout),
             Arc::new(cancellations),
             Arc::clone(&reconciler),
+            config.payments_in_flight(),
         );
         let internal = PaymentInternalServiceServer::new(PaymentInternal::new(db.clone()))
             // A 50,000-seat event's sold seats exceed tonic's 4 MiB default.
@@ -103,6 +110,7 @@ impl App {
             relay,
             seat_returns,
             reconciler,
+            instance,
             recovery_after,
             reconcile_every: Duration::from_secs(config.reconcile_interval_secs),
         })
@@ -118,25 +126,50 @@ impl App {
         self.server.internal_addr().map_or(0, |addr| addr.port())
     }
 
+    /// This process's instance id, written on the payments it claims (module `instances`).
+    pub fn instance_id(&self) -> uuid::Uuid {
+        self.instance.id()
+    }
+
     /// One recovery pass over payments unchanged for longer than `older_than` (module
     /// `recovery`); the service also runs it at startup and periodically.
     pub async fn recover_stuck_payments(&self, older_than: Duration) -> anyhow::Result<RecoveryPass> {
         Ok(self.checkout.recover_stuck_payments(older_than).await?)
     }
 
-    /// Serves until `shutdown` resolves; the relay, seat-return and recovery loops stop on
-    /// `server.stopping()` and are awaited.
+    /// One pass adopting and driving the payments of dead processes (module `recovery`); the
+    /// service runs it every half lease.
+    pub async fn recover_orphaned_payments(&self) -> anyhow::Result<RecoveryPass> {
+        Ok(self.checkout.recover_orphaned_payments().await?)
+    }
+
+    /// Serves until `shutdown` resolves; the lease, relay, seat-return and recovery loops stop
+    /// on `server.stopping()`, and `serve` waits for them (tracked tasks) on every exit path;
+    /// the lease is given up last, after the drain.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let stopping = self.server.stopping();
-        let relay = tokio::spawn(self.relay.run(stopping.clone()));
-        let seat_returns = tokio::spawn(self.seat_returns.run(stopping.clone()));
-        let recovery = tokio::spawn(recovery_loop(self.checkout, self.recovery_after, stopping.clone()));
-        let reconciliation = tokio::spawn(reconcile_loop(self.reconciler, self.reconcile_every, stopping));
-        let served = self.server.serve(PaymentServiceServer::new(self.api), shutdown).await;
-        let _ = relay.await;
-        let _ = seat_returns.await;
-        let _ = recovery.await;
-        let _ = reconciliation.await;
+        let server = self.server;
+        let background = server.background();
+        let stopping = server.stopping();
+        let lease = self.instance.lease();
+        server.spawn("payment-lease", self.instance.clone().run(stopping.clone()));
+        server.spawn("payment-relay", self.relay.run(stopping.clone()));
+        server.spawn("payment-seat-returns", self.seat_returns.run(stopping.clone()));
+        server.spawn(
+            "payment-recovery",
+            recovery_loop(self.checkout, self.recovery_after, lease, stopping.clone()),
+        );
+        server.spawn("payment-reconcile", reconcile_loop(self.reconciler, self.reconcile_every, stopping));
+        let served = server.serve(PaymentServiceServer::new(self.api), shutdown).await;
+        if background.running() == 0 {
+            // Drained: whatever this process leaves unsettled is adopted at once, not after a lease.
+            self.instance.retire().await;
+        } else {
+            // A loop outlived the drain grace: its payments are adopted when the lease expires.
+            tracing::warn!(
+                tasks_running = background.running(),
+                "not retiring the lease: loops still running"
+            );
+        }
         served
     }
 }
@@ -148,6 +181,7 @@ fn checkout(
     db: &DatabaseConnection,
     seat_lock: Channel,
     outbox_ready: Arc<Notify>,
+    owner: Owner,
 ) -> Checkout {
     let writes = CommitGroups::start(db.clone(), config.database_commit_groups as usize);
     let sandbox = Arc::new(SandboxGateway::new(db.clone(), writes.clone()));
@@ -155,7 +189,7 @@ fn checkout(
     if let Some(point) = config.crash_at {
         tracing::warn!(?point, "PAYMENT_CRASH_AT is set: this process will abort there (test-only)");
     }
-    Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, config.crash_at)
+    Checkout::new(db.clone(), writes, gateway, seat_lock, outbox_ready, owner, config.crash_at)
 }
 
 /// The balanced channel to seat-lock's internal listener (mutual TLS), connecting lazily.
@@ -172,7 +206,10 @@ pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
     let db = service_runtime::db::connect(&config.database_url, "payment", config.database_max_connections)
         .await
         .context("cannot connect to Postgres")?;
-    let checkout = Arc::new(checkout(config, &db, seat_lock_channel(config)?, Arc::new(Notify::new())));
+    // Its own instance id, never registered: it claims no payment and adopts none.
+    let owner = Owner { id: uuid::Uuid::new_v4(), lease: config.instance_lease() };
+    let checkout =
+        Arc::new(checkout(config, &db, seat_lock_channel(config)?, Arc::new(Notify::new()), owner));
     Ok(Reconciler::new(db, checkout, Duration::from_secs(config.recovery_after_secs)))
 }
 
@@ -181,16 +218,34 @@ pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
 /// times that age.
 const RECOVERY_PERIOD: Duration = Duration::from_secs(60);
 
-async fn recovery_loop(checkout: Arc<Checkout>, older_than: Duration, stopping: CancellationToken) {
+/// Adopts dead processes' payments every half `lease` (at once after a start: a dead
+/// process's payments wait at most one and a half leases after its last heartbeat; one
+/// indexed query when there are none), and drives payments stuck for `older_than` every
+/// [`RECOVERY_PERIOD`] or half `older_than`.
+async fn recovery_loop(
+    checkout: Arc<Checkout>,
+    older_than: Duration,
+    lease: Duration,
+    stopping: CancellationToken,
+) {
+    let mut next_stuck = tokio::time::Instant::now();
     loop {
-        match checkout.recover_stuck_payments(older_than).await {
+        match checkout.recover_orphaned_payments().await {
             Ok(pass) if pass == RecoveryPass::default() => {}
-            Ok(pass) => tracing::warn!(?pass, "recovery pass drove unsettled payments"),
-            Err(error) => tracing::error!(error = %format!("{error:#}"), "recovery pass failed"),
+            Ok(pass) => tracing::warn!(?pass, "recovery adopted a dead process's payments"),
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "orphan recovery pass failed"),
+        }
+        if tokio::time::Instant::now() >= next_stuck {
+            next_stuck = tokio::time::Instant::now() + RECOVERY_PERIOD.min(older_than / 2);
+            match checkout.recover_stuck_payments(older_than).await {
+                Ok(pass) if pass == RecoveryPass::default() => {}
+                Ok(pass) => tracing::warn!(?pass, "recovery pass drove unsettled payments"),
+                Err(error) => tracing::error!(error = %format!("{error:#}"), "recovery pass failed"),
+            }
         }
         tokio::select! {
             () = stopping.cancelled() => return,
-            () = tokio::time::sleep(RECOVERY_PERIOD.min(older_than / 2)) => {}
+            () = tokio::time::sleep(lease / 2) => {}
         }
     }
 }

@@ -36,6 +36,8 @@ use crate::{
     error::Error,
     gateway::{ChargeOutcome, PaymentGateway},
     idempotency::{self, Claim, KeyState},
+    instances::Owner,
+    recovery::Recovered,
     refund::{Current, RefundOrder, Refunds, RequestedBy},
     seat_lock::{SeatLock, SeatLockAnswer, refusal_reason},
     settle::{self, Booked, On},
@@ -94,24 +96,30 @@ pub struct Checkout {
     pub(crate) seat_lock: SeatLock,
     pub(crate) refunds: Refunds,
     outbox_ready: Arc<Notify>,
+    /// This process: its instance id, written on the payments it claims, and the lease by
+    /// which it judges other processes dead (module `instances`).
+    pub(crate) owner: Owner,
     /// Test-only fault injection (`PAYMENT_CRASH_AT`); `None` in production.
     pub(crate) crash_at: Option<CrashPoint>,
 }
 
 impl Checkout {
     /// A checkout that writes through `writes`, charges through `gateway` (already behind its
-    /// timeout layer) and wakes the relay through `outbox_ready` after every commit. `crash_at`
-    /// arms the test-only `PAYMENT_CRASH_AT` knob.
+    /// timeout layer), wakes the relay through `outbox_ready` after every commit and marks
+    /// the payments it claims (and those recovery adopts) as `owner`'s. `crash_at` arms the
+    /// test-only `PAYMENT_CRASH_AT` knob.
     pub fn new(
         db: DatabaseConnection,
         writes: CommitGroups,
         gateway: Arc<dyn PaymentGateway>,
         seat_lock: Channel,
         outbox_ready: Arc<Notify>,
+        owner: Owner,
         crash_at: Option<CrashPoint>,
     ) -> Self {
         let refunds = Refunds::new(db.clone(), Arc::clone(&gateway), Arc::clone(&outbox_ready), crash_at);
-        Self { db, writes, gateway, seat_lock: SeatLock::new(seat_lock), refunds, outbox_ready, crash_at }
+        let seat_lock = SeatLock::new(seat_lock);
+        Self { db, writes, gateway, seat_lock, refunds, outbox_ready, owner, crash_at }
     }
 
     /// The refund state machine, for cancellations.
@@ -124,6 +132,14 @@ impl Checkout {
         let hash = command.request_hash();
         match timed("key_lookup", idempotency::key_state(&self.db, &command.idempotency_key, &hash)).await? {
             KeyState::Unused => {}
+            // Stalled with nobody driving it (its request failed, or its process died): this
+            // retry takes it over instead of answering REQUEST_IN_FLIGHT until recovery.
+            KeyState::InFlight(Some(payment)) if payment.status.needs_a_driver() => {
+                return match self.take_over(payment.payment_id).await? {
+                    Some(adopted) => self.drive_for_retry(adopted).await,
+                    None => replayed(KeyState::InFlight(Some(payment))),
+                };
+            }
             state => return replayed(state),
         }
 
@@ -160,7 +176,8 @@ impl Checkout {
             )));
         }
 
-        let claim = idempotency::claim(&self.writes, &self.db, &command, &hash, &hold, Uuid::now_v7());
+        let claim =
+            idempotency::claim(&self.writes, &self.db, &command, &hash, &hold, Uuid::now_v7(), self.owner.id);
         let payment = match timed("claim", claim).await? {
             Claim::Claimed(payment) => *payment,
             Claim::KeyTaken => return self.answer_of_key(&command, &hash).await,
@@ -168,6 +185,21 @@ impl Checkout {
         };
         CrashPoint::abort_if(self.crash_at, CrashPoint::AfterChargingCommitted);
 
+        let payment_id = payment.payment_id;
+        let ended = self.charge_and_book(&command, payment).await;
+        if ended.is_err() {
+            // Left between states (seat-lock down, a failed write): nobody drives it now.
+            self.release(payment_id).await;
+        }
+        ended
+    }
+
+    /// Steps 4 and 5 of a claimed payment (see the module docs).
+    async fn charge_and_book(
+        &self,
+        command: &PayCommand,
+        payment: PaymentRecord,
+    ) -> Result<v1::PayResponse, Error> {
         let charge = self.gateway.charge(
             payment.payment_id,
             payment.amount_cents,
@@ -207,6 +239,25 @@ impl Checkout {
             AfterCapture::Settled(response) => Ok(*response),
             AfterCapture::SeatLockDown(status) => Err(Error::SeatLockUnavailable(status)),
         }
+    }
+
+    /// Drives a payment this retry of its key took over (module `recovery`), answering it as it
+    /// then stands; still stalled (seat-lock down, a failure), it is released again and the
+    /// retry hears why.
+    async fn drive_for_retry(&self, payment: PaymentRecord) -> Result<v1::PayResponse, Error> {
+        let payment_id = payment.payment_id;
+        let driven = self.recover_payment(payment).await;
+        if !matches!(driven, Ok(Recovered::Settled | Recovered::Pending)) {
+            self.release(payment_id).await;
+        }
+        if driven? == Recovered::Waiting {
+            return Err(Error::SeatLockUnavailable(Status::unavailable(
+                "seat-lock did not confirm the hold",
+            )));
+        }
+        let mut response = self.as_it_stands(payment_id).await?;
+        response.replayed = true;
+        Ok(response)
     }
 
     /// Drives a `captured` payment to its end, for the request and for recovery: seat-lock

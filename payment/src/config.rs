@@ -65,6 +65,19 @@ pub struct Config {
     /// crash the service set it to 1.
     #[arg(long, env = "RECOVERY_AFTER_SECS", default_value_t = 300)]
     pub recovery_after_secs: u64,
+    /// How long a payment process may go without refreshing its lease (every third of it)
+    /// before another process takes it for dead and adopts its unsettled payments (module
+    /// `instances`), in seconds. At least 3. Tests that crash the service on purpose set it
+    /// to an hour, so the next process does not touch what the crash left.
+    #[arg(long, env = "INSTANCE_LEASE_SECS", default_value_t = crate::instances::DEFAULT_LEASE.as_secs())]
+    pub instance_lease_secs: u64,
+    /// Payment tasks (`Pay`, `CancelBooking`, `RefundBooking`) running at once on this replica;
+    /// MAX_IN_FLIGHT when unset. Each runs in a task of its own that a client who gives up
+    /// cannot cut in half, and keeps its slot until it ends, so payments whose clients left
+    /// still count; beyond it a call is refused with RESOURCE_EXHAUSTED
+    /// (`TOO_MANY_PAYMENTS_IN_FLIGHT`) before anything is charged.
+    #[arg(long, env = "MAX_PAYMENTS_IN_FLIGHT")]
+    pub max_payments_in_flight: Option<usize>,
     /// How often the service reconciles the provider's ledger with payments, bookings and
     /// refunds (module `reconcile`), in seconds. A payment changed within the last
     /// RECOVERY_AFTER_SECS is left to its request and recovery, not reported.
@@ -111,6 +124,16 @@ impl CrashPoint {
 
 impl Config {
     /// Checks everything before anything is bound or connected.
+    /// A payment process's lease (`INSTANCE_LEASE_SECS`).
+    pub fn instance_lease(&self) -> Duration {
+        Duration::from_secs(self.instance_lease_secs)
+    }
+
+    /// The bound on payment tasks: MAX_PAYMENTS_IN_FLIGHT, or MAX_IN_FLIGHT when unset.
+    pub fn payments_in_flight(&self) -> usize {
+        self.max_payments_in_flight.unwrap_or(self.server.max_in_flight)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
         validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
@@ -146,6 +169,12 @@ impl Config {
         }
         if self.reconcile_interval_secs == 0 {
             return Err("RECONCILE_INTERVAL_SECS must be at least 1".into());
+        }
+        if self.instance_lease_secs < 3 {
+            return Err(format!("INSTANCE_LEASE_SECS must be at least 3, got {}", self.instance_lease_secs));
+        }
+        if self.max_payments_in_flight == Some(0) {
+            return Err("MAX_PAYMENTS_IN_FLIGHT must be positive (unset: MAX_IN_FLIGHT)".into());
         }
         for (name, url) in [("NATS_URL", &self.nats_url), ("INVENTORY_URL", &self.inventory_url)] {
             if url.is_empty() {
@@ -285,5 +314,21 @@ mod tests {
         assert!(parse(&["--provider-timeout-ms", "5000"]).unwrap_err().contains("below REQUEST_TIMEOUT_MS"));
         assert_eq!(parse(&["--provider-timeout-ms", "20000", "--request-timeout-ms", "30000"]), Ok(()));
         assert!(parse(&["--reconcile-interval-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn payment_tasks_default_to_max_in_flight_and_leases_are_at_least_three_seconds() {
+        use clap::Parser;
+        let parse = |more: &[&str]| Config::try_parse_from(args(more)).unwrap();
+        let defaults = parse(&[]);
+        assert_eq!((defaults.payments_in_flight(), defaults.instance_lease_secs), (4_096, 6));
+        assert_eq!(parse(&["--max-in-flight", "64"]).payments_in_flight(), 64);
+        let own = parse(&["--max-in-flight", "64", "--max-payments-in-flight", "16"]);
+        assert_eq!((own.payments_in_flight(), own.validate()), (16, Ok(())));
+        let zero = parse(&["--max-payments-in-flight", "0"]).validate().unwrap_err();
+        assert!(zero.starts_with("MAX_PAYMENTS_IN_FLIGHT must be positive"), "{zero}");
+        let short = parse(&["--instance-lease-secs", "2"]).validate().unwrap_err();
+        assert_eq!(short, "INSTANCE_LEASE_SECS must be at least 3, got 2");
+        assert_eq!(parse(&["--instance-lease-secs", "3600"]).validate(), Ok(()));
     }
 }

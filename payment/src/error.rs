@@ -24,6 +24,9 @@ pub const SEAT_LOCK_UNAVAILABLE: &str = "SEAT_LOCK_UNAVAILABLE";
 pub const CANCELLATION_CLOSED: &str = "CANCELLATION_CLOSED";
 /// Reason when inventory cannot tell the event's cutoff; nothing changed, the caller may retry.
 pub const INVENTORY_UNAVAILABLE: &str = "INVENTORY_UNAVAILABLE";
+/// Reason when this replica already runs as many payment tasks as it may (the bound is in the
+/// metadata, `limit`); nothing was charged or stored, the caller may retry with the same key.
+pub const TOO_MANY_PAYMENTS_IN_FLIGHT: &str = "TOO_MANY_PAYMENTS_IN_FLIGHT";
 
 /// Why a payment RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,10 @@ pub enum Error {
     /// it could be read.
     #[error("hold is already being paid by payment {0:?}")]
     HoldAlreadyBeingPaid(Option<uuid::Uuid>),
+    /// This replica runs as many payment tasks as `MAX_PAYMENTS_IN_FLIGHT` allows; nothing
+    /// was done.
+    #[error("too many payments in flight (limit {limit})")]
+    TooManyPayments { limit: usize },
     /// No such payment for this user.
     #[error("payment {0} not found")]
     PaymentNotFound(String),
@@ -135,6 +142,12 @@ impl From<Error> for Status {
                 "this hold is already being paid with another idempotency_key",
                 HOLD_ALREADY_BEING_PAID,
                 payment_id.map(|id| ("payment_id", id.to_string())),
+            ),
+            Error::TooManyPayments { limit } => with_reason(
+                Code::ResourceExhausted,
+                format!("this replica is running {limit} payments, its limit; retry later with the same key"),
+                TOO_MANY_PAYMENTS_IN_FLIGHT,
+                [("limit", limit.to_string())],
             ),
             Error::PaymentNotFound(id) => {
                 with_reason(Code::NotFound, format!("payment {id} not found"), PAYMENT_NOT_FOUND, [])

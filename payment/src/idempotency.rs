@@ -106,8 +106,8 @@ pub enum Claim {
 }
 
 /// In one statement, claims the command's key (`in_flight`) and writes its `charging`
-/// payment (its method, first attempt, and the booking id the hold will be confirmed under).
-/// This commit is what precedes the provider call.
+/// payment (its method, first attempt, the booking id the hold will be confirmed under, and
+/// `owner`, this process's instance id). This commit is what precedes the provider call.
 pub async fn claim(
     writes: &CommitGroups,
     db: &DatabaseConnection,
@@ -115,6 +115,7 @@ pub async fn claim(
     hash: &[u8],
     hold: &v1::Hold,
     booking_id: Uuid,
+    owner: Uuid,
 ) -> Result<Claim, Error> {
     for _ in 0..CLAIM_ATTEMPTS {
         let payment_id = Uuid::now_v7();
@@ -124,8 +125,8 @@ pub async fn claim(
                     "WITH claimed AS (INSERT INTO idempotency_keys (key, request_hash, state) \
                      VALUES ($2, $9, 'in_flight') ON CONFLICT (key) DO NOTHING RETURNING key) \
                      INSERT INTO payments (payment_id, idempotency_key, event_id, hold_id, user_id, \
-                     amount_cents, currency, status, reserved_booking_id, payment_method, charge_attempts) \
-                     SELECT $1, key, $3, $4, $5, $6, $7, 'charging', $8, $10, 1 FROM claimed \
+                     amount_cents, currency, status, reserved_booking_id, payment_method, charge_attempts, owner_instance) \
+                     SELECT $1, key, $3, $4, $5, $6, $7, 'charging', $8, $10, 1, $11 FROM claimed \
                      RETURNING {PAYMENT_COLUMNS}"
                 ),
                 [
@@ -139,6 +140,7 @@ pub async fn claim(
                     booking_id.into(),
                     hash.to_vec().into(),
                     command.payment_method.as_str().into(),
+                    owner.into(),
                 ],
             ))
             .await;

@@ -14,9 +14,11 @@
 //!   commit in one statement. A lost hold or a seat guard conflict is refunded ([`refund`]).
 //! - [`refund`]: the one refund state machine (`refunding` committed, the provider's refund
 //!   with no transaction open, then `refunded`), used by Pay, recovery and cancellations.
-//! - [`recovery`]: the pass that drives every payment left between states from the
+//! - [`recovery`]: the passes that drive every payment left between states from the
 //!   provider's ledger (re-driving the same charge when the provider has none), never
-//!   assuming an outcome. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
+//!   assuming an outcome: a dead process's payments within seconds ([`instances`]: each
+//!   process's id on its payments and its lease), any payment unchanged for
+//!   `RECOVERY_AFTER_SECS`. `PAYMENT_CRASH_AT` (test-only) aborts the process at a chosen step.
 //! - [`cancel`]: the owner's `CancelBooking`, until the event's cutoff asked from inventory,
 //!   and the operator's `RefundBooking`: idempotent by key (`cancel:<key>`), they run the
 //!   booking's refund through [`refund`], whose last commit cancels the booking, frees its
@@ -41,6 +43,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod idempotency;
+pub mod instances;
 pub mod internal;
 pub mod migration;
 pub mod reconcile;

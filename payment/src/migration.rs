@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables), Box::new(ReserveBookingIds), Box::new(MoneyStates)]
+        vec![Box::new(CreateTables), Box::new(ReserveBookingIds), Box::new(MoneyStates), Box::new(Instances)]
     }
 }
 
@@ -214,6 +214,36 @@ CREATE TABLE reconciliation_runs (
 impl MigrationTrait for MoneyStates {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.get_connection().execute_unprepared(MONEY_STATES).await?;
+        Ok(())
+    }
+}
+
+/// Who drives a payment in flight (module `instances`): `payment_instances` holds each
+/// process's lease (`last_seen`, refreshed every heartbeat), `payments.owner_instance` the
+/// process that claimed (or adopted) the payment. Rows of older versions have no owner and
+/// are recovered by age only. The orphan pass reads the unsettled payments through
+/// `payments_unsettled` (few rows), so the owner needs no index of its own.
+struct Instances;
+
+impl MigrationName for Instances {
+    fn name(&self) -> &str {
+        "m20261202_000001_instances"
+    }
+}
+
+const INSTANCES: &str = r#"
+CREATE TABLE payment_instances (
+    instance_id  uuid PRIMARY KEY,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    last_seen    timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE payments ADD COLUMN owner_instance uuid NULL;
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Instances {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(INSTANCES).await?;
         Ok(())
     }
 }

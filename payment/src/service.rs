@@ -1,7 +1,7 @@
 //! `PaymentService`: input validation and the read RPCs; `Pay` hands over to [`Checkout`],
 //! `CancelBooking` and `RefundBooking` to [`Cancellations`].
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use sea_orm::DatabaseConnection;
 use service_runtime::{
@@ -9,6 +9,7 @@ use service_runtime::{
     status::{invalid, uuid},
 };
 use ticketing_proto::v1::{self, payment_service_server::PaymentService};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -27,30 +28,76 @@ pub struct PaymentApi {
     checkout: Arc<Checkout>,
     cancellations: Arc<Cancellations>,
     reconciler: Arc<Reconciler>,
+    /// One permit per payment task running (`MAX_PAYMENTS_IN_FLIGHT`), held by the task.
+    tasks: Arc<Semaphore>,
+    /// The number of permits, told to a refused caller.
+    task_limit: usize,
 }
 
 impl PaymentApi {
     /// Serves reads from `db`, payments through `checkout`, cancellations through
-    /// `cancellations` and operators' reconciliations through `reconciler`.
+    /// `cancellations` and operators' reconciliations through `reconciler`; at most
+    /// `task_limit` payment tasks run at once.
     pub fn new(
         db: DatabaseConnection,
         checkout: Arc<Checkout>,
         cancellations: Arc<Cancellations>,
         reconciler: Arc<Reconciler>,
+        task_limit: usize,
     ) -> Self {
-        Self { db, checkout, cancellations, reconciler }
+        let tasks = Arc::new(Semaphore::new(task_limit));
+        Self { db, checkout, cancellations, reconciler, tasks, task_limit }
     }
 
-    /// Runs a cancellation in its own task: a client that gives up must not stop it between
-    /// the provider's refund and the commit that records it.
-    async fn cancel(&self, command: CancelCommand) -> Result<Response<v1::CancelBookingResponse>, Status> {
-        let cancellations = Arc::clone(&self.cancellations);
+    /// Runs `work` in a task of its own, holding one of the payment task permits until it
+    /// ends: a client that gives up (or a deadline) must not cut a payment in half between
+    /// the provider's call and the commit that records it, and a task whose client left still
+    /// counts against the bound. No permit free: refused before anything is done.
+    async fn detached<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        let permit = Arc::clone(&self.tasks).try_acquire_owned().map_err(|_| {
+            metrics::counter!("payment_tasks_refused_total").increment(1);
+            Error::TooManyPayments { limit: self.task_limit }
+        })?;
+        let slot = TaskSlot::take(permit);
         let span = tracing::Span::current();
         let task = tokio::spawn(tracing::Instrument::instrument(
-            async move { cancellations.cancel(command).await },
+            async move {
+                let ended = work.await;
+                drop(slot);
+                ended
+            },
             span,
         ));
-        Ok(Response::new(task.await.map_err(Error::from)??))
+        task.await?
+    }
+
+    /// Runs a cancellation in its own task (see [`Self::detached`]).
+    async fn cancel(&self, command: CancelCommand) -> Result<Response<v1::CancelBookingResponse>, Status> {
+        let cancellations = Arc::clone(&self.cancellations);
+        let response = self.detached(async move { cancellations.cancel(command).await }).await?;
+        Ok(Response::new(response))
+    }
+}
+
+/// A payment task's permit, counted in `payment_tasks_in_flight` until dropped (also when
+/// the task panics).
+struct TaskSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl TaskSlot {
+    fn take(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("payment_tasks_in_flight").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("payment_tasks_in_flight").decrement(1.0);
     }
 }
 
@@ -101,13 +148,9 @@ impl PaymentService for PaymentApi {
     async fn pay(&self, request: Request<v1::PayRequest>) -> Result<Response<v1::PayResponse>, Status> {
         let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let command = pay_command(request.into_inner(), user_id).map_err(Error::InvalidInput)?;
-        // Its own task: a client that gives up (or a deadline) must not cut a payment in half
-        // between the charge and the commit.
+        // Its own task, inside the bound (see `detached`).
         let checkout = Arc::clone(&self.checkout);
-        let span = tracing::Span::current();
-        let task =
-            tokio::spawn(tracing::Instrument::instrument(async move { checkout.pay(command).await }, span));
-        let response = task.await.map_err(Error::from)??;
+        let response = self.detached(async move { checkout.pay(command).await }).await?;
         Ok(Response::new(response))
     }
 

@@ -64,6 +64,12 @@ impl PaymentStatus {
         })
     }
 
+    /// The states only a driver moves on (nothing is awaited from the provider): a payment
+    /// left in one is stalled until a request or recovery takes it.
+    pub fn needs_a_driver(self) -> bool {
+        matches!(self, Self::Processing | Self::Charging | Self::Captured)
+    }
+
     /// The API form: the steps between the claim and the booking are all PROCESSING.
     pub fn to_proto(self) -> v1::PaymentStatus {
         match self {
@@ -135,13 +141,15 @@ pub struct PaymentRecord {
     pub reserved_booking_id: Option<Uuid>,
     /// The method charged, so recovery re-drives the same charge. `None` for old rows.
     pub payment_method: Option<String>,
+    /// The process driving it (module `instances`); `None` for rows of old versions.
+    pub owner_instance: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
 /// Columns of [`PaymentRecord`], in `SELECT` order.
 pub const PAYMENT_COLUMNS: &str = "payment_id, idempotency_key, event_id, hold_id, user_id, amount_cents, \
      currency, status, provider_charge_id, failure_reason, booking_id, reserved_booking_id, payment_method, \
-     created_at";
+     owner_instance, created_at";
 
 impl PaymentRecord {
     /// Reads a row selected with [`PAYMENT_COLUMNS`].
@@ -160,6 +168,7 @@ impl PaymentRecord {
             booking_id: row.try_get("", "booking_id")?,
             reserved_booking_id: row.try_get("", "reserved_booking_id")?,
             payment_method: row.try_get("", "payment_method")?,
+            owner_instance: row.try_get("", "owner_instance")?,
             created_at: row.try_get("", "created_at")?,
         })
     }

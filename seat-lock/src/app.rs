@@ -30,7 +30,8 @@ pub struct App {
 impl App {
     /// Connects to backing services, loads the scripts, binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.redis_url, &config.redis_prefix).await?;
+        let store =
+            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?;
         let bus = EventBus::connect_checked(
             &config.nats_url,
             &config.nats_prefix,
@@ -68,18 +69,18 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves; the sweeper, the relay and the `PassEnded` consumer
-    /// stop on `server.stopping()`.
+    /// stop on `server.stopping()`, and `serve` waits for them (tracked tasks).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self { server, service, store, bus, config } = self;
         let stopping = server.stopping();
         let interval = config.sweep_interval();
-        let sweeper = tokio::spawn(relay::sweep_loop(store.clone(), interval, stopping.clone()));
+        server.spawn("seat-lock-sweeper", relay::sweep_loop(store.clone(), interval, stopping.clone()));
         let ended = passes::consumer(&bus).await?;
-        let ended = tokio::spawn(passes::record_ended_passes(store.clone(), ended, stopping.clone()));
-        let relay = tokio::spawn(relay::relay_loop(store, bus, interval, stopping.clone()));
-        let result = server.serve(SeatLockServiceServer::new(service), shutdown).await;
-        stopping.cancel();
-        let _ = tokio::join!(sweeper, relay, ended);
-        result
+        server.spawn(
+            "seat-lock-pass-ended",
+            passes::record_ended_passes(store.clone(), ended, stopping.clone()),
+        );
+        server.spawn("seat-lock-relay", relay::relay_loop(store, bus, interval, stopping));
+        server.serve(SeatLockServiceServer::new(service), shutdown).await
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use service_runtime::mtls::require_peer;
+use service_runtime::{mtls::require_peer, status::quote};
 use ticketing_proto::{
     internal::{
         BeginCheckoutRequest, ConfirmHoldRequest, ReturnSeatsRequest, ReturnSeatsResponse,
@@ -29,10 +29,6 @@ use crate::{
 
 /// The services that may call these RPCs: payment owns checkout, confirmation and returns.
 pub const CALLERS: &[&str] = &["payment"];
-
-/// Characters of a bad value echoed back in an INVALID_ARGUMENT message; enough to recognise
-/// it, never the whole of a huge one.
-const ECHO_CHARS: usize = 40;
 
 /// The internal service; shares the public one's catalog, store and rebuild.
 #[derive(Clone)]
@@ -117,7 +113,7 @@ fn check_places(layout: &Layout, request: &ReturnSeatsRequest) -> Result<(), Err
         return Err(Error::invalid("zone_id", "is required"));
     }
     let zone = layout.zone(&request.zone_id).ok_or_else(|| {
-        Error::invalid("zone_id", format!("{} is not a zone of this event", echo(&request.zone_id)))
+        Error::invalid("zone_id", format!("{} is not a zone of this event", quote(&request.zone_id)))
     })?;
     let max = layout.max_tickets_per_user;
     if request.quantity == 0 || request.quantity > max {
@@ -127,7 +123,7 @@ fn check_places(layout: &Layout, request: &ReturnSeatsRequest) -> Result<(), Err
         if let Some(seat_id) = request.seat_ids.first() {
             return Err(Error::invalid(
                 "seat_ids",
-                format!("must be empty for general-admission zone {}, got {}", zone.zone_id, echo(seat_id)),
+                format!("must be empty for general-admission zone {}, got {}", zone.zone_id, quote(seat_id)),
             ));
         }
         return Ok(());
@@ -141,24 +137,16 @@ fn check_places(layout: &Layout, request: &ReturnSeatsRequest) -> Result<(), Err
     let mut seen = HashSet::new();
     for seat_id in &request.seat_ids {
         if !seen.insert(seat_id.as_str()) {
-            return Err(Error::invalid("seat_ids", format!("{} is listed twice", echo(seat_id))));
+            return Err(Error::invalid("seat_ids", format!("{} is listed twice", quote(seat_id))));
         }
         if layout.zone_of_seat(seat_id).is_none_or(|of| of.zone_id != zone.zone_id) {
             return Err(Error::invalid(
                 "seat_ids",
-                format!("{} is not a seat of zone {}", echo(seat_id), zone.zone_id),
+                format!("{} is not a seat of zone {}", quote(seat_id), zone.zone_id),
             ));
         }
     }
     Ok(())
-}
-
-/// `value` quoted, cut to [`ECHO_CHARS`] characters.
-fn echo(value: &str) -> String {
-    match value.char_indices().nth(ECHO_CHARS) {
-        Some((end, _)) => format!("{:?}…", &value[..end]),
-        None => format!("{value:?}"),
-    }
 }
 
 #[tonic::async_trait]
@@ -180,19 +168,5 @@ impl SeatLockInternalRpc for SeatLockInternal {
         require_peer(&request, CALLERS)?;
         let returned = SeatLockInternal::return_seats(self, request.get_ref()).await?;
         Ok(Response::new(ReturnSeatsResponse { returned }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn echo_is_quoted_and_bounded() {
-        assert_eq!(echo("A-1-1"), "\"A-1-1\"");
-        let long = "x".repeat(10_000);
-        assert_eq!(echo(&long), format!("{:?}…", "x".repeat(ECHO_CHARS)));
-        let wide = "é".repeat(100);
-        assert_eq!(echo(&wide), format!("{:?}…", "é".repeat(ECHO_CHARS)));
     }
 }

@@ -43,6 +43,10 @@ const REBUILD_POLL: Duration = Duration::from_millis(25);
 
 /// Longest accepted booking id (payment issues UUIDs; this only bounds storage).
 const MAX_BOOKING_ID_LEN: usize = 128;
+/// The longest pass token looked at: admission's are a few hundred bytes (claims with a
+/// user id of at most 128 bytes, and a signature). A longer one is malformed input, not a
+/// pass to verify.
+const MAX_PASS_TOKEN_LEN: usize = 2048;
 
 /// The service: shared by every request, cheap to clone.
 #[derive(Clone)]
@@ -189,6 +193,9 @@ impl SeatLockService {
         if token.is_empty() {
             return Err(Error::invalid("pass_token", "is required"));
         }
+        if token.len() > MAX_PASS_TOKEN_LEN {
+            return Err(Error::invalid("pass_token", format!("must be at most {MAX_PASS_TOKEN_LEN} bytes")));
+        }
         let claims = self.passes.verify(token).map_err(Error::Pass)?;
         claims.check(event_id, user_id, chrono::Utc::now().timestamp_millis()).map_err(Error::Pass)?;
         if claims.pass_id.is_empty() {
@@ -231,10 +238,13 @@ impl SeatLockService {
         let mut zone = None;
         for seat_id in &request.seat_ids {
             if !seen.insert(seat_id.as_str()) {
-                return Err(Error::invalid("seat_ids", format!("{seat_id} is listed twice")));
+                return Err(Error::invalid(
+                    "seat_ids",
+                    format!("{} is listed twice", status::quote(seat_id)),
+                ));
             }
             let seat_zone = layout.zone_of_seat(seat_id).ok_or_else(|| {
-                Error::invalid("seat_ids", format!("{seat_id} is not a seat of this event"))
+                Error::invalid("seat_ids", format!("{} is not a seat of this event", status::quote(seat_id)))
             })?;
             match zone {
                 None => zone = Some(seat_zone),
@@ -269,7 +279,10 @@ impl SeatLockService {
             return Err(Error::invalid("zone_id", "is required"));
         }
         let zone = layout.zone(&request.zone_id).ok_or_else(|| {
-            Error::invalid("zone_id", format!("{} is not a zone of this event", request.zone_id))
+            Error::invalid(
+                "zone_id",
+                format!("{} is not a zone of this event", status::quote(&request.zone_id)),
+            )
         })?;
         let max = layout.max_tickets_per_user;
         if request.quantity == 0 || request.quantity > max {

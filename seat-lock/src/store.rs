@@ -208,18 +208,9 @@ struct Scripts {
 }
 
 impl Store {
-    /// Connects to Redis and loads every script.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
-        let config = Config::from_url(url)?;
-        let pool = Builder::from_config(config)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(3);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(5);
-            })
-            .build_pool(REDIS_POOL_SIZE)?;
+    /// Connects to Redis (commands time out after `command_timeout`) and loads every script.
+    pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> Result<Self, Error> {
+        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
         let scripts = Scripts {
             hold_seats: LuaScript::load(&pool, with_helpers(include_str!("store/hold_seats.lua"))).await?,

@@ -127,10 +127,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
 }
 
 /// The user a request acts for: the token's subject. A request that names another user in
-/// its `user_id` field is refused with `PERMISSION_DENIED` (reason `USER_MISMATCH`); an empty
-/// field means the subject.
+/// its `user_id` field is refused with `PERMISSION_DENIED` (reason `USER_MISMATCH`), one whose
+/// `user_id` is no valid id at all with `INVALID_ARGUMENT`; an empty field means the subject.
 pub fn acting_user<T>(request: &tonic::Request<T>, claimed_user_id: &str) -> Result<String, Status> {
     let caller = caller(request)?;
+    if !claimed_user_id.is_empty() {
+        // A value that cannot be anyone's id is bad input, not someone else's name.
+        crate::status::user_id(claimed_user_id)?;
+    }
     if !claimed_user_id.is_empty() && claimed_user_id != caller.subject {
         return Err(with_reason(
             Code::PermissionDenied,
@@ -356,9 +360,13 @@ impl Authenticator {
 
     /// Reloads the key set every [`JWKS_REFRESH`] until `stopping`. A failed reload keeps
     /// the keys it has (and says so in the log).
-    pub fn spawn_refresh(self: &Arc<Self>, stopping: CancellationToken) {
+    /// The server runs it as a tracked task ([`crate::lifecycle::Background`]).
+    pub fn refresh_loop(
+        self: &Arc<Self>,
+        stopping: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        async move {
             let mut every = tokio::time::interval(JWKS_REFRESH);
             every.tick().await;
             loop {
@@ -368,7 +376,7 @@ impl Authenticator {
                 }
                 this.reload().await;
             }
-        });
+        }
     }
 
     async fn reload(&self) {

@@ -20,6 +20,8 @@ use prost::Message;
 use ticketing_proto::events::{EventEnvelope, event_envelope::Body};
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::RetryPause;
+
 /// How long JetStream remembers message ids to drop duplicate publishes. A publisher that
 /// retries within it (e.g. the outbox relay after a crash) never delivers twice.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -41,6 +43,14 @@ pub const MAX_ACK_PENDING: i64 = 1_024;
 
 /// How long [`EventBus::open_existing`] waits for NATS to accept the connection.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest a NATS request, a JetStream API call or a publish acknowledgement may take. Beyond
+/// it the call fails (the outbox relays retry; a consumer's handler naks) instead of hanging
+/// behind a NATS node that stopped answering.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest connecting to a NATS server may take, per attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Subject suffixes, one per event kind.
 pub mod kind {
@@ -100,9 +110,7 @@ impl EventBus {
     /// misconfigured stream is an error naming the stream and the fix ([`BusError::StreamMissing`],
     /// [`BusError::StreamMisconfigured`]): a service refuses to start rather than create it.
     pub async fn connect_checked(url: &str, prefix: &str, min_replicas: usize) -> Result<Self, BusError> {
-        let options = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(3));
+        let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
         let bus = Self::dial(url, prefix, options).await?;
         let info = bus
             .stream()
@@ -119,17 +127,22 @@ impl EventBus {
     /// tools, which must not leave an empty stream behind a mistyped prefix nor wait for a
     /// server that is down.
     pub async fn open_existing(url: &str, prefix: &str) -> Result<Self, BusError> {
-        let options = async_nats::ConnectOptions::new().connection_timeout(OPEN_TIMEOUT);
-        let bus = Self::dial(url, prefix, options).await?;
+        let options = async_nats::ConnectOptions::new();
+        let bus = Self::dial(url, prefix, options.connection_timeout(OPEN_TIMEOUT)).await?;
         bus.existing_stream().await?;
         Ok(bus)
     }
 
     /// Connects with `options`; the stream of `prefix` is not touched yet.
     async fn dial(url: &str, prefix: &str, options: async_nats::ConnectOptions) -> Result<Self, BusError> {
-        let client =
-            options.connect(url).await.map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
-        let jetstream = jetstream::new(client.clone());
+        let client = options
+            .connection_timeout(CONNECT_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(REQUEST_TIMEOUT);
         Ok(Self { client, jetstream, prefix: prefix.to_owned(), stream_name: format!("{prefix}_events") })
     }
 
@@ -396,7 +409,8 @@ pub fn timestamp_to_ms(ts: &prost_types::Timestamp) -> i64 {
 ///
 /// A message is acknowledged only after `handle` succeeds; on failure it is redelivered
 /// after a pause. A message that is not an envelope is logged and terminated, since no
-/// redelivery can fix it. Reconnects after stream errors.
+/// redelivery can fix it. Reconnects after stream errors, pausing between failures
+/// ([`RetryPause::standard`], reset by the next message), so a NATS outage is not a hot loop.
 pub async fn consume<F, Fut>(
     consumer: PullConsumer,
     name: &'static str,
@@ -406,15 +420,16 @@ pub async fn consume<F, Fut>(
     F: FnMut(EventEnvelope) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    let mut pause = RetryPause::standard();
     loop {
         let mut messages = match consumer.messages().await {
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(consumer = name, %error, "cannot open message stream; retrying");
-                tokio::select! {
-                    () = stopping.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                if !pause.wait(&stopping).await {
+                    return;
                 }
+                continue;
             }
         };
         loop {
@@ -423,12 +438,23 @@ pub async fn consume<F, Fut>(
                 next = messages.next() => next,
             };
             let message = match next {
-                Some(Ok(message)) => message,
+                Some(Ok(message)) => {
+                    pause.reset();
+                    message
+                }
                 Some(Err(error)) => {
-                    tracing::warn!(consumer = name, %error, "message stream error");
+                    tracing::warn!(consumer = name, %error, "message stream error; pausing");
+                    if !pause.wait(&stopping).await {
+                        return;
+                    }
                     continue;
                 }
-                None => break,
+                None => {
+                    if !pause.wait(&stopping).await {
+                        return;
+                    }
+                    break;
+                }
             };
             let envelope = match EventEnvelope::decode(message.payload.clone()) {
                 Ok(envelope) => envelope,

@@ -14,6 +14,10 @@ pub struct ServerArgs {
     /// Address of the Prometheus `/metrics` listener.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Address of the plain HTTP/1 health port (`/livez`, `/readyz`) that the load balancer's
+    /// backend checks and Kubernetes' probes use; unset, no health port (see [`crate::health`]).
+    #[arg(long, env = "HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
     /// Longest a unary RPC may run before it is cancelled, in milliseconds.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     pub request_timeout_ms: u64,
@@ -36,6 +40,7 @@ impl ServerArgs {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            health_addr: None,
             request_timeout_ms: 10_000,
             max_in_flight: 4_096,
             drain_grace_ms: 2_000,

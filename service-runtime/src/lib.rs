@@ -7,9 +7,14 @@
 //! - [`server`]: the gRPC server with its tower stack, `grpc.health.v1`, reflection and
 //!   graceful shutdown.
 //! - [`bus`]: the NATS JetStream event bus (one stream per prefix, protobuf envelopes).
+//! - [`health`]: the plain HTTP/1 health port (`/livez`, `/readyz`) for load balancer checks
+//!   and Kubernetes probes.
 //! - [`db`]: a Postgres connection confined to the service's own schema.
+//! - [`lifecycle`]: the shutdown signal, the tracked background tasks and the retry pause.
 //! - [`mtls`]: mutual TLS between services: internal listener and client settings, and the
 //!   calling service's identity from its certificate.
+//! - [`redis`]: the Redis connection pool with its command and connect timeouts.
+//! - [`size_limit`]: the request size limit, answered with `RESOURCE_EXHAUSTED`.
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
 #![forbid(unsafe_code)]
 
@@ -17,8 +22,12 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod health;
+pub mod lifecycle;
 pub mod mtls;
+pub mod redis;
 pub mod server;
+pub mod size_limit;
 pub mod status;
 pub mod telemetry;
 

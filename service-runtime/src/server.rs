@@ -1,10 +1,23 @@
 //! The gRPC server every service runs: one tower stack, health, reflection, graceful drain.
 //!
 //! Lifecycle: [`GrpcServer::bind`] binds the listener (port 0 allowed, see
-//! [`GrpcServer::local_addr`]); [`GrpcServer::serve`] reports SERVING and serves until the
-//! shutdown future resolves; then health turns NOT_SERVING, [`GrpcServer::stopping`] is
-//! cancelled so long-lived streams end, the listener stops accepting, and in-flight requests
-//! get the drain grace period to finish. Whether the drain finished is logged.
+//! [`GrpcServer::local_addr`]); background loops are spawned with [`GrpcServer::spawn`]
+//! (tracked, see [`crate::lifecycle`]); [`GrpcServer::serve`] reports SERVING and serves until
+//! the shutdown future resolves or a listener fails; then health turns NOT_SERVING,
+//! [`GrpcServer::stopping`] is cancelled so long-lived streams and background loops end, the
+//! listener stops accepting, and in-flight requests and tracked tasks share the drain grace
+//! period to finish. Whether the drain finished is logged. The same happens on every exit
+//! path: a failed listener (`serve` then returns its error), an error while starting, or a
+//! server dropped without serving (its `stopping` is cancelled on drop).
+//!
+//! Accept errors: one that concerns a single connection (reset, aborted) is skipped; running
+//! out of descriptors or memory pauses accepting ([`RetryPause`]) and retries; any other error
+//! means the listener is broken, and the server stops and `serve` returns the error, so the
+//! process exits and its orchestrator restarts it instead of a replica that accepts nothing.
+//!
+//! With `HEALTH_ADDR` set, a plain HTTP/1 port serves `/livez` and `/readyz` from the same
+//! health reporter (see [`crate::health`]): the load balancer's checks and Kubernetes' probes.
+//! Every RPC's request message is bounded (see [`crate::size_limit`]).
 //!
 //! A service with internal RPCs (`ticketing.internal.*`) serves them on a second listener
 //! ([`GrpcServer::bind_internal`]) that requires mutual TLS (see [`crate::mtls`]) and serves
@@ -22,9 +35,9 @@ use std::{
     time::Instant,
 };
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
+use futures::Stream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service, ServiceBuilder};
@@ -34,7 +47,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     auth::{AuthLayer, Authenticator},
     config::ServerArgs,
+    health::HealthPort,
+    lifecycle::{Background, RetryPause},
     mtls::MeshTls,
+    size_limit::RequestSizeLimitLayer,
 };
 
 /// A bound, not yet serving, gRPC server.
@@ -43,10 +59,15 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     args: ServerArgs,
     health: HealthReporter,
-    stopping: CancellationToken,
+    /// The shutdown signal and the tracked background tasks.
+    background: Background,
+    /// Cancels `stopping` when the server is dropped without serving (a failed start).
+    stop_on_drop: DropGuard,
     auth: Arc<Authenticator>,
     /// The internal listener, when the service has internal RPCs.
     internal: Option<Internal>,
+    /// The plain HTTP/1 health port, when `HEALTH_ADDR` is set.
+    health_port: Option<HealthPort>,
 }
 
 /// The mutual-TLS listener of a service's internal RPCs.
@@ -63,19 +84,33 @@ impl GrpcServer {
     /// Loads the token keys (`AUTH_JWKS`) first: a server that cannot verify tokens does not
     /// start.
     pub async fn bind(args: &ServerArgs) -> std::io::Result<Self> {
-        let auth = Authenticator::load(&args.auth).await.map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(args.grpc_addr).await?;
+        Self::with_listener(args, listener).await
+    }
+
+    /// [`Self::bind`] on a listener bound elsewhere (its address wins over `GRPC_ADDR`): for
+    /// tests that need a handle on the socket, e.g. to break it.
+    pub async fn with_listener(args: &ServerArgs, listener: TcpListener) -> std::io::Result<Self> {
+        let auth = Authenticator::load(&args.auth).await.map_err(std::io::Error::other)?;
         let local_addr = listener.local_addr()?;
         let health = HealthReporter::new();
         health.set_service_status("", ServingStatus::NotServing).await;
+        let background = Background::new();
+        let stop_on_drop = background.stopping().drop_guard();
+        let health_port = match args.health_addr {
+            Some(addr) => Some(HealthPort::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
             args: args.clone(),
             health,
-            stopping: CancellationToken::new(),
+            background,
+            stop_on_drop,
             auth,
             internal: None,
+            health_port,
         })
     }
 
@@ -120,13 +155,34 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// The health port's bound address, if `HEALTH_ADDR` was set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_port.as_ref().map(HealthPort::local_addr)
+    }
+
     /// Cancelled when shutdown begins: server streams and background loops end on it.
     pub fn stopping(&self) -> CancellationToken {
-        self.stopping.clone()
+        self.background.stopping()
+    }
+
+    /// The shutdown signal and task set, for parts that spawn their own tracked tasks.
+    pub fn background(&self) -> Background {
+        self.background.clone()
+    }
+
+    /// Runs a background loop next to the server, tracked: it should end on
+    /// [`Self::stopping`], and [`Self::serve`] waits for it (within the drain grace) on every
+    /// exit path.
+    pub fn spawn<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(name, task);
     }
 
     /// Serves `service` (plus health and reflection), and the internal listener if bound,
-    /// until `shutdown` resolves, then drains both.
+    /// until `shutdown` resolves or a listener fails, then drains both and the tracked tasks.
+    /// Returns the failure when a listener stopped on its own.
     pub async fn serve<S>(self, service: S, shutdown: impl Future<Output = ()>) -> anyhow::Result<()>
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -137,8 +193,24 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let Self { listener, local_addr, args, health, stopping, auth, internal } = self;
-        auth.spawn_refresh(stopping.clone());
+        let Self {
+            listener,
+            local_addr,
+            args,
+            health,
+            background,
+            stop_on_drop,
+            auth,
+            internal,
+            health_port,
+        } = self;
+        // From here on, any return (an error below included) cancels `stopping`.
+        let _stop_on_drop = stop_on_drop;
+        background.spawn("jwks-refresh", auth.refresh_loop(background.stopping()));
+        if let Some(port) = health_port {
+            // Not a tracked task: it answers (503) through the drain and until the process ends.
+            port.spawn(health.clone());
+        }
         let names: Vec<&'static str> =
             std::iter::once(S::NAME).chain(internal.as_ref().map(|i| i.name)).collect();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -164,11 +236,11 @@ impl GrpcServer {
             .add_service(service);
 
         let drain = CancellationToken::new();
-        let public =
-            tokio::spawn(router.serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                drain.clone().cancelled_owned(),
-            ));
+        let accept_failure = Arc::new(AcceptFailure::default());
+        let public = AbortOnDrop(tokio::spawn(router.serve_with_incoming_shutdown(
+            accepted(listener, local_addr, Arc::clone(&accept_failure)),
+            drain.clone().cancelled_owned(),
+        )));
         let internal = match internal {
             Some(internal) => {
                 let addr = internal.local_addr;
@@ -184,17 +256,23 @@ impl GrpcServer {
                         tonic_health::server::HealthService::from_health_reporter(health.clone()),
                     ));
                 tracing::info!(%addr, service = internal.name, "serving internal RPCs (mutual TLS)");
-                Some(tokio::spawn(router.serve_with_incoming_shutdown(
-                    TcpListenerStream::new(internal.listener),
+                Some(AbortOnDrop(tokio::spawn(router.serve_with_incoming_shutdown(
+                    accepted(internal.listener, addr, Arc::clone(&accept_failure)),
                     drain.clone().cancelled_owned(),
-                )))
+                ))))
             }
             None => None,
         };
-        // Ends at the first listener that fails, or when both drained.
+        // Ends at the first listener that stops (it fails, or its accept loop ends), or when
+        // both drained. Dropping it aborts both server tasks.
         let server = async move {
             match internal {
-                Some(internal) => tokio::try_join!(joined(public), joined(internal)).map(|_| ()),
+                Some(internal) => {
+                    tokio::select! {
+                        result = joined(public) => result,
+                        result = joined(internal) => result,
+                    }
+                }
                 None => joined(public).await,
             }
         };
@@ -205,48 +283,192 @@ impl GrpcServer {
         tracing::info!(%local_addr, services = ?names, "serving");
 
         let mut server = std::pin::pin!(server);
-        tokio::select! {
-            () = shutdown => {}
-            result = &mut server => {
-                // The server stopped on its own: an accept error. Report it as the failure it is.
-                return result;
-            }
+        let stop = tokio::select! {
+            () = shutdown => Stop::Asked,
+            () = accept_failure.failed.cancelled() => Stop::ListenerFailed,
+            result = &mut server => Stop::ServerEnded(result),
+        };
+        if !matches!(stop, Stop::Asked) {
+            tracing::error!("a listener stopped on its own; shutting down");
         }
         health.set_service_status("", ServingStatus::NotServing).await;
         for name in &names {
             health.set_service_status(*name, ServingStatus::NotServing).await;
         }
-        stopping.cancel();
+        background.stopping().cancel();
         drain.cancel();
-        tracing::info!(grace_ms = args.drain_grace_ms, "shutting down: draining in-flight requests");
-        match tokio::time::timeout(args.drain_grace(), &mut server).await {
-            Ok(result) => {
-                result?;
-                tracing::info!("drain finished; stopped cleanly");
+        let deadline = tokio::time::Instant::now() + args.drain_grace();
+        tracing::info!(
+            grace_ms = args.drain_grace_ms,
+            "shutting down: draining in-flight requests and background tasks"
+        );
+        let drained = match &stop {
+            // The other listener, if any, was aborted with `server`: the process is failing.
+            Stop::ServerEnded(_) => true,
+            Stop::Asked | Stop::ListenerFailed => {
+                match tokio::time::timeout_at(deadline, &mut server).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(error)) => {
+                        tracing::error!(error = %format!("{error:#}"), "server failed while draining");
+                        true
+                    }
+                    Err(_) => false,
+                }
             }
-            Err(_) => tracing::warn!(
+        };
+        let tasks_ended = background.stop(deadline).await;
+        if drained && tasks_ended {
+            tracing::info!("drain finished; stopped cleanly");
+        } else {
+            tracing::warn!(
                 grace_ms = args.drain_grace_ms,
-                "drain grace elapsed with requests still in flight; stopping anyway"
-            ),
+                requests_drained = drained,
+                tasks_running = background.running(),
+                "drain grace elapsed with work still in flight; stopping anyway"
+            );
         }
-        Ok(())
+        match stop {
+            Stop::Asked => Ok(()),
+            Stop::ListenerFailed => Err(anyhow::anyhow!("{}", accept_failure.reason())),
+            Stop::ServerEnded(result) => {
+                result?;
+                match accept_failure.failed.is_cancelled() {
+                    true => Err(anyhow::anyhow!("{}", accept_failure.reason())),
+                    false => Err(anyhow::anyhow!("the gRPC server stopped without being asked to")),
+                }
+            }
+        }
+    }
+}
+
+/// Why [`GrpcServer::serve`] began to stop.
+enum Stop {
+    /// The shutdown future resolved.
+    Asked,
+    /// A listener's accept loop failed ([`accepted`]).
+    ListenerFailed,
+    /// A server task ended (or panicked) by itself.
+    ServerEnded(anyhow::Result<()>),
+}
+
+/// The first fatal accept error of a server's listeners.
+#[derive(Default)]
+struct AcceptFailure {
+    reason: std::sync::OnceLock<String>,
+    /// Cancelled once `reason` is set.
+    failed: CancellationToken,
+}
+
+impl AcceptFailure {
+    fn record(&self, reason: String) {
+        let _ = self.reason.set(reason);
+        self.failed.cancel();
+    }
+
+    fn reason(&self) -> &str {
+        self.reason.get().map_or("a listener failed", String::as_str)
+    }
+}
+
+/// Aborts a server task when dropped, so a server abandoned after the grace stops serving.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tonic::transport::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// A server task's outcome: its own error, or its panic.
-async fn joined(task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) -> anyhow::Result<()> {
-    Ok(task.await??)
+async fn joined(mut task: AbortOnDrop) -> anyhow::Result<()> {
+    Ok((&mut task.0).await??)
+}
+
+/// Pauses after running out of descriptors or memory: 10 ms doubling to 1 s.
+const ACCEPT_PAUSE: RetryPause =
+    RetryPause::new(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
+
+/// The connections `listener` accepts. Per-connection errors are skipped, a shortage of
+/// descriptors or memory pauses ([`ACCEPT_PAUSE`]), and any other error ends the stream
+/// after recording it in `failure`: the listener is broken, and retrying would spin (tonic
+/// itself skips every accept error and polls again).
+fn accepted(
+    listener: TcpListener,
+    addr: SocketAddr,
+    failure: Arc<AcceptFailure>,
+) -> impl Stream<Item = std::io::Result<TcpStream>> + Send + 'static {
+    futures::stream::unfold((listener, ACCEPT_PAUSE), move |(listener, mut pause)| {
+        let failure = Arc::clone(&failure);
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        pause.reset();
+                        // Small replies go out at once rather than waiting for Nagle.
+                        let _ = stream.set_nodelay(true);
+                        return Some((Ok(stream), (listener, pause)));
+                    }
+                    Err(error) => match AcceptError::classify(&error) {
+                        AcceptError::Connection => continue,
+                        AcceptError::Shortage => {
+                            let pause = pause.next_pause();
+                            tracing::warn!(%addr, %error, pause_ms = pause.as_millis() as u64, "cannot accept connections; pausing");
+                            tokio::time::sleep(pause).await;
+                        }
+                        AcceptError::Fatal => {
+                            tracing::error!(%addr, %error, "the listener failed; the server stops");
+                            failure.record(format!("accepting connections on {addr} failed: {error}"));
+                            return None;
+                        }
+                    },
+                }
+            }
+        }
+    })
+}
+
+/// What an accept error means for the listener.
+enum AcceptError {
+    /// One connection failed before it was accepted; the listener is fine.
+    Connection,
+    /// The process or system is short of descriptors or memory; it may pass.
+    Shortage,
+    /// The listener itself is broken.
+    Fatal,
+}
+
+impl AcceptError {
+    fn classify(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        /// Linux errno values of the shortages: ENOMEM, ENFILE, EMFILE, ENOBUFS.
+        const SHORTAGES: [i32; 4] = [12, 23, 24, 105];
+        match error.kind() {
+            ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::BrokenPipe
+            | ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut => Self::Connection,
+            ErrorKind::OutOfMemory => Self::Shortage,
+            _ if error.raw_os_error().is_some_and(|code| SHORTAGES.contains(&code)) => Self::Shortage,
+            _ => Self::Fatal,
+        }
+    }
 }
 
 /// The tower stack around every RPC, outermost first.
 type Stack = ServiceBuilder<
     tower::layer::util::Stack<
-        AuthLayer,
+        RequestSizeLimitLayer,
         tower::layer::util::Stack<
-            tower::limit::GlobalConcurrencyLimitLayer,
+            AuthLayer,
             tower::layer::util::Stack<
-                tower::load_shed::LoadShedLayer,
-                tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+                tower::limit::GlobalConcurrencyLimitLayer,
+                tower::layer::util::Stack<
+                    tower::load_shed::LoadShedLayer,
+                    tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
+                >,
             >,
         >,
     >,
@@ -265,6 +487,10 @@ fn stack(max_in_flight: usize, auth: Arc<Authenticator>) -> Stack {
         // Inside the limit, so a flood of bad tokens is shed like any other load; before the
         // handler, so a bad token never reaches it (see `auth`).
         .layer(AuthLayer::new(auth))
+        // After the token check, so a stranger's oversized request is refused unread; before
+        // the handler, so an oversized one gets RESOURCE_EXHAUSTED instead of tonic's
+        // OUT_OF_RANGE (see `size_limit`).
+        .layer(RequestSizeLimitLayer)
 }
 
 /// Wraps services in [`RpcTelemetry`].

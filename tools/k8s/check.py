@@ -10,7 +10,7 @@ What it checks, without a cluster and without a kustomize binary:
      patch, replicas and images entry targets a resource that exists (JSON patch paths too);
   3. every service Deployment's container ports and probe ports match the services' configuration
      defaults (read from service-runtime/src/config.rs: gRPC 50051, metrics 9090), with resource
-     requests/limits, gRPC probes, a preStop, a termination grace longer than preStop + drain,
+     requests/limits, HTTP probes on the health port (HEALTH_ADDR), a preStop, a termination grace longer than preStop + drain,
      Prometheus annotations, a Service, a headless Service, a PodDisruptionBudget and an HPA;
   4. every image of ours (ticketing/<name>) is a build target of the Dockerfile; others are pinned;
   5. the HAProxy config (k8s/base/haproxy/haproxy.cfg) passes `haproxy -c` with the local stack's
@@ -319,16 +319,30 @@ def check_service_deployment(obj: dict, where: str, defaults: dict, config: dict
         value = env_value(c, env)
         if value is not None and not value.endswith(f":{want}"):
             error(f"{where}: {name}: {env}={value} does not match container port {want}")
+    # The health port (HEALTH_ADDR, from config.env: it has no default, so that several
+    # services on one host do not collide): /livez for liveness, outside load shedding;
+    # /readyz (or a native gRPC probe) for readiness and start-up.
+    health_addr = env_value(c, "HEALTH_ADDR") or config.get("HEALTH_ADDR")
+    health = int(health_addr.rsplit(":", 1)[1]) if health_addr else None
+    if health is None:
+        error(f"{where}: {name}: no HEALTH_ADDR (k8s/base/config.env): the probes and HAProxy's checks need it")
+    elif ports.get("health") != health:
+        error(f"{where}: {name}: container port health is {ports.get('health')}, HEALTH_ADDR is {health_addr}")
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         p = c.get(probe)
         if p is None:
             if probe != "startupProbe":
                 error(f"{where}: {name}: no {probe}")
             continue
-        if "grpc" not in p:
-            error(f"{where}: {name}: {probe} is not a native gRPC probe (grpc.health.v1)")
-        elif p["grpc"].get("port") != grpc:
-            error(f"{where}: {name}: {probe} port {p['grpc'].get('port')} != gRPC port {grpc}")
+        want_path = "/livez" if probe == "livenessProbe" else "/readyz"
+        if "httpGet" in p:
+            if p["httpGet"].get("path") != want_path or port_number(c, p["httpGet"].get("port")) != health:
+                error(f"{where}: {name}: {probe} must GET {want_path} on the health port {health}")
+        elif "grpc" in p and probe != "livenessProbe":
+            if p["grpc"].get("port") != grpc:
+                error(f"{where}: {name}: {probe} port {p['grpc'].get('port')} != gRPC port {grpc}")
+        else:
+            error(f"{where}: {name}: {probe} must GET {want_path} on the health port (liveness never through the gRPC stack's load shedding)")
     ann = obj["spec"]["template"]["metadata"].get("annotations", {})
     if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(metrics):
         error(f"{where}: {name}: Prometheus annotations must scrape port {metrics}")

@@ -7,12 +7,15 @@
 -- KEYS[5] passes       ZSET    user -> pass expiry (unix ms), the active passes
 -- KEYS[6] admitted     HASH    user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
 -- KEYS[7] opening      HASH    state = sealed|open once the opening step ran
+-- KEYS[8] ready        STRING  the event's state exists (value: its epoch, Redis ms when made)
 -- ARGV[1] user id
 -- ARGV[2] joins allowed per user per second
 -- ARGV[3] sale_opens_at, unix ms
 -- ARGV[4] the pre-queue tier, 2^48: post-opening scores are tier + ticket
 --
 -- Returns one of
+--   {-2}                                        the event's state is missing after the sale
+--                                               opened (Redis lost it): rebuild first
 --   {-1, retry_after_ms}                        rate limited, nothing else changed
 --   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   the user holds a valid pass
 --                                               (collected: extended to its checked-in expiry)
@@ -25,6 +28,16 @@
 -- not yet; checking and setting the state in this atomic script is what makes a join racing
 -- with the opening land on exactly one side: ticket <= sealed_ticket is pre-queue.
 local user = ARGV[1]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Readiness (see store/mod.rs): before the sale opens no pass exists and the pre-queue is
+-- shuffled anyway, so a missing state is simply started; after, it must be rebuilt.
+if redis.call('EXISTS', KEYS[8]) == 0 then
+  if now >= tonumber(ARGV[3]) then
+    return {-2}
+  end
+  redis.call('SET', KEYS[8], string.format('%d', now))
+end
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then
   redis.call('PEXPIRE', KEYS[1], 1000)
@@ -37,9 +50,6 @@ if count > tonumber(ARGV[2]) then
   end
   return {-1, ttl}
 end
-
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local expires = redis.call('ZSCORE', KEYS[5], user)
 if expires and tonumber(expires) > now then

@@ -9,12 +9,20 @@
 //!   `PREQUEUE_TIER + ticket`;
 //! - `opening` HASH: `state` (`sealed` while the opening shuffle runs, then `open`),
 //!   `sealed_ticket` (the last pre-queue ticket), `sealed_at`, `opened_at`, `prequeue`,
-//!   `key_commitment` (SHA-256 of the event's shuffle key) — the audit record;
+//!   `key_commitment` (SHA-256 of the event's shuffle key), `rebuilt_at` after a rebuild —
+//!   the audit record;
 //! - `passes` ZSET user→expiry (unix ms) of the active passes, `admitted` HASH
 //!   user→`pass_id:expires_at_ms:ticket:checked_in_expiry_ms`, `passseq` last pass id,
 //!   `admitted_total`; `stats` HASH of ended passes (`expired`, `unclaimed` ⊆ expired,
 //!   `released` by a purchase, `left`);
 //! - `lease` (the replica admitting in this tick) and `rl:<user>` (join rate limit);
+//! - `ready`, the readiness marker: the event's state exists; its value is the state's epoch
+//!   (Redis ms when it was made). Every script that reads or changes the event checks it.
+//!   Before the sale opens a missing marker is simply set (nothing that matters can have been
+//!   lost: no pass exists, and the pre-queue is shuffled anyway); from the opening on, a
+//!   missing marker means Redis lost the event's state and the script answers "not ready"
+//!   ([`Error::Rebuilding`]) until the controller has rebuilt it ([`Store::rebuild`]);
+//! - `rebuild`, the lock of the replica rebuilding the event ([`Store::lock_rebuild`]);
 //! - `outbox` STREAM, one entry per admitting tick (user → `pass_id:expires_at_ms:ticket`),
 //!   written by the tick in the same atomic step as the passes, and one per pass ended early
 //!   (user → `end:<left|bought>:pass_id:expires_at_ms`), written by Leave or a purchase in the
@@ -26,14 +34,13 @@
 
 use std::sync::OnceLock;
 
+use std::time::Duration;
+
 use fred::{
     bytes_utils::Str,
     clients::Pool,
-    interfaces::{ClientLike, LuaInterface, SetsInterface},
-    types::{
-        Key, Value,
-        config::{Config as RedisConfig, ReconnectPolicy},
-    },
+    interfaces::{ClientLike, KeysInterface, LuaInterface, SetsInterface},
+    types::{Expiration, Key, SetOptions, Value},
 };
 
 use crate::{
@@ -44,13 +51,24 @@ use crate::{
 /// Connections to Redis; each pipelines many commands, so a few cover thousands of requests.
 const REDIS_POOL_SIZE: usize = 8;
 
+/// Pre-queue members looked at per page of the opening (`prequeue_page.lua`): a seal never
+/// answers the whole pre-queue at once, so a 500,000-user pre-queue neither blocks Redis in
+/// one long reply nor sits whole in this replica's memory.
+pub const PREQUEUE_PAGE: usize = 1_000;
+
+/// Restored passes written per rebuild script call; keeps each call short, like the ticks.
+pub const REBUILD_BATCH: usize = 1_000;
+
+/// How long a rebuild lock lasts unless released: longer than a rebuild takes (its history
+/// read is bounded well below), short enough that a replica dying mid-rebuild delays another
+/// by seconds only.
+pub const REBUILD_LOCK: Duration = Duration::from_secs(30);
+
+/// The reply code of a script that found the event's state missing after the opening.
+const NOT_READY: i64 = -2;
 /// The most users admitted in one tick of one event; bounds the script's run time (Redis is
 /// single-threaded) while a large free capacity is filled over a few ticks.
 pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
-
-/// Pre-queue users rescored per shuffle script call; like [`MAX_ADMIT_PER_TICK`], keeps each
-/// script short so Redis keeps serving joins while a large pre-queue is shuffled.
-pub const SHUFFLE_BATCH: usize = 1_000;
 
 /// A Lua script loaded into Redis, run by SHA and sent whole if Redis forgot it.
 struct Script {
@@ -174,6 +192,9 @@ pub enum Left {
 /// What one controller tick saw and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickReport {
+    /// The epoch of the event's state (the readiness marker): it changes when the state was
+    /// lost and rebuilt, and every queue place with it.
+    pub epoch: i64,
     /// Redis time of the tick, unix ms.
     pub now_ms: i64,
     /// The lowest ticket still waiting; last ticket + 1 when nobody waits.
@@ -224,6 +245,33 @@ pub struct TickParams {
     pub check_in_window_ms: u64,
 }
 
+/// A pass still live per the event's history, to restore after a Redis loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredPass {
+    pub user_id: String,
+    pub pass: StoredPass,
+}
+
+/// What the rebuild restores besides the live passes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The highest pass id in the history: new passes are numbered above it.
+    pub max_pass_id: u64,
+    /// The highest ticket in the history: new joiners are numbered above it.
+    pub max_ticket: u64,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// The state was restored; its new epoch.
+    Restored { epoch: i64 },
+    /// The event was ready already (another replica rebuilt it, or the marker survived).
+    AlreadyReady,
+    /// The lock expired before the rebuild finished; another replica may be rebuilding.
+    LockLost,
+}
+
 /// The Redis side of admission.
 pub struct Store {
     pool: Pool,
@@ -239,6 +287,9 @@ pub struct Store {
     shuffle: Script,
     outbox_take: Script,
     outbox_done: Script,
+    prequeue_page: Script,
+    rebuild: Script,
+    finished: Script,
 }
 
 /// A script argument from a count or duration; every one the service passes is far below
@@ -291,6 +342,15 @@ fn ended_pass(user_id: &str, raw: &str) -> Option<Result<EndedPass, Error>> {
     Some(parsed.ok_or_else(|| Error::UnexpectedReply(raw.to_owned())))
 }
 
+/// `Err(Rebuilding)` when a script answered `{-2}`: the event's state is missing after the
+/// sale opened.
+fn ready(reply: &[Value], event_id: &str) -> Result<(), Error> {
+    if reply.len() == 1 && int(reply.first())? == NOT_READY {
+        return Err(Error::Rebuilding(event_id.to_owned()));
+    }
+    Ok(())
+}
+
 /// Reads the `{0}` / `{1, ...}` / `{2, ...}` shapes that join.lua and status.lua share.
 fn standing(reply: &[Value]) -> Result<Standing, Error> {
     match int(reply.first())? {
@@ -312,11 +372,14 @@ fn standing(reply: &[Value]) -> Result<Standing, Error> {
 }
 
 impl Store {
-    /// Connects to Redis and loads the scripts.
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = RedisConfig::from_url(url)?;
-        let policy = ReconnectPolicy::new_exponential(0, 100, 2_000, 2);
-        let pool = Pool::new(config, None, None, Some(policy), REDIS_POOL_SIZE)?;
+    /// Connects to Redis and loads the scripts. Every command fails after `command_timeout`
+    /// (the service passes its request timeout, so no Redis call outlives the RPC that made
+    /// it, and the controller's calls to a Redis that stopped answering fail instead of
+    /// hanging the loop); every script is bounded, so only a stalled Redis or a client queue
+    /// that long reaches it. The pool and its other timeouts are the mesh's
+    /// ([`service_runtime::redis::pool`]).
+    pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> anyhow::Result<Self> {
+        let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
         let store = Self {
             pool,
@@ -331,6 +394,9 @@ impl Store {
             shuffle: Script::new(include_str!("shuffle.lua")),
             outbox_take: Script::new(include_str!("outbox_take.lua")),
             outbox_done: Script::new(include_str!("outbox_done.lua")),
+            prequeue_page: Script::new(include_str!("prequeue_page.lua")),
+            rebuild: Script::new(include_str!("rebuild.lua")),
+            finished: Script::new(include_str!("finished.lua")),
         };
         let scripts = [
             &store.join,
@@ -342,6 +408,9 @@ impl Store {
             &store.shuffle,
             &store.outbox_take,
             &store.outbox_done,
+            &store.prequeue_page,
+            &store.rebuild,
+            &store.finished,
         ];
         for script in scripts {
             script.load(&store.pool).await?;
@@ -381,6 +450,7 @@ impl Store {
             self.key(event_id, "passes"),
             self.key(event_id, "admitted"),
             self.key(event_id, "opening"),
+            self.key(event_id, "ready"),
         ];
         let args = vec![
             Value::from(user_id),
@@ -389,6 +459,7 @@ impl Store {
             number(PREQUEUE_TIER),
         ];
         let reply = self.run(&self.join, keys, args).await?;
+        ready(&reply, event_id)?;
         if int(reply.first())? == -1 {
             return Ok(JoinOutcome::RateLimited { retry_after_ms: uint(reply.get(1))? });
         }
@@ -417,19 +488,31 @@ impl Store {
 
     /// Where the user stands. Answering a valid pass counts as collecting it (check-in),
     /// which extends it from the check-in window to the full pass ttl.
-    pub async fn standing(&self, event_id: &str, user_id: &str) -> Result<Standing, Error> {
-        let reply = self.run(&self.status, self.user_keys(event_id), vec![Value::from(user_id)]).await?;
+    pub async fn standing(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        sale_opens_at_ms: i64,
+    ) -> Result<Standing, Error> {
+        let mut keys = self.user_keys(event_id);
+        keys.push(self.key(event_id, "ready"));
+        let args = vec![Value::from(user_id), Value::Integer(sale_opens_at_ms)];
+        let reply = self.run(&self.status, keys, args).await?;
+        ready(&reply, event_id)?;
         standing(&reply)
     }
 
     /// Takes the user out of the queue or drops the user's valid pass (announcing its end
     /// through the outbox in the same atomic step).
-    pub async fn leave(&self, event_id: &str, user_id: &str) -> Result<Left, Error> {
+    pub async fn leave(&self, event_id: &str, user_id: &str, sale_opens_at_ms: i64) -> Result<Left, Error> {
         let mut keys = self.user_keys(event_id);
         keys.push(self.key(event_id, "stats"));
         keys.push(self.key(event_id, "outbox"));
-        let reply = self.leave.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
+        keys.push(self.key(event_id, "ready"));
+        let args = vec![Value::from(user_id), Value::Integer(sale_opens_at_ms)];
+        let reply = self.leave.run(&self.pool, keys, args).await?;
         match int(Some(&reply))? {
+            NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
             0 => Ok(Left::Nothing),
             1 => Ok(Left::Queue),
             2 => Ok(Left::Pass),
@@ -445,9 +528,13 @@ impl Store {
             self.key(event_id, "admitted"),
             self.key(event_id, "stats"),
             self.key(event_id, "outbox"),
+            self.key(event_id, "ready"),
         ];
         let reply = self.release.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
-        Ok(int(Some(&reply))? == 1)
+        match int(Some(&reply))? {
+            NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
+            released => Ok(released == 1),
+        }
     }
 
     /// One controller step: admits the head of the queue when the sale is open and this
@@ -465,6 +552,7 @@ impl Store {
             self.key(event_id, "opening"),
             self.key(event_id, "stats"),
             self.key(event_id, "outbox"),
+            self.key(event_id, "ready"),
         ];
         let args = vec![
             Value::Integer(params.sale_opens_at_ms),
@@ -477,7 +565,9 @@ impl Store {
             number(PREQUEUE_TIER),
         ];
         let reply = self.run(&self.tick, keys, args).await?;
+        ready(&reply, event_id)?;
         Ok(TickReport {
+            epoch: int(reply.get(12))?,
             now_ms: int(reply.first())?,
             head: uint(reply.get(1))?,
             queue_length: uint(reply.get(2))?,
@@ -538,21 +628,26 @@ impl Store {
         &self.replica_id
     }
 
-    /// The opening step: seals the pre-queue, then rescores it by the keyed shuffle in
-    /// batches, then opens the event. Safe to run on several replicas at once or to repeat
-    /// after a crash: every run computes the same scores, and batches after the event opened
-    /// are refused.
+    /// The opening step: seals the pre-queue, then rescores it by the keyed shuffle page by
+    /// page ([`PREQUEUE_PAGE`]), then opens the event. Safe to run on several replicas at once
+    /// or to repeat after a crash: every run computes the same scores, and pages after the
+    /// event opened are refused.
     pub async fn open_sale(
         &self,
         event_id: &str,
         sale_opens_at_ms: i64,
         key: &EventShuffleKey,
     ) -> Result<Opening, Error> {
-        let keys =
-            vec![self.key(event_id, "opening"), self.key(event_id, "queue"), self.key(event_id, "seq")];
+        let keys = vec![
+            self.key(event_id, "opening"),
+            self.key(event_id, "queue"),
+            self.key(event_id, "seq"),
+            self.key(event_id, "ready"),
+        ];
         let args =
             vec![Value::Integer(sale_opens_at_ms), number(PREQUEUE_TIER), Value::from(key.commitment())];
         let reply = self.run(&self.seal, keys, args).await?;
+        ready(&reply, event_id)?;
         match int(reply.first())? {
             0 => return Ok(Opening::NotYet),
             2 => return Ok(Opening::AlreadyOpen),
@@ -560,23 +655,15 @@ impl Store {
             other => return Err(Error::UnexpectedReply(format!("seal code {other}"))),
         }
         let sealed_ticket = uint(reply.get(1))?;
-        let users = match reply.get(2) {
-            Some(Value::Array(users)) => {
-                users.iter().map(|user| string(Some(user))).collect::<Result<Vec<_>, _>>()?
-            }
-            other => return Err(Error::UnexpectedReply(format!("{other:?}"))),
-        };
+        let prequeue = uint(reply.get(2))?;
         let keys = vec![self.key(event_id, "opening"), self.key(event_id, "queue")];
-        let batches = users.len().div_ceil(SHUFFLE_BATCH).max(1);
-        for batch in 0..batches {
-            let chunk = users.iter().skip(batch * SHUFFLE_BATCH).take(SHUFFLE_BATCH);
-            let last = batch + 1 == batches;
-            let mut args = vec![
-                Value::from(if last { "1" } else { "0" }),
-                number(users.len() as u64),
-                number(PREQUEUE_TIER),
-            ];
-            for user in chunk {
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, users) = self.prequeue_page(event_id, &cursor).await?;
+            let last = next == "0";
+            let mut args =
+                vec![Value::from(if last { "1" } else { "0" }), number(prequeue), number(PREQUEUE_TIER)];
+            for user in &users {
                 args.push(Value::from(user.as_str()));
                 args.push(number(key.score(user)));
             }
@@ -584,7 +671,121 @@ impl Store {
             if int(Some(&applied))? == 0 {
                 return Ok(Opening::AlreadyOpen);
             }
+            if last {
+                break;
+            }
+            cursor = next;
         }
-        Ok(Opening::Shuffled { prequeue: users.len(), sealed_ticket })
+        Ok(Opening::Shuffled { prequeue: usize::try_from(prequeue).unwrap_or(usize::MAX), sealed_ticket })
+    }
+
+    /// One page of the sealed pre-queue: the next cursor ("0" at the end) and the users of the
+    /// page still holding a pre-queue score.
+    async fn prequeue_page(&self, event_id: &str, cursor: &str) -> Result<(String, Vec<String>), Error> {
+        let args = vec![Value::from(cursor), number(PREQUEUE_PAGE as u64), number(PREQUEUE_TIER)];
+        let reply = self.run(&self.prequeue_page, vec![self.key(event_id, "queue")], args).await?;
+        let next = string(reply.first())?;
+        let users = match reply.get(1) {
+            Some(Value::Array(users)) => {
+                users.iter().map(|user| string(Some(user))).collect::<Result<_, _>>()?
+            }
+            other => return Err(Error::UnexpectedReply(format!("{other:?}"))),
+        };
+        Ok((next, users))
+    }
+
+    /// Takes the rebuild lock of the event for `token` ([`REBUILD_LOCK`]); false when another
+    /// replica holds it.
+    pub async fn lock_rebuild(&self, event_id: &str, token: &str) -> Result<bool, Error> {
+        let expiry = Expiration::PX(i64::try_from(REBUILD_LOCK.as_millis()).unwrap_or(i64::MAX));
+        let set: Option<String> = self
+            .pool
+            .set(self.key(event_id, "rebuild"), token, Some(expiry), Some(SetOptions::NX), false)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Releases the rebuild lock if `token` still holds it (after a failed rebuild, so another
+    /// attempt need not wait for it to expire). Two steps: at worst another holder's lock is
+    /// released early, and a second rebuild then finds the event ready and changes nothing.
+    pub async fn unlock_rebuild(&self, event_id: &str, token: &str) -> Result<(), Error> {
+        let key = self.key(event_id, "rebuild");
+        let holder: Option<String> = self.pool.get(key.clone()).await?;
+        if holder.as_deref() == Some(token) {
+            let _: i64 = self.pool.del(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Restores the event's state from its history under the lock `token`: the live passes in
+    /// batches ([`REBUILD_BATCH`]), then the counters, the opening record and the readiness
+    /// marker (which releases the lock) in the last call. Until that call the event stays not
+    /// ready, so nobody is admitted from a half-restored state.
+    pub async fn rebuild(
+        &self,
+        event_id: &str,
+        token: &str,
+        passes: &[RestoredPass],
+        counters: &Counters,
+        key_commitment: &str,
+    ) -> Result<Rebuilt, Error> {
+        let keys = vec![
+            self.key(event_id, "rebuild"),
+            self.key(event_id, "ready"),
+            self.key(event_id, "opening"),
+            self.key(event_id, "passes"),
+            self.key(event_id, "admitted"),
+            self.key(event_id, "passseq"),
+            self.key(event_id, "seq"),
+        ];
+        let batches: Vec<&[RestoredPass]> =
+            if passes.is_empty() { vec![&[]] } else { passes.chunks(REBUILD_BATCH).collect() };
+        let count = batches.len();
+        for (index, batch) in batches.into_iter().enumerate() {
+            let last = index + 1 == count;
+            let mut args = vec![
+                Value::from(token),
+                Value::from(if last { "1" } else { "0" }),
+                number(counters.max_pass_id),
+                number(counters.max_ticket),
+                Value::from(key_commitment),
+            ];
+            for restored in batch {
+                args.push(Value::from(restored.user_id.as_str()));
+                args.push(Value::from(restored.pass.pass_id.as_str()));
+                args.push(Value::Integer(restored.pass.expires_at_ms));
+                args.push(number(restored.pass.ticket));
+            }
+            let reply = self.rebuild.run(&self.pool, keys.clone(), args).await?;
+            match int(Some(&reply))? {
+                -1 => return Ok(Rebuilt::LockLost),
+                0 => return Ok(Rebuilt::AlreadyReady),
+                epoch if last => return Ok(Rebuilt::Restored { epoch }),
+                _ => {}
+            }
+        }
+        Ok(Rebuilt::AlreadyReady)
+    }
+
+    /// Takes a finished event (nobody waiting, no pass, nothing to publish) out of the set the
+    /// controllers walk; false when it is not finished. A join racing with this either makes
+    /// the event unfinished before the check, or registers it again after the removal (the
+    /// check after the removal puts it back if a join slipped in between).
+    pub async fn forget_event(&self, event_id: &str) -> Result<bool, Error> {
+        let keys =
+            vec![self.key(event_id, "queue"), self.key(event_id, "passes"), self.key(event_id, "outbox")];
+        let finished = |keys: Vec<Key>| async move {
+            let reply = self.finished.run(&self.pool, keys, vec![]).await?;
+            Ok::<bool, Error>(int(Some(&reply))? == 1)
+        };
+        if !finished(keys.clone()).await? {
+            return Ok(false);
+        }
+        let _: i64 = self.pool.srem(self.events_key(), event_id).await?;
+        if !finished(keys).await? {
+            self.register_event(event_id).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 }

@@ -5,11 +5,16 @@
 -- KEYS[3] stats     HASH  ended-pass counters: left, expired, unclaimed, released
 -- KEYS[4] outbox    STREAM  see tick.lua; a dropped pass adds
 --                   user -> "end:bought:pass_id:expires_at_ms" (PassEnded for seat-lock)
+-- KEYS[5] ready     STRING  the event's state exists (see join.lua)
 -- ARGV[1] user id
 --
--- Returns 1 when a pass was dropped (counted as released, its end in the outbox in this same
+-- Returns -2 when the event's state is missing (Redis lost it: the confirmation is retried
+-- after the rebuild, which may have restored the pass), 1 when a pass was dropped (counted as released, its end in the outbox in this same
 -- atomic step), 0 when the user held none (already expired, left, or a redelivered event):
 -- repeating it is harmless.
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return -2
+end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])

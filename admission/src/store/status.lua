@@ -5,15 +5,24 @@
 -- KEYS[2] tickets   HASH  user -> ticket
 -- KEYS[3] passes    ZSET  user -> pass expiry (unix ms)
 -- KEYS[4] admitted  HASH  user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
+-- KEYS[5] ready     STRING  the event's state exists (see join.lua)
 -- ARGV[1] user id
+-- ARGV[2] sale_opens_at, unix ms
 --
 -- Returns one of
+--   {-2}                                                    state missing after opening: rebuild
 --   {0}                                                     neither waiting nor holding a valid pass
 --   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   holds a valid pass
 --   {1, ticket, rank (0-based), queue_length, now_ms, score}        waiting
 local user = ARGV[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  if now >= tonumber(ARGV[2]) then
+    return {-2}
+  end
+  redis.call('SET', KEYS[5], string.format('%d', now))
+end
 
 local expires = redis.call('ZSCORE', KEYS[3], user)
 if expires and tonumber(expires) > now then

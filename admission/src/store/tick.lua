@@ -14,6 +14,7 @@
 --                                 read by the consumer group "relay", which publishes Admitted events;
 --                                 leave.lua and release.lua add entries user -> "end:<reason>:pass_id:expires_at_ms"
 --                                 (PassEnded events)
+-- KEYS[12] ready         STRING  the event's state exists; its value is the state's epoch
 -- ARGV[1] sale_opens_at, unix ms: nothing is admitted before it
 -- ARGV[2] admission capacity: active passes never exceed it
 -- ARGV[3] pass ttl, ms: a collected pass lasts this long from admission
@@ -23,8 +24,9 @@
 -- ARGV[7] check-in window, ms: an uncollected pass expires this soon (if shorter than the ttl)
 -- ARGV[8] the pre-queue tier, 2^48: scores below it are pre-queue scores
 --
--- Returns {now_ms, head, queue_length, admitted_total, active_passes, opened (0|1),
---          expired, unclaimed, released, left, admitted_count, outbox_entries}
+-- Returns {-2} when the event's state is missing after opening (Redis lost it: rebuild), else
+--         {now_ms, head, queue_length, admitted_total, active_passes, opened (0|1),
+--          expired, unclaimed, released, left, admitted_count, outbox_entries, epoch}
 -- where head is the lowest score still waiting (2^50, above every score, when nobody waits)
 -- and outbox_entries counts the outbox entries not yet published and deleted by a relay.
 -- The admissions go to the outbox in the same atomic step that issues the passes, so a
@@ -34,6 +36,14 @@
 -- (seal.lua, shuffle.lua) must run first.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local epoch = redis.call('GET', KEYS[12])
+if not epoch then
+  if now >= tonumber(ARGV[1]) then
+    return {-2}
+  end
+  epoch = string.format('%d', now)
+  redis.call('SET', KEYS[12], epoch)
+end
 local admitted = {}
 local count = 0
 local tier = ARGV[8]
@@ -109,4 +119,4 @@ if state == 'open' then
 end
 return {now, head, redis.call('ZCARD', KEYS[2]), total, redis.call('ZCARD', KEYS[4]), opened,
   tonumber(stats[1] or '0'), tonumber(stats[2] or '0'), tonumber(stats[3] or '0'), tonumber(stats[4] or '0'),
-  count, redis.call('XLEN', KEYS[11])}
+  count, redis.call('XLEN', KEYS[11]), tonumber(epoch)}

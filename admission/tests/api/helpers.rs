@@ -138,6 +138,7 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
         shuffle_key: Some(SHUFFLE_KEY.parse().unwrap()),
         check_in_window_ms: 60_000,
         max_watchers: 1_000,
+        finished_event_after_ms: 600_000,
     }
 }
 

@@ -29,6 +29,9 @@ pub fn token(user: &str) -> String {
 
 /// A running notifier.
 pub struct TestApp {
+    /// The bound gRPC port, for tests that open their own connections (`tests/subscribers.rs`).
+    #[allow(dead_code)]
+    pub port: u16,
     channel: Channel,
     shutdown: oneshot::Sender<()>,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -71,7 +74,7 @@ pub async fn spawn_app_with(config: Config) -> anyhow::Result<TestApp> {
         let _ = stopped.await;
     }));
     let channel = ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
-    Ok(TestApp { channel, shutdown, handle })
+    Ok(TestApp { port, channel, shutdown, handle })
 }
 
 /// Builds and starts the notifier with the test configuration of `env`.

@@ -48,9 +48,26 @@ pub(crate) async fn spawn_crashing(
     urls: &crate::helpers::FakeUrls,
     point: &str,
 ) -> (tokio::process::Child, PaymentServiceClient<tonic::transport::Channel>) {
+    spawn_binary(env, urls, Some(point)).await
+}
+
+/// Runs the real payment binary (with `PAYMENT_CRASH_AT=point` and a lease of an hour when
+/// given, and its own recovery by age held off by a `RECOVERY_AFTER_SECS` of an hour), and a
+/// client once it serves.
+pub(crate) async fn spawn_binary(
+    env: &TestEnv,
+    urls: &crate::helpers::FakeUrls,
+    point: Option<&str>,
+) -> (tokio::process::Child, PaymentServiceClient<tonic::transport::Channel>) {
     let port = free_port();
+    let point = point.unwrap_or_default();
     // Through `sh` only to switch core dumps off: the process aborts on purpose.
-    let child = Command::new("sh")
+    let mut command = Command::new("sh");
+    if !point.is_empty() {
+        // Nor as the payments of a dead process: a crashing process does not adopt them.
+        command.env("PAYMENT_CRASH_AT", point).env("INSTANCE_LEASE_SECS", "3600");
+    }
+    let child = command
         .args(["-c", "ulimit -c 0 && exec \"$0\"", env!("CARGO_BIN_EXE_payment")])
         .env("DATABASE_URL", &env.database_url)
         .env("AUTH_JWKS", service_runtime::auth::AuthArgs::for_tests().jwks)
@@ -63,8 +80,7 @@ pub(crate) async fn spawn_crashing(
         .envs(crate::helpers::mesh_env())
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("PAYMENT_CRASH_AT", point)
-        // Its own recovery must not touch what this test's crashes leave.
+        // Its own recovery must not touch what this test's crashes leave by age.
         .env("RECOVERY_AFTER_SECS", "3600")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -85,7 +101,7 @@ pub(crate) async fn spawn_crashing(
         }
     })
     .await;
-    assert!(serving.is_some(), "{point}: the payment binary serves");
+    assert!(serving.is_some(), "{point:?}: the payment binary serves");
     (child, client)
 }
 

@@ -291,6 +291,8 @@ pub fn config(env: &TestEnv, urls: &FakeUrls) -> Config {
         relay_interval_ms: 50,
         provider_timeout_ms: 20_000,
         recovery_after_secs: 300,
+        max_payments_in_flight: None,
+        instance_lease_secs: 6,
         reconcile_interval_secs: 300,
         crash_at: None,
     }

@@ -2,11 +2,13 @@
 //! seat-lock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bounds;
 mod cancellation;
 mod crash;
 mod helpers;
 mod mesh_fakes;
 mod mtls;
+mod orphans;
 mod reconcile;
 mod refunds;
 mod slow_provider;

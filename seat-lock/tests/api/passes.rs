@@ -44,6 +44,7 @@ async fn spawn_admission(app: &TestApp) -> anyhow::Result<AdmissionServiceClient
         shuffle_key: Some("a-shuffle-key-for-tests".parse().map_err(anyhow::Error::msg)?),
         check_in_window_ms: 60_000,
         max_watchers: 100,
+        finished_event_after_ms: 600_000,
         allow_example_secrets: false,
     };
     config.validate().map_err(anyhow::Error::msg)?;

@@ -596,7 +596,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),
         "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
         "errors": get(&s.errors), "finished": get(&s.finished), "rejoined": get(&s.rejoined),
-        "holds_lost": get(&s.holds_lost), "declined_by_fault": get(&s.declined_by_fault),
+        "holds_lost": get(&s.holds_lost),
     });
     let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
     let faults = ctx.faults.lock().map(|f| f.clone()).unwrap_or_default();

@@ -111,9 +111,6 @@ pub struct Stages {
     pub rejoined: AtomicU64,
     /// Holds that vanished before payment (Redis restarted) in a chaos run.
     pub holds_lost: AtomicU64,
-    /// Good cards answered DECLINED in a chaos run (payment crashed before charging), paid
-    /// again with a new key.
-    pub declined_by_fault: AtomicU64,
     pub finished: AtomicU64,
     /// The latest queue length any WatchQueue message reported.
     pub queue_length: AtomicU64,

@@ -243,6 +243,9 @@ pub struct ServiceProcess {
     pub name: &'static str,
     pub grpc_port: u16,
     pub metrics_port: u16,
+    /// The plain HTTP/1 health port (`HEALTH_ADDR`: `/livez`, `/readyz`) that HAProxy's
+    /// backend checks ask.
+    pub health_port: u16,
     /// The internal (mutual TLS) listener's port, for a service with internal RPCs
     /// ([`INTERNAL_SERVICES`]); 0 for the others.
     pub internal_port: u16,
@@ -293,9 +296,9 @@ const NOTIFIER_EXAMPLE_SECRET_KEY: &str = "example:bm90aWZpZXItZXhhbXBsZS1rZXktb
 pub const SERVICES: [&str; 5] = ["inventory", "payment", "seat-lock", "admission", "notifier"];
 
 impl StackConfig {
-    /// The local stack on its standard ports (services 50051-50055, metrics 9101-9105,
-    /// internal listeners of seat-lock and payment 50062 and 50064, load balancer 8080) with a
-    /// fresh pass key.
+    /// The local stack on its standard ports (services 50051-50055, metrics 9101-9105, health
+    /// ports 9201-9205, internal listeners of seat-lock and payment 50062 and 50064, load
+    /// balancer 8080) with a fresh pass key.
     pub fn local(state_dir: PathBuf, bin_dir: PathBuf) -> Self {
         let (pass_signing_keys, pass_verify_keys) = ticketing_proto::pass::generate_signing_key(&format!(
             "k{}",
@@ -317,7 +320,13 @@ impl StackConfig {
                 .map(|name| {
                     let grpc_port = ports.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
                     let internal_port = if INTERNAL_SERVICES.contains(name) { grpc_port + 10 } else { 0 };
-                    ServiceProcess { name, grpc_port, metrics_port: grpc_port - 50051 + 9101, internal_port }
+                    ServiceProcess {
+                        name,
+                        grpc_port,
+                        metrics_port: grpc_port - 50051 + 9101,
+                        health_port: grpc_port - 50051 + 9201,
+                        internal_port,
+                    }
                 })
                 .collect(),
             lb_port: 8080,
@@ -341,6 +350,7 @@ impl StackConfig {
         for service in &mut config.services {
             service.grpc_port = free_port()?;
             service.metrics_port = free_port()?;
+            service.health_port = free_port()?;
             if service.internal_port != 0 {
                 service.internal_port = free_port()?;
             }
@@ -398,6 +408,7 @@ impl StackConfig {
         let mut env = vec![
             ("GRPC_ADDR", format!("127.0.0.1:{}", service.grpc_port)),
             ("METRICS_ADDR", format!("127.0.0.1:{}", service.metrics_port)),
+            ("HEALTH_ADDR", format!("127.0.0.1:{}", service.health_port)),
             ("NATS_URL", self.nats_url.clone()),
             ("NATS_PREFIX", self.nats_prefix.clone()),
             ("DRAIN_GRACE_MS", "5000".into()),
@@ -541,11 +552,12 @@ impl Stack {
             .arg("-f")
             .arg(&cfg)
             .env("LB_ADDR", format!("127.0.0.1:{}", config.lb_port))
-            .envs(config.services.iter().map(|s| {
-                (
-                    format!("{}_ADDR", s.name.replace('-', "_").to_uppercase()),
-                    format!("127.0.0.1:{}", s.grpc_port),
-                )
+            .envs(config.services.iter().flat_map(|s| {
+                let name = s.name.replace('-', "_").to_uppercase();
+                [
+                    (format!("{name}_ADDR"), format!("127.0.0.1:{}", s.grpc_port)),
+                    (format!("{name}_HEALTH_PORT"), s.health_port.to_string()),
+                ]
             }))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
