@@ -7,6 +7,7 @@
 #   docker build --target inventory -t ticketing/inventory:dev .
 #   docker build --target payment   -t ticketing/payment:dev .
 #   docker build --target notifier  -t ticketing/notifier:dev .
+#   docker build --target stream-setup -t ticketing/stream-setup:dev .   (the stream's Job)
 #
 # or, with one target and a build argument (same result):
 #
@@ -38,15 +39,15 @@ COPY --from=planner /src/recipe.json recipe.json
 # The dependency layer: rebuilt only when the recipe (manifests and lock file) changes.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo chef cook --release --locked --recipe-path recipe.json \
-        -p admission -p seat-lock -p inventory -p payment -p notifier
+        -p admission -p seat-lock -p inventory -p payment -p notifier -p service-runtime
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --release --locked \
-        -p admission -p seat-lock -p inventory -p payment -p notifier \
+        -p admission -p seat-lock -p inventory -p payment -p notifier -p service-runtime \
     && mkdir -p /out \
     && cp target/release/admission target/release/admission-audit target/release/seat-lock \
           target/release/inventory target/release/payment target/release/payment-reconcile \
-          target/release/notifier /out/
+          target/release/notifier target/release/stream-setup /out/
 
 # Runtime base: glibc + libgcc + CA certificates, no shell, no package manager; user 65532.
 # Kubernetes runs it with a read-only root filesystem (nothing is written but stderr).
@@ -86,3 +87,9 @@ ENTRYPOINT ["/usr/local/bin/payment"]
 FROM runtime AS notifier
 COPY --from=builder /out/notifier /usr/local/bin/notifier
 ENTRYPOINT ["/usr/local/bin/notifier"]
+
+# The Kubernetes Job that creates or updates the JetStream event stream before the services
+# start (they refuse to start without it): service-runtime's `stream-setup`.
+FROM runtime AS stream-setup
+COPY --from=builder /out/stream-setup /usr/local/bin/stream-setup
+ENTRYPOINT ["/usr/local/bin/stream-setup"]

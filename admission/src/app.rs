@@ -50,7 +50,12 @@ impl App {
         let store = Arc::new(
             Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?,
         );
-        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let bus = EventBus::connect_checked(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.event_stream_min_replicas,
+        )
+        .await?;
         let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
         let shuffle_key = match config.shuffle_key.clone() {
             Some(key) => key,

@@ -23,6 +23,10 @@ pub struct Config {
     /// Subject prefix (and stream name) of the mesh's events.
     #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
     pub nats_prefix: String,
+    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
+    /// (1 on a single NATS server, 3 in production).
+    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
+    pub event_stream_min_replicas: usize,
     /// The inventory service, which describes events (sale opening, capacity, tick, pass ttl).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
     pub inventory_url: String,
@@ -73,6 +77,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
         validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if !(1..=5).contains(&self.event_stream_min_replicas) {
+            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
+        }
         validate_redis_prefix(&self.redis_prefix)?;
         if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
             return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));

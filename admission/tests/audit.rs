@@ -215,25 +215,25 @@ async fn the_tool_refuses_bad_arguments_and_says_when_it_cannot_read_or_has_noth
     let env = TestEnv::new().await.unwrap();
     let event_id = uuid::Uuid::new_v4().to_string();
     let key = SHUFFLE_KEY.parse::<ShuffleKey>().unwrap().event_key(&event_id).to_hex();
+    let run_on = |event_id: String, key: String, nats_url: String, prefix: String| async move {
+        let args = [
+            "--event-id",
+            &event_id,
+            "--event-key",
+            &key,
+            "--sealed-ticket",
+            "3",
+            "--nats-url",
+            &nats_url,
+            "--nats-prefix",
+            &prefix,
+            "--timeout-secs",
+            "20",
+        ];
+        run_tool(&args).await
+    };
     let run = |event_id: String, key: String, nats_url: String| {
-        let prefix = env.nats_prefix.clone();
-        async move {
-            let args = [
-                "--event-id",
-                &event_id,
-                "--event-key",
-                &key,
-                "--sealed-ticket",
-                "3",
-                "--nats-url",
-                &nats_url,
-                "--nats-prefix",
-                &prefix,
-                "--timeout-secs",
-                "20",
-            ];
-            run_tool(&args).await
-        }
+        run_on(event_id, key, nats_url, env.nats_prefix.clone())
     };
     let url = env.nats_url.clone();
 
@@ -246,10 +246,17 @@ async fn the_tool_refuses_bad_arguments_and_says_when_it_cannot_read_or_has_noth
 
     let no_nats = run(event_id.clone(), key.clone(), "nats://127.0.0.1:1".into()).await;
     assert_eq!(no_nats.status.code(), Some(audit::exit::UNREADABLE));
-    // The test's stream does not exist yet, and the audit does not create it.
-    let no_stream = run(event_id.clone(), key.clone(), url.clone()).await;
+    // A prefix without a stream (the test's own exists from the start), and the audit does
+    // not create one.
+    let missing = format!("{}_none", env.nats_prefix);
+    let no_stream = run_on(event_id.clone(), key.clone(), url.clone(), missing.clone()).await;
     assert_eq!(no_stream.status.code(), Some(audit::exit::UNREADABLE));
-    assert!(String::from_utf8_lossy(&no_stream.stderr).contains("stream not found"));
+    assert!(
+        String::from_utf8_lossy(&no_stream.stderr)
+            .contains(&format!("JetStream stream {missing}_events does not exist")),
+        "{}",
+        String::from_utf8_lossy(&no_stream.stderr)
+    );
 
     // A stream with admissions of another event only: nothing to audit, not "fair".
     let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();

@@ -1,14 +1,21 @@
-//! Wiring: Postgres, migrations, the in-memory catalogue, the stream consumer and the server.
+//! Wiring: Postgres, migrations, the in-memory catalogue restored from its snapshots, the
+//! stream consumer with its snapshot writer, and the server.
 
 use std::{sync::Arc, time::Duration};
 
 use sea_orm_migration::MigratorTrait;
 use service_runtime::{GrpcServer, bus::EventBus, db};
 use ticketing_proto::v1::inventory_service_server::InventoryServiceServer;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
-    Config, catalogue::Store, feed, migration::Migrator, registry::Registry, service::InventoryService,
+    Config,
+    catalogue::Store,
+    feed,
+    migration::Migrator,
+    registry::Registry,
+    service::InventoryService,
+    snapshot::{self, CHECKPOINT_QUEUE, Checkpointer, Snapshots},
 };
 
 /// The inventory service, built and bound, not yet serving.
@@ -18,23 +25,77 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to Postgres and NATS, runs migrations, loads the catalogue, replays the event
-    /// stream up to its head at start (so the maps are current before anything is served),
-    /// and binds (port 0 allowed). Nothing is served yet.
+    /// Connects to Postgres and NATS (refusing a missing or misconfigured event stream), runs
+    /// migrations, loads the catalogue and the seat maps' snapshots, replays the event stream
+    /// from the snapshots up to its head at start (so the maps are current before anything is
+    /// served), and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = db::connect(&config.database_url, "inventory", config.database_max_connections).await?;
         Migrator::up(&db, None).await?;
+        let snapshots = Snapshots::new(db.clone());
+        // Snapshots before events: an event created in between has no snapshot and is
+        // replayed in full, where the other order could skip its first messages.
+        let stored = snapshots.load_all().await?;
         let registry = Arc::new(Registry::new(Store::new(db)));
         let loaded = registry.load_all().await?;
-        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
-        let head = feed::stream_head(&bus).await?;
+        let bus = EventBus::connect_checked(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.event_stream_min_replicas,
+        )
+        .await?;
+        let position = feed::stream_position(&bus).await?;
+        let restored = stored.len();
+        let resume = snapshot::restore(&registry, stored, position.epoch);
+        if position.first > resume.start_after.saturating_add(1) && resume.start_after < position.last {
+            let uncovered = registry
+                .all()
+                .iter()
+                .filter(|(id, _)| resume.covered.get(id).is_none_or(|&c| c + 1 < position.first))
+                .count();
+            tracing::warn!(
+                first_stored = position.first,
+                resume_after = resume.start_after,
+                events = uncovered,
+                "the stream no longer holds every message after these events' snapshots (or they have none); \
+                 their seat maps miss what was trimmed"
+            );
+        }
+        tracing::info!(
+            events = loaded,
+            snapshots = restored,
+            from = resume.start_after + 1,
+            to = position.last,
+            "replaying the event stream from the snapshots"
+        );
         let server = GrpcServer::bind(&config.server).await?;
 
-        let (applied_tx, mut applied) = watch::channel(0u64);
+        let (checkpoint_tx, checkpoint_rx) = mpsc::channel(CHECKPOINT_QUEUE);
+        // Tracked: it ends once the feed, stopping, has dropped its sender after handing
+        // over the last checkpoint, and `serve` waits for it within the drain grace.
+        server.spawn("inventory-snapshots", snapshot::write_loop(snapshots, checkpoint_rx));
+        let checkpoints = Checkpointer::new(
+            registry.clone(),
+            checkpoint_tx,
+            position.epoch,
+            config.snapshot_every_messages,
+            Duration::from_millis(config.snapshot_interval_ms),
+            resume.start_after,
+        );
+        let (applied_tx, mut applied) = watch::channel(resume.start_after);
+        let head = position.last;
         // Tracked: `serve` waits for it, and a failed start (dropping the server) stops it.
         server.spawn(
             "inventory-feed",
-            feed::run(bus, config.nats_prefix.clone(), registry.clone(), applied_tx, server.stopping()),
+            feed::run(
+                bus,
+                config.nats_prefix.clone(),
+                registry.clone(),
+                resume,
+                checkpoints,
+                applied_tx,
+                server.stopping(),
+            ),
         );
         let caught_up = tokio::time::timeout(
             Duration::from_millis(config.catch_up_timeout_ms),
@@ -61,7 +122,8 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves; the consumer and watch streams stop with the server,
-    /// which waits for the consumer (a tracked task) on every exit path.
+    /// which waits for the consumer and the snapshot writer (tracked tasks) on every exit path:
+    /// the consumer hands over a last checkpoint as it stops, and the writer stores it.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self { server, service } = self;
         server.serve(InventoryServiceServer::new(service), shutdown).await

@@ -23,6 +23,16 @@ pub struct Config {
     /// Longest `App::build` waits for the seat map to catch up with the event stream, in ms.
     #[arg(long, env = "CATCH_UP_TIMEOUT_MS", default_value_t = 30_000)]
     pub catch_up_timeout_ms: u64,
+    /// Fewest replicas the event stream must have; with fewer, the service refuses to start.
+    /// 1 on a single NATS server; 3 in production, where the stream is R3.
+    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
+    pub event_stream_min_replicas: usize,
+    /// Messages applied between two seat map snapshots (see `snapshot`).
+    #[arg(long, env = "SNAPSHOT_EVERY_MESSAGES", default_value_t = 10_000)]
+    pub snapshot_every_messages: u64,
+    /// Longest between two seat map snapshots while anything changes, in ms.
+    #[arg(long, env = "SNAPSHOT_INTERVAL_MS", default_value_t = 5_000)]
+    pub snapshot_interval_ms: u64,
 }
 
 impl Config {
@@ -35,6 +45,9 @@ impl Config {
             nats_url: nats_url.to_owned(),
             nats_prefix: nats_prefix.to_owned(),
             catch_up_timeout_ms: 30_000,
+            event_stream_min_replicas: 1,
+            snapshot_every_messages: 10_000,
+            snapshot_interval_ms: 5_000,
         }
     }
 
@@ -50,6 +63,15 @@ impl Config {
         }
         if !(1..=256).contains(&self.database_max_connections) {
             return Err("DATABASE_MAX_CONNECTIONS must be 1-256".into());
+        }
+        if !(1..=5).contains(&self.event_stream_min_replicas) {
+            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
+        }
+        if !(1..=10_000_000).contains(&self.snapshot_every_messages) {
+            return Err("SNAPSHOT_EVERY_MESSAGES must be 1-10000000".into());
+        }
+        if !(100..=3_600_000).contains(&self.snapshot_interval_ms) {
+            return Err("SNAPSHOT_INTERVAL_MS must be 100-3600000".into());
         }
         Ok(())
     }

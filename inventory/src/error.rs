@@ -27,6 +27,10 @@ pub enum Error {
     /// A stored row could not be read back (a bug or a manual edit).
     #[error("corrupt stored row: {0}")]
     CorruptRow(String),
+    /// A status answered by a shared check (`service_runtime::status`) or another service,
+    /// passed on as received: its code, message and details.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Rejected(Box<Status>),
 }
 
 impl Error {
@@ -72,17 +76,38 @@ impl From<Error> for Status {
                 tracing::error!(%problem, "corrupt stored row");
                 Status::internal("internal error")
             }
+            Error::Rejected(status) => *status,
         }
     }
 }
 
 impl From<Status> for Error {
+    /// Keeps the status whole: its own code (an upstream NOT_FOUND or UNAVAILABLE stays one)
+    /// and its `ErrorInfo` naming the field.
     fn from(status: Status) -> Self {
-        // `service_runtime::status` checks answer a Status naming the field; keep its message.
-        let field = service_runtime::status::reason(&status)
-            .and_then(|(_, metadata)| metadata.get("field").cloned())
-            .unwrap_or_default();
-        let problem = status.message().strip_prefix(&format!("{field}: ")).unwrap_or(status.message());
-        Self::Invalid { field: field.clone(), problem: problem.to_owned() }
+        Self::Rejected(Box::new(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+
+    /// A status received from a shared check or another service keeps its code and its
+    /// details on the way out; before, every one became INVALID_ARGUMENT.
+    #[test]
+    fn a_received_status_is_passed_on_with_its_own_code() {
+        for code in [Code::NotFound, Code::Unavailable, Code::ResourceExhausted, Code::PermissionDenied] {
+            let received = Status::new(code, "from upstream");
+            let passed: Status = Error::from(received).into();
+            assert_eq!(passed.code(), code, "{passed:?}");
+            assert_eq!(passed.message(), "from upstream");
+        }
+        let invalid = service_runtime::status::uuid("event_id", "nope").unwrap_err();
+        let passed: Status = Error::from(invalid.clone()).into();
+        assert_eq!(passed.code(), Code::InvalidArgument);
+        assert_eq!(service_runtime::status::reason(&passed), service_runtime::status::reason(&invalid));
     }
 }

@@ -1,10 +1,13 @@
 //! The consumer that keeps seat maps current: an ephemeral ordered pull consumer over the
-//! whole event stream, replayed from the start on every boot.
+//! event stream, from the snapshots' position on.
 //!
-//! No acks, no durable state: the map is a pure function of the catalogue and the stream,
-//! so a fresh replica (or a restarted one) rebuilds it by replaying. Messages are applied
-//! one at a time in stream order; the stream sequence applied is published on a `watch`
-//! channel (for the catch-up at start) and as the `inventory_stream_sequence` gauge.
+//! No acks: the map is a pure function of the catalogue and the stream. A replica starts from
+//! the stored snapshots ([`crate::snapshot`]) and replays only the messages after the lowest
+//! covered sequence, skipping each event's messages that its snapshot already covers (the
+//! whole stream when there is no snapshot). Messages are applied one at a time in stream
+//! order; the stream sequence applied is published on a `watch` channel (for the catch-up at
+//! start) and as the `inventory_stream_sequence` gauge. Between two messages, the
+//! [`Checkpointer`] takes the snapshots, so each agrees with the sequence it records.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,28 +19,51 @@ use ticketing_proto::events::{EventEnvelope, ReleaseReason, event_envelope::Body
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{error::Error, registry::Registry, seatmap::SeatEvent};
+use crate::{
+    error::Error,
+    registry::Registry,
+    seatmap::SeatEvent,
+    snapshot::{Checkpointer, Resume},
+};
 
 /// Pause before re-creating the consumer after an error; keeps a broken NATS from spinning us.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// The sequence of the last message in the stream now (0 if empty): the point a new
-/// replica must reach before its seat maps are current.
-pub async fn stream_head(bus: &EventBus) -> anyhow::Result<u64> {
-    let stream = bus.stream().await?;
-    Ok(stream.get_info().await?.state.last_sequence)
+/// Where the stream stands at start.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPosition {
+    /// The first sequence still stored (above the last one when the stream is empty).
+    pub first: u64,
+    /// The sequence of the last message (0 if none was ever stored): the point a new replica
+    /// must reach before its seat maps are current.
+    pub last: u64,
+    /// The stream's creation time in ns: tells a recreated stream, whose sequences start
+    /// again, from the one the snapshots were taken on.
+    pub epoch: i64,
 }
 
-/// Consumes the stream until `stopping` is cancelled, sending each applied sequence on
-/// `applied`.
+/// The stream's position now.
+pub async fn stream_position(bus: &EventBus) -> anyhow::Result<StreamPosition> {
+    let info = bus.stream().await?.get_info().await?;
+    let epoch = i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    Ok(StreamPosition { first: info.state.first_sequence, last: info.state.last_sequence, epoch })
+}
+
+/// Consumes the stream from `resume` until `stopping` is cancelled, sending each applied
+/// sequence on `applied` and taking snapshots through `checkpoints` (a last one on the way
+/// out).
 pub async fn run(
     bus: EventBus,
     prefix: String,
     registry: Arc<Registry>,
+    resume: Resume,
+    mut checkpoints: Checkpointer,
     applied: watch::Sender<u64>,
     stopping: CancellationToken,
 ) {
-    let mut last = 0u64;
+    let mut last = resume.start_after;
+    let mut ticker = tokio::time::interval(checkpoints.interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deliver_policy = if last == 0 {
             DeliverPolicy::All
@@ -56,12 +82,18 @@ pub async fn run(
             anyhow::Ok(consumer.messages().await?)
         };
         let mut messages = tokio::select! {
-            () = stopping.cancelled() => return,
+            () = stopping.cancelled() => {
+                checkpoints.finish(last).await;
+                return;
+            }
             messages = messages => match messages {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), "cannot open the event stream; retrying");
-                    if pause(&stopping).await { return; }
+                    if pause(&stopping).await {
+                        checkpoints.finish(last).await;
+                        return;
+                    }
                     continue;
                 }
             },
@@ -69,8 +101,13 @@ pub async fn run(
         loop {
             let next = tokio::select! {
                 () = stopping.cancelled() => {
-                    tracing::info!(stream_sequence = last, "seat map consumer stopping");
+                    tracing::info!(stream_sequence = last, "seat map consumer stopping; storing snapshots");
+                    checkpoints.finish(last).await;
                     return;
+                }
+                _ = ticker.tick() => {
+                    checkpoints.tick(last);
+                    continue;
                 }
                 next = messages.next() => next,
             };
@@ -94,7 +131,8 @@ pub async fn run(
             }
             match EventEnvelope::decode(message.payload.clone()) {
                 Ok(envelope) => {
-                    if !apply(&registry, &envelope, &stopping).await {
+                    if !apply(&registry, &envelope, sequence, &resume, &stopping).await {
+                        checkpoints.finish(last).await;
                         return;
                     }
                 }
@@ -105,8 +143,10 @@ pub async fn run(
             last = sequence;
             metrics::gauge!("inventory_stream_sequence").set(last as f64);
             let _ = applied.send(last);
+            checkpoints.applied(last);
         }
         if pause(&stopping).await {
+            checkpoints.finish(last).await;
             return;
         }
     }
@@ -120,9 +160,16 @@ async fn pause(stopping: &CancellationToken) -> bool {
     }
 }
 
-/// Applies one envelope; other kinds than seat events are ignored. Retries Postgres until it
+/// Applies one envelope at stream `sequence`; other kinds than seat events, and seat events
+/// that the event's restored snapshot already covers, are ignored. Retries Postgres until it
 /// answers (skipping would lose state); false if `stopping` was cancelled meanwhile.
-async fn apply(registry: &Registry, envelope: &EventEnvelope, stopping: &CancellationToken) -> bool {
+async fn apply(
+    registry: &Registry,
+    envelope: &EventEnvelope,
+    sequence: u64,
+    resume: &Resume,
+    stopping: &CancellationToken,
+) -> bool {
     let (event_id, seat_event) = match &envelope.body {
         Some(Body::SeatsHeld(e)) => (
             &e.event_id,
@@ -156,6 +203,9 @@ async fn apply(registry: &Registry, envelope: &EventEnvelope, stopping: &Cancell
         tracing::warn!(message_id = %envelope.message_id, event_id, "seat event with a malformed event id; skipped");
         return true;
     };
+    if resume.covered.get(&id).is_some_and(|&covered| sequence <= covered) {
+        return true;
+    }
     let entry = loop {
         match registry.get(id).await {
             Ok(entry) => break entry,

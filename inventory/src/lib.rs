@@ -5,9 +5,13 @@
 //!   `inventory`, migrations in [`migration`]); Postgres is the source of truth.
 //! - [`registry`]: every known event in memory with its [`seatmap::SeatMap`] (a packed
 //!   two-bit state per seat, counters for general admission) and a bounded change feed.
-//! - [`feed`]: an ordered JetStream consumer that replays the whole event stream on every
-//!   boot and applies `SeatsHeld`, `SeatsReleased` and `BookingConfirmed` in stream order
-//!   (`SeatsReleased` with reason CANCELLED turns a cancelled booking's sold seats free).
+//! - [`feed`]: an ordered JetStream consumer that applies `SeatsHeld`, `SeatsReleased` and
+//!   `BookingConfirmed` in stream order (`SeatsReleased` with reason CANCELLED turns a
+//!   cancelled booking's sold seats free), from the snapshots' position on.
+//! - [`snapshot`]: durable snapshots of the seat maps in Postgres with the stream sequence
+//!   each covers, taken between two messages and stored off the feed; a replica starts from
+//!   them and replays only what follows, so events older than the stream's retention stay
+//!   correct.
 //! - [`service`]: the gRPC `InventoryService`.
 //!
 //! Request flow: `CreateVenue`/`CreateEvent` validate, write Postgres in one transaction and
@@ -27,6 +31,7 @@ pub mod migration;
 pub mod registry;
 pub mod seatmap;
 pub mod service;
+pub mod snapshot;
 
 pub use app::App;
 pub use config::Config;

@@ -1,4 +1,4 @@
-//! The `inventory` schema: venues, their zones, and events on them.
+//! The `inventory` schema: venues, their zones, events on them, and the seat maps' snapshots.
 
 use sea_orm_migration::prelude::*;
 
@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateCatalogue), Box::new(CancellationCutoff)]
+        vec![Box::new(CreateCatalogue), Box::new(CancellationCutoff), Box::new(SeatMapSnapshots)]
     }
 }
 
@@ -87,6 +87,42 @@ impl MigrationTrait for CancellationCutoff {
             .execute_unprepared(
                 "ALTER TABLE events ADD COLUMN cancellation_cutoff_seconds integer NOT NULL DEFAULT 86400 \
                  CHECK (cancellation_cutoff_seconds BETWEEN 1 AND 31536000)",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// `seat_map_snapshots`: per event, the seat map's state (`crate::seatmap::MapState` as JSON,
+/// `format` 1) and the stream position it covers: every message up to `stream_sequence` of
+/// the stream incarnation `stream_epoch` (the stream's creation time in ns; the sequences of a
+/// recreated stream mean nothing to an older snapshot). Replicas write it concurrently; an
+/// upsert only ever moves a row forward.
+struct SeatMapSnapshots;
+
+impl MigrationName for SeatMapSnapshots {
+    fn name(&self) -> &str {
+        "m20261202_000003_seat_map_snapshots"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SeatMapSnapshots {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                r#"
+CREATE TABLE seat_map_snapshots (
+    event_id        uuid PRIMARY KEY REFERENCES events (event_id) ON DELETE CASCADE,
+    stream_epoch    bigint NOT NULL,
+    stream_sequence bigint NOT NULL CHECK (stream_sequence >= 0),
+    map_version     bigint NOT NULL CHECK (map_version >= 0),
+    format          smallint NOT NULL,
+    state           bytea NOT NULL,
+    taken_at        timestamptz NOT NULL DEFAULT now()
+);
+"#,
             )
             .await?;
         Ok(())

@@ -2,7 +2,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, RwLock},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use ticketing_proto::v1::Event;
@@ -28,13 +31,38 @@ pub struct EventEntry {
     /// Every change applied to `map`, sent while the map lock is held so watchers that
     /// subscribe under that lock see exactly the changes after their snapshot.
     changes: broadcast::Sender<Arc<Changes>>,
+    /// The map version of the last snapshot known to be stored ([`NOT_PERSISTED`] if none):
+    /// set by the snapshot writer after a successful write, read by the feed to decide
+    /// whether the map needs a new snapshot or only a move of its covered sequence.
+    persisted: AtomicU64,
 }
+
+/// [`EventEntry::persisted_version`] of a map with no stored snapshot.
+pub const NOT_PERSISTED: u64 = u64::MAX;
 
 impl EventEntry {
     fn new(event: Event) -> Self {
         let map = Mutex::new(SeatMap::new(&event));
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
-        Self { event, map, changes }
+        Self { event, map, changes, persisted: AtomicU64::new(NOT_PERSISTED) }
+    }
+
+    /// Replaces the map with one restored from a snapshot of `version` (at start, before
+    /// the feed runs and anything is served).
+    pub fn restore(&self, map: SeatMap) {
+        let version = map.version();
+        *self.map() = map;
+        self.set_persisted(version);
+    }
+
+    /// The version of the last stored snapshot, or [`NOT_PERSISTED`].
+    pub fn persisted_version(&self) -> u64 {
+        self.persisted.load(Ordering::Acquire)
+    }
+
+    /// Records that a snapshot of `version` is stored.
+    pub fn set_persisted(&self, version: u64) {
+        self.persisted.store(version, Ordering::Release);
     }
 
     /// The seat map, locked. A poisoned lock is recovered: the map is only ever mutated by
@@ -108,7 +136,14 @@ impl Registry {
         }
     }
 
-    fn cached(&self, id: Uuid) -> Option<Arc<EventEntry>> {
+    /// Every event in memory.
+    pub fn all(&self) -> Vec<(Uuid, Arc<EventEntry>)> {
+        let events = self.events.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        events.iter().map(|(id, entry)| (*id, entry.clone())).collect()
+    }
+
+    /// The event if it is in memory.
+    pub fn cached(&self, id: Uuid) -> Option<Arc<EventEntry>> {
         self.events.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
     }
 }

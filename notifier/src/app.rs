@@ -43,7 +43,12 @@ impl App {
             .await
             .context("connecting to Postgres")?;
         migration::run(&db, &keys).await.context("running migrations")?;
-        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let bus = EventBus::connect_checked(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.event_stream_min_replicas,
+        )
+        .await?;
         let consumer = bus.durable_consumer(DURABLE, KINDS).await?;
         let listener = live::listener(&db).await.context("LISTEN on Postgres")?;
         let server = GrpcServer::bind(&config.server).await.context("binding the gRPC address")?;

@@ -63,6 +63,10 @@ pub struct Config {
     /// Subject prefix of the event stream (`<prefix>.<kind>`).
     #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
     pub nats_prefix: String,
+    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
+    /// (1 on a single NATS server, 3 in production).
+    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
+    pub event_stream_min_replicas: usize,
     /// Allow plain http:// webhooks. Off in production: secrets and payloads would cross the
     /// network in clear. The local stack turns it on for its loopback demo receiver.
     #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
@@ -112,6 +116,7 @@ impl Config {
             database_url: database_url.to_owned(),
             nats_url: nats_url.to_owned(),
             nats_prefix: nats_prefix.to_owned(),
+            event_stream_min_replicas: 1,
             webhook_allow_http: true,
             webhook_allowed_ports: vec!["1-65535".into()],
             webhook_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
@@ -130,6 +135,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
         validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if !(1..=5).contains(&self.event_stream_min_replicas) {
+            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
+        }
         if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
             return Err("DATABASE_URL must be a postgres:// URL".into());
         }

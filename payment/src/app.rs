@@ -63,7 +63,12 @@ impl App {
         let instance = Instance::register(&db, config.instance_lease())
             .await
             .context("cannot register this payment instance")?;
-        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let bus = EventBus::connect_checked(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.event_stream_min_replicas,
+        )
+        .await?;
         let seat_lock = seat_lock_channel(&config)?;
         let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)
             .with_context(|| format!("bad INVENTORY_URL {}", config.inventory_url))?;

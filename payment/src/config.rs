@@ -36,6 +36,10 @@ pub struct Config {
     /// Subject prefix of the event stream (`<prefix>.booking.confirmed`, ...).
     #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
     pub nats_prefix: String,
+    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
+    /// (1 on a single NATS server, 3 in production).
+    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
+    pub event_stream_min_replicas: usize,
     /// Seat-lock's internal listener (mutual TLS), which moves holds into checkout, confirms
     /// them and takes cancelled seats back. Its certificate must name the URL's host.
     #[arg(long, env = "SEAT_LOCK_INTERNAL_URL", default_value = "https://seat-lock-headless:50052")]
@@ -133,6 +137,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
         validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if !(1..=5).contains(&self.event_stream_min_replicas) {
+            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
+        }
         if self.database_url.is_empty() {
             return Err("DATABASE_URL is required".into());
         }

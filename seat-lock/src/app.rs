@@ -32,7 +32,12 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store =
             Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?;
-        let bus = EventBus::connect(&config.nats_url, &config.nats_prefix).await?;
+        let bus = EventBus::connect_checked(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.event_stream_min_replicas,
+        )
+        .await?;
         let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
         let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;
         let payment = mesh.channel(&config.payment_internal_url, PAYMENT_TIMEOUT)?;

@@ -32,6 +32,10 @@ pub struct Config {
     /// Subject prefix of the event stream.
     #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
     pub nats_prefix: String,
+    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
+    /// (1 on a single NATS server, 3 in production).
+    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
+    pub event_stream_min_replicas: usize,
     /// Inventory, asked once per event for its layout.
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
     pub inventory_url: String,
@@ -65,6 +69,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
         validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if !(1..=5).contains(&self.event_stream_min_replicas) {
+            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
+        }
         for (name, url) in [
             ("REDIS_URL", &self.redis_url),
             ("NATS_URL", &self.nats_url),

@@ -1,13 +1,20 @@
 //! The event bus: one JetStream stream per prefix, protobuf [`EventEnvelope`]s on
 //! `<prefix>.<kind>` subjects, deduplicated by `Nats-Msg-Id` = `message_id`.
 //!
-//! Every service calls [`EventBus::connect`], which creates the stream if it is missing with
-//! the same settings, so start order does not matter. Tests pass their own prefix and get
-//! their own stream.
+//! The stream is infrastructure: [`StreamSpec`] is the one definition of its settings
+//! (subjects, replicas, retention, duplicate window, limits). `stack` and the Kubernetes Job
+//! (`stream-setup`) create or update it with [`StreamSpec::apply`]; tests do the same through
+//! `tools::testenv`. A service never creates it: [`EventBus::connect_checked`] refuses to start
+//! on a missing or misconfigured stream, naming the stream and the fix, instead of creating an
+//! R1 stream with client defaults.
 
 use std::{future::Future, time::Duration};
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream::Stream};
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::PullConsumer,
+    stream::{DiscardPolicy, RetentionPolicy, StorageType, Stream},
+};
 use futures::StreamExt;
 use prost::Message;
 use ticketing_proto::events::{EventEnvelope, event_envelope::Body};
@@ -21,6 +28,15 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// How long events are kept: a consumer that was down this long still catches up.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most bytes the stream keeps; beyond it the oldest messages go (`DiscardPolicy::Old`), so a
+/// full disk never stops a sale. A 500,000-user sale's stream is about 0.2 GB; inventory's
+/// snapshots make the oldest messages dispensable. JetStream reserves it on the server's
+/// storage when the stream is created.
+pub const MAX_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+
+/// Largest message the stream accepts: an envelope is well under 1 KiB, seat ids included.
+pub const MAX_MESSAGE_SIZE: i32 = 64 * 1024;
 
 /// Messages a consumer may have unacknowledged at once; bounds a consumer's memory.
 pub const MAX_ACK_PENDING: i64 = 1_024;
@@ -55,6 +71,16 @@ pub enum BusError {
     Connect { url: String, source: async_nats::ConnectError },
     #[error("cannot create or open stream {stream}: {message}")]
     Stream { stream: String, message: String },
+    #[error(
+        "JetStream stream {stream} does not exist; services do not create it. Create it first: \
+         `stack stream-setup` locally, the `stream-setup` Job in Kubernetes"
+    )]
+    StreamMissing { stream: String },
+    #[error(
+        "JetStream stream {stream} is misconfigured: {problems}. Fix it with `stack stream-setup` \
+         (locally) or the `stream-setup` Job (Kubernetes), or recreate it"
+    )]
+    StreamMisconfigured { stream: String, problems: String },
     #[error("cannot create consumer {consumer}: {message}")]
     Consumer { consumer: String, message: String },
     #[error("publish to {subject} failed: {message}")]
@@ -73,12 +99,26 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    /// Connects to NATS at `url` and opens (or creates) the stream `<prefix>_events`
-    /// holding `<prefix>.>`.
+    /// [`Self::connect_checked`] with a minimum of one replica: for tests and tools, whose
+    /// streams are made by `tools::testenv` or `stack`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+        Self::connect_checked(url, prefix, 1).await
+    }
+
+    /// Connects to NATS at `url` and opens the existing stream `<prefix>_events`, checking it
+    /// against [`StreamSpec::for_prefix`] with at least `min_replicas` replicas. A missing or
+    /// misconfigured stream is an error naming the stream and the fix ([`BusError::StreamMissing`],
+    /// [`BusError::StreamMisconfigured`]): a service refuses to start rather than create it.
+    pub async fn connect_checked(url: &str, prefix: &str, min_replicas: usize) -> Result<Self, BusError> {
         let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
         let bus = Self::dial(url, prefix, options).await?;
-        bus.stream().await?;
+        let info = bus
+            .stream()
+            .await?
+            .get_info()
+            .await
+            .map_err(|e| BusError::Stream { stream: bus.stream_name.clone(), message: e.to_string() })?;
+        StreamSpec::for_prefix(prefix).check(&info.config, min_replicas)?;
         Ok(bus)
     }
 
@@ -106,27 +146,19 @@ impl EventBus {
         Ok(Self { client, jetstream, prefix: prefix.to_owned(), stream_name: format!("{prefix}_events") })
     }
 
-    /// The stream as it is; an error if it does not exist.
+    /// The stream as it is; [`BusError::StreamMissing`] if it does not exist.
     pub async fn existing_stream(&self) -> Result<Stream, BusError> {
-        self.jetstream
-            .get_stream(&self.stream_name)
-            .await
-            .map_err(|e| BusError::Stream { stream: self.stream_name.clone(), message: e.to_string() })
+        open_stream(&self.jetstream, &self.stream_name).await
     }
 
-    /// The stream, created with the mesh's settings if it does not exist.
+    /// The stream (never created here: see [`StreamSpec::apply`]).
     pub async fn stream(&self) -> Result<Stream, BusError> {
-        self.jetstream
-            .get_or_create_stream(jetstream::stream::Config {
-                name: self.stream_name.clone(),
-                subjects: vec![format!("{}.>", self.prefix)],
-                duplicate_window: DUPLICATE_WINDOW,
-                max_age: RETENTION,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::Stream { stream: self.stream_name.clone(), message: e.to_string() })
+        self.existing_stream().await
+    }
+
+    /// The stream's name, `<prefix>_events`.
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
     }
 
     /// The full subject of an event kind, e.g. `ticketing.booking.confirmed`.
@@ -191,6 +223,152 @@ impl EventBus {
             .await
             .map_err(|e| BusError::Consumer { consumer: durable.to_owned(), message: e.to_string() })
     }
+}
+
+/// Opens the stream `name`, telling a missing stream apart from NATS failing.
+async fn open_stream(jetstream: &jetstream::Context, name: &str) -> Result<Stream, BusError> {
+    use jetstream::context::GetStreamErrorKind;
+    match jetstream.get_stream(name).await {
+        Ok(stream) => Ok(stream),
+        Err(error) => match error.kind() {
+            GetStreamErrorKind::JetStream(inner)
+                if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Err(BusError::StreamMissing { stream: name.to_owned() })
+            }
+            _ => Err(BusError::Stream { stream: name.to_owned(), message: error.to_string() }),
+        },
+    }
+}
+
+/// The event stream of one prefix and every setting it must have: the single definition that
+/// `stack`, the `stream-setup` Job and the tests create the stream from, and that services
+/// check at start. Only the replica count varies by deployment (R1 on one NATS server, R3 in
+/// production).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// `<prefix>_events`.
+    pub name: String,
+    /// `<prefix>.>`: every event kind of the mesh.
+    pub subjects: Vec<String>,
+    /// Copies of each message across NATS servers; R3 survives one server's loss.
+    pub replicas: usize,
+    /// [`RETENTION`].
+    pub max_age: Duration,
+    /// [`DUPLICATE_WINDOW`]; the outbox relay's retries rely on it.
+    pub duplicate_window: Duration,
+    /// [`MAX_BYTES`].
+    pub max_bytes: i64,
+    /// [`MAX_MESSAGE_SIZE`].
+    pub max_message_size: i32,
+}
+
+impl StreamSpec {
+    /// The mesh's stream for `prefix`, with one replica.
+    pub fn for_prefix(prefix: &str) -> Self {
+        Self {
+            name: format!("{prefix}_events"),
+            subjects: vec![format!("{prefix}.>")],
+            replicas: 1,
+            max_age: RETENTION,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_bytes: MAX_BYTES,
+            max_message_size: MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// The same stream with `replicas` copies.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// The same stream keeping at most `max_bytes` (tests: many small streams on one server,
+    /// each reserving its limit).
+    pub fn with_max_bytes(mut self, max_bytes: i64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The JetStream configuration: limits retention (every consumer reads every message,
+    /// none removes it), file storage, the oldest messages discarded at the byte limit.
+    pub fn config(&self) -> jetstream::stream::Config {
+        jetstream::stream::Config {
+            name: self.name.clone(),
+            subjects: self.subjects.clone(),
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            max_age: self.max_age,
+            duplicate_window: self.duplicate_window,
+            max_bytes: self.max_bytes,
+            max_message_size: self.max_message_size,
+            discard: DiscardPolicy::Old,
+            ..Default::default()
+        }
+    }
+
+    /// Creates the stream, or updates an existing one to these settings (JetStream refuses
+    /// changes it cannot make, such as the retention policy or the storage type: the error
+    /// says so). Answers the stream's configuration afterwards.
+    pub async fn apply(&self, jetstream: &jetstream::Context) -> Result<jetstream::stream::Config, BusError> {
+        let failed = |e: &dyn std::fmt::Display| BusError::Stream {
+            stream: self.name.clone(),
+            message: e.to_string(),
+        };
+        let info = match open_stream(jetstream, &self.name).await {
+            Ok(_) => jetstream.update_stream(self.config()).await.map_err(|e| failed(&e))?,
+            Err(BusError::StreamMissing { .. }) => jetstream
+                .create_stream(self.config())
+                .await
+                .map_err(|e| failed(&e))?
+                .get_info()
+                .await
+                .map_err(|e| failed(&e))?,
+            Err(error) => return Err(error),
+        };
+        Ok(info.config)
+    }
+
+    /// Checks an existing stream's configuration: the subjects, limits retention, at least
+    /// `min_replicas` replicas and a duplicate window no shorter than this spec's (a shorter
+    /// one would let a retried publish through twice). Limits such as max age and bytes are
+    /// the operator's to tune and are not checked.
+    pub fn check(&self, actual: &jetstream::stream::Config, min_replicas: usize) -> Result<(), BusError> {
+        let mut problems = Vec::new();
+        if actual.subjects != self.subjects {
+            problems.push(format!("subjects are {:?}, expected {:?}", actual.subjects, self.subjects));
+        }
+        if actual.retention != RetentionPolicy::Limits {
+            problems.push(format!("retention is {:?}, expected Limits", actual.retention));
+        }
+        if actual.num_replicas.max(1) < min_replicas {
+            problems.push(format!(
+                "{} replica(s), fewer than EVENT_STREAM_MIN_REPLICAS={min_replicas}",
+                actual.num_replicas.max(1)
+            ));
+        }
+        if actual.duplicate_window < self.duplicate_window {
+            problems.push(format!(
+                "duplicate window is {:?}, shorter than {:?}",
+                actual.duplicate_window, self.duplicate_window
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BusError::StreamMisconfigured { stream: self.name.clone(), problems: problems.join("; ") })
+        }
+    }
+}
+
+/// Connects to NATS at `url` and creates or updates `spec`'s stream: what `stack`, the
+/// `stream-setup` Job and the test environment run before any service starts.
+pub async fn setup_stream(url: &str, spec: &StreamSpec) -> Result<jetstream::stream::Config, BusError> {
+    let options = async_nats::ConnectOptions::new().connection_timeout(OPEN_TIMEOUT);
+    let client =
+        options.connect(url).await.map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+    spec.apply(&jetstream::new(client)).await
 }
 
 /// The subject suffix of an envelope's body.

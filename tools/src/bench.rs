@@ -55,6 +55,7 @@ use crate::{
 
 pub mod admission;
 pub mod holdbest;
+pub mod inventory;
 
 /// README markers between which the bench writes its table.
 pub const TABLE_START: &str = "<!-- bench:start -->";

@@ -1,8 +1,9 @@
 //! An isolated environment on the real Postgres, Redis and NATS, one per test.
 //!
 //! Each [`TestEnv`] gets its own Postgres database, Redis key prefix and NATS prefix (hence
-//! its own JetStream stream), all named after one random id, so tests run in parallel and
-//! twice in a row without seeing each other's data.
+//! its own JetStream stream, created by [`create_stream`] from the mesh's `StreamSpec`, as
+//! services no longer create it), all named after one random id, so tests run in parallel
+//! and twice in a row without seeing each other's data.
 //!
 //! The servers default to the loopback ones; `TEST_POSTGRES_URL`, `TEST_REDIS_URL` and
 //! `TEST_NATS_URL` point elsewhere.
@@ -36,20 +37,35 @@ impl TestEnv {
         let admin = Database::connect(format!("{postgres}/postgres")).await?;
         admin.execute_unprepared(&format!("CREATE DATABASE {id}")).await?;
         admin.close().await?;
-        Ok(Self {
+        let env = Self {
             database_url: format!("{postgres}/{id}"),
             redis_url: server_url("TEST_REDIS_URL", "redis://127.0.0.1:6379"),
             redis_prefix: format!("{id}:"),
             nats_url: server_url("TEST_NATS_URL", "nats://127.0.0.1:4222"),
             nats_prefix: id.clone(),
             id,
-        })
+        };
+        create_stream(&env.nats_url, &env.nats_prefix).await?;
+        Ok(env)
     }
 
     /// A direct connection to the test's database, for assertions on stored rows.
     pub async fn database(&self) -> anyhow::Result<sea_orm::DatabaseConnection> {
         Ok(Database::connect(&self.database_url).await?)
     }
+}
+
+/// Bytes a test's stream may keep: JetStream reserves a stream's limit on the shared server,
+/// and tests leave their streams behind, so each reserves little. A test publishes far less.
+pub const TEST_STREAM_MAX_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Creates (or updates) the event stream of `prefix` from the mesh's one definition,
+/// `StreamSpec::for_prefix`, with one replica and [`TEST_STREAM_MAX_BYTES`]: what
+/// `stack stream-setup` does for a stack.
+pub async fn create_stream(nats_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let spec = service_runtime::bus::StreamSpec::for_prefix(prefix).with_max_bytes(TEST_STREAM_MAX_BYTES);
+    service_runtime::bus::setup_stream(nats_url, &spec).await?;
+    Ok(())
 }
 
 /// Waits until `check` returns `Some`, polling every 50 ms for at most `timeout`.

@@ -129,6 +129,7 @@ pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
         redis_prefix: env.redis_prefix.clone(),
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
+        event_stream_min_replicas: 1,
         inventory_url: inventory_url.to_owned(),
         pass_signing_keys: PASS_KEYS.0.parse().unwrap(),
         allow_example_secrets: false,

@@ -44,7 +44,11 @@ pub struct TestApp {
 
 /// Builds the app on `env` (port 0) and serves it in the background.
 pub async fn spawn_app(env: &TestEnv) -> TestApp {
-    let config = Config::for_tests(&env.database_url, &env.nats_url, &env.nats_prefix);
+    spawn_app_with(Config::for_tests(&env.database_url, &env.nats_url, &env.nats_prefix)).await
+}
+
+/// Builds the app with `config` and serves it in the background.
+pub async fn spawn_app_with(config: Config) -> TestApp {
     config.validate().unwrap();
     let app = App::build(config).await.unwrap();
     let port = app.port();
@@ -146,6 +150,11 @@ pub struct Publisher {
 impl Publisher {
     pub async fn new(env: &TestEnv) -> Self {
         Self { bus: EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap() }
+    }
+
+    /// The bus it publishes on (for the stream itself).
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
     }
 
     async fn publish(&self, body: Body) {

@@ -3,6 +3,8 @@
 
 mod cancellation;
 mod helpers;
+mod snapshots;
+mod streams;
 
 use std::time::Duration;
 

@@ -285,6 +285,7 @@ pub fn config(env: &TestEnv, urls: &FakeUrls) -> Config {
         database_commit_groups: 4,
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
+        event_stream_min_replicas: 1,
         seat_lock_internal_url: urls.seat_lock.clone(),
         inventory_url: urls.inventory.clone(),
         relay_interval_ms: 50,

@@ -366,8 +366,8 @@ async fn outbox_survives_nats_trouble_and_publishes_each_message_once() {
         .try_get("", "payload")
         .unwrap();
 
-    // The stream comes back: the relay catches up.
-    app.bus.stream().await.unwrap();
+    // The stream comes back (`stream-setup` recreates it): the relay catches up.
+    tools::testenv::create_stream(&app.env.nats_url, &app.env.nats_prefix).await.unwrap();
     assert!(app.outbox_drained().await);
 
     // A relay that crashed after publishing but before deleting publishes the row again.

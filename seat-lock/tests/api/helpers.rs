@@ -284,6 +284,7 @@ pub async fn spawn_app_on(
         redis_prefix: env.redis_prefix.clone(),
         nats_url: env.nats_url.clone(),
         nats_prefix: env.nats_prefix.clone(),
+        event_stream_min_replicas: 1,
         inventory_url: format!("http://{fakes_addr}"),
         payment_internal_url: format!("https://{payment_addr}"),
         pass_verify_keys: format!("{},{}", CURRENT_KEY.1, PREVIOUS_KEY.1).parse()?,

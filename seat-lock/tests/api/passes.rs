@@ -36,6 +36,7 @@ async fn spawn_admission(app: &TestApp) -> anyhow::Result<AdmissionServiceClient
         redis_prefix: app.env.redis_prefix.clone(),
         nats_url: app.env.nats_url.clone(),
         nats_prefix: app.env.nats_prefix.clone(),
+        event_stream_min_replicas: 1,
         inventory_url: app.fakes_url.clone(),
         pass_signing_keys: CURRENT_KEY.0.parse()?,
         controller_poll_ms: 10,

@@ -72,6 +72,15 @@ struct Cli {
     /// leave the README alone.
     #[arg(long)]
     watchqueue_only: Option<usize>,
+    /// Measure only inventory's restart after a sale of this many users (`--inventory-seats`
+    /// seats): full replay of the event stream against the start from its snapshots, with
+    /// the release inventory binary on a database and stream of its own; print the row and
+    /// leave the README alone.
+    #[arg(long)]
+    inventory_restart_only: Option<u64>,
+    /// Seats of the `--inventory-restart-only` sale.
+    #[arg(long, default_value_t = 50_000)]
+    inventory_seats: u32,
     /// Where the watchers connect: admission itself, since HAProxy allows 100 streams per
     /// connection and the point is the service's cost per stream.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -118,6 +127,13 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let state_dir = cli.state_dir.unwrap_or_else(|| stack::workspace_root().join(".stack"));
+    if let Some(users) = cli.inventory_restart_only {
+        // Needs no running stack: the scenario starts its own inventory.
+        let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let row = bench::inventory::restart(users, cli.inventory_seats, &date).await?;
+        println!("{}", bench::table(&[row]));
+        return Ok(());
+    }
     let readme = if cli.no_readme {
         None
     } else {

@@ -55,6 +55,19 @@ enum Cmd {
     /// --out FILE`, writes a ghz metadata array instead: N objects
     /// `{"authorization": "Bearer ..."}` for users `<prefix>0` … `<prefix>N-1`.
     Token(TokenArgs),
+    /// Creates or updates the JetStream event stream (what `up` does before starting the
+    /// services, which refuse to start without it; the Kubernetes Job `stream-setup` does the
+    /// same in a cluster).
+    StreamSetup {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The stream is `<prefix>_events`.
+        #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
+        nats_prefix: String,
+        /// Copies of each message (1 on one NATS server).
+        #[arg(long, env = "EVENT_STREAM_REPLICAS", default_value_t = 1)]
+        replicas: usize,
+    },
     /// Starts the backing services if needed, builds the services, runs every test and the
     /// offline check of the Kubernetes manifests.
     Test {
@@ -156,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Token(args) => token(&state_dir, &args)?,
+        Cmd::StreamSetup { nats_url, nats_prefix, replicas } => {
+            stack::setup_stream(&nats_url, &nats_prefix, replicas, service_runtime::bus::MAX_BYTES).await?;
+            println!("stream {nats_prefix}_events ready on {nats_url} ({replicas} replica(s))");
+        }
         Cmd::Test { args } => {
             stack::ensure_backing_services()?;
             stack::ensure_haproxy()?;

@@ -283,6 +283,9 @@ pub struct StackConfig {
     /// More variables for every service (each reads only its own), e.g. shorter checkout
     /// grace and recovery windows for a run that must settle within minutes.
     pub extra_env: Vec<(String, String)>,
+    /// Bytes the event stream keeps (`StreamSpec::max_bytes`): the mesh's limit for the local
+    /// stack, a test's small one on free ports (JetStream reserves it on the shared server).
+    pub stream_max_bytes: i64,
 }
 
 /// The service names, in start order.
@@ -337,6 +340,7 @@ impl StackConfig {
             shuffle_key: uuid::Uuid::new_v4().simple().to_string(),
             hold_ttl_secs: 600,
             extra_env: Vec::new(),
+            stream_max_bytes: service_runtime::bus::MAX_BYTES,
         }
     }
 
@@ -352,6 +356,7 @@ impl StackConfig {
             }
         }
         config.lb_port = free_port()?;
+        config.stream_max_bytes = crate::testenv::TEST_STREAM_MAX_BYTES;
         Ok(config)
     }
 
@@ -529,6 +534,9 @@ impl Stack {
         let haproxy = ensure_haproxy()?;
         // The token key and JWKS exist before any service reads AUTH_JWKS.
         let identity = std::sync::Arc::new(config.identity()?);
+        // The event stream is infrastructure: made here, from the mesh's one definition,
+        // before any service (which refuses to start without it).
+        setup_stream(&config.nats_url, &config.nats_prefix, 1, config.stream_max_bytes).await?;
         let mut children = Vec::new();
         for service in &config.services {
             // A fresh log per start of the stack; restarts append to it.
@@ -703,6 +711,24 @@ pub fn stop(state_dir: &Path) -> anyhow::Result<()> {
 /// Whether each process with a pid file is running, as (name, pid, running).
 pub fn status(state_dir: &Path) -> Vec<(String, u32, bool)> {
     pid_files(state_dir).into_iter().map(|(name, pid)| (name, pid, alive(pid))).collect()
+}
+
+/// Creates or updates the event stream of `prefix` (`StreamSpec::for_prefix`) with
+/// `replicas` copies keeping at most `max_bytes`: `stack stream-setup`, and the first step of
+/// [`Stack::start`].
+pub async fn setup_stream(
+    nats_url: &str,
+    prefix: &str,
+    replicas: usize,
+    max_bytes: i64,
+) -> anyhow::Result<()> {
+    let spec = service_runtime::bus::StreamSpec::for_prefix(prefix)
+        .with_replicas(replicas)
+        .with_max_bytes(max_bytes);
+    service_runtime::bus::setup_stream(nats_url, &spec)
+        .await
+        .with_context(|| format!("cannot create the event stream {} on {nats_url}", spec.name))?;
+    Ok(())
 }
 
 /// Gives the local stack a clean slate: a fresh `ticketing` database, no JetStream stream
