@@ -55,15 +55,21 @@ impl TestEnv {
     }
 }
 
-/// Bytes a test's stream may keep: JetStream reserves a stream's limit on the shared server,
-/// and tests leave their streams behind, so each reserves little. A test publishes far less.
-pub const TEST_STREAM_MAX_BYTES: i64 = 64 * 1024 * 1024;
+/// Bytes a test's stream may keep: no limit. JetStream reserves a stream's byte limit against
+/// the server's storage, and tests leave their streams behind, so even a small limit per test
+/// stream adds up to the whole server after a few hundred tests (64 MiB each did, at 920
+/// streams); a test publishes little, and [`TEST_STREAM_MAX_AGE`] bounds what it keeps.
+pub const TEST_STREAM_MAX_BYTES: i64 = -1;
+
+/// How long a test's stream keeps its messages.
+pub const TEST_STREAM_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Creates (or updates) the event stream of `prefix` from the mesh's one definition,
-/// `StreamSpec::for_prefix`, with one replica and [`TEST_STREAM_MAX_BYTES`]: what
+/// `StreamSpec::for_prefix`, with one replica, no byte limit and [`TEST_STREAM_MAX_AGE`]: what
 /// `stack stream-setup` does for a stack.
 pub async fn create_stream(nats_url: &str, prefix: &str) -> anyhow::Result<()> {
-    let spec = service_runtime::bus::StreamSpec::for_prefix(prefix).with_max_bytes(TEST_STREAM_MAX_BYTES);
+    let mut spec = service_runtime::bus::StreamSpec::for_prefix(prefix).with_max_bytes(TEST_STREAM_MAX_BYTES);
+    spec.max_age = TEST_STREAM_MAX_AGE;
     service_runtime::bus::setup_stream(nats_url, &spec).await?;
     Ok(())
 }
