@@ -103,31 +103,61 @@ impl Running {
         let config = self.config();
         let service =
             config.services.iter().find(|s| s.name == name).with_context(|| format!("no {name}"))?;
-        let log = fs::File::create(config.state_dir.join("logs").join(format!("{name}-{tag}.log")))?;
-        // Through `sh` only to switch core dumps off: the crash tests abort on purpose and must
-        // not leave core files behind; `exec` keeps the pid.
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", "ulimit -c 0 && exec \"$0\""])
-            .arg(config.bin_dir.join(name))
-            .envs(config.env_of(service))
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
-        let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
-        fs::write(config.state_dir.join("pids").join(format!("{name}.pid")), child.id().to_string())?;
-        let port = service.grpc_port;
-        let serving =
-            eventually(EVENTUALLY, || async move { stack::health(port).await.ok().filter(|s| *s) }).await;
-        if serving.is_none() {
-            let _ = child.kill();
-            bail!("{name} ({tag}) did not report SERVING");
+        let log_path = config.state_dir.join("logs").join(format!("{name}-{tag}.log"));
+        // A port the killed process had may briefly be unavailable to a new bind (seen once for
+        // payment's metrics port in a full parallel run): a start that exits saying so is
+        // tried again, a few times; any other exit fails at once with the process's last line.
+        for attempt in 1..=BIND_ATTEMPTS {
+            let log = fs::File::create(&log_path)?;
+            // Through `sh` only to switch core dumps off: the crash tests abort on purpose and
+            // must not leave core files behind; `exec` keeps the pid.
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", "ulimit -c 0 && exec \"$0\""])
+                .arg(config.bin_dir.join(name))
+                .envs(config.env_of(service))
+                .envs(extra.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0);
+            let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+            fs::write(config.state_dir.join("pids").join(format!("{name}.pid")), child.id().to_string())?;
+            let port = service.grpc_port;
+            let started = eventually(EVENTUALLY, || {
+                let exited = child.try_wait().ok().flatten().is_some();
+                async move {
+                    if exited {
+                        Some(false)
+                    } else {
+                        stack::health(port).await.ok().filter(|s| *s)
+                    }
+                }
+            })
+            .await;
+            match started {
+                Some(true) => return Ok(child),
+                Some(false) => {
+                    let said = fs::read_to_string(&log_path).unwrap_or_default();
+                    let last = said.lines().last().unwrap_or("").to_owned();
+                    if last.contains("Address already in use") && attempt < BIND_ATTEMPTS {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    bail!("{name} ({tag}) exited before SERVING: {last}");
+                }
+                None => {
+                    let _ = child.kill();
+                    bail!("{name} ({tag}) did not report SERVING");
+                }
+            }
         }
-        Ok(child)
+        bail!("{name} ({tag}) could not bind its ports")
     }
 }
+
+/// Starts of a service whose port is still taken, before giving up.
+const BIND_ATTEMPTS: u32 = 5;
 
 /// Starts the real services on free ports with the test's database and prefixes, on
 /// `nats_url` when given (a private server) or the test environment's NATS.
