@@ -137,16 +137,20 @@ impl notifier_service_server::NotifierService for NotifierService {
 /// Counts live subscribers in `notifier_live_subscribers` while alive.
 struct SubscriberGauge;
 
+/// `notifier_live_subscribers`, a live gauge (set absolutely, never dropped while alive).
+static LIVE_SUBSCRIBERS: std::sync::LazyLock<std::sync::Arc<service_runtime::telemetry::LiveGauge>> =
+    std::sync::LazyLock::new(|| service_runtime::telemetry::LiveGauge::get("notifier_live_subscribers", &[]));
+
 impl SubscriberGauge {
     fn new() -> Self {
-        metrics::gauge!("notifier_live_subscribers").increment(1.0);
+        LIVE_SUBSCRIBERS.add(1);
         Self
     }
 }
 
 impl Drop for SubscriberGauge {
     fn drop(&mut self) {
-        metrics::gauge!("notifier_live_subscribers").decrement(1.0);
+        LIVE_SUBSCRIBERS.add(-1);
     }
 }
 

@@ -88,16 +88,20 @@ struct TaskSlot {
     _permit: OwnedSemaphorePermit,
 }
 
+/// `payment_tasks_in_flight`, a live gauge (set absolutely, never dropped while alive).
+static TASKS_IN_FLIGHT: std::sync::LazyLock<std::sync::Arc<service_runtime::telemetry::LiveGauge>> =
+    std::sync::LazyLock::new(|| service_runtime::telemetry::LiveGauge::get("payment_tasks_in_flight", &[]));
+
 impl TaskSlot {
     fn take(permit: OwnedSemaphorePermit) -> Self {
-        metrics::gauge!("payment_tasks_in_flight").increment(1.0);
+        TASKS_IN_FLIGHT.add(1);
         Self { _permit: permit }
     }
 }
 
 impl Drop for TaskSlot {
     fn drop(&mut self) {
-        metrics::gauge!("payment_tasks_in_flight").decrement(1.0);
+        TASKS_IN_FLIGHT.add(-1);
     }
 }
 

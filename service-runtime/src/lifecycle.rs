@@ -34,9 +34,10 @@ impl Background {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        metrics::gauge!("background_tasks", "task" => name).increment(1.0);
+        let gauge = crate::telemetry::LiveGauge::get("background_tasks", &[("task", name)]);
+        gauge.add(1);
         self.tracker.spawn(async move {
-            let _gauge = TaskGauge(name);
+            let _gauge = TaskGauge(gauge);
             task.await;
             tracing::debug!(task = name, "background task ended");
         });
@@ -57,11 +58,11 @@ impl Background {
 }
 
 /// Counts a task in `background_tasks{task}` while it runs, also when it panics.
-struct TaskGauge(&'static str);
+struct TaskGauge(std::sync::Arc<crate::telemetry::LiveGauge>);
 
 impl Drop for TaskGauge {
     fn drop(&mut self) {
-        metrics::gauge!("background_tasks", "task" => self.0).decrement(1.0);
+        self.0.add(-1);
     }
 }
 

@@ -4,10 +4,21 @@
 //!   `RUST_LOG` filters them (default `info`).
 //! - When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC in batches;
 //!   an absent collector only costs dropped batches, never a failed request.
+//! - Metrics are served for Prometheus by [`serve_metrics`]. A series that has not been updated
+//!   for [`METRICS_IDLE`] leaves the scrape (a finished event's series, once admission forgot
+//!   the event), so the number of series follows what is alive, not everything since the
+//!   process started. Gauges that count live things use [`LiveGauge`], re-published while true.
 //! - W3C trace context (`traceparent`) travels in gRPC metadata and NATS headers: see
 //!   [`inject_grpc`], [`extract_http`], [`inject_nats`] and [`extract_nats`].
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use opentelemetry::{
     Context, global,
@@ -75,14 +86,81 @@ fn otlp_provider(
     Ok(provider)
 }
 
+/// How long a series may go without an update before the exporter drops it from the scrape:
+/// longer than admission's `FINISHED_EVENT_AFTER_MS` (10 min by default) and than any loop's
+/// update period, so only the series of what ended go. A counter that comes back starts from
+/// zero again, which Prometheus' `rate`/`increase` read as a reset.
+pub const METRICS_IDLE: Duration = Duration::from_secs(30 * 60);
+
 /// Starts the Prometheus exporter: `GET /metrics` on `addr`. Process-wide; call from `main`.
 pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    serve_metrics_with_idle(addr, METRICS_IDLE)
+}
+
+/// [`serve_metrics`] with its idle timeout: a series not updated for `idle` leaves the scrape.
+/// [`LiveGauge`]s are re-published every quarter of it, so they never do while alive.
+pub fn serve_metrics_with_idle(addr: SocketAddr, idle: Duration) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         .map_err(|e| e.to_string())?
+        .idle_timeout(metrics_util::MetricKindMask::ALL, Some(idle))
         .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    std::thread::Builder::new()
+        .name("live-gauges".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(idle / 4);
+                LiveGauge::republish_all();
+            }
+        })
+        .map_err(|e| format!("cannot start the live gauge refresher: {e}"))?;
+    Ok(())
+}
+
+/// A gauge that counts things alive (tasks, streams, payments in flight): set to its absolute
+/// value on every change and re-published while the exporter runs, so the idle timeout never
+/// drops it while it is true, and a change after a quiet spell never starts from a lost value
+/// (an `increment`/`decrement` gauge would). One per name and labels, for the process' life.
+pub struct LiveGauge {
+    name: &'static str,
+    labels: Vec<metrics::Label>,
+    value: AtomicI64,
+}
+
+/// Every live gauge of the process; a handful, created once each.
+static LIVE_GAUGES: Mutex<Vec<Arc<LiveGauge>>> = Mutex::new(Vec::new());
+
+impl LiveGauge {
+    /// The live gauge `name` with `labels`, created at zero on first use.
+    pub fn get(name: &'static str, labels: &[(&'static str, &'static str)]) -> Arc<Self> {
+        let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, *v)).collect();
+        let mut all = LIVE_GAUGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = all.iter().find(|g| g.name == name && g.labels == labels) {
+            return found.clone();
+        }
+        let gauge = Arc::new(Self { name, labels, value: AtomicI64::new(0) });
+        all.push(gauge.clone());
+        gauge
+    }
+
+    /// Adds `delta` (negative to subtract) and publishes the new value.
+    pub fn add(&self, delta: i64) {
+        let value = self.value.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.publish(value);
+    }
+
+    fn publish(&self, value: i64) {
+        metrics::gauge!(self.name, self.labels.clone()).set(value as f64);
+    }
+
+    fn republish_all() {
+        let all = LIVE_GAUGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for gauge in all {
+            gauge.publish(gauge.value.load(Ordering::Relaxed));
+        }
+    }
 }
 
 struct HeaderInjector<'a>(&'a mut tonic::metadata::MetadataMap);
