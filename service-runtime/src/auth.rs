@@ -26,7 +26,6 @@ use std::{
     collections::HashMap,
     future::Future,
     hash::{BuildHasher, RandomState},
-    pin::Pin,
     sync::{Arc, Mutex, OnceLock, RwLock},
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -634,7 +633,7 @@ pub struct Authenticate<S> {
     auth: Arc<Authenticator>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use crate::BoxFuture;
 
 impl<S, ResBody> Service<http::Request<Body>> for Authenticate<S>
 where

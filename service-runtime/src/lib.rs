@@ -31,6 +31,9 @@ pub mod size_limit;
 pub mod status;
 pub mod telemetry;
 
+/// The boxed future of the tower middleware layers (token check, size limit, telemetry).
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 pub use server::{GrpcServer, shutdown_signal};
 
 /// The allocator of every service. Under a burst of Joins glibc's malloc took about a quarter

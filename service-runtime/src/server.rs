@@ -29,7 +29,6 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Instant,
@@ -512,7 +511,7 @@ pub struct RpcTelemetry<S> {
     inner: S,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use crate::BoxFuture;
 
 impl<S, ResBody> Service<http::Request<Body>> for RpcTelemetry<S>
 where

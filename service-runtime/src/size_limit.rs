@@ -10,11 +10,7 @@
 //! request. The limit is the same as tonic's default, so the services' decoders never reach
 //! theirs.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
@@ -59,7 +55,7 @@ pub struct RequestSizeLimit<S> {
     inner: S,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use crate::BoxFuture;
 
 impl<S, ResBody> Service<http::Request<Body>> for RequestSizeLimit<S>
 where

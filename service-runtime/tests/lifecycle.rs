@@ -55,16 +55,7 @@ async fn shutdown_turns_health_not_serving_while_requests_still_drain() {
     assert_eq!(status, Some(ServingStatus::NotServing));
     assert!(served.background.stopping().is_cancelled(), "stopping must be cancelled with NOT_SERVING");
     assert!(!served.serving.is_finished(), "serve returned before its in-flight request finished");
-    // A Watch never ends by itself; closing it lets the drain finish without the grace.
-    drop(health);
-
-    served.open.add_permits(1);
-    in_flight.await.expect("join").expect("the in-flight request completes during the drain");
-    tokio::time::timeout(PATIENCE, served.serving)
-        .await
-        .expect("serve returns")
-        .expect("join")
-        .expect("clean stop");
+    served.finish_drain(health, in_flight).await;
 }
 
 #[tokio::test]

@@ -119,6 +119,20 @@ impl Served {
             .expect("connect")
     }
 
+    /// The end of a drain the test started: closes the health `Watch` (it never ends by
+    /// itself), lets the one waiting call finish, and checks that it completes and that
+    /// `serve` then returns cleanly.
+    pub async fn finish_drain<H>(self, health: H, in_flight: tokio::task::JoinHandle<Result<(), Status>>) {
+        drop(health);
+        self.open.add_permits(1);
+        in_flight.await.expect("join").expect("the in-flight request completes during the drain");
+        tokio::time::timeout(PATIENCE, self.serving)
+            .await
+            .expect("serve returns")
+            .expect("join")
+            .expect("clean stop");
+    }
+
     /// Waits until `n` more calls reached the handler.
     pub async fn wait_entered(&mut self, n: usize) {
         for _ in 0..n {
