@@ -5,6 +5,10 @@ use tonic::{Code, Status};
 
 /// Machine-readable reason: the user is neither waiting nor holding a valid pass.
 pub const REASON_NOT_IN_QUEUE: &str = "NOT_IN_QUEUE";
+/// `NOT_IN_QUEUE`'s metadata: since when (unix ms) the event's queue exists. A waiting page
+/// that joined earlier lost its place with Redis; one that joined later was admitted and let
+/// its pass expire, or left.
+pub const QUEUE_STARTED_AT_MS: &str = "queue_started_at_ms";
 /// Machine-readable reason: the user joined too often; `retry-after` says when to retry.
 pub const REASON_RATE_LIMITED: &str = "RATE_LIMITED";
 /// Machine-readable reason: inventory does not know the event.
@@ -37,8 +41,10 @@ pub enum Error {
     HistoryUnreadable(String),
     #[error("event {0} does not exist")]
     UnknownEvent(String),
+    /// `queue_started_at_ms`: since when the event's queue exists (Redis time, unix ms); a
+    /// place taken before then was lost with Redis, and the user must join again.
     #[error("user {user_id} is not in the queue of event {event_id}")]
-    NotInQueue { event_id: String, user_id: String },
+    NotInQueue { event_id: String, user_id: String, queue_started_at_ms: i64 },
     #[error("too many joins; retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
     #[error("this replica already holds {0} WatchQueue streams")]
@@ -101,11 +107,18 @@ impl From<Error> for Status {
                 REASON_EVENT_NOT_FOUND,
                 [("event_id", event_id)],
             ),
-            Error::NotInQueue { event_id, user_id } => with_reason(
+            Error::NotInQueue { event_id, user_id, queue_started_at_ms } => with_reason(
                 Code::NotFound,
-                format!("user {user_id} is neither waiting for nor admitted to event {event_id}"),
+                format!(
+                    "user {user_id} is neither waiting for nor admitted to event {event_id}; join to get a place \
+                     (this queue exists since {queue_started_at_ms} ms: a place taken before then was lost)"
+                ),
                 REASON_NOT_IN_QUEUE,
-                [("event_id", event_id), ("user_id", user_id)],
+                [
+                    ("event_id", event_id),
+                    ("user_id", user_id),
+                    (QUEUE_STARTED_AT_MS, queue_started_at_ms.to_string()),
+                ],
             ),
             Error::RateLimited { retry_after_ms } => {
                 let seconds = retry_after_ms.div_ceil(1000).max(1);

@@ -117,10 +117,11 @@ impl AdmissionService {
             ..Default::default()
         };
         match standing {
-            Standing::Absent => {
+            Standing::Absent { queue_started_at_ms } => {
                 return Err(Error::NotInQueue {
                     event_id: info.event_id.clone(),
                     user_id: user_id.to_owned(),
+                    queue_started_at_ms,
                 });
             }
             Standing::Waiting { ticket, rank, queue_length, now_ms, .. } => {
@@ -196,7 +197,7 @@ impl AdmissionService {
 fn waiting_score(standing: &Standing) -> u64 {
     match standing {
         Standing::Waiting { score, .. } => *score,
-        Standing::Absent | Standing::Admitted { .. } => u64::MAX,
+        Standing::Absent { .. } | Standing::Admitted { .. } => u64::MAX,
     }
 }
 

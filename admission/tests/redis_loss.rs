@@ -48,6 +48,17 @@ fn reason_of(status: &Status) -> String {
     reason(status).map(|(reason, _)| reason).unwrap_or_default()
 }
 
+/// `NOT_IN_QUEUE`'s `queue_started_at_ms`: since when the event's queue exists.
+fn queue_started_at_ms(status: &Status) -> i64 {
+    let (_, metadata) = reason(status).expect("an ErrorInfo");
+    metadata["queue_started_at_ms"].parse().expect("unix ms")
+}
+
+fn unix_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since_epoch.as_millis()).unwrap()
+}
+
 /// Polls the user's status until it is ADMITTED.
 async fn wait_admitted(client: &AdmissionClient, event_id: &str, user: &str) -> Option<QueueStatus> {
     eventually(Duration::from_secs(20), || {
@@ -108,6 +119,11 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
         );
     }
     assert!(client.leave(leave(&event_id, "user-0")).await.unwrap().into_inner().left);
+    // A user who left is not in the queue, which dates from before its join: nothing was lost.
+    let left = client.get_queue_status(status_request(&event_id, "user-0")).await.unwrap_err();
+    assert_eq!((left.code(), reason_of(&left).as_str()), (Code::NotFound, "NOT_IN_QUEUE"));
+    let first_queue_ms = queue_started_at_ms(&left);
+    assert!(first_queue_ms <= unix_ms(), "{left:?}");
     before.insert(
         "user-3".into(),
         wait_admitted(&client, &event_id, "user-3").await.expect("admitted").pass.unwrap(),
@@ -129,6 +145,7 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
     assert_eq!(watch.next().await.unwrap().unwrap().state, QueueState::Waiting as i32);
 
     // Redis loses everything of this deployment.
+    let lost_at_ms = unix_ms();
     let deleted = delete_prefix_keys(&redis, &env.redis_prefix).await;
     assert!(deleted > 0, "the sale had Redis keys to lose");
     let lost_at = Instant::now();
@@ -181,6 +198,10 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
     // User 0 left: its pass is not restored; it must join like anyone else.
     let gone = client.get_queue_status(status_request(&event_id, "user-0")).await.unwrap_err();
     assert_eq!((gone.code(), reason_of(&gone).as_str()), (Code::NotFound, "NOT_IN_QUEUE"));
+    // The answer dates the queue after the loss: a page that joined before then (user 4)
+    // knows its place was lost with Redis, not given to someone else.
+    let rebuilt_queue_ms = queue_started_at_ms(&gone);
+    assert!(rebuilt_queue_ms >= lost_at_ms && rebuilt_queue_ms > first_queue_ms, "{gone:?}");
 
     // The waiting user lost the place and joins again: it waits, capacity is full.
     let (rejoined, _) = through_rebuild(|| {

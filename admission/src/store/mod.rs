@@ -127,8 +127,9 @@ pub enum Opening {
 /// Where a user stands in an event's waiting room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
-    /// Neither waiting nor holding a valid pass.
-    Absent,
+    /// Neither waiting nor holding a valid pass. The event's queue exists since
+    /// `queue_started_at_ms` (Redis time): a place taken before then was lost with Redis.
+    Absent { queue_started_at_ms: i64 },
     /// In line; `rank` counts the users ahead; `score` orders the queue (see the module docs).
     Waiting { ticket: u64, rank: u64, queue_length: u64, now_ms: i64, score: u64 },
     /// Holds a valid pass.
@@ -351,10 +352,10 @@ fn ready(reply: &[Value], event_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reads the `{0}` / `{1, ...}` / `{2, ...}` shapes that join.lua and status.lua share.
+/// Reads the `{0, ...}` / `{1, ...}` / `{2, ...}` / `{3, epoch}` shapes that join.lua and
+/// status.lua share.
 fn standing(reply: &[Value]) -> Result<Standing, Error> {
     match int(reply.first())? {
-        0 if reply.len() == 1 => Ok(Standing::Absent),
         0 | 1 => Ok(Standing::Waiting {
             ticket: uint(reply.get(1))?,
             rank: uint(reply.get(2))?,
@@ -367,6 +368,7 @@ fn standing(reply: &[Value]) -> Result<Standing, Error> {
             now_ms: int(reply.get(2))?,
             queue_length: uint(reply.get(3))?,
         }),
+        3 => Ok(Standing::Absent { queue_started_at_ms: int(reply.get(1))? }),
         other => Err(Error::UnexpectedReply(format!("standing code {other}"))),
     }
 }

@@ -11,17 +11,21 @@
 --
 -- Returns one of
 --   {-2}                                                    state missing after opening: rebuild
---   {0}                                                     neither waiting nor holding a valid pass
+--   {3, queue_started_at_ms}                                neither waiting nor holding a valid pass;
+--        the event's state (its queue) exists since then: a place taken earlier was lost
+--        with Redis (the ready marker's epoch, see rebuild.lua)
 --   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   holds a valid pass
 --   {1, ticket, rank (0-based), queue_length, now_ms, score}        waiting
 local user = ARGV[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-if redis.call('EXISTS', KEYS[5]) == 0 then
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
   if now >= tonumber(ARGV[2]) then
     return {-2}
   end
-  redis.call('SET', KEYS[5], string.format('%d', now))
+  epoch = string.format('%d', now)
+  redis.call('SET', KEYS[5], epoch)
 end
 
 local expires = redis.call('ZSCORE', KEYS[3], user)
@@ -38,7 +42,7 @@ end
 local ticket = redis.call('HGET', KEYS[2], user)
 local rank = redis.call('ZRANK', KEYS[1], user)
 if not ticket or not rank then
-  return {0}
+  return {3, tonumber(epoch)}
 end
 local score = redis.call('ZSCORE', KEYS[1], user)
 return {1, tonumber(ticket), rank, redis.call('ZCARD', KEYS[1]), now, tonumber(score)}

@@ -148,6 +148,7 @@ async fn order_pre_queue(
     let pre = pre_queue.len() as u64;
     let mut ranked = Vec::with_capacity(pre_queue.len());
     let mut lost = Vec::new();
+    let mut queue_lost = false;
     for chunk in pre_queue.chunks(ORDER_CONCURRENCY) {
         let reference = latecomer.borrow().clone();
         let reference = async {
@@ -162,8 +163,10 @@ async fn order_pre_queue(
         for (joined, place) in chunk.iter().zip(places) {
             let status = match place {
                 Ok(status) => status,
-                // Admission lost its queue meanwhile.
+                // Admission lost its queue meanwhile, or admitted the user, whose pass expired
+                // before its page collected it.
                 Err(status) if status.code() == tonic::Code::NotFound => {
+                    queue_lost |= user::place_was_lost(&ctx, joined, &status);
                     lost.push(joined.clone());
                     continue;
                 }
@@ -186,10 +189,15 @@ async fn order_pre_queue(
     }
     ranked.sort_unstable_by_key(|(rank, _)| *rank);
     let ranked = ranked.into_iter().map(|(_, joined)| joined);
-    if lost.is_empty() {
+    if !queue_lost {
+        // The places learnt hold; users whose passes expired join again, behind everyone.
         for joined in ranked {
             let _ = ordered.send(joined);
         }
+        join_again(&ctx, lost, |joined| {
+            let _ = ordered.send(joined);
+        })
+        .await;
         return;
     }
     // Admission lost its queue while the pre-queue was being ordered: every place learnt is

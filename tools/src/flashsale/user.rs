@@ -401,6 +401,22 @@ async fn leave(ctx: &Ctx, admission: &AdmissionServiceClient<Channel>, user: &st
     .await;
 }
 
+/// Whether admission's NOT_FOUND for `joined` says its place was lost with the queue: the
+/// queue exists only since after that Join (`queue_started_at_ms`), as after a Redis loss.
+/// Otherwise the user was admitted meanwhile and let the pass expire (a session that started
+/// late), which concerns this user alone.
+pub fn place_was_lost(ctx: &Ctx, joined: &Joined, status: &Status) -> bool {
+    use tonic_types::StatusExt;
+    let started_ms = status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get("queue_started_at_ms").and_then(|ms| ms.parse::<i64>().ok()));
+    let Some(started_ms) = started_ms else { return true };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let joined_ms = now_ms - ((ctx.stats.since_open() - joined.joined_at) * 1000.0) as i64;
+    started_ms > joined_ms
+}
+
 /// Tells the dispatcher that admission no longer knew `joined`'s place: its queue was lost
 /// after that Join.
 pub fn report_lost_place(ctx: &Ctx, joined: &Joined) {
@@ -469,7 +485,9 @@ async fn wait_in_line(
                 }
                 Ok(status) => renumbered(ctx, &mut joined, &status),
                 Err(status) if status.code() == Code::NotFound => {
-                    report_lost_place(ctx, &joined);
+                    if place_was_lost(ctx, &joined, &status) {
+                        report_lost_place(ctx, &joined);
+                    }
                     joined = join(ctx, joined.index, joined.token.clone()).await?;
                     waiting(ctx, &joined);
                     Stats::bump(&ctx.stats.stages.rejoined);
