@@ -120,6 +120,15 @@ impl Line {
         users
     }
 
+    /// The lowest ticket waiting here once admission serves in ticket order (it lost its
+    /// queue, so everyone joined again); `u64::MAX` before, or when nobody waits.
+    pub fn head_ticket(&self) -> u64 {
+        match self.fifo.front() {
+            Some(head) if self.queue_lost => head.ticket,
+            _ => u64::MAX,
+        }
+    }
+
     pub fn put_back(&mut self, joined: Joined) {
         if joined.after_open {
             self.fifo.push_front(joined);

@@ -29,7 +29,10 @@ pub mod verify;
 use std::{
     io::IsTerminal,
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -397,6 +400,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
     let capacity = u64::from(event.total_capacity);
     let opened_at = Instant::now() + Duration::from_secs_f64(config.open_in_secs);
     let stats = Arc::new(Stats::new(opened_at)?);
+    let (back_to_line, mut back_in_line) = mpsc::unbounded_channel::<Joined>();
     let ctx = Arc::new(Ctx {
         config: config.clone(),
         event,
@@ -406,6 +410,9 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         faults: Arc::default(),
         queue_lost: watch::Sender::new(None),
         waiting: Default::default(),
+        line_head: AtomicU64::new(u64::MAX),
+        back_to_line,
+        going_back: AtomicUsize::new(0),
     });
     let chaos = chaos.map(|schedule| {
         let (lb, event_id) = (ctx.channels[0].clone(), ctx.event.event_id.clone());
@@ -497,6 +504,10 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
                 line.ordered(joined);
             }
         }
+        while let Ok(joined) = back_in_line.try_recv() {
+            ctx.going_back.fetch_sub(1, Ordering::Relaxed);
+            line.rejoined(joined);
+        }
         while let Ok(message) = rejoin_rx.try_recv() {
             match message {
                 Rejoin::Joined(joined) => {
@@ -516,11 +527,21 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
             rejoins_in_flight += 1;
             tokio::spawn(line::rejoin(ctx.clone(), line.drain(), rejoin_tx.clone()));
         }
-        let Some(next) = line.next(ordering_open) else {
-            if !arrivals_open && !ordering_open && rejoins_in_flight == 0 {
+        let next = line.next(ordering_open);
+        ctx.line_head.store(line.head_ticket(), Ordering::Relaxed);
+        let Some(next) = next else {
+            if !arrivals_open
+                && !ordering_open
+                && rejoins_in_flight == 0
+                && ctx.going_back.load(Ordering::Relaxed) == 0
+            {
                 break;
             }
             tokio::select! {
+                joined = back_in_line.recv() => if let Some(joined) = joined {
+                    ctx.going_back.fetch_sub(1, Ordering::Relaxed);
+                    line.rejoined(joined);
+                },
                 message = rejoin_rx.recv() => match message {
                     Some(Rejoin::Joined(joined)) => {
                         if let Some(joined) = started_if_admitted(&ctx, joined, &admitted_sessions, deadline) {
@@ -585,7 +606,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         timings.sold_out_secs = Some(timings.users_done_secs);
     }
     let s = &stats.stages;
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let stages = serde_json::json!({
         "arrived": get(&s.arrived), "joined": get(&s.joined), "join_failed": get(&s.join_failed),
         "watching": get(&s.watching), "admitted": get(&s.admitted), "holds": get(&s.held),
@@ -596,6 +617,7 @@ pub async fn run_with(config: SimConfig, chaos: Option<Schedule>) -> anyhow::Res
         "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),
         "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
         "errors": get(&s.errors), "finished": get(&s.finished), "rejoined": get(&s.rejoined),
+        "gave_way": get(&s.gave_way),
         "holds_lost": get(&s.holds_lost),
         "hold_retries": s.hold_retries_per_user.iter().enumerate().map(|(n, c)| n as u64 * get(c)).sum::<u64>(),
         "hold_retries_per_user": s.hold_retries_per_user.iter().enumerate()
@@ -635,7 +657,9 @@ fn start_session(
         let _permit = permit;
         let index = joined.index;
         match tokio::time::timeout_at(deadline, user::session(&ctx, joined)).await {
-            Ok(Ok(())) => {}
+            // Its user is back in the line: its visit goes on in another session.
+            Ok(Ok(user::Visit::BackInLine)) => return,
+            Ok(Ok(user::Visit::Ended)) => {}
             Ok(Err(error)) => ctx.error(index, format!("{error:#}")),
             Err(_) => {}
         }

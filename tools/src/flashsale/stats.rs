@@ -109,6 +109,9 @@ pub struct Stages {
     pub errors: AtomicU64,
     /// Users who joined again after admission lost their place (its Redis restarted).
     pub rejoined: AtomicU64,
+    /// Sessions waiting in line that gave their slot to a user admission serves first (after
+    /// it lost its queue, see `user::wait_in_line`).
+    pub gave_way: AtomicU64,
     /// Holds that vanished before payment (Redis restarted) in a chaos run.
     pub holds_lost: AtomicU64,
     pub finished: AtomicU64,

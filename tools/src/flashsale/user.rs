@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -41,6 +44,9 @@ const RETHINK_PAUSE_MS: std::ops::Range<u64> = 250..750;
 /// How often a pre-queue user asks for its place until admission has sealed the pre-queue
 /// (within one controller tick of the opening).
 const SEAL_POLL: Duration = Duration::from_millis(200);
+/// How often a session waiting in line checks whether a user without a session is ahead of it
+/// in admission's order (see [`wait_in_line`]).
+const GIVE_WAY_CHECK: Duration = Duration::from_secs(1);
 
 /// What a user does once it holds seats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +175,13 @@ pub struct Ctx {
     pub queue_lost: tokio::sync::watch::Sender<Option<f64>>,
     /// The users whose sessions wait in line (index → ticket), first to join again.
     pub waiting: Mutex<HashMap<u32, u64>>,
+    /// The lowest ticket of a user without a session, once admission serves in ticket order
+    /// (after it lost its queue); `u64::MAX` otherwise. The dispatcher keeps it.
+    pub line_head: AtomicU64,
+    /// Where a session waiting behind [`Ctx::line_head`] sends its user back to the line.
+    pub back_to_line: tokio::sync::mpsc::UnboundedSender<Joined>,
+    /// Users sent to [`Ctx::back_to_line`] and not yet received by the dispatcher.
+    pub going_back: AtomicUsize,
 }
 
 impl Ctx {
@@ -240,8 +253,40 @@ pub async fn status_after_opening(ctx: &Ctx, joined: &Joined) -> Result<pb::Queu
     }
 }
 
-/// The rest of the visit of a user who joined.
-pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// The user's visit is over.
+    Ended,
+    /// The user went back to the line without a pass: admission serves another user first,
+    /// who gets this session's slot (see [`wait_in_line`]).
+    BackInLine,
+}
+
+/// The rest of the visit of a user who joined: waits in line, then shops.
+pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<Visit> {
+    let stats = &ctx.stats;
+    Stats::bump(&stats.stages.watching);
+    let (pass, joined) = match joined.pass.take() {
+        Some(pass) => (pass, joined),
+        None => {
+            let admission = AdmissionServiceClient::new(ctx.channel(joined.index));
+            match watch_until_admitted(ctx, &admission, joined).await? {
+                Waited::Admitted(pass, joined) => (pass, joined),
+                Waited::GaveWay => {
+                    // Not watching any more; it counts again when its next session starts.
+                    stats.stages.watching.fetch_sub(1, Ordering::Relaxed);
+                    return Ok(Visit::BackInLine);
+                }
+            }
+        }
+    };
+    shop(ctx, pass, joined).await?;
+    Ok(Visit::Ended)
+}
+
+/// The visit of an admitted user: holds, then pays, releases or walks away.
+async fn shop(ctx: &Ctx, pass: pb::Pass, joined: Joined) -> anyhow::Result<()> {
     let index = joined.index;
     let plan = Plan::draw(&ctx.config, index);
     let user = user_id(index);
@@ -250,13 +295,6 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     let channel = ctx.channel(index);
     let stats = &ctx.stats;
     let admission = AdmissionServiceClient::new(channel.clone());
-
-    // Wait in line.
-    Stats::bump(&stats.stages.watching);
-    let (pass, joined) = match joined.pass.take() {
-        Some(pass) => (pass, joined),
-        None => watch_until_admitted(ctx, &admission, joined).await?,
-    };
     Stats::bump(&stats.stages.admitted);
     if let Ok(mut admissions) = ctx.records.admissions.lock() {
         admissions.push(Admission {
@@ -275,7 +313,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
         return Ok(());
     };
     Stats::bump(&stats.stages.held);
-    stats.stages.seats_held.fetch_add(u64::from(hold.quantity), std::sync::atomic::Ordering::Relaxed);
+    stats.stages.seats_held.fetch_add(u64::from(hold.quantity), Ordering::Relaxed);
 
     match plan.behaviour {
         Behaviour::Release => {
@@ -357,7 +395,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
     match pay::status_of(&answer) {
         pb::PaymentStatus::Confirmed => {
             Stats::bump(&stats.stages.paid);
-            stats.stages.seats_paid.fetch_add(u64::from(hold.quantity), std::sync::atomic::Ordering::Relaxed);
+            stats.stages.seats_paid.fetch_add(u64::from(hold.quantity), Ordering::Relaxed);
         }
         pb::PaymentStatus::Refunded => {
             Stats::bump(&stats.stages.refunded);
@@ -417,6 +455,22 @@ pub fn place_was_lost(ctx: &Ctx, joined: &Joined, status: &Status) -> bool {
     started_ms > joined_ms
 }
 
+/// Sends `joined` back to the dispatcher's line when a user of the line comes before it in
+/// admission's order (see [`wait_in_line`]); hands it back otherwise.
+fn go_back_to_line(ctx: &Ctx, joined: Joined) -> Result<(), Joined> {
+    if !joined.after_open || joined.ticket <= ctx.line_head.load(Ordering::Relaxed) {
+        return Err(joined);
+    }
+    ctx.going_back.fetch_add(1, Ordering::Relaxed);
+    if let Err(unsent) = ctx.back_to_line.send(joined) {
+        // The dispatcher has stopped: keep waiting here.
+        ctx.going_back.fetch_sub(1, Ordering::Relaxed);
+        return Err(unsent.0);
+    }
+    Stats::bump(&ctx.stats.stages.gave_way);
+    Ok(())
+}
+
 /// Tells the dispatcher that admission no longer knew `joined`'s place: its queue was lost
 /// after that Join.
 pub fn report_lost_place(ctx: &Ctx, joined: &Joined) {
@@ -441,6 +495,14 @@ fn waiting(ctx: &Ctx, joined: &Joined) {
     }
 }
 
+/// How waiting in line ended.
+enum Waited {
+    /// With a pass; the [`Joined`] of the user's last Join.
+    Admitted(pb::Pass, Joined),
+    /// The user went back to the dispatcher's line (see [`wait_in_line`]).
+    GaveWay,
+}
+
 /// WatchQueue until the pass arrives. When the stream breaks it asks GetQueueStatus and opens
 /// another; when admission no longer knows the user (NOT_FOUND: its Redis lost the queue) the
 /// user joins again, as a waiting page would, and returns the [`Joined`] of that last Join.
@@ -449,7 +511,7 @@ async fn watch_until_admitted(
     ctx: &Ctx,
     admission: &AdmissionServiceClient<Channel>,
     joined: Joined,
-) -> anyhow::Result<(pb::Pass, Joined)> {
+) -> anyhow::Result<Waited> {
     waiting(ctx, &joined);
     let index = joined.index;
     let admitted = wait_in_line(ctx, admission, joined).await;
@@ -460,15 +522,24 @@ async fn watch_until_admitted(
 }
 
 /// [`watch_until_admitted`]'s loop.
+///
+/// Sessions are few (`max_in_flight`) and go to users in the order admission will admit them;
+/// a pass that admission gives to a user without a session goes uncollected until its check-in
+/// window ends, and admission then serves no one who is really there. After admission lost its
+/// queue every waiting page joins again at once, so sessions and the line interleave in the new
+/// order: a session that finds a user of the line ahead of it ([`Ctx::line_head`]) sends its
+/// user back to the line and ends, and that user gets the slot.
 async fn wait_in_line(
     ctx: &Ctx,
     admission: &AdmissionServiceClient<Channel>,
     mut joined: Joined,
-) -> anyhow::Result<(pb::Pass, Joined)> {
+) -> anyhow::Result<Waited> {
     let user = user_id(joined.index);
     let event_id = ctx.event.event_id.clone();
     let mut failing_since: Option<Instant> = None;
     let mut attempt = 0;
+    let mut give_way = tokio::time::interval(GIVE_WAY_CHECK);
+    give_way.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if attempt > 0 {
             backoff(attempt).await;
@@ -481,7 +552,7 @@ async fn wait_in_line(
             .await;
             match asked {
                 Ok(status) if status.pass.is_some() => {
-                    return Ok((status.pass.unwrap_or_default(), joined));
+                    return Ok(Waited::Admitted(status.pass.unwrap_or_default(), joined));
                 }
                 Ok(status) => renumbered(ctx, &mut joined, &status),
                 Err(status) if status.code() == Code::NotFound => {
@@ -505,17 +576,24 @@ async fn wait_in_line(
         .await;
         let last_error = match opened {
             Ok(mut updates) => loop {
-                match updates.next().await {
+                let update = tokio::select! {
+                    update = updates.next() => update,
+                    _ = give_way.tick() => match go_back_to_line(ctx, joined) {
+                        Ok(()) => return Ok(Waited::GaveWay),
+                        Err(still) => {
+                            joined = still;
+                            continue;
+                        }
+                    },
+                };
+                match update {
                     Some(Ok(status)) => {
                         failing_since = None;
                         attempt = 1;
                         renumbered(ctx, &mut joined, &status);
-                        ctx.stats
-                            .stages
-                            .queue_length
-                            .store(status.queue_length, std::sync::atomic::Ordering::Relaxed);
+                        ctx.stats.stages.queue_length.store(status.queue_length, Ordering::Relaxed);
                         if let Some(pass) = status.pass {
-                            return Ok((pass, joined));
+                            return Ok(Waited::Admitted(pass, joined));
                         }
                     }
                     Some(Err(status)) => break Some(status),
