@@ -151,9 +151,14 @@ impl Checkout {
         {
             SeatLockAnswer::Hold(hold) => hold,
             // No such hold for this user (another user's hold looks the same): nothing is
-            // remembered under the key, so a stranger's probe leaves no trace.
+            // remembered under the key, so a stranger's probe leaves no trace. Unless a
+            // concurrent request under this key claimed it meanwhile, and the hold went after
+            // (lost with seat-lock's Redis, or expired): the key's answer is that payment's.
             SeatLockAnswer::Refused(status) if status.code() == Code::NotFound => {
-                return Err(Error::SeatLockRefused(status));
+                return match idempotency::key_state(&self.db, &command.idempotency_key, &hash).await? {
+                    KeyState::Unused => Err(Error::SeatLockRefused(status)),
+                    state => replayed(state),
+                };
             }
             SeatLockAnswer::Refused(status) => {
                 if idempotency::store_failure(&self.db, &command, &hash, &status).await? {

@@ -54,6 +54,9 @@ pub struct FakeState {
     /// Each hold's deadline, and the booking id it was sold under.
     pub deadlines: HashMap<String, Instant>,
     pub sold_under: HashMap<String, String>,
+    /// The next BeginCheckout waits this long before it looks at the hold (a seat-lock slowed
+    /// down by a Redis that is restarting), once.
+    pub begin_delay: Option<Duration>,
 }
 
 /// An honest, minimal seat-lock: holds live in a map; checkout and confirm check ownership.
@@ -184,6 +187,10 @@ impl SeatLockInternalService for FakeSeatLock {
         require_peer(&request, &["payment"])?;
         self.begin_calls.fetch_add(1, Ordering::SeqCst);
         let r = request.into_inner();
+        let delay = self.state.lock().unwrap().begin_delay.take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let refusal = self.state.lock().unwrap().refuse_begin;
         self.transition(&r.event_id, &r.hold_id, &r.user_id, refusal, None)
     }

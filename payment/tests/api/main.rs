@@ -292,6 +292,49 @@ async fn hold_lost_during_slow_charge_is_refunded() {
     assert_eq!(app.count("psp_ledger", "").await, 1);
 }
 
+/// Two Pays under one key, both finding it unused. The second one's BeginCheckout is slow (a
+/// seat-lock whose Redis restarts) and the hold vanishes (Redis lost it) while the first one
+/// charges, so seat-lock answers the second NOT_FOUND. The second must answer the first's
+/// payment (in flight, then as it ended), not that NOT_FOUND: a key has one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_the_hold_vanished_answers_the_first_payment() {
+    let app = spawn_app().await;
+    let hold_id = app.seat_lock.add_hold(app.event_id, "erin", &["A-5-1"], 1);
+    let request = app.pay_request("key-vanished", hold_id, "erin", "pm_card_slow_500");
+    app.seat_lock.state.lock().unwrap().begin_delay = Some(Duration::from_secs(2));
+    let (second, first) = tokio::join!(app.pay(request.clone()), async {
+        // The second Pay is in its slow BeginCheckout: the first finds the key unused too.
+        while app.seat_lock.begin_calls() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let first = app.pay(request.clone());
+        let vanish = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while app.count("payments", "status = 'charging'").await == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "the first Pay never charged");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            app.seat_lock.state.lock().unwrap().holds.remove(&hold_id.to_string());
+        };
+        tokio::join!(first, vanish).0
+    });
+    let first = first.unwrap();
+    assert_eq!(status_of(&first), PaymentStatus::Refunded, "its hold was gone at confirmation");
+    let first_id = first.payment.unwrap().payment_id;
+    match second {
+        // Still charging when the second one looked again.
+        Err(status) => assert_eq!(reason(&status).as_deref(), Some("REQUEST_IN_FLIGHT"), "{status:?}"),
+        Ok(second) => {
+            assert!(second.replayed);
+            assert_eq!(second.payment.unwrap().payment_id, first_id, "the same payment");
+        }
+    }
+    let replay = app.pay(request).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.payment.unwrap().payment_id, first_id);
+    assert_eq!(app.count("psp_ledger", "").await, 1, "one charge");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_or_unreachable_seat_lock_moves_no_money() {
     let app = spawn_app().await;
