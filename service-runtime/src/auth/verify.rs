@@ -319,4 +319,38 @@ mod tests {
         // The reload emptied the cache: the removed key's token is checked again and refused.
         assert_eq!(auth.verify(&old_token).await, Err(TokenError::UnknownKey));
     }
+
+    /// On tokio's paused clock: a key removed from the JWKS is accepted (from the cache) until
+    /// the refresh loop's next reload, [`JWKS_REFRESH`] after it started, and refused after.
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_key_stops_working_at_the_next_refresh() {
+        let old = TokenIssuer::generate("old");
+        let new = TokenIssuer::generate("new");
+        let (auth, file) = authenticator(&[&old, &new]).await;
+        let old_token = old.token("alice", false, Duration::from_secs(3_600));
+        assert!(auth.verify(&old_token).await.is_ok(), "verified, and now cached");
+        std::fs::write(&file.0, TokenIssuer::jwks_json(&[&new])).unwrap_or_else(|e| panic!("{e}"));
+
+        let stopping = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let refresh = tokio::spawn(auth.refresh_loop(stopping.clone()));
+        tokio::task::yield_now().await; // the loop takes its first, immediate tick
+        tokio::time::advance(JWKS_REFRESH - Duration::from_millis(1)).await;
+        assert!(auth.verify(&old_token).await.is_ok(), "no reload yet: the cached token passes");
+
+        // The reload reads the file off the runtime; poll until its outcome shows.
+        let refused = tokio::time::timeout(JWKS_REFRESH / 2, async {
+            while auth.verify(&old_token).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(refused.is_ok(), "the refresh never dropped the removed key");
+        assert!(started.elapsed() >= JWKS_REFRESH, "refused only once the refresh was due");
+        assert_eq!(auth.verify(&old_token).await, Err(TokenError::UnknownKey));
+        assert!(auth.verify(&new.token("alice", false, Duration::from_secs(60))).await.is_ok());
+
+        stopping.cancel();
+        refresh.await.unwrap_or_else(|e| panic!("{e}"));
+    }
 }
