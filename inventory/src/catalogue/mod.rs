@@ -3,9 +3,9 @@
 //! Postgres is the source of truth for venues and events; the seat map in memory
 //! ([`crate::seatmap`]) is derived from it plus the event stream.
 //!
-//! Its parts: this module (seat ids and mesh ids), [`validate`] (what a venue or event
-//! request must say, with the bounds that keep one seat map small), [`page`] (`ListEvents`
-//! page tokens) and [`store`] (the rows in Postgres).
+//! Its parts: this module (seat ids and mesh ids), `validate` (what a venue or event
+//! request must say, with the bounds that keep one seat map small), `page` (`ListEvents`
+//! page tokens) and `store` (the rows in Postgres).
 
 mod page;
 mod store;

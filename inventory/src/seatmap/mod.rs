@@ -11,9 +11,9 @@
 //! newer sale of a sold seat means the older one was returned) and which holds were returned
 //! (their late `BookingConfirmed` is ignored).
 //!
-//! Its parts: this module (the map and how an event is dispatched to its zone), [`zone`] (a
-//! zone's places: packed seat states or general-admission counters), [`apply`] (what each
-//! seat event does to a seated or general-admission zone) and [`state`] (the map's durable
+//! Its parts: this module (the map and how an event is dispatched to its zone), `zone` (a
+//! zone's places: packed seat states or general-admission counters), `apply` (what each
+//! seat event does to a seated or general-admission zone) and `state` (the map's durable
 //! form, for snapshots, and its restore).
 
 mod apply;

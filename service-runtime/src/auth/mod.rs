@@ -22,10 +22,10 @@
 //! Production tokens come from the organisation's identity provider, whose JWKS
 //! `AUTH_JWKS` points at.
 //!
-//! Its parts: [`args`] (the flags), [`caller`](fn@caller) and friends here (what a handler
-//! asks), [`layer`] (the tower layer), [`verify`] (the [`Authenticator`]: signature and
-//! claims), [`cache`] (verified tokens), [`jwks`] (the key set, from a file or over HTTP(S)),
-//! [`error`] (why a token is refused) and [`issuer`] (minting tokens).
+//! Its parts: `args` (the flags), [`caller`](fn@caller) and friends here (what a handler
+//! asks), `layer` (the tower layer), `verify` (the [`Authenticator`]: signature and
+//! claims), `cache` (verified tokens), `jwks` (the key set, from a file or over HTTP(S)),
+//! `error` (why a token is refused) and `issuer` (minting tokens).
 
 mod args;
 mod cache;

@@ -10,7 +10,7 @@
 //! path: a failed listener (`serve` then returns its error), an error while starting, or a
 //! server dropped without serving (its `stopping` is cancelled on drop).
 //!
-//! Accept errors (module [`accept`]): one that concerns a single connection (reset, aborted)
+//! Accept errors (module `accept`): one that concerns a single connection (reset, aborted)
 //! is skipped; running out of descriptors or memory pauses accepting
 //! ([`RetryPause`](crate::lifecycle::RetryPause)) and retries; any other error means the
 //! listener is broken, and the server stops and `serve` returns the error, so the process
@@ -26,8 +26,8 @@
 //! through the load balancer can only be refused (`UNIMPLEMENTED` from a service, and the load
 //! balancer refuses the path before that).
 //!
-//! Its parts: this module (binding, serving, the drain), [`accept`] (which accept errors stop
-//! a listener), [`stack`] (the tower stack and its RPC telemetry) and [`signal`] (SIGTERM and
+//! Its parts: this module (binding, serving, the drain), `accept` (which accept errors stop
+//! a listener), `stack` (the tower stack and its RPC telemetry) and `signal` (SIGTERM and
 //! SIGINT).
 
 mod accept;
