@@ -18,7 +18,7 @@ use futures::{StreamExt, future::join_all};
 use helpers::*;
 use service_runtime::{
     auth::TokenIssuer,
-    bus::{EventBus, envelope, timestamp_to_ms},
+    bus::{EventBus, envelope, kind, timestamp_to_ms},
     status::reason,
 };
 use ticketing_proto::{
@@ -157,6 +157,24 @@ async fn admission_order_equals_join_order_across_two_replicas() {
     })
     .await;
     assert!(drained.is_some(), "a drained outbox leaves no key behind");
+    // Nothing is left to publish and nobody joins any more, so the stream's count is final:
+    // the first USERS read above were all there is.
+    assert_eq!(stream_count(&env, kind::ADMITTED).await, USERS as u64, "no Admitted beyond one per user");
+}
+
+/// How many messages of `kind` the test's stream holds.
+async fn stream_count(env: &TestEnv, kind: &str) -> u64 {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    let stream = bus.stream().await.unwrap();
+    let config = pull::Config {
+        filter_subject: bus.subject(kind),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::None,
+        ..Default::default()
+    };
+    let mut counter = stream.create_consumer(config).await.unwrap();
+    counter.info().await.unwrap().num_pending
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,11 +699,13 @@ async fn joins_racing_the_opening_land_on_exactly_one_side_and_the_whole_sale_au
     const USERS: usize = 300;
     let env = TestEnv::new().await.unwrap();
     let inventory = FakeInventory::default();
-    let event_id = inventory.add_event(1_500, USERS as u32, 20, 600);
     let url = inventory.start().await;
     let replicas = [spawn_app(&env, &url).await, spawn_app(&env, &url).await];
+    // The opening is set once both replicas are up (the fake inventory answers events added
+    // after it started), so their start-up, however slow, never eats into the time before it.
+    let event_id = inventory.add_event(1_500, USERS as u32, 20, 600);
 
-    // Joins spread over 3 s, so the opening (at 1.5 s) falls in the middle of them.
+    // Joins spread over 3 s from now, so the opening (at 1.5 s) falls in the middle of them.
     let joins = (0..USERS).map(|i| {
         let mut client = replicas[i % 2].clone();
         let event_id = event_id.clone();
@@ -721,8 +741,10 @@ async fn watch_queue_moves_a_pre_queue_user_to_the_shuffled_place_at_opening() {
     const EARLY: usize = 10;
     let env = TestEnv::new().await.unwrap();
     let inventory = FakeInventory::default();
-    let event_id = inventory.add_event(1_500, 1, 50, 600);
     let mut client = spawn_app(&env, &inventory.start().await).await;
+    // The opening is set once the replica is up, so its start-up never eats into the 1.5 s
+    // the joins and the watch below have before it.
+    let event_id = inventory.add_event(1_500, 1, 50, 600);
     let users: Vec<String> = (0..EARLY).map(|i| format!("fan-{i}")).collect();
     for user in &users {
         client.join(join(&event_id, user)).await.unwrap();

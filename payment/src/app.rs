@@ -29,7 +29,7 @@ use crate::{
     recovery::RecoveryPass,
     relay::OutboxRelay,
     seat_returns::SeatReturns,
-    service::PaymentApi,
+    service::PaymentService,
 };
 
 /// Largest `ListSoldSeats` answer sent: room for 200,000 seats (the most an event may have)
@@ -42,7 +42,7 @@ const SEAT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The payment service, bound and ready to serve.
 pub struct App {
     server: GrpcServer,
-    api: PaymentApi,
+    service: PaymentService,
     checkout: Arc<Checkout>,
     relay: OutboxRelay,
     seat_returns: SeatReturns,
@@ -85,7 +85,7 @@ impl App {
         let seat_returns = SeatReturns::new(db.clone(), seat_lock, returns_ready);
         let recovery_after = Duration::from_secs(config.recovery_after_secs);
         let reconciler = Arc::new(Reconciler::new(db.clone(), Arc::clone(&checkout), recovery_after));
-        let api = PaymentApi::new(
+        let service = PaymentService::new(
             db.clone(),
             Arc::clone(&checkout),
             Arc::new(cancellations),
@@ -105,7 +105,7 @@ impl App {
             .context("cannot bind the internal gRPC address")?;
         Ok(Self {
             server,
-            api,
+            service,
             checkout,
             relay,
             seat_returns,
@@ -159,7 +159,7 @@ impl App {
             recovery_loop(self.checkout, self.recovery_after, lease, stopping.clone()),
         );
         server.spawn("payment-reconcile", reconcile_loop(self.reconciler, self.reconcile_every, stopping));
-        let served = server.serve(PaymentServiceServer::new(self.api), shutdown).await;
+        let served = server.serve(PaymentServiceServer::new(self.service), shutdown).await;
         if background.running() == 0 {
             // Drained: whatever this process leaves unsettled is adopted at once, not after a lease.
             self.instance.retire().await;

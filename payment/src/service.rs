@@ -8,7 +8,7 @@ use service_runtime::{
     auth,
     status::{invalid, uuid},
 };
-use ticketing_proto::v1::{self, payment_service_server::PaymentService};
+use ticketing_proto::v1::{self, payment_service_server::PaymentService as PaymentApi};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
@@ -23,7 +23,7 @@ use crate::{
 
 /// The gRPC face of the payment service.
 #[derive(Clone)]
-pub struct PaymentApi {
+pub struct PaymentService {
     db: DatabaseConnection,
     checkout: Arc<Checkout>,
     cancellations: Arc<Cancellations>,
@@ -34,7 +34,7 @@ pub struct PaymentApi {
     task_limit: usize,
 }
 
-impl PaymentApi {
+impl PaymentService {
     /// Serves reads from `db`, payments through `checkout`, cancellations through
     /// `cancellations` and operators' reconciliations through `reconciler`; at most
     /// `task_limit` payment tasks run at once.
@@ -148,7 +148,7 @@ fn pay_command(request: v1::PayRequest, user_id: String) -> Result<PayCommand, S
 }
 
 #[tonic::async_trait]
-impl PaymentService for PaymentApi {
+impl PaymentApi for PaymentService {
     async fn pay(&self, request: Request<v1::PayRequest>) -> Result<Response<v1::PayResponse>, Status> {
         let user_id = auth::acting_user(&request, &request.get_ref().user_id)?;
         let command = pay_command(request.into_inner(), user_id).map_err(Error::InvalidInput)?;

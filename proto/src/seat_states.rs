@@ -242,15 +242,29 @@ mod tests {
     #[test]
     fn clustered_maps_round_trip_and_shrink() {
         let mut rng = StdRng::seed_from_u64(7);
+        let (mut packed_total, mut encoded_total) = (0, 0);
         for _ in 0..200 {
             let len = rng.random_range(1..5_000);
             let mut states = Vec::with_capacity(len);
+            let mut generated_runs = 0;
             while states.len() < len {
                 let run = rng.random_range(1..300).min(len - states.len());
                 states.extend(std::iter::repeat_n(STATES[rng.random_range(0..3)], run));
+                generated_runs += 1;
             }
-            round_trip(&states);
+            let encoded = round_trip(&states);
+            // A run shorter than 300 seats is one varint of at most two bytes (neighbouring
+            // runs of one state merge), so a map of long runs is far below its packed size.
+            let packed_len = len.div_ceil(4);
+            if 2 * generated_runs < packed_len {
+                assert_eq!(encoded.encoding, SeatStatesEncoding::Runs, "{len} seats, {generated_runs} runs");
+                assert!(encoded.bytes.len() <= 2 * generated_runs, "{} bytes", encoded.bytes.len());
+            }
+            packed_total += packed_len;
+            encoded_total += encoded.bytes.len();
         }
+        // Runs of 150 seats on average: about 38 packed bytes each against at most 2.
+        assert!(encoded_total * 10 < packed_total, "{encoded_total} bytes encoded, {packed_total} packed");
     }
 
     #[test]

@@ -439,7 +439,16 @@ async fn admissions_during_a_nats_outage_are_announced_once_even_after_admission
         eventually(Duration::from_secs(60), || async { announced().await.ok().filter(|u| u.len() >= 8) })
             .await;
     assert_eq!(everyone, Some(expected.clone()), "each admitted user announced exactly once");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Admission deletes an outbox entry only after JetStream stored its events, and the key
+    // goes with its last entry. Once it is gone nothing is left to announce (nobody else is
+    // admitted), so what the stream holds then is final.
+    let redis = redis(&env).await?;
+    let outbox = format!("{}adm:{{{event_id}}}:outbox", env.redis_prefix);
+    let drained = eventually(EVENTUALLY, || async {
+        (fred::prelude::KeysInterface::exists::<u64, _>(&redis, &outbox).await.ok()? == 0).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "the outbox drains once NATS is back");
     assert_eq!(announced().await?, expected, "and nothing is announced twice later");
     reconciliation_finds_nothing(&stack).await?;
     Ok(())
@@ -524,9 +533,20 @@ async fn notifier_killed_mid_stream_loses_and_duplicates_no_notification() -> an
     )
     .await?;
     assert_eq!(distinct, EVENTS as i64, "each published event once");
-    // Nothing arrives twice later on either.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(stored().await?, EVENTS as i64);
+    // Nothing arrives twice later on either. The notifier acks a message only after its
+    // notification committed, and JetStream redelivers only what is unacked: once its consumer
+    // has nothing pending and nothing awaiting an ack, no message can come again, so the
+    // count then is final.
+    let stream = async_nats::jetstream::new(async_nats::connect(&stack.config().nats_url).await?)
+        .get_stream(format!("{}_events", stack.config().nats_prefix))
+        .await?;
+    let settled = eventually(EVENTUALLY, || async {
+        let info = stream.consumer_info("notifier").await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "the notifier acks every message it was given");
+    assert_eq!(stored().await?, EVENTS as i64, "no notification stored twice");
     reconciliation_finds_nothing(&stack).await?;
     Ok(())
 }

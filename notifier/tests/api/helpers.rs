@@ -134,6 +134,27 @@ pub async fn wait_for_inbox(app: &TestApp, user_id: &str, count: usize) -> anyho
     .ok_or_else(|| anyhow::anyhow!("inbox of {user_id} never reached {count} notifications"))
 }
 
+/// Waits until the user's inbox holds the notification of message `message_id`, and returns
+/// the inbox.
+pub async fn wait_for_inbox_until(
+    app: &TestApp,
+    user_id: &str,
+    message_id: &str,
+) -> anyhow::Result<Vec<Notification>> {
+    let client = app.client(user_id);
+    tools::testenv::eventually(WAIT * 3, || {
+        let mut client = client.clone();
+        async move {
+            list_all(&mut client, user_id)
+                .await
+                .ok()
+                .filter(|all| all.iter().any(|n| n.message_id == message_id))
+        }
+    })
+    .await
+    .ok_or_else(|| anyhow::anyhow!("{message_id} never reached the inbox of {user_id}"))
+}
+
 /// The first column of the first row of `sql`, as a count.
 pub async fn count(env: &TestEnv, sql: &str) -> anyhow::Result<i64> {
     let db = env.database().await?;

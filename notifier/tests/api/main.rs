@@ -8,7 +8,9 @@ mod webhooks;
 use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt;
-use helpers::{WAIT, booking_confirmed, bus, count, list_all, spawn_app, wait_for_inbox};
+use helpers::{
+    WAIT, booking_confirmed, bus, count, list_all, spawn_app, wait_for_inbox, wait_for_inbox_until,
+};
 use prost::Message;
 use service_runtime::bus::envelope;
 use ticketing_proto::{
@@ -69,16 +71,19 @@ async fn events_are_stored_once_and_listed_in_order() -> anyhow::Result<()> {
         }),
     );
     bus.publish(&admitted).await?;
-    // The consumer is sequential: once the last one is stored, every earlier one was handled.
-    let inbox = wait_for_inbox(&app, user, 3).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let inbox_again = list_all(&mut app.client(user), user).await?;
-    assert_eq!(inbox, inbox_again, "nothing arrives after the last event");
+    // A marker after them all. The consumer is sequential: once the marker is stored, every
+    // earlier event was handled, so the inbox holds whatever they would ever add.
+    let marker = booking_confirmed(user);
+    bus.publish(&marker).await?;
+    let with_marker = wait_for_inbox_until(&app, user, &marker.message_id).await?;
+    let (last, inbox) = with_marker.split_last().expect("the marker is in the inbox");
+    assert_eq!(last.message_id, marker.message_id, "the marker is the last notification");
 
     let kinds: Vec<_> = inbox.iter().map(|n| n.kind()).collect();
     assert_eq!(
         kinds,
-        [NotificationKind::BookingConfirmed, NotificationKind::HoldExpired, NotificationKind::Admitted]
+        [NotificationKind::BookingConfirmed, NotificationKind::HoldExpired, NotificationKind::Admitted],
+        "one notification each for the events before the marker, no more"
     );
     let ids: Vec<_> = inbox.iter().map(|n| n.message_id.as_str()).collect();
     assert_eq!(
@@ -95,7 +100,7 @@ async fn events_are_stored_once_and_listed_in_order() -> anyhow::Result<()> {
         .await?,
         1
     );
-    assert_eq!(count(&env, "SELECT count(*) FROM notifier.inbox").await?, 3);
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.inbox").await?, 4, "three and the marker");
 
     // Paging: a full page points at the next one; the last page says 0.
     let mut client = app.client(user);
@@ -113,7 +118,7 @@ async fn events_are_stored_once_and_listed_in_order() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    assert_eq!(page.notifications, inbox[2..]);
+    assert_eq!(page.notifications, with_marker[2..]);
     assert_eq!(page.next_after_id, 0);
     // Another user's inbox is separate.
     assert!(list_all(&mut app.client("bob"), "bob").await?.is_empty());

@@ -187,12 +187,12 @@ async fn the_hold_scripts_run_unchanged_on_a_redis_cluster() -> anyhow::Result<(
     run_hold_scenario(&app, &cluster).await
 }
 
-/// Scripts are loaded on ONE node at start (`script_load`); an event whose slot lives on
-/// another master must still work on its first hold: the NOSCRIPT fallback sends the whole
-/// script with EVAL, which Redis routes to the owning master. (Reloading on a random node
-/// instead made these holds fail with INTERNAL.)
+/// Seat-lock loads its scripts on ONE node at start (`script_load`), not on every master; an
+/// event whose slot lives on another master must still work from its first hold: the
+/// NOSCRIPT fallback sends the whole script with EVAL, which Redis routes to the owning
+/// master. (Reloading on a random node instead made these holds fail with INTERNAL.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seat_lock_loads_its_scripts_on_every_cluster_master() -> anyhow::Result<()> {
+async fn holds_work_on_a_master_the_scripts_were_not_loaded_on() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let cluster = RedisCluster::start(&env.id).await?;
     let event_id = event_on_another_master(&cluster, &env.redis_prefix)?;

@@ -10,10 +10,11 @@
 //! path: a failed listener (`serve` then returns its error), an error while starting, or a
 //! server dropped without serving (its `stopping` is cancelled on drop).
 //!
-//! Accept errors: one that concerns a single connection (reset, aborted) is skipped; running
-//! out of descriptors or memory pauses accepting ([`RetryPause`]) and retries; any other error
-//! means the listener is broken, and the server stops and `serve` returns the error, so the
-//! process exits and its orchestrator restarts it instead of a replica that accepts nothing.
+//! Accept errors (module `accept`): one that concerns a single connection (reset, aborted)
+//! is skipped; running out of descriptors or memory pauses accepting
+//! ([`RetryPause`](crate::lifecycle::RetryPause)) and retries; any other error means the
+//! listener is broken, and the server stops and `serve` returns the error, so the process
+//! exits and its orchestrator restarts it instead of a replica that accepts nothing.
 //!
 //! With `HEALTH_ADDR` set, a plain HTTP/1 port serves `/livez` and `/readyz` from the same
 //! health reporter (see [`crate::health`]): the load balancer's checks and Kubernetes' probes.
@@ -24,32 +25,33 @@
 //! nothing else but health. The public listener never serves them, so a request for one
 //! through the load balancer can only be refused (`UNIMPLEMENTED` from a service, and the load
 //! balancer refuses the path before that).
+//!
+//! Its parts: this module (binding, serving, the drain), `accept` (which accept errors stop
+//! a listener), `stack` (the tower stack and its RPC telemetry) and `signal` (SIGTERM and
+//! SIGINT).
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Instant,
-};
+mod accept;
+mod signal;
+mod stack;
 
-use futures::Stream;
-use tokio::net::{TcpListener, TcpStream};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::{Layer, Service, ServiceBuilder};
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tower::Service;
 
+use self::{
+    accept::{AcceptFailure, accepted},
+    stack::stack,
+};
+pub use self::{
+    signal::shutdown_signal,
+    stack::{RpcTelemetry, RpcTelemetryLayer},
+};
 use crate::{
-    auth::{AuthLayer, Authenticator},
-    config::ServerArgs,
-    health::HealthPort,
-    lifecycle::{Background, RetryPause},
-    mtls::MeshTls,
-    size_limit::RequestSizeLimitLayer,
+    auth::Authenticator, config::ServerArgs, health::HealthPort, lifecycle::Background, mtls::MeshTls,
 };
 
 /// A bound, not yet serving, gRPC server.
@@ -344,29 +346,10 @@ impl GrpcServer {
 enum Stop {
     /// The shutdown future resolved.
     Asked,
-    /// A listener's accept loop failed ([`accepted`]).
+    /// A listener's accept loop failed ([`accept::accepted`]).
     ListenerFailed,
     /// A server task ended (or panicked) by itself.
     ServerEnded(anyhow::Result<()>),
-}
-
-/// The first fatal accept error of a server's listeners.
-#[derive(Default)]
-struct AcceptFailure {
-    reason: std::sync::OnceLock<String>,
-    /// Cancelled once `reason` is set.
-    failed: CancellationToken,
-}
-
-impl AcceptFailure {
-    fn record(&self, reason: String) {
-        let _ = self.reason.set(reason);
-        self.failed.cancel();
-    }
-
-    fn reason(&self) -> &str {
-        self.reason.get().map_or("a listener failed", String::as_str)
-    }
 }
 
 /// Aborts a server task when dropped, so a server abandoned after the grace stops serving.
@@ -381,202 +364,4 @@ impl Drop for AbortOnDrop {
 /// A server task's outcome: its own error, or its panic.
 async fn joined(mut task: AbortOnDrop) -> anyhow::Result<()> {
     Ok((&mut task.0).await??)
-}
-
-/// Pauses after running out of descriptors or memory: 10 ms doubling to 1 s.
-const ACCEPT_PAUSE: RetryPause =
-    RetryPause::new(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
-
-/// The connections `listener` accepts. Per-connection errors are skipped, a shortage of
-/// descriptors or memory pauses ([`ACCEPT_PAUSE`]), and any other error ends the stream
-/// after recording it in `failure`: the listener is broken, and retrying would spin (tonic
-/// itself skips every accept error and polls again).
-fn accepted(
-    listener: TcpListener,
-    addr: SocketAddr,
-    failure: Arc<AcceptFailure>,
-) -> impl Stream<Item = std::io::Result<TcpStream>> + Send + 'static {
-    futures::stream::unfold((listener, ACCEPT_PAUSE), move |(listener, mut pause)| {
-        let failure = Arc::clone(&failure);
-        async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        pause.reset();
-                        // Small replies go out at once rather than waiting for Nagle.
-                        let _ = stream.set_nodelay(true);
-                        return Some((Ok(stream), (listener, pause)));
-                    }
-                    Err(error) => match AcceptError::classify(&error) {
-                        AcceptError::Connection => continue,
-                        AcceptError::Shortage => {
-                            let pause = pause.next_pause();
-                            tracing::warn!(%addr, %error, pause_ms = pause.as_millis() as u64, "cannot accept connections; pausing");
-                            tokio::time::sleep(pause).await;
-                        }
-                        AcceptError::Fatal => {
-                            tracing::error!(%addr, %error, "the listener failed; the server stops");
-                            failure.record(format!("accepting connections on {addr} failed: {error}"));
-                            return None;
-                        }
-                    },
-                }
-            }
-        }
-    })
-}
-
-/// What an accept error means for the listener.
-enum AcceptError {
-    /// One connection failed before it was accepted; the listener is fine.
-    Connection,
-    /// The process or system is short of descriptors or memory; it may pass.
-    Shortage,
-    /// The listener itself is broken.
-    Fatal,
-}
-
-impl AcceptError {
-    fn classify(error: &std::io::Error) -> Self {
-        use std::io::ErrorKind;
-        /// Linux errno values of the shortages: ENOMEM, ENFILE, EMFILE, ENOBUFS.
-        const SHORTAGES: [i32; 4] = [12, 23, 24, 105];
-        match error.kind() {
-            ErrorKind::ConnectionAborted
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionRefused
-            | ErrorKind::BrokenPipe
-            | ErrorKind::Interrupted
-            | ErrorKind::WouldBlock
-            | ErrorKind::TimedOut => Self::Connection,
-            ErrorKind::OutOfMemory => Self::Shortage,
-            _ if error.raw_os_error().is_some_and(|code| SHORTAGES.contains(&code)) => Self::Shortage,
-            _ => Self::Fatal,
-        }
-    }
-}
-
-/// The tower stack around every RPC, outermost first.
-type Stack = ServiceBuilder<
-    tower::layer::util::Stack<
-        RequestSizeLimitLayer,
-        tower::layer::util::Stack<
-            AuthLayer,
-            tower::layer::util::Stack<
-                tower::limit::GlobalConcurrencyLimitLayer,
-                tower::layer::util::Stack<
-                    tower::load_shed::LoadShedLayer,
-                    tower::layer::util::Stack<RpcTelemetryLayer, tower::layer::util::Identity>,
-                >,
-            >,
-        >,
-    >,
->;
-
-fn stack(max_in_flight: usize, auth: Arc<Authenticator>) -> Stack {
-    ServiceBuilder::new()
-        // Outermost, so every request is traced and counted, including those shed below.
-        .layer(RpcTelemetryLayer)
-        // Fails fast with RESOURCE_EXHAUSTED when the limit below has no permit, rather than
-        // queueing without bound behind it.
-        .load_shed()
-        // One limit for the whole process, not per connection: behind the load balancer a
-        // few HTTP/2 connections carry all the traffic.
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
-        // Inside the limit, so a flood of bad tokens is shed like any other load; before the
-        // handler, so a bad token never reaches it (see `auth`).
-        .layer(AuthLayer::new(auth))
-        // After the token check, so a stranger's oversized request is refused unread; before
-        // the handler, so an oversized one gets RESOURCE_EXHAUSTED instead of tonic's
-        // OUT_OF_RANGE (see `size_limit`).
-        .layer(RequestSizeLimitLayer)
-}
-
-/// Wraps services in [`RpcTelemetry`].
-#[derive(Clone, Copy)]
-pub struct RpcTelemetryLayer;
-
-impl<S> Layer<S> for RpcTelemetryLayer {
-    type Service = RpcTelemetry<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcTelemetry { inner }
-    }
-}
-
-/// Traces each RPC as a server span (child of the caller's `traceparent`) and records the
-/// Prometheus series `grpc_server_requests_total{method,code}` and
-/// `grpc_server_request_duration_seconds{method}`.
-#[derive(Clone)]
-pub struct RpcTelemetry<S> {
-    inner: S,
-}
-
-use crate::BoxFuture;
-
-impl<S, ResBody> Service<http::Request<Body>> for RpcTelemetry<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let method = request.uri().path().to_owned();
-        let span = tracing::info_span!("rpc", rpc.method = %method, otel.kind = "server", rpc.grpc.status_code = tracing::field::Empty);
-        let _ = span.set_parent(crate::telemetry::extract_http(request.headers()));
-        let started = Instant::now();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.instrument(span.clone()).await;
-            let code = match &result {
-                // Errors are trailers-only responses with the status in the headers; a
-                // success (or a stream) reports its status in trailers, after this point.
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or(tonic::Code::Ok, tonic::Code::from),
-                // The only error this stack raises itself is load shedding.
-                Err(_) => tonic::Code::ResourceExhausted,
-            };
-            span.record("rpc.grpc.status_code", code as i32);
-            metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
-            metrics::histogram!("grpc_server_request_duration_seconds", "method" => method)
-                .record(started.elapsed().as_secs_f64());
-            result
-        })
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }
