@@ -48,12 +48,12 @@ impl App {
     /// Connects to backing services and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = Arc::new(
-            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?,
+            Store::connect(&config.redis.url, &config.redis.prefix, config.server.request_timeout()).await?,
         );
         let bus = EventBus::connect_checked(
-            &config.nats_url,
-            &config.nats_prefix,
-            config.event_stream_min_replicas,
+            &config.nats.url,
+            &config.nats.prefix,
+            config.nats.event_stream_min_replicas,
         )
         .await?;
         let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;

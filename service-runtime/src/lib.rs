@@ -1,5 +1,6 @@
 //! What every service of the mesh starts with, so each `main.rs` stays a few lines long.
 //!
+//! - [`args`]: the Redis, NATS and Postgres flag groups, each with its one validation.
 //! - [`auth`]: bearer-token (JWT) verification, the caller's identity and roles.
 //! - [`config`]: the server flags every service shares, and the exit code for bad configuration.
 //! - [`telemetry`]: structured logs, OTLP traces and the Prometheus `/metrics` listener, plus
@@ -18,6 +19,7 @@
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod auth;
 pub mod bus;
 pub mod config;
