@@ -1,6 +1,7 @@
 //! What every service of the mesh starts with, so each `main.rs` stays a few lines long.
 //!
 //! - [`args`]: the Redis, NATS and Postgres flag groups, each with its one validation.
+//! - [`catalogue`]: the event catalogue client: inventory's `GetEvent`, single-flight and cached.
 //! - [`auth`]: bearer-token (JWT) verification, the caller's identity and roles.
 //! - [`config`]: the server flags every service shares, and the exit code for bad configuration.
 //! - [`telemetry`]: structured logs, OTLP traces and the Prometheus `/metrics` listener, plus
@@ -11,6 +12,7 @@
 //! - [`health`]: the plain HTTP/1 health port (`/livez`, `/readyz`) for load balancer checks
 //!   and Kubernetes probes.
 //! - [`db`]: a Postgres connection confined to the service's own schema.
+//! - [`lua`]: Redis Lua scripts, loaded once and called by SHA with the NOSCRIPT fallback.
 //! - [`lifecycle`]: the shutdown signal, the tracked background tasks and the retry pause.
 //! - [`mtls`]: mutual TLS between services: internal listener and client settings, and the
 //!   calling service's identity from its certificate.
@@ -22,10 +24,12 @@
 pub mod args;
 pub mod auth;
 pub mod bus;
+pub mod catalogue;
 pub mod config;
 pub mod db;
 pub mod health;
 pub mod lifecycle;
+pub mod lua;
 pub mod mtls;
 pub mod redis;
 pub mod server;
