@@ -8,10 +8,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use fred::prelude::*;
-
+use service_runtime::lua::LuaScript;
 use ticketing_proto::pass::PassError;
 
-use crate::{catalog::Layout, error::Error};
+use crate::{catalogue::Layout, error::Error};
 
 /// Connections to Redis. Scripts are short; a few connections keep the pipeline full.
 const REDIS_POOL_SIZE: usize = 8;
@@ -25,39 +25,9 @@ pub const OUTBOX_BATCH: i64 = 200;
 /// How long one replica may hold an event's rebuild lock; longer than a payment call.
 const REBUILD_LOCK_TTL: Duration = Duration::from_secs(15);
 
-/// A script called by SHA. Where Redis does not know it (a restart, or another Redis Cluster
-/// master than the one it was first loaded on) it is sent whole with EVAL, which runs on the
-/// node owning the keys and leaves the script cached there.
-struct LuaScript {
-    source: String,
-    sha: String,
-}
-
-impl LuaScript {
-    async fn load(pool: &Pool, source: String) -> Result<Self, Error> {
-        let sha: String = pool.next().script_load(source.clone()).await?;
-        Ok(Self { source, sha })
-    }
-
-    async fn call<R: FromValue>(
-        &self,
-        pool: &Pool,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<R, Error> {
-        let client = pool.next();
-        match client.evalsha(self.sha.clone(), keys.clone(), args.clone()).await {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                Ok(client.eval(self.source.clone(), keys, args).await?)
-            }
-            result => Ok(result?),
-        }
-    }
-}
-
 /// A script built from the shared helpers and its own body.
 fn with_helpers(body: &str) -> String {
-    format!("{}\n{}", include_str!("store/common.lua"), body)
+    LuaScript::with_prelude(include_str!("store/common.lua"), body)
 }
 
 /// The state of a hold as stored.
@@ -223,7 +193,7 @@ impl Store {
             sweep: LuaScript::load(&pool, with_helpers(include_str!("store/sweep.lua"))).await?,
             init: LuaScript::load(&pool, with_helpers(include_str!("store/init.lua"))).await?,
             end_pass: LuaScript::load(&pool, with_helpers(include_str!("store/end_pass.lua"))).await?,
-            ack: LuaScript::load(&pool, include_str!("store/ack.lua").to_owned()).await?,
+            ack: LuaScript::load(&pool, include_str!("store/ack.lua")).await?,
         };
         Ok(Self { pool, prefix: prefix.to_owned(), scripts: Arc::new(scripts) })
     }
@@ -268,7 +238,7 @@ impl Store {
         let reply: Vec<String> = match pick {
             Pick::Seats(seat_ids) => {
                 args.extend(seat_ids.iter().cloned());
-                self.scripts.hold_seats.call(&self.pool, vec![self.base(event_id)], args).await?
+                self.run(&self.scripts.hold_seats, self.base(event_id), args).await?
             }
             Pick::Best { quantity, seated, allow_split, seats_per_row, row_labels } => {
                 args.push(quantity.to_string());
@@ -276,7 +246,7 @@ impl Store {
                 args.push(if *allow_split { "1" } else { "0" }.to_owned());
                 args.push(seats_per_row.to_string());
                 args.extend(row_labels.iter().cloned());
-                self.scripts.hold_best.call(&self.pool, vec![self.base(event_id)], args).await?
+                self.run(&self.scripts.hold_best, self.base(event_id), args).await?
             }
         };
         let zone_id = new.zone_id.to_owned();
@@ -318,9 +288,11 @@ impl Store {
     /// nothing was recorded (expired already, or a record already covers it).
     pub async fn end_pass(&self, event_id: &str, pass_id: &str, expires_at_ms: i64) -> Result<bool, Error> {
         let recorded: i64 = self
-            .scripts
-            .end_pass
-            .call(&self.pool, vec![self.base(event_id)], vec![pass_id.to_owned(), expires_at_ms.to_string()])
+            .run(
+                &self.scripts.end_pass,
+                self.base(event_id),
+                vec![pass_id.to_owned(), expires_at_ms.to_string()],
+            )
             .await?;
         Ok(recorded == 1)
     }
@@ -371,8 +343,7 @@ impl Store {
             seats.quantity.to_string(),
         ];
         args.extend(seats.seat_ids.iter().cloned());
-        let reply: Vec<String> =
-            self.scripts.return_seats.call(&self.pool, vec![self.base(event_id)], args).await?;
+        let reply: Vec<String> = self.run(&self.scripts.return_seats, self.base(event_id), args).await?;
         match reply.first().map(String::as_str) {
             Some("NOT_READY") => Err(Outcome::NotReady(NotReady)),
             Some("RETURNED") => Ok(ReturnOutcome::Returned),
@@ -393,7 +364,17 @@ impl Store {
     ) -> Result<Vec<String>, Error> {
         let mut args = vec![hold_id.to_owned(), user_id.to_owned()];
         args.extend(extra);
-        script.call(&self.pool, vec![self.base(event_id)], args).await
+        self.run(script, self.base(event_id), args).await
+    }
+
+    /// Runs `script` on the event (or outbox) key `key`.
+    async fn run<R: FromValue>(
+        &self,
+        script: &LuaScript,
+        key: String,
+        args: Vec<String>,
+    ) -> Result<R, Error> {
+        Ok(script.call(&self.pool, vec![key], args).await?)
     }
 
     fn parse_per_hold(&self, hold_id: &str, reply: Vec<String>) -> Result<StoredHold, Outcome> {
@@ -417,7 +398,7 @@ impl Store {
 
     /// Ends up to [`SWEEP_BATCH`] expired holds of the event; returns how many.
     pub async fn sweep(&self, event_id: &str) -> Result<i64, Error> {
-        self.scripts.sweep.call(&self.pool, vec![self.base(event_id)], vec![SWEEP_BATCH.to_string()]).await
+        self.run(&self.scripts.sweep, self.base(event_id), vec![SWEEP_BATCH.to_string()]).await
     }
 
     /// The first facts of the event's outbox, oldest first.
@@ -427,11 +408,7 @@ impl Store {
 
     /// Removes published facts from the event's outbox.
     pub async fn ack(&self, event_id: &str, entries: Vec<String>) -> Result<(), Error> {
-        let _: i64 = self
-            .scripts
-            .ack
-            .call(&self.pool, vec![format!("{}outbox", self.base(event_id))], entries)
-            .await?;
+        let _: i64 = self.run(&self.scripts.ack, format!("{}outbox", self.base(event_id)), entries).await?;
         Ok(())
     }
 
@@ -508,8 +485,7 @@ impl Store {
                 price.to_string(),
             ]);
         }
-        let initialised: i64 =
-            self.scripts.init.call(&self.pool, vec![self.base(&layout.event_id)], args).await?;
+        let initialised: i64 = self.run(&self.scripts.init, self.base(&layout.event_id), args).await?;
         Ok(initialised == 1)
     }
 }

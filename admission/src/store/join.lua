@@ -1,4 +1,5 @@
--- join.lua: puts a user in an event's waiting room, once.
+-- join.lua: puts a user in an event's waiting room, once. Prepended: common.lua
+-- (`collect_pass`, the check-in rule).
 --
 -- KEYS[1] rate-limit counter of the user   (<p>adm:{<event>}:rl:<user>)
 -- KEYS[2] seq          STRING  last ticket handed out
@@ -51,15 +52,8 @@ if count > tonumber(ARGV[2]) then
   return {-1, ttl}
 end
 
-local expires = redis.call('ZSCORE', KEYS[5], user)
-if expires and tonumber(expires) > now then
-  local stored = redis.call('HGET', KEYS[6], user)
-  local pass_id, exp, ticket, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
-  if full and tonumber(full) > tonumber(exp) then
-    stored = pass_id .. ':' .. full .. ':' .. ticket .. ':' .. full
-    redis.call('HSET', KEYS[6], user, stored)
-    redis.call('ZADD', KEYS[5], 'XX', full, user)
-  end
+local stored = collect_pass(KEYS[5], KEYS[6], user, now)
+if stored then
   return {2, stored, now, redis.call('ZCARD', KEYS[3])}
 end
 

@@ -32,16 +32,14 @@
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
 //! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
 
-use std::sync::OnceLock;
-
 use std::time::Duration;
 
 use fred::{
-    bytes_utils::Str,
     clients::Pool,
-    interfaces::{ClientLike, KeysInterface, LuaInterface, SetsInterface},
+    interfaces::{ClientLike, KeysInterface, SetsInterface},
     types::{Expiration, Key, SetOptions, Value},
 };
+use service_runtime::lua::LuaScript;
 
 use crate::{
     error::Error,
@@ -70,38 +68,9 @@ const NOT_READY: i64 = -2;
 /// single-threaded) while a large free capacity is filled over a few ticks.
 pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
 
-/// A Lua script loaded into Redis, run by SHA and sent whole if Redis forgot it.
-struct Script {
-    lua: &'static str,
-    /// Set by the first load. A script's SHA1 depends only on its text, so it never changes,
-    /// and reading it takes no lock (every Join reads it).
-    sha: OnceLock<Str>,
-}
-
-impl Script {
-    const fn new(lua: &'static str) -> Self {
-        Self { lua, sha: OnceLock::new() }
-    }
-
-    async fn load(&self, pool: &Pool) -> Result<(), fred::error::Error> {
-        let sha: String = pool.script_load(self.lua).await?;
-        let _ = self.sha.set(Str::from(sha));
-        Ok(())
-    }
-
-    /// Keys and arguments are `Bytes`-backed, so keeping them for the rare NOSCRIPT retry
-    /// costs reference counts, not copies.
-    async fn run(&self, pool: &Pool, keys: Vec<Key>, args: Vec<Value>) -> Result<Value, fred::error::Error> {
-        if let Some(sha) = self.sha.get() {
-            match pool.evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone()).await {
-                Err(error) if error.details().starts_with("NOSCRIPT") => {}
-                result => return result,
-            }
-        }
-        // Sent whole, EVAL runs on the node owning the keys (on a Redis Cluster, maybe not the
-        // one the script was first loaded on) and caches the script there.
-        pool.eval(self.lua, keys, args).await
-    }
+/// A script that uses the helpers of `common.lua` (the pass check-in rule), with them.
+fn with_common(body: &str) -> String {
+    LuaScript::with_prelude(include_str!("common.lua"), body)
 }
 
 /// An issued pass as stored: any replica re-signs the same token from it.
@@ -278,18 +247,18 @@ pub struct Store {
     prefix: String,
     /// Stored in the lease so an operator sees which replica admits.
     replica_id: String,
-    join: Script,
-    status: Script,
-    leave: Script,
-    release: Script,
-    tick: Script,
-    seal: Script,
-    shuffle: Script,
-    outbox_take: Script,
-    outbox_done: Script,
-    prequeue_page: Script,
-    rebuild: Script,
-    finished: Script,
+    join: LuaScript,
+    status: LuaScript,
+    leave: LuaScript,
+    release: LuaScript,
+    tick: LuaScript,
+    seal: LuaScript,
+    shuffle: LuaScript,
+    outbox_take: LuaScript,
+    outbox_done: LuaScript,
+    prequeue_page: LuaScript,
+    rebuild: LuaScript,
+    finished: LuaScript,
 }
 
 /// A script argument from a count or duration; every one the service passes is far below
@@ -381,41 +350,23 @@ impl Store {
     pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> anyhow::Result<Self> {
         let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
-        let store = Self {
-            pool,
+        Ok(Self {
             prefix: prefix.to_owned(),
             replica_id: uuid::Uuid::new_v4().to_string(),
-            join: Script::new(include_str!("join.lua")),
-            status: Script::new(include_str!("status.lua")),
-            leave: Script::new(include_str!("leave.lua")),
-            release: Script::new(include_str!("release.lua")),
-            tick: Script::new(include_str!("tick.lua")),
-            seal: Script::new(include_str!("seal.lua")),
-            shuffle: Script::new(include_str!("shuffle.lua")),
-            outbox_take: Script::new(include_str!("outbox_take.lua")),
-            outbox_done: Script::new(include_str!("outbox_done.lua")),
-            prequeue_page: Script::new(include_str!("prequeue_page.lua")),
-            rebuild: Script::new(include_str!("rebuild.lua")),
-            finished: Script::new(include_str!("finished.lua")),
-        };
-        let scripts = [
-            &store.join,
-            &store.status,
-            &store.leave,
-            &store.release,
-            &store.tick,
-            &store.seal,
-            &store.shuffle,
-            &store.outbox_take,
-            &store.outbox_done,
-            &store.prequeue_page,
-            &store.rebuild,
-            &store.finished,
-        ];
-        for script in scripts {
-            script.load(&store.pool).await?;
-        }
-        Ok(store)
+            join: LuaScript::load(&pool, with_common(include_str!("join.lua"))).await?,
+            status: LuaScript::load(&pool, with_common(include_str!("status.lua"))).await?,
+            leave: LuaScript::load(&pool, include_str!("leave.lua")).await?,
+            release: LuaScript::load(&pool, include_str!("release.lua")).await?,
+            tick: LuaScript::load(&pool, include_str!("tick.lua")).await?,
+            seal: LuaScript::load(&pool, include_str!("seal.lua")).await?,
+            shuffle: LuaScript::load(&pool, include_str!("shuffle.lua")).await?,
+            outbox_take: LuaScript::load(&pool, include_str!("outbox_take.lua")).await?,
+            outbox_done: LuaScript::load(&pool, include_str!("outbox_done.lua")).await?,
+            prequeue_page: LuaScript::load(&pool, include_str!("prequeue_page.lua")).await?,
+            rebuild: LuaScript::load(&pool, include_str!("rebuild.lua")).await?,
+            finished: LuaScript::load(&pool, include_str!("finished.lua")).await?,
+            pool,
+        })
     }
 
     fn key(&self, event_id: &str, name: &str) -> Key {
@@ -426,8 +377,9 @@ impl Store {
         format!("{}adm:events", self.prefix)
     }
 
-    async fn run(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<Value>, Error> {
-        match script.run(&self.pool, keys, args).await? {
+    /// Runs a script whose reply is an array.
+    async fn run(&self, script: &LuaScript, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<Value>, Error> {
+        match script.call(&self.pool, keys, args).await? {
             Value::Array(values) => Ok(values),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }
@@ -510,7 +462,7 @@ impl Store {
         keys.push(self.key(event_id, "outbox"));
         keys.push(self.key(event_id, "ready"));
         let args = vec![Value::from(user_id), Value::Integer(sale_opens_at_ms)];
-        let reply = self.leave.run(&self.pool, keys, args).await?;
+        let reply = self.leave.call::<Value, _, _>(&self.pool, keys, args).await?;
         match int(Some(&reply))? {
             NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
             0 => Ok(Left::Nothing),
@@ -530,7 +482,7 @@ impl Store {
             self.key(event_id, "outbox"),
             self.key(event_id, "ready"),
         ];
-        let reply = self.release.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
+        let reply = self.release.call::<Value, _, _>(&self.pool, keys, vec![Value::from(user_id)]).await?;
         match int(Some(&reply))? {
             NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
             released => Ok(released == 1),
@@ -618,8 +570,11 @@ impl Store {
 
     /// Drops outbox entries whose events are published; returns how many entries are left.
     pub async fn outbox_done(&self, event_id: &str, ids: &[String]) -> Result<u64, Error> {
-        let args = ids.iter().map(|id| Value::from(id.as_str())).collect();
-        let reply = self.outbox_done.run(&self.pool, vec![self.key(event_id, "outbox")], args).await?;
+        let args: Vec<Value> = ids.iter().map(|id| Value::from(id.as_str())).collect();
+        let reply = self
+            .outbox_done
+            .call::<Value, _, _>(&self.pool, vec![self.key(event_id, "outbox")], args)
+            .await?;
         uint(Some(&reply))
     }
 
@@ -667,7 +622,7 @@ impl Store {
                 args.push(Value::from(user.as_str()));
                 args.push(number(key.score(user)));
             }
-            let applied = self.shuffle.run(&self.pool, keys.clone(), args).await?;
+            let applied = self.shuffle.call::<Value, _, _>(&self.pool, keys.clone(), args).await?;
             if int(Some(&applied))? == 0 {
                 return Ok(Opening::AlreadyOpen);
             }
@@ -756,7 +711,7 @@ impl Store {
                 args.push(Value::Integer(restored.pass.expires_at_ms));
                 args.push(number(restored.pass.ticket));
             }
-            let reply = self.rebuild.run(&self.pool, keys.clone(), args).await?;
+            let reply = self.rebuild.call::<Value, _, _>(&self.pool, keys.clone(), args).await?;
             match int(Some(&reply))? {
                 -1 => return Ok(Rebuilt::LockLost),
                 0 => return Ok(Rebuilt::AlreadyReady),
@@ -775,7 +730,7 @@ impl Store {
         let keys =
             vec![self.key(event_id, "queue"), self.key(event_id, "passes"), self.key(event_id, "outbox")];
         let finished = |keys: Vec<Key>| async move {
-            let reply = self.finished.run(&self.pool, keys, vec![]).await?;
+            let reply = self.finished.call::<Value, _, _>(&self.pool, keys, Vec::<Value>::new()).await?;
             Ok::<bool, Error>(int(Some(&reply))? == 1)
         };
         if !finished(keys.clone()).await? {

@@ -1,5 +1,6 @@
 -- status.lua: where a user stands. Collecting a valid pass here is the user's check-in: an
--- uncollected pass (short check-in expiry) is extended to its checked-in expiry.
+-- uncollected pass (short check-in expiry) is extended to its checked-in expiry. Prepended:
+-- common.lua (`collect_pass`, the check-in rule).
 --
 -- KEYS[1] queue     ZSET  user -> score (lowest served first)
 -- KEYS[2] tickets   HASH  user -> ticket
@@ -24,15 +25,8 @@ if redis.call('EXISTS', KEYS[5]) == 0 then
   redis.call('SET', KEYS[5], string.format('%d', now))
 end
 
-local expires = redis.call('ZSCORE', KEYS[3], user)
-if expires and tonumber(expires) > now then
-  local stored = redis.call('HGET', KEYS[4], user)
-  local pass_id, exp, ticket, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
-  if full and tonumber(full) > tonumber(exp) then
-    stored = pass_id .. ':' .. full .. ':' .. ticket .. ':' .. full
-    redis.call('HSET', KEYS[4], user, stored)
-    redis.call('ZADD', KEYS[3], 'XX', full, user)
-  end
+local stored = collect_pass(KEYS[3], KEYS[4], user, now)
+if stored then
   return {2, stored, now, redis.call('ZCARD', KEYS[1])}
 end
 local ticket = redis.call('HGET', KEYS[2], user)
