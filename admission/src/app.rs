@@ -14,7 +14,7 @@ use ticketing_proto::{
 };
 
 use crate::{
-    catalog::{Catalog, INVENTORY_TIMEOUT},
+    catalogue::{Catalogue, INVENTORY_TIMEOUT},
     config::Config,
     controller::Controller,
     error::Error,
@@ -66,11 +66,11 @@ impl App {
                 fallback_shuffle_key(&config.pass_signing_keys)?
             }
         };
-        let catalog = Arc::new(Catalog::new(channel));
+        let catalogue = Arc::new(Catalogue::new(channel));
         let server = GrpcServer::bind(&config.server).await?;
         let controller = Arc::new(Controller::new(
             store.clone(),
-            catalog.clone(),
+            catalogue.clone(),
             bus.clone(),
             Duration::from_millis(config.controller_poll_ms),
             shuffle_key,
@@ -80,7 +80,7 @@ impl App {
         ));
         let service = AdmissionService {
             store,
-            catalog,
+            catalogue,
             controller,
             signer: Arc::new(config.pass_signing_keys.clone()),
             join_rate_limit: config.join_rate_limit,

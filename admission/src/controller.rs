@@ -62,7 +62,7 @@ use ticketing_proto::events::{Admitted, EventEnvelope, PassEndReason, PassEnded,
 use tokio::sync::{oneshot, watch};
 
 use crate::{
-    catalog::{Catalog, EventInfo},
+    catalogue::{Catalogue, EventInfo},
     error::Error,
     fairness::{PREQUEUE_TIER, ShuffleKey},
     rebuild::{CLOCK_SKEW, read_history},
@@ -165,7 +165,7 @@ struct EventClock {
 /// Runs the admission ticks and keeps the views.
 pub struct Controller {
     store: Arc<Store>,
-    catalog: Arc<Catalog>,
+    catalogue: Arc<Catalogue>,
     bus: EventBus,
     poll: Duration,
     shuffle_key: ShuffleKey,
@@ -192,7 +192,7 @@ impl Controller {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
-        catalog: Arc<Catalog>,
+        catalogue: Arc<Catalogue>,
         bus: EventBus,
         poll: Duration,
         shuffle_key: ShuffleKey,
@@ -202,7 +202,7 @@ impl Controller {
     ) -> Self {
         Self {
             store,
-            catalog,
+            catalogue,
             bus,
             poll,
             shuffle_key,
@@ -280,7 +280,7 @@ impl Controller {
             }
             let mut due = Vec::new();
             for event_id in events {
-                let info = match self.catalog.get(&event_id).await {
+                let info = match self.catalogue.get(&event_id).await {
                     Ok(info) => info,
                     Err(error) => {
                         tracing::warn!(%event_id, error = %error, "cannot describe event; skipping its tick");
@@ -365,7 +365,7 @@ impl Controller {
                 Ok(true) => {
                     clocks.remove(&event_id);
                     self.serving.lock().unwrap_or_else(|p| p.into_inner()).remove(&event_id);
-                    self.catalog.forget(&event_id);
+                    self.catalogue.forget(&event_id);
                     metrics::counter!("admission_events_forgotten_total").increment(1);
                     tracing::info!(%event_id, "event finished; forgotten until it is asked about again");
                 }
@@ -417,7 +417,7 @@ impl Controller {
     /// Rebuilds the event's state from its history, under the Redis lock; false at once when
     /// another replica holds it.
     async fn rebuild(&self, event_id: &str) -> Result<bool, Error> {
-        let info = self.catalog.get(event_id).await?;
+        let info = self.catalogue.get(event_id).await?;
         let token = uuid::Uuid::new_v4().to_string();
         if !self.store.lock_rebuild(event_id, &token).await? {
             return Ok(false);

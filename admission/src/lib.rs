@@ -2,7 +2,7 @@
 //!
 //! Parts and how a request flows through them:
 //! - [`service`]: the gRPC `AdmissionService`. Every request is validated (event UUID, user
-//!   id), the event is looked up in the [`catalog`] (inventory's `GetEvent`, cached for good:
+//!   id), the event is looked up in the [`catalogue`] (inventory's `GetEvent`, cached for good:
 //!   events are immutable), then one Lua script in the [`store`] answers it.
 //! - [`store`]: Redis. `Join` takes a ticket from `INCR` (so join order is Redis's, the same
 //!   for every replica), rate-limits per user and is idempotent; the queue is a ZSET by score
@@ -114,7 +114,7 @@
 
 pub mod app;
 pub mod audit;
-pub mod catalog;
+pub mod catalogue;
 pub mod config;
 pub mod controller;
 pub mod error;

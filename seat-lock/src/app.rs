@@ -11,7 +11,7 @@ use ticketing_proto::{
 
 use crate::{
     Config,
-    catalog::{Catalog, INVENTORY_TIMEOUT},
+    catalogue::{Catalogue, INVENTORY_TIMEOUT},
     internal::SeatLockInternal,
     passes, relay,
     service::{PAYMENT_TIMEOUT, SeatLockService},
@@ -42,7 +42,7 @@ impl App {
         let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;
         let payment = mesh.channel(&config.payment_internal_url, PAYMENT_TIMEOUT)?;
         let service = SeatLockService::new(
-            Catalog::new(inventory),
+            Catalogue::new(inventory),
             store.clone(),
             payment,
             config.pass_verify_keys.clone(),
