@@ -4,6 +4,11 @@ use service_runtime::{
     shutdown_signal, telemetry,
 };
 
+/// mimalloc, the mesh's allocator (see `service_runtime`'s crate docs for why); set here in
+/// the binary, never in a library that other binaries link.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("inventory");

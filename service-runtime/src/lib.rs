@@ -19,6 +19,13 @@
 //! - [`redis`]: the Redis connection pool with its command and connect timeouts.
 //! - [`size_limit`]: the request size limit, answered with `RESOURCE_EXHAUSTED`.
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
+//!
+//! Allocator: every service binary sets mimalloc as its `#[global_allocator]` in its own
+//! `main.rs` (one line), never this library, so a binary that links it keeps its choice.
+//! Under a burst of Joins glibc's malloc took about a quarter of admission's CPU
+//! (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`, `_int_free` in perf): each RPC
+//! allocates and frees many small buffers across threads, which mimalloc's per-thread free
+//! lists handle without the arena locks and consolidation.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -42,10 +49,4 @@ pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output 
 
 pub use server::{GrpcServer, shutdown_signal};
 
-/// The allocator of every service. Under a burst of Joins glibc's malloc took about a quarter
-/// of admission's CPU (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`, `_int_free` in
-/// perf): each RPC allocates and frees many small buffers across threads, which mimalloc's
-/// per-thread free lists handle without the arena locks and consolidation.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use tokio_util::sync::CancellationToken;
