@@ -23,8 +23,9 @@
 //!   history on JetStream. Waiting users lose their place and join again; pass holders keep
 //!   their passes, which still count against the capacity.
 //! - [`fairness`]: the keyed shuffle and the functions that audit it.
-//! - [`audit`]: the `admission-audit` tool, which reads an event's `Admitted` events from
-//!   the stream and runs the fairness audit on them.
+//! - `src/bin/admission-audit/`: the operator's `admission-audit` command (not part of this
+//!   library), which reads an event's `Admitted` events from the stream and runs the
+//!   fairness audit on them.
 //! - [`app`]: wiring, plus the durable `admission` consumer of `BookingConfirmed` that frees
 //!   the buyer's slot.
 //!
@@ -95,7 +96,7 @@
 //!    accepts the admissions (first admission per user; pre-queue users, ticket <=
 //!    `sealed_ticket`, all before later joiners; pre-queue users in key order; later joiners
 //!    in ticket order). An operator with access to the stream runs both checks with the
-//!    `admission-audit` binary ([`audit`]):
+//!    `admission-audit` binary (`src/bin/admission-audit/`):
 //!    ```text
 //!    admission-audit --event-id "$EVENT_ID" --event-key "$EVENT_KEY" \
 //!        --sealed-ticket "$SEALED_TICKET" --commitment "$COMMITMENT"    # NATS_URL, NATS_PREFIX
@@ -113,7 +114,6 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod audit;
 pub mod catalogue;
 pub mod config;
 pub mod controller;
