@@ -4,10 +4,7 @@ use service_runtime::{
     shutdown_signal, telemetry,
 };
 
-/// mimalloc, the mesh's allocator (see `service_runtime`'s crate docs for why); set here in
-/// the binary, never in a library that other binaries link.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+service_runtime::global_allocator!();
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

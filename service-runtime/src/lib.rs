@@ -19,13 +19,7 @@
 //! - [`redis`]: the Redis connection pool with its command and connect timeouts.
 //! - [`size_limit`]: the request size limit, answered with `RESOURCE_EXHAUSTED`.
 //! - [`status`]: gRPC errors that carry a machine-readable reason, and input validation.
-//!
-//! Allocator: every service binary sets mimalloc as its `#[global_allocator]` in its own
-//! `main.rs` (one line), never this library, so a binary that links it keeps its choice.
-//! Under a burst of Joins glibc's malloc took about a quarter of admission's CPU
-//! (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`, `_int_free` in perf): each RPC
-//! allocates and frees many small buffers across threads, which mimalloc's per-thread free
-//! lists handle without the arena locks and consolidation.
+//! - [`global_allocator!`]: the one line a service's `main.rs` sets its allocator with.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -50,3 +44,24 @@ pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output 
 pub use server::{GrpcServer, shutdown_signal};
 
 pub use tokio_util::sync::CancellationToken;
+
+/// Sets mimalloc as the binary's `#[global_allocator]`: one line at the top of each service's
+/// `main.rs`, `service_runtime::global_allocator!();`. A macro and not a static in this
+/// library, because a library that sets the global allocator sets it for every binary that
+/// links it (`stream-setup`, `admission-audit`, the tools, the tests); only the services ask.
+///
+/// Why mimalloc: under a burst of Joins glibc's malloc took about a quarter of admission's CPU
+/// (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`, `_int_free` in perf): each RPC
+/// allocates and frees many small buffers across threads, which mimalloc's per-thread free
+/// lists handle without the arena locks and consolidation.
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::mimalloc::MiMalloc = $crate::mimalloc::MiMalloc;
+    };
+}
+
+/// For [`global_allocator!`], so the services need no dependency of their own on mimalloc.
+#[doc(hidden)]
+pub use mimalloc;
