@@ -76,7 +76,8 @@ const NOT_READY: i64 = -2;
 /// single-threaded) while a large free capacity is filled over a few ticks.
 pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
 
-/// A script that uses the helpers of `common.lua` (the pass check-in rule), with them.
+/// A script that uses the helpers of `common.lua` (Redis time, readiness, the pass check-in
+/// rule), with them.
 fn with_common(body: &str) -> String {
     LuaScript::with_prelude(include_str!("common.lua"), body)
 }

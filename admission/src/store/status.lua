@@ -1,6 +1,6 @@
 -- status.lua: where a user stands. Collecting a valid pass here is the user's check-in: an
 -- uncollected pass (short check-in expiry) is extended to its checked-in expiry. Prepended:
--- common.lua (`collect_pass`, the check-in rule).
+-- common.lua (`redis_now_ms`, `ready_or_start`, `collect_pass`).
 --
 -- KEYS[1] queue     ZSET  user -> score (lowest served first)
 -- KEYS[2] tickets   HASH  user -> ticket
@@ -16,13 +16,9 @@
 --   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   holds a valid pass
 --   {1, ticket, rank (0-based), queue_length, now_ms, score}        waiting
 local user = ARGV[1]
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  if now >= tonumber(ARGV[2]) then
-    return {-2}
-  end
-  redis.call('SET', KEYS[5], string.format('%d', now))
+local now = redis_now_ms()
+if not ready_or_start(KEYS[5], tonumber(ARGV[2]), now) then
+  return {-2}
 end
 
 local stored = collect_pass(KEYS[3], KEYS[4], user, now)
