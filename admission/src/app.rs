@@ -14,7 +14,7 @@ use ticketing_proto::{
 };
 
 use crate::{
-    catalog::{Catalog, INVENTORY_TIMEOUT},
+    catalogue::{Catalogue, INVENTORY_TIMEOUT},
     config::Config,
     controller::Controller,
     error::Error,
@@ -48,12 +48,12 @@ impl App {
     /// Connects to backing services and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = Arc::new(
-            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?,
+            Store::connect(&config.redis.url, &config.redis.prefix, config.server.request_timeout()).await?,
         );
         let bus = EventBus::connect_checked(
-            &config.nats_url,
-            &config.nats_prefix,
-            config.event_stream_min_replicas,
+            &config.nats.url,
+            &config.nats.prefix,
+            config.nats.event_stream_min_replicas,
         )
         .await?;
         let channel = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
@@ -66,11 +66,11 @@ impl App {
                 fallback_shuffle_key(&config.pass_signing_keys)?
             }
         };
-        let catalog = Arc::new(Catalog::new(channel));
+        let catalogue = Arc::new(Catalogue::new(channel));
         let server = GrpcServer::bind(&config.server).await?;
         let controller = Arc::new(Controller::new(
             store.clone(),
-            catalog.clone(),
+            catalogue.clone(),
             bus.clone(),
             Duration::from_millis(config.controller_poll_ms),
             shuffle_key,
@@ -80,7 +80,7 @@ impl App {
         ));
         let service = AdmissionService {
             store,
-            catalog,
+            catalogue,
             controller,
             signer: Arc::new(config.pass_signing_keys.clone()),
             join_rate_limit: config.join_rate_limit,

@@ -1,6 +1,9 @@
 //! Flags and environment of the admission service.
 
-use service_runtime::config::{ServerArgs, secret, validate_prefix, validate_redis_prefix};
+use service_runtime::{
+    args::{NatsArgs, RedisArgs, validate_http_url},
+    config::{ServerArgs, secret},
+};
 use ticketing_proto::pass::PassSigner;
 
 use crate::fairness::ShuffleKey;
@@ -12,21 +15,11 @@ pub struct Config {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Redis holding the queues and passes.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// Put in front of every Redis key, so several deployments (or tests) share one Redis.
-    #[arg(long, env = "REDIS_PREFIX", default_value = "")]
-    pub redis_prefix: String,
-    /// NATS JetStream carrying the mesh's events.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Subject prefix (and stream name) of the mesh's events.
-    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
-    pub nats_prefix: String,
-    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
-    /// (1 on a single NATS server, 3 in production).
-    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
-    pub event_stream_min_replicas: usize,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// NATS JetStream carrying the mesh's events (`Admitted`, `PassEnded`).
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// The inventory service, which describes events (sale opening, capacity, tick, pass ttl).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
     pub inventory_url: String,
@@ -76,17 +69,9 @@ impl Config {
     /// Refuses a configuration the service cannot run with, naming the setting.
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
-        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
-        if !(1..=5).contains(&self.event_stream_min_replicas) {
-            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
-        }
-        validate_redis_prefix(&self.redis_prefix)?;
-        if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
-            return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));
-        }
-        if !self.inventory_url.starts_with("http://") && !self.inventory_url.starts_with("https://") {
-            return Err(format!("INVENTORY_URL must be an http(s) URL, got {:?}", self.inventory_url));
-        }
+        self.redis.validate()?;
+        self.nats.validate()?;
+        validate_http_url("INVENTORY_URL", &self.inventory_url)?;
         if !(1..=60_000).contains(&self.controller_poll_ms) {
             return Err("CONTROLLER_POLL_MS must be 1-60000".into());
         }

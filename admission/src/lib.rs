@@ -2,7 +2,7 @@
 //!
 //! Parts and how a request flows through them:
 //! - [`service`]: the gRPC `AdmissionService`. Every request is validated (event UUID, user
-//!   id), the event is looked up in the [`catalog`] (inventory's `GetEvent`, cached for good:
+//!   id), the event is looked up in the [`catalogue`] (inventory's `GetEvent`, cached for good:
 //!   events are immutable), then one Lua script in the [`store`] answers it.
 //! - [`store`]: Redis. `Join` takes a ticket from `INCR` (so join order is Redis's, the same
 //!   for every replica), rate-limits per user and is idempotent; the queue is a ZSET by score
@@ -23,8 +23,9 @@
 //!   history on JetStream. Waiting users lose their place and join again; pass holders keep
 //!   their passes, which still count against the capacity.
 //! - [`fairness`]: the keyed shuffle and the functions that audit it.
-//! - [`audit`]: the `admission-audit` tool, which reads an event's `Admitted` events from
-//!   the stream and runs the fairness audit on them.
+//! - `src/bin/admission-audit/`: the operator's `admission-audit` command (not part of this
+//!   library), which reads an event's `Admitted` events from the stream and runs the
+//!   fairness audit on them.
 //! - [`app`]: wiring, plus the durable `admission` consumer of `BookingConfirmed` that frees
 //!   the buyer's slot.
 //!
@@ -95,7 +96,7 @@
 //!    accepts the admissions (first admission per user; pre-queue users, ticket <=
 //!    `sealed_ticket`, all before later joiners; pre-queue users in key order; later joiners
 //!    in ticket order). An operator with access to the stream runs both checks with the
-//!    `admission-audit` binary ([`audit`]):
+//!    `admission-audit` binary (`src/bin/admission-audit/`):
 //!    ```text
 //!    admission-audit --event-id "$EVENT_ID" --event-key "$EVENT_KEY" \
 //!        --sealed-ticket "$SEALED_TICKET" --commitment "$COMMITMENT"    # NATS_URL, NATS_PREFIX
@@ -113,8 +114,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod audit;
-pub mod catalog;
+pub mod catalogue;
 pub mod config;
 pub mod controller;
 pub mod error;

@@ -4,6 +4,8 @@ use service_runtime::{
     shutdown_signal, telemetry,
 };
 
+service_runtime::global_allocator!();
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("admission");

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    catalog::{Catalog, EventInfo},
+    catalogue::{Catalogue, EventInfo},
     controller::{Controller, NowServing, Turn, View},
     error::Error,
     store::{JoinOutcome, Left, Standing, Store, StoredPass},
@@ -39,7 +39,7 @@ const REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 #[derive(Clone)]
 pub struct AdmissionService {
     pub(crate) store: Arc<Store>,
-    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) catalogue: Arc<Catalogue>,
     pub(crate) controller: Arc<Controller>,
     /// Shared, not copied: every WatchQueue stream holds a clone of the service.
     pub(crate) signer: Arc<PassSigner>,
@@ -144,7 +144,7 @@ impl AdmissionService {
 
     async fn join(&self, user: &str, request: JoinRequest) -> Result<QueueStatus, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
-        let info = self.catalog.get(&event_id).await?;
+        let info = self.catalogue.get(&event_id).await?;
         let joined = self
             .with_state(&event_id, || {
                 self.store.join(&event_id, &user_id, self.join_rate_limit, info.sale_opens_at_ms)
@@ -165,7 +165,7 @@ impl AdmissionService {
         user_id: &str,
     ) -> Result<(Arc<EventInfo>, QueueStatus, u64), Error> {
         let (event_id, user_id) = ids(event_id, user_id)?;
-        let info = self.catalog.get(&event_id).await?;
+        let info = self.catalogue.get(&event_id).await?;
         let standing = self
             .with_state(&event_id, || self.store.standing(&event_id, &user_id, info.sale_opens_at_ms))
             .await?;
@@ -178,7 +178,7 @@ impl AdmissionService {
     /// in the same script, and the relay starts at once so seat-lock refuses the pass soon.
     async fn leave(&self, user: &str, request: LeaveRequest) -> Result<bool, Error> {
         let (event_id, user_id) = ids(&request.event_id, user)?;
-        let info = self.catalog.get(&event_id).await?;
+        let info = self.catalogue.get(&event_id).await?;
         match self
             .with_state(&event_id, || self.store.leave(&event_id, &user_id, info.sale_opens_at_ms))
             .await?

@@ -1,6 +1,8 @@
 //! `admission-audit` against real sales: the admission service on the real Redis and NATS
 //! (fake inventory) runs an opening, then the audit reads the test's stream, as an operator
-//! would, and judges it; forged events and wrong keys must be caught.
+//! would, and judges it; forged events and wrong keys must be caught. The tool is a binary
+//! (`src/bin/admission-audit/`), so it is judged by what it prints (`--json`) and its exit
+//! code, as a script of an operator would judge it.
 
 // Test code and its helpers: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,18 +13,25 @@ mod helpers;
 
 use std::{collections::HashMap, process::Output, time::Duration};
 
-use admission::{
-    audit::{self, AuditArgs, CommitmentCheck, Report, Verdict},
-    fairness::{AuditMismatch, EventShuffleKey, ShuffleKey, opening_order},
-};
+use admission::fairness::{EventShuffleKey, ShuffleKey, opening_order};
 use fred::interfaces::HashesInterface;
 use helpers::*;
+use serde_json::{Value, json};
 use service_runtime::bus::{EventBus, envelope};
 use ticketing_proto::{
     events::{Admitted, event_envelope::Body},
     v1::{JoinRequest, QueueState},
 };
 use tools::testenv::TestEnv;
+
+/// The exit codes `admission-audit --help` documents.
+mod exit {
+    pub const FAIR: i32 = 0;
+    pub const UNFAIR: i32 = 1;
+    pub const UNREADABLE: i32 = 2;
+    pub const INCONCLUSIVE: i32 = 3;
+    pub const BAD_ARGUMENTS: i32 = 64;
+}
 
 /// Users who join before the opening, and after it; capacity admits them all.
 const EARLY: usize = 12;
@@ -76,23 +85,36 @@ async fn run_sale() -> Sale {
 }
 
 impl Sale {
-    /// The tool's arguments for this sale, with `key` and `commitment` as given.
-    fn args(&self, key: &EventShuffleKey, commitment: Option<String>) -> AuditArgs {
-        AuditArgs {
-            event_id: self.event_id.parse().unwrap(),
-            event_key: key.clone(),
-            sealed_ticket: self.sealed_ticket,
-            commitment,
-            nats_url: self.env.nats_url.clone(),
-            nats_prefix: self.env.nats_prefix.clone(),
-            timeout_secs: 30,
-            json: false,
+    /// The tool's JSON report and exit code for this sale, with `key` and `commitment` as
+    /// given.
+    async fn audit_with(&self, key: &EventShuffleKey, commitment: Option<String>) -> (Value, i32) {
+        let mut args = vec![
+            "--event-id".to_owned(),
+            self.event_id.clone(),
+            "--event-key".to_owned(),
+            key.to_hex(),
+            "--sealed-ticket".to_owned(),
+            self.sealed_ticket.to_string(),
+            "--nats-url".to_owned(),
+            self.env.nats_url.clone(),
+            "--nats-prefix".to_owned(),
+            self.env.nats_prefix.clone(),
+            "--timeout-secs".to_owned(),
+            "30".to_owned(),
+            "--json".to_owned(),
+        ];
+        if let Some(commitment) = commitment {
+            args.extend(["--commitment".to_owned(), commitment]);
         }
+        let tool = run_tool(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let report: Value = serde_json::from_slice(&tool.stdout)
+            .unwrap_or_else(|_| panic!("JSON report; stderr: {}", String::from_utf8_lossy(&tool.stderr)));
+        (report, tool.status.code().unwrap())
     }
 
     /// The audit with the published key and commitment.
-    async fn audit(&self) -> Report {
-        audit::run(&self.args(&self.key, Some(self.key.commitment()))).await.unwrap()
+    async fn audit(&self) -> Value {
+        self.audit_with(&self.key, Some(self.key.commitment())).await.0
     }
 
     /// Publishes an Admitted event into the sale's stream, under a message id of its own.
@@ -138,20 +160,13 @@ fn tool_args(sale: &Sale) -> Vec<String> {
 async fn an_operator_audits_a_real_sale_from_the_stream_and_a_forged_admission_is_named() {
     let sale = run_sale().await;
 
-    let report = sale.audit().await;
-    assert_eq!(report.verdict, Verdict::Fair, "{}", report.to_text());
-    assert_eq!(report.messages_read, (EARLY + LATE) as u64);
-    assert_eq!(report.admissions, EARLY + LATE);
-    assert_eq!((report.prequeue_users, report.later_joiners), (EARLY, LATE));
-    assert_eq!(report.commitment, CommitmentCheck::Matches);
+    let (report, code) = sale.audit_with(&sale.key, Some(sale.key.commitment())).await;
+    assert_eq!((&report["verdict"], code), (&json!("fair"), exit::FAIR), "{report:#}");
+    assert_eq!(report["messages_read"], EARLY + LATE);
+    assert_eq!(report["admissions"], EARLY + LATE);
+    assert_eq!((&report["prequeue_users"], &report["later_joiners"]), (&json!(EARLY), &json!(LATE)));
+    assert_eq!(report["commitment"], json!({ "status": "matches" }));
     let args = tool_args(&sale);
-    let mut json_args: Vec<&str> = args.iter().map(String::as_str).collect();
-    json_args.push("--json");
-    let tool = run_tool(&json_args).await;
-    assert_eq!(tool.status.code(), Some(audit::exit::FAIR), "{}", String::from_utf8_lossy(&tool.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&tool.stdout).unwrap();
-    assert_eq!(json["verdict"], "fair");
-    assert_eq!(json["prequeue_users"], EARLY);
 
     // A publish repeated after the duplicate window (same pass, new message id) counts once;
     // another event's admission is skipped.
@@ -160,21 +175,24 @@ async fn an_operator_audits_a_real_sale_from_the_stream_and_a_forged_admission_i
     let elsewhere = Admitted { event_id: uuid::Uuid::new_v4().to_string(), pass_id: "0".into(), ..first };
     sale.publish("another-event", elsewhere).await;
     let report = sale.audit().await;
-    assert_eq!(report.verdict, Verdict::Fair, "{}", report.to_text());
-    assert_eq!((report.messages_read, report.admissions), ((EARLY + LATE + 2) as u64, EARLY + LATE));
-    assert_eq!((report.duplicates, report.other_events), (1, 1));
+    assert_eq!(report["verdict"], "fair", "{report:#}");
+    assert_eq!(
+        (&report["messages_read"], &report["admissions"]),
+        (&json!(EARLY + LATE + 2), &json!(EARLY + LATE))
+    );
+    assert_eq!((&report["duplicates"], &report["other_events"]), (&json!(1), &json!(1)));
 
     // Forged: the shuffle's second user gets a pass before everyone else.
     let second = sale.admitted_of(&sale.prequeue[1]);
     sale.publish("forged", Admitted { pass_id: "0".into(), ..second }).await;
     let report = sale.audit().await;
-    assert_eq!(report.verdict, Verdict::Unfair);
+    assert_eq!(report["verdict"], "unfair", "{report:#}");
     assert_eq!(
-        report.mismatch,
-        Some(AuditMismatch { index: 0, expected: sale.prequeue[0].clone(), found: sale.prequeue[1].clone() })
+        report["mismatch"],
+        json!({ "index": 0, "expected": sale.prequeue[0], "found": sale.prequeue[1] })
     );
     let tool = run_tool(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    assert_eq!(tool.status.code(), Some(audit::exit::UNFAIR));
+    assert_eq!(tool.status.code(), Some(exit::UNFAIR));
     let text = String::from_utf8_lossy(&tool.stdout);
     assert!(
         text.contains(&format!("at index 0 expected {:?}, found {:?}", sale.prequeue[0], sale.prequeue[1])),
@@ -189,25 +207,28 @@ async fn a_commitment_the_key_does_not_match_or_a_wrong_key_fails_the_audit_of_a
     let other_key = ShuffleKey::new(b"some-other-secret-0123".to_vec()).unwrap().event_key(&sale.event_id);
 
     // The right key, but not the one committed to before the sale.
-    let report = audit::run(&sale.args(&sale.key, Some(other_key.commitment()))).await.unwrap();
-    assert_eq!(report.verdict, Verdict::Unfair);
+    let (report, _) = sale.audit_with(&sale.key, Some(other_key.commitment())).await;
+    assert_eq!(report["verdict"], "unfair", "{report:#}");
     assert_eq!(
-        report.commitment,
-        CommitmentCheck::Mismatch { published: other_key.commitment(), computed: sale.key.commitment() }
+        report["commitment"],
+        json!({ "status": "mismatch", "published": other_key.commitment(), "computed": sale.key.commitment() })
     );
-    assert_eq!(report.mismatch, None, "the order itself follows the key");
+    assert!(report["mismatch"].is_null(), "the order itself follows the key: {report:#}");
 
     // Another key with its own commitment: the admissions do not follow it.
-    let report = audit::run(&sale.args(&other_key, Some(other_key.commitment()))).await.unwrap();
-    assert_eq!(report.verdict, Verdict::Unfair);
-    assert_eq!(report.commitment, CommitmentCheck::Matches);
-    let mismatch = report.mismatch.expect("12 users in the same order under another key: odds 1 in 12!");
-    assert!(mismatch.index < EARLY, "the mismatch is in the pre-queue: {mismatch:?}");
+    let (report, _) = sale.audit_with(&other_key, Some(other_key.commitment())).await;
+    assert_eq!(report["verdict"], "unfair", "{report:#}");
+    assert_eq!(report["commitment"], json!({ "status": "matches" }));
+    let index = report["mismatch"]["index"]
+        .as_u64()
+        .expect("12 users in the same order under another key: odds 1 in 12!");
+    assert!(index < EARLY as u64, "the mismatch is in the pre-queue: {report:#}");
 
     // And against the published commitment, both checks fail.
-    let report = audit::run(&sale.args(&other_key, Some(sale.key.commitment()))).await.unwrap();
-    assert!(matches!(report.commitment, CommitmentCheck::Mismatch { .. }) && report.mismatch.is_some());
-    assert_eq!(report.exit_code(), audit::exit::UNFAIR);
+    let (report, code) = sale.audit_with(&other_key, Some(sale.key.commitment())).await;
+    assert_eq!(report["commitment"]["status"], "mismatch", "{report:#}");
+    assert!(report["mismatch"].is_object(), "{report:#}");
+    assert_eq!(code, exit::UNFAIR);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,19 +259,19 @@ async fn the_tool_refuses_bad_arguments_and_says_when_it_cannot_read_or_has_noth
     let url = env.nats_url.clone();
 
     let bad_key = run(event_id.clone(), key[..63].to_owned() + "g", url.clone()).await;
-    assert_eq!(bad_key.status.code(), Some(audit::exit::BAD_ARGUMENTS));
+    assert_eq!(bad_key.status.code(), Some(exit::BAD_ARGUMENTS));
     assert!(String::from_utf8_lossy(&bad_key.stderr).contains("64 hex digits"));
     let bad_event = run("not-a-uuid".into(), key.clone(), url.clone()).await;
-    assert_eq!(bad_event.status.code(), Some(audit::exit::BAD_ARGUMENTS));
+    assert_eq!(bad_event.status.code(), Some(exit::BAD_ARGUMENTS));
     assert!(String::from_utf8_lossy(&bad_event.stderr).contains("--event-id"));
 
     let no_nats = run(event_id.clone(), key.clone(), "nats://127.0.0.1:1".into()).await;
-    assert_eq!(no_nats.status.code(), Some(audit::exit::UNREADABLE));
+    assert_eq!(no_nats.status.code(), Some(exit::UNREADABLE));
     // A prefix without a stream (the test's own exists from the start), and the audit does
     // not create one.
     let missing = format!("{}_none", env.nats_prefix);
     let no_stream = run_on(event_id.clone(), key.clone(), url.clone(), missing.clone()).await;
-    assert_eq!(no_stream.status.code(), Some(audit::exit::UNREADABLE));
+    assert_eq!(no_stream.status.code(), Some(exit::UNREADABLE));
     assert!(
         String::from_utf8_lossy(&no_stream.stderr)
             .contains(&format!("JetStream stream {missing}_events does not exist")),
@@ -261,7 +282,7 @@ async fn the_tool_refuses_bad_arguments_and_says_when_it_cannot_read_or_has_noth
     // A stream with admissions of another event only: nothing to audit, not "fair".
     let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
     let nothing = run(event_id.clone(), key.clone(), url.clone()).await;
-    assert_eq!(nothing.status.code(), Some(audit::exit::INCONCLUSIVE));
+    assert_eq!(nothing.status.code(), Some(exit::INCONCLUSIVE));
     let other = Admitted {
         event_id: uuid::Uuid::new_v4().to_string(),
         user_id: "ann".into(),
@@ -271,7 +292,7 @@ async fn the_tool_refuses_bad_arguments_and_says_when_it_cannot_read_or_has_noth
     };
     bus.publish(&envelope("other", Body::Admitted(other))).await.unwrap();
     let skipped = run(event_id, key, url).await;
-    assert_eq!(skipped.status.code(), Some(audit::exit::INCONCLUSIVE));
+    assert_eq!(skipped.status.code(), Some(exit::INCONCLUSIVE));
     let text = String::from_utf8_lossy(&skipped.stdout);
     assert!(text.contains("1 of other events") && text.contains("INCONCLUSIVE"), "{text}");
 }

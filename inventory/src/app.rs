@@ -30,7 +30,7 @@ impl App {
     /// from the snapshots up to its head at start (so the maps are current before anything is
     /// served), and binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database_url, "inventory", config.database_max_connections).await?;
+        let db = db::connect(&config.database.url, "inventory", config.database_max_connections).await?;
         Migrator::up(&db, None).await?;
         let snapshots = Snapshots::new(db.clone());
         // Snapshots before events: an event created in between has no snapshot and is
@@ -39,9 +39,9 @@ impl App {
         let registry = Arc::new(Registry::new(Store::new(db)));
         let loaded = registry.load_all().await?;
         let bus = EventBus::connect_checked(
-            &config.nats_url,
-            &config.nats_prefix,
-            config.event_stream_min_replicas,
+            &config.nats.url,
+            &config.nats.prefix,
+            config.nats.event_stream_min_replicas,
         )
         .await?;
         let position = feed::stream_position(&bus).await?;
@@ -89,7 +89,7 @@ impl App {
             "inventory-feed",
             feed::run(
                 bus,
-                config.nats_prefix.clone(),
+                config.nats.prefix.clone(),
                 registry.clone(),
                 resume,
                 checkpoints,

@@ -1,6 +1,9 @@
 //! Flags and environment of the inventory service.
 
-use service_runtime::config::{ServerArgs, validate_prefix};
+use service_runtime::{
+    args::{DatabaseArgs, NatsArgs},
+    config::ServerArgs,
+};
 
 /// Everything the inventory service needs to start, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]
@@ -9,24 +12,18 @@ pub struct Config {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Postgres holding the catalogue (schema `inventory`).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Connections in the Postgres pool; the hot path is served from memory, so few suffice.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
-    /// NATS server carrying the JetStream event stream.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Subject prefix of the mesh's events; the stream is `<prefix>_events`.
-    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
-    pub nats_prefix: String,
+    /// NATS JetStream whose events keep the seat map current. On production's R3 stream,
+    /// `EVENT_STREAM_MIN_REPLICAS` is 3.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Longest `App::build` waits for the seat map to catch up with the event stream, in ms.
     #[arg(long, env = "CATCH_UP_TIMEOUT_MS", default_value_t = 30_000)]
     pub catch_up_timeout_ms: u64,
-    /// Fewest replicas the event stream must have; with fewer, the service refuses to start.
-    /// 1 on a single NATS server; 3 in production, where the stream is R3.
-    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
-    pub event_stream_min_replicas: usize,
     /// Messages applied between two seat map snapshots (see `snapshot`).
     #[arg(long, env = "SNAPSHOT_EVERY_MESSAGES", default_value_t = 10_000)]
     pub snapshot_every_messages: u64,
@@ -40,12 +37,10 @@ impl Config {
     pub fn for_tests(database_url: &str, nats_url: &str, nats_prefix: &str) -> Self {
         Self {
             server: ServerArgs::loopback(),
-            database_url: database_url.to_owned(),
+            database: DatabaseArgs::new(database_url),
             database_max_connections: 4,
-            nats_url: nats_url.to_owned(),
-            nats_prefix: nats_prefix.to_owned(),
+            nats: NatsArgs::new(nats_url, nats_prefix),
             catch_up_timeout_ms: 30_000,
-            event_stream_min_replicas: 1,
             snapshot_every_messages: 10_000,
             snapshot_interval_ms: 5_000,
         }
@@ -54,18 +49,10 @@ impl Config {
     /// Refuses a configuration the service could not work with, before anything is bound.
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
-        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
-        if self.database_url.is_empty() {
-            return Err("DATABASE_URL is required".into());
-        }
-        if self.nats_url.is_empty() {
-            return Err("NATS_URL is required".into());
-        }
+        self.database.validate()?;
+        self.nats.validate()?;
         if !(1..=256).contains(&self.database_max_connections) {
             return Err("DATABASE_MAX_CONNECTIONS must be 1-256".into());
-        }
-        if !(1..=5).contains(&self.event_stream_min_replicas) {
-            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
         }
         if !(1..=10_000_000).contains(&self.snapshot_every_messages) {
             return Err("SNAPSHOT_EVERY_MESSAGES must be 1-10000000".into());

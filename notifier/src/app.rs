@@ -39,14 +39,14 @@ impl App {
         let keys = Arc::new(config.secret_keys().map_err(anyhow::Error::msg)?);
         let policy = Arc::new(config.address_policy().map_err(anyhow::Error::msg)?);
         let client = WebhookClient::new(config.webhook_ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-        let db = service_runtime::db::connect(&config.database_url, "notifier", DB_MAX_CONNECTIONS)
+        let db = service_runtime::db::connect(&config.database.url, "notifier", DB_MAX_CONNECTIONS)
             .await
             .context("connecting to Postgres")?;
         migration::run(&db, &keys).await.context("running migrations")?;
         let bus = EventBus::connect_checked(
-            &config.nats_url,
-            &config.nats_prefix,
-            config.event_stream_min_replicas,
+            &config.nats.url,
+            &config.nats.prefix,
+            config.nats.event_stream_min_replicas,
         )
         .await?;
         let consumer = bus.durable_consumer(DURABLE, KINDS).await?;

@@ -3,7 +3,10 @@
 use std::{convert::Infallible, ops::RangeInclusive, path::PathBuf, str::FromStr, time::Duration};
 
 use ipnet::IpNet;
-use service_runtime::config::{ServerArgs, validate_prefix};
+use service_runtime::{
+    args::{DatabaseArgs, NatsArgs},
+    config::ServerArgs,
+};
 
 use crate::webhook::{
     address::AddressPolicy,
@@ -55,18 +58,11 @@ pub struct Config {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Postgres holding schema `notifier` (inbox, webhooks, deliveries).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    pub database_url: String,
-    /// NATS server with JetStream, source of the domain events.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Subject prefix of the event stream (`<prefix>.<kind>`).
-    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
-    pub nats_prefix: String,
-    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
-    /// (1 on a single NATS server, 3 in production).
-    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
-    pub event_stream_min_replicas: usize,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NATS JetStream, source of the domain events (`<prefix>.<kind>`).
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Allow plain http:// webhooks. Off in production: secrets and payloads would cross the
     /// network in clear. The local stack turns it on for its loopback demo receiver.
     #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
@@ -113,10 +109,8 @@ impl Config {
     pub fn for_test(database_url: &str, nats_url: &str, nats_prefix: &str) -> Self {
         Self {
             server: ServerArgs::loopback(),
-            database_url: database_url.to_owned(),
-            nats_url: nats_url.to_owned(),
-            nats_prefix: nats_prefix.to_owned(),
-            event_stream_min_replicas: 1,
+            database: DatabaseArgs::new(database_url),
+            nats: NatsArgs::new(nats_url, nats_prefix),
             webhook_allow_http: true,
             webhook_allowed_ports: vec!["1-65535".into()],
             webhook_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
@@ -134,16 +128,8 @@ impl Config {
     /// Refuses any value that would make the service misbehave, before anything is bound.
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
-        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
-        if !(1..=5).contains(&self.event_stream_min_replicas) {
-            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
-        }
-        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
-            return Err("DATABASE_URL must be a postgres:// URL".into());
-        }
-        if !self.nats_url.starts_with("nats://") {
-            return Err("NATS_URL must be a nats:// URL".into());
-        }
+        self.database.validate()?;
+        self.nats.validate()?;
         self.address_policy()?;
         self.secret_keys()?;
         if !(1..=MAX_MAX_WEBHOOKS_PER_USER).contains(&self.max_webhooks_per_user) {

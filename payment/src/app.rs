@@ -56,7 +56,7 @@ impl App {
     /// Connects to backing services, runs migrations, binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db =
-            service_runtime::db::connect(&config.database_url, "payment", config.database_max_connections)
+            service_runtime::db::connect(&config.database.url, "payment", config.database_max_connections)
                 .await
                 .context("cannot connect to Postgres")?;
         Migrator::up(&db, None).await.context("cannot migrate schema payment")?;
@@ -64,9 +64,9 @@ impl App {
             .await
             .context("cannot register this payment instance")?;
         let bus = EventBus::connect_checked(
-            &config.nats_url,
-            &config.nats_prefix,
-            config.event_stream_min_replicas,
+            &config.nats.url,
+            &config.nats.prefix,
+            config.nats.event_stream_min_replicas,
         )
         .await?;
         let seat_lock = seat_lock_channel(&config)?;
@@ -203,7 +203,7 @@ fn seat_lock_channel(config: &Config) -> anyhow::Result<Channel> {
 /// through the same provider and seat-lock, and leaves its outbox rows to the service's
 /// relay. It runs no migrations: the schema must be the service's.
 pub async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
-    let db = service_runtime::db::connect(&config.database_url, "payment", config.database_max_connections)
+    let db = service_runtime::db::connect(&config.database.url, "payment", config.database_max_connections)
         .await
         .context("cannot connect to Postgres")?;
     // Its own instance id, never registered: it claims no payment and adopts none.

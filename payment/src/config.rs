@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use service_runtime::{
-    config::{ServerArgs, validate_prefix},
+    args::{DatabaseArgs, NatsArgs, validate_http_url},
+    config::ServerArgs,
     mtls::{MeshArgs, MeshTls, validate_internal_url},
 };
 
@@ -20,8 +21,8 @@ pub struct Config {
     #[command(flatten)]
     pub mesh: MeshArgs,
     /// Postgres holding schema `payment` (payments, bookings, seat guard, outbox, sandbox ledger).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Pool size of Postgres connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     pub database_max_connections: u32,
@@ -30,16 +31,9 @@ pub struct Config {
     /// DATABASE_MAX_CONNECTIONS, leaving room for reads, the outbox relay and recovery.
     #[arg(long, env = "DATABASE_COMMIT_GROUPS", default_value_t = 8)]
     pub database_commit_groups: u32,
-    /// NATS server the outbox relay publishes to.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Subject prefix of the event stream (`<prefix>.booking.confirmed`, ...).
-    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
-    pub nats_prefix: String,
-    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
-    /// (1 on a single NATS server, 3 in production).
-    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
-    pub event_stream_min_replicas: usize,
+    /// NATS JetStream the outbox relay publishes to (`<prefix>.booking.confirmed`, ...).
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Seat-lock's internal listener (mutual TLS), which moves holds into checkout, confirms
     /// them and takes cancelled seats back. Its certificate must name the URL's host.
     #[arg(long, env = "SEAT_LOCK_INTERNAL_URL", default_value = "https://seat-lock-headless:50052")]
@@ -136,13 +130,8 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
-        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
-        if !(1..=5).contains(&self.event_stream_min_replicas) {
-            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
-        }
-        if self.database_url.is_empty() {
-            return Err("DATABASE_URL is required".into());
-        }
+        self.database.validate()?;
+        self.nats.validate()?;
         if self.database_max_connections == 0 {
             return Err("DATABASE_MAX_CONNECTIONS must be positive".into());
         }
@@ -176,14 +165,7 @@ impl Config {
         if self.max_payments_in_flight == Some(0) {
             return Err("MAX_PAYMENTS_IN_FLIGHT must be positive (unset: MAX_IN_FLIGHT)".into());
         }
-        for (name, url) in [("NATS_URL", &self.nats_url), ("INVENTORY_URL", &self.inventory_url)] {
-            if url.is_empty() {
-                return Err(format!("{name} is required"));
-            }
-        }
-        if !(self.inventory_url.starts_with("http://") || self.inventory_url.starts_with("https://")) {
-            return Err(format!("INVENTORY_URL must be an http(s) URL, got {:?}", self.inventory_url));
-        }
+        validate_http_url("INVENTORY_URL", &self.inventory_url)?;
         validate_internal_url("SEAT_LOCK_INTERNAL_URL", &self.seat_lock_internal_url)?;
         self.mesh_tls()?;
         Ok(())

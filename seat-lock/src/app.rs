@@ -11,7 +11,7 @@ use ticketing_proto::{
 
 use crate::{
     Config,
-    catalog::{Catalog, INVENTORY_TIMEOUT},
+    catalogue::{Catalogue, INVENTORY_TIMEOUT},
     internal::SeatLockInternal,
     passes, relay,
     service::{PAYMENT_TIMEOUT, SeatLockService},
@@ -31,18 +31,18 @@ impl App {
     /// Connects to backing services, loads the scripts, binds (port 0 allowed). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store =
-            Store::connect(&config.redis_url, &config.redis_prefix, config.server.request_timeout()).await?;
+            Store::connect(&config.redis.url, &config.redis.prefix, config.server.request_timeout()).await?;
         let bus = EventBus::connect_checked(
-            &config.nats_url,
-            &config.nats_prefix,
-            config.event_stream_min_replicas,
+            &config.nats.url,
+            &config.nats.prefix,
+            config.nats.event_stream_min_replicas,
         )
         .await?;
         let inventory = ticketing_proto::connect(&config.inventory_url, INVENTORY_TIMEOUT)?;
         let mesh = config.mesh_tls().map_err(anyhow::Error::msg)?;
         let payment = mesh.channel(&config.payment_internal_url, PAYMENT_TIMEOUT)?;
         let service = SeatLockService::new(
-            Catalog::new(inventory),
+            Catalogue::new(inventory),
             store.clone(),
             payment,
             config.pass_verify_keys.clone(),

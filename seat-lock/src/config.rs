@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use service_runtime::{
-    config::{ServerArgs, secret, validate_prefix, validate_redis_prefix},
+    args::{NatsArgs, RedisArgs, validate_http_url},
+    config::{ServerArgs, secret},
     mtls::{MeshArgs, MeshTls, validate_internal_url},
 };
 use ticketing_proto::pass::PassVerifier;
@@ -21,21 +22,11 @@ pub struct Config {
     #[command(flatten)]
     pub mesh: MeshArgs,
     /// Redis holding the holds, sold marks and zone counters.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// Put in front of every Redis key, so several stacks (or tests) share one Redis.
-    #[arg(long, env = "REDIS_PREFIX", default_value = "")]
-    pub redis_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// NATS JetStream carrying the SeatsHeld / SeatsReleased events.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Subject prefix of the event stream.
-    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
-    pub nats_prefix: String,
-    /// Fewest replicas the event stream must have; with fewer, the service refuses to start
-    /// (1 on a single NATS server, 3 in production).
-    #[arg(long, env = "EVENT_STREAM_MIN_REPLICAS", default_value_t = 1)]
-    pub event_stream_min_replicas: usize,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Inventory, asked once per event for its layout.
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:50053")]
     pub inventory_url: String,
@@ -68,25 +59,11 @@ impl Config {
     /// Refuses settings the service cannot run with, before anything is bound.
     pub fn validate(&self) -> Result<(), String> {
         self.server.validate()?;
-        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
-        if !(1..=5).contains(&self.event_stream_min_replicas) {
-            return Err("EVENT_STREAM_MIN_REPLICAS must be 1-5".into());
-        }
-        for (name, url) in [
-            ("REDIS_URL", &self.redis_url),
-            ("NATS_URL", &self.nats_url),
-            ("INVENTORY_URL", &self.inventory_url),
-        ] {
-            if !url.contains("://") {
-                return Err(format!("{name} must be a URL, got {url:?}"));
-            }
-        }
+        self.redis.validate()?;
+        self.nats.validate()?;
+        validate_http_url("INVENTORY_URL", &self.inventory_url)?;
         validate_internal_url("PAYMENT_INTERNAL_URL", &self.payment_internal_url)?;
         self.mesh_tls()?;
-        validate_redis_prefix(&self.redis_prefix)?;
-        if let Err(error) = fred::types::config::Config::from_url(&self.redis_url) {
-            return Err(format!("REDIS_URL {:?} is not a Redis URL: {error}", self.redis_url));
-        }
         if !(1..=86_400).contains(&self.hold_ttl_secs) {
             return Err("HOLD_TTL_SECS must be 1-86400".into());
         }

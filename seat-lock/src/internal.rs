@@ -21,7 +21,7 @@ use ticketing_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    catalog::Layout,
+    catalogue::Layout,
     error::Error,
     service::{SeatLockService, valid_booking, valid_user},
     store::{ReturnOutcome, SeatReturn},
@@ -30,7 +30,7 @@ use crate::{
 /// The services that may call these RPCs: payment owns checkout, confirmation and returns.
 pub const CALLERS: &[&str] = &["payment"];
 
-/// The internal service; shares the public one's catalog, store and rebuild.
+/// The internal service; shares the public one's catalogue, store and rebuild.
 #[derive(Clone)]
 pub struct SeatLockInternal {
     service: SeatLockService,

@@ -2,7 +2,7 @@
 //!
 //! Parts:
 //! - [`service`]: the `SeatLockService` gRPC handlers. A request is validated against the
-//!   event's layout ([`catalog`], fetched once from inventory and kept in memory), the caller
+//!   event's layout ([`catalogue`], fetched once from inventory and kept in memory), the caller
 //!   is the verified token's subject, its admission pass is verified locally with admission's
 //!   public keys (seat-lock holds no signing key), then ONE Lua script ([`store`]) checks that
 //!   admission has not ended the pass, the user's ticket limit, the zone counter and every
@@ -28,7 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod catalog;
+pub mod catalogue;
 pub mod config;
 pub mod error;
 pub mod internal;

@@ -22,7 +22,7 @@ use ticketing_proto::{
 use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
-    catalog::{Catalog, Layout},
+    catalogue::{Catalogue, Layout},
     error::Error,
     store::{HoldState, NewHold, Outcome, Pick, SoldHold, Store, StoredHold},
 };
@@ -51,7 +51,7 @@ const MAX_PASS_TOKEN_LEN: usize = 2048;
 /// The service: shared by every request, cheap to clone.
 #[derive(Clone)]
 pub struct SeatLockService {
-    catalog: Catalog,
+    catalogue: Catalogue,
     store: Store,
     /// Payment's internal service (mutual TLS), for the sold seats of a rebuild.
     payment: PaymentInternalServiceClient<Channel>,
@@ -63,7 +63,7 @@ pub struct SeatLockService {
 impl SeatLockService {
     /// A service over its collaborators.
     pub fn new(
-        catalog: Catalog,
+        catalogue: Catalogue,
         store: Store,
         payment: Channel,
         passes: PassVerifier,
@@ -71,7 +71,7 @@ impl SeatLockService {
         checkout_grace: Duration,
     ) -> Self {
         Self {
-            catalog,
+            catalogue,
             store,
             // A 50,000-seat event's sold seats exceed tonic's 4 MiB default.
             payment: PaymentInternalServiceClient::new(payment)
@@ -91,7 +91,7 @@ impl SeatLockService {
         if parsed.hyphenated().to_string() != event_id {
             return Err(Error::invalid("event_id", "must be a UUID in lowercase hyphenated form"));
         }
-        let (layout, fresh) = self.catalog.layout(event_id).await?;
+        let (layout, fresh) = self.catalogue.layout(event_id).await?;
         if fresh {
             self.store.remember_event(event_id).await?;
         }

@@ -19,7 +19,7 @@ use fred::prelude::*;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use seat_lock::{
-    catalog::{Layout, Zone},
+    catalogue::{Layout, Zone},
     error::Error,
     store::{NewHold, Outcome, Pick, ReturnOutcome, SeatReturn, SoldHold, Store, StoredHold},
 };

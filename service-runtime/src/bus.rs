@@ -138,7 +138,7 @@ impl EventBus {
         let client = options
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(REQUEST_TIMEOUT))
-            .connect(url)
+            .connect(crate::args::nats_servers(url))
             .await
             .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
         let mut jetstream = jetstream::new(client.clone());
@@ -366,8 +366,10 @@ impl StreamSpec {
 /// `stream-setup` Job and the test environment run before any service starts.
 pub async fn setup_stream(url: &str, spec: &StreamSpec) -> Result<jetstream::stream::Config, BusError> {
     let options = async_nats::ConnectOptions::new().connection_timeout(OPEN_TIMEOUT);
-    let client =
-        options.connect(url).await.map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+    let client = options
+        .connect(crate::args::nats_servers(url))
+        .await
+        .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
     spec.apply(&jetstream::new(client)).await
 }
 

@@ -1,4 +1,5 @@
--- join.lua: puts a user in an event's waiting room, once.
+-- join.lua: puts a user in an event's waiting room, once. Prepended: common.lua
+-- (`redis_now_ms`, `ready_or_start`, `collect_pass`).
 --
 -- KEYS[1] rate-limit counter of the user   (<p>adm:{<event>}:rl:<user>)
 -- KEYS[2] seq          STRING  last ticket handed out
@@ -28,15 +29,9 @@
 -- not yet; checking and setting the state in this atomic script is what makes a join racing
 -- with the opening land on exactly one side: ticket <= sealed_ticket is pre-queue.
 local user = ARGV[1]
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
--- Readiness (see store/mod.rs): before the sale opens no pass exists and the pre-queue is
--- shuffled anyway, so a missing state is simply started; after, it must be rebuilt.
-if redis.call('EXISTS', KEYS[8]) == 0 then
-  if now >= tonumber(ARGV[3]) then
-    return {-2}
-  end
-  redis.call('SET', KEYS[8], string.format('%d', now))
+local now = redis_now_ms()
+if not ready_or_start(KEYS[8], tonumber(ARGV[3]), now) then
+  return {-2}
 end
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then
@@ -51,15 +46,8 @@ if count > tonumber(ARGV[2]) then
   return {-1, ttl}
 end
 
-local expires = redis.call('ZSCORE', KEYS[5], user)
-if expires and tonumber(expires) > now then
-  local stored = redis.call('HGET', KEYS[6], user)
-  local pass_id, exp, ticket, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
-  if full and tonumber(full) > tonumber(exp) then
-    stored = pass_id .. ':' .. full .. ':' .. ticket .. ':' .. full
-    redis.call('HSET', KEYS[6], user, stored)
-    redis.call('ZADD', KEYS[5], 'XX', full, user)
-  end
+local stored = collect_pass(KEYS[5], KEYS[6], user, now)
+if stored then
   return {2, stored, now, redis.call('ZCARD', KEYS[3])}
 end
 

@@ -31,22 +31,28 @@
 //!
 //! Plus `<p>adm:events`, a SET of the events that have a queue, which the controllers walk.
 //! "Now" is Redis `TIME` inside the scripts, so all replicas agree on it.
+//!
+//! Here: the connection, the scripts and the requests' and ticks' steps. The typed answers
+//! are in `outcomes`, the parsing of script replies in `reply`, an event's opening, rebuild
+//! and forgetting in `lifecycle`.
 
-use std::sync::OnceLock;
+mod lifecycle;
+mod outcomes;
+mod reply;
+
+pub use outcomes::*;
+use reply::{ended_pass, int, number, ready, standing, stored_pass, string, uint};
 
 use std::time::Duration;
 
 use fred::{
-    bytes_utils::Str,
     clients::Pool,
-    interfaces::{ClientLike, KeysInterface, LuaInterface, SetsInterface},
-    types::{Expiration, Key, SetOptions, Value},
+    interfaces::{ClientLike, SetsInterface},
+    types::{Key, Value},
 };
+use service_runtime::lua::LuaScript;
 
-use crate::{
-    error::Error,
-    fairness::{EventShuffleKey, PREQUEUE_TIER},
-};
+use crate::{error::Error, fairness::PREQUEUE_TIER};
 
 /// Connections to Redis; each pipelines many commands, so a few cover thousands of requests.
 const REDIS_POOL_SIZE: usize = 8;
@@ -70,207 +76,10 @@ const NOT_READY: i64 = -2;
 /// single-threaded) while a large free capacity is filled over a few ticks.
 pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
 
-/// A Lua script loaded into Redis, run by SHA and sent whole if Redis forgot it.
-struct Script {
-    lua: &'static str,
-    /// Set by the first load. A script's SHA1 depends only on its text, so it never changes,
-    /// and reading it takes no lock (every Join reads it).
-    sha: OnceLock<Str>,
-}
-
-impl Script {
-    const fn new(lua: &'static str) -> Self {
-        Self { lua, sha: OnceLock::new() }
-    }
-
-    async fn load(&self, pool: &Pool) -> Result<(), fred::error::Error> {
-        let sha: String = pool.script_load(self.lua).await?;
-        let _ = self.sha.set(Str::from(sha));
-        Ok(())
-    }
-
-    /// Keys and arguments are `Bytes`-backed, so keeping them for the rare NOSCRIPT retry
-    /// costs reference counts, not copies.
-    async fn run(&self, pool: &Pool, keys: Vec<Key>, args: Vec<Value>) -> Result<Value, fred::error::Error> {
-        if let Some(sha) = self.sha.get() {
-            match pool.evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone()).await {
-                Err(error) if error.details().starts_with("NOSCRIPT") => {}
-                result => return result,
-            }
-        }
-        // Sent whole, EVAL runs on the node owning the keys (on a Redis Cluster, maybe not the
-        // one the script was first loaded on) and caches the script there.
-        pool.eval(self.lua, keys, args).await
-    }
-}
-
-/// An issued pass as stored: any replica re-signs the same token from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPass {
-    pub pass_id: String,
-    pub expires_at_ms: i64,
-    pub ticket: u64,
-}
-
-/// How an event's opening went, from the replica that ran (or finished) it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Opening {
-    /// Redis time is before `sale_opens_at`.
-    NotYet,
-    /// The event was already open.
-    AlreadyOpen,
-    /// This replica sealed (or resealed) and shuffled `prequeue` users; `sealed_ticket` is
-    /// the last ticket of the pre-queue.
-    Shuffled { prequeue: usize, sealed_ticket: u64 },
-}
-
-/// Where a user stands in an event's waiting room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Standing {
-    /// Neither waiting nor holding a valid pass. The event's queue exists since
-    /// `queue_started_at_ms` (Redis time): a place taken before then was lost with Redis.
-    Absent { queue_started_at_ms: i64 },
-    /// In line; `rank` counts the users ahead; `score` orders the queue (see the module docs).
-    Waiting { ticket: u64, rank: u64, queue_length: u64, now_ms: i64, score: u64 },
-    /// Holds a valid pass.
-    Admitted { pass: StoredPass, queue_length: u64, now_ms: i64 },
-}
-
-/// The answer of a join.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinOutcome {
-    RateLimited { retry_after_ms: u64 },
-    Joined(Standing),
-}
-
-/// A user the controller admitted in a tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdmittedUser {
-    pub user_id: String,
-    pub pass: StoredPass,
-}
-
-/// Why a pass ended before its expiry (see [`EndedPass`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// Given back with Leave.
-    Left,
-    /// Its holder bought.
-    Bought,
-}
-
-/// A pass ended before its expiry, whose `PassEnded` event tells seat-lock to refuse it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndedPass {
-    pub user_id: String,
-    pub pass_id: String,
-    pub reason: EndReason,
-    /// The latest expiry any token of the pass carries: seat-lock refuses it until then.
-    pub expires_at_ms: i64,
-}
-
-/// One outbox entry: the users one tick admitted, or a pass that ended, whose events are not
-/// yet known to be published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEntry {
-    /// The stream entry id, for [`Store::outbox_done`].
-    pub id: String,
-    pub admitted: Vec<AdmittedUser>,
-    pub ended: Vec<EndedPass>,
-}
-
-/// What Leave did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Left {
-    /// The user was neither waiting nor holding a valid pass.
-    Nothing,
-    /// The user left the queue.
-    Queue,
-    /// The user gave back a valid pass; its `PassEnded` is in the outbox.
-    Pass,
-}
-
-/// What one controller tick saw and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TickReport {
-    /// The epoch of the event's state (the readiness marker): it changes when the state was
-    /// lost and rebuilt, and every queue place with it.
-    pub epoch: i64,
-    /// Redis time of the tick, unix ms.
-    pub now_ms: i64,
-    /// The lowest ticket still waiting; last ticket + 1 when nobody waits.
-    pub head: u64,
-    pub queue_length: u64,
-    /// Passes issued for the event so far, by every replica.
-    pub admitted_total: u64,
-    pub active_passes: u64,
-    /// True once the event is open (pre-queue shuffled, admissions running).
-    pub opened: bool,
-    /// Passes that ended, by every replica, since the event began.
-    pub ended: EndedPasses,
-    /// Admitted by this tick (0 when another replica held the lease).
-    pub admitted: u64,
-    /// Outbox entries whose `Admitted` events are not yet published (by any replica).
-    pub outbox: u64,
-}
-
-/// Counts of passes that ended, by how.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EndedPasses {
-    /// Expired unused: the no-shows (including the uncollected ones).
-    pub expired: u64,
-    /// Expired at the end of the check-in window, never collected; part of `expired`.
-    pub unclaimed: u64,
-    /// Dropped after a purchase.
-    pub released: u64,
-    /// Given back with Leave.
-    pub left: u64,
-}
-
-impl EndedPasses {
-    /// The share of ended passes that expired unused; `None` before any ended.
-    pub fn no_show_share(&self) -> Option<f64> {
-        let ended = self.expired + self.released + self.left;
-        (ended > 0).then(|| self.expired as f64 / ended as f64)
-    }
-}
-
-/// The settings a tick needs.
-#[derive(Debug, Clone, Copy)]
-pub struct TickParams {
-    pub sale_opens_at_ms: i64,
-    pub capacity: u32,
-    pub pass_ttl_ms: u64,
-    pub tick_ms: u32,
-    /// How long an admitted user has to collect the pass before the slot is freed.
-    pub check_in_window_ms: u64,
-}
-
-/// A pass still live per the event's history, to restore after a Redis loss.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoredPass {
-    pub user_id: String,
-    pub pass: StoredPass,
-}
-
-/// What the rebuild restores besides the live passes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// The highest pass id in the history: new passes are numbered above it.
-    pub max_pass_id: u64,
-    /// The highest ticket in the history: new joiners are numbered above it.
-    pub max_ticket: u64,
-}
-
-/// What a rebuild did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rebuilt {
-    /// The state was restored; its new epoch.
-    Restored { epoch: i64 },
-    /// The event was ready already (another replica rebuilt it, or the marker survived).
-    AlreadyReady,
-    /// The lock expired before the rebuild finished; another replica may be rebuilding.
-    LockLost,
+/// A script that uses the helpers of `common.lua` (Redis time, readiness, the pass check-in
+/// rule), with them.
+fn with_common(body: &str) -> String {
+    LuaScript::with_prelude(include_str!("common.lua"), body)
 }
 
 /// The Redis side of admission.
@@ -279,98 +88,18 @@ pub struct Store {
     prefix: String,
     /// Stored in the lease so an operator sees which replica admits.
     replica_id: String,
-    join: Script,
-    status: Script,
-    leave: Script,
-    release: Script,
-    tick: Script,
-    seal: Script,
-    shuffle: Script,
-    outbox_take: Script,
-    outbox_done: Script,
-    prequeue_page: Script,
-    rebuild: Script,
-    finished: Script,
-}
-
-/// A script argument from a count or duration; every one the service passes is far below
-/// `i64::MAX` (scores stay below 2^53, settings are validated), so saturating never happens.
-fn number(value: u64) -> Value {
-    Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-fn int(value: Option<&Value>) -> Result<i64, Error> {
-    value.and_then(Value::as_i64).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
-}
-
-fn uint(value: Option<&Value>) -> Result<u64, Error> {
-    u64::try_from(int(value)?).map_err(|_| Error::UnexpectedReply(format!("{value:?}")))
-}
-
-fn string(value: Option<&Value>) -> Result<String, Error> {
-    value.and_then(Value::as_string).ok_or_else(|| Error::UnexpectedReply(format!("{value:?}")))
-}
-
-/// Parses `pass_id:expires_at_ms:ticket[:checked_in_expiry_ms]`, as stored in the `admitted`
-/// hash and the outbox.
-fn stored_pass(value: Option<&Value>) -> Result<StoredPass, Error> {
-    let raw = string(value)?;
-    let mut parts = raw.split(':');
-    let parsed = (|| {
-        let pass_id = parts.next()?.to_owned();
-        let expires_at_ms = parts.next()?.parse().ok()?;
-        let ticket = parts.next()?.parse().ok()?;
-        Some(StoredPass { pass_id, expires_at_ms, ticket })
-    })();
-    parsed.ok_or_else(|| Error::UnexpectedReply(raw.clone()))
-}
-
-/// Parses `end:<left|bought>:pass_id:expires_at_ms`, an ended pass in the outbox; `None` for
-/// any other value (an admission).
-fn ended_pass(user_id: &str, raw: &str) -> Option<Result<EndedPass, Error>> {
-    let rest = raw.strip_prefix("end:")?;
-    let parsed = (|| {
-        let mut parts = rest.split(':');
-        let reason = match parts.next()? {
-            "left" => EndReason::Left,
-            "bought" => EndReason::Bought,
-            _ => return None,
-        };
-        let pass_id = parts.next()?.to_owned();
-        let expires_at_ms = parts.next()?.parse().ok()?;
-        Some(EndedPass { user_id: user_id.to_owned(), pass_id, reason, expires_at_ms })
-    })();
-    Some(parsed.ok_or_else(|| Error::UnexpectedReply(raw.to_owned())))
-}
-
-/// `Err(Rebuilding)` when a script answered `{-2}`: the event's state is missing after the
-/// sale opened.
-fn ready(reply: &[Value], event_id: &str) -> Result<(), Error> {
-    if reply.len() == 1 && int(reply.first())? == NOT_READY {
-        return Err(Error::Rebuilding(event_id.to_owned()));
-    }
-    Ok(())
-}
-
-/// Reads the `{0, ...}` / `{1, ...}` / `{2, ...}` / `{3, epoch}` shapes that join.lua and
-/// status.lua share.
-fn standing(reply: &[Value]) -> Result<Standing, Error> {
-    match int(reply.first())? {
-        0 | 1 => Ok(Standing::Waiting {
-            ticket: uint(reply.get(1))?,
-            rank: uint(reply.get(2))?,
-            queue_length: uint(reply.get(3))?,
-            now_ms: int(reply.get(4))?,
-            score: uint(reply.get(5))?,
-        }),
-        2 => Ok(Standing::Admitted {
-            pass: stored_pass(reply.get(1))?,
-            now_ms: int(reply.get(2))?,
-            queue_length: uint(reply.get(3))?,
-        }),
-        3 => Ok(Standing::Absent { queue_started_at_ms: int(reply.get(1))? }),
-        other => Err(Error::UnexpectedReply(format!("standing code {other}"))),
-    }
+    join: LuaScript,
+    status: LuaScript,
+    leave: LuaScript,
+    release: LuaScript,
+    tick: LuaScript,
+    seal: LuaScript,
+    shuffle: LuaScript,
+    outbox_take: LuaScript,
+    outbox_done: LuaScript,
+    prequeue_page: LuaScript,
+    rebuild: LuaScript,
+    finished: LuaScript,
 }
 
 impl Store {
@@ -383,41 +112,23 @@ impl Store {
     pub async fn connect(url: &str, prefix: &str, command_timeout: Duration) -> anyhow::Result<Self> {
         let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
-        let store = Self {
-            pool,
+        Ok(Self {
             prefix: prefix.to_owned(),
             replica_id: uuid::Uuid::new_v4().to_string(),
-            join: Script::new(include_str!("join.lua")),
-            status: Script::new(include_str!("status.lua")),
-            leave: Script::new(include_str!("leave.lua")),
-            release: Script::new(include_str!("release.lua")),
-            tick: Script::new(include_str!("tick.lua")),
-            seal: Script::new(include_str!("seal.lua")),
-            shuffle: Script::new(include_str!("shuffle.lua")),
-            outbox_take: Script::new(include_str!("outbox_take.lua")),
-            outbox_done: Script::new(include_str!("outbox_done.lua")),
-            prequeue_page: Script::new(include_str!("prequeue_page.lua")),
-            rebuild: Script::new(include_str!("rebuild.lua")),
-            finished: Script::new(include_str!("finished.lua")),
-        };
-        let scripts = [
-            &store.join,
-            &store.status,
-            &store.leave,
-            &store.release,
-            &store.tick,
-            &store.seal,
-            &store.shuffle,
-            &store.outbox_take,
-            &store.outbox_done,
-            &store.prequeue_page,
-            &store.rebuild,
-            &store.finished,
-        ];
-        for script in scripts {
-            script.load(&store.pool).await?;
-        }
-        Ok(store)
+            join: LuaScript::load(&pool, with_common(include_str!("join.lua"))).await?,
+            status: LuaScript::load(&pool, with_common(include_str!("status.lua"))).await?,
+            leave: LuaScript::load(&pool, include_str!("leave.lua")).await?,
+            release: LuaScript::load(&pool, include_str!("release.lua")).await?,
+            tick: LuaScript::load(&pool, include_str!("tick.lua")).await?,
+            seal: LuaScript::load(&pool, include_str!("seal.lua")).await?,
+            shuffle: LuaScript::load(&pool, include_str!("shuffle.lua")).await?,
+            outbox_take: LuaScript::load(&pool, include_str!("outbox_take.lua")).await?,
+            outbox_done: LuaScript::load(&pool, include_str!("outbox_done.lua")).await?,
+            prequeue_page: LuaScript::load(&pool, include_str!("prequeue_page.lua")).await?,
+            rebuild: LuaScript::load(&pool, include_str!("rebuild.lua")).await?,
+            finished: LuaScript::load(&pool, include_str!("finished.lua")).await?,
+            pool,
+        })
     }
 
     fn key(&self, event_id: &str, name: &str) -> Key {
@@ -428,8 +139,9 @@ impl Store {
         format!("{}adm:events", self.prefix)
     }
 
-    async fn run(&self, script: &Script, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<Value>, Error> {
-        match script.run(&self.pool, keys, args).await? {
+    /// Runs a script whose reply is an array.
+    async fn run(&self, script: &LuaScript, keys: Vec<Key>, args: Vec<Value>) -> Result<Vec<Value>, Error> {
+        match script.call(&self.pool, keys, args).await? {
             Value::Array(values) => Ok(values),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }
@@ -512,7 +224,7 @@ impl Store {
         keys.push(self.key(event_id, "outbox"));
         keys.push(self.key(event_id, "ready"));
         let args = vec![Value::from(user_id), Value::Integer(sale_opens_at_ms)];
-        let reply = self.leave.run(&self.pool, keys, args).await?;
+        let reply = self.leave.call::<Value, _, _>(&self.pool, keys, args).await?;
         match int(Some(&reply))? {
             NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
             0 => Ok(Left::Nothing),
@@ -532,7 +244,7 @@ impl Store {
             self.key(event_id, "outbox"),
             self.key(event_id, "ready"),
         ];
-        let reply = self.release.run(&self.pool, keys, vec![Value::from(user_id)]).await?;
+        let reply = self.release.call::<Value, _, _>(&self.pool, keys, vec![Value::from(user_id)]).await?;
         match int(Some(&reply))? {
             NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
             released => Ok(released == 1),
@@ -620,174 +332,16 @@ impl Store {
 
     /// Drops outbox entries whose events are published; returns how many entries are left.
     pub async fn outbox_done(&self, event_id: &str, ids: &[String]) -> Result<u64, Error> {
-        let args = ids.iter().map(|id| Value::from(id.as_str())).collect();
-        let reply = self.outbox_done.run(&self.pool, vec![self.key(event_id, "outbox")], args).await?;
+        let args: Vec<Value> = ids.iter().map(|id| Value::from(id.as_str())).collect();
+        let reply = self
+            .outbox_done
+            .call::<Value, _, _>(&self.pool, vec![self.key(event_id, "outbox")], args)
+            .await?;
         uint(Some(&reply))
     }
 
     /// This replica's id: its name in the lease and among the outbox relays.
     pub fn replica_id(&self) -> &str {
         &self.replica_id
-    }
-
-    /// The opening step: seals the pre-queue, then rescores it by the keyed shuffle page by
-    /// page ([`PREQUEUE_PAGE`]), then opens the event. Safe to run on several replicas at once
-    /// or to repeat after a crash: every run computes the same scores, and pages after the
-    /// event opened are refused.
-    pub async fn open_sale(
-        &self,
-        event_id: &str,
-        sale_opens_at_ms: i64,
-        key: &EventShuffleKey,
-    ) -> Result<Opening, Error> {
-        let keys = vec![
-            self.key(event_id, "opening"),
-            self.key(event_id, "queue"),
-            self.key(event_id, "seq"),
-            self.key(event_id, "ready"),
-        ];
-        let args =
-            vec![Value::Integer(sale_opens_at_ms), number(PREQUEUE_TIER), Value::from(key.commitment())];
-        let reply = self.run(&self.seal, keys, args).await?;
-        ready(&reply, event_id)?;
-        match int(reply.first())? {
-            0 => return Ok(Opening::NotYet),
-            2 => return Ok(Opening::AlreadyOpen),
-            1 => {}
-            other => return Err(Error::UnexpectedReply(format!("seal code {other}"))),
-        }
-        let sealed_ticket = uint(reply.get(1))?;
-        let prequeue = uint(reply.get(2))?;
-        let keys = vec![self.key(event_id, "opening"), self.key(event_id, "queue")];
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, users) = self.prequeue_page(event_id, &cursor).await?;
-            let last = next == "0";
-            let mut args =
-                vec![Value::from(if last { "1" } else { "0" }), number(prequeue), number(PREQUEUE_TIER)];
-            for user in &users {
-                args.push(Value::from(user.as_str()));
-                args.push(number(key.score(user)));
-            }
-            let applied = self.shuffle.run(&self.pool, keys.clone(), args).await?;
-            if int(Some(&applied))? == 0 {
-                return Ok(Opening::AlreadyOpen);
-            }
-            if last {
-                break;
-            }
-            cursor = next;
-        }
-        Ok(Opening::Shuffled { prequeue: usize::try_from(prequeue).unwrap_or(usize::MAX), sealed_ticket })
-    }
-
-    /// One page of the sealed pre-queue: the next cursor ("0" at the end) and the users of the
-    /// page still holding a pre-queue score.
-    async fn prequeue_page(&self, event_id: &str, cursor: &str) -> Result<(String, Vec<String>), Error> {
-        let args = vec![Value::from(cursor), number(PREQUEUE_PAGE as u64), number(PREQUEUE_TIER)];
-        let reply = self.run(&self.prequeue_page, vec![self.key(event_id, "queue")], args).await?;
-        let next = string(reply.first())?;
-        let users = match reply.get(1) {
-            Some(Value::Array(users)) => {
-                users.iter().map(|user| string(Some(user))).collect::<Result<_, _>>()?
-            }
-            other => return Err(Error::UnexpectedReply(format!("{other:?}"))),
-        };
-        Ok((next, users))
-    }
-
-    /// Takes the rebuild lock of the event for `token` ([`REBUILD_LOCK`]); false when another
-    /// replica holds it.
-    pub async fn lock_rebuild(&self, event_id: &str, token: &str) -> Result<bool, Error> {
-        let expiry = Expiration::PX(i64::try_from(REBUILD_LOCK.as_millis()).unwrap_or(i64::MAX));
-        let set: Option<String> = self
-            .pool
-            .set(self.key(event_id, "rebuild"), token, Some(expiry), Some(SetOptions::NX), false)
-            .await?;
-        Ok(set.is_some())
-    }
-
-    /// Releases the rebuild lock if `token` still holds it (after a failed rebuild, so another
-    /// attempt need not wait for it to expire). Two steps: at worst another holder's lock is
-    /// released early, and a second rebuild then finds the event ready and changes nothing.
-    pub async fn unlock_rebuild(&self, event_id: &str, token: &str) -> Result<(), Error> {
-        let key = self.key(event_id, "rebuild");
-        let holder: Option<String> = self.pool.get(key.clone()).await?;
-        if holder.as_deref() == Some(token) {
-            let _: i64 = self.pool.del(key).await?;
-        }
-        Ok(())
-    }
-
-    /// Restores the event's state from its history under the lock `token`: the live passes in
-    /// batches ([`REBUILD_BATCH`]), then the counters, the opening record and the readiness
-    /// marker (which releases the lock) in the last call. Until that call the event stays not
-    /// ready, so nobody is admitted from a half-restored state.
-    pub async fn rebuild(
-        &self,
-        event_id: &str,
-        token: &str,
-        passes: &[RestoredPass],
-        counters: &Counters,
-        key_commitment: &str,
-    ) -> Result<Rebuilt, Error> {
-        let keys = vec![
-            self.key(event_id, "rebuild"),
-            self.key(event_id, "ready"),
-            self.key(event_id, "opening"),
-            self.key(event_id, "passes"),
-            self.key(event_id, "admitted"),
-            self.key(event_id, "passseq"),
-            self.key(event_id, "seq"),
-        ];
-        let batches: Vec<&[RestoredPass]> =
-            if passes.is_empty() { vec![&[]] } else { passes.chunks(REBUILD_BATCH).collect() };
-        let count = batches.len();
-        for (index, batch) in batches.into_iter().enumerate() {
-            let last = index + 1 == count;
-            let mut args = vec![
-                Value::from(token),
-                Value::from(if last { "1" } else { "0" }),
-                number(counters.max_pass_id),
-                number(counters.max_ticket),
-                Value::from(key_commitment),
-            ];
-            for restored in batch {
-                args.push(Value::from(restored.user_id.as_str()));
-                args.push(Value::from(restored.pass.pass_id.as_str()));
-                args.push(Value::Integer(restored.pass.expires_at_ms));
-                args.push(number(restored.pass.ticket));
-            }
-            let reply = self.rebuild.run(&self.pool, keys.clone(), args).await?;
-            match int(Some(&reply))? {
-                -1 => return Ok(Rebuilt::LockLost),
-                0 => return Ok(Rebuilt::AlreadyReady),
-                epoch if last => return Ok(Rebuilt::Restored { epoch }),
-                _ => {}
-            }
-        }
-        Ok(Rebuilt::AlreadyReady)
-    }
-
-    /// Takes a finished event (nobody waiting, no pass, nothing to publish) out of the set the
-    /// controllers walk; false when it is not finished. A join racing with this either makes
-    /// the event unfinished before the check, or registers it again after the removal (the
-    /// check after the removal puts it back if a join slipped in between).
-    pub async fn forget_event(&self, event_id: &str) -> Result<bool, Error> {
-        let keys =
-            vec![self.key(event_id, "queue"), self.key(event_id, "passes"), self.key(event_id, "outbox")];
-        let finished = |keys: Vec<Key>| async move {
-            let reply = self.finished.run(&self.pool, keys, vec![]).await?;
-            Ok::<bool, Error>(int(Some(&reply))? == 1)
-        };
-        if !finished(keys.clone()).await? {
-            return Ok(false);
-        }
-        let _: i64 = self.pool.srem(self.events_key(), event_id).await?;
-        if !finished(keys).await? {
-            self.register_event(event_id).await?;
-            return Ok(false);
-        }
-        Ok(true)
     }
 }

@@ -1,5 +1,6 @@
 -- status.lua: where a user stands. Collecting a valid pass here is the user's check-in: an
--- uncollected pass (short check-in expiry) is extended to its checked-in expiry.
+-- uncollected pass (short check-in expiry) is extended to its checked-in expiry. Prepended:
+-- common.lua (`redis_now_ms`, `ready_or_start`, `collect_pass`).
 --
 -- KEYS[1] queue     ZSET  user -> score (lowest served first)
 -- KEYS[2] tickets   HASH  user -> ticket
@@ -17,32 +18,19 @@
 --   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   holds a valid pass
 --   {1, ticket, rank (0-based), queue_length, now_ms, score}        waiting
 local user = ARGV[1]
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local epoch = redis.call('GET', KEYS[5])
-if not epoch then
-  if now >= tonumber(ARGV[2]) then
-    return {-2}
-  end
-  epoch = string.format('%d', now)
-  redis.call('SET', KEYS[5], epoch)
+local now = redis_now_ms()
+if not ready_or_start(KEYS[5], tonumber(ARGV[2]), now) then
+  return {-2}
 end
 
-local expires = redis.call('ZSCORE', KEYS[3], user)
-if expires and tonumber(expires) > now then
-  local stored = redis.call('HGET', KEYS[4], user)
-  local pass_id, exp, ticket, full = string.match(stored, '^([^:]+):([^:]+):([^:]+):([^:]+)$')
-  if full and tonumber(full) > tonumber(exp) then
-    stored = pass_id .. ':' .. full .. ':' .. ticket .. ':' .. full
-    redis.call('HSET', KEYS[4], user, stored)
-    redis.call('ZADD', KEYS[3], 'XX', full, user)
-  end
+local stored = collect_pass(KEYS[3], KEYS[4], user, now)
+if stored then
   return {2, stored, now, redis.call('ZCARD', KEYS[1])}
 end
 local ticket = redis.call('HGET', KEYS[2], user)
 local rank = redis.call('ZRANK', KEYS[1], user)
 if not ticket or not rank then
-  return {3, tonumber(epoch)}
+  return {3, tonumber(redis.call('GET', KEYS[5]))}
 end
 local score = redis.call('ZSCORE', KEYS[1], user)
 return {1, tonumber(ticket), rank, redis.call('ZCARD', KEYS[1]), now, tonumber(score)}

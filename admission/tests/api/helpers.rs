@@ -16,6 +16,7 @@ use fred::{
 use futures::StreamExt;
 use prost::Message;
 use service_runtime::{
+    args::{NatsArgs, RedisArgs},
     bus::{EventBus, kind, timestamp_ms},
     config::ServerArgs,
 };
@@ -125,11 +126,8 @@ impl FakeInventory {
 pub fn config(env: &TestEnv, inventory_url: &str) -> Config {
     Config {
         server: ServerArgs::loopback(),
-        redis_url: env.redis_url.clone(),
-        redis_prefix: env.redis_prefix.clone(),
-        nats_url: env.nats_url.clone(),
-        nats_prefix: env.nats_prefix.clone(),
-        event_stream_min_replicas: 1,
+        redis: RedisArgs::new(&env.redis_url, &env.redis_prefix),
+        nats: NatsArgs::new(&env.nats_url, &env.nats_prefix),
         inventory_url: inventory_url.to_owned(),
         pass_signing_keys: PASS_KEYS.0.parse().unwrap(),
         allow_example_secrets: false,

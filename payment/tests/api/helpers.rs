@@ -15,6 +15,7 @@ use payment::{App, Config};
 use prost::Message;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use service_runtime::{
+    args::{DatabaseArgs, NatsArgs},
     auth::{TokenIssuer, bearer},
     bus::EventBus,
     config::ServerArgs,
@@ -287,12 +288,10 @@ pub fn config(env: &TestEnv, urls: &FakeUrls) -> Config {
             tls_key: certs.key("payment"),
             tls_ca: certs.ca(),
         },
-        database_url: env.database_url.clone(),
+        database: DatabaseArgs::new(&env.database_url),
         database_max_connections: 16,
         database_commit_groups: 4,
-        nats_url: env.nats_url.clone(),
-        nats_prefix: env.nats_prefix.clone(),
-        event_stream_min_replicas: 1,
+        nats: NatsArgs::new(&env.nats_url, &env.nats_prefix),
         seat_lock_internal_url: urls.seat_lock.clone(),
         inventory_url: urls.inventory.clone(),
         relay_interval_ms: 50,

@@ -125,7 +125,7 @@ impl RedisCluster {
     }
 }
 
-/// Seat-lock's scripts exactly as `Store::connect` loads them (`with_helpers` in store.rs).
+/// Seat-lock's scripts exactly as `Store::connect` loads them (`with_helpers` in store/mod.rs).
 fn script_sources() -> Vec<String> {
     let common = include_str!("../../src/store/common.lua");
     let mut sources: Vec<String> = [
@@ -140,7 +140,7 @@ fn script_sources() -> Vec<String> {
         include_str!("../../src/store/end_pass.lua"),
     ]
     .iter()
-    .map(|body| format!("{common}\n{body}"))
+    .map(|body| service_runtime::lua::LuaScript::with_prelude(common, body))
     .collect();
     sources.push(include_str!("../../src/store/ack.lua").to_owned());
     sources

@@ -13,7 +13,11 @@ use std::{
 use fred::prelude::*;
 use futures::StreamExt;
 use seat_lock::{App, Config};
-use service_runtime::{config::ServerArgs, mtls::MeshArgs};
+use service_runtime::{
+    args::{NatsArgs, RedisArgs},
+    config::ServerArgs,
+    mtls::MeshArgs,
+};
 use ticketing_proto::{
     internal::{
         ConfirmHoldRequest, ListSoldSeatsRequest, ListSoldSeatsResponse, ReturnSeatsRequest, SoldSeat,
@@ -280,11 +284,8 @@ pub async fn spawn_app_on(
     let config = Config {
         server: ServerArgs::loopback(),
         mesh: mesh_args(&certs, "seat-lock"),
-        redis_url: redis_url.to_owned(),
-        redis_prefix: env.redis_prefix.clone(),
-        nats_url: env.nats_url.clone(),
-        nats_prefix: env.nats_prefix.clone(),
-        event_stream_min_replicas: 1,
+        redis: RedisArgs::new(redis_url, &env.redis_prefix),
+        nats: NatsArgs::new(&env.nats_url, &env.nats_prefix),
         inventory_url: format!("http://{fakes_addr}"),
         payment_internal_url: format!("https://{payment_addr}"),
         pass_verify_keys: format!("{},{}", CURRENT_KEY.1, PREVIOUS_KEY.1).parse()?,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use admission::Config as AdmissionConfig;
 use fred::prelude::KeysInterface;
 use service_runtime::{
+    args::{NatsArgs, RedisArgs},
     auth::TokenIssuer,
     bus::{EventBus, envelope, timestamp_ms},
     config::ServerArgs,
@@ -32,11 +33,8 @@ const POLL: Duration = Duration::from_millis(50);
 async fn spawn_admission(app: &TestApp) -> anyhow::Result<AdmissionServiceClient<Channel>> {
     let config = AdmissionConfig {
         server: ServerArgs::loopback(),
-        redis_url: app.env.redis_url.clone(),
-        redis_prefix: app.env.redis_prefix.clone(),
-        nats_url: app.env.nats_url.clone(),
-        nats_prefix: app.env.nats_prefix.clone(),
-        event_stream_min_replicas: 1,
+        redis: RedisArgs::new(&app.env.redis_url, &app.env.redis_prefix),
+        nats: NatsArgs::new(&app.env.nats_url, &app.env.nats_prefix),
         inventory_url: app.fakes_url.clone(),
         pass_signing_keys: CURRENT_KEY.0.parse()?,
         controller_poll_ms: 10,

@@ -17,7 +17,7 @@ use fred::{prelude::*, types::InfoKind};
 use futures::StreamExt;
 use rand::{SeedableRng, seq::SliceRandom};
 use seat_lock::{
-    catalog::{Layout, Zone},
+    catalogue::{Layout, Zone},
     store::{NewHold, Pick, Store},
 };
 

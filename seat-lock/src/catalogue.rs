@@ -1,18 +1,13 @@
-//! Event layouts, asked from inventory once and kept in memory (events are immutable).
+//! Event layouts, asked from inventory once and kept in memory (events are immutable), through
+//! the shared single-flight catalogue client ([`service_runtime::catalogue`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use ticketing_proto::v1::{
-    Event, GetEventRequest, ZoneKind, inventory_service_client::InventoryServiceClient,
-};
-use tokio::sync::RwLock;
-use tonic::{Code, transport::Channel};
+use service_runtime::catalogue::{CatalogueError, EventCatalogue};
+use ticketing_proto::v1::{Event, ZoneKind};
+use tonic::transport::Channel;
 
 use crate::error::Error;
-
-/// Events kept in memory. Each is a few KB; beyond this many, new events are still served
-/// but fetched again on every call instead of being cached.
-const MAX_CACHED_EVENTS: usize = 10_000;
 
 /// Longest wait for inventory's answer.
 pub const INVENTORY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -87,38 +82,30 @@ impl Layout {
     }
 }
 
-/// Layouts by event id, filled from inventory on first use.
+/// Layouts by event id, asked from inventory on first use (one GetEvent call however many
+/// requests ask for a new event at once) and kept.
 #[derive(Clone)]
-pub struct Catalog {
-    inventory: InventoryServiceClient<Channel>,
-    layouts: Arc<RwLock<HashMap<String, Arc<Layout>>>>,
-}
+pub struct Catalogue(Arc<EventCatalogue<Layout>>);
 
-impl Catalog {
-    /// A catalog asking inventory over `channel`.
+impl Catalogue {
+    /// A catalogue asking inventory over `channel`.
     pub fn new(channel: Channel) -> Self {
-        Self { inventory: InventoryServiceClient::new(channel), layouts: Arc::default() }
+        Self(Arc::new(EventCatalogue::new(channel, INVENTORY_TIMEOUT, Layout::from_event)))
     }
 
-    /// The layout of `event_id`; the boolean is true when it was just fetched (first use).
+    /// The layout of `event_id`; the boolean is true for the one caller whose lookup asked
+    /// inventory (the event's first use in this process).
     pub async fn layout(&self, event_id: &str) -> Result<(Arc<Layout>, bool), Error> {
-        if let Some(layout) = self.layouts.read().await.get(event_id) {
-            return Ok((layout.clone(), false));
+        let described = self.0.get(event_id).await?;
+        Ok((described.event, described.fetched))
+    }
+}
+
+impl From<CatalogueError> for Error {
+    fn from(error: CatalogueError) -> Self {
+        match error {
+            CatalogueError::UnknownEvent(event_id) => Error::EventNotFound(event_id),
+            CatalogueError::Unavailable(status) => Error::InventoryUnavailable(status),
         }
-        let mut request = tonic::Request::new(GetEventRequest { event_id: event_id.to_owned() });
-        request.set_timeout(INVENTORY_TIMEOUT);
-        service_runtime::telemetry::inject_grpc(&mut request);
-        let event = match self.inventory.clone().get_event(request).await {
-            Ok(response) => response.into_inner().event,
-            Err(status) if status.code() == Code::NotFound => None,
-            Err(status) => return Err(Error::InventoryUnavailable(Box::new(status))),
-        };
-        let event = event.ok_or_else(|| Error::EventNotFound(event_id.to_owned()))?;
-        let layout = Arc::new(Layout::from_event(event));
-        let mut layouts = self.layouts.write().await;
-        if layouts.len() < MAX_CACHED_EVENTS {
-            layouts.insert(event_id.to_owned(), layout.clone());
-        }
-        Ok((layout, true))
     }
 }

@@ -4,14 +4,21 @@
 //! Key layout (see `store/common.lua`): every key of an event starts with
 //! `<prefix>sl:{<event_id>}:` so one event lives in one Redis Cluster slot; the set of known
 //! events is `<prefix>sl:events`.
+//!
+//! Here: the connection, the scripts and the steps of each request; the typed outcomes and
+//! the parsing of a hold reply are in `outcomes`.
+
+mod outcomes;
+
+pub use outcomes::*;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use fred::prelude::*;
-
+use service_runtime::lua::LuaScript;
 use ticketing_proto::pass::PassError;
 
-use crate::{catalog::Layout, error::Error};
+use crate::{catalogue::Layout, error::Error};
 
 /// Connections to Redis. Scripts are short; a few connections keep the pipeline full.
 const REDIS_POOL_SIZE: usize = 8;
@@ -25,165 +32,10 @@ pub const OUTBOX_BATCH: i64 = 200;
 /// How long one replica may hold an event's rebuild lock; longer than a payment call.
 const REBUILD_LOCK_TTL: Duration = Duration::from_secs(15);
 
-/// A script called by SHA. Where Redis does not know it (a restart, or another Redis Cluster
-/// master than the one it was first loaded on) it is sent whole with EVAL, which runs on the
-/// node owning the keys and leaves the script cached there.
-struct LuaScript {
-    source: String,
-    sha: String,
-}
-
-impl LuaScript {
-    async fn load(pool: &Pool, source: String) -> Result<Self, Error> {
-        let sha: String = pool.next().script_load(source.clone()).await?;
-        Ok(Self { source, sha })
-    }
-
-    async fn call<R: FromValue>(
-        &self,
-        pool: &Pool,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<R, Error> {
-        let client = pool.next();
-        match client.evalsha(self.sha.clone(), keys.clone(), args.clone()).await {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                Ok(client.eval(self.source.clone(), keys, args).await?)
-            }
-            result => Ok(result?),
-        }
-    }
-}
-
 /// A script built from the shared helpers and its own body.
 fn with_helpers(body: &str) -> String {
-    format!("{}\n{}", include_str!("store/common.lua"), body)
+    LuaScript::with_prelude(include_str!("common.lua"), body)
 }
-
-/// The state of a hold as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldState {
-    Held,
-    Checkout,
-    Sold,
-    Released,
-    Expired,
-    /// Was sold; the booking was cancelled and the seats went back on sale.
-    Returned,
-}
-
-/// A hold as a script answered it.
-#[derive(Debug, Clone)]
-pub struct StoredHold {
-    pub hold_id: String,
-    pub user_id: String,
-    pub zone_id: String,
-    pub seat_ids: Vec<String>,
-    pub quantity: u32,
-    pub state: HoldState,
-    pub expires_at_ms: i64,
-    pub total_price_cents: i64,
-    pub booking_id: String,
-}
-
-impl StoredHold {
-    /// Parses the `{'OK', hold_id, user, zone, seats, quantity, state, expires_at_ms,
-    /// price_cents, booking_id}` reply of `hold_reply` in common.lua.
-    fn parse(reply: &[String]) -> Option<Self> {
-        let [ok, hold_id, user_id, zone_id, seats, quantity, state, expires, price, booking] = reply else {
-            return None;
-        };
-        if ok != "OK" {
-            return None;
-        }
-        let state = match state.as_str() {
-            "held" => HoldState::Held,
-            "checkout" => HoldState::Checkout,
-            "sold" => HoldState::Sold,
-            "released" => HoldState::Released,
-            "expired" => HoldState::Expired,
-            "returned" => HoldState::Returned,
-            _ => return None,
-        };
-        Some(Self {
-            hold_id: hold_id.clone(),
-            user_id: user_id.clone(),
-            zone_id: zone_id.clone(),
-            seat_ids: seats.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            quantity: quantity.parse().ok()?,
-            state,
-            expires_at_ms: parse_number(expires)?,
-            total_price_cents: parse_number(price)?,
-            booking_id: booking.clone(),
-        })
-    }
-}
-
-/// Lua numbers may come back as "1.7e+12"-style floats; read both forms.
-fn parse_number(text: &str) -> Option<i64> {
-    text.parse::<i64>().ok().or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
-}
-
-/// A new hold to create.
-pub struct NewHold<'a> {
-    pub hold_id: String,
-    pub user_id: &'a str,
-    /// The pass it is made under: refused when admission ended it (`ended:<pass_id>`).
-    pub pass_id: &'a str,
-    /// The presented token's expiry: a record of the pass's end covers the token when it is
-    /// at least this.
-    pub pass_expires_at_ms: i64,
-    pub zone_id: &'a str,
-    pub ttl: Duration,
-    pub price_cents: i64,
-    pub limit: u32,
-}
-
-/// What to hold: named seats, or the best `quantity` of the zone.
-pub enum Pick<'a> {
-    Seats(&'a [String]),
-    Best { quantity: u32, seated: bool, allow_split: bool, seats_per_row: u32, row_labels: &'a [String] },
-}
-
-/// A sale that payment knows of, grouped by hold, for a rebuild.
-#[derive(Debug, Default)]
-pub struct SoldHold {
-    pub user_id: String,
-    pub zone_id: String,
-    pub seat_ids: Vec<String>,
-    pub quantity: u32,
-    pub booking_id: String,
-}
-
-/// The sold seats of a cancelled booking to give back, as payment's `ReturnSeats` names them.
-#[derive(Debug)]
-pub struct SeatReturn<'a> {
-    pub booking_id: &'a str,
-    pub hold_id: &'a str,
-    pub user_id: &'a str,
-    pub zone_id: &'a str,
-    pub quantity: u32,
-    /// Empty for general admission.
-    pub seat_ids: &'a [String],
-}
-
-/// What `return.lua` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReturnOutcome {
-    /// The seats are back on sale and the release is in the outbox.
-    Returned,
-    /// A replay: they had already been returned under this booking.
-    AlreadyReturned,
-    /// The hold is unknown here (Redis rebuilt without the cancelled booking): nothing to
-    /// give back; only the release was announced, for inventory.
-    Announced,
-    /// The hold is not sold under this booking with these seats; nothing changed.
-    NotSold(String),
-}
-
-/// Sentinel raised by scripts when the event's state is missing and must be rebuilt.
-#[derive(Debug)]
-pub struct NotReady;
 
 /// The Redis store with its loaded scripts.
 #[derive(Clone)]
@@ -213,17 +65,17 @@ impl Store {
         let pool = service_runtime::redis::pool(url, REDIS_POOL_SIZE, command_timeout)?;
         pool.init().await?;
         let scripts = Scripts {
-            hold_seats: LuaScript::load(&pool, with_helpers(include_str!("store/hold_seats.lua"))).await?,
-            hold_best: LuaScript::load(&pool, with_helpers(include_str!("store/hold_best.lua"))).await?,
-            release: LuaScript::load(&pool, with_helpers(include_str!("store/release.lua"))).await?,
-            get_hold: LuaScript::load(&pool, with_helpers(include_str!("store/get_hold.lua"))).await?,
-            checkout: LuaScript::load(&pool, with_helpers(include_str!("store/checkout.lua"))).await?,
-            confirm: LuaScript::load(&pool, with_helpers(include_str!("store/confirm.lua"))).await?,
-            return_seats: LuaScript::load(&pool, with_helpers(include_str!("store/return.lua"))).await?,
-            sweep: LuaScript::load(&pool, with_helpers(include_str!("store/sweep.lua"))).await?,
-            init: LuaScript::load(&pool, with_helpers(include_str!("store/init.lua"))).await?,
-            end_pass: LuaScript::load(&pool, with_helpers(include_str!("store/end_pass.lua"))).await?,
-            ack: LuaScript::load(&pool, include_str!("store/ack.lua").to_owned()).await?,
+            hold_seats: LuaScript::load(&pool, with_helpers(include_str!("hold_seats.lua"))).await?,
+            hold_best: LuaScript::load(&pool, with_helpers(include_str!("hold_best.lua"))).await?,
+            release: LuaScript::load(&pool, with_helpers(include_str!("release.lua"))).await?,
+            get_hold: LuaScript::load(&pool, with_helpers(include_str!("get_hold.lua"))).await?,
+            checkout: LuaScript::load(&pool, with_helpers(include_str!("checkout.lua"))).await?,
+            confirm: LuaScript::load(&pool, with_helpers(include_str!("confirm.lua"))).await?,
+            return_seats: LuaScript::load(&pool, with_helpers(include_str!("return.lua"))).await?,
+            sweep: LuaScript::load(&pool, with_helpers(include_str!("sweep.lua"))).await?,
+            init: LuaScript::load(&pool, with_helpers(include_str!("init.lua"))).await?,
+            end_pass: LuaScript::load(&pool, with_helpers(include_str!("end_pass.lua"))).await?,
+            ack: LuaScript::load(&pool, include_str!("ack.lua")).await?,
         };
         Ok(Self { pool, prefix: prefix.to_owned(), scripts: Arc::new(scripts) })
     }
@@ -268,7 +120,7 @@ impl Store {
         let reply: Vec<String> = match pick {
             Pick::Seats(seat_ids) => {
                 args.extend(seat_ids.iter().cloned());
-                self.scripts.hold_seats.call(&self.pool, vec![self.base(event_id)], args).await?
+                self.run(&self.scripts.hold_seats, self.base(event_id), args).await?
             }
             Pick::Best { quantity, seated, allow_split, seats_per_row, row_labels } => {
                 args.push(quantity.to_string());
@@ -276,7 +128,7 @@ impl Store {
                 args.push(if *allow_split { "1" } else { "0" }.to_owned());
                 args.push(seats_per_row.to_string());
                 args.extend(row_labels.iter().cloned());
-                self.scripts.hold_best.call(&self.pool, vec![self.base(event_id)], args).await?
+                self.run(&self.scripts.hold_best, self.base(event_id), args).await?
             }
         };
         let zone_id = new.zone_id.to_owned();
@@ -318,9 +170,11 @@ impl Store {
     /// nothing was recorded (expired already, or a record already covers it).
     pub async fn end_pass(&self, event_id: &str, pass_id: &str, expires_at_ms: i64) -> Result<bool, Error> {
         let recorded: i64 = self
-            .scripts
-            .end_pass
-            .call(&self.pool, vec![self.base(event_id)], vec![pass_id.to_owned(), expires_at_ms.to_string()])
+            .run(
+                &self.scripts.end_pass,
+                self.base(event_id),
+                vec![pass_id.to_owned(), expires_at_ms.to_string()],
+            )
             .await?;
         Ok(recorded == 1)
     }
@@ -371,8 +225,7 @@ impl Store {
             seats.quantity.to_string(),
         ];
         args.extend(seats.seat_ids.iter().cloned());
-        let reply: Vec<String> =
-            self.scripts.return_seats.call(&self.pool, vec![self.base(event_id)], args).await?;
+        let reply: Vec<String> = self.run(&self.scripts.return_seats, self.base(event_id), args).await?;
         match reply.first().map(String::as_str) {
             Some("NOT_READY") => Err(Outcome::NotReady(NotReady)),
             Some("RETURNED") => Ok(ReturnOutcome::Returned),
@@ -393,7 +246,17 @@ impl Store {
     ) -> Result<Vec<String>, Error> {
         let mut args = vec![hold_id.to_owned(), user_id.to_owned()];
         args.extend(extra);
-        script.call(&self.pool, vec![self.base(event_id)], args).await
+        self.run(script, self.base(event_id), args).await
+    }
+
+    /// Runs `script` on the event (or outbox) key `key`.
+    async fn run<R: FromValue>(
+        &self,
+        script: &LuaScript,
+        key: String,
+        args: Vec<String>,
+    ) -> Result<R, Error> {
+        Ok(script.call(&self.pool, vec![key], args).await?)
     }
 
     fn parse_per_hold(&self, hold_id: &str, reply: Vec<String>) -> Result<StoredHold, Outcome> {
@@ -417,7 +280,7 @@ impl Store {
 
     /// Ends up to [`SWEEP_BATCH`] expired holds of the event; returns how many.
     pub async fn sweep(&self, event_id: &str) -> Result<i64, Error> {
-        self.scripts.sweep.call(&self.pool, vec![self.base(event_id)], vec![SWEEP_BATCH.to_string()]).await
+        self.run(&self.scripts.sweep, self.base(event_id), vec![SWEEP_BATCH.to_string()]).await
     }
 
     /// The first facts of the event's outbox, oldest first.
@@ -427,11 +290,7 @@ impl Store {
 
     /// Removes published facts from the event's outbox.
     pub async fn ack(&self, event_id: &str, entries: Vec<String>) -> Result<(), Error> {
-        let _: i64 = self
-            .scripts
-            .ack
-            .call(&self.pool, vec![format!("{}outbox", self.base(event_id))], entries)
-            .await?;
+        let _: i64 = self.run(&self.scripts.ack, format!("{}outbox", self.base(event_id)), entries).await?;
         Ok(())
     }
 
@@ -508,31 +367,7 @@ impl Store {
                 price.to_string(),
             ]);
         }
-        let initialised: i64 =
-            self.scripts.init.call(&self.pool, vec![self.base(&layout.event_id)], args).await?;
+        let initialised: i64 = self.run(&self.scripts.init, self.base(&layout.event_id), args).await?;
         Ok(initialised == 1)
-    }
-}
-
-/// An end user's view of a per-hold answer: someone else's hold does not exist for them. The
-/// answer (code, message, reason, metadata) is the one of a hold id nobody has, so a caller
-/// cannot tell another user's hold from a missing one.
-fn owner_only(answer: Result<StoredHold, Outcome>) -> Result<StoredHold, Outcome> {
-    match answer {
-        Err(Outcome::Failed(Error::NotHoldOwner(hold_id))) => Err(Error::HoldNotFound(hold_id).into()),
-        other => other,
-    }
-}
-
-/// A script's answer that is not a hold: a refusal, or "rebuild first".
-#[derive(Debug)]
-pub enum Outcome {
-    NotReady(NotReady),
-    Failed(Error),
-}
-
-impl From<Error> for Outcome {
-    fn from(error: Error) -> Self {
-        Self::Failed(error)
     }
 }
