@@ -20,6 +20,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often [`Progress::Print`] repeats what is still awaited.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
+/// The load balancer's name in progress lines.
+const LOAD_BALANCER: &str = "load balancer";
+
 /// Whether [`Stack::start_with`] tells how the wait for health goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -100,14 +103,22 @@ impl Stack {
         let deadline = started + HEALTH_TIMEOUT;
         let mut waiting: Vec<(String, u16)> =
             self.config.services.iter().map(|s| (s.name.to_owned(), s.grpc_port)).collect();
-        waiting.push(("load balancer".into(), self.config.lb_port));
+        waiting.push((LOAD_BALANCER.into(), self.config.lb_port));
         let mut told = started;
         while !waiting.is_empty() {
             self.fail_if_any_died()?;
-            let answers = futures::future::join_all(waiting.iter().map(|(_, port)| health(*port))).await;
+            // The load balancer last: its health means something once every service serves.
+            let services_serving = waiting.len() == 1;
+            let answers = futures::future::join_all(
+                waiting
+                    .iter()
+                    .map(|(_, port)| async move { health(*port).await.is_ok_and(|serving| serving) }),
+            )
+            .await;
             let mut still = Vec::new();
-            for ((name, port), answer) in waiting.into_iter().zip(answers) {
-                if answer.is_ok_and(|serving| serving) {
+            for ((name, port), serving) in waiting.into_iter().zip(answers) {
+                let counted = serving && (name != LOAD_BALANCER || services_serving);
+                if counted {
                     if progress == Progress::Print {
                         eprintln!(
                             "  {name:<13} SERVING on {port} after {:.1} s",
