@@ -22,7 +22,6 @@ unknown field fails the render), and the rendered objects are what is checked:
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import yaml
+
+import haproxy_check
 
 K8S_VERSION = "1.30.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,56 +229,6 @@ WORKLOADS = ("Deployment", "StatefulSet", "Job", "DaemonSet")
 def pod_containers(obj: dict) -> list[dict]:
     spec = obj["spec"]["template"]["spec"]
     return spec.get("containers", []) + spec.get("initContainers", [])
-
-
-# ---------------------------------------------------------------------------------------------
-# HAProxy
-
-HAPROXY_CFG = K8S / "base/haproxy/haproxy.cfg"
-
-
-def haproxy_check(env: dict, label: str) -> bool:
-    if not shutil.which("haproxy"):
-        warnings.append(f"haproxy not installed: `haproxy -c` ({label}) skipped")
-        return False
-    full = {"PATH": os.environ.get("PATH", "")} | env
-    command = ["haproxy", "-c", "-f", str(HAPROXY_CFG)]
-    # Cluster names cannot resolve here: check without a network (lookups fail at once instead of
-    # waiting for the host's resolver), when this machine allows a private network namespace.
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
-        command = ["unshare", "-n"] + command
-    r = subprocess.run(command, env=full, capture_output=True, text=True)
-    if r.returncode != 0:
-        alerts = [l for l in (r.stdout + r.stderr).splitlines() if "ALERT" in l]
-        error(f"haproxy -c ({label}) failed: " + " | ".join(alerts[:5]))
-        return False
-    return True
-
-
-def check_haproxy(lb: dict | None) -> int:
-    text = HAPROXY_CFG.read_text()
-    needed = sorted(set(re.findall(r"\$\{([A-Z_]+)(?:-[^}]*)?\}", text)))
-    ok = 0
-    local = {"LB_ADDR": "127.0.0.1:18080"}
-    for i, s in enumerate(SERVICES):
-        local[f"{s.replace('-', '_').upper()}_ADDR"] = f"127.0.0.1:{40001 + i}"
-    ok += haproxy_check(local, "local stack")
-    if lb is None:
-        error("k8s/base: no Deployment lb")
-        return ok
-    c = lb["spec"]["template"]["spec"]["containers"][0]
-    cluster = {e["name"]: e["value"].replace("$(POD_NAMESPACE)", "ticketing") for e in c.get("env", []) if "value" in e}
-    for var in needed:
-        # Variables read only under `.if defined(VAR)` may stay unset (e.g. LB_TLS_CERT).
-        optional = re.search(rf"^\.if defined\({var}\)", text, re.M)
-        if var not in cluster and not optional and not re.search(rf"\$\{{{var}-", text):
-            error(f"k8s/base/lb.yaml: HAProxy needs {var}, the lb Deployment does not set it")
-    for s in SERVICES:
-        addr = cluster.get(f"{s.replace('-', '_').upper()}_ADDR", "")
-        if not addr.startswith(f"{s}-headless."):
-            error(f"k8s/base/lb.yaml: {s} must be reached through its headless Service, got {addr!r}")
-    ok += haproxy_check(cluster, "cluster")
-    return ok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +459,7 @@ def main() -> int:
     ours = sorted(i for i in images_seen if "/" not in i and ":" not in i)
 
     base = rendered.get("k8s/base", [])
-    haproxy_ok = check_haproxy(find(base, "Deployment", "lb")) if base else 0
+    haproxy_ok = haproxy_check.check(find(base, "Deployment", "lb"), K8S, SERVICES, error, warnings) if base else 0
 
     for w in warnings:
         print(f"warning: {w}")
