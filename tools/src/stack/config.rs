@@ -33,7 +33,8 @@ pub const INTERNAL_SERVICES: [&str; 2] = ["seat-lock", "payment"];
 /// Everything the stack's processes are started with.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
-    /// Logs, pid files and the rendered HAProxy config.
+    /// Logs, pid files, certificates, kept keys, the record of the last start
+    /// (`stack.json`) and the rendered HAProxy config.
     pub state_dir: PathBuf,
     /// Where the service binaries are.
     pub bin_dir: PathBuf,
@@ -45,7 +46,7 @@ pub struct StackConfig {
     pub nats_url: String,
     pub nats_prefix: String,
     /// `kid:seed` signing admission passes (admission's `PASS_SIGNING_KEYS`), made fresh for
-    /// each stack.
+    /// each config; `stack up` keeps the first in `<state>/keys` ([`super::data::keep_keys`]).
     pub pass_signing_keys: String,
     /// Its public half, `kid:public key`: seat-lock's `PASS_VERIFY_KEYS`.
     pub pass_verify_keys: String,
@@ -64,11 +65,11 @@ pub struct StackConfig {
     pub stream_max_bytes: i64,
 }
 
-/// The service names, in start order.
 /// notifier's committed example webhook key (`notifier::webhook::secret::EXAMPLE_SECRET_KEY`),
 /// which notifier accepts only with `ALLOW_EXAMPLE_SECRETS=true`: local stacks only.
 const NOTIFIER_EXAMPLE_SECRET_KEY: &str = "example:bm90aWZpZXItZXhhbXBsZS1rZXktbm90LXNlY3JldCE=";
 
+/// The service names, in start order.
 pub const SERVICES: [&str; 5] = ["inventory", "payment", "seat-lock", "admission", "notifier"];
 
 /// The standard ports of the local stack: first gRPC port (one per service in

@@ -51,8 +51,8 @@ pub async fn status(state_dir: &Path) -> anyhow::Result<bool> {
         println!("stack in {} (started {})", state_dir.display(), record.started_at);
     }
     println!(
-        "{:<10} {:>8}  {:<8} {:<16} {:>6} {:>8} {:>7} {:>6}",
-        "process", "pid", "state", "health", "grpc", "internal", "metrics", "health"
+        "{:<10} {:>8}  {:<8} {:<16} {:>6} {:>8} {:>7} {:>11}",
+        "process", "pid", "state", "health", "grpc", "internal", "metrics", "health-port"
     );
     let mut all_well = true;
     for (name, pid, alive) in &running {
@@ -87,7 +87,7 @@ pub async fn status(state_dir: &Path) -> anyhow::Result<bool> {
             _ => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{name:<10} {pid:>8}  {:<8} {health_text:<16} {grpc:>6} {internal:>8} {metrics:>7} {health_port:>6}",
+            "{name:<10} {pid:>8}  {:<8} {health_text:<16} {grpc:>6} {internal:>8} {metrics:>7} {health_port:>11}",
             if *alive { "running" } else { "STOPPED" }
         );
     }
