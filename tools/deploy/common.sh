@@ -1,9 +1,49 @@
 # Shared by kind.sh and minikube.sh (sourced, not run).
 # The five services: image ticketing/<name>:<tag> built from the Dockerfile target <name>.
 SERVICES=(admission seat-lock inventory payment notifier)
-TAG="${TAG:-dev}"
+# Every image of ours: the services and the stream-setup Job.
+IMAGES=("${SERVICES[@]}" stream-setup)
 NAMESPACE=ticketing
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+# The images' tag follows the code: the commit, plus a hash of the uncommitted changes (diff
+# and untracked files) when there are any. New code gives new tags, so `kubectl apply` changes
+# the pod templates and the Deployments roll; the same code gives the same tag and nothing
+# rolls. TAG=... overrides it.
+code_tag() {
+    local tag
+    tag="$(git -C "$ROOT" rev-parse --short=12 HEAD)"
+    if [ -n "$(git -C "$ROOT" status --porcelain)" ]; then
+        tag="$tag-$({ git -C "$ROOT" diff HEAD; git -C "$ROOT" ls-files -z --others --exclude-standard \
+            | (cd "$ROOT" && xargs -0 -r sha256sum); } | sha256sum | cut -c1-10)"
+    fi
+    echo "$tag"
+}
+TAG="${TAG:-$(code_tag)}"
+
+# Applies k8s/overlays/$1 with every image of ours at $TAG: a throwaway kustomization on top of
+# the overlay sets the tags (what `kustomize edit set image` would write), so the committed
+# files keep their placeholder tag.
+apply_overlay() {
+    local overlay="$1" dir
+    dir="$(mktemp -d)"
+    {
+        echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+        echo "kind: Kustomization"
+        echo "resources:"
+        echo "  - $(realpath --relative-to="$dir" "$ROOT/k8s/overlays/$overlay")"
+        echo "images:"
+        for image in "${IMAGES[@]}"; do
+            printf '  - name: ticketing/%s\n    newTag: "%s"\n' "$image" "$TAG"
+        done
+    } > "$dir/kustomization.yaml"
+    # A Job's pod template cannot change: the finished stream-setup Job of an earlier tag goes,
+    # and this apply runs it again with the new image (it is idempotent).
+    kubectl -n "$NAMESPACE" delete job stream-setup --ignore-not-found >/dev/null || true
+    echo "==> kubectl apply -k k8s/overlays/$overlay (images ticketing/*:$TAG)"
+    kubectl apply -k "$dir"
+    rm -rf "$dir"
+}
 
 need() {
     for tool in "$@"; do
@@ -13,9 +53,9 @@ need() {
 
 build_images() {
     export DOCKER_BUILDKIT=1
-    for service in "${SERVICES[@]}"; do
-        echo "==> docker build --target $service -t ticketing/$service:$TAG"
-        docker build --target "$service" -t "ticketing/$service:$TAG" "$ROOT"
+    for image in "${IMAGES[@]}"; do
+        echo "==> docker build --target $image -t ticketing/$image:$TAG"
+        docker build --target "$image" -t "ticketing/$image:$TAG" "$ROOT"
     done
 }
 

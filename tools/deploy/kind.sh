@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Deploys the ticketing mesh to a local kind cluster in one command:
-# build the five images, create the cluster if needed (host port 8080 -> lb), load the images,
+# build the images (five services, stream-setup) tagged by the code, create the cluster if needed (host port 8080 -> lb), load the images,
 # apply k8s/overlays/kind, wait for the rollout, print how to drive it.
-#   tools/deploy/kind.sh                 (env: CLUSTER=ticketing, TAG=dev, KIND_NODE_IMAGE=...)
+#   tools/deploy/kind.sh                 (env: CLUSTER=ticketing, TAG=<commit>[-<hash of changes>], KIND_NODE_IMAGE=...)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 CLUSTER="${CLUSTER:-ticketing}"
@@ -16,13 +16,12 @@ fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 
 build_images
-for service in "${SERVICES[@]}"; do
-    echo "==> kind load docker-image ticketing/$service:$TAG"
-    kind load docker-image "ticketing/$service:$TAG" --name "$CLUSTER"
+for image in "${IMAGES[@]}"; do
+    echo "==> kind load docker-image ticketing/$image:$TAG"
+    kind load docker-image "ticketing/$image:$TAG" --name "$CLUSTER"
 done
 
-echo "==> kubectl apply -k k8s/overlays/kind"
-kubectl apply -k "$ROOT/k8s/overlays/kind"
+apply_overlay kind
 install_token_keys
 wait_for_rollout
 print_usage "localhost:8080"

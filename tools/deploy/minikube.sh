@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deploys the ticketing mesh to minikube in one command:
-# start minikube if needed, build the five images, load them, apply k8s/overlays/minikube, wait
+# start minikube if needed, build the images (tagged by the code), load them, apply k8s/overlays/minikube, wait
 # for the rollout, print how to drive it (the load balancer is a NodePort: `minikube service`).
 #   tools/deploy/minikube.sh             (env: PROFILE=minikube, TAG=dev)
 set -euo pipefail
@@ -17,13 +17,12 @@ fi
 kubectl config use-context "$PROFILE" >/dev/null
 
 build_images
-for service in "${SERVICES[@]}"; do
-    echo "==> minikube image load ticketing/$service:$TAG"
-    minikube -p "$PROFILE" image load "ticketing/$service:$TAG"
+for image in "${IMAGES[@]}"; do
+    echo "==> minikube image load ticketing/$image:$TAG"
+    minikube -p "$PROFILE" image load "ticketing/$image:$TAG"
 done
 
-echo "==> kubectl apply -k k8s/overlays/minikube"
-kubectl apply -k "$ROOT/k8s/overlays/minikube"
+apply_overlay minikube
 install_token_keys
 wait_for_rollout
 url="$(minikube -p "$PROFILE" service lb -n "$NAMESPACE" --url | head -n1)"

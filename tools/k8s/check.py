@@ -1,27 +1,27 @@
 #!/usr/bin/env python3
-"""Offline check of the Kubernetes deployment (k8s/) and the Dockerfile. Needs PyYAML and
-kubernetes-validate (tools/k8s/check.sh installs them). Exits 1 on any error.
+"""Offline check of the Kubernetes deployment (k8s/) and the Dockerfile. Needs PyYAML,
+kubernetes-validate and kubectl (tools/k8s/check.sh installs them). Exits 1 on any error.
 
-What it checks, without a cluster and without a kustomize binary:
-  1. every resource file of the base and the overlays validates against the bundled Kubernetes
-     1.30 schemas, strictly (custom resources such as CloudNativePG's Cluster: a warning);
-  2. the kustomizations use only simple built-ins (resources, images, replicas,
-     configMapGenerator, secretGenerator, patches, namespace, labels), their files exist, and every
-     patch, replicas and images entry targets a resource that exists (JSON patch paths too);
-  3. every service Deployment's container ports and probe ports match the services' configuration
+The base and every overlay are rendered by the real `kubectl kustomize` (kubectl's own
+kustomize: a patch or an images/replicas entry that targets nothing, a missing file or an
+unknown field fails the render), and the rendered objects are what is checked:
+  1. every object validates against the bundled Kubernetes 1.30 schemas, strictly (custom
+     resources such as CloudNativePG's Cluster: a warning);
+  2. every service Deployment's container ports and probe ports match the services' configuration
      defaults (read from service-runtime/src/config.rs: gRPC 50051, metrics 9090), with resource
-     requests/limits, HTTP probes on the health port (HEALTH_ADDR), a preStop, a termination grace longer than preStop + drain,
-     Prometheus annotations, a Service, a headless Service, a PodDisruptionBudget and an HPA;
-  4. every image of ours (ticketing/<name>) is a build target of the Dockerfile; others are pinned;
-  5. the HAProxy config (k8s/base/haproxy/haproxy.cfg) passes `haproxy -c` with the local stack's
+     requests/limits, HTTP probes on the health port (HEALTH_ADDR), a preStop, a termination
+     grace longer than preStop + drain, Prometheus annotations, a Service, a headless Service, a
+     PodDisruptionBudget and an HPA; no Deployment that an HPA scales sets `replicas`;
+  3. every image of ours (ticketing/<name>) is a build target of the Dockerfile; others are pinned;
+  4. every Redis runs with a maxmemory below its container's memory limit and the noeviction policy;
+  5. NetworkPolicies: a default deny of ingress and egress for every pod, DNS allowed, and each
+     workload (services, load balancer, Jobs, backing services) has a policy of its own;
+  6. the HAProxy config (k8s/base/haproxy/haproxy.cfg) passes `haproxy -c` with the local stack's
      environment and with the cluster's (when haproxy is installed);
-  6. when kubectl is installed, each overlay is rendered with `kubectl kustomize` (kubectl's own
-     kustomize, not a clone), validated again, and cross-checked (HAProxy server slots >= HPA
-     maxReplicas, every referenced ConfigMap/Secret exists).
+  7. cross-checks: HAProxy server slots >= HPA maxReplicas, every referenced ConfigMap/Secret exists.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -32,36 +32,27 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
+import haproxy_check
+
 K8S_VERSION = "1.30.0"
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 SERVICES = ["admission", "seat-lock", "inventory", "payment", "notifier"]
-ALLOWED_KUSTOMIZE_KEYS = {
-    "apiVersion", "kind", "namespace", "labels", "resources", "images", "replicas",
-    "configMapGenerator", "secretGenerator", "patches",
-}
 # Secrets made outside the overlays: CloudNativePG's app credentials, and production's edge TLS
 # certificate of the public name (k8s/overlays/production/patches/lb-edge-tls.yaml).
 EXTERNAL_REFS = {("Secret", "ticketing-pg-app"), ("Secret", "ticketing-edge-tls")}
+# Redis may use at most this share of its container's memory limit: the rest is for the AOF
+# rewrite's copy-on-write pages, client and replication buffers, fragmentation.
+REDIS_MAXMEMORY_SHARE = 0.75
 
 errors: list[str] = []
 warnings: list[str] = []
+# Kinds without a bundled schema (cert-manager's, CloudNativePG's): not validated.
+custom_resources: set[str] = set()
 
 
 def error(msg: str) -> None:
     errors.append(msg)
-
-
-def rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def load_docs(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [d for d in yaml.safe_load_all(f) if d]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,195 +78,39 @@ def dockerfile_targets() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kustomizations
+# Rendering with kubectl's kustomize
 
-class Kustomization:
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.file = directory / "kustomization.yaml"
-        self.data = yaml.safe_load(self.file.read_text()) or {}
-        self.own_resources: list[tuple[Path, dict]] = []  # (file, object) of this layer's files
-        self.bases: list[Kustomization] = []
-        self.generated: list[dict] = []  # stand-ins for generated ConfigMaps/Secrets
-
-
-def env_file_keys(path: Path) -> list[str]:
-    keys = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line:
-            error(f"{rel(path)}: not KEY=VALUE: {line!r}")
-            continue
-        keys.append(line.split("=", 1)[0])
-    return keys
-
-
-def generator_file(k: Kustomization, name: str, notes: list[str]) -> Path | None:
-    path = k.dir / name
-    if path.exists():
-        return path
-    example = path.with_name(path.name + ".example")
-    if example.exists():
-        notes.append(f"{rel(path)} is created at deploy time (tools/deploy/gen-secrets.sh); checked {example.name}")
-        return example
-    error(f"{rel(k.file)}: generator file {name} does not exist")
-    return None
-
-
-def load_kustomization(directory: Path, cache: dict, notes: list[str]) -> Kustomization:
-    directory = directory.resolve()
-    if directory in cache:
-        return cache[directory]
-    k = Kustomization(directory)
-    cache[directory] = k
-    for key in k.data:
-        if key not in ALLOWED_KUSTOMIZE_KEYS:
-            error(f"{rel(k.file)}: '{key}' is not one of the simple built-ins {sorted(ALLOWED_KUSTOMIZE_KEYS)}")
-    for entry in k.data.get("resources", []):
-        path = (directory / entry).resolve()
-        if path.is_dir():
-            if not (path / "kustomization.yaml").exists():
-                error(f"{rel(k.file)}: resource directory {entry} has no kustomization.yaml")
+def render_all(roots: list[Path]) -> dict[str, list[dict]]:
+    """Renders each kustomization root with `kubectl kustomize`, in a copy of k8s/ where each
+    secret file created at deploy time (tools/deploy/gen-secrets.sh) is its committed .example."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        error("kubectl not found: tools/k8s/check.sh installs it (apt-get install kubectl)")
+        return {}
+    rendered: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "k8s"
+        shutil.copytree(K8S, copy)
+        for example in copy.rglob("*.example"):
+            target = example.with_suffix("")
+            if not target.exists():
+                shutil.copy(example, target)
+        for root in roots:
+            name = f"k8s/{root.relative_to(K8S)}"
+            r = subprocess.run([kubectl, "kustomize", str(copy / root.relative_to(K8S))], capture_output=True, text=True)
+            if r.returncode != 0:
+                error(f"kubectl kustomize {name}: {r.stderr.strip()}")
                 continue
-            k.bases.append(load_kustomization(path, cache, notes))
-        elif path.is_file():
-            for obj in load_docs(path):
-                k.own_resources.append((path, obj))
-        else:
-            error(f"{rel(k.file)}: resource {entry} does not exist")
-    for gen_kind, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
-        for gen in k.data.get(gen_kind, []):
-            for name in gen.get("envs", []):
-                path = generator_file(k, name, notes)
-                if path:
-                    env_file_keys(path)
-            for name in gen.get("files", []):
-                generator_file(k, name.split("=", 1)[-1], notes)
-            behavior = gen.get("behavior", "create")
-            if behavior in ("merge", "replace") and not any(
-                o["kind"] == kind and o["metadata"]["name"] == gen["name"] for o in all_objects(k, include_self_generated=False)
-            ):
-                error(f"{rel(k.file)}: {gen_kind} {gen['name']} has behavior {behavior} but no base generates it")
-            k.generated.append({"apiVersion": "v1", "kind": kind, "metadata": {"name": gen["name"]}})
-    return k
+            rendered[name] = [d for d in yaml.safe_load_all(r.stdout) if d]
+    return rendered
 
-
-def all_objects(k: Kustomization, include_self_generated: bool = True) -> list[dict]:
-    objs = []
-    for base in k.bases:
-        objs.extend(all_objects(base))
-    objs.extend(o for _, o in k.own_resources)
-    if include_self_generated:
-        objs.extend(k.generated)
-    return objs
-
-
-def matches(obj: dict, target: dict) -> bool:
-    if "kind" in target and obj.get("kind") != target["kind"]:
-        return False
-    if "name" in target and obj.get("metadata", {}).get("name") != target["name"]:
-        return False
-    if "group" in target:
-        group = obj.get("apiVersion", "").rpartition("/")[0]
-        if group != target["group"]:
-            return False
-    if "labelSelector" in target:
-        labels = obj.get("metadata", {}).get("labels", {}) or {}
-        for term in target["labelSelector"].split(","):
-            key, _, value = term.partition("=")
-            if labels.get(key.strip()) != value.strip():
-                return False
-    return True
-
-
-def pointer_get(doc, pointer: str):
-    node = doc
-    for raw in pointer.lstrip("/").split("/"):
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, list):
-            if part == "-":
-                return None
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            node = node[part]
-        else:
-            raise KeyError(part)
-    return node
-
-
-def check_json_patch(ops, targets: list[dict], where: str) -> None:
-    if not isinstance(ops, list):
-        error(f"{where}: a patch with a target must be a JSON 6902 list of operations")
-        return
-    for op in ops:
-        path = op.get("path", "")
-        for obj in targets:
-            name = f"{obj['kind']}/{obj['metadata']['name']}"
-            try:
-                if op.get("op") in ("replace", "remove", "test"):
-                    pointer_get(obj, path)
-                elif op.get("op") == "add":
-                    parent = path.rsplit("/", 1)[0]
-                    if parent:
-                        pointer_get(obj, parent)
-            except (KeyError, IndexError, ValueError, TypeError):
-                error(f"{where}: {op.get('op')} {path}: no such path in {name}")
-
-
-def check_patches(k: Kustomization) -> int:
-    count = 0
-    visible = all_objects(k)
-    for i, patch in enumerate(k.data.get("patches", [])):
-        where = f"{rel(k.file)} patches[{i}]"
-        target = patch.get("target")
-        body = None
-        if "path" in patch:
-            ppath = k.dir / patch["path"]
-            if not ppath.exists():
-                error(f"{where}: {patch['path']} does not exist")
-                continue
-            body = list(yaml.safe_load_all(ppath.read_text()))
-            where = f"{where} ({patch['path']})"
-        elif "patch" in patch:
-            body = list(yaml.safe_load_all(patch["patch"]))
-        else:
-            error(f"{where}: neither path nor patch")
-            continue
-        if target:
-            found = [o for o in visible if matches(o, target)]
-            if not found:
-                error(f"{where}: target {target} matches no resource")
-                continue
-            if len(body) == 1 and isinstance(body[0], list):
-                check_json_patch(body[0], found, where)
-            count += 1
-        else:
-            for doc in body:
-                if not isinstance(doc, dict) or "kind" not in doc or "metadata" not in doc:
-                    error(f"{where}: a strategic merge patch needs kind and metadata.name")
-                    continue
-                t = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
-                if not [o for o in visible if matches(o, t)]:
-                    error(f"{where}: {t['kind']}/{t['name']} matches no resource")
-                count += 1
-    for entry in k.data.get("replicas", []):
-        if not [o for o in visible if o["kind"] in ("Deployment", "StatefulSet") and o["metadata"]["name"] == entry["name"]]:
-            error(f"{rel(k.file)}: replicas entry {entry['name']} matches no Deployment or StatefulSet")
-        count += 1
-    return count
-
-
-# ---------------------------------------------------------------------------------------------
-# Schemas
 
 def validate(obj: dict, where: str) -> bool:
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         return True
     except kubernetes_validate.SchemaNotFoundError:
-        warnings.append(f"{where}: {obj.get('apiVersion')} {obj.get('kind')} is a custom resource: no bundled schema")
+        custom_resources.add(f"{obj.get('apiVersion')} {obj.get('kind')}")
         return True
     except kubernetes_validate.ValidationError as e:
         path = "/".join(str(p) for p in e.path)
@@ -397,83 +232,155 @@ def pod_containers(obj: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# HAProxy
+# Checks of one rendering
 
-HAPROXY_CFG = K8S / "base/haproxy/haproxy.cfg"
-
-
-def haproxy_check(env: dict, label: str) -> bool:
-    if not shutil.which("haproxy"):
-        warnings.append(f"haproxy not installed: `haproxy -c` ({label}) skipped")
-        return False
-    full = {"PATH": os.environ.get("PATH", "")} | env
-    command = ["haproxy", "-c", "-f", str(HAPROXY_CFG)]
-    # Cluster names cannot resolve here: check without a network (lookups fail at once instead of
-    # waiting for the host's resolver), when this machine allows a private network namespace.
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
-        command = ["unshare", "-n"] + command
-    r = subprocess.run(command, env=full, capture_output=True, text=True)
-    if r.returncode != 0:
-        alerts = [l for l in (r.stdout + r.stderr).splitlines() if "ALERT" in l]
-        error(f"haproxy -c ({label}) failed: " + " | ".join(alerts[:5]))
-        return False
-    return True
+def find(objs: list[dict], kind: str, name: str) -> dict | None:
+    """The object `kind`/`name`; a generated ConfigMap or Secret also under its hashed name."""
+    hashed = re.compile(rf"{re.escape(name)}-[a-z0-9]{{10}}")
+    return next(
+        (o for o in objs if o["kind"] == kind and (o["metadata"]["name"] == name
+         or kind in ("ConfigMap", "Secret") and hashed.fullmatch(o["metadata"]["name"]))),
+        None,
+    )
 
 
-def check_haproxy(lb: dict | None) -> int:
-    text = HAPROXY_CFG.read_text()
-    needed = sorted(set(re.findall(r"\$\{([A-Z_]+)(?:-[^}]*)?\}", text)))
+def check_services(objs: list[dict], where: str, defaults: dict) -> int:
+    """The five service Deployments and their companions; returns how many passed."""
+    config_map = find(objs, "ConfigMap", "ticketing-config")
+    config = (config_map or {}).get("data", {}) or {}
+    if config_map is None:
+        error(f"{where}: no ConfigMap ticketing-config")
     ok = 0
-    local = {"LB_ADDR": "127.0.0.1:18080"}
-    for i, s in enumerate(SERVICES):
-        local[f"{s.replace('-', '_').upper()}_ADDR"] = f"127.0.0.1:{40001 + i}"
-    ok += haproxy_check(local, "local stack")
-    if lb is None:
-        error("k8s/base: no Deployment lb")
-        return ok
-    c = lb["spec"]["template"]["spec"]["containers"][0]
-    cluster = {e["name"]: e["value"].replace("$(POD_NAMESPACE)", "ticketing") for e in c.get("env", []) if "value" in e}
-    for var in needed:
-        # Variables read only under `.if defined(VAR)` may stay unset (e.g. LB_TLS_CERT).
-        optional = re.search(rf"^\.if defined\({var}\)", text, re.M)
-        if var not in cluster and not optional and not re.search(rf"\$\{{{var}-", text):
-            error(f"k8s/base/lb.yaml: HAProxy needs {var}, the lb Deployment does not set it")
     for s in SERVICES:
-        addr = cluster.get(f"{s.replace('-', '_').upper()}_ADDR", "")
-        if not addr.startswith(f"{s}-headless."):
-            error(f"k8s/base/lb.yaml: {s} must be reached through its headless Service, got {addr!r}")
-    ok += haproxy_check(cluster, "cluster")
+        dep = find(objs, "Deployment", s)
+        if dep is None:
+            error(f"{where}: no Deployment {s}")
+            continue
+        before = len(errors)
+        check_service_deployment(dep, where, defaults, config)
+        for kind, name in (("Service", s), ("Service", f"{s}-headless"), ("PodDisruptionBudget", s), ("HorizontalPodAutoscaler", s)):
+            obj = find(objs, kind, name)
+            if obj is None:
+                error(f"{where}: {s} has no {kind} {name}")
+            elif kind == "Service" and name.endswith("-headless") and obj["spec"].get("clusterIP") != "None":
+                error(f"{where}: Service {name} must be headless (clusterIP: None)")
+            elif kind == "Service":
+                for p in obj["spec"]["ports"]:
+                    if p.get("name") == "grpc" and p.get("port") != defaults["GRPC_ADDR"]:
+                        error(f"{where}: Service {name} port grpc {p.get('port')} != {defaults['GRPC_ADDR']}")
+        ok += len(errors) == before
+    want = f"http://inventory-headless:{defaults['GRPC_ADDR']}"
+    if config_map is not None and config.get("INVENTORY_URL") != want:
+        error(f"{where}: ticketing-config INVENTORY_URL={config.get('INVENTORY_URL')}, expected {want} (client-side balancing)")
+    # Internal RPCs: mutual TLS on the internal port of the headless Service.
+    for url_var, svc in (("SEAT_LOCK_INTERNAL_URL", "seat-lock"), ("PAYMENT_INTERNAL_URL", "payment")):
+        want = f"https://{svc}-headless:50052"
+        if config_map is not None and config.get(url_var) != want:
+            error(f"{where}: ticketing-config {url_var}={config.get(url_var)}, expected {want} (internal listener)")
     return ok
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering with kubectl's kustomize (optional)
+def check_hpa_replicas(objs: list[dict], where: str) -> None:
+    """A Deployment that an HPA scales carries no replicas: each apply would reset the count."""
+    for hpa in (o for o in objs if o["kind"] == "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = find(objs, ref["kind"], ref["name"])
+        if target is None:
+            error(f"{where}: HPA {hpa['metadata']['name']} scales {ref['kind']}/{ref['name']}, which does not exist")
+        elif "replicas" in target["spec"]:
+            error(f"{where}: {ref['kind']}/{ref['name']} sets replicas ({target['spec']['replicas']}) although HPA {hpa['metadata']['name']} scales it")
 
-def render_overlays(overlays: list[Path]) -> int:
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        warnings.append("kubectl not installed: rendering of the overlays skipped")
-        return 0
-    rendered = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "k8s"
-        shutil.copytree(K8S, copy)
-        for example in copy.rglob("*.example"):
-            target = example.with_suffix("")
-            if not target.exists():
-                shutil.copy(example, target)
-        for overlay in overlays:
-            name = overlay.relative_to(K8S)
-            r = subprocess.run([kubectl, "kustomize", str(copy / name)], capture_output=True, text=True)
-            if r.returncode != 0:
-                error(f"kubectl kustomize k8s/{name}: {r.stderr.strip()}")
+
+UNITS = {"": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
+
+
+def redis_bytes(value: str) -> int | None:
+    m = re.fullmatch(r"(\d+)([a-z]*)", value.strip().lower())
+    if not m:
+        return None
+    number, unit = int(m.group(1)), m.group(2)
+    if unit in ("k", "m", "g"):
+        return number * UNITS[unit]
+    if unit in ("kb", "mb", "gb"):
+        return number * 1024 ** ("kmg".index(unit[0]) + 1)
+    return number if unit == "" else None
+
+
+def quantity_bytes(value: str) -> int | None:
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(value))
+    if not m:
+        return None
+    factor = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+    return int(m.group(1)) * factor[m.group(2)]
+
+
+def check_redis(objs: list[dict], where: str) -> int:
+    """Every Redis server refuses writes when full instead of being OOM-killed."""
+    checked = 0
+    for o in objs:
+        if o["kind"] not in WORKLOADS:
+            continue
+        for c in o["spec"]["template"]["spec"].get("containers", []):
+            # Redis servers: redis images outside Jobs (a Job runs redis-cli).
+            if o["kind"] == "Job" or not c["image"].rsplit("/", 1)[-1].startswith("redis:"):
                 continue
-            objs = [d for d in yaml.safe_load_all(r.stdout) if d]
-            for obj in objs:
-                validate(obj, f"rendered k8s/{name}")
-            check_rendered(objs, f"rendered k8s/{name}")
-            rendered += 1
-    return rendered
+            name = f"{o['kind']}/{o['metadata']['name']}"
+            words = " ".join(c.get("command", []) + c.get("args", [])).split()
+            opts = {words[i]: words[i + 1] for i in range(len(words) - 1) if words[i].startswith("--")}
+            checked += 1
+            limit = quantity_bytes(c.get("resources", {}).get("limits", {}).get("memory", ""))
+            maxmemory = redis_bytes(opts.get("--maxmemory", ""))
+            if opts.get("--maxmemory-policy") != "noeviction":
+                error(f"{where}: {name}: Redis must run with --maxmemory-policy noeviction (refuse writes, never evict a hold)")
+            if maxmemory is None or maxmemory == 0:
+                error(f"{where}: {name}: Redis has no --maxmemory: it would grow until the kernel kills it")
+            elif limit is None:
+                error(f"{where}: {name}: Redis has no memory limit")
+            elif maxmemory > REDIS_MAXMEMORY_SHARE * limit:
+                error(f"{where}: {name}: --maxmemory {opts['--maxmemory']} is over {REDIS_MAXMEMORY_SHARE:.0%} of the memory limit {c['resources']['limits']['memory']}")
+    return checked
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        value = labels.get(e["key"])
+        op = e["operator"]
+        if op == "In" and value not in e["values"]:
+            return False
+        if op == "NotIn" and value in e["values"]:
+            return False
+        if op == "Exists" and e["key"] not in labels:
+            return False
+        if op == "DoesNotExist" and e["key"] in labels:
+            return False
+    return True
+
+
+def check_network_policies(objs: list[dict], where: str) -> int:
+    """A default deny, DNS, and a policy of its own for each workload (the mesh's and the
+    backing services')."""
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    deny = [p for p in policies if p["spec"].get("podSelector") == {} and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    if not deny:
+        error(f"{where}: no default-deny NetworkPolicy (podSelector {{}}, Ingress and Egress, no rules)")
+    dns = [p for p in policies if p["spec"].get("podSelector") == {} and any(
+        any(port.get("port") == 53 for port in rule.get("ports", [])) for rule in p["spec"].get("egress", []))]
+    if not dns:
+        error(f"{where}: no NetworkPolicy lets every pod reach DNS (port 53)")
+    own = 0
+    for o in objs:
+        if o["kind"] not in WORKLOADS:
+            continue
+        labels = o["spec"]["template"]["metadata"].get("labels", {})
+        mine = [p for p in policies if p["spec"].get("podSelector") != {} and selects(p["spec"]["podSelector"], labels)]
+        if not mine:
+            error(f"{where}: {o['kind']}/{o['metadata']['name']} has no NetworkPolicy of its own (the default deny cuts it off)")
+        own += bool(mine)
+    return own
 
 
 def check_rendered(objs: list[dict], where: str) -> None:
@@ -522,97 +429,50 @@ def check_rendered(objs: list[dict], where: str) -> None:
 def main() -> int:
     defaults = service_defaults()
     targets = dockerfile_targets()
-    notes: list[str] = []
-    cache: dict = {}
     roots = [K8S / "base"] + sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
-    kustomizations = [load_kustomization(r, cache, notes) for r in roots]
+    rendered = render_all(roots)
 
-    # 1. schemas, once per resource file object
-    files_seen: set[Path] = set()
-    resources = valid = 0
-    for k in kustomizations:
-        for path, obj in k.own_resources:
-            resources += 1
-            files_seen.add(path)
-            valid += validate(obj, rel(path))
-    # Patch files that are complete objects are not validated alone (they are partial by design).
-
-    # 2. patches
-    patch_count = sum(check_patches(k) for k in kustomizations)
-
-    # 3. deployments, base completeness
-    base = cache[(K8S / "base").resolve()]
-    config = {}
-    for line in (K8S / "base/config.env").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            config[key] = value
-    base_objs = [o for _, o in base.own_resources]
-    deployments_ok = 0
-    for s in SERVICES:
-        dep = next((o for o in base_objs if o["kind"] == "Deployment" and o["metadata"]["name"] == s), None)
-        if dep is None:
-            error(f"k8s/base: no Deployment {s}")
-            continue
-        before = len(errors)
-        check_service_deployment(dep, "k8s/base", defaults, config)
-        for kind, name in (("Service", s), ("Service", f"{s}-headless"), ("PodDisruptionBudget", s), ("HorizontalPodAutoscaler", s)):
-            obj = next((o for o in base_objs if o["kind"] == kind and o["metadata"]["name"] == name), None)
-            if obj is None:
-                error(f"k8s/base: {s} has no {kind} {name}")
-            elif kind == "Service" and name.endswith("-headless") and obj["spec"].get("clusterIP") != "None":
-                error(f"k8s/base: Service {name} must be headless (clusterIP: None)")
-            elif kind == "Service":
-                for p in obj["spec"]["ports"]:
-                    if p.get("name") == "grpc" and p.get("port") != defaults["GRPC_ADDR"]:
-                        error(f"k8s/base: Service {name} port grpc {p.get('port')} != {defaults['GRPC_ADDR']}")
-        deployments_ok += len(errors) == before
-    for url_var, svc in (("INVENTORY_URL", "inventory"),):
-        want = f"http://{svc}-headless:{defaults['GRPC_ADDR']}"
-        if config.get(url_var) != want:
-            error(f"k8s/base/config.env: {url_var}={config.get(url_var)}, expected {want} (client-side balancing)")
-    # Internal RPCs: mutual TLS on the internal port of the headless Service.
-    for url_var, svc in (("SEAT_LOCK_INTERNAL_URL", "seat-lock"), ("PAYMENT_INTERNAL_URL", "payment")):
-        want = f"https://{svc}-headless:50052"
-        if config.get(url_var) != want:
-            error(f"k8s/base/config.env: {url_var}={config.get(url_var)}, expected {want} (internal listener)")
-
-    # probe ports of every workload, images of every workload and kustomization
+    objects = valid = deployments_ok = redis = own_policies = 0
     images_seen: set[str] = set()
-    for k in kustomizations:
-        for path, obj in k.own_resources:
+    for where, objs in rendered.items():
+        for obj in objs:
+            objects += 1
+            valid += validate(obj, where)
             if obj.get("kind") in WORKLOADS:
                 if obj["kind"] != "Job":
-                    check_probe_ports(obj, rel(path))
+                    check_probe_ports(obj, where)
                 for c in pod_containers(obj):
-                    check_image(c["image"], rel(path), targets, images_seen)
-        for entry in k.data.get("images", []):
-            check_image(entry["name"] + ":x", rel(k.file), targets, images_seen)
+                    check_image(c["image"], where, targets, images_seen)
+        deployments_ok += check_services(objs, where, defaults)
+        check_hpa_replicas(objs, where)
+        redis += check_redis(objs, where)
+        own_policies += check_network_policies(objs, where)
+        # The base alone lacks what the overlays add (the database Secret): its references are
+        # checked in each overlay.
+        if where != "k8s/base":
+            check_rendered(objs, where)
+    if custom_resources:
+        warnings.append(f"custom resources, no bundled schema (not validated): {', '.join(sorted(custom_resources))}")
     for s in SERVICES:
         if s not in targets:
             error(f"Dockerfile: no target '{s}'")
     ours = sorted(i for i in images_seen if "/" not in i and ":" not in i)
 
-    # 5. HAProxy
-    lb = next((o for o in base_objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "lb"), None)
-    haproxy_ok = check_haproxy(lb)
+    base = rendered.get("k8s/base", [])
+    haproxy_ok = haproxy_check.check(find(base, "Deployment", "lb"), K8S, SERVICES, error, warnings) if base else 0
 
-    # 6. render
-    overlays = [r for r in roots if r.parent.name == "overlays"]
-    rendered = render_overlays(overlays)
-
-    for n in notes:
-        print(f"note: {n}")
     for w in warnings:
         print(f"warning: {w}")
     for e in errors:
         print(f"ERROR: {e}")
     print(
-        f"k8s: {valid}/{resources} resources in {len(files_seen)} files valid (Kubernetes {K8S_VERSION}, strict), "
-        f"{patch_count} patches/replicas target existing resources in {len(kustomizations)} kustomizations, "
-        f"{deployments_ok}/{len(SERVICES)} deployments' ports match (grpc {defaults['GRPC_ADDR']}, metrics {defaults['METRICS_ADDR']}), "
+        f"k8s: {len(rendered)}/{len(roots)} kustomizations rendered by kubectl kustomize, "
+        f"{valid}/{objects} rendered objects valid (Kubernetes {K8S_VERSION}, strict), "
+        f"{deployments_ok}/{len(SERVICES) * len(rendered)} service deployments' ports and probes match "
+        f"(grpc {defaults['GRPC_ADDR']}, metrics {defaults['METRICS_ADDR']}), "
         f"{len(ours)} images match Dockerfile targets ({len(images_seen) - len(ours)} pinned third-party), "
-        f"haproxy -c {haproxy_ok}/2 environments, {rendered}/{len(overlays)} overlays rendered"
+        f"{redis} Redis servers bounded (noeviction), {own_policies} workloads with their own NetworkPolicy, "
+        f"haproxy -c {haproxy_ok}/2 environments"
     )
     if errors:
         print(f"k8s: FAILED with {len(errors)} error(s)")

@@ -79,7 +79,8 @@ impl PrivateRedis {
         command.arg("--dir").arg(&self.dir);
         self.child = Some(spawn_logged(&mut command, &self.log).context("cannot start redis-server")?);
         let port = self.port;
-        let up = eventually(START_TIMEOUT, || async move { super::answers(port).then_some(()) }).await;
+        let up =
+            eventually(START_TIMEOUT, || async move { super::prereq::answers(port).then_some(()) }).await;
         up.context("private redis-server did not answer")
     }
 

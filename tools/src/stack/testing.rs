@@ -1,0 +1,24 @@
+//! `stack test`: the backing services, the service binaries, every test of the workspace,
+//! then the offline check of the Kubernetes manifests (`tools/k8s/check.sh`: each overlay
+//! rendered with `kubectl kustomize` and validated).
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use super::{build_binaries, cargo, ensure_backing_services, ensure_haproxy, workspace_root};
+
+/// Runs every test, with `args` passed to `cargo test`.
+pub fn test(args: &[String]) -> anyhow::Result<()> {
+    ensure_backing_services()?;
+    ensure_haproxy()?;
+    build_binaries(true)?;
+    let mut test = vec!["test", "--workspace"];
+    test.extend(args.iter().map(String::as_str));
+    cargo(&test)?;
+    let k8s = Command::new("bash").arg("tools/k8s/check.sh").current_dir(workspace_root()).status()?;
+    if !k8s.success() {
+        bail!("the offline Kubernetes check failed");
+    }
+    Ok(())
+}
