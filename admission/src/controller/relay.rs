@@ -14,9 +14,11 @@ use crate::store::{AdmittedUser, EndReason, EndedPass};
 /// a thousand admissions is published in a few round trips instead of a thousand.
 const PUBLISH_CONCURRENCY: usize = 64;
 
-/// Outbox entries a relay takes at once; each holds one tick's admissions (at most
-/// [`crate::store::MAX_ADMIT_PER_TICK`]), so this bounds the events a relay holds in memory.
-const RELAY_BATCH: usize = 4;
+/// Outbox entries a relay takes at once, and publishes at once: an entry holds one tick's
+/// admissions (at most [`crate::store::MAX_ADMIT_PER_TICK`]) or one pass's end, so this bounds
+/// the events a relay holds in memory, and lets the ends of a crowd leaving after a sell-out
+/// (one entry each) go out [`PUBLISH_CONCURRENCY`] at a time rather than a few per round trip.
+const RELAY_BATCH: usize = 32;
 
 /// How long an outbox entry taken by a relay may stay unpublished before another relay (or
 /// the same one) takes it over: long enough that a busy relay publishing a thousand events
@@ -60,34 +62,35 @@ impl Controller {
                 }
             };
             let taken = entries.len();
-            let mut done = Vec::with_capacity(taken);
-            for entry in entries {
-                let events: Vec<EventEnvelope> = entry
-                    .admitted
-                    .iter()
-                    .map(|user| admitted_event(event_id, user))
-                    .chain(entry.ended.iter().map(|pass| pass_ended_event(event_id, pass)))
-                    .collect();
-                let mut published = futures::stream::iter(events)
-                    .map(|event| async move { self.bus.publish(&event).await })
-                    .buffer_unordered(PUBLISH_CONCURRENCY);
-                let mut failed = None;
-                while let Some(result) = published.next().await {
-                    if let Err(error) = result {
-                        failed = Some(error);
-                        break;
-                    }
+            // Every event of the batch at once, each tagged with its entry.
+            let mut events: Vec<(usize, EventEnvelope)> = Vec::new();
+            for (index, entry) in entries.iter().enumerate() {
+                events.extend(entry.admitted.iter().map(|user| (index, admitted_event(event_id, user))));
+                events.extend(entry.ended.iter().map(|pass| (index, pass_ended_event(event_id, pass))));
+            }
+            let mut published = futures::stream::iter(events)
+                .map(|(index, event)| async move { (index, self.bus.publish(&event).await) })
+                .buffer_unordered(PUBLISH_CONCURRENCY);
+            let mut failed = vec![false; taken];
+            let mut first_error = None;
+            while let Some((index, result)) = published.next().await {
+                if let Err(error) = result {
+                    failed[index] = true;
+                    first_error.get_or_insert(error);
                 }
-                match failed {
-                    None => done.push(entry.id),
-                    Some(error) => {
-                        tracing::warn!(
-                            %event_id, entry = %entry.id, error = %error, retry_in = ?RELAY_STALLED,
-                            "cannot publish admission events; they stay in the outbox"
-                        );
-                        break;
-                    }
-                }
+            }
+            drop(published);
+            let done: Vec<String> = entries
+                .into_iter()
+                .zip(&failed)
+                .filter(|(_, failed)| !**failed)
+                .map(|(entry, _)| entry.id)
+                .collect();
+            if let Some(error) = first_error {
+                tracing::warn!(
+                    %event_id, entries = taken - done.len(), error = %error, retry_in = ?RELAY_STALLED,
+                    "cannot publish admission events; they stay in the outbox"
+                );
             }
             if !done.is_empty() {
                 metrics::counter!("admission_outbox_published_total", "event_id" => event_id.to_owned())
