@@ -12,13 +12,13 @@ use crate::store::{AdmittedUser, EndReason, EndedPass};
 
 /// Events (Admitted, PassEnded) published at once; JetStream acks each publish, so a batch of
 /// a thousand admissions is published in a few round trips instead of a thousand.
-const PUBLISH_CONCURRENCY: usize = 64;
+const PUBLISH_CONCURRENCY: usize = 256;
 
 /// Outbox entries a relay takes at once, and publishes at once: an entry holds one tick's
 /// admissions (at most [`crate::store::MAX_ADMIT_PER_TICK`]) or one pass's end, so this bounds
 /// the events a relay holds in memory, and lets the ends of a crowd leaving after a sell-out
 /// (one entry each) go out [`PUBLISH_CONCURRENCY`] at a time rather than a few per round trip.
-const RELAY_BATCH: usize = 32;
+const RELAY_BATCH: usize = 128;
 
 /// How long an outbox entry taken by a relay may stay unpublished before another relay (or
 /// the same one) takes it over: long enough that a busy relay publishing a thousand events
