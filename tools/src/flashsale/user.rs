@@ -272,7 +272,7 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<Visit> {
         None => {
             let admission = AdmissionServiceClient::new(ctx.channel(joined.index));
             match watch_until_admitted(ctx, &admission, joined).await? {
-                Waited::Admitted(pass, joined) => (pass, joined),
+                Waited::Admitted(admitted) => *admitted,
                 Waited::GaveWay => {
                     // Not watching any more; it counts again when its next session starts.
                     stats.stages.watching.fetch_sub(1, Ordering::Relaxed);
@@ -456,19 +456,19 @@ pub fn place_was_lost(ctx: &Ctx, joined: &Joined, status: &Status) -> bool {
 }
 
 /// Sends `joined` back to the dispatcher's line when a user of the line comes before it in
-/// admission's order (see [`wait_in_line`]); hands it back otherwise.
-fn go_back_to_line(ctx: &Ctx, joined: Joined) -> Result<(), Joined> {
+/// admission's order (see [`wait_in_line`]); false when it stays.
+fn go_back_to_line(ctx: &Ctx, joined: &Joined) -> bool {
     if !joined.after_open || joined.ticket <= ctx.line_head.load(Ordering::Relaxed) {
-        return Err(joined);
+        return false;
     }
     ctx.going_back.fetch_add(1, Ordering::Relaxed);
-    if let Err(unsent) = ctx.back_to_line.send(joined) {
+    if ctx.back_to_line.send(joined.clone()).is_err() {
         // The dispatcher has stopped: keep waiting here.
         ctx.going_back.fetch_sub(1, Ordering::Relaxed);
-        return Err(unsent.0);
+        return false;
     }
     Stats::bump(&ctx.stats.stages.gave_way);
-    Ok(())
+    true
 }
 
 /// Tells the dispatcher that admission no longer knew `joined`'s place: its queue was lost
@@ -498,7 +498,7 @@ fn waiting(ctx: &Ctx, joined: &Joined) {
 /// How waiting in line ended.
 enum Waited {
     /// With a pass; the [`Joined`] of the user's last Join.
-    Admitted(pb::Pass, Joined),
+    Admitted(Box<(pb::Pass, Joined)>),
     /// The user went back to the dispatcher's line (see [`wait_in_line`]).
     GaveWay,
 }
@@ -552,7 +552,7 @@ async fn wait_in_line(
             .await;
             match asked {
                 Ok(status) if status.pass.is_some() => {
-                    return Ok(Waited::Admitted(status.pass.unwrap_or_default(), joined));
+                    return Ok(Waited::Admitted(Box::new((status.pass.unwrap_or_default(), joined))));
                 }
                 Ok(status) => renumbered(ctx, &mut joined, &status),
                 Err(status) if status.code() == Code::NotFound => {
@@ -578,13 +578,12 @@ async fn wait_in_line(
             Ok(mut updates) => loop {
                 let update = tokio::select! {
                     update = updates.next() => update,
-                    _ = give_way.tick() => match go_back_to_line(ctx, joined) {
-                        Ok(()) => return Ok(Waited::GaveWay),
-                        Err(still) => {
-                            joined = still;
-                            continue;
+                    _ = give_way.tick() => {
+                        if go_back_to_line(ctx, &joined) {
+                            return Ok(Waited::GaveWay);
                         }
-                    },
+                        continue;
+                    }
                 };
                 match update {
                     Some(Ok(status)) => {
@@ -593,7 +592,7 @@ async fn wait_in_line(
                         renumbered(ctx, &mut joined, &status);
                         ctx.stats.stages.queue_length.store(status.queue_length, Ordering::Relaxed);
                         if let Some(pass) = status.pass {
-                            return Ok(Waited::Admitted(pass, joined));
+                            return Ok(Waited::Admitted(Box::new((pass, joined))));
                         }
                     }
                     Some(Err(status)) => break Some(status),
