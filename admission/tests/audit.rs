@@ -18,11 +18,11 @@ use admission::{
 use fred::interfaces::HashesInterface;
 use helpers::*;
 use service_runtime::bus::{EventBus, envelope};
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{Admitted, event_envelope::Body},
     v1::{JoinRequest, QueueState},
 };
-use tools::testenv::TestEnv;
 
 /// Users who join before the opening, and after it; capacity admits them all.
 const EARLY: usize = 12;

@@ -23,11 +23,11 @@ use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, SetsInterface
 use futures::StreamExt;
 use helpers::*;
 use service_runtime::status::reason;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     GetQueueStatusRequest, JoinRequest, LeaveRequest, QueueState, QueueStatus, WatchQueueRequest,
 };
 use tonic::{Code, Request, Status};
-use tools::testenv::{TestEnv, eventually};
 
 type AdmissionClient =
     ticketing_proto::v1::admission_service_client::AdmissionServiceClient<tonic::transport::Channel>;

@@ -8,8 +8,9 @@
 //! - [`loadgen`]: one RPC under load, ghz-style, with a `grpc.health.v1` baseline measured in
 //!   the same run; [`bench`] runs the standard set and rewrites the README's table;
 //! - [`reconciliation`]: payment's `Reconcile`, the last check of every verification;
-//! - [`snapshot`]: digests of Redis and Postgres, to prove a request changed nothing;
-//! - [`testenv`]: the isolated backing-service environment every integration test uses.
+//! - [`snapshot`]: digests of Redis and Postgres, to prove a request changed nothing.
+//!
+//! The services' tests do not link this crate: what they share is in `test-support`.
 #![forbid(unsafe_code)]
 
 pub mod bench;
@@ -22,4 +23,3 @@ pub mod reconciliation;
 pub mod report;
 pub mod snapshot;
 pub mod stack;
-pub mod testenv;

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -19,7 +20,6 @@ use tools::{
     flashsale::{self, Mix, SimConfig},
     report,
     stack::{self, Stack, StackConfig},
-    testenv::{TestEnv, eventually},
 };
 
 /// Stops the stack's processes when the test ends, even when it fails.
@@ -32,7 +32,6 @@ impl Drop for Running {
 }
 
 async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
     let state_dir = std::env::temp_dir().join(format!("ticketing-e2e-{}", env.id));
     let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
     config.database_url = env.database_url.clone();

@@ -17,6 +17,7 @@
 use std::{collections::BTreeSet, future::Future, pin::Pin, time::Duration};
 
 use prost::Message as _;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -31,7 +32,6 @@ use tools::{
     identity::{Bearer, Identity},
     snapshot::StoreSnapshot,
     stack::{self, Stack, StackConfig},
-    testenv::{TestEnv, eventually},
 };
 
 /// The user whose objects the requests name.
@@ -63,7 +63,6 @@ impl Drop for Running {
 }
 
 async fn start_stack(env: &TestEnv, name: &str) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
     let state_dir = std::env::temp_dir().join(format!("ticketing-{name}-{}", env.id));
     let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
     config.database_url = env.database_url.clone();

@@ -16,6 +16,7 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use service_runtime::auth::{TokenIssuer, bearer};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -31,7 +32,6 @@ use tools::{
     identity::{self, Identity},
     snapshot::StoreSnapshot,
     stack::{self, Stack, StackConfig},
-    testenv::{TestEnv, eventually},
 };
 
 /// The victim, whose objects every attack aims at.
@@ -445,7 +445,6 @@ impl BadTokens {
 }
 
 async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
     let state_dir = std::env::temp_dir().join(format!("ticketing-security-{}", env.id));
     let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
     config.database_url = env.database_url.clone();

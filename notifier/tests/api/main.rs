@@ -11,12 +11,12 @@ use futures::StreamExt;
 use helpers::{WAIT, booking_confirmed, bus, count, list_all, spawn_app, wait_for_inbox};
 use prost::Message;
 use service_runtime::bus::envelope;
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{Admitted, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{ListNotificationsRequest, NotificationKind, RegisterWebhookRequest, SubscribeRequest},
 };
 use tonic::Code;
-use tools::testenv::TestEnv;
 
 fn seats_released(user_id: &str, reason: ReleaseReason) -> ticketing_proto::events::EventEnvelope {
     envelope(

@@ -16,11 +16,10 @@ use fred::{
 };
 use futures::StreamExt;
 use prost::Message as _;
+use test_support::order::fifo_inversions;
 use ticketing_proto::v1::{self as pb, admission_service_client::AdmissionServiceClient};
 
-use super::{
-    BenchConfig, Row, Scenario, Tokens, channel, create_event, fifo_inversions, result_text, token_array,
-};
+use super::{BenchConfig, Row, Scenario, Tokens, channel, create_event, result_text, token_array};
 use crate::{
     cpu::CpuSnapshot,
     loadgen::{self, Comparison, Observer},

@@ -37,7 +37,9 @@ use ticketing_proto::{
 };
 
 use super::Row;
-use crate::{stack, testenv::TestEnv};
+use test_support::testenv::TestEnv;
+
+use crate::stack;
 
 /// Publishes in flight at once: enough to keep NATS busy, few enough to bound memory.
 const PUBLISH_CONCURRENCY: usize = 1_024;

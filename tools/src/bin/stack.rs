@@ -235,6 +235,7 @@ fn token(state_dir: &std::path::Path, args: &TokenArgs) -> anyhow::Result<()> {
 async fn up(state_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<Stack> {
     stack::stop(state_dir)?;
     stack::ensure_backing_services()?;
+    stack::ensure_haproxy()?;
     let started = std::time::Instant::now();
     let bin_dir = stack::build_binaries(args.debug)?;
     let mut config = StackConfig::local(state_dir.to_path_buf(), bin_dir);

@@ -75,7 +75,7 @@ pub struct ServiceRestart {
 /// Starts the private stack, runs the sale under the schedule, verifies, stops everything.
 pub async fn run(run: ChaosRun) -> anyhow::Result<Outcome> {
     let ChaosRun { mut sim, chaos, bin_dir, state_dir, service_env } = run;
-    stack::ensure_haproxy()?;
+    stack::haproxy()?;
     let mut backing = PrivateBacking::start(&state_dir).await?;
     let mut config = StackConfig::on_free_ports(state_dir.clone(), bin_dir)?;
     config.database_url = backing.postgres.url(PrivateBacking::DATABASE);

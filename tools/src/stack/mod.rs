@@ -3,6 +3,8 @@
 //! - [`ensure_backing_services`] makes Postgres, Redis and NATS (JetStream) answer on
 //!   loopback, installing them from Debian's packages and starting them where needed.
 //! - [`ensure_haproxy`] installs HAProxy, the L7 gRPC load balancer, if it is missing.
+//!   Only the `stack` commands set the host up; tests and the simulator find what is
+//!   installed ([`haproxy`]) and say what is missing.
 //! - [`Stack::start`] starts the services and HAProxy with their logs and pid files in one
 //!   folder and waits until every health check answers SERVING; [`stop`] stops them by pid.
 //! - [`backing`]: private Redis, NATS and Postgres instances on free ports, which a chaos run
@@ -227,13 +229,29 @@ pub fn ensure_backing_services() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The HAProxy binary, installed from Debian's packages if missing.
-pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
-    let path = PathBuf::from("/usr/sbin/haproxy");
+/// Where Debian's package puts HAProxy.
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// The HAProxy binary, or an error saying how to get it. Installs nothing: tests and the
+/// simulator start stacks through this, and only `stack` sets the host up
+/// ([`ensure_haproxy`]).
+pub fn haproxy() -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(HAPROXY);
     if !path.exists() {
-        apt_install(&["haproxy"])?;
+        bail!(
+            "haproxy not found at {HAPROXY}: `cargo run --bin stack -- test` (or `stack up`) installs it, \
+             or run `apt-get install haproxy`"
+        );
     }
     Ok(path)
+}
+
+/// The HAProxy binary, installed from Debian's packages if missing: `stack`'s host setup.
+pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
+    if !Path::new(HAPROXY).exists() {
+        apt_install(&["haproxy"])?;
+    }
+    haproxy()
 }
 
 /// One service of the mesh as the stack runs it.
@@ -356,7 +374,7 @@ impl StackConfig {
             }
         }
         config.lb_port = free_port()?;
-        config.stream_max_bytes = crate::testenv::TEST_STREAM_MAX_BYTES;
+        config.stream_max_bytes = test_support::testenv::TEST_STREAM_MAX_BYTES;
         Ok(config)
     }
 
@@ -531,7 +549,7 @@ impl Stack {
         fs::create_dir_all(&logs)?;
         fs::create_dir_all(&pids)?;
         config.certs()?;
-        let haproxy = ensure_haproxy()?;
+        let haproxy = haproxy()?;
         // The token key and JWKS exist before any service reads AUTH_JWKS.
         let identity = std::sync::Arc::new(config.identity()?);
         // The event stream is infrastructure: made here, from the mesh's one definition,

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 use fred::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, payment_service_client::PaymentServiceClient,
@@ -23,7 +24,6 @@ use tonic::transport::Channel;
 use tools::{
     identity::Bearer,
     stack::{self, Stack, StackConfig, backing::PrivateNats},
-    testenv::{TestEnv, eventually},
 };
 
 /// Generous bound for anything the mesh does in the background; never a speed assertion.
@@ -162,7 +162,6 @@ const BIND_ATTEMPTS: u32 = 5;
 /// Starts the real services on free ports with the test's database and prefixes, on
 /// `nats_url` when given (a private server) or the test environment's NATS.
 pub async fn start_stack(env: &TestEnv, nats_url: Option<String>) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
     let state_dir = std::env::temp_dir().join(format!("ticketing-failures-{}", env.id));
     let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
     config.database_url = env.database_url.clone();
