@@ -130,17 +130,19 @@ pub struct ServiceRestart {
     pub log_tail: Vec<String>,
 }
 
+/// The sale a disruption acts on: the load balancer `lb` it probes recovery through, the
+/// sale's event, when it opened, and the log each fault is recorded in.
+pub struct Target {
+    pub lb: Channel,
+    pub event_id: String,
+    pub opened_at: Instant,
+    pub log: Arc<Mutex<Vec<FaultRecord>>>,
+}
+
 /// Faults made beside a running sale (the chaos schedule). The sale starts it at its opening
 /// and verifies only once it has finished, so the mesh must have come back from every fault.
 pub trait Disruption: Send + 'static {
-    /// Makes every fault, the first after `opened_at`, through the load balancer `lb` for the
-    /// sale's `event_id`, recording each in `log`; ends when the last one has recovered or
-    /// timed out.
-    fn disrupt(
-        self: Box<Self>,
-        lb: Channel,
-        event_id: String,
-        opened_at: Instant,
-        log: Arc<Mutex<Vec<FaultRecord>>>,
-    ) -> BoxFuture<'static, ()>;
+    /// Makes every fault, the first one after the opening, recording each; ends when the last
+    /// one has recovered or timed out.
+    fn disrupt(self: Box<Self>, target: Target) -> BoxFuture<'static, ()>;
 }

@@ -2,7 +2,7 @@
 //! when it started, when the failed part answered again and when the mesh had recovered.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -14,7 +14,7 @@ use ticketing_proto::v1::{
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    faults::{ChaosConfig, Fault, FaultRecord},
+    faults::{ChaosConfig, Disruption, Fault, FaultRecord, Target},
     stack::{backing::PrivateBacking, supervisor::Supervisor},
 };
 
@@ -144,13 +144,8 @@ impl Probe {
 impl Schedule {
     /// Runs every fault, the first one interval after `opened_at`, into `log`; returns when
     /// the last one has recovered or timed out.
-    pub async fn run(
-        self,
-        lb: Channel,
-        event_id: String,
-        opened_at: Instant,
-        log: Arc<Mutex<Vec<FaultRecord>>>,
-    ) {
+    pub async fn run(self, target: Target) {
+        let Target { lb, event_id, opened_at, log } = target;
         let nats_url = self.backing.lock().await.nats.url();
         let mut probe = Probe {
             lb,
@@ -245,14 +240,8 @@ impl Schedule {
     }
 }
 
-impl crate::faults::Disruption for Schedule {
-    fn disrupt(
-        self: Box<Self>,
-        lb: Channel,
-        event_id: String,
-        opened_at: Instant,
-        log: Arc<Mutex<Vec<FaultRecord>>>,
-    ) -> futures::future::BoxFuture<'static, ()> {
-        Box::pin(self.run(lb, event_id, opened_at, log))
+impl Disruption for Schedule {
+    fn disrupt(self: Box<Self>, target: Target) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(self.run(target))
     }
 }

@@ -32,36 +32,32 @@ const POPULAR_CHOICES: usize = 4;
 /// from this range, not an immediate retry storm.
 const RETHINK_PAUSE_MS: std::ops::Range<u64> = 250..750;
 
+/// Who asks for a hold, and how.
+#[derive(Clone, Copy)]
+pub struct Asker<'a> {
+    pub ctx: &'a Ctx,
+    /// The user's connection.
+    pub channel: &'a Channel,
+    pub pass: &'a pb::Pass,
+    pub user: &'a str,
+    pub token: &'a Bearer,
+    pub index: u32,
+    pub plan: Plan,
+}
+
 /// Holds seats as the plan says; `None` when the user found nothing (sold out, limit). Counts
 /// the user under the number of times it asked again.
-pub async fn hold(
-    ctx: &Ctx,
-    channel: &Channel,
-    pass: &pb::Pass,
-    user: &str,
-    token: &Bearer,
-    index: u32,
-    plan: Plan,
-) -> anyhow::Result<Option<pb::Hold>> {
+pub async fn hold(asker: Asker<'_>) -> anyhow::Result<Option<pb::Hold>> {
     let mut retries = 0;
-    let held = try_hold(ctx, channel, pass, user, token, index, plan, &mut retries).await;
-    let buckets = &ctx.stats.stages.hold_retries_per_user;
+    let held = try_hold(asker, &mut retries).await;
+    let buckets = &asker.ctx.stats.stages.hold_retries_per_user;
     Stats::bump(&buckets[retries.min(buckets.len() - 1)]);
     held
 }
 
 /// [`hold`]'s attempts; `retries` counts the attempts after the first.
-#[allow(clippy::too_many_arguments)]
-async fn try_hold(
-    ctx: &Ctx,
-    channel: &Channel,
-    pass: &pb::Pass,
-    user: &str,
-    token: &Bearer,
-    index: u32,
-    plan: Plan,
-    retries: &mut usize,
-) -> anyhow::Result<Option<pb::Hold>> {
+async fn try_hold(asker: Asker<'_>, retries: &mut usize) -> anyhow::Result<Option<pb::Hold>> {
+    let Asker { ctx, channel, pass, user, token, index, plan } = asker;
     let stats = &ctx.stats;
     let event_id = ctx.event.event_id.clone();
     let inventory = InventoryServiceClient::new(channel.clone());

@@ -22,7 +22,7 @@ use super::{
     verify::{self, Verification},
 };
 use crate::{
-    faults::{Disruption, FaultRecord, ServiceRestart},
+    faults::{Disruption, FaultRecord, ServiceRestart, Target},
     procfs::{
         self,
         cpu::{CpuSnapshot, CpuUse},
@@ -92,8 +92,9 @@ pub async fn run_with(config: SimConfig, chaos: Option<Box<dyn Disruption>>) -> 
         waiting: Default::default(),
     });
     let chaos = chaos.map(|disruption| {
-        let (lb, event_id) = (ctx.channels[0].clone(), ctx.event.event_id.clone());
-        tokio::spawn(disruption.disrupt(lb, event_id, opened_at, ctx.faults.clone()))
+        let lb = ctx.channels[0].clone();
+        let target = Target { lb, event_id: ctx.event.event_id.clone(), opened_at, log: ctx.faults.clone() };
+        tokio::spawn(disruption.disrupt(target))
     });
     let mut timings = Timings { setup_secs: setup_started.elapsed().as_secs_f64(), ..Default::default() };
     let deadline = tokio::time::Instant::from_std(opened_at + Duration::from_secs(config.max_secs));

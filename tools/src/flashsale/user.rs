@@ -14,7 +14,7 @@ use tonic::{Code, Status, transport::Channel};
 
 use super::{
     ctx::{Abandoned, Admission, Ctx, Joined, user_id},
-    hold::hold,
+    hold::{Asker, hold},
     pay::{self, Paid},
     plan::{Behaviour, Plan},
     retry::{PATIENCE, Retry, backoff, brief, call},
@@ -93,7 +93,9 @@ pub async fn session(ctx: &Ctx, mut joined: Joined) -> anyhow::Result<()> {
 
     // Hold.
     let held_at = stats.since_open();
-    let Some(hold) = hold(ctx, &channel, &pass, &user, &token, index, plan).await? else {
+    let Some(hold) =
+        hold(Asker { ctx, channel: &channel, pass: &pass, user: &user, token: &token, index, plan }).await?
+    else {
         leave(ctx, &admission, &user, &token).await;
         return Ok(());
     };
