@@ -6,7 +6,8 @@
 //! - [`certs`]: the mesh CA and one certificate per service, for tests that call or serve an
 //!   internal (mutual TLS) listener; the local stack makes its certificates with it too;
 //! - [`fakes`]: upstream services faked for one service's tests ([`fakes::FakeInventory`]);
-//! - [`order`]: FIFO inversions of joins as a client saw them.
+//! - [`order`]: FIFO inversions of joins as a client saw them;
+//! - `redis` (feature `redis`): a test's Redis keys deleted, as a Redis restart loses them.
 //!
 //! Nothing here installs or configures the host: the backing services must already answer
 //! (`cargo run --bin stack -- test` makes sure they do before it runs the tests).
@@ -15,4 +16,6 @@
 pub mod certs;
 pub mod fakes;
 pub mod order;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod testenv;

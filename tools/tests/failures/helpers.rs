@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context, bail};
 use fred::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+#[allow(unused_imports)] // failures.rs and redis_loss.rs lose Redis through it; the others do not
+pub use test_support::redis::delete_prefix_keys;
 use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
@@ -383,30 +385,6 @@ pub async fn redis(env: &TestEnv) -> anyhow::Result<Client> {
     let client = Builder::from_config(fred::prelude::Config::from_url(&env.redis_url)?).build()?;
     client.init().await?;
     Ok(client)
-}
-
-/// Deletes every key of the test's prefix with SCAN + DEL (never FLUSHALL: the server is
-/// shared). Returns how many it deleted.
-pub async fn delete_prefix_keys(redis: &Client, prefix: &str) -> anyhow::Result<usize> {
-    anyhow::ensure!(prefix.ends_with(':') && prefix.len() > 1, "refusing to delete with prefix {prefix:?}");
-    let mut deleted = 0;
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, keys): (String, Vec<String>) = redis
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![cursor.clone(), "MATCH".into(), format!("{prefix}*"), "COUNT".into(), "1000".into()],
-            )
-            .await?;
-        deleted += keys.len();
-        for key in keys {
-            let _: i64 = redis.del(key).await?;
-        }
-        if next == "0" {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }
 
 /// The seats sold in Postgres: seat id -> hold id of its booking, checked for double sales
