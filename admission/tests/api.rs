@@ -21,13 +21,13 @@ use service_runtime::{
     bus::{EventBus, envelope, kind, timestamp_to_ms},
     status::reason,
 };
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     events::{BookingConfirmed, PassEndReason, event_envelope::Body},
     pass::PassVerifier,
     v1::{GetQueueStatusRequest, JoinRequest, LeaveRequest, QueueState, QueueStatus, WatchQueueRequest},
 };
 use tonic::{Code, Request};
-use tools::testenv::{TestEnv, eventually};
 
 /// The requests as their user sends them: with the user's token (and the user in `user_id`,
 /// which must then equal the token's subject).
@@ -110,7 +110,7 @@ async fn admission_order_equals_join_order_across_two_replicas() {
     // replica) holds the lower ticket.
     let mut timed: Vec<_> =
         joined.iter().map(|(_, s, sent, received)| (*sent, *received, s.ticket)).collect();
-    assert_eq!(tools::bench::fifo_inversions(&mut timed), 0, "a later join got an earlier ticket");
+    assert_eq!(test_support::order::fifo_inversions(&mut timed), 0, "a later join got an earlier ticket");
 
     let redis = redis(&env).await;
     let admitted_key = key(&env, &event_id, "admitted");

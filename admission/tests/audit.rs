@@ -18,11 +18,11 @@ use fred::interfaces::HashesInterface;
 use helpers::*;
 use serde_json::{Value, json};
 use service_runtime::bus::{EventBus, envelope};
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{Admitted, event_envelope::Body},
     v1::{JoinRequest, QueueState},
 };
-use tools::testenv::TestEnv;
 
 /// The exit codes `admission-audit --help` documents.
 mod exit {

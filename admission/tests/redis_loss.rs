@@ -19,15 +19,18 @@ use admission::{
     fairness::ShuffleKey,
     store::{Opening, PREQUEUE_PAGE, Store},
 };
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
+use fred::interfaces::{HashesInterface, SetsInterface, SortedSetsInterface};
 use futures::StreamExt;
 use helpers::*;
 use service_runtime::status::reason;
+use test_support::{
+    redis::delete_prefix_keys,
+    testenv::{TestEnv, eventually},
+};
 use ticketing_proto::v1::{
     GetQueueStatusRequest, JoinRequest, LeaveRequest, QueueState, QueueStatus, WatchQueueRequest,
 };
 use tonic::{Code, Request, Status};
-use tools::testenv::{TestEnv, eventually};
 
 type AdmissionClient =
     ticketing_proto::v1::admission_service_client::AdmissionServiceClient<tonic::transport::Channel>;
@@ -146,7 +149,7 @@ async fn losing_redis_mid_sale_keeps_live_passes_within_capacity_and_admissions_
 
     // Redis loses everything of this deployment.
     let lost_at_ms = unix_ms();
-    let deleted = delete_prefix_keys(&redis, &env.redis_prefix).await;
+    let deleted = delete_prefix_keys(&redis, &env.redis_prefix).await.unwrap();
     assert!(deleted > 0, "the sale had Redis keys to lose");
     let lost_at = Instant::now();
 
@@ -277,7 +280,7 @@ async fn losing_redis_before_the_opening_costs_a_rejoin_and_the_pre_queue_still_
         .unwrap()
         .into_inner();
     assert_eq!(watch.next().await.unwrap().unwrap().state, QueueState::PreQueue as i32);
-    assert!(delete_prefix_keys(&redis, &env.redis_prefix).await > 0);
+    assert!(delete_prefix_keys(&redis, &env.redis_prefix).await.unwrap() > 0);
 
     // The stream learns at once (the next tick starts a new epoch) that the place is gone.
     let ended = tokio::time::timeout(Duration::from_secs(3), async {
@@ -368,28 +371,4 @@ async fn a_finished_event_is_forgotten_and_comes_back_when_asked_about() {
     assert!(bob.pass.is_some());
     let known: bool = redis.sismember(&events_key, &event_id).await.unwrap();
     assert!(known, "the event is walked again");
-}
-
-/// Deletes every key of the test's prefix with SCAN + DEL; returns how many.
-async fn delete_prefix_keys(redis: &fred::clients::Client, prefix: &str) -> usize {
-    assert!(prefix.ends_with(':') && prefix.len() > 1, "refusing to delete with prefix {prefix:?}");
-    let mut deleted = 0;
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, keys): (String, Vec<String>) = redis
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![cursor.clone(), "MATCH".into(), format!("{prefix}*"), "COUNT".into(), "1000".into()],
-            )
-            .await
-            .unwrap();
-        deleted += keys.len();
-        for key in keys {
-            let _: i64 = redis.del(key).await.unwrap();
-        }
-        if next == "0" {
-            return deleted;
-        }
-        cursor = next;
-    }
 }

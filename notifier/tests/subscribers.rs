@@ -13,11 +13,11 @@ use helpers::{TestApp, WAIT, booking_confirmed, config, spawn_app, spawn_app_wit
 use notifier::inbox::{Draft, Inbox};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use service_runtime::auth::WithToken;
+use test_support::testenv::TestEnv;
 use ticketing_proto::v1::{
     Notification, NotificationKind, SubscribeRequest, notifier_service_client::NotifierServiceClient,
 };
 use tonic::{Code, Streaming, transport::Channel};
-use tools::testenv::TestEnv;
 
 /// Connections the streams are spread over (HTTP/2 allows a few hundred streams on each).
 const CONNECTIONS: usize = 50;
@@ -206,7 +206,7 @@ async fn ten_thousand_streams_against_a_cap_of_five_thousand_and_reads_do_not_gr
     live.truncate(CAP - 1);
     let late = &users[1];
     let late_token = &tokens[late.as_str()];
-    let mut again = tools::testenv::eventually(WAIT, || {
+    let mut again = test_support::testenv::eventually(WAIT, || {
         let channel = channels[0].clone();
         async move { subscribe(channel, late, late_token).await.ok() }
     })

@@ -197,10 +197,10 @@ mod tests {
 
     /// `payment` and flags naming this test process's service certificates as payment's.
     fn args(more: &[&str]) -> Vec<String> {
-        static CERTS: std::sync::OnceLock<tools::stack::certs::MeshCerts> = std::sync::OnceLock::new();
+        static CERTS: std::sync::OnceLock<test_support::certs::MeshCerts> = std::sync::OnceLock::new();
         let certs = CERTS.get_or_init(|| {
             let dir = std::env::temp_dir().join(format!("payment-unit-certs-{}", std::process::id()));
-            tools::stack::certs::ensure(&dir).unwrap()
+            test_support::certs::ensure(&dir).unwrap()
         });
         let path = |p: std::path::PathBuf| p.display().to_string();
         let mut args = vec![

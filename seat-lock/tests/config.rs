@@ -17,7 +17,7 @@ fn seat_lock(env: &[(&str, &str)]) -> (Option<i32>, String) {
     command.env("GRPC_ADDR", "127.0.0.1:0").env("METRICS_ADDR", "127.0.0.1:0").env("AUTH_JWKS", jwks);
     // Everything else valid, so the pass keys are what is judged.
     let certs = std::env::temp_dir().join(format!("seat-lock-config-certs-{}", std::process::id()));
-    command.envs(tools::stack::certs::ensure(&certs).unwrap().env("seat-lock"));
+    command.envs(test_support::certs::ensure(&certs).unwrap().env("seat-lock"));
     let Output { status, stderr, .. } = command.envs(env.iter().copied()).output().unwrap();
     (status.code(), String::from_utf8_lossy(&stderr).into_owned())
 }

@@ -23,7 +23,7 @@ use seat_lock::{
     error::Error,
     store::{NewHold, Outcome, Pick, ReturnOutcome, SeatReturn, SoldHold, Store, StoredHold},
 };
-use tools::testenv::TestEnv;
+use test_support::testenv::TestEnv;
 
 const STEPS: usize = 400;
 const SEEDS: [u64; 3] = [1, 15, 2026];

@@ -4,7 +4,7 @@
 //! The stream is infrastructure: [`StreamSpec`] is the one definition of its settings
 //! (subjects, replicas, retention, duplicate window, limits). `stack` and the Kubernetes Job
 //! (`stream-setup`) create or update it with [`StreamSpec::apply`]; tests do the same through
-//! `tools::testenv`. A service never creates it: [`EventBus::connect_checked`] refuses to start
+//! `test_support::testenv`. A service never creates it: [`EventBus::connect_checked`] refuses to start
 //! on a missing or misconfigured stream, naming the stream and the fix, instead of creating an
 //! R1 stream with client defaults.
 
@@ -100,7 +100,7 @@ pub struct EventBus {
 
 impl EventBus {
     /// [`Self::connect_checked`] with a minimum of one replica: for tests and tools, whose
-    /// streams are made by `tools::testenv` or `stack`.
+    /// streams are made by `test_support::testenv` or `stack`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
         Self::connect_checked(url, prefix, 1).await
     }

@@ -69,7 +69,7 @@ mod tests {
 
     use super::*;
 
-    /// The test Redis (`TEST_REDIS_URL`, as `tools::testenv` reads it). The scripts here touch
+    /// The test Redis (`TEST_REDIS_URL`, as `test_support::testenv` reads it). The scripts here touch
     /// no key, so the shared server's data is left alone.
     async fn pool() -> Pool {
         let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

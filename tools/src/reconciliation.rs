@@ -8,7 +8,7 @@ use std::{fmt::Write as _, time::Duration};
 use ticketing_proto::v1::{self as pb, payment_service_client::PaymentServiceClient};
 use tonic::transport::Channel;
 
-use crate::{flashsale::stats::code_name, identity::Bearer};
+use crate::{grpc::code_name, identity::Bearer};
 
 /// How long one reconciliation may take: it reads the whole ledger of the mesh.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);

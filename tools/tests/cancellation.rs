@@ -20,6 +20,7 @@ use anyhow::Context;
 use fred::prelude::*;
 use helpers::*;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     internal::{ReturnSeatsRequest, seat_lock_internal_service_client::SeatLockInternalServiceClient},
     v1::{
@@ -28,7 +29,6 @@ use ticketing_proto::{
     },
 };
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 const SEATS: u32 = 4;
 const LIMIT: u32 = 2;

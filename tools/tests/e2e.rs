@@ -6,9 +6,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "failures/helpers.rs"]
+#[allow(dead_code)] // this test uses the stack harness, not the failure checks
+mod helpers;
+
 use std::time::Duration;
 
+use helpers::start_stack;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -17,29 +23,9 @@ use ticketing_proto::v1::{
 use tokio_stream::StreamExt;
 use tools::{
     flashsale::{self, Mix, SimConfig},
+    grpc::timestamp,
     report,
-    stack::{self, Stack, StackConfig},
-    testenv::{TestEnv, eventually},
 };
-
-/// Stops the stack's processes when the test ends, even when it fails.
-struct Running(Stack);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.stop();
-    }
-}
-
-async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
-    let state_dir = std::env::temp_dir().join(format!("ticketing-e2e-{}", env.id));
-    let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
-    config.database_url = env.database_url.clone();
-    config.redis_prefix = env.redis_prefix.clone();
-    config.nats_prefix = env.nats_prefix.clone();
-    Ok(Running(Stack::start(config).await?))
-}
 
 /// One unary call at `path` with the mesh's codec: reaches paths no generated client has.
 async fn raw_unary<Req, Resp>(
@@ -58,14 +44,10 @@ where
     grpc.unary(tonic::Request::new(request), path, codec).await.map(tonic::Response::into_inner)
 }
 
-fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let stack = start_stack(&env).await?;
+    let stack = start_stack(&env, None).await?;
     let lb = tonic::transport::Endpoint::from_shared(stack.0.config.lb_url())?.connect().await?;
 
     // Catalogue.
@@ -94,8 +76,8 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
         .create_event(identity.as_admin(pb::CreateEventRequest {
             venue_id: venue.venue_id.clone(),
             name: "End to end".into(),
-            starts_at: Some(ts(now + 86_400_000)),
-            sale_opens_at: Some(ts(now - 1_000)),
+            starts_at: Some(timestamp(now + 86_400_000)),
+            sale_opens_at: Some(timestamp(now - 1_000)),
             max_tickets_per_user: 4,
             currency: "EUR".into(),
             admission_capacity: 10,
@@ -284,7 +266,7 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_flash_sale_keeps_every_invariant() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let stack = start_stack(&env).await?;
+    let stack = start_stack(&env, None).await?;
     // Small, and with every behaviour of the mix; the stack's holds live 600 s, so nobody
     // walks away from a hold here (releases are checked instead).
     let out = std::env::temp_dir().join(format!("ticketing-e2e-{}-report", env.id));

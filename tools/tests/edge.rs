@@ -14,9 +14,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "failures/helpers.rs"]
+#[allow(dead_code)] // this test uses the stack harness, not the failure checks
+mod helpers;
+
 use std::{collections::BTreeSet, future::Future, pin::Pin, time::Duration};
 
+use helpers::{buy_one_keep_one, one_row_venue, open_event, start_stack};
 use prost::Message as _;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -30,8 +36,7 @@ use tonic_health::pb::{
 use tools::{
     identity::{Bearer, Identity},
     snapshot::StoreSnapshot,
-    stack::{self, Stack, StackConfig},
-    testenv::{TestEnv, eventually},
+    stack,
 };
 
 /// The user whose objects the requests name.
@@ -53,26 +58,6 @@ const SERVICES: [&str; 5] = [
     "ticketing.v1.NotifierService",
 ];
 
-/// Stops the stack's processes when the test ends, even when it fails.
-struct Running(Stack);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.stop();
-    }
-}
-
-async fn start_stack(env: &TestEnv, name: &str) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
-    let state_dir = std::env::temp_dir().join(format!("ticketing-{name}-{}", env.id));
-    let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
-    config.database_url = env.database_url.clone();
-    config.redis_url = env.redis_url.clone();
-    config.redis_prefix = env.redis_prefix.clone();
-    config.nats_prefix = env.nats_prefix.clone();
-    Ok(Running(Stack::start(config).await?))
-}
-
 async fn channel(url: String) -> anyhow::Result<Channel> {
     Ok(tonic::transport::Endpoint::from_shared(url)?.connect().await?)
 }
@@ -90,7 +75,7 @@ async fn health(channel: &Channel, service: &str) -> Result<ServingStatus, Code>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_through_the_load_balancer_answers_for_each_service_and_the_whole() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let stack = start_stack(&env, "health").await?;
+    let stack = start_stack(&env, None).await?;
     let lb = channel(stack.0.config.lb_url()).await?;
 
     for service in SERVICES.into_iter().chain([""]) {
@@ -419,39 +404,11 @@ fn get_hold<'a>(
 }
 
 fn venue_request() -> pb::CreateVenueRequest {
-    pb::CreateVenueRequest {
-        name: "Edge Hall".into(),
-        zones: vec![pb::ZoneSpec {
-            zone_id: "A".into(),
-            name: "Stalls".into(),
-            price_cents: 5_000,
-            layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                row_labels: vec!["1".into()],
-                seats_per_row: 10,
-                accessible_seat_ids: vec!["A-1-1".into()],
-            })),
-        }],
-    }
-}
-
-fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    one_row_venue("Edge Hall", 10, &["A-1-1"])
 }
 
 fn event_request(venue_id: &str) -> pb::CreateEventRequest {
-    let now = chrono::Utc::now().timestamp_millis();
-    pb::CreateEventRequest {
-        venue_id: venue_id.to_owned(),
-        name: "Edge".into(),
-        starts_at: Some(ts(now + 30 * 86_400_000)),
-        sale_opens_at: Some(ts(now - 1_000)),
-        max_tickets_per_user: 4,
-        currency: "EUR".into(),
-        admission_capacity: 10,
-        admission_tick_ms: 50,
-        pass_ttl_seconds: 600,
-        cancellation_cutoff_seconds: 0,
-    }
+    open_event(venue_id, "Edge", 4, 10)
 }
 
 fn create_venue<'a>(
@@ -729,74 +686,19 @@ fn register_webhook<'a>(
 async fn alice_world(lb: Channel, identity: &Identity) -> anyhow::Result<World> {
     let admin = identity.admin();
     let alice = identity.user(ALICE);
-    let mut inventory = InventoryServiceClient::new(lb.clone());
-    let venue = inventory.create_venue(admin.request(venue_request())).await?.into_inner().venue.unwrap();
-    let event = inventory
-        .create_event(admin.request(event_request(&venue.venue_id)))
-        .await?
-        .into_inner()
-        .event
-        .unwrap();
-    let event_id = event.event_id;
-
-    let mut admission = AdmissionServiceClient::new(lb.clone());
-    let joined = admission
-        .join(alice.request(pb::JoinRequest { event_id: event_id.clone(), user_id: ALICE.into() }))
-        .await?
-        .into_inner();
-    let pass = match joined.pass {
-        Some(pass) => pass,
-        None => {
-            let mut watch = admission
-                .watch_queue(
-                    alice
-                        .request(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: ALICE.into() }),
-                )
-                .await?
-                .into_inner();
-            let mut pass = None;
-            while let Some(status) = tokio::time::timeout(EVENTUALLY, watch.next()).await? {
-                if let Some(p) = status?.pass {
-                    pass = Some(p);
-                    break;
-                }
-            }
-            pass.expect("alice is admitted")
-        }
-    };
-    let seat_lock = SeatLockServiceClient::new(lb.clone());
-    let hold = |seat: &str| {
-        let mut seat_lock = seat_lock.clone();
-        let request = alice.request(pb::HoldSeatsRequest {
-            pass_token: pass.token.clone(),
-            event_id: event_id.clone(),
-            user_id: ALICE.into(),
-            seat_ids: vec![seat.into()],
-        });
-        async move { seat_lock.hold_seats(request).await }
-    };
-    let paid_hold = hold("A-1-1").await?.into_inner();
-    let kept_hold = hold("A-1-2").await?.into_inner();
-    let paid = PaymentServiceClient::new(lb.clone())
-        .pay(alice.request(pb::PayRequest {
-            idempotency_key: "alice-edge-1".into(),
-            event_id: event_id.clone(),
-            hold_id: paid_hold.hold_id.clone(),
-            user_id: ALICE.into(),
-            payment_method: "pm_card_ok".into(),
-        }))
-        .await?
-        .into_inner();
+    let event = event_request("");
+    let bought =
+        buy_one_keep_one(&lb, &admin, (ALICE, &alice), venue_request(), event, "alice-edge-1").await?;
     Ok(World {
         lb,
         alice,
         admin,
-        venue_id: venue.venue_id,
-        event_id,
-        pass: pass.token,
-        hold_id: kept_hold.hold_id,
-        payment_id: paid.payment.expect("a payment").payment_id,
-        booking_id: paid.booking.expect("a booking").booking_id,
+        venue_id: bought.event.venue_id,
+        event_id: bought.event.event_id,
+        pass: bought.pass,
+        hold_id: bought.kept_hold_id,
+        payment_id: bought.paid.payment.expect("a payment").payment_id,
+        booking_id: bought.paid.booking.expect("a booking").booking_id,
     })
 }
 
@@ -814,7 +716,7 @@ async fn a_huge_value_in_any_string_field_of_any_rpc_gets_a_small_invalid_argume
     assert_eq!(table, described, "the table lists exactly the public RPCs with string fields");
 
     let env = TestEnv::new().await?;
-    let stack = start_stack(&env, "edge").await?;
+    let stack = start_stack(&env, None).await?;
     let lb = channel(stack.0.config.lb_url()).await?;
     let world = alice_world(lb, &stack.0.identity).await?;
     let before =
@@ -868,7 +770,7 @@ async fn a_huge_value_in_any_string_field_of_any_rpc_gets_a_small_invalid_argume
 async fn a_request_over_the_size_limit_gets_resource_exhausted_directly_and_through_the_load_balancer()
 -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let stack = start_stack(&env, "oversize").await?;
+    let stack = start_stack(&env, None).await?;
     let identity = stack.0.identity.clone();
     let lb = channel(stack.0.config.lb_url()).await?;
     let direct = channel(format!("http://127.0.0.1:{}", stack.0.config.port("inventory"))).await?;

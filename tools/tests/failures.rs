@@ -18,9 +18,9 @@ use std::{os::unix::process::ExitStatusExt, time::Duration};
 use prost::Message;
 
 use helpers::*;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{self as pb};
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 /// A cheap pseudo-random number; the tests need variety, not quality.
 fn random(below: usize) -> usize {

@@ -20,12 +20,12 @@ use std::{
 use fred::interfaces::SortedSetsInterface;
 use helpers::*;
 use prost::Message;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     events::{EventEnvelope, event_envelope::Body},
     v1::{self as pb},
 };
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 /// Every envelope stored on `<prefix>.<kind>` (read without a durable consumer).
 async fn stored_events(nats_url: &str, prefix: &str, kind: &str) -> anyhow::Result<Vec<EventEnvelope>> {

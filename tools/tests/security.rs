@@ -13,9 +13,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "failures/helpers.rs"]
+#[allow(dead_code)] // this test uses the stack harness, not the failure checks
+mod helpers;
+
 use std::{future::Future, pin::Pin, time::Duration};
 
+use helpers::{buy_one_keep_one, one_row_venue, open_event, start_stack};
 use service_runtime::auth::{TokenIssuer, bearer};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, notifier_service_client::NotifierServiceClient,
@@ -30,8 +36,6 @@ use tonic::{
 use tools::{
     identity::{self, Identity},
     snapshot::StoreSnapshot,
-    stack::{self, Stack, StackConfig},
-    testenv::{TestEnv, eventually},
 };
 
 /// The victim, whose objects every attack aims at.
@@ -42,15 +46,6 @@ const MALLORY: &str = "mallory";
 const EVENTUALLY: Duration = Duration::from_secs(60);
 /// Deadline of each attacking call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Stops the stack's processes when the test ends, even when it fails.
-struct Running(Stack);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.stop();
-    }
-}
 
 /// Alice's objects, made through the load balancer with her token.
 struct World {
@@ -328,39 +323,11 @@ fn register_webhook(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> +
 }
 
 fn venue_request() -> pb::CreateVenueRequest {
-    pb::CreateVenueRequest {
-        name: "Security Hall".into(),
-        zones: vec![pb::ZoneSpec {
-            zone_id: "A".into(),
-            name: "Stalls".into(),
-            price_cents: 5_000,
-            layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                row_labels: vec!["1".into()],
-                seats_per_row: 10,
-                accessible_seat_ids: vec![],
-            })),
-        }],
-    }
-}
-
-fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    one_row_venue("Security Hall", 10, &[])
 }
 
 fn event_request(venue_id: &str) -> pb::CreateEventRequest {
-    let now = chrono::Utc::now().timestamp_millis();
-    pb::CreateEventRequest {
-        venue_id: venue_id.to_owned(),
-        name: "Security".into(),
-        starts_at: Some(ts(now + 30 * 86_400_000)),
-        sale_opens_at: Some(ts(now - 1_000)),
-        max_tickets_per_user: 4,
-        currency: "EUR".into(),
-        admission_capacity: 10,
-        admission_tick_ms: 50,
-        pass_ttl_seconds: 600,
-        cancellation_cutoff_seconds: 0,
-    }
+    open_event(venue_id, "Security", 4, 10)
 }
 
 fn create_venue(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>> {
@@ -444,82 +411,21 @@ impl BadTokens {
     }
 }
 
-async fn start_stack(env: &TestEnv) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
-    let state_dir = std::env::temp_dir().join(format!("ticketing-security-{}", env.id));
-    let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
-    config.database_url = env.database_url.clone();
-    config.redis_url = env.redis_url.clone();
-    config.redis_prefix = env.redis_prefix.clone();
-    config.nats_prefix = env.nats_prefix.clone();
-    Ok(Running(Stack::start(config).await?))
-}
-
 /// Alice's objects through the load balancer: the operator makes the event (with the admin
 /// token: that is the positive half of the CreateEvent check); Alice joins, holds two seats,
 /// pays for one, and her confirmation reaches her inbox.
 async fn alice_world(lb: Channel, identity: &Identity) -> anyhow::Result<World> {
-    let mut inventory = InventoryServiceClient::new(lb.clone());
-    let venue = inventory.create_venue(identity.as_admin(venue_request())).await?.into_inner().venue.unwrap();
-    let event = inventory
-        .create_event(identity.as_admin(event_request(&venue.venue_id)))
-        .await
-        .map_err(|status| anyhow::anyhow!("CreateEvent with the admin token must work: {status:?}"))?
-        .into_inner()
-        .event
-        .unwrap();
-    let event_id = event.event_id;
-
     let alice = identity.user(ALICE);
-    let mut admission = AdmissionServiceClient::new(lb.clone());
-    let joined = admission
-        .join(alice.request(pb::JoinRequest { event_id: event_id.clone(), user_id: ALICE.into() }))
-        .await?
-        .into_inner();
-    let pass = match joined.pass {
-        Some(pass) => pass,
-        None => {
-            let mut watch = admission
-                .watch_queue(
-                    alice
-                        .request(pb::WatchQueueRequest { event_id: event_id.clone(), user_id: ALICE.into() }),
-                )
-                .await?
-                .into_inner();
-            let mut pass = None;
-            while let Some(status) = tokio::time::timeout(EVENTUALLY, watch.next()).await? {
-                if let Some(p) = status?.pass {
-                    pass = Some(p);
-                    break;
-                }
-            }
-            pass.expect("alice is admitted")
-        }
-    };
-    // Both holds before paying: a purchase ends the pass.
-    let seat_lock = SeatLockServiceClient::new(lb.clone());
-    let hold = |seat: &str| {
-        let mut seat_lock = seat_lock.clone();
-        let request = alice.request(pb::HoldSeatsRequest {
-            pass_token: pass.token.clone(),
-            event_id: event_id.clone(),
-            user_id: ALICE.into(),
-            seat_ids: vec![seat.into()],
-        });
-        async move { seat_lock.hold_seats(request).await }
-    };
-    let paid_hold = hold("A-1-1").await?.into_inner();
-    let kept_hold = hold("A-1-2").await?.into_inner();
-    let paid = PaymentServiceClient::new(lb.clone())
-        .pay(alice.request(pb::PayRequest {
-            idempotency_key: "alice-security-1".into(),
-            event_id: event_id.clone(),
-            hold_id: paid_hold.hold_id.clone(),
-            user_id: ALICE.into(),
-            payment_method: "pm_card_ok".into(),
-        }))
-        .await?
-        .into_inner();
+    let bought = buy_one_keep_one(
+        &lb,
+        &identity.admin(),
+        (ALICE, &alice),
+        venue_request(),
+        event_request(""),
+        "alice-security-1",
+    )
+    .await?;
+    let (event_id, pass, paid) = (bought.event.event_id, bought.pass, bought.paid);
     let payment = paid.payment.expect("a payment");
     assert_eq!(payment.status(), pb::PaymentStatus::Confirmed);
     let booking = paid.booking.expect("a booking");
@@ -541,8 +447,8 @@ async fn alice_world(lb: Channel, identity: &Identity) -> anyhow::Result<World> 
     Ok(World {
         lb,
         event_id,
-        pass: pass.token,
-        hold_id: kept_hold.hold_id,
+        pass,
+        hold_id: bought.kept_hold_id,
         payment_id: payment.payment_id,
         booking_id: booking.booking_id,
     })
@@ -551,7 +457,7 @@ async fn alice_world(lb: Channel, identity: &Identity) -> anyhow::Result<World> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_facing_rpc_refuses_strangers_and_changes_nothing() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let stack = start_stack(&env).await?;
+    let stack = start_stack(&env, None).await?;
     let identity = stack.0.identity.clone();
     let lb = tonic::transport::Endpoint::from_shared(stack.0.config.lb_url())?.connect().await?;
     let world = alice_world(lb, &identity).await?;

@@ -16,6 +16,7 @@ use std::{
 };
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, payment_service_client::PaymentServiceClient,
@@ -23,11 +24,7 @@ use ticketing_proto::v1::{
 };
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-use tools::{
-    identity::Identity,
-    stack,
-    testenv::{TestEnv, eventually},
-};
+use tools::{identity::Identity, stack};
 
 /// The most one `stack` command may take (an `up` waits up to 60 s for health): a hang
 /// fails the test instead of blocking it.

@@ -1,11 +1,7 @@
-//! Shared test plumbing: a fake inventory, the admission app on a free port, Redis and NATS
-//! readers.
+//! Shared test plumbing: events on the fake inventory (`test_support`), the admission app on a
+//! free port, Redis and NATS readers.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use admission::{App, Config};
 use fred::{
@@ -20,83 +16,31 @@ use service_runtime::{
     bus::{EventBus, kind, timestamp_ms},
     config::ServerArgs,
 };
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     events::{Admitted, EventEnvelope, PassEnded, event_envelope::Body},
-    v1::{
-        self, Event,
-        admission_service_client::AdmissionServiceClient,
-        inventory_service_server::{InventoryService, InventoryServiceServer},
-    },
+    v1::{Event, admission_service_client::AdmissionServiceClient},
 };
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status, transport::Channel};
-use tools::testenv::{TestEnv, eventually};
+use tonic::{Request, transport::Channel};
 
 /// A pass key made for this test run: (PASS_SIGNING_KEYS, PASS_VERIFY_KEYS).
 pub static PASS_KEYS: std::sync::LazyLock<(String, String)> =
     std::sync::LazyLock::new(|| ticketing_proto::pass::generate_signing_key("k1"));
 pub const SHUFFLE_KEY: &str = "shuffle-secret-for-tests-0123";
 
-/// Serves `GetEvent` for the events a test defines; nothing else.
-#[derive(Clone, Default)]
-pub struct FakeInventory {
-    events: Arc<Mutex<HashMap<String, Event>>>,
-}
+pub use test_support::fakes::FakeInventory;
 
-type Unimplemented<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl InventoryService for FakeInventory {
-    async fn create_venue(
-        &self,
-        _: Request<v1::CreateVenueRequest>,
-    ) -> Unimplemented<v1::CreateVenueResponse> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn create_event(
-        &self,
-        _: Request<v1::CreateEventRequest>,
-    ) -> Unimplemented<v1::CreateEventResponse> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_event(
-        &self,
-        request: Request<v1::GetEventRequest>,
-    ) -> Result<Response<v1::GetEventResponse>, Status> {
-        let id = request.into_inner().event_id;
-        let event = self.events.lock().unwrap().get(&id).cloned();
-        match event {
-            Some(event) => Ok(Response::new(v1::GetEventResponse { event: Some(event) })),
-            None => Err(Status::not_found(format!("event {id} not found"))),
-        }
-    }
-    async fn list_events(&self, _: Request<v1::ListEventsRequest>) -> Unimplemented<v1::ListEventsResponse> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_seat_map(&self, _: Request<v1::GetSeatMapRequest>) -> Unimplemented<v1::GetSeatMapResponse> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_availability(
-        &self,
-        _: Request<v1::GetAvailabilityRequest>,
-    ) -> Unimplemented<v1::GetAvailabilityResponse> {
-        Err(Status::unimplemented("fake"))
-    }
-    type WatchSeatMapStream = futures::stream::Empty<Result<v1::SeatMapUpdate, Status>>;
-    async fn watch_seat_map(
-        &self,
-        _: Request<v1::WatchSeatMapRequest>,
-    ) -> Result<Response<Self::WatchSeatMapStream>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-}
-
-impl FakeInventory {
+/// The events admission's tests define on the fake inventory.
+pub trait AddEvent {
     /// Defines an event; `opens_in_ms` may be negative (already open).
-    pub fn add_event(&self, opens_in_ms: i64, capacity: u32, tick_ms: u32, pass_ttl_seconds: u32) -> String {
+    fn add_event(&self, opens_in_ms: i64, capacity: u32, tick_ms: u32, pass_ttl_seconds: u32) -> String;
+}
+
+impl AddEvent for FakeInventory {
+    fn add_event(&self, opens_in_ms: i64, capacity: u32, tick_ms: u32, pass_ttl_seconds: u32) -> String {
         let event_id = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now().timestamp_millis();
-        let event = Event {
+        self.insert(Event {
             event_id: event_id.clone(),
             name: "test".into(),
             sale_opens_at: Some(timestamp_ms(now + opens_in_ms)),
@@ -104,22 +48,8 @@ impl FakeInventory {
             admission_tick_ms: tick_ms,
             pass_ttl_seconds,
             ..Default::default()
-        };
-        self.events.lock().unwrap().insert(event_id.clone(), event);
+        });
         event_id
-    }
-
-    /// Serves on a free loopback port; returns the URL.
-    pub async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let service = InventoryServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        url
     }
 }
 

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     CreateEventRequest, GetAvailabilityRequest, GetAvailabilityResponse, GetEventRequest, GetSeatMapRequest,
     ListEventsRequest,
 };
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 use crate::helpers::{Client, Publisher, create_event, create_venue, event_request, seat_states, spawn_app};
 

@@ -7,6 +7,7 @@ use service_runtime::{
     auth::{TokenIssuer, WithToken},
     bus::{EventBus, envelope},
 };
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{BookingConfirmed, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{
@@ -17,7 +18,6 @@ use ticketing_proto::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
-use tools::testenv::TestEnv;
 
 /// An inventory client that sends an operator's token on every call.
 pub type Client = InventoryServiceClient<InterceptedService<Channel, WithToken>>;

@@ -12,13 +12,13 @@ use helpers::{
     Publisher, create_event, create_venue, event_request, general, seat_states, seated, spawn_app,
 };
 use inventory::registry::CHANGE_FEED_CAPACITY;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     CreateEventRequest, CreateVenueRequest, GetAvailabilityRequest, GetEventRequest, GetSeatMapRequest,
     ListEventsRequest, SeatState, SeatStatesEncoding, WatchSeatMapRequest, ZoneKind,
     inventory_service_client::InventoryServiceClient, seat_map_update::Update,
 };
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 const SOON: Duration = Duration::from_secs(10);
 const T0: i64 = 1_900_000_000_000;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use inventory::Config;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{Event, GetAvailabilityRequest};
-use tools::testenv::{TestEnv, eventually};
 
 use crate::helpers::{Client, Publisher, create_event, create_venue, seat_states, spawn_app, spawn_app_with};
 
@@ -201,7 +201,7 @@ async fn a_recreated_stream_keeps_the_snapshots_sales_and_applies_its_own_messag
 
     let nats = async_nats::connect(&env.nats_url).await.unwrap();
     async_nats::jetstream::new(nats).delete_stream(format!("{}_events", env.nats_prefix)).await.unwrap();
-    tools::testenv::create_stream(&env.nats_url, &env.nats_prefix).await.unwrap();
+    test_support::testenv::create_stream(&env.nats_url, &env.nats_prefix).await.unwrap();
     let app = spawn_app(&env).await;
     let mut client = app.client.clone();
     assert_eq!(seat_states(&mut client, &event.event_id, "A").await, expected_a());

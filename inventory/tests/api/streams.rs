@@ -5,7 +5,7 @@ use std::{process::Stdio, time::Duration};
 
 use async_nats::jetstream;
 use service_runtime::bus::StreamSpec;
-use tools::testenv::TestEnv;
+use test_support::testenv::TestEnv;
 
 /// Longest the binary may take to give up; it should take well under a second.
 const EXIT_WITHIN: Duration = Duration::from_secs(60);

@@ -8,13 +8,13 @@ use service_runtime::{
     auth::{TokenIssuer, WithToken},
     bus::{EventBus, envelope},
 };
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{BookingConfirmed, EventEnvelope, event_envelope::Body},
     v1::{ListNotificationsRequest, Notification, notifier_service_client::NotifierServiceClient},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
-use tools::testenv::TestEnv;
 
 /// How long tests wait for something asynchronous to happen (generous: CI machines are shared).
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -126,7 +126,7 @@ pub async fn list_all(client: &mut Client, user_id: &str) -> anyhow::Result<Vec<
 /// Waits until the user's inbox holds at least `count` notifications, and returns it.
 pub async fn wait_for_inbox(app: &TestApp, user_id: &str, count: usize) -> anyhow::Result<Vec<Notification>> {
     let client = app.client(user_id);
-    tools::testenv::eventually(WAIT * 3, || {
+    test_support::testenv::eventually(WAIT * 3, || {
         let mut client = client.clone();
         async move { list_all(&mut client, user_id).await.ok().filter(|all| all.len() >= count) }
     })
@@ -142,7 +142,7 @@ pub async fn wait_for_inbox_until(
     message_id: &str,
 ) -> anyhow::Result<Vec<Notification>> {
     let client = app.client(user_id);
-    tools::testenv::eventually(WAIT * 3, || {
+    test_support::testenv::eventually(WAIT * 3, || {
         let mut client = client.clone();
         async move {
             list_all(&mut client, user_id)

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use service_runtime::auth::TokenIssuer;
+use test_support::testenv::TestEnv;
 use ticketing_proto::v1::{ListNotificationsRequest, RegisterWebhookRequest, SubscribeRequest};
 use tonic::{Code, Status};
-use tools::testenv::TestEnv;
 
 use crate::helpers::{Client, WAIT, booking_confirmed, bus, count, spawn_app, wait_for_inbox};
 

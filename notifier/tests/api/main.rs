@@ -13,12 +13,12 @@ use helpers::{
 };
 use prost::Message;
 use service_runtime::bus::envelope;
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{Admitted, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{ListNotificationsRequest, NotificationKind, RegisterWebhookRequest, SubscribeRequest},
 };
 use tonic::Code;
-use tools::testenv::TestEnv;
 
 fn seats_released(user_id: &str, reason: ReleaseReason) -> ticketing_proto::events::EventEnvelope {
     envelope(

@@ -10,6 +10,7 @@ use notifier::{Config, config::Redacted, migration::Migrator, webhook::secret::E
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
 use service_runtime::bus::envelope;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     events::{PaymentFailed, event_envelope::Body},
     v1::{NotificationKind, RegisterWebhookRequest},
@@ -26,7 +27,6 @@ use tokio_rustls::{
     },
 };
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 use crate::helpers::{self, WAIT, booking_confirmed, bus, count, spawn_app_with};
 

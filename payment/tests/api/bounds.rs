@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use payment::App;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::PaymentStatus;
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 use crate::helpers::{FakeSeatLock, attach, authed, config, reason, spawn_fake_seat_lock};
 

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use payment::App;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     events::event_envelope::Body,
     v1::{self, BookingStatus, PaymentStatus},
 };
 use tonic::{Code, Status};
-use tools::testenv::{TestEnv, eventually};
 use uuid::Uuid;
 
 use crate::{
@@ -18,6 +18,7 @@ use crate::{
     helpers::{
         FakeSeatLock, TestApp, as_admin, attach, authed, config, reason, spawn_app, spawn_fake_seat_lock,
     },
+    mesh_fakes::AddEvent,
 };
 
 const DAY: i64 = 86_400;

@@ -6,10 +6,10 @@ use std::{process::Stdio, time::Duration};
 
 use payment::App;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{self, PaymentStatus, payment_service_client::PaymentServiceClient};
 use tokio::process::Command;
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 use uuid::Uuid;
 
 use crate::helpers::{FakeSeatLock, attach, authed, config, spawn_fake_seat_lock};

@@ -22,6 +22,7 @@ use service_runtime::{
     mtls::{MeshArgs, require_peer},
     status::with_reason,
 };
+use test_support::{certs::MeshCerts, testenv::TestEnv};
 use ticketing_proto::{
     events::EventEnvelope,
     internal::{
@@ -36,7 +37,6 @@ use tonic::{
     Code, Request, Response, Status,
     transport::{Certificate, Channel, Identity, ServerTlsConfig},
 };
-use tools::{stack::certs::MeshCerts, testenv::TestEnv};
 use uuid::Uuid;
 
 /// What the fake seat-lock knows and how it should answer.
@@ -213,7 +213,7 @@ pub fn certs() -> &'static MeshCerts {
     static CERTS: std::sync::OnceLock<MeshCerts> = std::sync::OnceLock::new();
     CERTS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("payment-test-certs-{}", std::process::id()));
-        tools::stack::certs::ensure(&dir).unwrap()
+        test_support::certs::ensure(&dir).unwrap()
     })
 }
 
@@ -245,14 +245,8 @@ pub async fn spawn_fake_seat_lock(fake: FakeSeatLock) -> FakeUrls {
             .add_service(SeatLockInternalServiceServer::new(fake.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let inventory = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(crate::mesh_fakes::InventoryServiceServer::new(fake.inventory.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    FakeUrls { seat_lock: format!("https://{seat_lock}"), inventory: format!("http://{inventory}") }
+    let inventory = fake.inventory.start().await;
+    FakeUrls { seat_lock: format!("https://{seat_lock}"), inventory }
 }
 
 /// `TLS_CERT`, `TLS_KEY`, `TLS_CA` and a free internal port, for a payment process.
@@ -399,7 +393,7 @@ impl TestApp {
 
     /// Waits until the relay has emptied the outbox; false if it did not within 15 s.
     pub async fn outbox_drained(&self) -> bool {
-        tools::testenv::eventually(Duration::from_secs(15), || async {
+        test_support::testenv::eventually(Duration::from_secs(15), || async {
             (self.count("outbox", "").await == 0).then_some(())
         })
         .await
@@ -426,7 +420,7 @@ impl TestApp {
 
     /// Waits until the stream holds a message with this id.
     pub async fn event_with_id(&self, message_id: &str) -> Option<(String, EventEnvelope)> {
-        tools::testenv::eventually(Duration::from_secs(15), || async {
+        test_support::testenv::eventually(Duration::from_secs(15), || async {
             self.stream_events()
                 .await
                 .into_iter()
@@ -485,7 +479,7 @@ impl TestApp {
     /// Waits until no payment is left between states and no charge is pending at the
     /// provider; false if that did not happen within 30 s.
     pub async fn all_settled(&self) -> bool {
-        tools::testenv::eventually(Duration::from_secs(30), || async {
+        test_support::testenv::eventually(Duration::from_secs(30), || async {
             let open = self
                 .count("payments", "status IN ('processing', 'charging', 'unknown', 'captured', 'refunding')")
                 .await

@@ -22,12 +22,12 @@ use helpers::{
 use payment::{App, checkout::PayCommand, commit::CommitGroups};
 use prost::Message;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{EventEnvelope, event_envelope::Body},
     v1::{self, PaymentStatus},
 };
 use tonic::Code;
-use tools::testenv::TestEnv;
 use uuid::Uuid;
 
 fn status_of(response: &v1::PayResponse) -> PaymentStatus {
@@ -410,7 +410,7 @@ async fn outbox_survives_nats_trouble_and_publishes_each_message_once() {
         .unwrap();
 
     // The stream comes back (`stream-setup` recreates it): the relay catches up.
-    tools::testenv::create_stream(&app.env.nats_url, &app.env.nats_prefix).await.unwrap();
+    test_support::testenv::create_stream(&app.env.nats_url, &app.env.nats_prefix).await.unwrap();
     assert!(app.outbox_drained().await);
 
     // A relay that crashed after publishing but before deleting publishes the row again.

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use payment::App;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::PaymentStatus;
-use tools::testenv::{TestEnv, eventually};
 
 use crate::{
     crash::spawn_binary,

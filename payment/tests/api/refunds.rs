@@ -12,6 +12,7 @@ use payment::{
 };
 use prost::Message;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::event_envelope::Body,
     internal::ReturnSeatsRequest,
@@ -19,7 +20,6 @@ use ticketing_proto::{
 };
 use tokio::sync::Notify;
 use tonic::Code;
-use tools::testenv::TestEnv;
 use uuid::Uuid;
 
 use crate::helpers::{FakeSeatLock, attach, authed, config, metrics, spawn_app, spawn_fake_seat_lock};

@@ -10,12 +10,12 @@ use std::{
 use anyhow::{Context, bail};
 use fred::prelude::*;
 use futures::future::join_all;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
     internal::{BeginCheckoutRequest, ConfirmHoldRequest, SoldSeat},
     v1::{HoldBestAvailableRequest, HoldState, ReleaseHoldRequest},
 };
 use tonic::Code;
-use tools::testenv::{TestEnv, eventually};
 
 use super::helpers::*;
 

@@ -1,6 +1,7 @@
-//! Test harness: a fake inventory on a port-0 listener and a fake payment internal service on
-//! a port-0 mutual-TLS listener (payment's certificate), a real seat-lock on the test's own
-//! Redis prefix and NATS prefix, its own service certificates, and pass signing.
+//! Test harness: the fake inventory (`test_support`) serving the test's event, a fake payment
+//! internal service on a port-0 mutual-TLS listener (payment's certificate), a real seat-lock
+//! on the test's own Redis prefix and NATS prefix, its own service certificates, and pass
+//! signing.
 
 use std::{
     sync::{
@@ -18,6 +19,7 @@ use service_runtime::{
     config::ServerArgs,
     mtls::MeshArgs,
 };
+use test_support::{certs::MeshCerts, fakes::FakeInventory, testenv::TestEnv};
 use ticketing_proto::{
     internal::{
         ConfirmHoldRequest, ListSoldSeatsRequest, ListSoldSeatsResponse, ReturnSeatsRequest, SoldSeat,
@@ -25,18 +27,12 @@ use ticketing_proto::{
         seat_lock_internal_service_client::SeatLockInternalServiceClient,
     },
     pass::{PassClaims, PassSigner, generate_signing_key},
-    v1::{
-        Event, GetEventRequest, GetEventResponse, HoldSeatsRequest, Zone, ZoneKind,
-        inventory_service_server::{InventoryService, InventoryServiceServer},
-        seat_lock_service_client::SeatLockServiceClient,
-        *,
-    },
+    v1::{Event, HoldSeatsRequest, Zone, ZoneKind, seat_lock_service_client::SeatLockServiceClient, *},
 };
 use tonic::{
     Request, Response, Status,
     transport::{Certificate, Channel, Identity, ServerTlsConfig},
 };
-use tools::{stack::certs::MeshCerts, testenv::TestEnv};
 
 /// The pass key admission signs with in this test run: (PASS_SIGNING_KEYS, PASS_VERIFY_KEYS).
 pub static CURRENT_KEY: std::sync::LazyLock<(String, String)> =
@@ -51,64 +47,6 @@ pub const SEATS_PER_ROW: u32 = 10;
 pub const CAPACITY_A: u32 = 50;
 pub const PRICE_A: i64 = 5_000;
 pub const PRICE_GA: i64 = 2_000;
-
-/// Serves one fixed event, NOT_FOUND for any other.
-struct FakeInventory {
-    event: Event,
-}
-
-#[tonic::async_trait]
-impl InventoryService for FakeInventory {
-    async fn create_venue(
-        &self,
-        _: Request<CreateVenueRequest>,
-    ) -> Result<Response<CreateVenueResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn create_event(
-        &self,
-        _: Request<CreateEventRequest>,
-    ) -> Result<Response<CreateEventResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_event(
-        &self,
-        request: Request<GetEventRequest>,
-    ) -> Result<Response<GetEventResponse>, Status> {
-        // Like inventory: any spelling of the event's UUID names it.
-        let asked = uuid::Uuid::parse_str(&request.get_ref().event_id).ok();
-        if asked.is_some() && asked == uuid::Uuid::parse_str(&self.event.event_id).ok() {
-            Ok(Response::new(GetEventResponse { event: Some(self.event.clone()) }))
-        } else {
-            Err(Status::not_found("no such event"))
-        }
-    }
-    async fn list_events(
-        &self,
-        _: Request<ListEventsRequest>,
-    ) -> Result<Response<ListEventsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_seat_map(
-        &self,
-        _: Request<GetSeatMapRequest>,
-    ) -> Result<Response<GetSeatMapResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_availability(
-        &self,
-        _: Request<GetAvailabilityRequest>,
-    ) -> Result<Response<GetAvailabilityResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    type WatchSeatMapStream = futures::stream::Empty<Result<SeatMapUpdate, Status>>;
-    async fn watch_seat_map(
-        &self,
-        _: Request<WatchSeatMapRequest>,
-    ) -> Result<Response<Self::WatchSeatMapStream>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-}
 
 /// Lists the sold seats the test put in `sold`; fails while `down` is set.
 #[derive(Clone, Default)]
@@ -259,14 +197,13 @@ pub async fn spawn_app_on(
 ) -> anyhow::Result<TestApp> {
     let payment = FakePayment::default();
 
-    let certs = tools::stack::certs::ensure(
+    let certs = test_support::certs::ensure(
         &std::env::temp_dir().join(format!("seat-lock-certs-{}", env.nats_prefix)),
     )?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let fakes_addr = listener.local_addr()?;
-    let router = tonic::transport::Server::builder()
-        .add_service(InventoryServiceServer::new(FakeInventory { event: event(&event_id) }));
-    tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    // Inventory serves one event, NOT_FOUND for any other.
+    let inventory = FakeInventory::default();
+    inventory.insert(event(&event_id));
+    let inventory_url = inventory.start().await;
     // Payment's internal listener: its certificate, clients of the mesh CA only.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let payment_addr = listener.local_addr()?;
@@ -286,7 +223,7 @@ pub async fn spawn_app_on(
         mesh: mesh_args(&certs, "seat-lock"),
         redis: RedisArgs::new(redis_url, &env.redis_prefix),
         nats: NatsArgs::new(&env.nats_url, &env.nats_prefix),
-        inventory_url: format!("http://{fakes_addr}"),
+        inventory_url: inventory_url.clone(),
         payment_internal_url: format!("https://{payment_addr}"),
         pass_verify_keys: format!("{},{}", CURRENT_KEY.1, PREVIOUS_KEY.1).parse()?,
         allow_example_secrets: false,
@@ -305,7 +242,6 @@ pub async fn spawn_app_on(
 
     let redis = Builder::from_config(fred::prelude::Config::from_url(redis_url)?).build()?;
     redis.init().await?;
-    let fakes_url = format!("http://{fakes_addr}");
     Ok(TestApp {
         env,
         client,
@@ -315,7 +251,7 @@ pub async fn spawn_app_on(
         certs,
         event_id,
         payment,
-        fakes_url,
+        fakes_url: inventory_url,
         signer: CURRENT_KEY.0.parse()?,
         redis,
     })

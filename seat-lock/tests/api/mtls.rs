@@ -94,7 +94,7 @@ async fn a_caller_without_a_mesh_certificate_fails_the_handshake() -> anyhow::Re
     }
     // A "payment" certificate made by another CA (anyone can make one).
     let forged_dir = std::env::temp_dir().join(format!("forged-certs-{}", app.env.nats_prefix));
-    let forged = tools::stack::certs::ensure(&forged_dir)?;
+    let forged = test_support::certs::ensure(&forged_dir)?;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(app.certs.ca())?))
         .identity(tonic::transport::Identity::from_pem(

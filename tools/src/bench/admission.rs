@@ -1,5 +1,5 @@
 //! The waiting room's two load claims: a burst of unique joins, and many open `WatchQueue`
-//! streams. Both run in [`super::run`] (the join burst) or alone (`bench --join-burst-only N`,
+//! streams. Both run in the standard run (the join burst, [`join_bursts`]) or alone (`bench --join-burst-only N`,
 //! `bench --watchqueue-only N`), and say where the machine's CPU went while they ran.
 
 use std::{
@@ -16,14 +16,16 @@ use fred::{
 };
 use futures::StreamExt;
 use prost::Message as _;
+use test_support::order::fifo_inversions;
 use ticketing_proto::v1::{self as pb, admission_service_client::AdmissionServiceClient};
 
 use super::{
-    BenchConfig, Row, Scenario, Tokens, channel, create_event, fifo_inversions, result_text, token_array,
+    config::{BenchConfig, Row, Scenario, Tokens, result_text, token_array},
+    sale::{channel, create_event},
 };
 use crate::{
-    cpu::CpuSnapshot,
     loadgen::{self, Comparison, Observer},
+    procfs::{self, cpu::CpuSnapshot},
 };
 
 /// Streams per HTTP/2 connection in the watchers mode: what HAProxy allows, so the figures
@@ -53,12 +55,6 @@ const ADMIT_TIMEOUT: Duration = Duration::from_secs(240);
 /// plus scheduling slack on a loaded machine).
 const MAX_UPDATE_GAP: Duration = Duration::from_millis(1_500);
 
-/// Resident and peak resident memory (VmRSS, VmHWM) of a process, in KiB.
-pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some((super::status_kb(&status, "VmRSS:"), super::status_kb(&status, "VmHWM:")))
-}
-
 /// CPU seconds each process of the stack, each backing service and this client used between
 /// [`CpuMeter::start`] and [`CpuMeter::used`].
 struct CpuMeter {
@@ -85,6 +81,37 @@ impl CpuMeter {
             self.used().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
         format!("CPU s: {} in {:.1} s wall", parts.join(", "), self.started.elapsed().as_secs_f64())
     }
+}
+
+/// The join burst twice, with the FIFO check: one token per user (each user joins once, so
+/// each call verifies one token), then fresh tokens; into `rows` and `scenarios`. Returns the
+/// first run's event.
+pub async fn join_bursts(
+    config: &BenchConfig,
+    date: &str,
+    machine: &str,
+    rows: &mut Vec<Row>,
+    scenarios: &mut Vec<Scenario>,
+) -> anyhow::Result<String> {
+    let mut join_event_id = String::new();
+    let mut per_user_rps = None;
+    for tokens in [Tokens::PerUser, Tokens::FreshPerCall] {
+        let (mut join_row, join_scenario) =
+            join_burst(config, config.join_requests, tokens, date, machine).await?;
+        if join_event_id.is_empty() {
+            join_event_id = join_scenario.extra["eventId"].as_str().unwrap_or_default().to_owned();
+        }
+        if let Some(rps) = per_user_rps {
+            join_row.result.push_str(&format!(
+                "; {:.2}× the joins/s of one token per user",
+                join_scenario.report.main.rps / rps
+            ));
+        }
+        per_user_rps.get_or_insert(join_scenario.report.main.rps);
+        rows.push(join_row);
+        scenarios.push(join_scenario);
+    }
+    Ok(join_event_id)
 }
 
 /// The `Join` burst of `requests` unique users on a fresh open event, after its Health/Check
@@ -144,7 +171,7 @@ pub async fn join_burst(
     let inversions = fifo_inversions(&mut joins);
     let errors = join.main.count - join.main.ok();
     let joins_per_sec = join.main.ok() as f64 / (join.main.total as f64 / 1e9).max(1e-9);
-    let client_memory = memory_kb(std::process::id()).map_or(0, |(_, hwm)| hwm / 1024);
+    let client_memory = procfs::memory_kib(std::process::id()).map_or(0, |m| m.peak_kib / 1024);
     let row = Row {
         what: format!(
             "Join burst: {} clients, {requests} unique users; {}",
@@ -236,7 +263,7 @@ pub async fn watch_queue(
         "== WatchQueue: {streams} streams over {connections} connections to {watch_target}; the sale opens in {:.0} s",
         opens_in.as_secs_f64()
     );
-    let channels = loadgen::connect(watch_target, connections).await?;
+    let channels = crate::grpc::connect(watch_target, connections, None).await?;
     let user = |i: usize| format!("watcher-{i}");
 
     // Queue everyone in the pre-queue.
@@ -320,7 +347,8 @@ pub async fn watch_queue(
     let commands_per_sec = (redis_commands(&redis).await?.saturating_sub(commands_before)) as f64 / window;
     let cpu_used = cpu.used();
     let admission_cpu = cpu_used.iter().find(|(name, _)| name == "admission").map_or(f64::NAN, |c| c.1);
-    let admission_rss = admission_pid.and_then(|(_, pid)| memory_kb(pid)).map_or(0, |(rss, _)| rss / 1024);
+    let admission_rss =
+        admission_pid.and_then(|(_, pid)| procfs::memory_kib(pid)).map_or(0, |m| m.rss_kib / 1024);
     println!("watch window {window:.1} s: {}; Redis {commands_per_sec:.0} commands/s", cpu.text());
 
     // The sale opens: everyone is admitted and must get the pass, then the end of the stream.
@@ -336,7 +364,7 @@ pub async fn watch_queue(
     let max_gap_open = watched.iter().map(|w| w.max_gap_open).max().unwrap_or_default();
     let late_open = watched.iter().filter(|w| w.max_gap_open > MAX_UPDATE_GAP).count();
     let updates: u64 = watched.iter().map(|w| w.updates).sum();
-    let client_memory = memory_kb(std::process::id()).map_or(0, |(_, hwm)| hwm / 1024);
+    let client_memory = procfs::memory_kib(std::process::id()).map_or(0, |m| m.peak_kib / 1024);
     let opened_total = watched.iter().filter(|w| w.opened).count();
     Ok(Row {
         what: format!(

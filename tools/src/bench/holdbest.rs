@@ -21,7 +21,7 @@ use seat_lock::{
     store::{NewHold, Pick, Store},
 };
 
-use super::Row;
+use super::config::Row;
 
 /// Rows of the bench zone.
 const ROWS: u32 = 200;

@@ -31,13 +31,15 @@ use service_runtime::{
 use ticketing_proto::{
     events::{BookingConfirmed, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
     v1::{
-        CreateEventRequest, CreateVenueRequest, GetAvailabilityRequest, SeatedLayout, ZoneSpec,
-        inventory_service_client::InventoryServiceClient, zone_spec::Layout,
+        CreateEventRequest, CreateVenueRequest, GetAvailabilityRequest,
+        inventory_service_client::InventoryServiceClient,
     },
 };
 
-use super::Row;
-use crate::{stack, testenv::TestEnv};
+use super::config::Row;
+use test_support::testenv::TestEnv;
+
+use crate::{catalogue, grpc, identity::Bearer, stack};
 
 /// Publishes in flight at once: enough to keep NATS busy, few enough to bound memory.
 const PUBLISH_CONCURRENCY: usize = 1_024;
@@ -61,7 +63,7 @@ struct Start {
 /// Runs the scenario and answers its README row.
 pub async fn restart(users: u64, seats: u32, date: &str) -> anyhow::Result<Row> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let machine = format!("{cores} cores, {}", super::memory_total());
+    let machine = format!("{cores} cores, {}", crate::procfs::memory_total());
     if seats == 0 || !seats.is_multiple_of(2 * SEATS_PER_ROW) || users < u64::from(seats / 2) {
         bail!("seats must be a positive multiple of {} and users at least seats / 2", 2 * SEATS_PER_ROW);
     }
@@ -113,40 +115,27 @@ async fn measure(
     // The catalogue, with the stream still empty.
     let (mut child, port) = spawn(env, binary).await?;
     wait_serving(&mut child, port).await?;
-    let mut client = client(port, &token)?;
+    let channel = ticketing_proto::connect(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
     let rows = seats / SEATS_PER_ROW;
-    let venue = client
-        .create_venue(CreateVenueRequest {
-            name: "Bench arena".into(),
-            zones: vec![ZoneSpec {
-                zone_id: "A".into(),
-                name: "Zone A".into(),
-                price_cents: 5_000,
-                layout: Some(Layout::Seated(SeatedLayout {
-                    row_labels: (1..=rows).map(|r| r.to_string()).collect(),
-                    seats_per_row: SEATS_PER_ROW,
-                    accessible_seat_ids: Vec::new(),
-                })),
-            }],
-        })
-        .await?
-        .into_inner()
-        .venue
-        .context("no venue")?;
+    let venue = CreateVenueRequest {
+        name: "Bench arena".into(),
+        zones: vec![catalogue::seated_zone(
+            "A",
+            "Zone A",
+            5_000,
+            (1..=rows).map(|r| r.to_string()).collect(),
+            SEATS_PER_ROW,
+        )],
+    };
     let opens = chrono::Utc::now().timestamp_millis() + 3_600_000;
-    let event = client
-        .create_event(CreateEventRequest {
-            venue_id: venue.venue_id,
-            name: "Bench sale".into(),
-            starts_at: Some(service_runtime::bus::timestamp_ms(opens + 86_400_000)),
-            sale_opens_at: Some(service_runtime::bus::timestamp_ms(opens)),
-            max_tickets_per_user: 4,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .event
-        .context("no event")?;
+    let event = CreateEventRequest {
+        name: "Bench sale".into(),
+        starts_at: Some(grpc::timestamp(opens + 86_400_000)),
+        sale_opens_at: Some(grpc::timestamp(opens)),
+        max_tickets_per_user: 4,
+        ..Default::default()
+    };
+    let event = catalogue::create_event(channel, &Bearer::new(&token), venue, event).await?;
     stop(child).await?;
 
     let started = Instant::now();
@@ -248,7 +237,7 @@ async fn timed_start(env: &TestEnv, binary: &Path, token: &str, event_id: &str) 
         .await?
         .into_inner();
     let sold = availability.zones.iter().map(|z| z.sold).sum();
-    let peak_rss_mb = child.id().and_then(super::admission::memory_kb).map_or(0, |(_, peak)| peak / 1024);
+    let peak_rss_mb = child.id().and_then(crate::procfs::memory_kib).map_or(0, |m| m.peak_kib / 1024);
     let stopping = Instant::now();
     stop(child).await?;
     Ok(Start { serving_after, sold, peak_rss_mb, stop_took: stopping.elapsed() })

@@ -15,9 +15,8 @@ pub mod schedule;
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
-use serde::Serialize;
-
-pub use self::schedule::{ChaosConfig, Fault, FaultRecord, Schedule};
+pub use self::schedule::Schedule;
+pub use crate::faults::{ChaosConfig, Fault, FaultRecord, ServiceRestart};
 use crate::{
     flashsale::{self, Outcome, SimConfig},
     stack::{self, Stack, StackConfig, backing::PrivateBacking},
@@ -55,27 +54,10 @@ pub fn short_windows() -> Vec<(String, String)> {
 /// See [`short_windows`].
 const CHECK_IN_WINDOW_MS: u64 = 10_000;
 
-/// A service's death and its way back; instants in seconds since the sale opened.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceRestart {
-    pub service: &'static str,
-    /// The schedule killed it; otherwise it died by itself.
-    pub killed_by_schedule: bool,
-    /// `kill -9 by the schedule`, or `died by itself (<exit>)`.
-    pub cause: String,
-    pub died_secs: f64,
-    /// When the new process answered SERVING.
-    pub serving_secs: Option<f64>,
-    /// From the kill (or the death) to SERVING.
-    pub recovery_secs: Option<f64>,
-    /// The end of its log, when it died by itself.
-    pub log_tail: Vec<String>,
-}
-
 /// Starts the private stack, runs the sale under the schedule, verifies, stops everything.
 pub async fn run(run: ChaosRun) -> anyhow::Result<Outcome> {
     let ChaosRun { mut sim, chaos, bin_dir, state_dir, service_env } = run;
-    stack::ensure_haproxy()?;
+    stack::haproxy()?;
     let mut backing = PrivateBacking::start(&state_dir).await?;
     let mut config = StackConfig::on_free_ports(state_dir.clone(), bin_dir)?;
     config.database_url = backing.postgres.url(PrivateBacking::DATABASE);
@@ -110,7 +92,7 @@ pub async fn run(run: ChaosRun) -> anyhow::Result<Outcome> {
     // Interrupted, it still stops what it started: the stores run in their own process
     // groups, out of the terminal's reach.
     let outcome = tokio::select! {
-        outcome = flashsale::run_with(sim, Some(schedule)) => outcome,
+        outcome = flashsale::run_with(sim, Some(Box::new(schedule))) => outcome,
         () = interrupted() => Err(anyhow::anyhow!("interrupted; the private stack was stopped")),
     };
     let restarts = supervisor.stop(&stack).await;

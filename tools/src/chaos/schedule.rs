@@ -2,11 +2,10 @@
 //! when it started, when the failed part answered again and when the mesh had recovered.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     notifier_service_client::NotifierServiceClient, payment_service_client::PaymentServiceClient,
@@ -14,114 +13,15 @@ use ticketing_proto::v1::{
 };
 use tonic::{Code, transport::Channel};
 
-use crate::stack::{backing::PrivateBacking, supervisor::Supervisor};
+use crate::{
+    faults::{ChaosConfig, Disruption, Fault, FaultRecord, Target},
+    stack::{backing::PrivateBacking, supervisor::Supervisor},
+};
 
 /// How often recovery is probed after a store came back.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 /// The longest one probe call may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One fault of the schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// `kill -9` of a service; the stack's supervisor starts it again.
-    Kill(&'static str),
-    /// Redis killed and started again empty: it keeps nothing.
-    Redis,
-    /// NATS killed and started again on its JetStream store, as a cluster node keeps its disk.
-    Nats,
-    /// Postgres stopped immediately (a crash, WAL replay at the start) and started again.
-    Postgres,
-}
-
-impl Fault {
-    /// Each service in turn, with the stores between them so every kind of fault lands
-    /// somewhere in the middle of the sale.
-    pub const EVERY: [Fault; 8] = [
-        Fault::Kill("admission"),
-        Fault::Redis,
-        Fault::Kill("seat-lock"),
-        Fault::Nats,
-        Fault::Kill("inventory"),
-        Fault::Postgres,
-        Fault::Kill("payment"),
-        Fault::Kill("notifier"),
-    ];
-
-    /// What is done.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Fault::Kill(_) => "kill -9",
-            Fault::Redis => "restart, keeping nothing",
-            Fault::Nats => "restart, keeping its store",
-            Fault::Postgres => "immediate stop and start",
-        }
-    }
-
-    /// To what.
-    pub fn target(self) -> &'static str {
-        match self {
-            Fault::Kill(service) => service,
-            Fault::Redis => "redis",
-            Fault::Nats => "nats",
-            Fault::Postgres => "postgres",
-        }
-    }
-
-    /// The fault aimed at `target` (a service or `redis`, `nats`, `postgres`).
-    pub fn parse(target: &str) -> Option<Fault> {
-        Fault::EVERY.into_iter().find(|fault| fault.target() == target)
-    }
-}
-
-/// When and how faults happen.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChaosConfig {
-    /// From the opening to the first fault, and from each recovery to the next fault.
-    pub interval_secs: f64,
-    /// How long a store stays down before it is started again.
-    pub outage_secs: f64,
-    /// The longest wait for the mesh to recover from one fault before the next one.
-    pub recovery_timeout_secs: f64,
-    /// In order; each target at most once is the usual schedule.
-    #[serde(serialize_with = "targets")]
-    pub faults: Vec<Fault>,
-}
-
-fn targets<S: serde::Serializer>(faults: &[Fault], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(faults.iter().map(|fault| fault.target()))
-}
-
-impl Default for ChaosConfig {
-    fn default() -> Self {
-        Self {
-            interval_secs: 5.0,
-            outage_secs: 1.0,
-            recovery_timeout_secs: 90.0,
-            faults: Fault::EVERY.to_vec(),
-        }
-    }
-}
-
-/// One fault as it happened; instants in seconds since the sale opened.
-#[derive(Debug, Clone, Serialize)]
-pub struct FaultRecord {
-    pub kind: &'static str,
-    pub target: &'static str,
-    pub started_secs: f64,
-    /// When the killed store answered again (stores only).
-    pub back_secs: Option<f64>,
-    /// When the mesh had recovered: the killed service SERVING again; for Redis or Postgres,
-    /// every service SERVING and a call through the load balancer that needs the store
-    /// answered; for NATS, every service SERVING and every consumer of the event stream back
-    /// (as many as before) and past what the stream held when NATS came back (or with nothing
-    /// left to deliver).
-    pub recovered_secs: Option<f64>,
-    /// `recovered_secs - started_secs`.
-    pub recovery_secs: Option<f64>,
-    /// What else happened meanwhile (a service that died by itself), or why it did not recover.
-    pub notes: Vec<String>,
-}
 
 /// The faults of a run and what they act on.
 pub struct Schedule {
@@ -244,13 +144,8 @@ impl Probe {
 impl Schedule {
     /// Runs every fault, the first one interval after `opened_at`, into `log`; returns when
     /// the last one has recovered or timed out.
-    pub async fn run(
-        self,
-        lb: Channel,
-        event_id: String,
-        opened_at: Instant,
-        log: Arc<Mutex<Vec<FaultRecord>>>,
-    ) {
+    pub async fn run(self, target: Target) {
+        let Target { lb, event_id, opened_at, log } = target;
         let nats_url = self.backing.lock().await.nats.url();
         let mut probe = Probe {
             lb,
@@ -342,5 +237,11 @@ impl Schedule {
             tokio::time::sleep(PROBE_EVERY).await;
         }
         Ok((Some(back), None))
+    }
+}
+
+impl Disruption for Schedule {
+    fn disrupt(self: Box<Self>, target: Target) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(self.run(target))
     }
 }

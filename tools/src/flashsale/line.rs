@@ -9,11 +9,20 @@ use tokio::sync::{mpsc, watch};
 use futures::StreamExt;
 
 use super::{
-    ORDER_CONCURRENCY, REJOIN_CONCURRENCY,
+    ctx::{Ctx, Joined},
     retry::brief,
     stats::Stats,
-    user::{self, Ctx, Joined},
+    user,
 };
+
+/// Joins in flight at once: a Join is short, so this is just enough to keep the admission
+/// service busy without opening a task per user at the opening instant.
+pub const JOIN_CONCURRENCY: usize = 512;
+/// Pre-queue users asked for their place at once after the opening: enough to order 100,000
+/// users well within the check-in window, few enough not to crowd out the sale itself.
+const ORDER_CONCURRENCY: usize = 256;
+/// Users joining again at once after admission lost its queue, as Joins at the opening.
+const REJOIN_CONCURRENCY: usize = JOIN_CONCURRENCY;
 
 /// What the arrivals task tells the dispatcher.
 pub enum Arrival {
@@ -265,7 +274,7 @@ pub async fn rejoin(ctx: Arc<Ctx>, users: Vec<Joined>, back: mpsc::UnboundedSend
         .map(|(_, index)| {
             let ctx = ctx.clone();
             async move {
-                let _ = user::join(&ctx, index, user::token(&ctx, index)).await;
+                let _ = user::join(&ctx, index, super::ctx::token(&ctx, index)).await;
             }
         })
         .buffered(REJOIN_CONCURRENCY)

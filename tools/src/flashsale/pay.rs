@@ -12,11 +12,11 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Status, Streaming, transport::Channel};
 
 use super::{
-    super::identity::Bearer,
+    ctx::Ctx,
     retry::{Retry, backoff, brief, call, timed},
     stats::Rpc,
-    user::{Ctx, reason},
 };
+use crate::{grpc::reason, identity::Bearer};
 
 /// How long a user keeps at one payment (retries while it is in flight or its outcome is
 /// unknown, then waits for a final state) before giving up; longer than the slowest sandbox

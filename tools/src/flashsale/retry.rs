@@ -84,7 +84,7 @@ where
 
 /// A status as one short line: its code name and message.
 pub fn brief(status: &Status) -> String {
-    format!("{} {}", super::stats::code_name(status.code()), status.message())
+    format!("{} {}", crate::grpc::code_name(status.code()), status.message())
 }
 
 #[cfg(test)]

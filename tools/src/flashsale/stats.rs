@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::grpc::code_name;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -124,6 +125,32 @@ pub struct Stages {
     pub map_looks_after_refusal: AtomicU64,
 }
 
+impl Stages {
+    /// Every counter by name, for the report.
+    pub fn summary(&self) -> serde_json::Value {
+        let s = self;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "arrived": get(&s.arrived), "joined": get(&s.joined), "join_failed": get(&s.join_failed),
+            "watching": get(&s.watching), "admitted": get(&s.admitted), "holds": get(&s.held),
+            "seats_held": get(&s.seats_held), "seat_taken_refusals": get(&s.seat_taken),
+            "hold_timeouts": get(&s.hold_timeouts),
+            "contention_fell_back_to_best": get(&s.fell_back_to_best), "found_sold_out": get(&s.sold_out),
+            "limit_refused": get(&s.limit_refused), "released": get(&s.released), "let_expire": get(&s.let_expire),
+            "declined_then_retried": get(&s.declined), "refunded": get(&s.refunded), "replayed_pays": get(&s.replays),
+            "paid": get(&s.paid), "seats_paid": get(&s.seats_paid), "notified": get(&s.notified),
+            "errors": get(&s.errors), "finished": get(&s.finished), "rejoined": get(&s.rejoined),
+            "gave_way": get(&s.gave_way),
+            "holds_lost": get(&s.holds_lost),
+            "hold_retries": s.hold_retries_per_user.iter().enumerate().map(|(n, c)| n as u64 * get(c)).sum::<u64>(),
+            "hold_retries_per_user": s.hold_retries_per_user.iter().enumerate()
+                .map(|(n, c)| (if n + 1 == RETRY_BUCKETS { format!("{n}+") } else { n.to_string() }, get(c).into()))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "map_looks_after_refusal": get(&s.map_looks_after_refusal),
+        })
+    }
+}
+
 /// Buckets of [`Stages::hold_retries_per_user`].
 pub const RETRY_BUCKETS: usize = 6;
 
@@ -234,26 +261,18 @@ impl Stats {
     }
 }
 
-/// The canonical name of a gRPC code, as in the gRPC spec.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+/// Instants of the sale, in seconds since it opened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub setup_secs: f64,
+    /// From opening until the last user finished (or was stopped).
+    pub users_done_secs: f64,
+    /// First sample where inventory had no free seat (all held or sold).
+    pub no_free_seat_secs: Option<f64>,
+    /// First sample where every seat was sold.
+    pub sold_out_secs: Option<f64>,
+    /// Whether the run hit `max_secs`.
+    pub stopped_by_max_secs: bool,
+    pub settle_secs: f64,
+    pub verify_secs: f64,
 }

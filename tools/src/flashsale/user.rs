@@ -4,217 +4,33 @@
 //! the hold, or walk away from it.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
-    inventory_service_client::InventoryServiceClient, seat_lock_service_client::SeatLockServiceClient,
+    seat_lock_service_client::SeatLockServiceClient,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 
 use super::{
-    super::identity::Bearer,
-    SimConfig,
+    ctx::{Abandoned, Admission, Ctx, Joined, user_id},
+    hold::{Asker, hold},
     pay::{self, Paid},
+    plan::{Behaviour, Plan},
     retry::{PATIENCE, Retry, backoff, brief, call},
     stats::{Rpc, Stats},
 };
+use crate::identity::Bearer;
 
-/// Hold attempts before a user gives up (seat taken, zone sold out in between).
-const HOLD_ATTEMPTS: usize = 6;
-/// Of those, how many a contention user spends on its chosen seats before taking the best
-/// available ones.
-const CONTENTION_ATTEMPTS: usize = 3;
-/// Front rows of the first zone that contention users all aim at.
-const POPULAR_ROWS: usize = 2;
-/// Free blocks of the popular rows a contention user picks among: few, so that they collide.
-const POPULAR_CHOICES: usize = 4;
-/// After a refusal (seat taken, no adjacent seats, zone sold out) or a hold that timed out, a
-/// user looks at the seat map again and takes a moment before asking again: a pause drawn
-/// from this range, not an immediate retry storm.
-const RETHINK_PAUSE_MS: std::ops::Range<u64> = 250..750;
 /// How often a pre-queue user asks for its place until admission has sealed the pre-queue
 /// (within one controller tick of the opening).
 const SEAL_POLL: Duration = Duration::from_millis(200);
 /// How often a session waiting in line checks whether a user without a session is ahead of it
 /// in admission's order (see [`wait_in_line`]).
 const GIVE_WAY_CHECK: Duration = Duration::from_secs(1);
-
-/// What a user does once it holds seats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
-    /// Pays with a good card.
-    Buy,
-    /// Releases the hold (ReleaseHold) and leaves.
-    Release,
-    /// Walks away; the hold must expire by itself.
-    LetExpire,
-    /// Pays with a declined card, then with a good card under a new key.
-    Declined,
-    /// Pays with a card slower than the hold's TTL (`pm_card_slow_<ms>`).
-    Slow,
-    /// Sends the same Pay twice at once with one idempotency key.
-    Replay,
-}
-
-/// A user's plan, drawn from the configured mix.
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    pub behaviour: Behaviour,
-    /// Aims at popular seats of the seat map instead of HoldBestAvailable.
-    pub contention: bool,
-    pub quantity: u32,
-}
-
-impl Plan {
-    /// The plan of user `index`, reproducible from the seed.
-    pub fn draw(config: &SimConfig, index: u32) -> Self {
-        let mut rng =
-            StdRng::seed_from_u64(config.seed ^ (u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        let mix = &config.mix;
-        let r: f64 = rng.random();
-        let behaviour = [
-            (mix.release, Behaviour::Release),
-            (mix.let_expire, Behaviour::LetExpire),
-            (mix.declined, Behaviour::Declined),
-            (mix.slow, Behaviour::Slow),
-            (mix.replay, Behaviour::Replay),
-        ]
-        .iter()
-        .scan(0.0, |acc, (share, b)| {
-            *acc += share;
-            Some((*acc, *b))
-        })
-        .find(|(upto, _)| r < *upto)
-        .map_or(Behaviour::Buy, |(_, b)| b);
-        let contention = rng.random::<f64>() < mix.contention;
-        let q: f64 = rng.random();
-        let quantity = if q < 0.4 {
-            1
-        } else if q < 0.8 {
-            2
-        } else if q < 0.9 {
-            3
-        } else {
-            4
-        };
-        Self { behaviour, contention, quantity: quantity.min(config.max_tickets_per_user).max(1) }
-    }
-}
-
-/// One admission, for the order check (I5).
-#[derive(Debug, Clone)]
-pub struct Admission {
-    pub ticket: u64,
-    /// The pass id admission issued; a per-event sequence, so its order is admission order.
-    pub pass_id: String,
-    /// Joined after the sale opened (state WAITING at Join), so FIFO applies; not for a Join
-    /// answered with a pass issued before it (kept across a Redis loss).
-    pub after_open: bool,
-    /// When the Join that gave `ticket` started, and when the pass arrived, in seconds since
-    /// the opening: an admission whose wait spans a Redis restart is not comparable.
-    pub joined_at: f64,
-    pub admitted_at: f64,
-}
-
-/// A hold the user walked away from or released, for the I3 check.
-#[derive(Debug, Clone)]
-pub struct Abandoned {
-    pub user_id: String,
-    pub hold_id: String,
-    pub released: bool,
-    /// When the user asked for the hold, in seconds since the opening: a Redis restart that
-    /// ended after it may have taken the hold.
-    pub held_at: f64,
-}
-
-/// What the users observed, for verification.
-#[derive(Default)]
-pub struct Records {
-    pub admissions: Mutex<Vec<Admission>>,
-    pub abandoned: Mutex<Vec<Abandoned>>,
-    /// Replays whose two answers disagreed (I4).
-    pub replay_problems: Mutex<Vec<String>>,
-    /// A few unexpected errors, for the report.
-    pub error_samples: Mutex<Vec<String>>,
-}
-
-/// What a joined user carries to its session.
-#[derive(Debug, Clone)]
-pub struct Joined {
-    pub index: u32,
-    pub ticket: u64,
-    pub after_open: bool,
-    /// When the Join started, in seconds since the opening.
-    pub joined_at: f64,
-    /// The pass the Join answered with, when the user was already admitted.
-    pub pass: Option<pb::Pass>,
-    /// The user's token, minted once at its first Join and sent with each of its calls.
-    pub token: Bearer,
-}
-
-/// Shared by every user task.
-pub struct Ctx {
-    pub config: SimConfig,
-    pub event: pb::Event,
-    pub channels: Vec<Channel>,
-    pub stats: Arc<Stats>,
-    pub records: Records,
-    /// The chaos schedule's faults so far (none outside a chaos run).
-    pub faults: Arc<Mutex<Vec<crate::chaos::FaultRecord>>>,
-    /// The latest `joined_at` of a user whose place admission no longer knew (its queue was
-    /// lost): the dispatcher then has every waiting user join again.
-    pub queue_lost: tokio::sync::watch::Sender<Option<f64>>,
-    /// The users whose sessions wait in line (index → ticket), first to join again.
-    pub waiting: Mutex<HashMap<u32, u64>>,
-    /// The lowest ticket of a user without a session, once admission serves in ticket order
-    /// (after it lost its queue); `u64::MAX` otherwise. The dispatcher keeps it.
-    pub line_head: AtomicU64,
-    /// Where a session waiting behind [`Ctx::line_head`] sends its user back to the line.
-    pub back_to_line: tokio::sync::mpsc::UnboundedSender<Joined>,
-    /// Users sent to [`Ctx::back_to_line`] and not yet received by the dispatcher.
-    pub going_back: AtomicUsize,
-}
-
-impl Ctx {
-    fn channel(&self, index: u32) -> Channel {
-        self.channels[index as usize % self.channels.len()].clone()
-    }
-
-    /// Records an unexpected failure.
-    pub fn error(&self, user: u32, what: String) {
-        Stats::bump(&self.stats.stages.errors);
-        tracing::warn!(user, error = %what, "user failed");
-        if let Ok(mut samples) = self.records.error_samples.lock()
-            && samples.len() < 20
-        {
-            samples.push(format!("user-{user}: {what}"));
-        }
-    }
-}
-
-/// The `google.rpc.ErrorInfo` reason of a refusal, or "".
-pub fn reason(status: &Status) -> String {
-    use tonic_types::StatusExt;
-    status.get_error_details().error_info().map(|info| info.reason.clone()).unwrap_or_default()
-}
-
-fn user_id(index: u32) -> String {
-    format!("user-{index}")
-}
-
-/// A new user's token: minted once, at its arrival.
-pub fn token(ctx: &Ctx, index: u32) -> Bearer {
-    ctx.config.identity.mint(&user_id(index))
-}
 
 /// Join (again, after the place was lost) with the user's `token`, retried while admission
 /// cannot answer.
@@ -308,7 +124,9 @@ async fn shop(ctx: &Ctx, pass: pb::Pass, joined: Joined) -> anyhow::Result<()> {
 
     // Hold.
     let held_at = stats.since_open();
-    let Some(hold) = hold(ctx, &channel, &pass, &user, &token, index, plan).await? else {
+    let Some(hold) =
+        hold(Asker { ctx, channel: &channel, pass: &pass, user: &user, token: &token, index, plan }).await?
+    else {
         leave(ctx, &admission, &user, &token).await;
         return Ok(());
     };
@@ -607,203 +425,4 @@ async fn wait_in_line(
             anyhow::bail!("no pass: WatchQueue failing for {PATIENCE:?} (last: {last})");
         }
     }
-}
-
-/// Holds seats as the plan says; `None` when the user found nothing (sold out, limit). Counts
-/// the user under the number of times it asked again.
-async fn hold(
-    ctx: &Ctx,
-    channel: &Channel,
-    pass: &pb::Pass,
-    user: &str,
-    token: &Bearer,
-    index: u32,
-    plan: Plan,
-) -> anyhow::Result<Option<pb::Hold>> {
-    let mut retries = 0;
-    let held = try_hold(ctx, channel, pass, user, token, index, plan, &mut retries).await;
-    let buckets = &ctx.stats.stages.hold_retries_per_user;
-    Stats::bump(&buckets[retries.min(buckets.len() - 1)]);
-    held
-}
-
-/// [`hold`]'s attempts; `retries` counts the attempts after the first.
-#[allow(clippy::too_many_arguments)]
-async fn try_hold(
-    ctx: &Ctx,
-    channel: &Channel,
-    pass: &pb::Pass,
-    user: &str,
-    token: &Bearer,
-    index: u32,
-    plan: Plan,
-    retries: &mut usize,
-) -> anyhow::Result<Option<pb::Hold>> {
-    let stats = &ctx.stats;
-    let event_id = ctx.event.event_id.clone();
-    let inventory = InventoryServiceClient::new(channel.clone());
-    let seat_lock = SeatLockServiceClient::new(channel.clone());
-    let mut rng = StdRng::seed_from_u64(ctx.config.seed ^ u64::from(index) ^ 0xA5A5);
-    let mut refused = false;
-    for attempt in 0..HOLD_ATTEMPTS {
-        if attempt > 0 {
-            *retries += 1;
-        }
-        let availability = call(stats, Rpc::GetAvailability, Retry::Idempotent, || {
-            let mut inventory = inventory.clone();
-            let request = pb::GetAvailabilityRequest { event_id: event_id.clone() };
-            async move { inventory.get_availability(request).await }
-        })
-        .await?;
-        let mut open: Vec<&pb::ZoneAvailability> =
-            availability.zones.iter().filter(|z| z.free >= plan.quantity).collect();
-        if open.is_empty() {
-            Stats::bump(&stats.stages.sold_out);
-            return Ok(None);
-        }
-        let seated = ctx.event.zones.iter().find(|z| z.kind() == pb::ZoneKind::Seated);
-        let chosen = if plan.contention
-            && attempt < CONTENTION_ATTEMPTS
-            && let Some(zone) = seated
-        {
-            popular_seats(ctx, &inventory, zone, plan.quantity, &mut rng).await?
-        } else {
-            None
-        };
-        if plan.contention && chosen.is_none() && attempt < CONTENTION_ATTEMPTS {
-            Stats::bump(&stats.stages.fell_back_to_best);
-        }
-        // Refused a moment ago and about to ask for the best seats: the user picks a zone and
-        // looks at its seat map first (a contention user just did, for its seats); a seated
-        // zone that shows fewer free seats than it wants is left out.
-        if refused && chosen.is_none() {
-            let pick = rng.random_range(0..open.len());
-            let zone_id = open[pick].zone_id.clone();
-            Stats::bump(&stats.stages.map_looks_after_refusal);
-            let request = pb::GetSeatMapRequest { event_id: event_id.clone(), zone_id: zone_id.clone() };
-            let map = call(stats, Rpc::GetSeatMap, Retry::Idempotent, || {
-                let (mut inventory, request) = (inventory.clone(), request.clone());
-                async move { inventory.get_seat_map(request).await }
-            })
-            .await?;
-            let enough = map.zones.iter().find(|z| z.zone_id == zone_id).is_none_or(|z| {
-                z.seats_per_row == 0
-                    || z.decode_seat_states().map_or(true, |states| {
-                        states.iter().filter(|s| **s == pb::SeatState::Free).count() >= plan.quantity as usize
-                    })
-            });
-            if enough {
-                open = vec![open[pick]];
-            } else {
-                open.swap_remove(pick);
-            }
-            if open.is_empty() {
-                Stats::bump(&stats.stages.sold_out);
-                return Ok(None);
-            }
-        }
-        // A hold is retried only when seat-lock was not reached: a second hold after a lost
-        // answer would be a hold of the user's own (it expires).
-        let result = if let Some(seat_ids) = chosen {
-            let request = pb::HoldSeatsRequest {
-                pass_token: pass.token.clone(),
-                event_id: event_id.clone(),
-                user_id: user.to_owned(),
-                seat_ids,
-            };
-            call(stats, Rpc::HoldSeats, Retry::Unserved, || {
-                let (mut seat_lock, request) = (seat_lock.clone(), token.request(request.clone()));
-                async move { seat_lock.hold_seats(request).await }
-            })
-            .await
-        } else {
-            let zone = open[rng.random_range(0..open.len())];
-            let request = pb::HoldBestAvailableRequest {
-                pass_token: pass.token.clone(),
-                event_id: event_id.clone(),
-                user_id: user.to_owned(),
-                zone_id: zone.zone_id.clone(),
-                quantity: plan.quantity,
-                allow_split: true,
-            };
-            call(stats, Rpc::HoldBestAvailable, Retry::Unserved, || {
-                let (mut seat_lock, request) = (seat_lock.clone(), token.request(request.clone()));
-                async move { seat_lock.hold_best_available(request).await }
-            })
-            .await
-        };
-        match result {
-            Ok(hold) => return Ok(Some(hold)),
-            Err(status) => match reason(&status).as_str() {
-                "SEAT_TAKEN" => Stats::bump(&stats.stages.seat_taken),
-                "ZONE_SOLD_OUT" | "NO_ADJACENT_SEATS" => {}
-                "TICKET_LIMIT_EXCEEDED" => {
-                    Stats::bump(&stats.stages.limit_refused);
-                    return Ok(None);
-                }
-                // Seat-lock ran out of time (its request timeout, or the deadline): the hold may
-                // have been taken and will expire; the user tries again, as for a taken seat.
-                _ if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) => {
-                    Stats::bump(&stats.stages.hold_timeouts);
-                }
-                _ => anyhow::bail!("hold refused: {}", brief(&status)),
-            },
-        }
-        refused = true;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(RETHINK_PAUSE_MS))).await;
-    }
-    Stats::bump(&stats.stages.sold_out);
-    Ok(None)
-}
-
-/// `quantity` adjacent free seats in the popular front rows (or anywhere in the zone when
-/// those are gone), from the seat map; `None` when the zone has no such block.
-async fn popular_seats(
-    ctx: &Ctx,
-    inventory: &InventoryServiceClient<Channel>,
-    zone: &pb::Zone,
-    quantity: u32,
-    rng: &mut StdRng,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let request =
-        pb::GetSeatMapRequest { event_id: ctx.event.event_id.clone(), zone_id: zone.zone_id.clone() };
-    let map = call(&ctx.stats, Rpc::GetSeatMap, Retry::Idempotent, || {
-        let (mut inventory, request) = (inventory.clone(), request.clone());
-        async move { inventory.get_seat_map(request).await }
-    })
-    .await?;
-    let Some(zone_map) = map.zones.iter().find(|z| z.zone_id == zone.zone_id) else { return Ok(None) };
-    let per_row = zone_map.seats_per_row as usize;
-    let states = zone_map.decode_seat_states()?;
-    let mut blocks = Vec::new();
-    'rows: for (row, label) in zone_map.row_labels.iter().enumerate() {
-        let mut run = 0usize;
-        for n in 0..per_row {
-            if states.get(row * per_row + n) == Some(&pb::SeatState::Free) {
-                run += 1;
-                if run >= quantity as usize {
-                    let first = n + 1 - quantity as usize;
-                    blocks.push(
-                        (first..=n)
-                            .map(|k| format!("{}-{label}-{}", zone.zone_id, k + 1))
-                            .collect::<Vec<_>>(),
-                    );
-                    run = 0;
-                    if blocks.len() >= POPULAR_CHOICES {
-                        break 'rows;
-                    }
-                }
-            } else {
-                run = 0;
-            }
-        }
-        if row + 1 >= POPULAR_ROWS && !blocks.is_empty() {
-            break;
-        }
-    }
-    if blocks.is_empty() {
-        return Ok(None);
-    }
-    let pick = rng.random_range(0..blocks.len());
-    Ok(Some(blocks.swap_remove(pick)))
 }

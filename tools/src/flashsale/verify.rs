@@ -16,7 +16,12 @@ use ticketing_proto::v1::{
     seat_lock_service_client::SeatLockServiceClient,
 };
 
-use super::{Timings, user::Ctx};
+use super::{
+    admission_order::admission_order,
+    ctx::Ctx,
+    retry::brief,
+    stats::{Stats, Timings},
+};
 
 /// Abandoned holds whose final state is asked of seat-lock (GetHold); a sample when more.
 const ABANDONED_CHECKS: usize = 2_000;
@@ -435,7 +440,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         };
         if !ended {
             let state = answer.as_ref().map(|h| format!("{:?}", h.get_ref().state()));
-            still_held.push(format!("{} {}", hold.hold_id, state.unwrap_or_else(super::retry::brief)));
+            still_held.push(format!("{} {}", hold.hold_id, state.unwrap_or_else(brief)));
         }
     }
     v.check(
@@ -466,7 +471,7 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
     );
 
     let stages = &ctx.stats.stages;
-    let (paid, notified) = (super::Stats::get(&stages.paid), super::Stats::get(&stages.notified));
+    let (paid, notified) = (Stats::get(&stages.paid), Stats::get(&stages.notified));
     if paid != notified {
         v.warnings.push(format!("{paid} confirmed payments but {notified} confirmations seen on Subscribe"));
     }
@@ -483,105 +488,4 @@ pub async fn verify(ctx: &Ctx, timings: &mut Timings) -> anyhow::Result<Verifica
         crate::reconciliation::reconcile(ctx.channels[0].clone(), &ctx.config.identity.admin()).await;
     v.check("I2", "reconciliation finds nothing (payment Reconcile)", finding.clean, finding.detail);
     Ok(v)
-}
-
-/// The I5 figures of a sale.
-#[derive(Debug, PartialEq, Eq)]
-struct AdmissionOrder {
-    inversions: u64,
-    compared: u64,
-    unparsable: usize,
-    across_restarts: usize,
-}
-
-/// Inversions between pass order and ticket order among the users who joined after the
-/// opening. A Redis restart starts tickets and pass ids again from 1, so admissions are
-/// compared within each stretch between restarts (`redis_outages`: went down, answered
-/// again), and those whose wait overlaps an outage are left out.
-fn admission_order(admissions: &[super::user::Admission], redis_outages: &[(f64, f64)]) -> AdmissionOrder {
-    let mut stretches: std::collections::BTreeMap<usize, Vec<(u64, u64)>> = Default::default();
-    let (mut unparsable, mut across_restarts) = (0, 0);
-    for a in admissions.iter().filter(|a| a.after_open) {
-        let Ok(pass) = a.pass_id.parse::<u64>() else {
-            unparsable += 1;
-            continue;
-        };
-        if redis_outages.iter().any(|(down, up)| a.joined_at <= *up && *down <= a.admitted_at) {
-            across_restarts += 1;
-            continue;
-        }
-        let stretch = redis_outages.iter().filter(|(_, up)| *up < a.joined_at).count();
-        stretches.entry(stretch).or_default().push((pass, a.ticket));
-    }
-    let (mut inversions_total, mut compared) = (0, 0);
-    for mut ordered in stretches.into_values() {
-        ordered.sort_unstable();
-        let mut tickets: Vec<u64> = ordered.iter().map(|(_, ticket)| *ticket).collect();
-        compared += tickets.len() as u64;
-        inversions_total += inversions(&mut tickets);
-    }
-    AdmissionOrder { inversions: inversions_total, compared, unparsable, across_restarts }
-}
-
-/// Pairs i < j with v[i] > v[j], by merge sort (sorts `v`).
-fn inversions(v: &mut [u64]) -> u64 {
-    if v.len() < 2 {
-        return 0;
-    }
-    let mid = v.len() / 2;
-    let mut count = inversions(&mut v[..mid]) + inversions(&mut v[mid..]);
-    let mut merged = Vec::with_capacity(v.len());
-    let (mut i, mut j) = (0, mid);
-    while i < mid && j < v.len() {
-        if v[i] <= v[j] {
-            merged.push(v[i]);
-            i += 1;
-        } else {
-            merged.push(v[j]);
-            count += (mid - i) as u64;
-            j += 1;
-        }
-    }
-    merged.extend_from_slice(&v[i..mid]);
-    merged.extend_from_slice(&v[j..]);
-    v.copy_from_slice(&merged);
-    count
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{AdmissionOrder, admission_order, inversions};
-    use crate::flashsale::user::Admission;
-
-    fn admitted(ticket: u64, pass: u64, joined_at: f64, admitted_at: f64) -> Admission {
-        Admission { ticket, pass_id: pass.to_string(), after_open: true, joined_at, admitted_at }
-    }
-
-    #[test]
-    fn admission_order_restarts_with_redis() {
-        // Tickets and pass ids start again after the restart at 10-11 s (before it, pre-queue
-        // users held tickets 1-4): in order within each
-        // stretch, so no inversion; the user who waited across it is left out.
-        let admissions = [
-            admitted(5, 1, 0.0, 1.0),
-            admitted(6, 2, 0.5, 2.0),
-            admitted(7, 3, 9.0, 12.0),
-            admitted(1, 1, 12.0, 13.0),
-            admitted(2, 2, 12.5, 14.0),
-        ];
-        let order = admission_order(&admissions, &[(10.0, 11.0)]);
-        assert_eq!(order, AdmissionOrder { inversions: 0, compared: 4, unparsable: 0, across_restarts: 1 });
-        // Without the restart the same figures are inversions.
-        assert!(admission_order(&admissions, &[]).inversions > 0);
-        // An inversion within a stretch still counts.
-        let swapped = [admitted(2, 1, 12.0, 13.0), admitted(1, 2, 12.5, 14.0)];
-        assert_eq!(admission_order(&swapped, &[(10.0, 11.0)]).inversions, 1);
-    }
-
-    #[test]
-    fn counts_inversions() {
-        assert_eq!(inversions(&mut [1, 2, 3, 4]), 0);
-        assert_eq!(inversions(&mut [2, 1, 3]), 1);
-        assert_eq!(inversions(&mut [4, 3, 2, 1]), 6);
-    }
 }

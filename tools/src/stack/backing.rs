@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::free_port;
-use crate::testenv::eventually;
+use test_support::testenv::eventually;
 
 /// How long a private server may take to answer after being started (Postgres replays its
 /// WAL after an immediate stop).

@@ -160,7 +160,7 @@ impl StackConfig {
             }
         }
         config.lb_port = free_port()?;
-        config.stream_max_bytes = crate::testenv::TEST_STREAM_MAX_BYTES;
+        config.stream_max_bytes = test_support::testenv::TEST_STREAM_MAX_BYTES;
         Ok(config)
     }
 

@@ -246,7 +246,23 @@ pub fn ensure_backing_at(urls: &BackingUrls<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The HAProxy binary, installed from Debian's packages if missing.
+/// Where Debian's package puts HAProxy.
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// The HAProxy binary, or an error saying how to get it. Installs nothing: tests and the
+/// simulator start stacks through [`crate::stack::Stack::start`], and only the `stack`
+/// commands set the host up ([`ensure_haproxy`]).
+pub fn haproxy() -> anyhow::Result<PathBuf> {
+    if !std::path::Path::new(HAPROXY).exists() {
+        bail!(
+            "haproxy not found at {HAPROXY}: `cargo run --bin stack -- test` (or `stack up`) installs it, \
+             or run `apt-get install haproxy`"
+        );
+    }
+    Ok(PathBuf::from(HAPROXY))
+}
+
+/// The HAProxy binary, installed from Debian's packages if missing: `stack`'s host setup.
 pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
     let path = PathBuf::from("/usr/sbin/haproxy");
     require("/usr/sbin/haproxy", "haproxy")?;

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::{StackConfig, data, prereq::ensure_haproxy, supervisor, workspace_root};
+use super::{StackConfig, data, prereq, supervisor, workspace_root};
 
 /// How long the services may take to report SERVING (migrations, first connections).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,7 +56,7 @@ impl Stack {
         fs::create_dir_all(&logs)?;
         fs::create_dir_all(&pids)?;
         config.certs()?;
-        let haproxy = ensure_haproxy()?;
+        let haproxy = prereq::haproxy()?;
         // The token key and JWKS exist before any service reads AUTH_JWKS.
         let identity = std::sync::Arc::new(config.identity()?);
         // The event stream is infrastructure: made here, from the mesh's one definition,

@@ -47,6 +47,7 @@ pub async fn up(state_dir: &Path, args: &UpArgs) -> anyhow::Result<Stack> {
         redis: &config.redis_url,
         nats: &config.nats_url,
     })?;
+    prereq::ensure_haproxy()?;
     if args.reset {
         confirm(&data::describe_wipe(&config), args.yes)?;
     }

@@ -13,6 +13,9 @@ use std::{
 use anyhow::{Context, bail};
 use fred::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+#[allow(unused_imports)] // failures.rs and redis_loss.rs lose Redis through it; the others do not
+pub use test_support::redis::delete_prefix_keys;
+use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
     inventory_service_client::InventoryServiceClient, payment_service_client::PaymentServiceClient,
@@ -21,9 +24,9 @@ use ticketing_proto::v1::{
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tools::{
+    grpc::timestamp,
     identity::Bearer,
     stack::{self, Stack, StackConfig, backing::PrivateNats},
-    testenv::{TestEnv, eventually},
 };
 
 /// Generous bound for anything the mesh does in the background; never a speed assertion.
@@ -162,7 +165,6 @@ const BIND_ATTEMPTS: u32 = 5;
 /// Starts the real services on free ports with the test's database and prefixes, on
 /// `nats_url` when given (a private server) or the test environment's NATS.
 pub async fn start_stack(env: &TestEnv, nats_url: Option<String>) -> anyhow::Result<Running> {
-    stack::ensure_haproxy()?;
     let state_dir = std::env::temp_dir().join(format!("ticketing-failures-{}", env.id));
     let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug"))?;
     config.database_url = env.database_url.clone();
@@ -173,8 +175,45 @@ pub async fn start_stack(env: &TestEnv, nats_url: Option<String>) -> anyhow::Res
     Ok(Running(Stack::start(config).await?))
 }
 
-fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+/// A venue of one seated zone `A` ("Stalls", 50.00) of one row `1` with `seats` seats, of
+/// which `accessible` are kept for wheelchair users.
+pub fn one_row_venue(name: &str, seats: u32, accessible: &[&str]) -> pb::CreateVenueRequest {
+    pb::CreateVenueRequest {
+        name: name.into(),
+        zones: vec![pb::ZoneSpec {
+            zone_id: "A".into(),
+            name: "Stalls".into(),
+            price_cents: 5_000,
+            layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
+                row_labels: vec!["1".into()],
+                seats_per_row: seats,
+                accessible_seat_ids: accessible.iter().map(|s| (*s).to_owned()).collect(),
+            })),
+        }],
+    }
+}
+
+/// An event on `venue_id` whose sale opened a second ago, starting a month ahead (so owners
+/// may still cancel: the default cutoff is a day), passes valid for ten minutes.
+pub fn open_event(
+    venue_id: &str,
+    name: &str,
+    max_tickets_per_user: u32,
+    admission_capacity: u32,
+) -> pb::CreateEventRequest {
+    let now = chrono::Utc::now().timestamp_millis();
+    pb::CreateEventRequest {
+        venue_id: venue_id.to_owned(),
+        name: name.into(),
+        starts_at: Some(timestamp(now + 30 * 86_400_000)),
+        sale_opens_at: Some(timestamp(now - 1_000)),
+        max_tickets_per_user,
+        currency: "EUR".into(),
+        admission_capacity,
+        admission_tick_ms: 50,
+        pass_ttl_seconds: 600,
+        cancellation_cutoff_seconds: 0,
+    }
 }
 
 /// One seated zone `A` of one row `1` with `seats` seats; the sale is open. Returns the event id.
@@ -187,43 +226,69 @@ pub async fn create_event(
     let mut inventory = stack.inventory()?;
     let identity = &stack.0.identity;
     let venue = inventory
-        .create_venue(identity.as_admin(pb::CreateVenueRequest {
-            name: "Failure Hall".into(),
-            zones: vec![pb::ZoneSpec {
-                zone_id: "A".into(),
-                name: "Stalls".into(),
-                price_cents: 5_000,
-                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                    row_labels: vec!["1".into()],
-                    seats_per_row: seats,
-                    accessible_seat_ids: vec![],
-                })),
-            }],
-        }))
+        .create_venue(identity.as_admin(one_row_venue("Failure Hall", seats, &[])))
         .await?
         .into_inner()
         .venue
         .context("no venue")?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let event = inventory
-        .create_event(identity.as_admin(pb::CreateEventRequest {
-            venue_id: venue.venue_id,
-            name: "Failures".into(),
-            // A month ahead, so owners may still cancel (the default cutoff is a day).
-            starts_at: Some(ts(now + 30 * 86_400_000)),
-            sale_opens_at: Some(ts(now - 1_000)),
-            max_tickets_per_user,
-            currency: "EUR".into(),
-            admission_capacity,
-            admission_tick_ms: 50,
-            pass_ttl_seconds: 600,
-            cancellation_cutoff_seconds: 0,
+    let event = open_event(&venue.venue_id, "Failures", max_tickets_per_user, admission_capacity);
+    let event =
+        inventory.create_event(identity.as_admin(event)).await?.into_inner().event.context("no event")?;
+    Ok(event.event_id)
+}
+
+/// What [`buy_one_keep_one`] made.
+#[allow(dead_code)] // for edge.rs and security.rs; failures.rs, which uses the rest, buys otherwise
+pub struct Bought {
+    pub event: pb::Event,
+    /// The buyer's pass token.
+    pub pass: String,
+    /// The hold the buyer keeps (seat `A-1-2`).
+    pub kept_hold_id: String,
+    /// The answer to the payment of seat `A-1-1`.
+    pub paid: pb::PayResponse,
+}
+
+/// Through the load balancer `lb`: the operator makes `venue` and `event` on it; `user`
+/// (sending `token`) is admitted, holds seats `A-1-1` and `A-1-2` (both before paying: a
+/// purchase ends the pass) and pays for the first with idempotency key `key`.
+#[allow(dead_code)] // for edge.rs and security.rs, as `Bought`
+pub async fn buy_one_keep_one(
+    lb: &Channel,
+    admin: &Bearer,
+    (user, token): (&str, &Bearer),
+    venue: pb::CreateVenueRequest,
+    event: pb::CreateEventRequest,
+    key: &str,
+) -> anyhow::Result<Bought> {
+    let event = tools::catalogue::create_event(lb.clone(), admin, venue, event).await?;
+    let pass =
+        admit(AdmissionServiceClient::new(lb.clone()), token.clone(), event.event_id.clone(), user.into())
+            .await?;
+    let seat_lock = SeatLockServiceClient::new(lb.clone());
+    let hold = |seat: &str| {
+        let mut seat_lock = seat_lock.clone();
+        let request = token.request(pb::HoldSeatsRequest {
+            pass_token: pass.clone(),
+            event_id: event.event_id.clone(),
+            user_id: user.into(),
+            seat_ids: vec![seat.into()],
+        });
+        async move { seat_lock.hold_seats(request).await }
+    };
+    let paid_hold = hold("A-1-1").await?.into_inner();
+    let kept_hold = hold("A-1-2").await?.into_inner();
+    let paid = PaymentServiceClient::new(lb.clone())
+        .pay(token.request(pb::PayRequest {
+            idempotency_key: key.into(),
+            event_id: event.event_id.clone(),
+            hold_id: paid_hold.hold_id,
+            user_id: user.into(),
+            payment_method: "pm_card_ok".into(),
         }))
         .await?
-        .into_inner()
-        .event
-        .context("no event")?;
-    Ok(event.event_id)
+        .into_inner();
+    Ok(Bought { event, pass, kept_hold_id: kept_hold.hold_id, paid })
 }
 
 /// The seat ids of the event's one row: `A-1-1` ... `A-1-<seats>`.
@@ -320,30 +385,6 @@ pub async fn redis(env: &TestEnv) -> anyhow::Result<Client> {
     let client = Builder::from_config(fred::prelude::Config::from_url(&env.redis_url)?).build()?;
     client.init().await?;
     Ok(client)
-}
-
-/// Deletes every key of the test's prefix with SCAN + DEL (never FLUSHALL: the server is
-/// shared). Returns how many it deleted.
-pub async fn delete_prefix_keys(redis: &Client, prefix: &str) -> anyhow::Result<usize> {
-    anyhow::ensure!(prefix.ends_with(':') && prefix.len() > 1, "refusing to delete with prefix {prefix:?}");
-    let mut deleted = 0;
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, keys): (String, Vec<String>) = redis
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![cursor.clone(), "MATCH".into(), format!("{prefix}*"), "COUNT".into(), "1000".into()],
-            )
-            .await?;
-        deleted += keys.len();
-        for key in keys {
-            let _: i64 = redis.del(key).await?;
-        }
-        if next == "0" {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }
 
 /// The seats sold in Postgres: seat id -> hold id of its booking, checked for double sales

@@ -42,18 +42,12 @@ impl CpuSnapshot {
     /// Reads every process: those named by the pid files in `pids_dir` (`<name>.pid`) under
     /// their names, this process as `self_name`, the backing services by command name.
     pub fn take(pids_dir: Option<&Path>, self_name: &str) -> Self {
-        let mut named: BTreeMap<String, String> = BTreeMap::new();
-        if let Some(dir) = pids_dir
-            && let Ok(entries) = fs::read_dir(dir)
-        {
-            for path in entries.filter_map(Result::ok).map(|e| e.path()) {
-                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-                let pid = fs::read_to_string(&path).ok().map(|p| p.trim().to_owned());
-                if let (Some(name), Some(pid)) = (name, pid) {
-                    named.insert(pid, name);
-                }
-            }
-        }
+        let mut named: BTreeMap<String, String> = pids_dir
+            .map(super::pid_files_in)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, pid)| (pid.to_string(), name))
+            .collect();
         named.insert(std::process::id().to_string(), self_name.to_owned());
         let mut ticks = BTreeMap::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().filter_map(Result::ok) {
