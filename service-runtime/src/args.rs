@@ -90,6 +90,32 @@ impl NatsArgs {
     }
 }
 
+/// The event stream to create or update: the flags of `stream-setup` (the Kubernetes Job) and
+/// of `stack stream-setup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamSetupArgs {
+    /// NATS server (any node of the cluster).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Subject prefix of the mesh's events; the stream is `<prefix>_events`.
+    #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
+    pub nats_prefix: String,
+    /// Copies of each message: 1 on a single NATS server, 3 in production.
+    #[arg(long, env = "EVENT_STREAM_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+}
+
+impl StreamSetupArgs {
+    /// Refuses a malformed prefix and a replica count no stream can have.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_prefix("NATS_PREFIX", &self.nats_prefix)?;
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!("EVENT_STREAM_REPLICAS must be 1-5, got {}", self.replicas));
+        }
+        Ok(())
+    }
+}
+
 /// The servers of a `NATS_URL`: one URL or a comma list of a cluster's. The NATS client reads
 /// a single string as one address, so a list must be split before it dials.
 pub fn nats_servers(url: &str) -> Vec<&str> {

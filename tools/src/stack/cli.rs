@@ -70,16 +70,7 @@ pub enum Cmd {
     /// Creates or updates the JetStream event stream (what `up` does before starting the
     /// services, which refuse to start without it; the Kubernetes Job `stream-setup` does the
     /// same in a cluster).
-    StreamSetup {
-        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
-        /// The stream is `<prefix>_events`.
-        #[arg(long, env = "NATS_PREFIX", default_value = "ticketing")]
-        nats_prefix: String,
-        /// Copies of each message (1 on one NATS server).
-        #[arg(long, env = "EVENT_STREAM_REPLICAS", default_value_t = 1)]
-        replicas: usize,
-    },
+    StreamSetup(service_runtime::args::StreamSetupArgs),
     /// Starts the backing services if needed, builds the services, runs every test and the
     /// offline check of the Kubernetes manifests.
     Test {
@@ -211,7 +202,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Logs(args) => status::logs(&state_dir, &args).await?,
         Cmd::Demo { up, seats, users } => return demo::demo(&state_dir, up, seats, users).await,
         Cmd::Token(args) => token::token(&state_dir, &args)?,
-        Cmd::StreamSetup { nats_url, nats_prefix, replicas } => {
+        Cmd::StreamSetup(args) => {
+            args.validate().map_err(anyhow::Error::msg)?;
+            let service_runtime::args::StreamSetupArgs { nats_url, nats_prefix, replicas } = args;
             super::setup_stream(&nats_url, &nats_prefix, replicas, service_runtime::bus::MAX_BYTES).await?;
             println!("stream {nats_prefix}_events ready on {nats_url} ({replicas} replica(s))");
         }
