@@ -10,13 +10,14 @@ use ticketing_proto::v1::{
 };
 use tonic::{Code, Request, Status, transport::Channel};
 
-use crate::output;
+use crate::{output, venue};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done
   1  any other failure (the service failed: INTERNAL, RESOURCE_EXHAUSTED, ...)
-  2  bad arguments (unknown command or flag, missing EVENT, malformed --target)
+  2  bad arguments (unknown command or flag, missing EVENT, malformed --target, a venue
+     file that cannot be read or is not a venue)
   3  refused by the service: NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION (e.g. the sale
      is closed), PERMISSION_DENIED (the token lacks the admin scope), UNAUTHENTICATED (no or
      a bad token), ALREADY_EXISTS
@@ -49,6 +50,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Venues of the catalogue (inventory).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Venue(VenueCommand),
     /// Events of the catalogue (inventory).
     #[command(subcommand, after_help = EXIT_CODES)]
     Event(EventCommand),
@@ -64,7 +68,23 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VenueCommand {
+    /// Create a venue from a YAML file: `name`, and `zones`, each with `id`, `name`,
+    /// `price_cents` and either `rows` + `seats_per_row` (+ `accessible` seat ids) or
+    /// `capacity` (general admission).
+    #[command(after_help = EXIT_CODES)]
+    Create {
+        /// The venue file.
+        #[arg(short = 'f', long = "file", value_name = "VENUE.yaml")]
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum EventCommand {
+    /// Create an event on a venue.
+    #[command(after_help = EXIT_CODES)]
+    Create(CreateEventArgs),
     /// One event with its zones.
     #[command(after_help = EXIT_CODES)]
     Get(EventArg),
@@ -102,6 +122,49 @@ pub enum SeatsCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct CreateEventArgs {
+    /// The venue id (from `venue create`).
+    #[arg(long = "venue", value_name = "VENUE")]
+    pub venue_id: String,
+    /// The event's name.
+    #[arg(long)]
+    pub name: String,
+    /// When the show starts (RFC 3339, e.g. 2027-06-01T20:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    pub starts_at: prost_types::Timestamp,
+    /// When the sale opens (RFC 3339); users who join earlier are shuffled at that moment.
+    #[arg(long, value_parser = parse_time)]
+    pub sale_opens_at: prost_types::Timestamp,
+    /// The most tickets one user may buy.
+    #[arg(long, default_value_t = 4)]
+    pub max_tickets_per_user: u32,
+    /// Three upper-case letters; the service's default (EUR) when left out.
+    #[arg(long, default_value = "")]
+    pub currency: String,
+    /// Most passes active at once; 0: the service's default.
+    #[arg(long, default_value_t = 0)]
+    pub admission_capacity: u32,
+    /// The admission controller's step; 0: the service's default.
+    #[arg(long, default_value_t = 0)]
+    pub admission_tick_ms: u32,
+    /// How long a pass lasts; 0: the service's default.
+    #[arg(long, default_value_t = 0)]
+    pub pass_ttl_seconds: u32,
+    /// How long before the start owners may no longer cancel; 0: the service's default.
+    #[arg(long, default_value_t = 0)]
+    pub cancellation_cutoff_seconds: u32,
+}
+
+fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
+    let time =
+        chrono::DateTime::parse_from_rfc3339(text).map_err(|e| format!("not an RFC 3339 time: {e}"))?;
+    Ok(prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+#[derive(Debug, Args)]
 pub struct EventArg {
     /// The event id (a UUID).
     #[arg(value_name = "EVENT")]
@@ -123,6 +186,8 @@ pub enum Failure {
     Refused(Status),
     /// The mesh could not be reached or did not answer in time (exit 4).
     Unreachable(String),
+    /// Bad input the service was never asked about, such as a venue file (exit 2).
+    BadInput(String),
     /// Anything else (exit 1).
     Failed(String),
 }
@@ -131,6 +196,7 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Failed(_) => 1,
+            Self::BadInput(_) => 2,
             Self::Refused(_) => 3,
             Self::Unreachable(_) => 4,
         }
@@ -146,6 +212,7 @@ impl std::fmt::Display for Failure {
             }
             Self::Unreachable(message) => write!(f, "unreachable: {message}"),
             Self::Failed(message) => write!(f, "failed: {message}"),
+            Self::BadInput(message) => write!(f, "bad input: {message}"),
         }
     }
 }
@@ -206,6 +273,32 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
     let mesh = Mesh::new(cli)?;
     let json = cli.json;
     match &cli.command {
+        Command::Venue(VenueCommand::Create { file }) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Failure::BadInput(format!("{}: {e}", file.display())))?;
+            let venue =
+                venue::parse(&text).map_err(|e| Failure::BadInput(format!("{}: {e}", file.display())))?;
+            let venue = mesh.inventory().create_venue(mesh.request(venue)).await?.into_inner().venue;
+            let venue = venue.ok_or_else(|| Failure::Failed("the answer carries no venue".into()))?;
+            Ok(output::venue(&venue, json))
+        }
+        Command::Event(EventCommand::Create(args)) => {
+            let request = mesh.request(pb::CreateEventRequest {
+                venue_id: args.venue_id.clone(),
+                name: args.name.clone(),
+                starts_at: Some(args.starts_at),
+                sale_opens_at: Some(args.sale_opens_at),
+                max_tickets_per_user: args.max_tickets_per_user,
+                currency: args.currency.clone(),
+                admission_capacity: args.admission_capacity,
+                admission_tick_ms: args.admission_tick_ms,
+                pass_ttl_seconds: args.pass_ttl_seconds,
+                cancellation_cutoff_seconds: args.cancellation_cutoff_seconds,
+            });
+            let event = mesh.inventory().create_event(request).await?.into_inner().event;
+            let event = event.ok_or_else(|| Failure::Failed("the answer carries no event".into()))?;
+            Ok(output::event(&event, json))
+        }
         Command::Event(EventCommand::Get(arg)) => {
             let request = mesh.request(pb::GetEventRequest { event_id: arg.event_id.clone() });
             let event = mesh.inventory().get_event(request).await?.into_inner().event;
@@ -256,6 +349,7 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use clap::CommandFactory;
 
@@ -290,5 +384,12 @@ mod tests {
         assert!(parse_target("https://lb.example:443").is_ok());
         assert!(parse_target("127.0.0.1:8080").is_err());
         assert!(parse_target("ftp://host").is_err());
+    }
+
+    #[test]
+    fn times_are_rfc_3339() {
+        assert_eq!(parse_time("2027-06-01T20:00:00Z").unwrap().seconds, 1_811_880_000);
+        assert_eq!(parse_time("2027-06-01T22:00:00+02:00").unwrap().seconds, 1_811_880_000);
+        assert!(parse_time("tomorrow").is_err());
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod output;
+mod venue;
 
 use std::process::ExitCode;
 

@@ -121,6 +121,34 @@ pub fn event(event: &pb::Event, json: bool) -> String {
     out
 }
 
+pub fn venue(venue: &pb::Venue, json: bool) -> String {
+    if json {
+        return pretty(&json!({
+            "venue_id": venue.venue_id,
+            "name": venue.name,
+            "total_capacity": venue.total_capacity,
+            "zones": venue.zones.iter().map(zone_json).collect::<Vec<_>>(),
+        }));
+    }
+    let mut out =
+        format!("venue {} created: {} ({} places)\n\n", venue.venue_id, venue.name, venue.total_capacity);
+    let rows: Vec<Vec<String>> = venue
+        .zones
+        .iter()
+        .map(|zone| {
+            vec![
+                zone.zone_id.clone(),
+                zone.name.clone(),
+                kind(zone.kind).to_owned(),
+                money(zone.price_cents),
+                zone.capacity.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["ZONE", "NAME", "KIND", "PRICE", "CAPACITY"], &rows));
+    out
+}
+
 pub fn events(events: &[pb::Event], json: bool) -> String {
     if json {
         return pretty(&Value::Array(events.iter().map(event_json).collect()));

@@ -10,14 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use test_support::testenv::{TestEnv, eventually};
-use ticketing_proto::v1::{
-    self as pb, QueueState, admission_service_client::AdmissionServiceClient,
-    inventory_service_client::InventoryServiceClient,
-};
-use tools::{
-    grpc::timestamp,
-    stack::{self, Stack, StackConfig},
-};
+use ticketing_proto::v1::{self as pb, QueueState, admission_service_client::AdmissionServiceClient};
+use tools::stack::{self, Stack, StackConfig};
 
 /// Stops the stack's processes when the test ends, even when it fails.
 struct Running(Stack);
@@ -58,46 +52,45 @@ async fn ctl(target: &str, token: Option<&str>, args: &[&str]) -> Run {
     }
 }
 
-fn venue() -> pb::CreateVenueRequest {
-    pb::CreateVenueRequest {
-        name: "Ctl Hall".into(),
-        zones: vec![
-            pb::ZoneSpec {
-                zone_id: "A".into(),
-                name: "Stalls".into(),
-                price_cents: 5_000,
-                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                    row_labels: vec!["1".into(), "2".into()],
-                    seats_per_row: 5,
-                    accessible_seat_ids: vec![],
-                })),
-            },
-            pb::ZoneSpec {
-                zone_id: "FLOOR".into(),
-                name: "Floor".into(),
-                price_cents: 3_500,
-                layout: Some(pb::zone_spec::Layout::GeneralAdmission(pb::GeneralAdmissionLayout {
-                    capacity: 30,
-                })),
-            },
-        ],
-    }
-}
+const VENUE_FILE: &str = "\
+name: Ctl Hall
+zones:
+  - id: A
+    name: Stalls
+    price_cents: 5000
+    rows: ['1', '2']
+    seats_per_row: 5
+  - id: FLOOR
+    name: Floor
+    price_cents: 3500
+    capacity: 30
+";
 
-fn open_event(venue_id: &str, name: &str) -> pb::CreateEventRequest {
-    let now = chrono::Utc::now().timestamp_millis();
-    pb::CreateEventRequest {
-        venue_id: venue_id.to_owned(),
-        name: name.into(),
-        starts_at: Some(timestamp(now + 30 * 86_400_000)),
-        sale_opens_at: Some(timestamp(now - 1_000)),
-        max_tickets_per_user: 4,
-        currency: "EUR".into(),
-        admission_capacity: 10,
-        admission_tick_ms: 50,
-        pass_ttl_seconds: 600,
-        cancellation_cutoff_seconds: 0,
-    }
+/// Creates an event whose sale opened a second ago with ticketctl; returns its id.
+async fn create_event(target: &str, token: &str, venue_id: &str, name: &str) -> String {
+    let now = chrono::Utc::now();
+    let starts_at = (now + chrono::Duration::days(30)).to_rfc3339();
+    let opens_at = (now - chrono::Duration::seconds(1)).to_rfc3339();
+    let args = [
+        "event",
+        "create",
+        "--venue",
+        venue_id,
+        "--name",
+        name,
+        "--starts-at",
+        &starts_at,
+        "--sale-opens-at",
+        &opens_at,
+        "--admission-capacity",
+        "10",
+        "--admission-tick-ms",
+        "50",
+        "--json",
+    ];
+    let event = ctl(target, Some(token), &args).await.json();
+    assert_eq!((event["name"].as_str(), event["admission_capacity"].as_u64()), (Some(name), Some(10)));
+    event["event_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,24 +110,18 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
     let ann_token = identity.token("ann", false, Duration::from_secs(3600));
     let lb = tonic::transport::Endpoint::from_shared(target.clone()).unwrap().connect().await.unwrap();
 
-    let mut inventory = InventoryServiceClient::new(lb.clone());
-    let venue = inventory.create_venue(identity.as_admin(venue())).await.unwrap().into_inner().venue.unwrap();
-    let event_id = inventory
-        .create_event(identity.as_admin(open_event(&venue.venue_id, "Paused Tour")))
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap()
-        .event_id;
-    let other_id = inventory
-        .create_event(identity.as_admin(open_event(&venue.venue_id, "Running Tour")))
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap()
-        .event_id;
+    // Catalogue: a venue from a file, two events on it.
+    let venue_file = std::env::temp_dir().join(format!("ticketctl-venue-{}.yaml", env.id));
+    std::fs::write(&venue_file, VENUE_FILE).unwrap();
+    let venue_path = venue_file.to_str().unwrap();
+    let created = ctl(&target, Some(&ops), &["venue", "create", "-f", venue_path]).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(created.stdout.contains("Ctl Hall") && created.stdout.contains("FLOOR"), "{}", created.stdout);
+    let venue = ctl(&target, Some(&ops), &["venue", "create", "-f", venue_path, "--json"]).await.json();
+    assert_eq!(venue["total_capacity"].as_u64(), Some(40), "{venue}");
+    let venue_id = venue["venue_id"].as_str().unwrap();
+    let event_id = create_event(&target, &ops, venue_id, "Paused Tour").await;
+    let other_id = create_event(&target, &ops, venue_id, "Running Tour").await;
     let ev = event_id.as_str();
 
     // Catalogue.
@@ -224,7 +211,12 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
 
     // Every error path's exit code.
     let unknown = "00000000-0000-4000-8000-000000000000";
-    let cases: [(Option<&str>, Vec<&str>, i32, &str); 10] = [
+    let bad_file = std::env::temp_dir().join(format!("ticketctl-bad-venue-{}.yaml", env.id));
+    std::fs::write(&bad_file, "name: Bad Hall\nzones:\n  - id: A\n    name: Stalls\n    price_cents: 1\n")
+        .unwrap();
+    let bad_path = bad_file.to_str().unwrap();
+    let missing = "/nonexistent/venue.yaml";
+    let cases: [(Option<&str>, Vec<&str>, i32, &str); 15] = [
         (Some(&ops), vec!["queue", "show", unknown], 3, "NotFound"),
         (Some(&ops), vec!["seats", "show", unknown], 3, "NotFound"),
         (Some(&ops), vec!["event", "get", unknown], 3, "NotFound"),
@@ -235,12 +227,35 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
         (Some(&ops), vec!["sale", "pause"], 2, "EVENT"),
         (Some(&ops), vec!["sale", "reopen", ev], 2, "reopen"),
         (Some(&ops), vec!["--target", "ftp://nowhere", "queue", "show", ev], 2, "--target"),
+        (Some(&ops), vec!["venue", "create", "-f", bad_path], 2, "give rows"),
+        (Some(&ops), vec!["venue", "create", "-f", missing], 2, missing),
+        (Some(&ann_token), vec!["venue", "create", "-f", venue_path], 3, "ADMIN_SCOPE_REQUIRED"),
+        (Some(&ops), vec!["event", "create", "--venue", venue_id, "--name", "x"], 2, "--starts-at"),
+        (
+            Some(&ops),
+            vec![
+                "event",
+                "create",
+                "--venue",
+                unknown,
+                "--name",
+                "x",
+                "--starts-at",
+                "2030-01-01T00:00:00Z",
+                "--sale-opens-at",
+                "2029-01-01T00:00:00Z",
+            ],
+            3,
+            "NotFound",
+        ),
     ];
     for (token, args, code, names) in cases {
         let run = ctl(&target, token, &args).await;
         assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains(names), "{args:?}: {}", run.stderr);
     }
+    let _ = std::fs::remove_file(&venue_file);
+    let _ = std::fs::remove_file(&bad_file);
     let unreachable = ctl("http://127.0.0.1:1", Some(&ops), &["queue", "show", ev]).await;
     assert_eq!(unreachable.code, 4, "{}", unreachable.stderr);
     assert!(unreachable.stderr.contains("unreachable"), "{}", unreachable.stderr);
