@@ -10,12 +10,13 @@ mod helpers;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use helpers::*;
 use service_runtime::{auth::TokenIssuer, status::reason};
 use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::v1::{
     GetQueueStatusRequest, JoinRequest, QueueState, QueueStatus, SaleControlRequest, SaleState, SaleStatus,
-    admission_service_client::AdmissionServiceClient,
+    WatchQueueRequest, admission_service_client::AdmissionServiceClient,
 };
 use tonic::{Code, Request, Status, transport::Channel};
 
@@ -139,9 +140,31 @@ async fn a_closed_sale_admits_nobody_refuses_joins_and_cannot_be_resumed() {
     let bob = join(&mut client, &event_id, "bob").await.unwrap();
     assert_eq!(bob.state, QueueState::Waiting as i32, "the capacity of one is taken");
 
+    let watch = as_user("bob", WatchQueueRequest { event_id: event_id.clone(), user_id: "bob".into() });
+    let mut watching = client.watch_queue(watch).await.unwrap().into_inner();
+    let first = watching.next().await.unwrap().unwrap();
+    assert_eq!(first.state, QueueState::Waiting as i32);
+
     let closed = admin(&mut client, Rpc::Close, &event_id).await;
     assert_eq!(closed.state, SaleState::Closed as i32);
     assert_eq!((closed.queue_length, closed.admitted_total, closed.active_passes), (0, 1, 1));
+
+    // A waiting user's stream ends: the place is gone (a generous bound, not a speed check).
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watching.next().await {
+                Some(Ok(status)) => {
+                    assert_ne!(status.state, QueueState::Admitted as i32, "nobody is admitted")
+                }
+                Some(Err(status)) => return Some(status),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream of a user taken out of the queue ends");
+    let ended = ended.expect("it ends with the reason");
+    assert_eq!((ended.code(), reason(&ended).unwrap().0.as_str()), (Code::NotFound, "NOT_IN_QUEUE"));
 
     let refused = join(&mut client, &event_id, "dan").await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
