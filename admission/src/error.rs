@@ -15,6 +15,8 @@ pub const REASON_RATE_LIMITED: &str = "RATE_LIMITED";
 pub const REASON_EVENT_NOT_FOUND: &str = "EVENT_NOT_FOUND";
 /// Machine-readable reason: this replica holds as many WatchQueue streams as it may.
 pub const REASON_TOO_MANY_WATCHERS: &str = "TOO_MANY_WATCHERS";
+/// Machine-readable reason: an operator closed the sale (CloseSale).
+pub const REASON_SALE_CLOSED: &str = "SALE_CLOSED";
 /// Machine-readable reason: Redis lost the event's waiting room and it is being rebuilt;
 /// `retry-after` says when to ask again. No estimate is given meanwhile.
 pub const REASON_QUEUE_REBUILDING: &str = "QUEUE_REBUILDING";
@@ -39,6 +41,8 @@ pub enum Error {
     /// The event's history (the JetStream stream) could not be read for a rebuild.
     #[error("cannot read the event history: {0}")]
     HistoryUnreadable(String),
+    #[error("the sale of event {0} is closed")]
+    SaleClosed(String),
     #[error("event {0} does not exist")]
     UnknownEvent(String),
     /// `queue_started_at_ms`: since when the event's queue exists (Redis time, unix ms); a
@@ -101,6 +105,12 @@ impl From<Error> for Status {
                 tracing::error!(%error, "cannot read the event history");
                 Status::unavailable("the event history is unavailable")
             }
+            Error::SaleClosed(event_id) => with_reason(
+                Code::FailedPrecondition,
+                format!("event_id: the sale of event {event_id} is closed"),
+                REASON_SALE_CLOSED,
+                [("event_id", event_id)],
+            ),
             Error::UnknownEvent(event_id) => with_reason(
                 Code::NotFound,
                 format!("event_id: event {event_id} does not exist"),

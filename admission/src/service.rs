@@ -17,7 +17,8 @@ use ticketing_proto::{
     pass::{PassClaims, PassSigner},
     v1::{
         GetQueueStatusRequest, JoinRequest, LeaveRequest, LeaveResponse, Pass, QueueState, QueueStatus,
-        WatchQueueRequest, admission_service_server::AdmissionService as AdmissionApi,
+        SaleControlRequest, SaleState, SaleStatus, WatchQueueRequest,
+        admission_service_server::AdmissionService as AdmissionApi,
     },
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -27,7 +28,7 @@ use crate::{
     catalogue::{Catalogue, EventInfo},
     controller::{Controller, NowServing, Turn, View},
     error::Error,
-    store::{JoinOutcome, Left, Standing, Store, StoredPass},
+    store::{JoinOutcome, Left, SaleAction, SaleFigures, Standing, Store, StoredPass},
 };
 
 /// How long a request waits for its event's waiting room to be rebuilt (see
@@ -152,6 +153,7 @@ impl AdmissionService {
             .await?;
         let standing = match joined {
             JoinOutcome::RateLimited { retry_after_ms } => return Err(Error::RateLimited { retry_after_ms }),
+            JoinOutcome::SaleClosed => return Err(Error::SaleClosed(event_id)),
             JoinOutcome::Joined(standing) => standing,
         };
         self.controller.register(&event_id).await?;
@@ -190,6 +192,46 @@ impl AdmissionService {
                 Ok(true)
             }
         }
+    }
+}
+
+impl AdmissionService {
+    /// An operator's action on the sale of a known event; the caller checked the admin scope.
+    async fn control_sale(
+        &self,
+        request: &SaleControlRequest,
+        action: SaleAction,
+    ) -> Result<SaleStatus, Error> {
+        let event_id = uuid("event_id", &request.event_id)?.to_string();
+        let info = self.catalogue.get(&event_id).await?;
+        let figures =
+            self.with_state(&event_id, || self.store.sale(&event_id, action, info.sale_opens_at_ms)).await?;
+        if action != SaleAction::Status {
+            // The controllers walk registered events only: a sale paused before anyone joined
+            // still shows up in their figures, and a closed one is forgotten once drained.
+            self.controller.register(&event_id).await?;
+        }
+        Ok(sale_status(&info, &figures))
+    }
+}
+
+fn sale_status(info: &EventInfo, figures: &SaleFigures) -> SaleStatus {
+    let state = if figures.closed {
+        SaleState::Closed
+    } else if figures.paused {
+        SaleState::Paused
+    } else if figures.opened {
+        SaleState::Open
+    } else {
+        SaleState::NotOpen
+    };
+    SaleStatus {
+        event_id: info.event_id.clone(),
+        state: state as i32,
+        queue_length: figures.queue_length,
+        admitted_total: figures.admitted_total,
+        active_passes: figures.active_passes,
+        sale_opens_at: Some(timestamp_ms(info.sale_opens_at_ms)),
     }
 }
 
@@ -382,5 +424,31 @@ impl AdmissionApi for AdmissionService {
         let user = auth::acting_user(&request, &request.get_ref().user_id)?;
         let left = AdmissionService::leave(self, &user, request.into_inner()).await?;
         Ok(Response::new(LeaveResponse { left }))
+    }
+
+    async fn pause_sale(&self, request: Request<SaleControlRequest>) -> Result<Response<SaleStatus>, Status> {
+        auth::require_admin(&request)?;
+        Ok(Response::new(self.control_sale(request.get_ref(), SaleAction::Pause).await?))
+    }
+
+    async fn resume_sale(
+        &self,
+        request: Request<SaleControlRequest>,
+    ) -> Result<Response<SaleStatus>, Status> {
+        auth::require_admin(&request)?;
+        Ok(Response::new(self.control_sale(request.get_ref(), SaleAction::Resume).await?))
+    }
+
+    async fn close_sale(&self, request: Request<SaleControlRequest>) -> Result<Response<SaleStatus>, Status> {
+        auth::require_admin(&request)?;
+        Ok(Response::new(self.control_sale(request.get_ref(), SaleAction::Close).await?))
+    }
+
+    async fn get_sale_status(
+        &self,
+        request: Request<SaleControlRequest>,
+    ) -> Result<Response<SaleStatus>, Status> {
+        auth::require_admin(&request)?;
+        Ok(Response::new(self.control_sale(request.get_ref(), SaleAction::Status).await?))
     }
 }

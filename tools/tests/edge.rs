@@ -150,6 +150,10 @@ fn rpcs() -> Vec<(&'static str, Call)> {
         ("ticketing.v1.AdmissionService/WatchQueue", watch_queue),
         ("ticketing.v1.AdmissionService/GetQueueStatus", get_queue_status),
         ("ticketing.v1.AdmissionService/Leave", leave),
+        ("ticketing.v1.AdmissionService/PauseSale", pause_sale),
+        ("ticketing.v1.AdmissionService/ResumeSale", resume_sale),
+        ("ticketing.v1.AdmissionService/CloseSale", close_sale),
+        ("ticketing.v1.AdmissionService/GetSaleStatus", get_sale_status),
         ("ticketing.v1.SeatLockService/HoldSeats", hold_seats),
         ("ticketing.v1.SeatLockService/HoldBestAvailable", hold_best_available),
         ("ticketing.v1.SeatLockService/ReleaseHold", release_hold),
@@ -298,6 +302,53 @@ fn leave<'a>(
         let mut r = pb::LeaveRequest { event_id: w.event_id.clone(), user_id: ALICE.into() };
         set(path, value, [("event_id", One(&mut r.event_id)), ("user_id", One(&mut r.user_id))]);
         done(AdmissionServiceClient::new(w.lb.clone()).leave(timed(&w.alice, r)).await)
+    })
+}
+
+/// An operator's sale request with one field set (the admin RPCs share the message).
+fn sale_request(w: &World, path: &str, value: String) -> tonic::Request<pb::SaleControlRequest> {
+    let mut r = pb::SaleControlRequest { event_id: w.event_id.clone() };
+    set(path, value, [("event_id", One(&mut r.event_id))]);
+    timed(&w.admin, r)
+}
+
+fn pause_sale<'a>(
+    w: &'a World,
+    path: &'a str,
+    value: String,
+) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+    Box::pin(async move {
+        done(AdmissionServiceClient::new(w.lb.clone()).pause_sale(sale_request(w, path, value)).await)
+    })
+}
+
+fn resume_sale<'a>(
+    w: &'a World,
+    path: &'a str,
+    value: String,
+) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+    Box::pin(async move {
+        done(AdmissionServiceClient::new(w.lb.clone()).resume_sale(sale_request(w, path, value)).await)
+    })
+}
+
+fn close_sale<'a>(
+    w: &'a World,
+    path: &'a str,
+    value: String,
+) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+    Box::pin(async move {
+        done(AdmissionServiceClient::new(w.lb.clone()).close_sale(sale_request(w, path, value)).await)
+    })
+}
+
+fn get_sale_status<'a>(
+    w: &'a World,
+    path: &'a str,
+    value: String,
+) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+    Box::pin(async move {
+        done(AdmissionServiceClient::new(w.lb.clone()).get_sale_status(sale_request(w, path, value)).await)
     })
 }
 

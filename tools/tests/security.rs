@@ -144,6 +144,10 @@ fn rpcs() -> Vec<Rpc> {
         admin("InventoryService/CreateEvent", create_event),
         admin("PaymentService/RefundBooking", refund_booking),
         admin("PaymentService/Reconcile", reconcile),
+        admin("AdmissionService/PauseSale", pause_sale),
+        admin("AdmissionService/ResumeSale", resume_sale),
+        admin("AdmissionService/CloseSale", close_sale),
+        admin("AdmissionService/GetSaleStatus", get_sale_status),
     ]
 }
 
@@ -358,6 +362,34 @@ fn refund_booking(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> + S
             reason: "an attacker's refund".into(),
         });
         render(PaymentServiceClient::new(w.lb.clone()).refund_booking(request).await)
+    })
+}
+
+fn sale_request(w: &World, a: &Auth) -> tonic::Request<pb::SaleControlRequest> {
+    a.request(pb::SaleControlRequest { event_id: w.event_id.clone() })
+}
+
+fn pause_sale(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>> {
+    Box::pin(async move {
+        render(AdmissionServiceClient::new(w.lb.clone()).pause_sale(sale_request(w, &a)).await)
+    })
+}
+
+fn resume_sale(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>> {
+    Box::pin(async move {
+        render(AdmissionServiceClient::new(w.lb.clone()).resume_sale(sale_request(w, &a)).await)
+    })
+}
+
+fn close_sale(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>> {
+    Box::pin(async move {
+        render(AdmissionServiceClient::new(w.lb.clone()).close_sale(sale_request(w, &a)).await)
+    })
+}
+
+fn get_sale_status(w: &World, a: Auth) -> Pin<Box<dyn Future<Output = Answer> + Send + '_>> {
+    Box::pin(async move {
+        render(AdmissionServiceClient::new(w.lb.clone()).get_sale_status(sale_request(w, &a)).await)
     })
 }
 

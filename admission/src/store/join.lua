@@ -7,7 +7,8 @@
 -- KEYS[4] tickets      HASH    user -> ticket, the users still waiting
 -- KEYS[5] passes       ZSET    user -> pass expiry (unix ms), the active passes
 -- KEYS[6] admitted     HASH    user -> "pass_id:expires_at_ms:ticket:checked_in_expiry_ms"
--- KEYS[7] opening      HASH    state = sealed|open once the opening step ran
+-- KEYS[7] opening      HASH    state = sealed|open once the opening step ran; closed = 1 once
+--                              an operator closed the sale (sale.lua)
 -- KEYS[8] ready        STRING  the event's state exists (value: its epoch, Redis ms when made)
 -- ARGV[1] user id
 -- ARGV[2] joins allowed per user per second
@@ -17,6 +18,7 @@
 -- Returns one of
 --   {-2}                                        the event's state is missing after the sale
 --                                               opened (Redis lost it): rebuild first
+--   {-3}                                        the sale is closed (sale.lua), nothing changed
 --   {-1, retry_after_ms}                        rate limited, nothing else changed
 --   {2, "pass_id:expires_at_ms:ticket:...", now_ms, queue_length}   the user holds a valid pass
 --                                               (collected: extended to its checked-in expiry)
@@ -32,6 +34,9 @@ local user = ARGV[1]
 local now = redis_now_ms()
 if not ready_or_start(KEYS[8], tonumber(ARGV[3]), now) then
   return {-2}
+end
+if redis.call('HGET', KEYS[7], 'closed') == '1' then
+  return {-3}
 end
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then

@@ -72,6 +72,8 @@ pub const REBUILD_LOCK: Duration = Duration::from_secs(30);
 
 /// The reply code of a script that found the event's state missing after the opening.
 const NOT_READY: i64 = -2;
+/// The reply code of a script that found the sale closed by an operator (`sale.lua`).
+const SALE_CLOSED: i64 = -3;
 /// The most users admitted in one tick of one event; bounds the script's run time (Redis is
 /// single-threaded) while a large free capacity is filled over a few ticks.
 pub const MAX_ADMIT_PER_TICK: u32 = 1_000;
@@ -100,6 +102,7 @@ pub struct Store {
     prequeue_page: LuaScript,
     rebuild: LuaScript,
     finished: LuaScript,
+    sale: LuaScript,
 }
 
 impl Store {
@@ -127,6 +130,7 @@ impl Store {
             prequeue_page: LuaScript::load(&pool, include_str!("prequeue_page.lua")).await?,
             rebuild: LuaScript::load(&pool, include_str!("rebuild.lua")).await?,
             finished: LuaScript::load(&pool, include_str!("finished.lua")).await?,
+            sale: LuaScript::load(&pool, with_common(include_str!("sale.lua"))).await?,
             pool,
         })
     }
@@ -174,6 +178,9 @@ impl Store {
         ];
         let reply = self.run(&self.join, keys, args).await?;
         ready(&reply, event_id)?;
+        if int(reply.first())? == SALE_CLOSED {
+            return Ok(JoinOutcome::SaleClosed);
+        }
         if int(reply.first())? == -1 {
             return Ok(JoinOutcome::RateLimited { retry_after_ms: uint(reply.get(1))? });
         }
@@ -338,6 +345,39 @@ impl Store {
             .call::<Value, _, _>(&self.pool, vec![self.key(event_id, "outbox")], args)
             .await?;
         uint(Some(&reply))
+    }
+
+    /// An operator's action on the sale (`sale.lua`, atomic): pause, resume or close it, or
+    /// only read it; answers the sale's state and figures after the action.
+    /// [`Error::SaleClosed`] when pausing or resuming a closed sale.
+    pub async fn sale(
+        &self,
+        event_id: &str,
+        action: SaleAction,
+        sale_opens_at_ms: i64,
+    ) -> Result<SaleFigures, Error> {
+        let keys = vec![
+            self.key(event_id, "opening"),
+            self.key(event_id, "queue"),
+            self.key(event_id, "tickets"),
+            self.key(event_id, "passes"),
+            self.key(event_id, "admitted_total"),
+            self.key(event_id, "ready"),
+        ];
+        let args = vec![Value::from(action.as_str()), Value::Integer(sale_opens_at_ms)];
+        let reply = self.run(&self.sale, keys, args).await?;
+        ready(&reply, event_id)?;
+        if reply.len() == 1 && int(reply.first())? == SALE_CLOSED {
+            return Err(Error::SaleClosed(event_id.to_owned()));
+        }
+        Ok(SaleFigures {
+            opened: int(reply.first())? == 1,
+            paused: int(reply.get(1))? == 1,
+            closed: int(reply.get(2))? == 1,
+            queue_length: uint(reply.get(3))?,
+            admitted_total: uint(reply.get(4))?,
+            active_passes: uint(reply.get(5))?,
+        })
     }
 
     /// This replica's id: its name in the lease and among the outbox relays.

@@ -35,7 +35,11 @@ pub enum Standing {
 /// The answer of a join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
-    RateLimited { retry_after_ms: u64 },
+    RateLimited {
+        retry_after_ms: u64,
+    },
+    /// An operator closed the sale; nothing changed.
+    SaleClosed,
     Joined(Standing),
 }
 
@@ -167,4 +171,37 @@ pub enum Rebuilt {
     AlreadyReady,
     /// The lock expired before the rebuild finished; another replica may be rebuilding.
     LockLost,
+}
+
+/// What an operator does to a sale ([`super::Store::sale`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleAction {
+    /// Only reads the figures.
+    Status,
+    Pause,
+    Resume,
+    Close,
+}
+
+impl SaleAction {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Close => "close",
+        }
+    }
+}
+
+/// A sale's state and figures after an operator's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleFigures {
+    /// The opening step has run (state `open`).
+    pub opened: bool,
+    pub paused: bool,
+    pub closed: bool,
+    pub queue_length: u64,
+    pub admitted_total: u64,
+    pub active_passes: u64,
 }

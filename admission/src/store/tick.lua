@@ -8,7 +8,8 @@
 -- KEYS[6] passseq         STRING  last pass id handed out
 -- KEYS[7] admitted_total  STRING  passes issued so far
 -- KEYS[8] seq             STRING  last ticket handed out
--- KEYS[9] opening         HASH    state (sealed|open), sealed_ticket, sealed_at, opened_at, prequeue
+-- KEYS[9] opening         HASH    state (sealed|open), sealed_ticket, sealed_at, opened_at, prequeue;
+--                                 paused, closed (sale.lua): set, nobody is admitted
 -- KEYS[10] stats          HASH    ended-pass counters: expired, unclaimed, released, left
 -- KEYS[11] outbox         STREAM  one entry per tick that admitted: user -> "pass_id:expires_at_ms:ticket",
 --                                 read by the consumer group "relay", which publishes Admitted events;
@@ -31,7 +32,7 @@
 -- and outbox_entries counts the outbox entries not yet published and deleted by a relay.
 -- The admissions go to the outbox in the same atomic step that issues the passes, so a
 -- replica dying right after the tick loses no Admitted event: any replica's relay sends it.
--- Admits only once the event is open (state "open"). When the sale time has come and nobody
+-- Admits only once the event is open (state "open") and neither paused nor closed. When the sale time has come and nobody
 -- is in the pre-queue, it opens the event itself; otherwise the controller's opening step
 -- (seal.lua, shuffle.lua) must run first.
 local time = redis.call('TIME')
@@ -55,7 +56,11 @@ if not state and now >= tonumber(ARGV[1]) and redis.call('ZCOUNT', KEYS[2], '-in
   state = 'open'
 end
 
-if state == 'open' and now >= tonumber(ARGV[1]) and redis.call('SET', KEYS[1], ARGV[6], 'NX', 'PX', ARGV[4]) then
+-- An operator's pause or close (sale.lua) stops admitting; the queue and the figures stay.
+local halted = redis.call('HGET', KEYS[9], 'paused') == '1' or redis.call('HGET', KEYS[9], 'closed') == '1'
+
+if state == 'open' and not halted and now >= tonumber(ARGV[1])
+  and redis.call('SET', KEYS[1], ARGV[6], 'NX', 'PX', ARGV[4]) then
   -- Expired passes free their slots first; an uncollected one is a no-show freed early.
   local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
   local unclaimed = 0

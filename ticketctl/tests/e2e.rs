@@ -1,0 +1,265 @@
+//! `ticketctl` against the real mesh behind HAProxy: the sale's pause (joins still queue,
+//! nobody is admitted), resume and close, the queue and the seats, and the exit code of every
+//! error path.
+//!
+//! Needs the service binaries (`cargo build --bins`) and HAProxy, as tools' end-to-end tests.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use test_support::testenv::{TestEnv, eventually};
+use ticketing_proto::v1::{self as pb, QueueState, admission_service_client::AdmissionServiceClient};
+use tools::stack::{self, Stack, StackConfig};
+
+/// Stops the stack's processes when the test ends, even when it fails.
+struct Running(Stack);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
+/// What one run of ticketctl gave: exit code, stdout, stderr.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        assert_eq!(self.code, 0, "ticketctl failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+/// Runs ticketctl with `args`, the stack's load balancer as target (from the environment,
+/// as an operator sets it) and `token` when given.
+async fn ctl(target: &str, token: Option<&str>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketctl"));
+    command.args(args).env("TICKETCTL_TARGET", target).env_remove("TICKETCTL_TOKEN");
+    if let Some(token) = token {
+        command.env("TICKETCTL_TOKEN", token);
+    }
+    let output = command.output().await.unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+const VENUE_FILE: &str = "\
+name: Ctl Hall
+zones:
+  - id: A
+    name: Stalls
+    price_cents: 5000
+    rows: ['1', '2']
+    seats_per_row: 5
+  - id: FLOOR
+    name: Floor
+    price_cents: 3500
+    capacity: 30
+";
+
+/// Creates an event whose sale opened a second ago with ticketctl; returns its id.
+async fn create_event(target: &str, token: &str, venue_id: &str, name: &str) -> String {
+    let now = chrono::Utc::now();
+    let starts_at = (now + chrono::Duration::days(30)).to_rfc3339();
+    let opens_at = (now - chrono::Duration::seconds(1)).to_rfc3339();
+    let args = [
+        "event",
+        "create",
+        "--venue",
+        venue_id,
+        "--name",
+        name,
+        "--starts-at",
+        &starts_at,
+        "--sale-opens-at",
+        &opens_at,
+        "--admission-capacity",
+        "10",
+        "--admission-tick-ms",
+        "50",
+        "--json",
+    ];
+    let event = ctl(target, Some(token), &args).await.json();
+    assert_eq!((event["name"].as_str(), event["admission_capacity"].as_u64()), (Some(name), Some(10)));
+    event["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_seats() {
+    let env = TestEnv::new().await.unwrap();
+    let state_dir = std::env::temp_dir().join(format!("ticketctl-e2e-{}", env.id));
+    let mut config = StackConfig::on_free_ports(state_dir, stack::target_dir().join("debug")).unwrap();
+    config.database_url = env.database_url.clone();
+    config.redis_url = env.redis_url.clone();
+    config.redis_prefix = env.redis_prefix.clone();
+    config.nats_url = env.nats_url.clone();
+    config.nats_prefix = env.nats_prefix.clone();
+    let stack = Running(Stack::start(config).await.unwrap());
+    let target = stack.0.config.lb_url();
+    let identity = stack.0.identity.clone();
+    let ops = identity.token("ops", true, Duration::from_secs(3600));
+    let ann_token = identity.token("ann", false, Duration::from_secs(3600));
+    let lb = tonic::transport::Endpoint::from_shared(target.clone()).unwrap().connect().await.unwrap();
+
+    // Catalogue: a venue from a file, two events on it.
+    let venue_file = std::env::temp_dir().join(format!("ticketctl-venue-{}.yaml", env.id));
+    std::fs::write(&venue_file, VENUE_FILE).unwrap();
+    let venue_path = venue_file.to_str().unwrap();
+    let created = ctl(&target, Some(&ops), &["venue", "create", "-f", venue_path]).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(created.stdout.contains("Ctl Hall") && created.stdout.contains("FLOOR"), "{}", created.stdout);
+    let venue = ctl(&target, Some(&ops), &["venue", "create", "-f", venue_path, "--json"]).await.json();
+    assert_eq!(venue["total_capacity"].as_u64(), Some(40), "{venue}");
+    let venue_id = venue["venue_id"].as_str().unwrap();
+    let event_id = create_event(&target, &ops, venue_id, "Paused Tour").await;
+    let other_id = create_event(&target, &ops, venue_id, "Running Tour").await;
+    let ev = event_id.as_str();
+
+    // Catalogue.
+    let listed = ctl(&target, Some(&ops), &["event", "list", "--json"]).await.json();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&ev) && ids.contains(&other_id.as_str()), "{ids:?}");
+    let table = ctl(&target, Some(&ops), &["event", "list"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("EVENT") && table.stdout.contains("Paused Tour"), "{}", table.stdout);
+    let got = ctl(&target, Some(&ops), &["event", "get", ev]).await;
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    assert!(got.stdout.contains("Paused Tour") && got.stdout.contains("FLOOR"), "{}", got.stdout);
+    let got = ctl(&target, Some(&ops), &["event", "get", ev, "--json"]).await.json();
+    assert_eq!((got["total_capacity"].as_u64(), got["zones"].as_array().unwrap().len()), (Some(40), 2));
+
+    // Pause: joins still queue, nobody is admitted.
+    let paused = ctl(&target, Some(&ops), &["sale", "pause", ev, "--json"]).await.json();
+    assert_eq!(paused["state"], "paused");
+    let mut admission = AdmissionServiceClient::new(lb.clone());
+    for (i, user) in ["ann", "bob"].into_iter().enumerate() {
+        let request =
+            identity.as_user(user, pb::JoinRequest { event_id: event_id.clone(), user_id: String::new() });
+        let status = admission.join(request).await.unwrap().into_inner();
+        assert_eq!((status.state, status.position), (QueueState::Waiting as i32, i as u64 + 1));
+    }
+    // A user of another event with the same tick, joined later, is admitted: the controllers
+    // have ticked since the joins, and the paused event admitted nobody.
+    let request =
+        identity.as_user("cat", pb::JoinRequest { event_id: other_id.clone(), user_id: String::new() });
+    admission.join(request).await.unwrap();
+    let other_admitted = eventually(Duration::from_secs(30), || {
+        let (target, ops, other) = (target.clone(), ops.clone(), other_id.clone());
+        async move {
+            let queue = ctl(&target, Some(&ops), &["queue", "show", &other, "--json"]).await.json();
+            (queue["admitted_total"].as_u64() == Some(1)).then_some(())
+        }
+    })
+    .await;
+    assert!(other_admitted.is_some(), "the running sale admits");
+    let queue = ctl(&target, Some(&ops), &["queue", "show", ev, "--json"]).await.json();
+    assert_eq!(queue["state"], "paused");
+    assert_eq!(
+        (queue["queue_length"].as_u64(), queue["admitted_total"].as_u64(), queue["active_passes"].as_u64()),
+        (Some(2), Some(0), Some(0)),
+        "{queue}"
+    );
+    let shown = ctl(&target, Some(&ops), &["queue", "show", ev]).await;
+    assert_eq!(shown.code, 0);
+    assert!(shown.stdout.contains("paused") && shown.stdout.contains("waiting"), "{}", shown.stdout);
+
+    // Resume: both are admitted.
+    let resumed = ctl(&target, Some(&ops), &["sale", "resume", ev]).await;
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stdout.contains("resumed"), "{}", resumed.stdout);
+    let admitted = eventually(Duration::from_secs(30), || {
+        let (target, ops, ev) = (target.clone(), ops.clone(), event_id.clone());
+        async move {
+            let queue = ctl(&target, Some(&ops), &["queue", "show", &ev, "--json"]).await.json();
+            (queue["admitted_total"].as_u64() == Some(2)).then_some(queue)
+        }
+    })
+    .await
+    .expect("the resumed sale admits both");
+    assert_eq!((admitted["state"].as_str(), admitted["queue_length"].as_u64()), (Some("open"), Some(0)));
+
+    // Seats: a per-zone table and its JSON.
+    let seats = ctl(&target, Some(&ops), &["seats", "show", ev]).await;
+    assert_eq!(seats.code, 0, "{}", seats.stderr);
+    let lines: Vec<&str> = seats.stdout.lines().collect();
+    assert!(lines[0].starts_with("ZONE") && lines.iter().any(|l| l.starts_with("FLOOR")), "{}", seats.stdout);
+    assert!(lines.last().unwrap().starts_with("TOTAL"), "{}", seats.stdout);
+    let seats = ctl(&target, Some(&ops), &["seats", "show", ev, "--json"]).await.json();
+    let zones = seats["zones"].as_array().unwrap();
+    let capacity: u64 = zones.iter().map(|z| z["capacity"].as_u64().unwrap()).sum();
+    let free: u64 = zones.iter().map(|z| z["free"].as_u64().unwrap()).sum();
+    assert_eq!((capacity, free), (40, 40), "{seats}");
+
+    // Close: joins are refused, and the sale cannot be resumed (refused: 3).
+    let closed = ctl(&target, Some(&ops), &["sale", "close", ev, "--json"]).await.json();
+    assert_eq!(closed["state"], "closed");
+    let request =
+        identity.as_user("dan", pb::JoinRequest { event_id: event_id.clone(), user_id: String::new() });
+    assert_eq!(admission.join(request).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    let refused = ctl(&target, Some(&ops), &["sale", "resume", ev]).await;
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(refused.stderr.contains("SALE_CLOSED"), "{}", refused.stderr);
+
+    // Every error path's exit code.
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let bad_file = std::env::temp_dir().join(format!("ticketctl-bad-venue-{}.yaml", env.id));
+    std::fs::write(&bad_file, "name: Bad Hall\nzones:\n  - id: A\n    name: Stalls\n    price_cents: 1\n")
+        .unwrap();
+    let bad_path = bad_file.to_str().unwrap();
+    let missing = "/nonexistent/venue.yaml";
+    let cases: [(Option<&str>, Vec<&str>, i32, &str); 15] = [
+        (Some(&ops), vec!["queue", "show", unknown], 3, "NotFound"),
+        (Some(&ops), vec!["seats", "show", unknown], 3, "NotFound"),
+        (Some(&ops), vec!["event", "get", unknown], 3, "NotFound"),
+        (Some(&ops), vec!["sale", "pause", "not-a-uuid"], 3, "InvalidArgument"),
+        (None, vec!["sale", "pause", ev], 3, "Unauthenticated"),
+        (Some(&ann_token), vec!["sale", "pause", ev], 3, "ADMIN_SCOPE_REQUIRED"),
+        (Some("not.a.jwt"), vec!["queue", "show", ev], 3, "Unauthenticated"),
+        (Some(&ops), vec!["sale", "pause"], 2, "EVENT"),
+        (Some(&ops), vec!["sale", "reopen", ev], 2, "reopen"),
+        (Some(&ops), vec!["--target", "ftp://nowhere", "queue", "show", ev], 2, "--target"),
+        (Some(&ops), vec!["venue", "create", "-f", bad_path], 2, "give rows"),
+        (Some(&ops), vec!["venue", "create", "-f", missing], 2, missing),
+        (Some(&ann_token), vec!["venue", "create", "-f", venue_path], 3, "ADMIN_SCOPE_REQUIRED"),
+        (Some(&ops), vec!["event", "create", "--venue", venue_id, "--name", "x"], 2, "--starts-at"),
+        (
+            Some(&ops),
+            vec![
+                "event",
+                "create",
+                "--venue",
+                unknown,
+                "--name",
+                "x",
+                "--starts-at",
+                "2030-01-01T00:00:00Z",
+                "--sale-opens-at",
+                "2029-01-01T00:00:00Z",
+            ],
+            3,
+            "NotFound",
+        ),
+    ];
+    for (token, args, code, names) in cases {
+        let run = ctl(&target, token, &args).await;
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(names), "{args:?}: {}", run.stderr);
+    }
+    let _ = std::fs::remove_file(&venue_file);
+    let _ = std::fs::remove_file(&bad_file);
+    let unreachable = ctl("http://127.0.0.1:1", Some(&ops), &["queue", "show", ev]).await;
+    assert_eq!(unreachable.code, 4, "{}", unreachable.stderr);
+    assert!(unreachable.stderr.contains("unreachable"), "{}", unreachable.stderr);
+    let help = ctl(&target, None, &["sale", "pause", "--help"]).await;
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("Exit codes") && help.stdout.contains("unreachable"), "{}", help.stdout);
+}
