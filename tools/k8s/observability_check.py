@@ -15,6 +15,10 @@ any error.
      `counter!`/`gauge!`/`histogram!`/`LiveGauge::get` name in the services' sources (a
      histogram's `_bucket`/`_count`/`_sum`), or a `process_*` series of metrics-process that
      service-runtime/tests/rpc_telemetry.rs sees in a real scrape.
+
+`--series FILE` writes the metric names the rules and the dashboard query (one a line) and
+`--rules FILE` the PrometheusRule's spec as a Prometheus rule file, without checking: for
+tools/tests/prometheus.rs, which runs a real Prometheus against the local stack.
 """
 from __future__ import annotations
 
@@ -69,7 +73,38 @@ def recorded_metrics() -> set[str]:
     return names
 
 
+def queried(spec: dict, queries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(where, metric) for every metric name a rule or dashboard query reads."""
+    rules = [rule for group in spec["groups"] for rule in group["rules"]]
+    found = []
+    for where, expr in [(f"rule {r.get('alert') or r.get('record')}", r["expr"]) for r in rules] + [
+        (f"dashboard panel {title!r}", expr) for title, expr in queries
+    ]:
+        found.extend((where, metric) for metric in METRIC.findall(RECORDING_RULE.sub("", expr)))
+    return found
+
+
+def export(series_out: Path | None, rules_out: Path | None) -> int:
+    spec = yaml.safe_load((OBS / "prometheusrule.yaml").read_text())["spec"]
+    dashboard = json.loads((OBS / "ticketing-dashboard.json").read_text())
+    queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
+    if series_out:
+        names = sorted({metric for _, metric in queried(spec, queries)})
+        series_out.write_text("".join(f"{name}\n" for name in names))
+    if rules_out:
+        rules_out.write_text(json.dumps(spec))
+    return 0
+
+
 def main() -> int:
+    args = sys.argv[1:]
+    if args:
+        options = dict(zip(args[::2], args[1::2]))
+        if len(args) % 2 or set(options) - {"--series", "--rules"}:
+            print("usage: observability_check.py [--series FILE] [--rules FILE]", file=sys.stderr)
+            return 64
+        paths = {k: Path(v) for k, v in options.items()}
+        return export(paths.get("--series"), paths.get("--rules"))
     rendered = run(["kubectl", "kustomize", str(OBS)])
     if rendered is None:
         return report()
@@ -136,12 +171,9 @@ def main() -> int:
         run(["promtool", "test", "rules", "rules-test.yaml"], cwd=work)
 
     known = recorded_metrics()
-    for where, expr in [(f"rule {r.get('alert') or r.get('record')}", r["expr"]) for r in rules] + [
-        (f"dashboard panel {title!r}", expr) for title, expr in queries
-    ]:
-        for metric in METRIC.findall(RECORDING_RULE.sub("", expr)):
-            if metric not in known:
-                error(f"{where} queries {metric}, which no code records")
+    for where, metric in queried(spec, queries):
+        if metric not in known:
+            error(f"{where} queries {metric}, which no code records")
     print(
         f"observability: {len(alerts)} alerts, {len(rules) - len(alerts)} recording rules, "
         f"{len(queries)} dashboard queries; {len(known)} metric names recorded by the code"
