@@ -208,6 +208,8 @@ async fn prometheus_finds_every_series_the_dashboard_and_alerts_query() -> anyho
         let (_, rules) = get(port, "/api/v1/rules").await?;
         assert!(found.is_some(), "{recorded} never evaluated; rules: {rules}");
     }
+    // Each service's exporter serves the process series (metrics-process).
+    assert_eq!(series_count(port, "process_resident_memory_bytes").await?, stack.0.config.services.len());
     // No service's method label took a value outside its served methods.
     assert_eq!(series_count(port, r#"grpc_server_handled_total{grpc_method="unknown"}"#).await?, 0);
     Ok(())
