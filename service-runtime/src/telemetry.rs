@@ -2,12 +2,18 @@
 //!
 //! - Logs go to stderr through `tracing`; `LOG_FORMAT=json` makes them JSON (for production),
 //!   `RUST_LOG` filters them (default `info`).
-//! - When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC in batches;
-//!   an absent collector only costs dropped batches, never a failed request.
+//! - Every span gets OpenTelemetry ids; when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are
+//!   exported over OTLP/gRPC in batches (an absent collector only costs dropped batches, never
+//!   a failed request). Each RPC's server span is named by the RPC
+//!   (`ticketing.v1.PaymentService/Pay`) and carries `trace_id` and `span_id` fields, so every
+//!   log line inside it names its trace (see [`record_trace_ids`]).
 //! - Metrics are served for Prometheus by [`serve_metrics`]. A series that has not been updated
 //!   for [`METRICS_IDLE`] leaves the scrape (a finished event's series, once admission forgot
 //!   the event), so the number of series follows what is alive, not everything since the
 //!   process started. Gauges that count live things use [`LiveGauge`], re-published while true.
+//!   The process' own series (CPU seconds, resident memory, open file descriptors: the
+//!   `process_*` names of Prometheus' client libraries) come from `metrics-process`, collected
+//!   every [`PROCESS_METRICS_PERIOD`].
 //! - W3C trace context (`traceparent`) travels in gRPC metadata and NATS headers: see
 //!   [`inject_grpc`], [`extract_http`], [`inject_nats`] and [`extract_nats`].
 
@@ -48,13 +54,9 @@ pub fn init(service_name: &'static str) -> TelemetryGuard {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let fmt = if json {
-        tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed()
-    } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
-    };
+    let fmt = log_layer(json, std::io::stderr);
 
-    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+    let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|endpoint| !endpoint.is_empty())
         .and_then(|endpoint| match otlp_provider(service_name, &endpoint) {
@@ -64,11 +66,35 @@ pub fn init(service_name: &'static str) -> TelemetryGuard {
                 None
             }
         });
-    let otel = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    // Without an exporter, a provider that exports nothing still gives every span its trace
+    // and span ids, which the log lines carry.
+    let provider = exporting.unwrap_or_else(|| {
+        SdkTracerProvider::builder()
+            .with_resource(Resource::builder().with_service_name(service_name).build())
+            .build()
+    });
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
-    TelemetryGuard { provider }
+    TelemetryGuard { provider: Some(provider) }
+}
+
+/// The log lines' layer, writing to `writer`: plain text, or JSON (one object a line) with the
+/// current span's fields (an RPC's `trace_id` and `span_id` among them) and the span list.
+pub fn log_layer<S, W>(json: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(writer)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(writer).boxed()
+    }
 }
 
 fn otlp_provider(
@@ -85,6 +111,24 @@ fn otlp_provider(
     global::set_tracer_provider(provider.clone());
     Ok(provider)
 }
+
+/// Records `span`'s OpenTelemetry trace and span ids (lower-case hex) in its `trace_id` and
+/// `span_id` fields, which it must declare (`tracing::field::Empty`). Call after setting its
+/// parent: the ids are fixed from then on. Without the OpenTelemetry layer, records nothing.
+pub fn record_trace_ids(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+        span.record("span_id", tracing::field::display(ids.span_id()));
+    }
+}
+
+/// How often the process' own series (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, ...) are read from `/proc`: a few
+/// times per usual scrape interval (15 s), at the cost of a few syscalls.
+pub const PROCESS_METRICS_PERIOD: Duration = Duration::from_secs(5);
 
 /// How long a series may go without an update before the exporter drops it from the scrape:
 /// longer than admission's `FINISHED_EVENT_AFTER_MS` (10 min by default) and than any loop's
@@ -107,6 +151,18 @@ pub fn serve_metrics_with_idle(addr: SocketAddr, idle: Duration) -> Result<(), S
         .idle_timeout(metrics_util::MetricKindMask::ALL, Some(idle))
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
+    std::thread::Builder::new()
+        .name("process-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(PROCESS_METRICS_PERIOD);
+                process.collect();
+            }
+        })
+        .map_err(|e| format!("cannot start the process metrics collector: {e}"))?;
     std::thread::Builder::new()
         .name("live-gauges".into())
         .spawn(move || {

@@ -48,11 +48,18 @@ use self::{
 };
 pub use self::{
     signal::shutdown_signal,
-    stack::{RpcTelemetry, RpcTelemetryLayer},
+    stack::{KnownMethods, RpcMethod, RpcTelemetry, RpcTelemetryLayer, UNKNOWN, grpc_code_label},
 };
 use crate::{
     auth::Authenticator, config::ServerArgs, health::HealthPort, lifecycle::Background, mtls::MeshTls,
 };
+
+/// gRPC health, served on every listener next to a service's own RPCs.
+const HEALTH: &str = "grpc.health.v1.Health";
+/// Server reflection (v1), served on the public listener.
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+/// Server reflection (v1alpha, for older clients), served on the public listener.
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 /// A bound, not yet serving, gRPC server.
 pub struct GrpcServer {
@@ -228,7 +235,11 @@ impl GrpcServer {
             // deadline covers only its start.
             .timeout(args.request_timeout())
             .tcp_nodelay(true)
-            .layer(stack(args.max_in_flight, Arc::clone(&auth)))
+            .layer(stack(
+                args.max_in_flight,
+                Arc::clone(&auth),
+                Arc::new(KnownMethods::of_services(&[S::NAME, HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA])),
+            ))
             .add_service(tonic_health::pb::health_server::HealthServer::new(
                 tonic_health::server::HealthService::from_health_reporter(health.clone()),
             ))
@@ -251,7 +262,11 @@ impl GrpcServer {
                     .tcp_nodelay(true)
                     // Its own concurrency limit: a burst on the public listener must not shed
                     // payment's ConfirmHold for a charge already taken.
-                    .layer(stack(args.max_in_flight, Arc::clone(&auth)))
+                    .layer(stack(
+                        args.max_in_flight,
+                        Arc::clone(&auth),
+                        Arc::new(KnownMethods::of_services(&[internal.name, HEALTH])),
+                    ))
                     .add_routes(internal.routes)
                     .add_service(tonic_health::pb::health_server::HealthServer::new(
                         tonic_health::server::HealthService::from_health_reporter(health.clone()),

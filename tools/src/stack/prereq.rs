@@ -269,6 +269,22 @@ pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Prometheus (Debian's `prometheus`, which brings `promtool` too), installed if missing:
+/// `tools/tests/prometheus.rs` scrapes the local stack with it.
+pub fn ensure_prometheus() -> anyhow::Result<()> {
+    require("/usr/bin/prometheus", "prometheus")
+}
+
+/// PyYAML, installed with pip if missing: `tools/k8s/observability_check.py` reads the
+/// PrometheusRule with it, for `tools/tests/prometheus.rs` and the offline check.
+pub fn ensure_pyyaml() -> anyhow::Result<()> {
+    if run("python3", &["-c", "import yaml"]).is_ok() {
+        return Ok(());
+    }
+    run("python3", &["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pyyaml"])
+        .map_err(|error| anyhow::anyhow!("PyYAML not found: python3 -m pip install pyyaml ({error:#})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_port;

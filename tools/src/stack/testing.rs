@@ -6,12 +6,18 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use super::{build_binaries, cargo, ensure_backing_services, ensure_haproxy, workspace_root};
+use super::{
+    build_binaries, cargo, ensure_backing_services, ensure_haproxy, ensure_prometheus, ensure_pyyaml,
+    workspace_root,
+};
 
 /// Runs every test, with `args` passed to `cargo test`.
 pub fn test(args: &[String]) -> anyhow::Result<()> {
     ensure_backing_services()?;
     ensure_haproxy()?;
+    // tools/tests/prometheus.rs runs a real Prometheus and reads k8s/observability with PyYAML.
+    ensure_prometheus()?;
+    ensure_pyyaml()?;
     build_binaries(true)?;
     let mut test = vec!["test", "--workspace"];
     test.extend(args.iter().map(String::as_str));
