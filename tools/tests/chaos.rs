@@ -12,7 +12,7 @@
 
 use tools::{
     chaos::{self, ChaosConfig, ChaosRun, Fault},
-    flashsale::SimConfig,
+    flashsale::{Outcome, SimConfig},
     identity::Identity,
     report, stack,
 };
@@ -50,11 +50,12 @@ fn sale(state_dir: &std::path::Path) -> anyhow::Result<SimConfig> {
     Ok(sim)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Result<()> {
+/// The sale of [`sale`] under `faults`, one every 3 s from the opening, on a private stack
+/// named after `name`, one sale at a time: its outcome and printed summary.
+async fn sale_under(name: &str, faults: Vec<Fault>) -> anyhow::Result<(Outcome, String)> {
     let _one_at_a_time = ONE_SALE_AT_A_TIME.lock().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let state_dir = std::env::temp_dir().join(format!("ticketing-chaos-{}", &id[..12]));
+    let state_dir = std::env::temp_dir().join(format!("ticketing-{name}-{}", &id[..12]));
     let sim = sale(&state_dir)?;
     let out = state_dir.join("report");
     let schedule = ChaosConfig {
@@ -64,14 +65,20 @@ async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Re
         // consumer only when its pull request times out); on a loaded 2-core machine NATS has
         // taken over 30 s. This only bounds a failing run.
         recovery_timeout_secs: 90.0,
-        faults: Fault::EVERY.to_vec(),
+        faults,
     };
     let run = ChaosRun::new(sim, schedule, stack::target_dir().join("debug"), state_dir);
     let outcome = chaos::run(run).await?;
     let html = report::write(&outcome, &out)?;
     let summary = report::summary(&outcome, &html);
     println!("{summary}");
+    assert!(html.exists() && out.join("report.json").exists());
+    Ok((outcome, summary))
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Result<()> {
+    let (outcome, summary) = sale_under("chaos", Fault::EVERY.to_vec()).await?;
     assert_eq!(outcome.faults.len(), Fault::EVERY.len(), "every fault happened: {summary}");
     for fault in &outcome.faults {
         assert!(fault.recovery_secs.is_some(), "{} {}: not recovered: {summary}", fault.target, fault.kind);
@@ -84,7 +91,6 @@ async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Re
         v.checks.iter().any(|c| c.name.starts_with("reconciliation finds nothing") && c.ok),
         "the verification ended with a reconciliation that found nothing: {summary}"
     );
-    assert!(html.exists() && out.join("report.json").exists());
     Ok(())
 }
 
@@ -93,22 +99,7 @@ async fn a_sale_under_chaos_keeps_every_invariant_and_reconciles() -> anyhow::Re
 /// whole pass ttl, and the sale must go on at its pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_that_loses_redis_just_after_opening_goes_on() -> anyhow::Result<()> {
-    let _one_at_a_time = ONE_SALE_AT_A_TIME.lock().await;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let state_dir = std::env::temp_dir().join(format!("ticketing-redisloss-{}", &id[..12]));
-    let sim = sale(&state_dir)?;
-    let out = state_dir.join("report");
-    let schedule = ChaosConfig {
-        interval_secs: 3.0,
-        outage_secs: 1.0,
-        recovery_timeout_secs: 90.0,
-        faults: vec![Fault::Redis],
-    };
-    let run = ChaosRun::new(sim, schedule, stack::target_dir().join("debug"), state_dir);
-    let outcome = chaos::run(run).await?;
-    let html = report::write(&outcome, &out)?;
-    let summary = report::summary(&outcome, &html);
-    println!("{summary}");
+    let (outcome, summary) = sale_under("redisloss", vec![Fault::Redis]).await?;
     assert!(outcome.faults.iter().all(|fault| fault.recovery_secs.is_some()), "{summary}");
     assert!(!outcome.timings.stopped_by_max_secs, "the sale ended by itself, never stuck: {summary}");
     assert!(outcome.ok(), "{summary}");
