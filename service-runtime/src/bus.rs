@@ -490,3 +490,14 @@ pub async fn consume<F, Fut>(
         }
     }
 }
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::timestamp_ms;
+
+    #[test]
+    fn timestamps_split_milliseconds_into_seconds_and_nanos() {
+        assert_eq!(timestamp_ms(1_500), prost_types::Timestamp { seconds: 1, nanos: 500_000_000 });
+        assert_eq!(timestamp_ms(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
+    }
+}

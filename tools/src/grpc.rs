@@ -1,6 +1,6 @@
-//! The few gRPC helpers every tool shares: one way to dial the mesh ([`connect`]), protobuf
-//! timestamps ([`timestamp`]), status code names ([`code_name`]) and refusal reasons
-//! ([`reason`]).
+//! The few gRPC helpers every tool shares: one way to dial the mesh ([`connect`]), status code
+//! names ([`code_name`]) and refusal reasons ([`reason`]). Protobuf timestamps are
+//! `service_runtime::bus::timestamp_ms`, as in the services.
 
 use std::time::Duration;
 
@@ -52,11 +52,6 @@ pub async fn connect_one(target: &str, call_timeout: Duration) -> anyhow::Result
     channels.pop().with_context(|| format!("no connection to {target}"))
 }
 
-/// A protobuf timestamp from Unix milliseconds (before 1970 too).
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
-
 /// The `google.rpc.ErrorInfo` reason of a status (a refusal's machine-readable cause), or "".
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
@@ -84,16 +79,5 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_split_milliseconds_into_seconds_and_nanos() {
-        assert_eq!(timestamp(1_500), prost_types::Timestamp { seconds: 1, nanos: 500_000_000 });
-        assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
     }
 }

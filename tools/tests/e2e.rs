@@ -22,8 +22,8 @@ use ticketing_proto::v1::{
 };
 use tokio_stream::StreamExt;
 use tools::{
+    catalogue,
     flashsale::{self, Mix, SimConfig},
-    grpc::timestamp,
     report,
 };
 
@@ -52,43 +52,25 @@ async fn the_happy_path_runs_through_the_load_balancer() -> anyhow::Result<()> {
 
     // Catalogue.
     let identity = stack.0.identity.clone();
-    let mut inventory = InventoryServiceClient::new(lb.clone());
-    let venue = inventory
-        .create_venue(identity.as_admin(pb::CreateVenueRequest {
-            name: "Loopback Hall".into(),
-            zones: vec![pb::ZoneSpec {
-                zone_id: "A".into(),
-                name: "Stalls".into(),
-                price_cents: 5_000,
-                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                    row_labels: vec!["1".into(), "2".into()],
-                    seats_per_row: 10,
-                    accessible_seat_ids: vec![],
-                })),
-            }],
-        }))
-        .await?
-        .into_inner()
-        .venue
-        .expect("venue");
+    let venue = pb::CreateVenueRequest {
+        name: "Loopback Hall".into(),
+        zones: vec![catalogue::seated_zone("A", "Stalls", 5_000, vec!["1".into(), "2".into()], 10)],
+    };
     let now = chrono::Utc::now().timestamp_millis();
-    let event = inventory
-        .create_event(identity.as_admin(pb::CreateEventRequest {
-            venue_id: venue.venue_id.clone(),
-            name: "End to end".into(),
-            starts_at: Some(timestamp(now + 86_400_000)),
-            sale_opens_at: Some(timestamp(now - 1_000)),
-            max_tickets_per_user: 4,
-            currency: "EUR".into(),
-            admission_capacity: 10,
-            admission_tick_ms: 50,
-            pass_ttl_seconds: 120,
-            cancellation_cutoff_seconds: 0,
-        }))
-        .await?
-        .into_inner()
-        .event
-        .expect("event");
+    let event = pb::CreateEventRequest {
+        venue_id: String::new(),
+        name: "End to end".into(),
+        starts_at: Some(service_runtime::bus::timestamp_ms(now + 86_400_000)),
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now - 1_000)),
+        max_tickets_per_user: 4,
+        currency: "EUR".into(),
+        admission_capacity: 10,
+        admission_tick_ms: 50,
+        pass_ttl_seconds: 120,
+        cancellation_cutoff_seconds: 0,
+    };
+    let event = catalogue::create_event(lb.clone(), &identity.admin(), venue, event).await?;
+    let inventory = InventoryServiceClient::new(lb.clone());
     let event_id = event.event_id.clone();
     let user_id = "alice".to_owned();
     let alice = identity.user(&user_id);

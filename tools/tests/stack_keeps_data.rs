@@ -24,7 +24,7 @@ use ticketing_proto::v1::{
 };
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-use tools::{identity::Identity, stack};
+use tools::{catalogue, identity::Identity, stack};
 
 /// The most one `stack` command may take (an `up` waits up to 60 s for health): a hang
 /// fails the test instead of blocking it.
@@ -127,10 +127,6 @@ fn free_port_block() -> anyhow::Result<u16> {
     anyhow::bail!("no block of {PORT_SPAN} free ports")
 }
 
-fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
-}
-
 /// `user`'s pass for `event_id`: joins and watches the queue until admitted.
 async fn pass_of(lb: &Channel, identity: &Identity, event_id: &str, user: &str) -> anyhow::Result<pb::Pass> {
     let mut admission = AdmissionServiceClient::new(lb.clone());
@@ -177,43 +173,24 @@ async fn a_booking_survives_stack_up_twice_and_goes_with_reset() -> anyhow::Resu
     // A booking: alice holds and pays for A-1-1; bob is admitted and keeps his pass.
     let identity = Identity::of_stack(&stack.state_dir)?;
     let lb = lb_channel(stack.lb_port).await?;
-    let mut inventory = InventoryServiceClient::new(lb.clone());
-    let venue = inventory
-        .create_venue(identity.as_admin(pb::CreateVenueRequest {
-            name: "Restart Hall".into(),
-            zones: vec![pb::ZoneSpec {
-                zone_id: "A".into(),
-                name: "Stalls".into(),
-                price_cents: 5_000,
-                layout: Some(pb::zone_spec::Layout::Seated(pb::SeatedLayout {
-                    row_labels: vec!["1".into()],
-                    seats_per_row: 10,
-                    accessible_seat_ids: vec![],
-                })),
-            }],
-        }))
-        .await?
-        .into_inner()
-        .venue
-        .expect("venue");
+    let venue = pb::CreateVenueRequest {
+        name: "Restart Hall".into(),
+        zones: vec![catalogue::seated_zone("A", "Stalls", 5_000, vec!["1".into()], 10)],
+    };
     let now = chrono::Utc::now().timestamp_millis();
-    let event = inventory
-        .create_event(identity.as_admin(pb::CreateEventRequest {
-            venue_id: venue.venue_id.clone(),
-            name: "Kept".into(),
-            starts_at: Some(ts(now + 86_400_000)),
-            sale_opens_at: Some(ts(now - 1_000)),
-            max_tickets_per_user: 4,
-            currency: "EUR".into(),
-            admission_capacity: 10,
-            admission_tick_ms: 50,
-            pass_ttl_seconds: 600,
-            cancellation_cutoff_seconds: 0,
-        }))
-        .await?
-        .into_inner()
-        .event
-        .expect("event");
+    let event = pb::CreateEventRequest {
+        venue_id: String::new(),
+        name: "Kept".into(),
+        starts_at: Some(service_runtime::bus::timestamp_ms(now + 86_400_000)),
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now - 1_000)),
+        max_tickets_per_user: 4,
+        currency: "EUR".into(),
+        admission_capacity: 10,
+        admission_tick_ms: 50,
+        pass_ttl_seconds: 600,
+        cancellation_cutoff_seconds: 0,
+    };
+    let event = catalogue::create_event(lb.clone(), &identity.admin(), venue, event).await?;
     let event_id = event.event_id.clone();
     let alice_pass = pass_of(&lb, &identity, &event_id, "alice").await?;
     let bob_pass = pass_of(&lb, &identity, &event_id, "bob").await?;

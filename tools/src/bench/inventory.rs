@@ -39,7 +39,7 @@ use ticketing_proto::{
 use super::config::Row;
 use test_support::testenv::TestEnv;
 
-use crate::{catalogue, grpc, identity::Bearer, stack};
+use crate::{catalogue, identity::Bearer, stack};
 
 /// Publishes in flight at once: enough to keep NATS busy, few enough to bound memory.
 const PUBLISH_CONCURRENCY: usize = 1_024;
@@ -130,8 +130,8 @@ async fn measure(
     let opens = chrono::Utc::now().timestamp_millis() + 3_600_000;
     let event = CreateEventRequest {
         name: "Bench sale".into(),
-        starts_at: Some(grpc::timestamp(opens + 86_400_000)),
-        sale_opens_at: Some(grpc::timestamp(opens)),
+        starts_at: Some(service_runtime::bus::timestamp_ms(opens + 86_400_000)),
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(opens)),
         max_tickets_per_user: 4,
         ..Default::default()
     };

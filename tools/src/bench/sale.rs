@@ -61,8 +61,8 @@ pub async fn create_event(
     let event = pb::CreateEventRequest {
         venue_id: String::new(),
         name: name.into(),
-        starts_at: Some(grpc::timestamp(now + 30 * 86_400_000)),
-        sale_opens_at: Some(grpc::timestamp(now + opens_in_ms)),
+        starts_at: Some(service_runtime::bus::timestamp_ms(now + 30 * 86_400_000)),
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now + opens_in_ms)),
         max_tickets_per_user: MAX_TICKETS_PER_USER,
         currency: "EUR".into(),
         admission_capacity: capacity,

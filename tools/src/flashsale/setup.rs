@@ -52,8 +52,8 @@ pub async fn create_event(channel: Channel, config: &SimConfig) -> anyhow::Resul
     let event = pb::CreateEventRequest {
         venue_id: String::new(),
         name: "The flash-sale concert".into(),
-        starts_at: Some(grpc::timestamp(now + 30 * 86_400_000)),
-        sale_opens_at: Some(grpc::timestamp(now + (config.open_in_secs * 1000.0) as i64)),
+        starts_at: Some(service_runtime::bus::timestamp_ms(now + 30 * 86_400_000)),
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now + (config.open_in_secs * 1000.0) as i64)),
         max_tickets_per_user: config.max_tickets_per_user,
         currency: "EUR".into(),
         admission_capacity: config.admission_capacity,

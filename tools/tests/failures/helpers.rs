@@ -24,7 +24,6 @@ use ticketing_proto::v1::{
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tools::{
-    grpc::timestamp,
     identity::Bearer,
     stack::{self, Stack, StackConfig, backing::PrivateNats},
 };
@@ -205,8 +204,8 @@ pub fn open_event(
     pb::CreateEventRequest {
         venue_id: venue_id.to_owned(),
         name: name.into(),
-        starts_at: Some(timestamp(now + 30 * 86_400_000)),
-        sale_opens_at: Some(timestamp(now - 1_000)),
+        starts_at: Some(service_runtime::bus::timestamp_ms(now + 30 * 86_400_000)),
+        sale_opens_at: Some(service_runtime::bus::timestamp_ms(now - 1_000)),
         max_tickets_per_user,
         currency: "EUR".into(),
         admission_capacity,
