@@ -42,6 +42,9 @@ pub struct BenchConfig {
     pub identity: Arc<Identity>,
     /// The stack's Redis, for the `HoldBestAvailable` Redis CPU row ([`holdbest`]).
     pub redis_url: String,
+    /// The stack's Postgres database: `Pay`'s anchor runs on a scratch copy of payment's
+    /// tables on its server, and its commit counter is read.
+    pub database_url: String,
 }
 
 /// How the calls of a scenario carry their tokens.

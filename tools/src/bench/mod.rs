@@ -37,6 +37,7 @@
 //! and [`inventory`] measures an inventory restart on its own.
 
 pub mod admission;
+pub mod anchor;
 pub mod config;
 pub mod fanout;
 pub mod ghz;

@@ -15,6 +15,34 @@ use super::{
 };
 use crate::procfs;
 
+/// A [`RowMaker`] for rows of `date` on `machine`.
+fn row_maker(date: &str, machine: &str) -> impl Fn(&str, String, String, &str, Option<bool>) -> Row + use<> {
+    let (date, machine) = (date.to_owned(), machine.to_owned());
+    move |what, result, baseline, target, met| Row {
+        what: what.into(),
+        result,
+        baseline,
+        target: target.into(),
+        met,
+        date: date.clone(),
+        machine: machine.clone(),
+    }
+}
+
+/// `bench --pay-only`: holds made as scenario 1 makes them (its rows are not kept), then
+/// `Pay` for them against its anchor; the Pay row.
+pub async fn pay_only(config: &BenchConfig) -> anyhow::Result<Row> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine = format!("{cores} cores, {}", procfs::memory_total());
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let row = row_maker(&date, &machine);
+    let channel = channel(&config.target).await?;
+    let held = holds::run(config, &channel, &row, &mut Vec::new(), &mut Vec::new()).await?;
+    let (mut rows, mut scenarios) = (Vec::new(), Vec::new());
+    pay::run(config, &held.to_pay, &held.event_id, &row, &mut rows, &mut scenarios).await?;
+    rows.pop().context("no hold was made to pay")
+}
+
 /// Runs every scenario and writes the results.
 pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -23,15 +51,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
     let channel = channel(&config.target).await?;
     let mut scenarios = Vec::new();
     let mut rows = Vec::new();
-    let row = |what: &str, result: String, baseline: String, target: &str, met: Option<bool>| Row {
-        what: what.into(),
-        result,
-        baseline,
-        target: target.into(),
-        met,
-        date: date.clone(),
-        machine: machine.clone(),
-    };
+    let row = row_maker(&date, &machine);
 
     // 1. HoldSeats with designed duplicates.
     let held = holds::run(config, &channel, &row, &mut rows, &mut scenarios).await?;

@@ -109,6 +109,14 @@ struct Cli {
     /// `HoldBestAvailable` Redis CPU row).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// The stack's database: `Pay`'s pgbench anchor runs on a scratch copy of payment's tables
+    /// on its server, and the commits per `Pay` are read from it.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ticketing")]
+    database_url: String,
+    /// Measure only `Pay` (for holds made as the HoldSeats scenario makes them; `--hold-requests`
+    /// bounds them) against its pgbench anchor, print its row and leave the README alone.
+    #[arg(long)]
+    pay_only: bool,
 }
 
 #[tokio::main]
@@ -146,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
     let config = BenchConfig {
         identity: Arc::new(identity),
         redis_url: cli.redis_url.clone(),
+        database_url: cli.database_url.clone(),
         target: cli.target,
         output: cli.output.unwrap_or_else(|| state_dir.join("bench-results.json")),
         ghz_dir: Some(state_dir.join("ghz")),
@@ -164,7 +173,9 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let machine = format!("{cores} cores");
-    let single = if let Some(watchers) = cli.fanout_only {
+    let single = if cli.pay_only {
+        Some(bench::run::pay_only(&config).await?)
+    } else if let Some(watchers) = cli.fanout_only {
         Some(bench::fanout_lag(&config, watchers, &date, &machine).await?)
     } else if let Some(joins) = cli.join_burst_only {
         Some(bench::admission::join_burst(&config, joins, bench::Tokens::PerUser, &date, &machine).await?.0)

@@ -53,6 +53,8 @@ pub struct Outcome {
     pub peak_memory_kib: Vec<(String, u64)>,
     /// CPU per process from the first arrival until the users were done, busiest first.
     pub cpu: Vec<CpuUse>,
+    /// [`Self::cpu`] per seat sold.
+    pub cpu_per_seat: Option<CpuPerSeat>,
     pub error_samples: Vec<String>,
     /// The faults of a chaos run, in order.
     pub faults: Vec<FaultRecord>,
@@ -67,6 +69,30 @@ impl Outcome {
     /// Whether every invariant held.
     pub fn ok(&self) -> bool {
         self.verification.violations.is_empty()
+    }
+}
+
+/// CPU milliseconds per seat sold over the sale (opening until the users were done).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuPerSeat {
+    /// Every process of the stack: the five services, HAProxy, Redis, Postgres and NATS.
+    pub mesh: f64,
+    /// The load generator itself.
+    pub simulator: f64,
+}
+
+impl CpuPerSeat {
+    /// `cpu` spread over `seats` sold; `None` before a seat is sold.
+    pub fn of(cpu: &[CpuUse], seats: u64) -> Option<Self> {
+        if seats == 0 || cpu.is_empty() {
+            return None;
+        }
+        let ms = |simulator: bool| {
+            cpu.iter().filter(|u| (u.process == SELF_NAME) == simulator).map(|u| u.cpu_secs).sum::<f64>()
+                * 1e3
+                / seats as f64
+        };
+        Some(Self { mesh: ms(false), simulator: ms(true) })
     }
 }
 
@@ -147,7 +173,9 @@ pub async fn run_with(config: SimConfig, chaos: Option<Box<dyn Disruption>>) -> 
     }
     let error_samples = ctx.records.error_samples.lock().map(|e| e.clone()).unwrap_or_default();
     let faults = ctx.faults.lock().map(|f| f.clone()).unwrap_or_default();
+    let cpu_per_seat = CpuPerSeat::of(&cpu, verification.seats_sold);
     Ok(Outcome {
+        cpu_per_seat,
         faults,
         restarts: Vec::new(),
         opened_at,

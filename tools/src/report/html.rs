@@ -293,7 +293,15 @@ pub(super) fn render_html(o: &Outcome) -> String {
             u.machine_percent
         );
     }
-    h.push_str("</table><h2>Invariants</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>");
+    h.push_str("</table>");
+    if let Some(per_seat) = o.cpu_per_seat {
+        let _ = write!(
+            h,
+            "<p>CPU per seat sold: mesh {:.2} ms (services, load balancer, Redis, Postgres, NATS), simulator {:.2} ms</p>",
+            per_seat.mesh, per_seat.simulator
+        );
+    }
+    h.push_str("<h2>Invariants</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>");
     for c in &v.checks {
         let _ = write!(
             h,

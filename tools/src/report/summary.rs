@@ -94,6 +94,13 @@ pub fn summary(outcome: &Outcome, html: &Path) -> String {
             .collect();
         let _ = writeln!(s, "  cpu (share of all cores): {}", cpu.join(", "));
     }
+    if let Some(per_seat) = outcome.cpu_per_seat {
+        let _ = writeln!(
+            s,
+            "  cpu per seat sold: mesh {:.2} ms (services, load balancer, Redis, Postgres, NATS), simulator {:.2} ms",
+            per_seat.mesh, per_seat.simulator
+        );
+    }
     if let Some(slowest) =
         outcome.rpcs.iter().filter(|r| r.count > 0).max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
     {

@@ -45,7 +45,7 @@ pub async fn setup_stream(
 
 /// `(server URL, database name)` of a `postgres://…/<name>` URL; the name must be a plain
 /// identifier, as it is spliced into `CREATE DATABASE` and `DROP DATABASE`.
-fn split_database_url(url: &str) -> anyhow::Result<(&str, &str)> {
+pub fn split_database_url(url: &str) -> anyhow::Result<(&str, &str)> {
     let (server, database) = url.rsplit_once('/').context("the database URL has no database name")?;
     let database = database.split('?').next().unwrap_or_default();
     let plain = !database.is_empty()

@@ -44,7 +44,7 @@ use std::{
 
 use anyhow::bail;
 pub use config::{INTERNAL_SERVICES, SERVICES, ServiceProcess, StackConfig, free_port};
-pub use data::setup_stream;
+pub use data::{setup_stream, split_database_url};
 pub use prereq::{ensure_backing_services, ensure_haproxy, ensure_prometheus, ensure_pyyaml, haproxy};
 pub use process::{Stack, alive, health, pid_files, signal, status, stop};
 
