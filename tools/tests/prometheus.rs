@@ -155,6 +155,7 @@ async fn prometheus_finds_every_series_the_dashboard_and_alerts_query() -> anyho
     })
     .await;
     assert!(ready.is_some(), "Prometheus never got ready; see {}", dir.join("prometheus.log").display());
+    let scraping_since = std::time::Instant::now();
 
     // A short sale with declined cards, releases and replays.
     let mut config = SimConfig::new(
@@ -218,10 +219,11 @@ async fn prometheus_finds_every_series_the_dashboard_and_alerts_query() -> anyho
     // No service's method label took a value outside its served methods.
     assert_eq!(series_count(port, r#"grpc_server_handled_total{grpc_method="unknown"}"#).await?, 0);
 
-    // Per zone: the sale's event has a seated zone and a general-admission one; inventory
-    // reports free, held and sold seats of both, seat-lock the seats sold in at least one.
-    assert_eq!(series_count(port, "count by (event_id, zone) (inventory_zone_seats)").await?, 2);
-    assert_eq!(series_count(port, "count by (event_id, zone, state) (inventory_zone_seats)").await?, 6);
+    // Per zone: the sale's event has three seated zones and a general-admission one
+    // (flashsale's setup); inventory reports free, held and sold seats of each, seat-lock the
+    // seats sold in at least one.
+    assert_eq!(series_count(port, "count by (event_id, zone) (inventory_zone_seats)").await?, 4);
+    assert_eq!(series_count(port, "count by (event_id, zone, state) (inventory_zone_seats)").await?, 12);
     assert!(series_count(port, "sum by (event_id, zone) (seat_lock_sold_seats_total)").await? >= 1);
     assert_eq!(
         series_count(port, r#"seat_lock_sold_seats_total{zone=""}"#).await?,
@@ -239,10 +241,14 @@ async fn prometheus_finds_every_series_the_dashboard_and_alerts_query() -> anyho
 
     if let Some(out) = std::env::var_os("TICKETING_SCREENSHOT_DIR") {
         let script = workspace_root().join("tools/observability/screenshot.sh");
+        // The graphs span what this Prometheus scraped; rates over 10 scrapes of 1 s.
+        let range = format!("{}s", scraping_since.elapsed().as_secs() + 10);
         let status = Command::new("bash")
             .arg(&script)
             .arg(format!("http://127.0.0.1:{port}"))
             .arg(&out)
+            .arg(range)
+            .arg("10s")
             .status()
             .context("bash")?;
         assert!(status.success(), "{} failed: {status}", script.display());
