@@ -81,3 +81,47 @@ pub fn publish_zones(registry: &Registry, published: &mut HashMap<Uuid, u64>) ->
     }
     count
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use sea_orm::DatabaseConnection;
+    use ticketing_proto::v1::{Event, Zone, ZoneKind};
+
+    use super::*;
+    use crate::{catalogue::Store, seatmap::SeatEvent};
+
+    fn event(id: Uuid) -> Event {
+        let zone = Zone {
+            zone_id: "A".into(),
+            kind: ZoneKind::Seated as i32,
+            row_labels: vec!["1".into()],
+            seats_per_row: 4,
+            capacity: 4,
+            ..Zone::default()
+        };
+        Event { event_id: id.to_string(), zones: vec![zone], ..Event::default() }
+    }
+
+    #[test]
+    fn an_events_zones_are_published_when_its_map_changes_and_not_while_it_is_idle() {
+        let registry = Registry::new(Store::new(DatabaseConnection::default()));
+        let (fresh, sold) = (Uuid::now_v7(), Uuid::now_v7());
+        registry.insert(event(fresh)).unwrap();
+        let sold_entry = registry.insert(event(sold)).unwrap();
+        let seats = ["A-1-1".to_owned()];
+        let held = SeatEvent::Held { hold_id: "h", zone_id: "A", seat_ids: &seats, quantity: 1 };
+        sold_entry.apply(|map| map.apply(held));
+        let mut published = HashMap::new();
+        // First poll: the untouched event (its free seats), not the one changed before we
+        // looked (a replica restarting with every stored event must not publish them all).
+        assert_eq!(publish_zones(&registry, &mut published), 1);
+        assert_eq!(publish_zones(&registry, &mut published), 0, "nothing changed");
+        let confirmed = SeatEvent::Confirmed { hold_id: "h", zone_id: "A", seat_ids: &seats, quantity: 1 };
+        sold_entry.apply(|map| map.apply(confirmed));
+        assert_eq!(publish_zones(&registry, &mut published), 1, "the sale changed one map");
+        assert_eq!(published.get(&sold), Some(&2));
+        assert_eq!(publish_zones(&registry, &mut published), 0);
+    }
+}
