@@ -20,7 +20,7 @@ Exit codes:
      file that cannot be read or is not a venue)
   3  refused by the service: INVALID_ARGUMENT, FAILED_PRECONDITION (e.g. the sale is
      closed), PERMISSION_DENIED (the token lacks the admin scope), UNAUTHENTICATED (no or a
-     bad token), ALREADY_EXISTS, ABORTED
+     bad token), ALREADY_EXISTS
   4  unreachable: cannot connect, UNAVAILABLE, DEADLINE_EXCEEDED
   5  not found: the event, zone, venue or booking named does not exist (NOT_FOUND)
 `ticketctl audit` exits with admission-audit's codes instead (see `ticketctl audit --help`).";
@@ -306,8 +306,7 @@ impl From<Status> for Failure {
             | Code::FailedPrecondition
             | Code::PermissionDenied
             | Code::Unauthenticated
-            | Code::AlreadyExists
-            | Code::Aborted => Self::Refused(status),
+            | Code::AlreadyExists => Self::Refused(status),
             Code::Unavailable | Code::DeadlineExceeded => {
                 Self::Unreachable(format!("{:?}: {}", status.code(), status.message()))
             }
@@ -523,7 +522,7 @@ mod tests {
     fn statuses_map_to_exit_codes() {
         let cases = [
             (Code::NotFound, 5),
-            (Code::Aborted, 3),
+            (Code::Aborted, 1),
             (Code::InvalidArgument, 3),
             (Code::FailedPrecondition, 3),
             (Code::PermissionDenied, 3),
