@@ -211,11 +211,13 @@ impl AdmissionService {
             // still shows up in their figures, and a closed one is forgotten once drained.
             self.controller.register(&event_id).await?;
         }
-        Ok(sale_status(&info, &figures))
+        Ok(sale_status(&info, &figures, &self.controller.view(&event_id)))
     }
 }
 
-fn sale_status(info: &EventInfo, figures: &SaleFigures) -> SaleStatus {
+/// The sale's figures from Redis, with the admission rate and the wait at the back of the
+/// queue from this replica's last tick of the event.
+fn sale_status(info: &EventInfo, figures: &SaleFigures, view: &View) -> SaleStatus {
     let state = if figures.closed {
         SaleState::Closed
     } else if figures.paused {
@@ -232,6 +234,15 @@ fn sale_status(info: &EventInfo, figures: &SaleFigures) -> SaleStatus {
         admitted_total: figures.admitted_total,
         active_passes: figures.active_passes,
         sale_opens_at: Some(timestamp_ms(info.sale_opens_at_ms)),
+        admission_rate: view.rate.unwrap_or(0.0),
+        estimated_wait_seconds: if figures.queue_length == 0 || state == SaleState::Closed {
+            0
+        } else {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            view.estimated_wait_seconds(info, figures.queue_length, now_ms)
+        },
     }
 }
 

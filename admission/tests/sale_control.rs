@@ -115,6 +115,11 @@ async fn a_paused_sale_keeps_queueing_and_admits_nobody_until_resumed() {
     let figures = admin(&mut client, Rpc::Status, &paused).await;
     assert_eq!(figures.state, SaleState::Paused as i32);
     assert_eq!((figures.queue_length, figures.admitted_total, figures.active_passes), (2, 0, 0));
+    // Nobody is admitted: no rate measured (0), or one seeded with capacity / pass ttl = 1/60
+    // per second that only decays. The wait of bob, second in line, is 2 / rate: 120 s at the
+    // fallback of 1/60, somewhat more while a measured average decays towards it.
+    assert!((0.0..=1.0 / 60.0).contains(&figures.admission_rate), "{figures:?}");
+    assert!((120..=200).contains(&figures.estimated_wait_seconds), "{figures:?}");
     let ann = status(&mut client, &paused, "ann").await;
     assert_eq!((ann.state, ann.position), (QueueState::Waiting as i32, 1), "the place is kept");
 
@@ -126,6 +131,8 @@ async fn a_paused_sale_keeps_queueing_and_admits_nobody_until_resumed() {
     let figures = admin(&mut client, Rpc::Status, &paused).await;
     assert_eq!(figures.state, SaleState::Open as i32);
     assert_eq!((figures.queue_length, figures.admitted_total, figures.active_passes), (0, 2, 2));
+    assert_eq!(figures.estimated_wait_seconds, 0, "nobody waits: {figures:?}");
+    assert!(figures.admission_rate > 0.0, "{figures:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     Config,
     catalogue::Store,
-    feed,
+    feed, gauges,
     migration::Migrator,
     registry::Registry,
     service::InventoryService,
@@ -85,6 +85,11 @@ impl App {
         let (applied_tx, mut applied) = watch::channel(resume.start_after);
         let head = position.last;
         // Tracked: `serve` waits for it, and a failed start (dropping the server) stops it.
+        // Tracked, so it stops with the server; it only reads the maps and the stream.
+        server.spawn(
+            "inventory-gauges",
+            gauges::run(registry.clone(), bus.clone(), applied.clone(), server.stopping()),
+        );
         server.spawn(
             "inventory-feed",
             feed::run(

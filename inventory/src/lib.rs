@@ -13,6 +13,7 @@
 //!   them and replays only what follows, so events older than the stream's retention stay
 //!   correct.
 //! - [`service`]: the gRPC `InventoryService`.
+//! - [`gauges`]: seats free, held and sold per zone, and the consumer's lag, as gauges.
 //!
 //! Request flow: `CreateVenue`/`CreateEvent` validate, write Postgres in one transaction and
 //! (for events) add the event to the registry. `GetEvent`, `GetSeatMap` and `GetAvailability`
@@ -27,6 +28,7 @@ pub mod catalogue;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod gauges;
 pub mod migration;
 pub mod registry;
 pub mod seatmap;

@@ -86,6 +86,7 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self { server, service, consumer, worker, listener, db } = self;
         let stopping = server.stopping();
+        server.spawn("notifier-consumer-lag", consumer::lag_loop(consumer.clone(), stopping.clone()));
         server.spawn("notifier-consumer", consumer::run(consumer, service.inbox.clone(), stopping.clone()));
         server.spawn("notifier-webhooks", worker.run(stopping.clone()));
         let hub = service.hub.clone();

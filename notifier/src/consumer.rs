@@ -5,6 +5,8 @@
 //! notification is committed, so a crash between the two redelivers it, and the inbox's
 //! unique `message_id` makes that redelivery harmless.
 
+use std::time::Duration;
+
 use async_nats::jetstream::consumer::PullConsumer;
 use service_runtime::{
     CancellationToken,
@@ -71,6 +73,33 @@ pub async fn handle(inbox: &Inbox, envelope: EventEnvelope) -> anyhow::Result<()
         None => tracing::debug!(message_id = %envelope.message_id, "redelivered event; already stored"),
     }
     Ok(())
+}
+
+/// How often the consumer's lag is read: a few times per Prometheus scrape interval, one
+/// `CONSUMER.INFO` request to NATS per replica each time.
+pub const LAG_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes `notifier_consumer_lag_messages` every [`LAG_POLL_INTERVAL`] until `stopping`:
+/// the durable consumer's messages not yet delivered (`num_pending`, of the subjects it
+/// takes) plus those delivered but not yet acknowledged (`num_ack_pending`), so a stalled
+/// handler shows as lag too. The consumer is shared, so every replica reports the same
+/// figure; dashboards take the max.
+pub async fn lag_loop(consumer: PullConsumer, stopping: CancellationToken) {
+    let mut ticker = tokio::time::interval(LAG_POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match consumer.get_info().await {
+            Ok(info) => {
+                let lag = info.num_pending.saturating_add(info.num_ack_pending as u64);
+                metrics::gauge!("notifier_consumer_lag_messages").set(lag as f64);
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the consumer's info; lag not updated"),
+        }
+    }
 }
 
 /// Consumes events until `stopping` is cancelled. The handler in flight finishes first.

@@ -57,6 +57,14 @@ impl Layout {
         }
     }
 
+    /// The labels of a per-zone series: the event, and the zone's id as the catalogue has it,
+    /// or `unknown` for one the layout lacks (a Redis entry of another layout), so the label
+    /// values stay the catalogue's (at most 100 zones an event).
+    pub fn zone_labels(&self, zone_id: &str) -> [(&'static str, String); 2] {
+        let zone = self.zone(zone_id).map_or("unknown", |zone| zone.zone_id.as_str()).to_owned();
+        [("event_id", self.event_id.clone()), ("zone", zone)]
+    }
+
     /// The zone named `zone_id`.
     pub fn zone(&self, zone_id: &str) -> Option<&Zone> {
         self.zones.iter().find(|zone| zone.zone_id == zone_id)

@@ -63,7 +63,8 @@ impl SeatLockInternal {
         let hold = service
             .with_state(&layout, || store.confirm(&request.event_id, &request.hold_id, user_id, booking_id))
             .await?;
-        metrics::counter!("seat_lock_sold_seats_total").increment(u64::from(hold.quantity));
+        metrics::counter!("seat_lock_sold_seats_total", &layout.zone_labels(&hold.zone_id))
+            .increment(u64::from(hold.quantity));
         Ok(service.answer(&layout, &request.event_id, hold))
     }
 

@@ -268,7 +268,9 @@ impl SeatLockService {
         };
         let pick = Pick::Seats(&request.seat_ids);
         let hold = self.with_state(&layout, || self.store.hold(&request.event_id, &new, &pick)).await?;
-        metrics::counter!("seat_lock_holds_total").increment(1);
+        let labels = layout.zone_labels(&hold.zone_id);
+        metrics::counter!("seat_lock_holds_total", &labels).increment(1);
+        metrics::counter!("seat_lock_held_seats_total", &labels).increment(u64::from(hold.quantity));
         Ok(self.answer(&layout, &request.event_id, hold))
     }
 
@@ -307,7 +309,9 @@ impl SeatLockService {
             row_labels: &zone.row_labels,
         };
         let hold = self.with_state(&layout, || self.store.hold(&request.event_id, &new, &pick)).await?;
-        metrics::counter!("seat_lock_holds_total").increment(1);
+        let labels = layout.zone_labels(&hold.zone_id);
+        metrics::counter!("seat_lock_holds_total", &labels).increment(1);
+        metrics::counter!("seat_lock_held_seats_total", &labels).increment(u64::from(hold.quantity));
         Ok(self.answer(&layout, &request.event_id, hold))
     }
 

@@ -6,11 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use service_runtime::{auth::bearer, status::reason};
 use ticketing_proto::v1::{
     self as pb, admission_service_client::AdmissionServiceClient,
-    inventory_service_client::InventoryServiceClient,
+    inventory_service_client::InventoryServiceClient, payment_service_client::PaymentServiceClient,
 };
 use tonic::{Code, Request, Status, transport::Channel};
 
-use crate::{output, venue};
+use crate::{audit::AuditArgs, output, venue};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -18,10 +18,12 @@ Exit codes:
   1  any other failure (the service failed: INTERNAL, RESOURCE_EXHAUSTED, ...)
   2  bad arguments (unknown command or flag, missing EVENT, malformed --target, a venue
      file that cannot be read or is not a venue)
-  3  refused by the service: NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION (e.g. the sale
-     is closed), PERMISSION_DENIED (the token lacks the admin scope), UNAUTHENTICATED (no or
-     a bad token), ALREADY_EXISTS
-  4  unreachable: cannot connect, UNAVAILABLE, DEADLINE_EXCEEDED";
+  3  refused by the service: INVALID_ARGUMENT, FAILED_PRECONDITION (e.g. the sale is
+     closed), PERMISSION_DENIED (the token lacks the admin scope), UNAUTHENTICATED (no or a
+     bad token), ALREADY_EXISTS
+  4  unreachable: cannot connect, UNAVAILABLE, DEADLINE_EXCEEDED
+  5  not found: the event, zone, venue or booking named does not exist (NOT_FOUND)
+`ticketctl audit` exits with admission-audit's codes instead (see `ticketctl audit --help`).";
 
 /// The operator's command line for the flash-sale mesh.
 ///
@@ -65,6 +67,56 @@ pub enum Command {
     /// Seat availability of an event (inventory).
     #[command(subcommand, after_help = EXIT_CODES)]
     Seats(SeatsCommand),
+    /// A user's bookings (payment).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Bookings(BookingsCommand),
+    /// Refund a booking and cancel it: the whole charge goes back through the provider, the
+    /// seats go back on sale and the user is told why (payment's RefundBooking). At any time,
+    /// whatever the event's cancellation cutoff.
+    #[command(after_help = EXIT_CODES)]
+    Refund(RefundArgs),
+    /// Audit an event's opening with `admission-audit` (found beside ticketctl or on PATH):
+    /// its admissions in the stream against the published shuffle key.
+    #[command(after_help = crate::audit::EXIT_CODES)]
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BookingsCommand {
+    /// A user's bookings, newest first: status, zone, seats, amount.
+    #[command(after_help = EXIT_CODES)]
+    List(ListBookingsArgs),
+}
+
+/// The most bookings `bookings list` asks for in one page (payment's own cap is higher).
+const BOOKINGS_PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, Args)]
+pub struct ListBookingsArgs {
+    /// The user whose bookings are listed (the token's subject when left out).
+    #[arg(long = "user", value_name = "USER")]
+    pub user_id: Option<String>,
+    /// Only the bookings of this event.
+    #[arg(long = "event", value_name = "EVENT")]
+    pub event_id: Option<String>,
+    /// List at most this many (newest first); 0 lists them all, page by page.
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RefundArgs {
+    /// The booking id (a UUID; see `bookings list`).
+    #[arg(value_name = "BOOKING")]
+    pub booking_id: String,
+    /// Why, told to the user (1-200 characters).
+    #[arg(long, default_value = "refunded by the organiser")]
+    pub reason: String,
+    /// The refund's idempotency key (8-128 of [A-Za-z0-9_-]). The default,
+    /// `ticketctl-refund-BOOKING`, makes a rerun (after a timeout, say) answer the first
+    /// refund instead of starting another; a rerun with another --reason is then refused.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,16 +161,34 @@ pub enum SaleCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// The sale's state, queue length, passes issued and active passes.
+    /// The sale's state, queue length, passes issued, active passes, the admission rate and
+    /// the estimated wait at the back of the queue.
     #[command(after_help = EXIT_CODES)]
     Show(EventArg),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SeatsCommand {
-    /// Per-zone availability: capacity, free, held, sold.
+    /// Per-zone availability: capacity, free, held, sold; with --zone also that zone's seat
+    /// map, one character per seat (`.` free, `h` held, `X` sold).
     #[command(after_help = EXIT_CODES)]
-    Show(EventArg),
+    Show(SeatsShowArgs),
+}
+
+/// Longest seat-map line accepted, in seats: wider than any terminal is of no use.
+const MAX_MAP_WIDTH: u32 = 1_000;
+
+#[derive(Debug, Args)]
+pub struct SeatsShowArgs {
+    /// The event id (a UUID).
+    #[arg(value_name = "EVENT")]
+    pub event_id: String,
+    /// Also print this zone's seat map (a seated zone; a general-admission zone has no seats).
+    #[arg(long = "zone", value_name = "ZONE")]
+    pub zone_id: Option<String>,
+    /// Seats per line of the map: a longer row continues on the next line.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=i64::from(MAX_MAP_WIDTH)))]
+    pub width: u32,
 }
 
 #[derive(Debug, Args)]
@@ -184,12 +254,16 @@ fn parse_target(target: &str) -> Result<String, String> {
 pub enum Failure {
     /// The service answered with a refusal (exit 3).
     Refused(Status),
+    /// What the command named does not exist (exit 5).
+    NotFound(Status),
     /// The mesh could not be reached or did not answer in time (exit 4).
     Unreachable(String),
     /// Bad input the service was never asked about, such as a venue file (exit 2).
     BadInput(String),
     /// Anything else (exit 1).
     Failed(String),
+    /// A program ticketctl runs (admission-audit) cannot be found or started (exit 127).
+    Missing(String),
 }
 
 impl Failure {
@@ -199,6 +273,8 @@ impl Failure {
             Self::BadInput(_) => 2,
             Self::Refused(_) => 3,
             Self::Unreachable(_) => 4,
+            Self::NotFound(_) => 5,
+            Self::Missing(_) => crate::audit::EXIT_MISSING,
         }
     }
 }
@@ -210,9 +286,14 @@ impl std::fmt::Display for Failure {
                 let why = reason(status).map(|(reason, _)| format!(" ({reason})")).unwrap_or_default();
                 write!(f, "refused: {:?}{why}: {}", status.code(), status.message())
             }
+            Self::NotFound(status) => {
+                let why = reason(status).map(|(reason, _)| format!(" ({reason})")).unwrap_or_default();
+                write!(f, "not found: {:?}{why}: {}", status.code(), status.message())
+            }
             Self::Unreachable(message) => write!(f, "unreachable: {message}"),
             Self::Failed(message) => write!(f, "failed: {message}"),
             Self::BadInput(message) => write!(f, "bad input: {message}"),
+            Self::Missing(message) => write!(f, "missing: {message}"),
         }
     }
 }
@@ -220,8 +301,8 @@ impl std::fmt::Display for Failure {
 impl From<Status> for Failure {
     fn from(status: Status) -> Self {
         match status.code() {
-            Code::NotFound
-            | Code::InvalidArgument
+            Code::NotFound => Self::NotFound(status),
+            Code::InvalidArgument
             | Code::FailedPrecondition
             | Code::PermissionDenied
             | Code::Unauthenticated
@@ -266,13 +347,26 @@ impl Mesh {
     fn admission(&self) -> AdmissionServiceClient<Channel> {
         AdmissionServiceClient::new(self.channel.clone())
     }
+
+    fn payment(&self) -> PaymentServiceClient<Channel> {
+        PaymentServiceClient::new(self.channel.clone())
+    }
 }
 
-/// Runs the command; answers what to print.
-pub async fn run(cli: &Cli) -> Result<String, Failure> {
+/// What a command that did not fail leaves to `main`.
+#[derive(Debug)]
+pub enum Done {
+    /// Print this and exit 0.
+    Printed(String),
+    /// A command run for us (`audit`) printed its own answer and ended with this code.
+    Exited(u8),
+}
+
+/// Runs the command.
+pub async fn run(cli: &Cli) -> Result<Done, Failure> {
     let mesh = Mesh::new(cli)?;
     let json = cli.json;
-    match &cli.command {
+    let printed = match &cli.command {
         Command::Venue(VenueCommand::Create { file }) => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| Failure::BadInput(format!("{}: {e}", file.display())))?;
@@ -340,12 +434,76 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
             let status = mesh.admission().get_sale_status(request).await?.into_inner();
             Ok(output::sale(&status, None, json))
         }
-        Command::Seats(SeatsCommand::Show(arg)) => {
-            let request = mesh.request(pb::GetAvailabilityRequest { event_id: arg.event_id.clone() });
+        Command::Seats(SeatsCommand::Show(args)) => {
+            let request = mesh.request(pb::GetAvailabilityRequest { event_id: args.event_id.clone() });
             let availability = mesh.inventory().get_availability(request).await?.into_inner();
-            Ok(output::availability(&availability, json))
+            match &args.zone_id {
+                None => Ok(output::availability(&availability, None, json)),
+                Some(zone_id) => {
+                    let zone = zone_map(&mesh, &args.event_id, zone_id).await?;
+                    let states = zone.decode_seat_states().map_err(|e| {
+                        Failure::Failed(format!("zone {zone_id}'s seat map does not decode: {e}"))
+                    })?;
+                    let map = output::SeatMap { zone: &zone, states: &states, width: args.width as usize };
+                    Ok(output::availability(&availability, Some(&map), json))
+                }
+            }
         }
-    }
+        Command::Bookings(BookingsCommand::List(args)) => {
+            let mut bookings = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let want = match args.limit {
+                    0 => BOOKINGS_PAGE_SIZE,
+                    limit => {
+                        u32::try_from(limit - bookings.len()).unwrap_or(u32::MAX).min(BOOKINGS_PAGE_SIZE)
+                    }
+                };
+                let request = mesh.request(pb::ListBookingsRequest {
+                    user_id: args.user_id.clone().unwrap_or_default(),
+                    event_id: args.event_id.clone().unwrap_or_default(),
+                    page_size: want,
+                    page_token,
+                });
+                let page = mesh.payment().list_bookings(request).await?.into_inner();
+                bookings.extend(page.bookings);
+                if args.limit != 0 && bookings.len() >= args.limit {
+                    bookings.truncate(args.limit);
+                    break;
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            Ok(output::bookings(&bookings, json))
+        }
+        Command::Refund(args) => {
+            let request = mesh.request(pb::RefundBookingRequest {
+                idempotency_key: args
+                    .idempotency_key
+                    .clone()
+                    .unwrap_or_else(|| format!("ticketctl-refund-{}", args.booking_id)),
+                booking_id: args.booking_id.clone(),
+                reason: args.reason.clone(),
+            });
+            let answer = mesh.payment().refund_booking(request).await?.into_inner();
+            Ok(output::refund(&answer, json))
+        }
+        Command::Audit(args) => return crate::audit::run(args, json).map(Done::Exited),
+    };
+    printed.map(Done::Printed)
+}
+
+/// One zone's seat map (inventory's GetSeatMap of that zone).
+async fn zone_map(mesh: &Mesh, event_id: &str, zone_id: &str) -> Result<pb::ZoneSeatMap, Failure> {
+    let request =
+        mesh.request(pb::GetSeatMapRequest { event_id: event_id.to_owned(), zone_id: zone_id.to_owned() });
+    let map = mesh.inventory().get_seat_map(request).await?.into_inner();
+    map.zones
+        .into_iter()
+        .find(|zone| zone.zone_id == zone_id)
+        .ok_or_else(|| Failure::Failed(format!("the seat map answered carries no zone {zone_id}")))
 }
 
 #[cfg(test)]
@@ -363,7 +521,8 @@ mod tests {
     #[test]
     fn statuses_map_to_exit_codes() {
         let cases = [
-            (Code::NotFound, 3),
+            (Code::NotFound, 5),
+            (Code::Aborted, 1),
             (Code::InvalidArgument, 3),
             (Code::FailedPrecondition, 3),
             (Code::PermissionDenied, 3),

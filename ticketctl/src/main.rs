@@ -1,6 +1,7 @@
 //! `ticketctl`, the operator's command line: talks to the mesh over gRPC through the load
 //! balancer with an admin token. See `ticketctl --help` for the commands and exit codes.
 
+mod audit;
 mod cli;
 mod output;
 mod venue;
@@ -13,10 +14,11 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(&cli).await {
-        Ok(text) => {
+        Ok(cli::Done::Printed(text)) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
+        Ok(cli::Done::Exited(code)) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("ticketctl: {failure}");
             ExitCode::from(failure.exit_code())

@@ -1,7 +1,7 @@
 //! What the commands print: aligned tables for people, one JSON document with `--json`.
 
 use serde_json::{Value, json};
-use ticketing_proto::v1::{self as pb, SaleState, ZoneKind};
+use ticketing_proto::v1::{self as pb, BookingStatus, PaymentStatus, SaleState, SeatState, ZoneKind};
 
 /// Columns padded to their widest cell, separated by two spaces.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -177,6 +177,8 @@ pub fn sale(status: &pb::SaleStatus, done: Option<&str>, json: bool) -> String {
             "queue_length": status.queue_length,
             "admitted_total": status.admitted_total,
             "active_passes": status.active_passes,
+            "admission_rate": status.admission_rate,
+            "estimated_wait_seconds": status.estimated_wait_seconds,
             "sale_opens_at": time(status.sale_opens_at.as_ref()),
         }));
     }
@@ -191,12 +193,119 @@ pub fn sale(status: &pb::SaleStatus, done: Option<&str>, json: bool) -> String {
         ("waiting", status.queue_length.to_string()),
         ("admitted (total)", status.admitted_total.to_string()),
         ("active passes", status.active_passes.to_string()),
+        ("admission rate", format!("{:.1}/s", status.admission_rate)),
+        ("estimated wait", wait(status)),
     ];
     out.extend(fields.iter().map(|(name, value)| format!("{name:<17} {value}\n")));
     out
 }
 
-pub fn availability(availability: &pb::GetAvailabilityResponse, json: bool) -> String {
+/// The wait at the back of the queue, for people: "-" when nobody waits, and a note when
+/// the sale is paused (the estimate assumes it resumes now).
+fn wait(status: &pb::SaleStatus) -> String {
+    if status.queue_length == 0 {
+        return "-".to_owned();
+    }
+    let seconds = status.estimated_wait_seconds;
+    let text = if seconds >= 3_600 {
+        format!("{}h{:02}m (last in line)", seconds / 3_600, seconds % 3_600 / 60)
+    } else if seconds >= 60 {
+        format!("{}m{:02}s (last in line)", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds}s (last in line)")
+    };
+    match SaleState::try_from(status.state) {
+        Ok(SaleState::Paused) => format!("{text}, once resumed"),
+        _ => text,
+    }
+}
+
+/// One zone's seats, decoded, to draw as a map.
+pub struct SeatMap<'a> {
+    pub zone: &'a pb::ZoneSeatMap,
+    /// Row by row, seat by seat (`ZoneSeatMap::decode_seat_states`).
+    pub states: &'a [SeatState],
+    /// Seats per line; a longer row continues on the next line.
+    pub width: usize,
+}
+
+/// Seats of a map line, grouped by this many for the eye.
+const MAP_GROUP: usize = 10;
+
+fn seat_char(state: SeatState) -> char {
+    match state {
+        SeatState::Free => '.',
+        SeatState::Held => 'h',
+        SeatState::Sold => 'X',
+    }
+}
+
+impl SeatMap<'_> {
+    /// Each row as its label and one character per seat (`.`, `h`, `X`).
+    fn rows(&self) -> Vec<(&str, String)> {
+        let per_row = self.zone.seats_per_row as usize;
+        self.zone
+            .row_labels
+            .iter()
+            .zip(self.states.chunks(per_row.max(1)))
+            .map(|(label, seats)| (label.as_str(), seats.iter().copied().map(seat_char).collect()))
+            .collect()
+    }
+
+    /// The map for people: a legend, then each row under its label, `width` seats a line
+    /// (with the number of the line's first seat), in groups of ten.
+    fn text(&self) -> String {
+        let zone = self.zone;
+        if zone.kind == ZoneKind::GeneralAdmission as i32 {
+            return format!(
+                "\nzone {} is general admission: no seats to map ({} of {} places free)\n",
+                zone.zone_id, zone.free, zone.capacity
+            );
+        }
+        let per_row = zone.seats_per_row as usize;
+        let mut out = format!(
+            "\nseat map of zone {} ({} rows x {} seats): . free  h held  X sold\n",
+            zone.zone_id,
+            zone.row_labels.len(),
+            per_row
+        );
+        let label_width = zone.row_labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(3);
+        let number_width = per_row.to_string().len().max(4);
+        out.push_str(&format!("{:<label_width$}  {:>number_width$}\n", "ROW", "SEAT"));
+        let width = self.width.max(1);
+        for (label, seats) in self.rows() {
+            let seats: Vec<char> = seats.chars().collect();
+            for (line, chunk) in seats.chunks(width).enumerate() {
+                let groups: Vec<String> = chunk.chunks(MAP_GROUP).map(|g| g.iter().collect()).collect();
+                let first = line * width + 1;
+                out.push_str(&format!(
+                    "{label:<label_width$}  {first:>number_width$}  {}\n",
+                    groups.join(" ")
+                ));
+            }
+        }
+        out
+    }
+
+    fn json(&self) -> Value {
+        let rows: Vec<Value> =
+            self.rows().into_iter().map(|(label, seats)| json!({"row": label, "seats": seats})).collect();
+        json!({
+            "zone_id": self.zone.zone_id,
+            "kind": kind(self.zone.kind),
+            "seats_per_row": self.zone.seats_per_row,
+            "legend": {".": "free", "h": "held", "X": "sold"},
+            "rows": rows,
+        })
+    }
+}
+
+/// Per-zone availability, and one zone's seat map when asked for.
+pub fn availability(
+    availability: &pb::GetAvailabilityResponse,
+    map: Option<&SeatMap<'_>>,
+    json: bool,
+) -> String {
     if json {
         let zones: Vec<Value> = availability
             .zones
@@ -213,11 +322,15 @@ pub fn availability(availability: &pb::GetAvailabilityResponse, json: bool) -> S
                 })
             })
             .collect();
-        return pretty(&json!({
+        let mut document = json!({
             "event_id": availability.event_id,
             "version": availability.version,
             "zones": zones,
-        }));
+        });
+        if let Some(map) = map {
+            document["seat_map"] = map.json();
+        }
+        return pretty(&document);
     }
     let mut rows: Vec<Vec<String>> = availability
         .zones
@@ -246,7 +359,120 @@ pub fn availability(availability: &pb::GetAvailabilityResponse, json: bool) -> S
         sum(|z| z.held),
         sum(|z| z.sold),
     ]);
-    table(&["ZONE", "KIND", "PRICE", "CAPACITY", "FREE", "HELD", "SOLD"], &rows)
+    let mut out = table(&["ZONE", "KIND", "PRICE", "CAPACITY", "FREE", "HELD", "SOLD"], &rows);
+    if let Some(map) = map {
+        out.push_str(&map.text());
+    }
+    out
+}
+
+fn booking_status(status: i32) -> &'static str {
+    match BookingStatus::try_from(status) {
+        Ok(BookingStatus::Confirmed) => "confirmed",
+        Ok(BookingStatus::Cancelling) => "cancelling",
+        Ok(BookingStatus::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn payment_status(status: i32) -> &'static str {
+    match PaymentStatus::try_from(status) {
+        Ok(PaymentStatus::Confirmed) => "confirmed",
+        Ok(PaymentStatus::Declined) => "declined",
+        Ok(PaymentStatus::Refunded) => "refunded",
+        Ok(PaymentStatus::Processing) => "processing",
+        Ok(PaymentStatus::Pending) => "pending",
+        Ok(PaymentStatus::Refunding) => "refunding",
+        _ => "unknown",
+    }
+}
+
+fn booking_json(booking: &pb::Booking) -> Value {
+    json!({
+        "booking_id": booking.booking_id,
+        "payment_id": booking.payment_id,
+        "event_id": booking.event_id,
+        "user_id": booking.user_id,
+        "status": booking_status(booking.status),
+        "zone_id": booking.zone_id,
+        "seat_ids": booking.seat_ids,
+        "quantity": booking.quantity,
+        "amount_cents": booking.amount_cents,
+        "currency": booking.currency,
+        "created_at": time(booking.created_at.as_ref()),
+        "cancelled_at": time(booking.cancelled_at.as_ref()),
+        "cancel_reason": booking.cancel_reason,
+    })
+}
+
+/// Seat ids for a table cell: the ids, or the count of a general-admission booking.
+fn seats_cell(booking: &pb::Booking) -> String {
+    if booking.seat_ids.is_empty() {
+        format!("{} places", booking.quantity)
+    } else {
+        booking.seat_ids.join(",")
+    }
+}
+
+/// A user's bookings, newest first.
+pub fn bookings(bookings: &[pb::Booking], json: bool) -> String {
+    if json {
+        return pretty(&Value::Array(bookings.iter().map(booking_json).collect()));
+    }
+    let rows: Vec<Vec<String>> = bookings
+        .iter()
+        .map(|booking| {
+            vec![
+                booking.booking_id.clone(),
+                booking.event_id.clone(),
+                booking_status(booking.status).to_owned(),
+                booking.zone_id.clone(),
+                seats_cell(booking),
+                format!("{} {}", money(booking.amount_cents), booking.currency),
+                time(booking.created_at.as_ref()),
+            ]
+        })
+        .collect();
+    table(&["BOOKING", "EVENT", "STATUS", "ZONE", "SEATS", "AMOUNT", "CREATED AT"], &rows)
+}
+
+/// The answer to a refund: the booking and its payment as they stand.
+pub fn refund(answer: &pb::CancelBookingResponse, json: bool) -> String {
+    let booking = answer.booking.as_ref();
+    let payment = answer.payment.as_ref();
+    if json {
+        return pretty(&json!({
+            "booking": booking.map(booking_json),
+            "payment_status": payment.map(|p| payment_status(p.status)),
+            "payment_id": payment.map(|p| p.payment_id.clone()),
+            "replayed": answer.replayed,
+        }));
+    }
+    let Some(booking) = booking else {
+        return "the answer carries no booking\n".to_owned();
+    };
+    let settled = booking.status == BookingStatus::Cancelled as i32;
+    let mut out = format!(
+        "booking {} {}{}\n",
+        booking.booking_id,
+        if settled {
+            "refunded and cancelled"
+        } else {
+            "refund under way (the provider has not confirmed it yet)"
+        },
+        if answer.replayed { " (a replay: this refund was asked before)" } else { "" },
+    );
+    let fields = [
+        ("user", booking.user_id.clone()),
+        ("event", booking.event_id.clone()),
+        ("status", booking_status(booking.status).to_owned()),
+        ("payment", payment.map(|p| payment_status(p.status)).unwrap_or("unknown").to_owned()),
+        ("seats", seats_cell(booking)),
+        ("amount", format!("{} {}", money(booking.amount_cents), booking.currency)),
+        ("reason", booking.cancel_reason.clone()),
+    ];
+    out.extend(fields.iter().map(|(name, value)| format!("{name:<8} {value}\n")));
+    out
 }
 
 #[cfg(test)]
@@ -258,6 +484,46 @@ mod tests {
         let out =
             table(&["A", "LONGER"], &[vec!["wide cell".into(), "x".into()], vec!["y".into(), "z".into()]]);
         assert_eq!(out, "A          LONGER\nwide cell  x\ny          z\n");
+    }
+
+    #[test]
+    fn a_seat_map_wraps_long_rows_and_groups_by_ten() {
+        let zone = pb::ZoneSeatMap {
+            zone_id: "A".into(),
+            kind: ZoneKind::Seated as i32,
+            row_labels: vec!["1".into(), "22".into()],
+            seats_per_row: 23,
+            ..pb::ZoneSeatMap::default()
+        };
+        let mut states = vec![SeatState::Free; 46];
+        states[0] = SeatState::Sold;
+        states[1] = SeatState::Held;
+        states[45] = SeatState::Sold;
+        let map = SeatMap { zone: &zone, states: &states, width: 20 };
+        let expected = "\nseat map of zone A (2 rows x 23 seats): . free  h held  X sold\n\
+                        ROW  SEAT\n\
+                        1       1  Xh........ ..........\n\
+                        1      21  ...\n\
+                        22      1  .......... ..........\n\
+                        22     21  ..X\n";
+        assert_eq!(map.text(), expected);
+        let json = map.json();
+        assert_eq!(json["rows"][0]["seats"], "Xh.....................");
+        assert_eq!(json["rows"][1]["row"], "22");
+    }
+
+    #[test]
+    fn waits_read_as_minutes_and_hours() {
+        let status = |queue_length, estimated_wait_seconds, state: SaleState| pb::SaleStatus {
+            queue_length,
+            estimated_wait_seconds,
+            state: state as i32,
+            ..pb::SaleStatus::default()
+        };
+        assert_eq!(wait(&status(0, 0, SaleState::Open)), "-");
+        assert_eq!(wait(&status(5, 42, SaleState::Open)), "42s (last in line)");
+        assert_eq!(wait(&status(5, 125, SaleState::Open)), "2m05s (last in line)");
+        assert_eq!(wait(&status(5, 7_260, SaleState::Paused)), "2h01m (last in line), once resumed");
     }
 
     #[test]

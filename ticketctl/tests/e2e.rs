@@ -1,6 +1,7 @@
 //! `ticketctl` against the real mesh behind HAProxy: the sale's pause (joins still queue,
-//! nobody is admitted), resume and close, the queue and the seats, and the exit code of every
-//! error path.
+//! nobody is admitted), resume and close, the queue (with its rate and wait) and the seats
+//! (with a zone's seat map), a user's bookings and an operator's refund, the audit of the
+//! opening through admission-audit, and the exit code of every error path.
 //!
 //! Needs the service binaries (`cargo build --bins`) and HAProxy, as tools' end-to-end tests.
 
@@ -10,7 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use test_support::testenv::{TestEnv, eventually};
-use ticketing_proto::v1::{self as pb, QueueState, admission_service_client::AdmissionServiceClient};
+use ticketing_proto::v1::{
+    self as pb, QueueState, admission_service_client::AdmissionServiceClient,
+    payment_service_client::PaymentServiceClient, seat_lock_service_client::SeatLockServiceClient,
+};
 use tools::stack::{self, Stack, StackConfig};
 
 /// Stops the stack's processes when the test ends, even when it fails.
@@ -168,9 +172,18 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
         (Some(2), Some(0), Some(0)),
         "{queue}"
     );
+    // Two wait: the wait at the back of the line is some seconds (at the measured rate, or
+    // capacity / pass ttl), and the rate is a number.
+    assert!(queue["estimated_wait_seconds"].as_u64().unwrap() > 0, "{queue}");
+    assert!(queue["admission_rate"].as_f64().unwrap() >= 0.0, "{queue}");
     let shown = ctl(&target, Some(&ops), &["queue", "show", ev]).await;
     assert_eq!(shown.code, 0);
     assert!(shown.stdout.contains("paused") && shown.stdout.contains("waiting"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("admission rate") && shown.stdout.contains("(last in line), once resumed"),
+        "{}",
+        shown.stdout
+    );
 
     // Resume: both are admitted.
     let resumed = ctl(&target, Some(&ops), &["sale", "resume", ev]).await;
@@ -186,18 +199,128 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
     .await
     .expect("the resumed sale admits both");
     assert_eq!((admitted["state"].as_str(), admitted["queue_length"].as_u64()), (Some("open"), Some(0)));
+    assert_eq!(admitted["estimated_wait_seconds"].as_u64(), Some(0), "nobody waits: {admitted}");
 
-    // Seats: a per-zone table and its JSON.
+    // A booking: ann buys A-1-1 and A-1-2; bob holds A-2-5 and does not pay.
+    let mut seat_lock = SeatLockServiceClient::new(lb.clone());
+    let mut holds = Vec::new();
+    for (user, seats) in [("ann", vec!["A-1-1", "A-1-2"]), ("bob", vec!["A-2-5"])] {
+        let request = identity
+            .as_user(user, pb::GetQueueStatusRequest { event_id: event_id.clone(), user_id: String::new() });
+        let pass = admission.get_queue_status(request).await.unwrap().into_inner().pass.expect("admitted");
+        let request = identity.as_user(
+            user,
+            pb::HoldSeatsRequest {
+                pass_token: pass.token,
+                event_id: event_id.clone(),
+                user_id: String::new(),
+                seat_ids: seats.into_iter().map(String::from).collect(),
+            },
+        );
+        holds.push(seat_lock.hold_seats(request).await.unwrap().into_inner());
+    }
+    let request = identity.as_user(
+        "ann",
+        pb::PayRequest {
+            idempotency_key: format!("ticketctl-e2e-{}", env.id),
+            event_id: event_id.clone(),
+            hold_id: holds[0].hold_id.clone(),
+            user_id: String::new(),
+            payment_method: "pm_card_ok".into(),
+        },
+    );
+    let paid = PaymentServiceClient::new(lb.clone()).pay(request).await.unwrap().into_inner();
+    let booking_id = paid.booking.expect("a confirmed payment books").booking_id;
+    let booking = booking_id.as_str();
+
+    // The seat map of zone A: ann's two seats sold, bob's held, the rest free.
+    let row_seats =
+        |map: &Value, row: usize| map["seat_map"]["rows"][row]["seats"].as_str().unwrap().to_owned();
+    let map = eventually(Duration::from_secs(30), || {
+        let (target, ops, ev) = (target.clone(), ops.clone(), event_id.clone());
+        async move {
+            let map = ctl(&target, Some(&ops), &["seats", "show", &ev, "--zone", "A", "--json"]).await.json();
+            (row_seats(&map, 0) == "XX..." && row_seats(&map, 1) == "....h").then_some(map)
+        }
+    })
+    .await
+    .expect("inventory shows the sale and the hold seat by seat");
+    assert_eq!(map["seat_map"]["rows"][1]["row"], "2", "{map}");
+    let shown = ctl(&target, Some(&ops), &["seats", "show", ev, "--zone", "A"]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.starts_with("ZONE") && shown.stdout.contains("TOTAL"), "{}", shown.stdout);
+    assert!(shown.stdout.contains(". free  h held  X sold"), "{}", shown.stdout);
+    let rows: Vec<&str> =
+        shown.stdout.lines().filter(|l| l.ends_with("XX...") || l.ends_with("....h")).collect();
+    assert_eq!(rows, ["1       1  XX...", "2       1  ....h"], "{}", shown.stdout);
+    let floor = ctl(&target, Some(&ops), &["seats", "show", ev, "--zone", "FLOOR"]).await;
+    assert_eq!(floor.code, 0, "{}", floor.stderr);
+    assert!(floor.stdout.contains("general admission: no seats to map"), "{}", floor.stdout);
+
+    // Bookings: the operator lists ann's; ann lists her own.
+    let listed = ctl(&target, Some(&ops), &["bookings", "list", "--user", "ann", "--json"]).await.json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0]["booking_id"].as_str(), listed[0]["status"].as_str(), listed[0]["amount_cents"].as_i64()),
+        (Some(booking), Some("confirmed"), Some(10_000)),
+    );
+    assert_eq!(listed[0]["seat_ids"], serde_json::json!(["A-1-1", "A-1-2"]));
+    let own = ctl(&target, Some(&ann_token), &["bookings", "list", "--event", ev]).await;
+    assert_eq!(own.code, 0, "{}", own.stderr);
+    assert!(own.stdout.starts_with("BOOKING") && own.stdout.contains(booking), "{}", own.stdout);
+    assert!(own.stdout.contains("A-1-1,A-1-2") && own.stdout.contains("100.00 EUR"), "{}", own.stdout);
+    let none = ctl(&target, Some(&ops), &["bookings", "list", "--user", "bob", "--json"]).await.json();
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
+
+    // Refund: the booking is cancelled, its seats are free again, a rerun replays it.
+    let refunded =
+        ctl(&target, Some(&ops), &["refund", booking, "--reason", "show moved", "--json"]).await.json();
+    assert_eq!(
+        (
+            refunded["booking"]["status"].as_str(),
+            refunded["payment_status"].as_str(),
+            refunded["replayed"].as_bool()
+        ),
+        (Some("cancelled"), Some("refunded"), Some(false)),
+        "{refunded}"
+    );
+    assert_eq!(refunded["booking"]["cancel_reason"], "show moved");
+    let again = ctl(&target, Some(&ops), &["refund", booking, "--reason", "show moved"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("refunded and cancelled") && again.stdout.contains("a replay"),
+        "{}",
+        again.stdout
+    );
+    let freed = eventually(Duration::from_secs(30), || {
+        let (target, ops, ev) = (target.clone(), ops.clone(), event_id.clone());
+        async move {
+            let map = ctl(&target, Some(&ops), &["seats", "show", &ev, "--zone", "A", "--json"]).await.json();
+            (row_seats(&map, 0) == ".....").then_some(())
+        }
+    })
+    .await;
+    assert!(freed.is_some(), "the refunded seats are back on sale");
+    let listed = ctl(&target, Some(&ops), &["bookings", "list", "--user", "ann", "--json"]).await.json();
+    assert_eq!(listed[0]["status"], "cancelled", "{listed}");
+
+    // Seats: a per-zone table and its JSON (without --zone, no map).
     let seats = ctl(&target, Some(&ops), &["seats", "show", ev]).await;
     assert_eq!(seats.code, 0, "{}", seats.stderr);
     let lines: Vec<&str> = seats.stdout.lines().collect();
     assert!(lines[0].starts_with("ZONE") && lines.iter().any(|l| l.starts_with("FLOOR")), "{}", seats.stdout);
-    assert!(lines.last().unwrap().starts_with("TOTAL"), "{}", seats.stdout);
+    assert!(
+        lines.last().unwrap().starts_with("TOTAL") && !seats.stdout.contains("seat map"),
+        "{}",
+        seats.stdout
+    );
     let seats = ctl(&target, Some(&ops), &["seats", "show", ev, "--json"]).await.json();
     let zones = seats["zones"].as_array().unwrap();
     let capacity: u64 = zones.iter().map(|z| z["capacity"].as_u64().unwrap()).sum();
     let free: u64 = zones.iter().map(|z| z["free"].as_u64().unwrap()).sum();
-    assert_eq!((capacity, free), (40, 40), "{seats}");
+    let held: u64 = zones.iter().map(|z| z["held"].as_u64().unwrap()).sum();
+    assert_eq!((capacity, free, held), (40, 39, 1), "ann's seats refunded, bob's held: {seats}");
 
     // Close: joins are refused, and the sale cannot be resumed (refused: 3).
     let closed = ctl(&target, Some(&ops), &["sale", "close", ev, "--json"]).await.json();
@@ -209,6 +332,59 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
     assert_eq!(refused.code, 3, "{}", refused.stderr);
     assert!(refused.stderr.contains("SALE_CLOSED"), "{}", refused.stderr);
 
+    // The audit of the opening: nobody joined before it (sealed ticket 0), so ann and bob
+    // were admitted in join order whatever the key; a key that is not the commitment's is
+    // a mismatch; an event without admissions is inconclusive; an unreachable NATS is 2.
+    let key = "ab".repeat(32);
+    let other_commitment = "cd".repeat(32);
+    let audit = |event: String, extra: Vec<String>| {
+        let (target, ops, key, env_nats, prefix) =
+            (target.clone(), ops.clone(), key.clone(), env.nats_url.clone(), env.nats_prefix.clone());
+        async move {
+            let mut args = vec![
+                "audit".to_owned(),
+                event,
+                "--event-key".into(),
+                key,
+                "--sealed-ticket".into(),
+                "0".into(),
+            ];
+            args.extend(["--nats-prefix".to_owned(), prefix, "--read-timeout-secs".into(), "30".into()]);
+            if !extra.iter().any(|a| a == "--nats-url") {
+                args.extend(["--nats-url".to_owned(), env_nats]);
+            }
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl(&target, Some(&ops), &args).await
+        }
+    };
+    let fair = audit(event_id.clone(), vec!["--json".into()]).await;
+    assert_eq!(fair.code, 0, "{}{}", fair.stdout, fair.stderr);
+    let report: Value =
+        serde_json::from_str(fair.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", fair.stdout));
+    assert_eq!(report["verdict"], "fair", "{report}");
+    let unfair = audit(event_id.clone(), vec!["--commitment".into(), other_commitment]).await;
+    assert_eq!(unfair.code, 1, "{}{}", unfair.stdout, unfair.stderr);
+    let nothing = audit("00000000-0000-4000-8000-000000000001".into(), vec![]).await;
+    assert_eq!(nothing.code, 3, "{}{}", nothing.stdout, nothing.stderr);
+    let unreadable = audit(event_id.clone(), vec!["--nats-url".into(), "nats://127.0.0.1:1".into()]).await;
+    assert_eq!(unreadable.code, 2, "{}{}", unreadable.stdout, unreadable.stderr);
+    // Without admission-audit beside it or on PATH: 127 and what to do.
+    let lone_dir = std::env::temp_dir().join(format!("ticketctl-lone-{}", env.id));
+    std::fs::create_dir_all(&lone_dir).unwrap();
+    let lone = lone_dir.join("ticketctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_ticketctl"), &lone).unwrap();
+    let output = tokio::process::Command::new(&lone)
+        .args(["audit", ev, "--event-key", &key, "--sealed-ticket", "0"])
+        .env("PATH", "")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(127), "{stderr}");
+    assert!(stderr.contains("admission-audit is neither beside ticketctl"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&lone_dir);
+
     // Every error path's exit code.
     let unknown = "00000000-0000-4000-8000-000000000000";
     let bad_file = std::env::temp_dir().join(format!("ticketctl-bad-venue-{}.yaml", env.id));
@@ -216,10 +392,21 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
         .unwrap();
     let bad_path = bad_file.to_str().unwrap();
     let missing = "/nonexistent/venue.yaml";
-    let cases: [(Option<&str>, Vec<&str>, i32, &str); 15] = [
-        (Some(&ops), vec!["queue", "show", unknown], 3, "NotFound"),
-        (Some(&ops), vec!["seats", "show", unknown], 3, "NotFound"),
-        (Some(&ops), vec!["event", "get", unknown], 3, "NotFound"),
+    let cases: [(Option<&str>, Vec<&str>, i32, &str); 26] = [
+        (Some(&ops), vec!["queue", "show", unknown], 5, "NotFound"),
+        (Some(&ops), vec!["seats", "show", unknown], 5, "NotFound"),
+        (Some(&ops), vec!["event", "get", unknown], 5, "NotFound"),
+        (Some(&ops), vec!["seats", "show", ev, "--zone", "NOPE"], 5, "ZONE_NOT_FOUND"),
+        (Some(&ops), vec!["seats", "show", ev, "--zone", "no zone!"], 3, "InvalidArgument"),
+        (Some(&ops), vec!["seats", "show", ev, "--zone", "A", "--width", "5"], 2, "--width"),
+        (Some(&ops), vec!["refund", unknown], 5, "BOOKING_NOT_FOUND"),
+        (Some(&ops), vec!["refund", "not-a-uuid"], 3, "InvalidArgument"),
+        (Some(&ops), vec!["refund", booking, "--reason", "another reason"], 3, "IDEMPOTENCY_KEY_REUSED"),
+        (Some(&ops), vec!["refund", booking, "--reason", " "], 3, "reason"),
+        (Some(&ann_token), vec!["refund", booking], 3, "ADMIN_SCOPE_REQUIRED"),
+        (Some(&ann_token), vec!["bookings", "list", "--user", "bob"], 3, "USER_MISMATCH"),
+        (Some(&ops), vec!["bookings", "list", "--user", "not a user"], 3, "InvalidArgument"),
+        (Some(&ops), vec!["refund"], 2, "BOOKING"),
         (Some(&ops), vec!["sale", "pause", "not-a-uuid"], 3, "InvalidArgument"),
         (None, vec!["sale", "pause", ev], 3, "Unauthenticated"),
         (Some(&ann_token), vec!["sale", "pause", ev], 3, "ADMIN_SCOPE_REQUIRED"),
@@ -245,7 +432,7 @@ async fn an_operator_pauses_resumes_and_closes_a_sale_and_reads_its_queue_and_se
                 "--sale-opens-at",
                 "2029-01-01T00:00:00Z",
             ],
-            3,
+            5,
             "NotFound",
         ),
     ];

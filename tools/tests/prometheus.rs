@@ -3,6 +3,11 @@
 //! every series the dashboard and the rules query must be in it. A renamed metric or a
 //! dashboard query of a series nobody records fails here.
 //!
+//! It also checks the per-zone series carry the sale's zones and that both stream consumers
+//! have caught up (lag 0) once the sale is over. With `TICKETING_SCREENSHOT_DIR` set, it then
+//! runs `tools/observability/screenshot.sh` against this Prometheus, which writes PNGs of the
+//! dashboard's key queries there (headless Chromium; README "Operating a sale").
+//!
 //! Needs the service binaries (`cargo build --bins`), HAProxy, `prometheus` and PyYAML (the
 //! README's test command and `tools/k8s/check.sh` install them).
 
@@ -150,6 +155,7 @@ async fn prometheus_finds_every_series_the_dashboard_and_alerts_query() -> anyho
     })
     .await;
     assert!(ready.is_some(), "Prometheus never got ready; see {}", dir.join("prometheus.log").display());
+    let scraping_since = std::time::Instant::now();
 
     // A short sale with declined cards, releases and replays.
     let mut config = SimConfig::new(
@@ -212,5 +218,40 @@ async fn prometheus_finds_every_series_the_dashboard_and_alerts_query() -> anyho
     assert_eq!(series_count(port, "process_resident_memory_bytes").await?, stack.0.config.services.len());
     // No service's method label took a value outside its served methods.
     assert_eq!(series_count(port, r#"grpc_server_handled_total{grpc_method="unknown"}"#).await?, 0);
+
+    // Per zone: the sale's event has three seated zones and a general-admission one
+    // (flashsale's setup); inventory reports free, held and sold seats of each, seat-lock the
+    // seats sold in at least one.
+    assert_eq!(series_count(port, "count by (event_id, zone) (inventory_zone_seats)").await?, 4);
+    assert_eq!(series_count(port, "count by (event_id, zone, state) (inventory_zone_seats)").await?, 12);
+    assert!(series_count(port, "sum by (event_id, zone) (seat_lock_sold_seats_total)").await? >= 1);
+    assert_eq!(
+        series_count(port, r#"seat_lock_sold_seats_total{zone=""}"#).await?,
+        0,
+        "a series without a zone"
+    );
+    // The consumers caught up with the stream after the sale.
+    for lag in ["inventory_consumer_lag_messages", "notifier_consumer_lag_messages"] {
+        let caught_up = eventually(Duration::from_secs(30), || async {
+            series_count(port, &format!("max({lag}) == 0")).await.ok().filter(|n| *n == 1)
+        })
+        .await;
+        assert!(caught_up.is_some(), "{lag} never came back to 0");
+    }
+
+    if let Some(out) = std::env::var_os("TICKETING_SCREENSHOT_DIR") {
+        let script = workspace_root().join("tools/observability/screenshot.sh");
+        // The graphs span what this Prometheus scraped; rates over 10 scrapes of 1 s.
+        let range = format!("{}s", scraping_since.elapsed().as_secs() + 10);
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(&out)
+            .arg(range)
+            .arg("10s")
+            .status()
+            .context("bash")?;
+        assert!(status.success(), "{} failed: {status}", script.display());
+    }
     Ok(())
 }

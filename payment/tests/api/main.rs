@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use helpers::{
-    FakeSeatLock, as_user, attach, authed, config, reason, serve, spawn_app, spawn_fake_seat_lock,
+    FakeSeatLock, as_admin, as_user, attach, authed, config, reason, serve, spawn_app, spawn_fake_seat_lock,
 };
 use payment::{App, checkout::PayCommand, commit::CommitGroups};
 use prost::Message;
@@ -147,6 +147,24 @@ async fn happy_path_books_guards_seats_and_publishes() {
         .unwrap()
         .into_inner();
     assert!(others.bookings.is_empty());
+    // An operator reads anyone's bookings by naming them; a user may not name another.
+    let listed = client
+        .list_bookings(as_admin(v1::ListBookingsRequest { user_id: "alice".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed.bookings.iter().map(|b| b.booking_id.as_str()).collect();
+    assert_eq!(ids, [ga_booking.booking_id.as_str(), booking.booking_id.as_str()]);
+    let refused = client
+        .list_bookings(as_user(
+            "bob",
+            v1::ListBookingsRequest { user_id: "alice".into(), ..Default::default() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let own = client.list_bookings(as_admin(v1::ListBookingsRequest::default())).await.unwrap().into_inner();
+    assert!(own.bookings.is_empty(), "without a user, the operator's own bookings");
 
     let sold = app
         .internal()
