@@ -90,11 +90,14 @@ def wait_for_pass(admission, event_id: str, auth, deadline: float) -> str:
     try:
         stream = admission.WatchQueue(admission_pb2.WatchQueueRequest(event_id=event_id),
                                       metadata=auth, timeout=max(deadline - time.monotonic(), 1))
+        position = None
         for status in stream:
             if pass_token(status):
                 return pass_token(status)
-            print(f"waiting: position {status.position} of {status.queue_length}, "
-                  f"about {status.estimated_wait_seconds} s")
+            if status.position != position:
+                position = status.position
+                print(f"waiting: position {status.position} of {status.queue_length}, "
+                      f"about {status.estimated_wait_seconds} s")
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise
@@ -132,14 +135,15 @@ def checked_zones(response):
 
 def run(args: argparse.Namespace) -> None:
     auth = bearer(args.token)
-    deadline = time.monotonic() + args.wait
+    started = time.monotonic()
+    deadline = started + args.wait
     with grpc.insecure_channel(args.target) as channel:
         admission = admission_pb2_grpc.AdmissionServiceStub(channel)
         inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
         seat_lock = seat_lock_pb2_grpc.SeatLockServiceStub(channel)
 
         pass_token = wait_for_pass(admission, args.event, auth, deadline)
-        print("admitted: got a pass")
+        print(f"admitted: got a pass after {time.monotonic() - started:.1f} s")
 
         before = seat_map(inventory, args.event, auth)
         candidates = [z for z in before.zones if z.kind == SEATED and z.free >= args.quantity

@@ -19,8 +19,8 @@
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 
 import { AdmissionService, QueueState, type QueueStatus } from "./gen/ticketing/v1/admission_pb.js";
 import {
@@ -119,11 +119,22 @@ async function run(args: Args): Promise<void> {
     request.header.set("authorization", `Bearer ${args.token}`);
     return next(request);
   };
-  const transport = createGrpcTransport({ baseUrl: `http://${args.target}`, interceptors: [bearer] });
+  const baseUrl = `http://${args.target}`;
+  // One HTTP/2 connection for every call, closed at the end so the process can exit.
+  const sessionManager = new Http2SessionManager(baseUrl);
+  try {
+    await calls(args, createGrpcTransport({ baseUrl, sessionManager, interceptors: [bearer] }));
+  } finally {
+    sessionManager.abort();
+  }
+}
+
+async function calls(args: Args, transport: Transport): Promise<void> {
   const admission = createClient(AdmissionService, transport);
   const inventory = createClient(InventoryService, transport);
   const seatLock = createClient(SeatLockService, transport);
-  const deadline = Date.now() + args.waitMs;
+  const started = Date.now();
+  const deadline = started + args.waitMs;
   const call = { timeoutMs: CALL_TIMEOUT_MS };
 
   // Join, then wait for the pass.
@@ -131,25 +142,37 @@ async function run(args: Args): Promise<void> {
   console.log(`joined: ticket ${joined.ticket}, ${QueueState[joined.state]}, position ${joined.position}`);
   let passToken = joined.pass?.token ?? "";
   if (!passToken) {
+    // The stream is ended by this signal when the wait is over or a pass came (a call's own
+    // timeoutMs would keep its timer, and the process, alive after an early break).
+    const watch = new AbortController();
+    const timer = setTimeout(() => watch.abort(), Math.max(deadline - Date.now(), 1000));
     try {
-      const stream = admission.watchQueue(
-        { eventId: args.event },
-        { timeoutMs: Math.max(deadline - Date.now(), 1000) },
-      );
+      const stream = admission.watchQueue({ eventId: args.event }, { signal: watch.signal });
+      let position: bigint | undefined;
       for await (const status of stream) {
         passToken = status.pass?.token ?? "";
         if (passToken) {
           break;
         }
+        if (status.position === position) {
+          continue;
+        }
+        position = status.position;
         console.log(
           `waiting: position ${status.position} of ${status.queueLength}, about ${status.estimatedWaitSeconds} s`,
         );
       }
     } catch (error) {
-      if (!(error instanceof ConnectError) || error.code !== Code.ResourceExhausted) {
+      if (watch.signal.aborted) {
+        // The wait is over: the check below says so.
+      } else if (error instanceof ConnectError && error.code === Code.ResourceExhausted) {
+        console.log(`WatchQueue refused (${error.rawMessage}); polling GetQueueStatus`);
+      } else {
         throw error;
       }
-      console.log(`WatchQueue refused (${error.rawMessage}); polling GetQueueStatus`);
+    } finally {
+      clearTimeout(timer);
+      watch.abort();
     }
   }
   // The stream ended without a pass, or was refused: ask once a second.
@@ -163,7 +186,7 @@ async function run(args: Args): Promise<void> {
       await sleep(1000);
     }
   }
-  console.log("admitted: got a pass");
+  console.log(`admitted: got a pass after ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
   // Hold the best seats of the first seated zone with enough free seats.
   const before = await inventory.getSeatMap({ eventId: args.event }, call);
