@@ -74,7 +74,11 @@ class Zones(unittest.TestCase):
                 zone.index(seat)
 
     def test_a_general_admission_zone_has_no_seats(self):
-        zone = decode_zone(inventory_pb2.ZoneSeatMap(zone_id="FLOOR"))
+        # As inventory sends it: packed, no bytes.
+        packed = inventory_pb2.SeatStatesEncoding.Value("SEAT_STATES_ENCODING_PACKED")
+        zone = decode_zone(
+            inventory_pb2.ZoneSeatMap(zone_id="FLOOR", seat_states_encoding=packed)
+        )
         self.assertEqual(zone.states, b"")
         self.assertEqual(zone.counts(), {"free": 0, "held": 0, "sold": 0})
 
