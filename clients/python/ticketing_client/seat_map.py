@@ -32,14 +32,16 @@ MAX_ZONE_SEATS = 200_000
 
 _PACKED = inventory_pb2.SeatStatesEncoding.Value("SEAT_STATES_ENCODING_PACKED")
 _RUNS = inventory_pb2.SeatStatesEncoding.Value("SEAT_STATES_ENCODING_RUNS")
+#: The enum's zero, once the contract names it (None before): refused as the Rust reader does.
+_UNSPECIFIED = dict(inventory_pb2.SeatStatesEncoding.items()).get("SEAT_STATES_ENCODING_UNSPECIFIED")
 
 
 class SeatStatesError(ValueError):
     """``seat_states`` could not be decoded: the message was not written by inventory.
 
     ``kind`` names the cause as the Rust decoder's ``SeatStatesError`` variant does:
-    ``TooManySeats``, ``UnknownEncoding``, ``PackedLength``, ``BadState``, ``BadVarint`` or
-    ``RunsLength``.
+    ``TooManySeats``, ``UnspecifiedEncoding`` (once the enum has that zero), ``UnknownEncoding``,
+    ``PackedLength``, ``BadState``, ``BadVarint`` or ``RunsLength``.
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -59,6 +61,12 @@ def decode_seat_states(encoding: int, data: bytes, seats: int) -> bytes:
         return _decode_packed(bytes(data), seats)
     if encoding == _RUNS:
         return _decode_runs(bytes(data), seats)
+    if _UNSPECIFIED is not None and encoding == _UNSPECIFIED:
+        raise SeatStatesError(
+            "UnspecifiedEncoding",
+            "seat_states_encoding is SEAT_STATES_ENCODING_UNSPECIFIED; "
+            "the sender must name PACKED or RUNS",
+        )
     raise SeatStatesError("UnknownEncoding", f"unknown seat_states_encoding {encoding}")
 
 

@@ -30,9 +30,15 @@ export const STATE_NAMES = ["free", "held", "sold"] as const;
  */
 export const MAX_ZONE_SEATS = 200_000;
 
+/** The enum's zero, once the contract names it (undefined before): refused as the Rust reader does. */
+const UNSPECIFIED: number | undefined = (SeatStatesEncoding as unknown as Record<string, number | undefined>)[
+  "UNSPECIFIED"
+];
+
 /** Why `seatStates` could not be decoded, named as the Rust decoder's `SeatStatesError`. */
 export type SeatStatesErrorKind =
   | "TooManySeats"
+  | "UnspecifiedEncoding"
   | "UnknownEncoding"
   | "PackedLength"
   | "BadState"
@@ -67,6 +73,12 @@ export function decodeSeatStates(encoding: number, data: Uint8Array, seats: numb
     case SeatStatesEncoding.RUNS:
       return decodeRuns(data, seats);
     default:
+      if (encoding === UNSPECIFIED) {
+        throw new SeatStatesError(
+          "UnspecifiedEncoding",
+          "seat_states_encoding is SEAT_STATES_ENCODING_UNSPECIFIED; the sender must name PACKED or RUNS",
+        );
+      }
       throw new SeatStatesError("UnknownEncoding", `unknown seat_states_encoding ${encoding}`);
   }
 }
