@@ -149,9 +149,13 @@ async fn the_python_and_typescript_decoders_pass_their_unit_tests() -> anyhow::R
     let output = run_script("check", &["unit"], &[]).await?;
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "clients/check unit: {}\n{stdout}\n{stderr}", output.status);
-    // unittest reports on stderr, node's test runner on stdout: both ran all their tests.
-    assert!(stderr.contains("Ran 6 tests") && stderr.contains("\nOK"), "{stderr}");
-    assert!(stdout.contains("# pass 6") && stdout.contains("# fail 0"), "{stdout}");
+    // unittest reports on stderr, node's test runner on stdout: each ran its tests (at least
+    // the six of each suite today), none failed.
+    let count = |text: &str, prefix: &str| -> u32 {
+        text.lines().find_map(|l| l.strip_prefix(prefix)?.split(' ').next()?.parse().ok()).unwrap_or(0)
+    };
+    assert!(count(&stderr, "Ran ") >= 6 && stderr.contains("\nOK"), "{stderr}");
+    assert!(count(&stdout, "# pass ") >= 6 && stdout.contains("# fail 0"), "{stdout}");
     Ok(())
 }
 
