@@ -290,9 +290,9 @@ const NODE_MAJOR: u32 = 20;
 
 /// What the generated clients' tests need (`clients/check`, `clients/generate --check`, run by
 /// `tools/tests/clients.rs`): python3 with venv (installed from Debian's packages if missing),
-/// Node.js 20+ and npm. Debian 12's own nodejs is 18, too old, so a missing or old node is
-/// not installed here but named with what to install. The pinned Python and npm packages are
-/// installed by the scripts themselves (clients/lib.sh).
+/// Node.js 20+ and npm. Debian 12's own nodejs is 18, too old, so a missing or old node (or
+/// npm, which comes with it) is not installed here but named with what to install. The
+/// pinned Python and npm packages are installed by the scripts themselves (clients/lib.sh).
 pub fn ensure_client_toolchains() -> anyhow::Result<()> {
     require("python3", "python3")?;
     if run("python3", &["-c", "import ensurepip, venv"]).is_err() {
@@ -317,7 +317,11 @@ pub fn ensure_client_toolchains() -> anyhow::Result<()> {
             "node not found: install Node.js {NODE_MAJOR} or newer with npm (NodeSource's nodejs package; Debian 12's is 18)"
         ),
     }
-    require("npm", "npm")
+    if !has_program("npm") {
+        // Not installed here either: Debian's npm would pull in Debian's older nodejs.
+        bail!("npm not found: it comes with NodeSource's nodejs {NODE_MAJOR}+ package");
+    }
+    Ok(())
 }
 
 /// Installs a Debian package that brings a Python module (no program to look for), as root.
