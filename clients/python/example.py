@@ -99,6 +99,8 @@ def wait_for_pass(admission, event_id: str, auth, deadline: float) -> str:
                 print(f"waiting: position {status.position} of {status.queue_length}, "
                       f"about {status.estimated_wait_seconds} s")
     except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise Failed("no pass before the deadline") from None
         if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise
         print(f"WatchQueue refused ({error.details()}); polling GetQueueStatus")
@@ -203,6 +205,9 @@ def main(argv: list[str]) -> int:
         return 1
     except (Failed, SeatStatesError) as error:
         print(f"FAILED: {error}", file=sys.stderr)
+        return 1
+    except KeyError as error:
+        print(f"FAILED: the seat map has no seat {error}", file=sys.stderr)
         return 1
     return 0
 
