@@ -45,10 +45,7 @@ use std::{
 use anyhow::bail;
 pub use config::{INTERNAL_SERVICES, SERVICES, ServiceProcess, StackConfig, free_port};
 pub use data::setup_stream;
-pub use prereq::{
-    ensure_backing_services, ensure_client_toolchains, ensure_haproxy, ensure_prometheus, ensure_pyyaml,
-    haproxy,
-};
+pub use prereq::{ensure_backing_services, ensure_haproxy, ensure_prometheus, ensure_pyyaml, haproxy};
 pub use process::{Stack, alive, health, pid_files, signal, status, stop};
 
 /// The workspace root, where `cargo` runs.

@@ -7,8 +7,8 @@ use std::process::Command;
 use anyhow::bail;
 
 use super::{
-    build_binaries, cargo, ensure_backing_services, ensure_client_toolchains, ensure_haproxy,
-    ensure_prometheus, ensure_pyyaml, workspace_root,
+    build_binaries, cargo, ensure_backing_services, ensure_haproxy, ensure_prometheus, ensure_pyyaml,
+    prereq::ensure_client_toolchains, workspace_root,
 };
 
 /// Runs every test, with `args` passed to `cargo test`.
