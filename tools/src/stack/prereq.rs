@@ -285,6 +285,60 @@ pub fn ensure_pyyaml() -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("PyYAML not found: python3 -m pip install pyyaml ({error:#})"))
 }
 
+/// The oldest Node.js the TypeScript client's pinned packages support.
+const NODE_MAJOR: u32 = 20;
+
+/// What the generated clients' tests need (`clients/check`, `clients/generate --check`, run by
+/// `tools/tests/clients.rs`): python3 with venv (installed from Debian's packages if missing),
+/// Node.js 20+ and npm. Debian 12's own nodejs is 18, too old, so a missing or old node (or
+/// npm, which comes with it) is not installed here but named with what to install. The
+/// pinned Python and npm packages are installed by the scripts themselves (clients/lib.sh).
+pub fn ensure_client_toolchains() -> anyhow::Result<()> {
+    require("python3", "python3")?;
+    if run("python3", &["-c", "import ensurepip, venv"]).is_err() {
+        require_module_package("python3-venv")?;
+    }
+    let version = Command::new("node").arg("--version").output().ok().filter(|o| o.status.success());
+    let major = version.as_ref().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .trim_start_matches('v')
+            .split('.')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    });
+    match major {
+        Some(major) if major >= NODE_MAJOR => {}
+        Some(major) => bail!(
+            "node {major} is too old for clients/typescript: install Node.js {NODE_MAJOR} or newer (NodeSource's nodejs package)"
+        ),
+        None => bail!(
+            "node not found: install Node.js {NODE_MAJOR} or newer with npm (NodeSource's nodejs package; Debian 12's is 18)"
+        ),
+    }
+    if !has_program("npm") {
+        // Not installed here either: Debian's npm would pull in Debian's older nodejs.
+        bail!("npm not found: it comes with NodeSource's nodejs {NODE_MAJOR}+ package");
+    }
+    Ok(())
+}
+
+/// Installs a Debian package that brings a Python module (no program to look for), as root.
+fn require_module_package(package: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("python3 cannot make a venv: apt-get install {package} (as root), then run this again");
+    }
+    eprintln!("python3 cannot make a venv: installing {package} from Debian's packages");
+    let args = ["install", "-y", "-q", "--no-install-recommends", package];
+    run("apt-get", &args)
+        .or_else(|_| {
+            run("apt-get", &["update", "-q"])?;
+            run("apt-get", &args)
+        })
+        .map_err(|error| anyhow::anyhow!("python3 cannot make a venv: apt-get install {package} ({error:#})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_port;

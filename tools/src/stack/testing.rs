@@ -8,7 +8,7 @@ use anyhow::bail;
 
 use super::{
     build_binaries, cargo, ensure_backing_services, ensure_haproxy, ensure_prometheus, ensure_pyyaml,
-    workspace_root,
+    prereq::ensure_client_toolchains, workspace_root,
 };
 
 /// Runs every test, with `args` passed to `cargo test`.
@@ -18,6 +18,8 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     // tools/tests/prometheus.rs runs a real Prometheus and reads k8s/observability with PyYAML.
     ensure_prometheus()?;
     ensure_pyyaml()?;
+    // tools/tests/clients.rs runs the Python and TypeScript clients (clients/check).
+    ensure_client_toolchains()?;
     build_binaries(true)?;
     let mut test = vec!["test", "--workspace"];
     test.extend(args.iter().map(String::as_str));
