@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "ticketing/v1/inventory.proto",
     "ticketing/v1/payment.proto",
     "ticketing/v1/notifier.proto",
+    "ticketing/v1/errors.proto",
     "ticketing/events/v1/events.proto",
     "ticketing/internal/v1/seat_lock.proto",
     "ticketing/internal/v1/payment.proto",

@@ -8,11 +8,13 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
 //! - [`pass`]: the signed admission pass that admission issues and seat-lock verifies.
 //! - [`seat_states`]: the compact encodings of a zone's seat states, and their one decoder.
+//! - [`errors`]: the `ErrorInfo` reasons of the mesh's refusals, from the `ErrorReason` enum.
 //! - [`connect`]: a lazily connecting client channel, balanced over every address of a DNS name.
 //! - [`codec`]: the protobuf codec of every generated service and client, with small buffers.
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod errors;
 pub mod pass;
 pub mod seat_states;
 
