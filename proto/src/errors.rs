@@ -37,6 +37,8 @@ impl ErrorReason {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
     use super::*;
 
     /// Every reason string a service sends today, as clients (tools, ticketctl, the tests,
@@ -117,6 +119,59 @@ mod tests {
         assert_eq!(ErrorReason::from_wire_name(""), None);
         assert_eq!(ErrorReason::from_wire_name("HOLD_ALREADY_SOLD"), None);
         assert_eq!(ErrorReason::Unspecified.wire_name(), "UNSPECIFIED");
+    }
+
+    /// The README's list of reasons: one row per [`ErrorReason`] value, with its comment from
+    /// `errors.proto` (read from the descriptor's source info).
+    fn readme_table() -> String {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
+        let file = set.file.iter().find(|f| f.name() == "ticketing/v1/errors.proto").unwrap();
+        let enum_index = file.enum_type.iter().position(|e| e.name() == "ErrorReason").unwrap() as i32;
+        let locations = &file.source_code_info.as_ref().unwrap().location;
+        let mut table = String::from("| `reason` | code, RPCs and metadata |\n| --- | --- |\n");
+        let values = &file.enum_type[enum_index as usize].value;
+        for (index, value) in values.iter().enumerate() {
+            let reason = ErrorReason::from_str_name(value.name()).unwrap();
+            if reason == ErrorReason::Unspecified {
+                continue;
+            }
+            // Path of the value: enum_type (5), the enum, value (2), the value.
+            let path = [5, enum_index, 2, index as i32];
+            let comment = locations
+                .iter()
+                .find(|l| l.path == path)
+                .and_then(|l| l.leading_comments.clone())
+                .unwrap_or_default();
+            let comment = comment.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|");
+            assert!(!comment.is_empty(), "{} has no comment in errors.proto", value.name());
+            table.push_str(&format!("| `{}` | {comment} |\n", reason.wire_name()));
+        }
+        table
+    }
+
+    /// The README lists the enum, not a second hand-kept list: its table of reasons is made
+    /// from `errors.proto`. `WRITE_README=1 cargo test -p ticketing-proto` rewrites it.
+    #[test]
+    fn the_readme_lists_every_reason_as_errors_proto_says() {
+        const BEGIN: &str = "<!-- ErrorReason table: made from proto/ticketing/v1/errors.proto by a test of ticketing_proto::errors -->\n";
+        const END: &str = "<!-- end of the ErrorReason table -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start =
+            readme.find(BEGIN).expect("the README has the ErrorReason table's begin marker") + BEGIN.len();
+        let end = start + readme[start..].find(END).expect("the README has the table's end marker");
+        let table = readme_table();
+        if readme[start..end] != table && std::env::var_os("WRITE_README").is_some() {
+            std::fs::write(path, format!("{}{table}{}", &readme[..start], &readme[end..])).unwrap();
+            return;
+        }
+        assert_eq!(
+            readme[start..end],
+            table,
+            "README.md's ErrorReason table differs from errors.proto; rewrite it with \
+             WRITE_README=1 cargo test -p ticketing-proto"
+        );
     }
 
     #[test]
