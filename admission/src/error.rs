@@ -1,25 +1,12 @@
 //! The service's errors and their gRPC statuses.
 
-use service_runtime::status::with_reason;
+use service_runtime::status::{ErrorReason, with_reason};
 use tonic::{Code, Status};
 
-/// Machine-readable reason: the user is neither waiting nor holding a valid pass.
-pub const REASON_NOT_IN_QUEUE: &str = "NOT_IN_QUEUE";
 /// `NOT_IN_QUEUE`'s metadata: since when (unix ms) the event's queue exists. A waiting page
 /// that joined earlier lost its place with Redis; one that joined later was admitted and let
 /// its pass expire, or left.
 pub const QUEUE_STARTED_AT_MS: &str = "queue_started_at_ms";
-/// Machine-readable reason: the user joined too often; `retry-after` says when to retry.
-pub const REASON_RATE_LIMITED: &str = "RATE_LIMITED";
-/// Machine-readable reason: inventory does not know the event.
-pub const REASON_EVENT_NOT_FOUND: &str = "EVENT_NOT_FOUND";
-/// Machine-readable reason: this replica holds as many WatchQueue streams as it may.
-pub const REASON_TOO_MANY_WATCHERS: &str = "TOO_MANY_WATCHERS";
-/// Machine-readable reason: an operator closed the sale (CloseSale).
-pub const REASON_SALE_CLOSED: &str = "SALE_CLOSED";
-/// Machine-readable reason: Redis lost the event's waiting room and it is being rebuilt;
-/// `retry-after` says when to ask again. No estimate is given meanwhile.
-pub const REASON_QUEUE_REBUILDING: &str = "QUEUE_REBUILDING";
 
 /// When a caller should ask again while the event's waiting room is rebuilt: a rebuild reads
 /// the last pass ttl of the event's history and takes about a second.
@@ -92,7 +79,7 @@ impl From<Error> for Status {
                         "the waiting room of event {event_id} lost its state and is being rebuilt; \
                          retry in {REBUILD_RETRY_AFTER_SECONDS} s (a waiting user joins again)"
                     ),
-                    REASON_QUEUE_REBUILDING,
+                    ErrorReason::QueueRebuilding,
                     [
                         ("event_id", event_id),
                         ("retry_after_seconds", REBUILD_RETRY_AFTER_SECONDS.to_string()),
@@ -108,13 +95,13 @@ impl From<Error> for Status {
             Error::SaleClosed(event_id) => with_reason(
                 Code::FailedPrecondition,
                 format!("event_id: the sale of event {event_id} is closed"),
-                REASON_SALE_CLOSED,
+                ErrorReason::SaleClosed,
                 [("event_id", event_id)],
             ),
             Error::UnknownEvent(event_id) => with_reason(
                 Code::NotFound,
                 format!("event_id: event {event_id} does not exist"),
-                REASON_EVENT_NOT_FOUND,
+                ErrorReason::EventNotFound,
                 [("event_id", event_id)],
             ),
             Error::NotInQueue { event_id, user_id, queue_started_at_ms } => with_reason(
@@ -123,7 +110,7 @@ impl From<Error> for Status {
                     "user {user_id} is neither waiting for nor admitted to event {event_id}; join to get a place \
                      (this queue exists since {queue_started_at_ms} ms: a place taken before then was lost)"
                 ),
-                REASON_NOT_IN_QUEUE,
+                ErrorReason::NotInQueue,
                 [
                     ("event_id", event_id),
                     ("user_id", user_id),
@@ -135,7 +122,7 @@ impl From<Error> for Status {
                 let mut status = with_reason(
                     Code::ResourceExhausted,
                     format!("too many joins; retry after {seconds} s"),
-                    REASON_RATE_LIMITED,
+                    ErrorReason::RateLimited,
                     [("retry_after_seconds", seconds.to_string())],
                 );
                 status.metadata_mut().insert("retry-after", seconds.into());
@@ -146,7 +133,7 @@ impl From<Error> for Status {
                 format!(
                     "this replica already streams to {limit} watchers; poll GetQueueStatus or retry later"
                 ),
-                REASON_TOO_MANY_WATCHERS,
+                ErrorReason::TooManyWatchers,
                 [("limit", limit.to_string())],
             ),
             Error::InventoryUnavailable(status) => {
@@ -171,7 +158,7 @@ mod tests {
     use service_runtime::status::reason;
     use tonic::{Code, Status};
 
-    use super::{Error, REASON_QUEUE_REBUILDING};
+    use super::{Error, ErrorReason};
 
     /// What a caller receives for a status that reached the service from a call.
     fn passed_on(status: Status) -> Status {
@@ -209,7 +196,7 @@ mod tests {
     fn a_rebuilding_queue_is_unavailable_with_a_reason_and_retry_after() {
         let status = Status::from(Error::Rebuilding("e1".into()));
         assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(reason(&status).unwrap().0, REASON_QUEUE_REBUILDING);
+        assert_eq!(reason(&status).unwrap().0, ErrorReason::QueueRebuilding.wire_name());
         assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
     }
 }

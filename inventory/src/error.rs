@@ -1,6 +1,6 @@
 //! The one error type of the service and its mapping to gRPC statuses.
 
-use service_runtime::status::{invalid, prefix, quote, with_reason};
+use service_runtime::status::{ErrorReason, invalid, prefix, quote, with_reason};
 use tonic::{Code, Status};
 
 /// Why a request failed.
@@ -47,25 +47,25 @@ impl From<Error> for Status {
             Error::VenueNotFound(id) => with_reason(
                 Code::NotFound,
                 format!("venue_id: venue {id} not found"),
-                "VENUE_NOT_FOUND",
+                ErrorReason::VenueNotFound,
                 [("venue_id", id)],
             ),
             Error::EventNotFound(id) => with_reason(
                 Code::NotFound,
                 format!("event_id: event {id} not found"),
-                "EVENT_NOT_FOUND",
+                ErrorReason::EventNotFound,
                 [("event_id", id)],
             ),
             Error::ZoneNotFound { event_id, zone_id } => with_reason(
                 Code::NotFound,
                 format!("zone_id: event {event_id} has no zone {}", quote(&zone_id)),
-                "ZONE_NOT_FOUND",
+                ErrorReason::ZoneNotFound,
                 [("event_id", event_id), ("zone_id", prefix(&zone_id))],
             ),
             Error::TooManyWatchers => with_reason(
                 Code::ResourceExhausted,
                 "too many seat map watchers on this replica; retry later",
-                "TOO_MANY_WATCHERS",
+                ErrorReason::TooManyWatchers,
                 [],
             ),
             Error::Database(error) => {

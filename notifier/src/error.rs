@@ -1,6 +1,6 @@
 //! Every way a notifier request can fail, and the gRPC status each one becomes.
 
-use service_runtime::status::{invalid, quote, with_reason};
+use service_runtime::status::{ErrorReason, invalid, quote, with_reason};
 use tonic::{Code, Status};
 
 use crate::webhook::address::Refusal;
@@ -45,14 +45,14 @@ impl From<Error> for Status {
             Error::WebhookUrlNotAllowed { problem } => with_reason(
                 Code::InvalidArgument,
                 format!("url: {problem}"),
-                "WEBHOOK_URL_NOT_ALLOWED",
+                ErrorReason::WebhookUrlNotAllowed,
                 [("field", "url".to_owned())],
             ),
             Error::WebhookRefused(refusal) => match refusal {
                 Refusal::HttpNotAllowed | Refusal::PortNotAllowed(_) => with_reason(
                     Code::InvalidArgument,
                     format!("url: {refusal}"),
-                    "WEBHOOK_URL_NOT_ALLOWED",
+                    ErrorReason::WebhookUrlNotAllowed,
                     [("field", "url".to_owned())],
                 ),
                 // The address itself is not echoed: callers must not learn what internal
@@ -64,20 +64,20 @@ impl From<Error> for Status {
                         quote(&host),
                         class.name()
                     ),
-                    "WEBHOOK_ADDRESS_FORBIDDEN",
+                    ErrorReason::WebhookAddressForbidden,
                     [("field", "url".to_owned()), ("range", class.name().to_owned())],
                 ),
                 Refusal::Unresolved { host, problem } => with_reason(
                     Code::InvalidArgument,
                     format!("url: host {} does not resolve: {problem}", quote(&host)),
-                    "WEBHOOK_HOST_UNRESOLVED",
+                    ErrorReason::WebhookHostUnresolved,
                     [("field", "url".to_owned())],
                 ),
             },
             Error::WebhookLimitReached { limit } => with_reason(
                 Code::FailedPrecondition,
                 format!("at most {limit} webhooks per user; this user has them all"),
-                "WEBHOOK_LIMIT_REACHED",
+                ErrorReason::WebhookLimitReached,
                 [("limit", limit.to_string())],
             ),
             Error::TooManySubscribers { limit } => with_reason(
@@ -86,7 +86,7 @@ impl From<Error> for Status {
                     "this replica already serves its {limit} live Subscribe streams; retry later \
                      (ListNotifications reads the inbox meanwhile)"
                 ),
-                "TOO_MANY_SUBSCRIBERS",
+                ErrorReason::TooManySubscribers,
                 [("limit", limit.to_string())],
             ),
             Error::Database(e) => {

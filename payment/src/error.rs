@@ -1,32 +1,9 @@
 //! Every way a payment RPC can fail, and the one mapping to gRPC statuses.
 
-use service_runtime::status::with_reason;
+use service_runtime::status::{ErrorReason, with_reason, with_received_reason};
 use tonic::{Code, Status};
 
 use crate::gateway::GatewayError;
-
-/// Reason of a key reused with a different request.
-pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
-/// Reason of a replay that arrives while the first request is still running (retryable).
-pub const REQUEST_IN_FLIGHT: &str = "REQUEST_IN_FLIGHT";
-/// Reason of an unknown (or someone else's) payment.
-pub const PAYMENT_NOT_FOUND: &str = "PAYMENT_NOT_FOUND";
-/// Reason of an unknown (or someone else's) booking.
-pub const BOOKING_NOT_FOUND: &str = "BOOKING_NOT_FOUND";
-/// Reason when another payment (another idempotency key) is paying or has paid this hold;
-/// its id is in the metadata (`payment_id`). Nothing was charged and the key stays unused.
-pub const HOLD_ALREADY_BEING_PAID: &str = "HOLD_ALREADY_BEING_PAID";
-/// Reason when seat-lock cannot be reached; nothing was stored, the caller may retry.
-pub const SEAT_LOCK_UNAVAILABLE: &str = "SEAT_LOCK_UNAVAILABLE";
-/// Reason of a CancelBooking after the event's cancellation cutoff; the metadata says when
-/// cancellations closed (`cancellable_until`, RFC 3339) and the event's cutoff
-/// (`cancellation_cutoff_seconds`).
-pub const CANCELLATION_CLOSED: &str = "CANCELLATION_CLOSED";
-/// Reason when inventory cannot tell the event's cutoff; nothing changed, the caller may retry.
-pub const INVENTORY_UNAVAILABLE: &str = "INVENTORY_UNAVAILABLE";
-/// Reason when this replica already runs as many payment tasks as it may (the bound is in the
-/// metadata, `limit`); nothing was charged or stored, the caller may retry with the same key.
-pub const TOO_MANY_PAYMENTS_IN_FLIGHT: &str = "TOO_MANY_PAYMENTS_IN_FLIGHT";
 
 /// Why a payment RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -115,17 +92,17 @@ impl From<Error> for Status {
             Error::IdempotencyKeyReused => with_reason(
                 Code::FailedPrecondition,
                 "idempotency_key was already used for a different request",
-                IDEMPOTENCY_KEY_REUSED,
+                ErrorReason::IdempotencyKeyReused,
                 [],
             ),
             Error::RequestInFlight => with_reason(
                 Code::Aborted,
                 "a request with this idempotency_key is still being processed; retry later",
-                REQUEST_IN_FLIGHT,
+                ErrorReason::RequestInFlight,
                 [],
             ),
             Error::StoredFailure { code, message, reason } => match reason {
-                Some(reason) => with_reason(Code::from(code), message, &reason, []),
+                Some(reason) => with_received_reason(Code::from(code), message, &reason, []),
                 None => Status::new(Code::from(code), message),
             },
             Error::SeatLockUnavailable(status) => {
@@ -133,35 +110,41 @@ impl From<Error> for Status {
                 with_reason(
                     Code::Unavailable,
                     "seat-lock is unavailable; retry later",
-                    SEAT_LOCK_UNAVAILABLE,
+                    ErrorReason::SeatLockUnavailable,
                     [],
                 )
             }
             Error::HoldAlreadyBeingPaid(payment_id) => with_reason(
                 Code::FailedPrecondition,
                 "this hold is already being paid with another idempotency_key",
-                HOLD_ALREADY_BEING_PAID,
+                ErrorReason::HoldAlreadyBeingPaid,
                 payment_id.map(|id| ("payment_id", id.to_string())),
             ),
             Error::TooManyPayments { limit } => with_reason(
                 Code::ResourceExhausted,
                 format!("this replica is running {limit} payments, its limit; retry later with the same key"),
-                TOO_MANY_PAYMENTS_IN_FLIGHT,
+                ErrorReason::TooManyPaymentsInFlight,
                 [("limit", limit.to_string())],
             ),
-            Error::PaymentNotFound(id) => {
-                with_reason(Code::NotFound, format!("payment {id} not found"), PAYMENT_NOT_FOUND, [])
-            }
-            Error::BookingNotFound(id) => {
-                with_reason(Code::NotFound, format!("booking {id} not found"), BOOKING_NOT_FOUND, [])
-            }
+            Error::PaymentNotFound(id) => with_reason(
+                Code::NotFound,
+                format!("payment {id} not found"),
+                ErrorReason::PaymentNotFound,
+                [],
+            ),
+            Error::BookingNotFound(id) => with_reason(
+                Code::NotFound,
+                format!("booking {id} not found"),
+                ErrorReason::BookingNotFound,
+                [],
+            ),
             Error::CancellationClosed { closed_at, cutoff_seconds } => with_reason(
                 Code::FailedPrecondition,
                 format!(
                     "cancellations closed at {} ({cutoff_seconds} s before the event starts)",
                     closed_at.to_rfc3339()
                 ),
-                CANCELLATION_CLOSED,
+                ErrorReason::CancellationClosed,
                 [
                     ("cancellable_until", closed_at.to_rfc3339()),
                     ("cancellation_cutoff_seconds", cutoff_seconds.to_string()),
@@ -172,7 +155,7 @@ impl From<Error> for Status {
                 with_reason(
                     Code::Unavailable,
                     "inventory is unavailable; retry later",
-                    INVENTORY_UNAVAILABLE,
+                    ErrorReason::InventoryUnavailable,
                     [],
                 )
             }

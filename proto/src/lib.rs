@@ -5,14 +5,17 @@
 //! - [`events`]: the NATS JetStream event messages (`ticketing.events.v1`).
 //! - [`internal`]: service-to-service RPCs (`ticketing.internal.v1`), never routed by the
 //!   load balancer.
-//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
+//! - [`FILE_DESCRIPTOR_SET`], [`PUBLIC_FILE_DESCRIPTOR_SET`]: the encoded descriptors (all, and
+//!   the public ones that server reflection serves).
 //! - [`pass`]: the signed admission pass that admission issues and seat-lock verifies.
 //! - [`seat_states`]: the compact encodings of a zone's seat states, and their one decoder.
+//! - [`errors`]: the `ErrorInfo` reasons of the mesh's refusals, from the `ErrorReason` enum.
 //! - [`connect`]: a lazily connecting client channel, balanced over every address of a DNS name.
 //! - [`codec`]: the protobuf codec of every generated service and client, with small buffers.
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod errors;
 pub mod pass;
 pub mod seat_states;
 
@@ -45,8 +48,14 @@ pub use ticketing::events::v1 as events;
 pub use ticketing::internal::v1 as internal;
 pub use ticketing::v1;
 
-/// Every file of the contract, encoded, for `tonic-reflection`.
+/// Every file of the contract (the internal RPCs included) with its imports, encoded: what
+/// the services read their method names from.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ticketing_descriptor");
+
+/// The public contract (`ticketing.v1`, `ticketing.events.v1`) with every file it imports
+/// (`google/protobuf/timestamp.proto`), encoded: what server reflection serves on the public
+/// listener, so a reflection client resolves every import and sees no internal RPC.
+pub const PUBLIC_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("public_descriptor");
 
 /// How often a balanced channel re-resolves its DNS name, so new replicas get traffic and
 /// gone ones stop getting it.
@@ -156,5 +165,51 @@ async fn resolve_forever(
             known = current;
         }
         tokio::time::sleep(RESOLVE_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use std::collections::BTreeSet;
+
+    use prost::Message;
+
+    fn files(set: &[u8]) -> Vec<prost_types::FileDescriptorProto> {
+        prost_types::FileDescriptorSet::decode(set).unwrap().file
+    }
+
+    #[test]
+    fn each_descriptor_set_holds_every_import_of_its_files() {
+        for set in [super::FILE_DESCRIPTOR_SET, super::PUBLIC_FILE_DESCRIPTOR_SET] {
+            let files = files(set);
+            let names: BTreeSet<&str> = files.iter().map(|f| f.name()).collect();
+            assert!(names.contains("google/protobuf/timestamp.proto"), "{names:?}");
+            for file in &files {
+                for import in &file.dependency {
+                    assert!(
+                        names.contains(import.as_str()),
+                        "{} imports {import}, not in {names:?}",
+                        file.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_public_set_is_the_whole_contract_but_the_internal_files() {
+        let all: BTreeSet<String> =
+            files(super::FILE_DESCRIPTOR_SET).into_iter().map(|f| f.name().to_owned()).collect();
+        let public: BTreeSet<String> =
+            files(super::PUBLIC_FILE_DESCRIPTOR_SET).into_iter().map(|f| f.name().to_owned()).collect();
+        let left_out: Vec<&String> = all.difference(&public).collect();
+        assert_eq!(
+            left_out,
+            ["ticketing/internal/v1/payment.proto", "ticketing/internal/v1/seat_lock.proto"]
+        );
+        assert!(public.is_subset(&all));
+        assert!(public.contains("ticketing/v1/errors.proto"));
     }
 }

@@ -1,13 +1,16 @@
 //! The encodings of `ZoneSeatMap.seat_states`, the encoder inventory uses and the one
 //! decoder every reader uses.
 //!
-//! Both encodings list the seats row by row, seat by seat:
-//! - [`SeatStatesEncoding::Packed`] (0, the original form, so old readers stay right): two
-//!   bits per seat (a [`SeatState`]), four seats per byte from the low bits, `ceil(seats / 4)`
-//!   bytes whatever the map.
+//! Both encodings list the seats row by row, seat by seat, each as a 2-bit [`SeatCode`]
+//! (0 free, 1 held, 2 sold: the table in `inventory.proto`; a free zone is all zero bytes),
+//! which is not the number of its [`SeatState`] (whose 0 is `SEAT_STATE_UNSPECIFIED`):
+//! - [`SeatStatesEncoding::Packed`]: two bits per seat, four seats per byte from the low
+//!   bits, `ceil(seats / 4)` bytes whatever the map.
 //! - [`SeatStatesEncoding::Runs`]: runs of seats in one state, each a protobuf varint of
-//!   `(run length - 1) << 2 | state`. A run of up to 32 seats takes one byte; a zone sold from
+//!   `(run length - 1) << 2 | code`. A run of up to 32 seats takes one byte; a zone sold from
 //!   the best seats down is a few long runs.
+//!
+//! [`SeatStatesEncoding::Unspecified`] is refused: the server always names its encoding.
 //!
 //! [`encode`] answers whichever is smaller, so a map never costs more than the packed form. A
 //! map whose states are scattered at random has runs about 1.5 seats long and stays packed, at
@@ -21,12 +24,71 @@ use crate::v1::{SeatState, SeatStatesEncoding, ZoneSeatMap};
 /// bound keeps a hostile message from making a reader allocate without limit.
 pub const MAX_ZONE_SEATS: usize = 200_000;
 
+/// The 2-bit code of a seat in both encodings of `seat_states`, and in inventory's packed
+/// map. Distinct from [`SeatState`], whose numbers start with `UNSPECIFIED = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SeatCode {
+    /// Code 0: free (so a free zone's packed form is all zero bytes).
+    Free = 0,
+    /// Code 1: held.
+    Held = 1,
+    /// Code 2: sold.
+    Sold = 2,
+}
+
+impl SeatCode {
+    /// The code's two bits.
+    pub const fn bits(self) -> u8 {
+        self as u8
+    }
+
+    /// The code of two bits (the low two of `bits`), or `None` for 3, which is no seat.
+    pub const fn from_bits(bits: u8) -> Option<Self> {
+        match bits & 0b11 {
+            0 => Some(Self::Free),
+            1 => Some(Self::Held),
+            2 => Some(Self::Sold),
+            _ => None,
+        }
+    }
+
+    /// The seat's [`SeatState`], as `SeatChange.state` and [`decode`] give it.
+    pub const fn state(self) -> SeatState {
+        match self {
+            Self::Free => SeatState::Free,
+            Self::Held => SeatState::Held,
+            Self::Sold => SeatState::Sold,
+        }
+    }
+
+    /// The code of `state`, or `None` for [`SeatState::Unspecified`], which no seat has.
+    pub const fn of_state(state: SeatState) -> Option<Self> {
+        match state {
+            SeatState::Free => Some(Self::Free),
+            SeatState::Held => Some(Self::Held),
+            SeatState::Sold => Some(Self::Sold),
+            SeatState::Unspecified => None,
+        }
+    }
+}
+
+impl From<SeatCode> for SeatState {
+    fn from(code: SeatCode) -> Self {
+        code.state()
+    }
+}
+
 /// Why `seat_states` could not be decoded. The message was not written by inventory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SeatStatesError {
     /// `row_labels` × `seats_per_row` is beyond [`MAX_ZONE_SEATS`].
     #[error("a zone of {0} seats is larger than the {MAX_ZONE_SEATS} any event may have")]
     TooManySeats(u64),
+    /// `seat_states_encoding` is `SEAT_STATES_ENCODING_UNSPECIFIED` (0): the sender did not
+    /// say how it encoded the states.
+    #[error("seat_states_encoding is SEAT_STATES_ENCODING_UNSPECIFIED; the sender must name PACKED or RUNS")]
+    UnspecifiedEncoding,
     /// `seat_states_encoding` is not a [`SeatStatesEncoding`] this reader knows.
     #[error("unknown seat_states_encoding {0}")]
     UnknownEncoding(i32),
@@ -40,8 +102,8 @@ pub enum SeatStatesError {
         /// Bytes received.
         got: usize,
     },
-    /// A seat has the value 3, which is no [`SeatState`].
-    #[error("seat {0} has state 3, which is no SeatState")]
+    /// A seat has the code 3, which is no [`SeatCode`].
+    #[error("seat {0} has code 3, which is no seat code")]
     BadState(usize),
     /// The runs end inside a varint, or a varint is longer than 10 bytes.
     #[error("a run at byte {0} is not a complete varint")]
@@ -65,7 +127,7 @@ pub struct EncodedSeatStates {
     pub bytes: Bytes,
 }
 
-/// Encodes `seats` seats held in the packed form (`packed`, two bits each) as the smaller of
+/// Encodes `seats` seats held in the packed form (`packed`, a [`SeatCode`] in each two bits) as the smaller of
 /// the packed form and runs. Seats beyond `packed` count as free.
 pub fn encode(packed: &[u8], seats: usize) -> EncodedSeatStates {
     let packed_len = seats.div_ceil(4);
@@ -128,17 +190,13 @@ pub fn decode(encoding: i32, bytes: &[u8], seats: usize) -> Result<Vec<SeatState
     match SeatStatesEncoding::try_from(encoding) {
         Ok(SeatStatesEncoding::Packed) => decode_packed(bytes, seats),
         Ok(SeatStatesEncoding::Runs) => decode_runs(bytes, seats),
+        Ok(SeatStatesEncoding::Unspecified) => Err(SeatStatesError::UnspecifiedEncoding),
         Err(_) => Err(SeatStatesError::UnknownEncoding(encoding)),
     }
 }
 
-fn state_of(value: u8, seat: usize) -> Result<SeatState, SeatStatesError> {
-    match value {
-        0 => Ok(SeatState::Free),
-        1 => Ok(SeatState::Held),
-        2 => Ok(SeatState::Sold),
-        _ => Err(SeatStatesError::BadState(seat)),
-    }
+fn state_of(bits: u8, seat: usize) -> Result<SeatState, SeatStatesError> {
+    SeatCode::from_bits(bits).map(SeatCode::state).ok_or(SeatStatesError::BadState(seat))
 }
 
 fn decode_packed(bytes: &[u8], seats: usize) -> Result<Vec<SeatState>, SeatStatesError> {
@@ -192,7 +250,7 @@ mod tests {
     fn pack(states: &[SeatState]) -> Vec<u8> {
         let mut packed = vec![0; states.len().div_ceil(4)];
         for (seat, &state) in states.iter().enumerate() {
-            packed[seat / 4] |= (state as u8) << ((seat % 4) * 2);
+            packed[seat / 4] |= SeatCode::of_state(state).unwrap().bits() << ((seat % 4) * 2);
         }
         packed
     }
@@ -309,6 +367,8 @@ mod tests {
         assert_eq!(decode(packed, &[0b11_00], 4), Err(BadState(1)));
         assert_eq!(decode(7, &[], 0), Err(UnknownEncoding(7)));
         assert_eq!(decode(-1, &[], 0), Err(UnknownEncoding(-1)));
+        assert_eq!(decode(SeatStatesEncoding::Unspecified as i32, &[], 0), Err(UnspecifiedEncoding));
+        assert_eq!(decode(0, &[0; 3], 9), Err(UnspecifiedEncoding));
         assert_eq!(decode(packed, &[], MAX_ZONE_SEATS + 1), Err(TooManySeats(MAX_ZONE_SEATS as u64 + 1)));
         // Runs: too few, too many, state 3, a cut varint, an endless varint, a huge run.
         assert_eq!(decode(runs, &[(3 << 2) | 1], 5), Err(RunsLength { covered: 4, seats: 5 }));
@@ -328,10 +388,34 @@ mod tests {
             row_labels: vec!["1".into(); 1_000],
             seats_per_row: u32::MAX,
             seat_states: Bytes::from_static(&[0]),
+            seat_states_encoding: SeatStatesEncoding::Packed as i32,
             ..ZoneSeatMap::default()
         };
         assert_eq!(zone.decode_seat_states(), Err(TooManySeats(1_000 * u64::from(u32::MAX))));
         let zone = ZoneSeatMap { row_labels: vec!["1".into(); 2], seats_per_row: 3, ..zone };
         assert_eq!(zone.decode_seat_states(), Err(PackedLength { seats: 6, expected: 2, got: 1 }));
+        // A map that does not name its encoding is refused, even when its bytes would fit.
+        let unnamed =
+            ZoneSeatMap { seat_states: Bytes::from_static(&[0, 0]), seat_states_encoding: 0, ..zone };
+        assert_eq!(unnamed.decode_seat_states(), Err(UnspecifiedEncoding));
+    }
+
+    #[test]
+    fn seat_codes_are_the_documented_table_not_seat_state_numbers() {
+        // The table in inventory.proto: 0 free, 1 held, 2 sold, 3 no seat.
+        let table = [(0, SeatState::Free), (1, SeatState::Held), (2, SeatState::Sold)];
+        for (bits, state) in table {
+            let code = SeatCode::from_bits(bits).unwrap();
+            assert_eq!((code.bits(), code.state(), SeatState::from(code)), (bits, state, state));
+            assert_eq!(SeatCode::of_state(state), Some(code));
+            assert_ne!(state as i32, i32::from(bits), "SeatState numbers start at UNSPECIFIED");
+        }
+        assert_eq!(SeatCode::from_bits(3), None);
+        assert_eq!(SeatCode::of_state(SeatState::Unspecified), None);
+        // One held seat then three sold ones, packed: 0b10_10_10_01.
+        assert_eq!(
+            decode(SeatStatesEncoding::Packed as i32, &[0b1010_1001], 4).unwrap(),
+            [SeatState::Held, SeatState::Sold, SeatState::Sold, SeatState::Sold]
+        );
     }
 }

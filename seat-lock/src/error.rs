@@ -1,6 +1,6 @@
 //! Every way a seat-lock request can fail, and the one mapping to gRPC statuses.
 
-use service_runtime::status::with_reason;
+use service_runtime::status::{ErrorReason, with_reason};
 use ticketing_proto::pass::PassError;
 use tonic::{Code, Status};
 
@@ -57,7 +57,7 @@ impl From<Error> for Status {
         match error {
             Error::InvalidArgument(status) => *status,
             Error::EventNotFound(event_id) => {
-                with_reason(Code::NotFound, message, "EVENT_NOT_FOUND", [("event_id", event_id)])
+                with_reason(Code::NotFound, message, ErrorReason::EventNotFound, [("event_id", event_id)])
             }
             Error::InventoryUnavailable(status) => {
                 tracing::warn!(code = ?status.code(), error = status.message(), "inventory call failed");
@@ -65,57 +65,69 @@ impl From<Error> for Status {
             }
             Error::Pass(problem) => {
                 let reason = match problem {
-                    PassError::Expired => "PASS_EXPIRED",
-                    PassError::WrongUser => "PASS_WRONG_USER",
-                    PassError::WrongEvent => "PASS_WRONG_EVENT",
-                    PassError::Revoked => "PASS_REVOKED",
+                    PassError::Expired => ErrorReason::PassExpired,
+                    PassError::WrongUser => ErrorReason::PassWrongUser,
+                    PassError::WrongEvent => ErrorReason::PassWrongEvent,
+                    PassError::Revoked => ErrorReason::PassRevoked,
                     PassError::Malformed
                     | PassError::UnknownKey
                     | PassError::BadSignature
-                    | PassError::BadKeyConfig(_) => "PASS_INVALID",
+                    | PassError::BadKeyConfig(_) => ErrorReason::PassInvalid,
                 };
                 with_reason(Code::PermissionDenied, message, reason, [])
             }
-            Error::SeatTaken(seat_ids) => {
-                with_reason(Code::Aborted, message, "SEAT_TAKEN", [("seat_ids", seat_ids.join(","))])
-            }
+            Error::SeatTaken(seat_ids) => with_reason(
+                Code::Aborted,
+                message,
+                ErrorReason::SeatTaken,
+                [("seat_ids", seat_ids.join(","))],
+            ),
             Error::ZoneSoldOut { zone_id, free } => with_reason(
                 Code::FailedPrecondition,
                 message,
-                "ZONE_SOLD_OUT",
+                ErrorReason::ZoneSoldOut,
                 [("zone_id", zone_id), ("free", free)],
             ),
             Error::NoAdjacentSeats { zone_id, quantity } => with_reason(
                 Code::FailedPrecondition,
                 message,
-                "NO_ADJACENT_SEATS",
+                ErrorReason::NoAdjacentSeats,
                 [("zone_id", zone_id), ("quantity", quantity.to_string())],
             ),
             Error::TicketLimitExceeded { limit, already } => with_reason(
                 Code::FailedPrecondition,
                 message,
-                "TICKET_LIMIT_EXCEEDED",
+                ErrorReason::TicketLimitExceeded,
                 [("limit", limit), ("already", already)],
             ),
             Error::HoldNotFound(hold_id) => {
-                with_reason(Code::NotFound, message, "HOLD_NOT_FOUND", [("hold_id", hold_id)])
+                with_reason(Code::NotFound, message, ErrorReason::HoldNotFound, [("hold_id", hold_id)])
             }
-            Error::NotHoldOwner(hold_id) => {
-                with_reason(Code::PermissionDenied, message, "NOT_HOLD_OWNER", [("hold_id", hold_id)])
-            }
-            Error::HoldInCheckout(hold_id) => {
-                with_reason(Code::FailedPrecondition, message, "HOLD_IN_CHECKOUT", [("hold_id", hold_id)])
-            }
+            Error::NotHoldOwner(hold_id) => with_reason(
+                Code::PermissionDenied,
+                message,
+                ErrorReason::NotHoldOwner,
+                [("hold_id", hold_id)],
+            ),
+            Error::HoldInCheckout(hold_id) => with_reason(
+                Code::FailedPrecondition,
+                message,
+                ErrorReason::HoldInCheckout,
+                [("hold_id", hold_id)],
+            ),
             Error::HoldSold(hold_id) => {
-                with_reason(Code::FailedPrecondition, message, "HOLD_SOLD", [("hold_id", hold_id)])
+                with_reason(Code::FailedPrecondition, message, ErrorReason::HoldSold, [("hold_id", hold_id)])
             }
-            Error::HoldExpired(hold_id) => {
-                with_reason(Code::FailedPrecondition, message, "HOLD_EXPIRED", [("hold_id", hold_id)])
-            }
+            Error::HoldExpired(hold_id) => with_reason(
+                Code::FailedPrecondition,
+                message,
+                ErrorReason::HoldExpired,
+                [("hold_id", hold_id)],
+            ),
             Error::Rebuilding(event_id) => with_reason(
                 Code::Unavailable,
                 "rebuilding state from payment; retry shortly",
-                "REBUILDING",
+                ErrorReason::Rebuilding,
                 [("event_id", event_id)],
             ),
             Error::PaymentUnavailable { event_id, status } => {
@@ -123,7 +135,7 @@ impl From<Error> for Status {
                 with_reason(
                     Code::Unavailable,
                     "rebuilding state from payment; payment is unavailable, retry shortly",
-                    "REBUILDING",
+                    ErrorReason::Rebuilding,
                     [("event_id", event_id)],
                 )
             }

@@ -23,7 +23,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig},
 };
 
-use crate::status::with_reason;
+use crate::status::{ErrorReason, with_reason};
 
 /// The URI SAN prefix of a mesh service certificate; the service's name follows it.
 pub const SPIFFE_PREFIX: &str = "spiffe://ticketing/";
@@ -183,7 +183,7 @@ pub fn require_peer<T>(request: &Request<T>, allowed: &[&str]) -> Result<String,
         return Err(with_reason(
             Code::Unauthenticated,
             "internal RPC: the caller presented no client certificate",
-            "PEER_CERT_MISSING",
+            ErrorReason::PeerCertMissing,
             [],
         ));
     };
@@ -195,7 +195,7 @@ pub fn require_peer<T>(request: &Request<T>, allowed: &[&str]) -> Result<String,
             Err(with_reason(
                 Code::PermissionDenied,
                 format!("internal RPC: service {shown:?} may not call it (allowed: {})", allowed.join(", ")),
-                "SERVICE_NOT_ALLOWED",
+                ErrorReason::ServiceNotAllowed,
                 [("caller", shown), ("allowed", allowed.join(","))],
             ))
         }

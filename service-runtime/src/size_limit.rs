@@ -19,7 +19,7 @@ use hyper::body::Frame;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::status::with_reason;
+use crate::status::{ErrorReason, with_reason};
 
 /// The largest request message a service decodes: tonic's default receive limit, far above
 /// the largest real request (a 50,000-seat venue's `CreateVenue` is well under 1 MiB). The
@@ -33,7 +33,7 @@ pub const MAX_REQUEST_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The machine-readable reason of a refused oversized request.
-pub const REASON_REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
+pub const REASON_REQUEST_TOO_LARGE: ErrorReason = ErrorReason::RequestTooLarge;
 
 /// Bytes of the gRPC length-prefixed message header: a compression flag and a big-endian u32.
 const GRPC_PREFIX_BYTES: usize = 5;

@@ -2,14 +2,38 @@
 
 use std::collections::HashMap;
 
+pub use ticketing_proto::errors::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `domain` of every `google.rpc.ErrorInfo` the mesh sends.
 pub const ERROR_DOMAIN: &str = "ticketing.v1";
 
-/// A status with a `google.rpc.ErrorInfo` detail whose `reason` a client can match on.
+/// A status with a `google.rpc.ErrorInfo` detail whose `reason` a client can match on: the
+/// wire name of `reason` (`ErrorReason::SeatTaken` sends `"SEAT_TAKEN"`), so every reason the
+/// mesh sends is a value of the contract's `ErrorReason` enum.
 pub fn with_reason(
+    code: Code,
+    message: impl Into<String>,
+    reason: ErrorReason,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> Status {
+    error_info_status(code, message, reason.wire_name(), metadata)
+}
+
+/// A status that passes on the `reason` string another service sent (payment replaying
+/// seat-lock's stored refusal), as received: a reason of a newer peer that this build's
+/// enum does not know yet still reaches the caller unchanged.
+pub fn with_received_reason(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> Status {
+    error_info_status(code, message, reason, metadata)
+}
+
+fn error_info_status(
     code: Code,
     message: impl Into<String>,
     reason: &str,
@@ -95,7 +119,7 @@ pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     with_reason(
         Code::InvalidArgument,
         format!("{field}: {problem}"),
-        "INVALID_ARGUMENT",
+        ErrorReason::InvalidArgument,
         [("field", field.to_owned())],
     )
 }
@@ -145,13 +169,32 @@ mod tests {
     #[test]
     fn a_status_stays_small_whatever_was_formatted_into_it() {
         let huge = "ü".repeat(1 << 19);
-        let status =
-            with_reason(Code::InvalidArgument, format!("zone {huge}"), "X", [("zone_id", huge.clone())]);
+        let status = with_reason(
+            Code::InvalidArgument,
+            format!("zone {huge}"),
+            ErrorReason::ZoneNotFound,
+            [("zone_id", huge.clone())],
+        );
         assert!(status.message().len() <= MAX_MESSAGE_BYTES + '…'.len_utf8(), "{}", status.message().len());
         // The details repeat the message, then carry the metadata.
         let most = 2 * (MAX_MESSAGE_BYTES + '…'.len_utf8()) + MAX_METADATA_VALUE_BYTES + 64;
         assert!(status.details().len() < most, "{}", status.details().len());
         let (_, metadata) = reason(&status).unwrap_or_default();
         assert_eq!(metadata.get("zone_id").map(String::len), Some(MAX_METADATA_VALUE_BYTES + '…'.len_utf8()));
+    }
+
+    #[test]
+    fn reasons_travel_as_the_enum_name_without_its_prefix() {
+        let status =
+            with_reason(Code::Aborted, "taken", ErrorReason::SeatTaken, [("seat_ids", "A-1-1".into())]);
+        let (sent, metadata) = reason(&status).unwrap_or_default();
+        assert_eq!(
+            (sent.as_str(), metadata.get("seat_ids").map(String::as_str)),
+            ("SEAT_TAKEN", Some("A-1-1"))
+        );
+        assert_eq!(ErrorReason::from_wire_name(&sent), Some(ErrorReason::SeatTaken));
+        // A received reason is passed on as it came, known to this build or not.
+        let passed = with_received_reason(Code::FailedPrecondition, "later", "SOME_NEWER_REASON", []);
+        assert_eq!(reason(&passed).map(|(r, _)| r).as_deref(), Some("SOME_NEWER_REASON"));
     }
 }

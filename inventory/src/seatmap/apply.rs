@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ticketing_proto::v1::{SeatChange, SeatState};
+use ticketing_proto::{seat_states::SeatCode, v1::SeatChange};
 
 use super::{
     SeatEvent,
@@ -36,12 +36,12 @@ pub(super) fn apply_seated(
         };
         let state = seats.get(index);
         let next = match event {
-            SeatEvent::Held { .. } if state == SeatState::Free as u8 => {
+            SeatEvent::Held { .. } if state == SeatCode::Free => {
                 *held += 1;
                 seats.held_by.insert(index, hold_id.to_owned());
-                Some(SeatState::Held)
+                Some(SeatCode::Held)
             }
-            SeatEvent::Held { .. } if state == SeatState::Held as u8 => {
+            SeatEvent::Held { .. } if state == SeatCode::Held => {
                 // Seat-lock is the gatekeeper: a newer hold means the older one ended, even if
                 // its release was never published. Same state, new owner.
                 if seats.held_by.get(&index).is_some_and(|owner| owner != hold_id) {
@@ -51,21 +51,21 @@ pub(super) fn apply_seated(
                 None
             }
             SeatEvent::Released { .. }
-                if state == SeatState::Held as u8
+                if state == SeatCode::Held
                     && seats.held_by.get(&index).is_some_and(|owner| owner == hold_id) =>
             {
                 *held -= 1;
                 seats.held_by.remove(&index);
-                Some(SeatState::Free)
+                Some(SeatCode::Free)
             }
-            SeatEvent::Confirmed { .. } if state != SeatState::Sold as u8 => {
-                if state == SeatState::Held as u8 {
+            SeatEvent::Confirmed { .. } if state != SeatCode::Sold => {
+                if state == SeatCode::Held {
                     *held -= 1;
                     seats.held_by.remove(&index);
                 }
                 *sold += 1;
                 seats.sold_by.insert(index, Arc::clone(&buyer));
-                Some(SeatState::Sold)
+                Some(SeatCode::Sold)
             }
             SeatEvent::Confirmed { .. } => {
                 // Sold again by another hold: seat-lock returned the older sale before it
@@ -78,21 +78,21 @@ pub(super) fn apply_seated(
                 None
             }
             SeatEvent::Cancelled { .. }
-                if state == SeatState::Sold as u8
+                if state == SeatCode::Sold
                     && seats.sold_by.get(&index).is_some_and(|owner| **owner == *hold_id) =>
             {
                 *sold -= 1;
                 seats.sold_by.remove(&index);
-                Some(SeatState::Free)
+                Some(SeatCode::Free)
             }
             // Returned before its sale reached the stream: the seat is still shown held.
             SeatEvent::Cancelled { .. }
-                if state == SeatState::Held as u8
+                if state == SeatCode::Held
                     && seats.held_by.get(&index).is_some_and(|owner| owner == hold_id) =>
             {
                 *held -= 1;
                 seats.held_by.remove(&index);
-                Some(SeatState::Free)
+                Some(SeatCode::Free)
             }
             _ => None,
         };
@@ -101,7 +101,7 @@ pub(super) fn apply_seated(
             out.push(SeatChange {
                 zone_id: zone_id.to_owned(),
                 seat_id: seat_id.clone(),
-                state: next as i32,
+                state: next.state() as i32,
             });
         }
     }

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use ticketing_proto::v1::{Event, SeatState};
+use ticketing_proto::{seat_states::SeatCode, v1::Event};
 
 use super::{SeatMap, zone::Places};
 
@@ -111,19 +111,19 @@ impl SeatMap {
             match &mut zone.places {
                 Places::Seated(seats) => {
                     for (groups, state) in
-                        [(&stored.held_seats, SeatState::Held), (&stored.sold_seats, SeatState::Sold)]
+                        [(&stored.held_seats, SeatCode::Held), (&stored.sold_seats, SeatCode::Sold)]
                     {
                         for (hold, indices) in groups {
                             let owner: Arc<str> = Arc::from(hold.as_str());
                             for &index in indices {
-                                if index >= capacity || seats.get(index) != SeatState::Free as u8 {
+                                if index >= capacity || seats.get(index) != SeatCode::Free {
                                     return Err(format!(
                                         "zone {:?}: seat index {index} out of range or twice",
                                         stored.zone_id
                                     ));
                                 }
                                 seats.set(index, state);
-                                if state == SeatState::Held {
+                                if state == SeatCode::Held {
                                     seats.held_by.insert(index, hold.clone());
                                     zone.held += 1;
                                 } else {

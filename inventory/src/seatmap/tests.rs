@@ -1,6 +1,9 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
-use ticketing_proto::v1::{Event, SeatState, Zone, ZoneKind};
+use ticketing_proto::{
+    seat_states::SeatCode,
+    v1::{Event, SeatState, Zone, ZoneKind},
+};
 
 use super::*;
 
@@ -30,7 +33,7 @@ fn event() -> Event {
 fn states(map: &mut SeatMap) -> Vec<u8> {
     let snapshot = map.snapshot(Some("A")).unwrap();
     let zone = &snapshot.zones[0];
-    zone.decode_seat_states().unwrap().into_iter().map(|s| s as u8).collect()
+    zone.decode_seat_states().unwrap().into_iter().map(|s| SeatCode::of_state(s).unwrap().bits()).collect()
 }
 
 #[test]

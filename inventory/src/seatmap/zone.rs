@@ -4,13 +4,14 @@
 use std::{collections::HashMap, sync::Arc};
 
 use ticketing_proto::{
-    seat_states::{EncodedSeatStates, encode},
-    v1::{SeatState, Zone, ZoneAvailability, ZoneSeatMap},
+    seat_states::{EncodedSeatStates, SeatCode, encode},
+    v1::{Zone, ZoneAvailability, ZoneSeatMap},
 };
 
 use crate::catalogue::parse_seat_id;
 
-/// States of a seated zone, two bits per seat (the packed form of `ZoneSeatMap.seat_states`).
+/// States of a seated zone, a two-bit [`SeatCode`] per seat (the packed form of
+/// `ZoneSeatMap.seat_states`).
 pub(super) struct SeatedSeats {
     pub(super) rows: HashMap<String, u32>,
     pub(super) seats_per_row: u32,
@@ -26,14 +27,16 @@ pub(super) struct SeatedSeats {
 }
 
 impl SeatedSeats {
-    pub(super) fn get(&self, index: u32) -> u8 {
-        (self.packed[(index / 4) as usize] >> ((index % 4) * 2)) & 0b11
+    /// The code of seat `index`. Only [`Self::set`] writes `packed`, so the bits are always a
+    /// code; the impossible 3 reads as sold, the state that lets nobody take the seat.
+    pub(super) fn get(&self, index: u32) -> SeatCode {
+        SeatCode::from_bits(self.packed[(index / 4) as usize] >> ((index % 4) * 2)).unwrap_or(SeatCode::Sold)
     }
 
-    pub(super) fn set(&mut self, index: u32, state: SeatState) {
+    pub(super) fn set(&mut self, index: u32, code: SeatCode) {
         let byte = &mut self.packed[(index / 4) as usize];
         let shift = (index % 4) * 2;
-        *byte = (*byte & !(0b11 << shift)) | ((state as u8) << shift);
+        *byte = (*byte & !(0b11 << shift)) | (code.bits() << shift);
     }
 
     pub(super) fn encoded(&mut self, seats: u32) -> EncodedSeatStates {

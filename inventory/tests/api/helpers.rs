@@ -10,6 +10,7 @@ use service_runtime::{
 use test_support::testenv::TestEnv;
 use ticketing_proto::{
     events::{BookingConfirmed, ReleaseReason, SeatsHeld, SeatsReleased, event_envelope::Body},
+    seat_states::SeatCode,
     v1::{
         CreateEventRequest, CreateVenueRequest, Event, GeneralAdmissionLayout, GetSeatMapRequest,
         SeatedLayout, Venue, ZoneSeatMap, ZoneSpec, inventory_service_client::InventoryServiceClient,
@@ -129,7 +130,7 @@ pub async fn create_event(client: &mut Client, venue_id: &str, sale_opens_ms: i6
 
 /// The states (0 free, 1 held, 2 sold) of every seat of `zone`, whichever its encoding.
 pub fn decode(zone: &ZoneSeatMap) -> Vec<u8> {
-    zone.decode_seat_states().unwrap().into_iter().map(|s| s as u8).collect()
+    zone.decode_seat_states().unwrap().into_iter().map(|s| SeatCode::of_state(s).unwrap().bits()).collect()
 }
 
 /// The decoded states of zone `zone_id` of `event_id`.

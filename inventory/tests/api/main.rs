@@ -13,6 +13,7 @@ use helpers::{
 };
 use inventory::registry::CHANGE_FEED_CAPACITY;
 use test_support::testenv::{TestEnv, eventually};
+use ticketing_proto::seat_states::SeatCode;
 use ticketing_proto::v1::{
     CreateEventRequest, CreateVenueRequest, GetAvailabilityRequest, GetEventRequest, GetSeatMapRequest,
     ListEventsRequest, SeatState, SeatStatesEncoding, WatchSeatMapRequest, ZoneKind,
@@ -473,8 +474,8 @@ async fn a_watcher_that_stops_reading_gets_a_fresh_snapshot_then_deltas_again() 
     .await
     .expect("inventory never applied every change");
     let true_states: Vec<_> = truth.zones.iter().map(helpers::decode).collect();
-    let count = |state: SeatState| true_states[0].iter().filter(|&&s| s == state as u8).count();
-    assert_eq!((count(SeatState::Held), count(SeatState::Sold)), (2, 1));
+    let count = |code: SeatCode| true_states[0].iter().filter(|&&s| s == code.bits()).count();
+    assert_eq!((count(SeatCode::Held), count(SeatCode::Sold)), (2, 1));
     assert_eq!(truth.zones[1].held, 6);
 
     // Reading again: at most the few updates already in flight, then a snapshot equal to the

@@ -20,7 +20,7 @@ use service_runtime::{
     bus::EventBus,
     config::ServerArgs,
     mtls::{MeshArgs, require_peer},
-    status::with_reason,
+    status::{ErrorReason, with_reason, with_received_reason},
 };
 use test_support::{certs::MeshCerts, testenv::TestEnv};
 use ticketing_proto::{
@@ -128,7 +128,8 @@ impl FakeSeatLock {
         booking_id: Option<&str>,
     ) -> Result<Response<v1::Hold>, Status> {
         if let Some((code, reason)) = refusal {
-            return Err(with_reason(code, format!("refused: {reason}"), reason, []));
+            // The wire string a seat-lock would send, as the test chose it (some are faults, not reasons).
+            return Err(with_received_reason(code, format!("refused: {reason}"), reason, []));
         }
         let mut guard = self.state.lock().unwrap();
         let FakeState { holds, deadlines, sold_under, checkout_grace, .. } = &mut *guard;
@@ -136,17 +137,17 @@ impl FakeSeatLock {
         let hold = holds
             .get_mut(hold_id)
             .filter(|hold| hold.event_id == event_id && hold.user_id == user_id)
-            .ok_or_else(|| with_reason(Code::NotFound, "no such hold", "HOLD_NOT_FOUND", []))?;
+            .ok_or_else(|| with_reason(Code::NotFound, "no such hold", ErrorReason::HoldNotFound, []))?;
         if let Some(sold) = sold_under.get(hold_id) {
             // Seat-lock answers a replay under the same booking id with the sold hold.
             return if booking_id == Some(sold.as_str()) {
                 Ok(Response::new(hold.clone()))
             } else {
-                Err(with_reason(Code::FailedPrecondition, "hold already sold", "HOLD_ALREADY_SOLD", []))
+                Err(with_reason(Code::FailedPrecondition, "hold already sold", ErrorReason::HoldSold, []))
             };
         }
         if deadlines.get(hold_id).is_some_and(|deadline| Instant::now() >= *deadline) {
-            return Err(with_reason(Code::FailedPrecondition, "hold expired", "HOLD_EXPIRED", []));
+            return Err(with_reason(Code::FailedPrecondition, "hold expired", ErrorReason::HoldExpired, []));
         }
         match booking_id {
             None => {

@@ -638,10 +638,7 @@ async fn seat_guard_and_hold_uniqueness_refund_a_double_sale() {
     // charge (and were it to let it through, `payments_one_live_per_hold` would refuse it:
     // see `slow_provider`).
     let again = app.pay(app.pay_request("key-guard-3", first, "ivan", "pm_card_ok")).await.unwrap_err();
-    assert_eq!(
-        (again.code(), reason(&again).as_deref()),
-        (Code::FailedPrecondition, Some("HOLD_ALREADY_SOLD"))
-    );
+    assert_eq!((again.code(), reason(&again).as_deref()), (Code::FailedPrecondition, Some("HOLD_SOLD")));
 
     assert_eq!(app.count("bookings", "").await, 1);
     assert_eq!(app.count("seat_guard", "").await, 1);

@@ -2,7 +2,7 @@
 
 use tonic::{Code, Status};
 
-use crate::status::with_reason;
+use crate::status::{ErrorReason, with_reason};
 
 /// Why a token was refused. [`Self::reason`] is the `ErrorInfo` reason the caller sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,18 +30,19 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn reason(self) -> &'static str {
+    /// The `ErrorInfo` reason of this refusal.
+    pub fn reason(self) -> ErrorReason {
         match self {
-            Self::Missing => "TOKEN_MISSING",
-            Self::Malformed => "TOKEN_MALFORMED",
-            Self::UnsupportedAlgorithm => "TOKEN_UNSUPPORTED_ALGORITHM",
-            Self::UnknownKey => "TOKEN_UNKNOWN_KEY",
-            Self::BadSignature => "TOKEN_BAD_SIGNATURE",
-            Self::Expired => "TOKEN_EXPIRED",
-            Self::NotYetValid => "TOKEN_NOT_YET_VALID",
-            Self::WrongIssuer => "TOKEN_WRONG_ISSUER",
-            Self::WrongAudience => "TOKEN_WRONG_AUDIENCE",
-            Self::BadSubject => "TOKEN_BAD_SUBJECT",
+            Self::Missing => ErrorReason::TokenMissing,
+            Self::Malformed => ErrorReason::TokenMalformed,
+            Self::UnsupportedAlgorithm => ErrorReason::TokenUnsupportedAlgorithm,
+            Self::UnknownKey => ErrorReason::TokenUnknownKey,
+            Self::BadSignature => ErrorReason::TokenBadSignature,
+            Self::Expired => ErrorReason::TokenExpired,
+            Self::NotYetValid => ErrorReason::TokenNotYetValid,
+            Self::WrongIssuer => ErrorReason::TokenWrongIssuer,
+            Self::WrongAudience => ErrorReason::TokenWrongAudience,
+            Self::BadSubject => ErrorReason::TokenBadSubject,
         }
     }
 

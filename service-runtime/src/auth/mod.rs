@@ -48,7 +48,7 @@ pub use self::{
     layer::{AuthLayer, Authenticate, MAX_TOKEN_LEN},
     verify::{Authenticator, CLOCK_LEEWAY, JWKS_REFRESH, UNKNOWN_KID_RELOAD_INTERVAL},
 };
-use crate::status::with_reason;
+use crate::status::{ErrorReason, with_reason};
 
 /// The scope (in the space-separated `scope` claim) that makes a caller an operator.
 pub const ADMIN_SCOPE: &str = "ticketing:admin";
@@ -85,7 +85,7 @@ pub fn acting_user<T>(request: &tonic::Request<T>, claimed_user_id: &str) -> Res
         return Err(with_reason(
             Code::PermissionDenied,
             "user_id must be the token's subject (or empty)",
-            "USER_MISMATCH",
+            ErrorReason::UserMismatch,
             [("field", "user_id".to_owned())],
         ));
     }
@@ -99,7 +99,7 @@ pub fn require_admin<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> 
         return Err(with_reason(
             Code::PermissionDenied,
             format!("this call needs the {ADMIN_SCOPE} scope"),
-            "ADMIN_SCOPE_REQUIRED",
+            ErrorReason::AdminScopeRequired,
             [],
         ));
     }

@@ -221,12 +221,14 @@ impl GrpcServer {
         }
         let names: Vec<&'static str> =
             std::iter::once(S::NAME).chain(internal.as_ref().map(|i| i.name)).collect();
+        // The public contract with every import, so reflection clients resolve each file; the
+        // internal RPCs are left out, as this listener does not serve them.
         let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ticketing_proto::PUBLIC_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ticketing_proto::PUBLIC_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 

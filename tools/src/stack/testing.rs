@@ -1,6 +1,7 @@
 //! `stack test`: the backing services, the service binaries, every test of the workspace,
 //! then the offline check of the Kubernetes manifests (`tools/k8s/check.sh`: each overlay
-//! rendered with `kubectl kustomize` and validated).
+//! rendered with `kubectl kustomize` and validated) and the proto module's check
+//! (`tools/proto/check`: buf format, lint and breaking against the tagged contract).
 
 use std::process::Command;
 
@@ -27,6 +28,10 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     let k8s = Command::new("bash").arg("tools/k8s/check.sh").current_dir(workspace_root()).status()?;
     if !k8s.success() {
         bail!("the offline Kubernetes check failed");
+    }
+    let proto = Command::new("bash").arg("tools/proto/check").current_dir(workspace_root()).status()?;
+    if !proto.success() {
+        bail!("the proto check (buf lint / breaking, tools/proto/check) failed");
     }
     Ok(())
 }
