@@ -25,37 +25,38 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cticketing/v1/admission.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x12SaleControlRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"\xbe\x01\n\nSaleStatus\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.ticketing.v1.SaleState\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x04\x12\x16\n\x0e\x61\x64mitted_total\x18\x04 \x01(\x04\x12\x15\n\ractive_passes\x18\x05 \x01(\x04\x12\x31\n\rsale_opens_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0bJoinRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"6\n\x11WatchQueueRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\":\n\x15GetQueueStatusRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"1\n\x0cLeaveRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x1d\n\rLeaveResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\"\x86\x02\n\x0bQueueStatus\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.ticketing.v1.QueueState\x12\x0e\n\x06ticket\x18\x04 \x01(\x04\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\x14\n\x0cqueue_length\x18\x06 \x01(\x04\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x07 \x01(\r\x12 \n\x04pass\x18\x08 \x01(\x0b\x32\x12.ticketing.v1.Pass\x12\x31\n\rsale_opens_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x04Pass\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07pass_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\nPassClaims\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07pass_id\x18\x04 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03*\x83\x01\n\tSaleState\x12\x1a\n\x16SALE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13SALE_STATE_NOT_OPEN\x10\x01\x12\x13\n\x0fSALE_STATE_OPEN\x10\x02\x12\x15\n\x11SALE_STATE_PAUSED\x10\x03\x12\x15\n\x11SALE_STATE_CLOSED\x10\x04*w\n\nQueueState\x12\x1b\n\x17QUEUE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15QUEUE_STATE_PRE_QUEUE\x10\x01\x12\x17\n\x13QUEUE_STATE_WAITING\x10\x02\x12\x18\n\x14QUEUE_STATE_ADMITTED\x10\x03\x32\xd9\x04\n\x10\x41\x64missionService\x12<\n\x04Join\x12\x19.ticketing.v1.JoinRequest\x1a\x19.ticketing.v1.QueueStatus\x12J\n\nWatchQueue\x12\x1f.ticketing.v1.WatchQueueRequest\x1a\x19.ticketing.v1.QueueStatus0\x01\x12P\n\x0eGetQueueStatus\x12#.ticketing.v1.GetQueueStatusRequest\x1a\x19.ticketing.v1.QueueStatus\x12@\n\x05Leave\x12\x1a.ticketing.v1.LeaveRequest\x1a\x1b.ticketing.v1.LeaveResponse\x12G\n\tPauseSale\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatus\x12H\n\nResumeSale\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatus\x12G\n\tCloseSale\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatus\x12K\n\rGetSaleStatus\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cticketing/v1/admission.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x12SaleControlRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"\xf6\x01\n\nSaleStatus\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.ticketing.v1.SaleState\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x04\x12\x16\n\x0e\x61\x64mitted_total\x18\x04 \x01(\x04\x12\x15\n\ractive_passes\x18\x05 \x01(\x04\x12\x31\n\rsale_opens_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x61\x64mission_rate\x18\x07 \x01(\x01\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x08 \x01(\r\"0\n\x0bJoinRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"6\n\x11WatchQueueRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\":\n\x15GetQueueStatusRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"1\n\x0cLeaveRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x1d\n\rLeaveResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\"\x86\x02\n\x0bQueueStatus\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.ticketing.v1.QueueState\x12\x0e\n\x06ticket\x18\x04 \x01(\x04\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\x14\n\x0cqueue_length\x18\x06 \x01(\x04\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x07 \x01(\r\x12 \n\x04pass\x18\x08 \x01(\x0b\x32\x12.ticketing.v1.Pass\x12\x31\n\rsale_opens_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x04Pass\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07pass_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\nPassClaims\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07pass_id\x18\x04 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03*\x83\x01\n\tSaleState\x12\x1a\n\x16SALE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13SALE_STATE_NOT_OPEN\x10\x01\x12\x13\n\x0fSALE_STATE_OPEN\x10\x02\x12\x15\n\x11SALE_STATE_PAUSED\x10\x03\x12\x15\n\x11SALE_STATE_CLOSED\x10\x04*w\n\nQueueState\x12\x1b\n\x17QUEUE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15QUEUE_STATE_PRE_QUEUE\x10\x01\x12\x17\n\x13QUEUE_STATE_WAITING\x10\x02\x12\x18\n\x14QUEUE_STATE_ADMITTED\x10\x03\x32\xd9\x04\n\x10\x41\x64missionService\x12<\n\x04Join\x12\x19.ticketing.v1.JoinRequest\x1a\x19.ticketing.v1.QueueStatus\x12J\n\nWatchQueue\x12\x1f.ticketing.v1.WatchQueueRequest\x1a\x19.ticketing.v1.QueueStatus0\x01\x12P\n\x0eGetQueueStatus\x12#.ticketing.v1.GetQueueStatusRequest\x1a\x19.ticketing.v1.QueueStatus\x12@\n\x05Leave\x12\x1a.ticketing.v1.LeaveRequest\x1a\x1b.ticketing.v1.LeaveResponse\x12G\n\tPauseSale\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatus\x12H\n\nResumeSale\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatus\x12G\n\tCloseSale\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatus\x12K\n\rGetSaleStatus\x12 .ticketing.v1.SaleControlRequest\x1a\x18.ticketing.v1.SaleStatusB;Z9github.com/ticketing/mesh/gen/go/ticketing/v1;ticketingv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ticketing.v1.admission_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_SALESTATE']._serialized_start=1019
-  _globals['_SALESTATE']._serialized_end=1150
-  _globals['_QUEUESTATE']._serialized_start=1152
-  _globals['_QUEUESTATE']._serialized_end=1271
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'Z9github.com/ticketing/mesh/gen/go/ticketing/v1;ticketingv1'
+  _globals['_SALESTATE']._serialized_start=1075
+  _globals['_SALESTATE']._serialized_end=1206
+  _globals['_QUEUESTATE']._serialized_start=1208
+  _globals['_QUEUESTATE']._serialized_end=1327
   _globals['_SALECONTROLREQUEST']._serialized_start=79
   _globals['_SALECONTROLREQUEST']._serialized_end=117
   _globals['_SALESTATUS']._serialized_start=120
-  _globals['_SALESTATUS']._serialized_end=310
-  _globals['_JOINREQUEST']._serialized_start=312
-  _globals['_JOINREQUEST']._serialized_end=360
-  _globals['_WATCHQUEUEREQUEST']._serialized_start=362
-  _globals['_WATCHQUEUEREQUEST']._serialized_end=416
-  _globals['_GETQUEUESTATUSREQUEST']._serialized_start=418
-  _globals['_GETQUEUESTATUSREQUEST']._serialized_end=476
-  _globals['_LEAVEREQUEST']._serialized_start=478
-  _globals['_LEAVEREQUEST']._serialized_end=527
-  _globals['_LEAVERESPONSE']._serialized_start=529
-  _globals['_LEAVERESPONSE']._serialized_end=558
-  _globals['_QUEUESTATUS']._serialized_start=561
-  _globals['_QUEUESTATUS']._serialized_end=823
-  _globals['_PASS']._serialized_start=825
-  _globals['_PASS']._serialized_end=911
-  _globals['_PASSCLAIMS']._serialized_start=913
-  _globals['_PASSCLAIMS']._serialized_end=1016
-  _globals['_ADMISSIONSERVICE']._serialized_start=1274
-  _globals['_ADMISSIONSERVICE']._serialized_end=1875
+  _globals['_SALESTATUS']._serialized_end=366
+  _globals['_JOINREQUEST']._serialized_start=368
+  _globals['_JOINREQUEST']._serialized_end=416
+  _globals['_WATCHQUEUEREQUEST']._serialized_start=418
+  _globals['_WATCHQUEUEREQUEST']._serialized_end=472
+  _globals['_GETQUEUESTATUSREQUEST']._serialized_start=474
+  _globals['_GETQUEUESTATUSREQUEST']._serialized_end=532
+  _globals['_LEAVEREQUEST']._serialized_start=534
+  _globals['_LEAVEREQUEST']._serialized_end=583
+  _globals['_LEAVERESPONSE']._serialized_start=585
+  _globals['_LEAVERESPONSE']._serialized_end=614
+  _globals['_QUEUESTATUS']._serialized_start=617
+  _globals['_QUEUESTATUS']._serialized_end=879
+  _globals['_PASS']._serialized_start=881
+  _globals['_PASS']._serialized_end=967
+  _globals['_PASSCLAIMS']._serialized_start=969
+  _globals['_PASSCLAIMS']._serialized_end=1072
+  _globals['_ADMISSIONSERVICE']._serialized_start=1330
+  _globals['_ADMISSIONSERVICE']._serialized_end=1931
 # @@protoc_insertion_point(module_scope)

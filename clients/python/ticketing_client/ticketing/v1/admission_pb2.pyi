@@ -40,20 +40,24 @@ class SaleControlRequest(_message.Message):
     def __init__(self, event_id: _Optional[str] = ...) -> None: ...
 
 class SaleStatus(_message.Message):
-    __slots__ = ("event_id", "state", "queue_length", "admitted_total", "active_passes", "sale_opens_at")
+    __slots__ = ("event_id", "state", "queue_length", "admitted_total", "active_passes", "sale_opens_at", "admission_rate", "estimated_wait_seconds")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_PASSES_FIELD_NUMBER: _ClassVar[int]
     SALE_OPENS_AT_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     state: SaleState
     queue_length: int
     admitted_total: int
     active_passes: int
     sale_opens_at: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., state: _Optional[_Union[SaleState, str]] = ..., queue_length: _Optional[int] = ..., admitted_total: _Optional[int] = ..., active_passes: _Optional[int] = ..., sale_opens_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    admission_rate: float
+    estimated_wait_seconds: int
+    def __init__(self, event_id: _Optional[str] = ..., state: _Optional[_Union[SaleState, str]] = ..., queue_length: _Optional[int] = ..., admitted_total: _Optional[int] = ..., active_passes: _Optional[int] = ..., sale_opens_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., admission_rate: _Optional[float] = ..., estimated_wait_seconds: _Optional[int] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("event_id", "user_id")

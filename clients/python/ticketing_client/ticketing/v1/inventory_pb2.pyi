@@ -18,20 +18,24 @@ class ZoneKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 
 class SeatState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
+    SEAT_STATE_UNSPECIFIED: _ClassVar[SeatState]
     SEAT_STATE_FREE: _ClassVar[SeatState]
     SEAT_STATE_HELD: _ClassVar[SeatState]
     SEAT_STATE_SOLD: _ClassVar[SeatState]
 
 class SeatStatesEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
+    SEAT_STATES_ENCODING_UNSPECIFIED: _ClassVar[SeatStatesEncoding]
     SEAT_STATES_ENCODING_PACKED: _ClassVar[SeatStatesEncoding]
     SEAT_STATES_ENCODING_RUNS: _ClassVar[SeatStatesEncoding]
 ZONE_KIND_UNSPECIFIED: ZoneKind
 ZONE_KIND_SEATED: ZoneKind
 ZONE_KIND_GENERAL_ADMISSION: ZoneKind
+SEAT_STATE_UNSPECIFIED: SeatState
 SEAT_STATE_FREE: SeatState
 SEAT_STATE_HELD: SeatState
 SEAT_STATE_SOLD: SeatState
+SEAT_STATES_ENCODING_UNSPECIFIED: SeatStatesEncoding
 SEAT_STATES_ENCODING_PACKED: SeatStatesEncoding
 SEAT_STATES_ENCODING_RUNS: SeatStatesEncoding
 
