@@ -237,6 +237,8 @@ fn seat_char(state: SeatState) -> char {
         SeatState::Free => '.',
         SeatState::Held => 'h',
         SeatState::Sold => 'X',
+        // The decoder never yields it (no seat code means "unspecified").
+        SeatState::Unspecified => '?',
     }
 }
 
