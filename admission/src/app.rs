@@ -1,5 +1,5 @@
 //! Wiring: connects Redis, NATS and inventory, binds the server, and runs the background
-//! tasks (controller, BookingConfirmed consumer) next to it.
+//! tasks (controller, the consumers that end passes early) next to it.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -8,7 +8,7 @@ use service_runtime::{
     bus::{EventBus, consume, kind},
 };
 use ticketing_proto::{
-    events::event_envelope::Body,
+    events::{ReleaseReason, event_envelope::Body},
     pass::{PassClaims, PassSigner},
     v1::admission_service_server::AdmissionServiceServer,
 };
@@ -20,12 +20,44 @@ use crate::{
     error::Error,
     fairness::ShuffleKey,
     service::AdmissionService,
-    store::Store,
+    store::{EndReason, Store},
 };
 
 /// The name of the durable NATS consumer that frees passes after purchases; shared by all
 /// replicas, so each confirmation is handled once.
 pub const CONSUMER_NAME: &str = "admission";
+/// The durable NATS consumer that frees the passes of users who walked away (their hold
+/// expired), so the slot goes to the next in line instead of idling until the pass expires.
+pub const ABANDONED_CONSUMER_NAME: &str = "admission-abandoned-holds";
+
+/// Ends the pass a `BookingConfirmed` or an expired hold's `SeatsReleased` speaks of; other
+/// events (a hold given back by its holder, who is still choosing) end nothing.
+async fn end_pass_on(body: Option<Body>, store: Arc<Store>, relay: Arc<Controller>) -> anyhow::Result<()> {
+    let (event_id, user_id, why) = match body {
+        Some(Body::BookingConfirmed(booking)) => (booking.event_id, booking.user_id, EndReason::Bought),
+        Some(Body::SeatsReleased(released)) if released.reason == ReleaseReason::Expired as i32 => {
+            (released.event_id, released.user_id, EndReason::Abandoned)
+        }
+        _ => return Ok(()),
+    };
+    let Ok(event_id) = uuid::Uuid::parse_str(&event_id) else { return Ok(()) };
+    let event_id = event_id.to_string();
+    let freed = match store.release_pass(&event_id, &user_id, why).await {
+        Err(Error::Rebuilding(_)) => {
+            // Redis lost the event: redelivered after the rebuild, which may have restored
+            // this pass.
+            let _ = relay.rebuild_soon(&event_id);
+            anyhow::bail!("the waiting room of event {event_id} is being rebuilt");
+        }
+        freed => freed?,
+    };
+    if freed {
+        // The PassEnded is in the outbox; publish it now, not at the next tick.
+        relay.start_relay(&event_id);
+    }
+    tracing::debug!(%event_id, %user_id, freed, ?why, "pass released");
+    Ok(())
+}
 
 /// A shuffle secret derived from the signing pass key, for deployments without SHUFFLE_KEY:
 /// the signer does not hand out its seed, but its signature over fixed claims that no pass
@@ -103,36 +135,21 @@ impl App {
         let stopping = server.stopping();
         server.spawn("admission-controller", service.controller.clone().run(stopping.clone()));
 
-        let consumer = bus.durable_consumer(CONSUMER_NAME, &[kind::BOOKING_CONFIRMED]).await?;
-        let (store, relay) = (service.store.clone(), service.controller.clone());
-        server.spawn(
-            "admission-booking-consumer",
-            consume(consumer, CONSUMER_NAME, stopping, move |event| {
-                let (store, relay) = (store.clone(), relay.clone());
-                async move {
-                    if let Some(Body::BookingConfirmed(booking)) = event.body
-                        && let Ok(event_id) = uuid::Uuid::parse_str(&booking.event_id)
-                    {
-                        let event_id = event_id.to_string();
-                        let freed = match store.release_pass(&event_id, &booking.user_id).await {
-                            Err(Error::Rebuilding(_)) => {
-                                // Redis lost the event: redelivered after the rebuild, which may
-                                // have restored this pass.
-                                let _ = relay.rebuild_soon(&event_id);
-                                anyhow::bail!("the waiting room of event {event_id} is being rebuilt");
-                            }
-                            freed => freed?,
-                        };
-                        if freed {
-                            // The PassEnded is in the outbox; publish it now, not at the next tick.
-                            relay.start_relay(&event_id);
-                        }
-                        tracing::debug!(%event_id, user_id = %booking.user_id, freed, "booking confirmed; pass released");
-                    }
-                    Ok(())
-                }
-            }),
-        );
+        // A pass ends early when its holder bought, or walked away (a hold of theirs expired):
+        // one durable consumer per kind, so each reads only its own subject.
+        for (name, event_kind, task) in [
+            (CONSUMER_NAME, kind::BOOKING_CONFIRMED, "admission-booking-consumer"),
+            (ABANDONED_CONSUMER_NAME, kind::SEATS_RELEASED, "admission-abandoned-hold-consumer"),
+        ] {
+            let consumer = bus.durable_consumer(name, &[event_kind]).await?;
+            let (store, relay) = (service.store.clone(), service.controller.clone());
+            server.spawn(
+                task,
+                consume(consumer, name, stopping.clone(), move |event| {
+                    end_pass_on(event.body, store.clone(), relay.clone())
+                }),
+            );
+        }
 
         server.serve(AdmissionServiceServer::new(service), shutdown).await
     }

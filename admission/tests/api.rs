@@ -10,6 +10,7 @@ mod helpers;
 use std::{collections::HashMap, time::Duration};
 
 use admission::{
+    app::ABANDONED_CONSUMER_NAME,
     fairness::{Admission, EventShuffleKey, ShuffleKey, audit_admissions, opening_order},
     store::EndedPasses,
 };
@@ -23,7 +24,7 @@ use service_runtime::{
 };
 use test_support::testenv::{TestEnv, eventually};
 use ticketing_proto::{
-    events::{BookingConfirmed, PassEndReason, event_envelope::Body},
+    events::{BookingConfirmed, PassEndReason, ReleaseReason, SeatsReleased, event_envelope::Body},
     pass::PassVerifier,
     v1::{GetQueueStatusRequest, JoinRequest, LeaveRequest, QueueState, QueueStatus, WatchQueueRequest},
 };
@@ -359,6 +360,60 @@ async fn a_purchase_or_leaving_frees_the_slot_for_the_next_in_line() {
         (answered.user_id.as_str(), answered.pass.map(|p| p.pass_id)),
         ("cat", cat.pass.map(|p| p.pass_id))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_that_expired_ends_its_holders_pass_and_a_released_one_does_not() {
+    let env = TestEnv::new().await.unwrap();
+    let inventory = FakeInventory::default();
+    let event_id = inventory.add_event(-1_000, 1, 50, 600);
+    let client = spawn_app(&env, &inventory.start().await).await;
+    for user in ["ann", "bob"] {
+        client.clone().join(join(&event_id, user)).await.unwrap();
+    }
+    let ann = wait_admitted(&client, &event_id, "ann").await.expect("ann is admitted").pass.unwrap();
+    let bus = EventBus::connect(&env.nats_url, &env.nats_prefix).await.unwrap();
+    let released = |n: u32, reason: ReleaseReason| SeatsReleased {
+        event_id: event_id.clone(),
+        user_id: "ann".into(),
+        hold_id: format!("00000000-0000-4000-8000-00000000000{n}"),
+        reason: reason as i32,
+        ..Default::default()
+    };
+
+    // Ann gives seats back herself: she is still choosing, so she keeps her pass. Once the
+    // consumer has acknowledged that event, she still holds it and Bob still waits.
+    bus.publish(&envelope("released:1", Body::SeatsReleased(released(1, ReleaseReason::Released))))
+        .await
+        .unwrap();
+    let stream = bus.stream().await.unwrap();
+    let handled = eventually(Duration::from_secs(10), || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info(ABANDONED_CONSUMER_NAME).await.ok()?;
+            (info.ack_floor.stream_sequence > 0 && info.num_pending == 0 && info.num_ack_pending == 0)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(handled.is_some(), "the consumer acknowledged the released hold");
+    let still = client.clone().get_queue_status(status_request(&event_id, "ann")).await.unwrap().into_inner();
+    assert_eq!(still.state, QueueState::Admitted as i32, "a released hold ends no pass");
+    let bob = client.clone().get_queue_status(status_request(&event_id, "bob")).await.unwrap().into_inner();
+    assert_eq!(bob.state, QueueState::Waiting as i32);
+    // Then she walks away from a hold, which expires: her pass ends and Bob is admitted.
+    bus.publish(&envelope("released:2", Body::SeatsReleased(released(2, ReleaseReason::Expired))))
+        .await
+        .unwrap();
+    wait_admitted(&client, &event_id, "bob").await.expect("bob is admitted once ann's hold expired");
+
+    // One end, ann's, as ABANDONED.
+    let ended = pass_ended_events(&env, 1, Duration::from_secs(10)).await;
+    let summary: Vec<(&str, &str, i32)> =
+        ended.iter().map(|e| (e.user_id.as_str(), e.pass_id.as_str(), e.reason)).collect();
+    assert_eq!(summary, [("ann", ann.pass_id.as_str(), PassEndReason::Abandoned as i32)]);
+    let ann_after = client.clone().get_queue_status(status_request(&event_id, "ann")).await.unwrap_err();
+    assert_eq!(ann_after.code(), Code::NotFound, "ann's pass is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

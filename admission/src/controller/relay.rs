@@ -129,6 +129,7 @@ fn pass_ended_event(event_id: &str, pass: &EndedPass) -> EventEnvelope {
     let reason = match pass.reason {
         EndReason::Left => PassEndReason::Left,
         EndReason::Bought => PassEndReason::Bought,
+        EndReason::Abandoned => PassEndReason::Abandoned,
     };
     envelope(
         message_id,

@@ -241,9 +241,10 @@ impl Store {
         }
     }
 
-    /// Drops the user's pass after a purchase, freeing the slot and announcing its end through
-    /// the outbox in the same atomic step; false if there was none.
-    pub async fn release_pass(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
+    /// Drops the user's pass after a purchase or an abandoned hold (`why`), freeing the slot
+    /// and announcing its end through the outbox in the same atomic step; false if there was
+    /// none.
+    pub async fn release_pass(&self, event_id: &str, user_id: &str, why: EndReason) -> Result<bool, Error> {
         let keys = vec![
             self.key(event_id, "passes"),
             self.key(event_id, "admitted"),
@@ -251,7 +252,10 @@ impl Store {
             self.key(event_id, "outbox"),
             self.key(event_id, "ready"),
         ];
-        let reply = self.release.call::<Value, _, _>(&self.pool, keys, vec![Value::from(user_id)]).await?;
+        let reply = self
+            .release
+            .call::<Value, _, _>(&self.pool, keys, vec![Value::from(user_id), Value::from(why.word())])
+            .await?;
         match int(Some(&reply))? {
             NOT_READY => Err(Error::Rebuilding(event_id.to_owned())),
             released => Ok(released == 1),

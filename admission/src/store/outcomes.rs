@@ -57,6 +57,19 @@ pub enum EndReason {
     Left,
     /// Its holder bought.
     Bought,
+    /// Its holder walked away: a hold of theirs expired.
+    Abandoned,
+}
+
+impl EndReason {
+    /// The word `release.lua` writes into the outbox entry (`end:<word>:…`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Left => "left",
+            Self::Bought => "bought",
+            Self::Abandoned => "abandoned",
+        }
+    }
 }
 
 /// A pass ended before its expiry, whose `PassEnded` event tells seat-lock to refuse it.

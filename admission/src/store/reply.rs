@@ -38,8 +38,8 @@ pub(super) fn stored_pass(value: Option<&Value>) -> Result<StoredPass, Error> {
     parsed.ok_or_else(|| Error::UnexpectedReply(raw.clone()))
 }
 
-/// Parses `end:<left|bought>:pass_id:expires_at_ms`, an ended pass in the outbox; `None` for
-/// any other value (an admission).
+/// Parses `end:<left|bought|abandoned>:pass_id:expires_at_ms`, an ended pass in the outbox;
+/// `None` for any other value (an admission).
 pub(super) fn ended_pass(user_id: &str, raw: &str) -> Option<Result<EndedPass, Error>> {
     let rest = raw.strip_prefix("end:")?;
     let parsed = (|| {
@@ -47,6 +47,7 @@ pub(super) fn ended_pass(user_id: &str, raw: &str) -> Option<Result<EndedPass, E
         let reason = match parts.next()? {
             "left" => EndReason::Left,
             "bought" => EndReason::Bought,
+            "abandoned" => EndReason::Abandoned,
             _ => return None,
         };
         let pass_id = parts.next()?.to_owned();

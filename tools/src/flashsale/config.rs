@@ -157,9 +157,25 @@ impl SimConfig {
     }
 }
 
-/// Long enough for abandoned holds to expire and for the slowest card (60 s) to finish.
+/// Margin of the local stack's checkout grace and recovery windows over the slowest card.
+pub const WINDOW_MARGIN_SECS: u64 = 10;
+
+/// Long enough for abandoned holds to expire, for the slowest card (60 s) to finish, and for
+/// payment's recovery to settle a payment whose charge outlasted the provider timeout (it
+/// looks at payments unchanged for [`recovery_after_secs`], every half of that).
 fn settle_secs(hold_ttl_secs: u64) -> u64 {
-    hold_ttl_secs.max(60) + 30
+    (hold_ttl_secs.max(60) + 30).max(recovery_after_secs(hold_ttl_secs) * 3 / 2 + WINDOW_MARGIN_SECS)
+}
+
+/// The slowest card the simulator pays with for this hold TTL, in whole seconds.
+pub fn slowest_card_secs(hold_ttl_secs: u64) -> u64 {
+    default_slow_pay_ms(hold_ttl_secs).div_ceil(1000)
+}
+
+/// Payment's recovery window (`RECOVERY_AFTER_SECS`) in a local stack with this hold TTL: the
+/// slowest card plus two margins, so a slow card completes on its own first.
+pub fn recovery_after_secs(hold_ttl_secs: u64) -> u64 {
+    slowest_card_secs(hold_ttl_secs) + 2 * WINDOW_MARGIN_SECS
 }
 
 /// A card slower than the hold TTL, within the sandbox's 60 s cap.

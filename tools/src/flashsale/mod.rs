@@ -42,7 +42,9 @@ pub mod user;
 pub mod verify;
 
 pub use self::{
-    config::{Mix, SimConfig, default_slow_pay_ms},
+    config::{
+        Mix, SimConfig, WINDOW_MARGIN_SECS, default_slow_pay_ms, recovery_after_secs, slowest_card_secs,
+    },
     run::{Outcome, SELF_NAME, run, run_with},
     stats::Timings,
 };

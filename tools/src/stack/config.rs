@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::{certs, process::spawn_detached};
+use crate::flashsale;
 
 /// One service of the mesh as the stack runs it.
 #[derive(Debug, Clone)]
@@ -198,11 +199,6 @@ impl StackConfig {
         certs::ensure(&self.state_dir.join("certs"))
     }
 
-    /// The slowest card the simulator pays with for this stack's hold TTL, in whole seconds.
-    fn slowest_card_secs(&self) -> u64 {
-        crate::flashsale::default_slow_pay_ms(self.hold_ttl_secs).div_ceil(1000)
-    }
-
     /// The environment `service` runs with in this stack. Seat-lock's checkout grace and
     /// payment's recovery window are cut from 300 s to the slowest card plus a margin, so a
     /// payment left pending (a charge that outlasts `PROVIDER_TIMEOUT_MS`) or interrupted
@@ -235,7 +231,7 @@ impl StackConfig {
                 env.push(("SEAT_LOCK_INTERNAL_URL", self.internal_url("seat-lock")));
                 env.push((
                     "RECOVERY_AFTER_SECS",
-                    (self.slowest_card_secs() + 2 * WINDOW_MARGIN_SECS).to_string(),
+                    flashsale::recovery_after_secs(self.hold_ttl_secs).to_string(),
                 ));
                 env.push(("INVENTORY_URL", self.url("inventory")));
             }
@@ -253,7 +249,8 @@ impl StackConfig {
                     env.push(("HOLD_TTL_SECS", self.hold_ttl_secs.to_string()));
                     env.push((
                         "CHECKOUT_GRACE_SECS",
-                        (self.slowest_card_secs() + WINDOW_MARGIN_SECS).to_string(),
+                        (flashsale::slowest_card_secs(self.hold_ttl_secs) + flashsale::WINDOW_MARGIN_SECS)
+                            .to_string(),
                     ));
                 }
             }
@@ -313,6 +310,3 @@ pub fn free_port() -> anyhow::Result<u16> {
 const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// Picks [`free_port`] tries before giving up.
 const FREE_PORT_ATTEMPTS: usize = 1_000;
-
-/// Margin of the stack's checkout grace and recovery windows over the slowest card.
-const WINDOW_MARGIN_SECS: u64 = 10;

@@ -22,6 +22,7 @@ class PassEndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PASS_END_REASON_UNSPECIFIED: _ClassVar[PassEndReason]
     PASS_END_REASON_LEFT: _ClassVar[PassEndReason]
     PASS_END_REASON_BOUGHT: _ClassVar[PassEndReason]
+    PASS_END_REASON_ABANDONED: _ClassVar[PassEndReason]
 RELEASE_REASON_UNSPECIFIED: ReleaseReason
 RELEASE_REASON_RELEASED: ReleaseReason
 RELEASE_REASON_EXPIRED: ReleaseReason
@@ -29,6 +30,7 @@ RELEASE_REASON_CANCELLED: ReleaseReason
 PASS_END_REASON_UNSPECIFIED: PassEndReason
 PASS_END_REASON_LEFT: PassEndReason
 PASS_END_REASON_BOUGHT: PassEndReason
+PASS_END_REASON_ABANDONED: PassEndReason
 
 class EventEnvelope(_message.Message):
     __slots__ = ("message_id", "occurred_at", "admitted", "seats_held", "seats_released", "booking_confirmed", "payment_failed", "refunded", "booking_cancelled", "pass_ended")
