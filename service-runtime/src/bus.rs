@@ -417,10 +417,70 @@ pub async fn consume<F, Fut>(
     consumer: PullConsumer,
     name: &'static str,
     stopping: CancellationToken,
-    mut handle: F,
+    handle: F,
 ) where
-    F: FnMut(EventEnvelope) -> Fut,
+    F: Fn(EventEnvelope) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
+{
+    read(&consumer, name, &stopping, |message, envelope| handle_one(name, message, envelope, &handle)).await;
+}
+
+/// Messages a partition of [`consume_partitioned`] may have waiting.
+const PARTITION_QUEUE: usize = 64;
+
+/// [`consume`] with `partitions` handlers at work at once. Events with the same `key` (a
+/// user, say) go to the same partition and are handled one after another in stream order,
+/// so their order is kept; events of other keys proceed in parallel. For a handler that
+/// waits on I/O (a database commit per event) throughput grows with the partitions, which
+/// one handler at a time caps at one commit's latency per event. Each message is
+/// acknowledged after its own handler succeeds, as in [`consume`]; what the partitions hold
+/// when `stopping` is cancelled is handled first.
+pub async fn consume_partitioned<K, F, Fut>(
+    consumer: PullConsumer,
+    name: &'static str,
+    stopping: CancellationToken,
+    partitions: usize,
+    key: K,
+    handle: F,
+) where
+    K: Fn(&EventEnvelope) -> u64,
+    F: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let partitions = partitions.max(1);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..partitions)
+        .map(|_| tokio::sync::mpsc::channel::<(jetstream::Message, EventEnvelope)>(PARTITION_QUEUE))
+        .unzip();
+    let reader = async move {
+        read(&consumer, name, &stopping, |message, envelope| {
+            let partition = senders[(key(&envelope) % partitions as u64) as usize].clone();
+            async move {
+                // A closed partition only happens at shutdown: the message is redelivered.
+                let _ = partition.send((message, envelope)).await;
+            }
+        })
+        .await;
+        // `senders` is dropped here: each partition ends once it has handled its queue.
+    };
+    let handle = &handle;
+    let workers = receivers.into_iter().map(|mut queue| async move {
+        while let Some((message, envelope)) = queue.recv().await {
+            handle_one(name, message, envelope, handle).await;
+        }
+    });
+    futures::future::join(reader, futures::future::join_all(workers)).await;
+}
+
+/// Reads `consumer` until `stopping`, passing each decoded message to `dispatch` (awaited
+/// before the next one is read); see [`consume`] for the errors.
+async fn read<D, DFut>(
+    consumer: &PullConsumer,
+    name: &'static str,
+    stopping: &CancellationToken,
+    mut dispatch: D,
+) where
+    D: FnMut(jetstream::Message, EventEnvelope) -> DFut,
+    DFut: Future<Output = ()>,
 {
     let mut pause = RetryPause::standard();
     loop {
@@ -428,7 +488,7 @@ pub async fn consume<F, Fut>(
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(consumer = name, %error, "cannot open message stream; retrying");
-                if !pause.wait(&stopping).await {
+                if !pause.wait(stopping).await {
                     return;
                 }
                 continue;
@@ -446,13 +506,13 @@ pub async fn consume<F, Fut>(
                 }
                 Some(Err(error)) => {
                     tracing::warn!(consumer = name, %error, "message stream error; pausing");
-                    if !pause.wait(&stopping).await {
+                    if !pause.wait(stopping).await {
                         return;
                     }
                     continue;
                 }
                 None => {
-                    if !pause.wait(&stopping).await {
+                    if !pause.wait(stopping).await {
                         return;
                     }
                     break;
@@ -466,27 +526,41 @@ pub async fn consume<F, Fut>(
                     continue;
                 }
             };
-            let span = tracing::info_span!("consume", consumer = name, message_id = %envelope.message_id);
-            crate::telemetry::extract_nats(message.headers.as_ref(), &span);
-            let result = {
-                use tracing::Instrument;
-                handle(envelope).instrument(span).await
-            };
-            match result {
-                Ok(()) => {
-                    if let Err(error) = message.ack().await {
-                        tracing::warn!(consumer = name, %error, "ack failed; the event will be redelivered");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        consumer = name,
-                        error = format!("{error:#}"),
-                        "handling failed; redelivering later"
-                    );
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                }
+            dispatch(message, envelope).await;
+        }
+    }
+}
+
+/// Runs `handle` on one message's envelope in a span joined to the publisher's trace, then
+/// acknowledges the message, or has it redelivered after a pause when `handle` failed.
+async fn handle_one<F, Fut>(
+    name: &'static str,
+    message: jetstream::Message,
+    envelope: EventEnvelope,
+    handle: &F,
+) where
+    F: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let span = tracing::info_span!("consume", consumer = name, message_id = %envelope.message_id);
+    crate::telemetry::extract_nats(message.headers.as_ref(), &span);
+    let result = {
+        use tracing::Instrument;
+        handle(envelope).instrument(span).await
+    };
+    match result {
+        Ok(()) => {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(consumer = name, %error, "ack failed; the event will be redelivered");
             }
+        }
+        Err(error) => {
+            tracing::warn!(
+                consumer = name,
+                error = format!("{error:#}"),
+                "handling failed; redelivering later"
+            );
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }
     }
 }

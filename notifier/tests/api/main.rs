@@ -71,8 +71,9 @@ async fn events_are_stored_once_and_listed_in_order() -> anyhow::Result<()> {
         }),
     );
     bus.publish(&admitted).await?;
-    // A marker after them all. The consumer is sequential: once the marker is stored, every
-    // earlier event was handled, so the inbox holds whatever they would ever add.
+    // A marker after them all. One user's events are handled one after another in stream
+    // order: once the marker is stored, every earlier event was handled, so the inbox holds
+    // whatever they would ever add.
     let marker = booking_confirmed(user);
     bus.publish(&marker).await?;
     let with_marker = wait_for_inbox_until(&app, user, &marker.message_id).await?;
@@ -122,6 +123,37 @@ async fn events_are_stored_once_and_listed_in_order() -> anyhow::Result<()> {
     assert_eq!(page.next_after_id, 0);
     // Another user's inbox is separate.
     assert!(list_all(&mut app.client("bob"), "bob").await?.is_empty());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_events_are_stored_in_parallel_and_each_users_in_stream_order() -> anyhow::Result<()> {
+    const USERS: usize = 24;
+    const EACH: usize = 12;
+    let env = TestEnv::new().await?;
+    let app = spawn_app(&env).await?;
+    let bus = bus(&env).await?;
+    // Interleaved: event k of every user before event k + 1 of any, so a user's events are
+    // spread over the stream among everyone else's.
+    let mut published: Vec<Vec<String>> = vec![Vec::new(); USERS];
+    for _ in 0..EACH {
+        for (user, sent) in published.iter_mut().enumerate() {
+            let event = booking_confirmed(&format!("user-{user}"));
+            bus.publish(&event).await?;
+            sent.push(event.message_id);
+        }
+    }
+    for (user, sent) in published.iter().enumerate() {
+        let user = format!("user-{user}");
+        let inbox = wait_for_inbox_until(&app, &user, sent.last().unwrap()).await?;
+        let stored: Vec<&str> = inbox.iter().map(|n| n.message_id.as_str()).collect();
+        assert_eq!(
+            stored,
+            sent.iter().map(String::as_str).collect::<Vec<_>>(),
+            "{user}: all, in stream order"
+        );
+    }
+    assert_eq!(count(&env, "SELECT count(*) FROM notifier.inbox").await?, (USERS * EACH) as i64);
     app.stop().await
 }
 
