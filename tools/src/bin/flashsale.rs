@@ -196,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(64);
     }
     let outcome = if let Some(chaos) = chaos {
-        let bin_dir = stack::build_binaries(cli.debug)?;
+        let bin_dir = stack::build_binaries(cli.debug, stack::Binaries::Services)?;
         println!(
             "flash sale under chaos: {} seats (+{} GA), {} users, faults {:?} every {} s on a private stack in {}",
             config.seats,

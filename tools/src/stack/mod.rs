@@ -81,12 +81,32 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds every binary of the workspace, release or debug, and returns their folder. The
-/// whole workspace, not `-p <service>`: cargo unifies dependency features over the packages a
-/// command selects, so building a subset would rebuild shared dependencies with other
-/// features each time the selection changes.
-pub fn build_binaries(debug: bool) -> anyhow::Result<PathBuf> {
-    let mut build = vec!["build", "--workspace", "--bins"];
+/// Which binaries [`build_binaries`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binaries {
+    /// The five services: what `up`, `demo` and a chaos run start (the simulator runs inside
+    /// the calling process). The first `demo` on a fresh clone builds no more than it runs.
+    Services,
+    /// Every binary of the workspace: the tests also drive `ticketctl`, `admission-audit`,
+    /// `payment-reconcile` and `stream-setup`.
+    All,
+}
+
+/// Builds `which` binaries, release or debug, and returns their folder. Always with
+/// `--workspace` (then `--bin` picks the binaries): cargo unifies dependency features over the
+/// packages a command selects, so selecting fewer packages would build shared dependencies
+/// again with other features, while the same selection reuses everything `cargo run --bin
+/// stack` already built.
+pub fn build_binaries(debug: bool, which: Binaries) -> anyhow::Result<PathBuf> {
+    let mut build = vec!["build", "--workspace"];
+    match which {
+        Binaries::All => build.push("--bins"),
+        Binaries::Services => {
+            for service in SERVICES {
+                build.extend(["--bin", service]);
+            }
+        }
+    }
     if !debug {
         build.push("--release");
     }

@@ -8,8 +8,8 @@ use std::process::Command;
 use anyhow::bail;
 
 use super::{
-    build_binaries, cargo, ensure_backing_services, ensure_haproxy, ensure_prometheus, ensure_pyyaml,
-    prereq::ensure_client_toolchains, workspace_root,
+    Binaries, build_binaries, cargo, ensure_backing_services, ensure_haproxy, ensure_prometheus,
+    ensure_pyyaml, prereq::ensure_client_toolchains, workspace_root,
 };
 
 /// Runs every test, with `args` passed to `cargo test`.
@@ -21,7 +21,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     ensure_pyyaml()?;
     // tools/tests/clients.rs runs the Python and TypeScript clients (clients/check).
     ensure_client_toolchains()?;
-    build_binaries(true)?;
+    build_binaries(true, Binaries::All)?;
     let mut test = vec!["test", "--workspace"];
     test.extend(args.iter().map(String::as_str));
     cargo(&test)?;

@@ -15,7 +15,7 @@ use std::{
 use anyhow::bail;
 
 use super::{
-    Stack, StackConfig, build_binaries,
+    Binaries, Stack, StackConfig, build_binaries,
     cli::{ServerArgs, UpArgs},
     data::{self, Record},
     prereq::{self, BackingUrls},
@@ -55,7 +55,7 @@ pub async fn up(state_dir: &Path, args: &UpArgs) -> anyhow::Result<Stack> {
         Some(dir) => dir.clone(),
         None => {
             eprintln!("building the {} binaries", if args.debug { "debug" } else { "release" });
-            build_binaries(args.debug)?
+            build_binaries(args.debug, Binaries::Services)?
         }
     };
     let built = Instant::now();
