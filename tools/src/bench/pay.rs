@@ -86,9 +86,10 @@ pub async fn run(
     let anchor = anchor::measure(&config.database_url, ANCHOR_TIME).await?;
     let db = Database::connect(&config.database_url).await?;
     let commits_before = commits(&db).await?;
-    let cpu_before = CpuSnapshot::take(Some(&config.state_dir), SELF_NAME);
+    let pids = config.state_dir.join("pids");
+    let cpu_before = CpuSnapshot::take(Some(&pids), SELF_NAME);
     let pay = config.measure(&spec, Some(observer)).await?;
-    let cpu = cpu_before.split_until(&CpuSnapshot::take(Some(&config.state_dir), SELF_NAME));
+    let cpu = cpu_before.split_until(&CpuSnapshot::take(Some(&pids), SELF_NAME));
     tokio::time::sleep(STATS_FLUSH).await;
     let committed = commits(&db).await?.saturating_sub(commits_before);
     db.close().await?;
