@@ -80,7 +80,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchResults> {
         "Whole sale: 50,000 seats, 500,000 users (flashsale simulator)",
         "not run by bench: see `flashsale`".into(),
         String::new(),
-        "sold out ≤30 s",
+        "sold out ≤60 s",
         None,
     ));
     let memory = service_memory(&config.state_dir);
