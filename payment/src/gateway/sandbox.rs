@@ -195,9 +195,11 @@ impl SandboxGateway {
         let rows = self
             .db
             .query_all_raw(sql(
+                // The first page has no cursor: `-infinity` keeps one sargable predicate for
+                // the listing index (an `IS NULL OR` would sort the whole ledger each page).
                 &format!(
                     "SELECT {LEDGER_COLUMNS} FROM psp_ledger \
-                     WHERE $1::timestamptz IS NULL OR (created_at, charge_id) > ($1, $2) \
+                     WHERE (created_at, charge_id) > (COALESCE($1::timestamptz, '-infinity'), COALESCE($2, '')) \
                      ORDER BY created_at, charge_id LIMIT $3"
                 ),
                 [
