@@ -20,12 +20,12 @@ use test_support::order::fifo_inversions;
 use ticketing_proto::v1::{self as pb, admission_service_client::AdmissionServiceClient};
 
 use super::{
-    config::{BenchConfig, Row, Scenario, Tokens, result_text, token_array},
+    config::{BenchConfig, CpuMeter, Row, Scenario, Tokens, result_text, token_array},
     sale::{channel, create_event},
 };
 use crate::{
     loadgen::{self, Comparison, Observer},
-    procfs::{self, cpu::CpuSnapshot},
+    procfs,
 };
 
 /// Streams per HTTP/2 connection in the watchers mode: what HAProxy allows, so the figures
@@ -54,34 +54,6 @@ const ADMIT_TIMEOUT: Duration = Duration::from_secs(240);
 /// The gap a watcher may see between two updates (the contract is "at least every second",
 /// plus scheduling slack on a loaded machine).
 const MAX_UPDATE_GAP: Duration = Duration::from_millis(1_500);
-
-/// CPU seconds each process of the stack, each backing service and this client used between
-/// [`CpuMeter::start`] and [`CpuMeter::used`].
-struct CpuMeter {
-    started: Instant,
-    before: CpuSnapshot,
-    pids: std::path::PathBuf,
-}
-
-impl CpuMeter {
-    fn start(config: &BenchConfig) -> Self {
-        let pids = config.state_dir.join("pids");
-        Self { started: Instant::now(), before: CpuSnapshot::take(Some(&pids), "bench"), pids }
-    }
-
-    /// Seconds of CPU per process, busiest first.
-    fn used(&self) -> Vec<(String, f64)> {
-        let now = CpuSnapshot::take(Some(&self.pids), "bench");
-        self.before.split_until(&now).into_iter().map(|u| (u.process, u.cpu_secs)).collect()
-    }
-
-    /// E.g. `CPU s: admission 41.2, redis-server 12.0 … in 30.1 s wall`.
-    fn text(&self) -> String {
-        let parts: Vec<String> =
-            self.used().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
-        format!("CPU s: {} in {:.1} s wall", parts.join(", "), self.started.elapsed().as_secs_f64())
-    }
-}
 
 /// The join burst twice, with the FIFO check: one token per user (each user joins once, so
 /// each call verifies one token), then fresh tokens; into `rows` and `scenarios`. Returns the

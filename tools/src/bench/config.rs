@@ -2,13 +2,18 @@
 //! tokens ([`Tokens`]), the README rows and scenario figures, and the one way every scenario
 //! is measured against its `Health/Check` baseline ([`BenchConfig::measure`]).
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
 use crate::{
     identity::{AUTHORIZATION, Identity},
     loadgen::{self, CallData, Comparison, LoadSpec, Observer},
+    procfs::cpu::CpuSnapshot,
 };
 
 /// What to run.
@@ -188,4 +193,32 @@ pub fn result_text(report: &loadgen::Report, unit: &str, rate: f64) -> String {
         report.count,
         report.total as f64 / 1e9
     )
+}
+
+/// CPU seconds each process of the stack, each backing service and this client used between
+/// [`CpuMeter::start`] and [`CpuMeter::used`].
+pub struct CpuMeter {
+    pub started: Instant,
+    before: CpuSnapshot,
+    pids: std::path::PathBuf,
+}
+
+impl CpuMeter {
+    pub fn start(config: &BenchConfig) -> Self {
+        let pids = config.state_dir.join("pids");
+        Self { started: Instant::now(), before: CpuSnapshot::take(Some(&pids), "bench"), pids }
+    }
+
+    /// Seconds of CPU per process, busiest first.
+    pub fn used(&self) -> Vec<(String, f64)> {
+        let now = CpuSnapshot::take(Some(&self.pids), "bench");
+        self.before.split_until(&now).into_iter().map(|u| (u.process, u.cpu_secs)).collect()
+    }
+
+    /// E.g. `CPU s: admission 41.2, redis-server 12.0 … in 30.1 s wall`.
+    pub fn text(&self) -> String {
+        let parts: Vec<String> =
+            self.used().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
+        format!("CPU s: {} in {:.1} s wall", parts.join(", "), self.started.elapsed().as_secs_f64())
+    }
 }

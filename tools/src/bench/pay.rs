@@ -13,9 +13,9 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 use super::{
     anchor,
-    config::{BenchConfig, Row, RowMaker, Scenario, result_text},
+    config::{BenchConfig, CpuMeter, Row, RowMaker, Scenario, result_text},
 };
-use crate::{identity::AUTHORIZATION, loadgen::Observer, procfs::cpu::CpuSnapshot};
+use crate::{identity::AUTHORIZATION, loadgen::Observer};
 
 /// Concurrency of the Pay scenario: payment holds 32 Postgres connections, so more clients
 /// only queue.
@@ -27,8 +27,6 @@ const TARGET_RATIO: f64 = 0.6;
 /// Postgres publishes a busy backend's counters when it goes idle, within 10 s
 /// (`PGSTAT_IDLE_INTERVAL`); the commit count is read after that.
 const STATS_FLUSH: std::time::Duration = std::time::Duration::from_secs(11);
-/// Where the bench's own process appears in the CPU split.
-const SELF_NAME: &str = "bench";
 
 /// Pays `holds` ((hold id, user id) on `event_id`) into `rows` and `scenarios`; nothing when
 /// there is nothing to pay.
@@ -86,10 +84,9 @@ pub async fn run(
     let anchor = anchor::measure(&config.database_url, ANCHOR_TIME).await?;
     let db = Database::connect(&config.database_url).await?;
     let commits_before = commits(&db).await?;
-    let pids = config.state_dir.join("pids");
-    let cpu_before = CpuSnapshot::take(Some(&pids), SELF_NAME);
+    let meter = CpuMeter::start(config);
     let pay = config.measure(&spec, Some(observer)).await?;
-    let cpu = cpu_before.split_until(&CpuSnapshot::take(Some(&pids), SELF_NAME));
+    let cpu = meter.used();
     tokio::time::sleep(STATS_FLUSH).await;
     let committed = commits(&db).await?.saturating_sub(commits_before);
     db.close().await?;
@@ -98,8 +95,8 @@ pub async fn run(
     let ratio = bookings_per_sec / anchor.tps.max(f64::MIN_POSITIVE);
     let per_pay = |secs: f64| secs * 1e6 / confirmed.max(1) as f64;
     let cpu_text: Vec<String> =
-        cpu.iter().map(|u| format!("{} {:.0}", u.process, per_pay(u.cpu_secs))).collect();
-    let total_us = per_pay(cpu.iter().map(|u| u.cpu_secs).sum());
+        cpu.iter().map(|(process, secs)| format!("{process} {:.0}", per_pay(*secs))).collect();
+    let total_us = per_pay(cpu.iter().map(|(_, secs)| secs).sum());
     rows.push(row(
         &format!(
             "Pay end to end: {} clients, holds prepared by HoldSeats; anchor: pgbench's booking transaction, \
