@@ -72,8 +72,12 @@ pub async fn measure(database_url: &str, duration: Duration) -> anyhow::Result<A
     admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {scratch}")).await?;
     admin.execute_unprepared(&format!("CREATE DATABASE {scratch}")).await?;
     let scratch_url = format!("{server}/{scratch}");
-    let measured =
-        copy_tables(database_url, database, &scratch_url).and_then(|()| pgbench(&scratch_url, duration));
+    let dir = std::env::temp_dir().join(format!("pay-anchor-{}", std::process::id()));
+    let measured = std::fs::create_dir_all(&dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| copy_tables(database_url, database, &scratch_url, &dir))
+        .and_then(|()| pgbench(&scratch_url, duration, &dir));
+    let _ = std::fs::remove_dir_all(&dir);
     let dropped = admin.execute_unprepared(&format!("DROP DATABASE {scratch} WITH (FORCE)")).await;
     admin.close().await?;
     let anchor = measured?;
@@ -81,8 +85,9 @@ pub async fn measure(database_url: &str, duration: Duration) -> anyhow::Result<A
     Ok(anchor)
 }
 
-/// Copies payment's booking tables (definitions only) from `database` into `scratch_url`.
-fn copy_tables(database_url: &str, database: &str, scratch_url: &str) -> anyhow::Result<()> {
+/// Copies payment's booking tables (definitions only) from `database` into `scratch_url`,
+/// through a file in `dir`.
+fn copy_tables(database_url: &str, database: &str, scratch_url: &str, dir: &Path) -> anyhow::Result<()> {
     let mut dump = Command::new("pg_dump");
     dump.args(["--schema-only", "--no-owner", "--no-privileges", "--dbname", database_url]);
     for table in TABLES {
@@ -95,16 +100,12 @@ fn copy_tables(database_url: &str, database: &str, scratch_url: &str) -> anyhow:
             String::from_utf8_lossy(&ddl.stderr).trim()
         );
     }
-    let dir = std::env::temp_dir().join(format!("pay-anchor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
     let file = dir.join("schema.sql");
     // The dump names the schema but does not create it.
     let mut sql = format!("CREATE SCHEMA {SCHEMA};\n").into_bytes();
     sql.extend_from_slice(&ddl.stdout);
     std::fs::write(&file, sql)?;
-    let applied = run_psql(scratch_url, &file);
-    let _ = std::fs::remove_dir_all(&dir);
-    applied
+    run_psql(scratch_url, &file)
 }
 
 fn run_psql(url: &str, file: &Path) -> anyhow::Result<()> {
@@ -119,10 +120,8 @@ fn run_psql(url: &str, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// pgbench's booking run; its `tps = … (without initial connection time)`.
-fn pgbench(url: &str, duration: Duration) -> anyhow::Result<Anchor> {
-    let dir = std::env::temp_dir().join(format!("pay-anchor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+/// pgbench's booking run, its script in `dir`; its `tps = … (without initial connection time)`.
+fn pgbench(url: &str, duration: Duration, dir: &Path) -> anyhow::Result<Anchor> {
     let script = dir.join("booking.sql");
     std::fs::write(&script, BOOKING_TRANSACTION)?;
     let secs = duration.as_secs().max(1);
@@ -132,9 +131,7 @@ fn pgbench(url: &str, duration: Duration) -> anyhow::Result<Anchor> {
         .arg(&script)
         .arg(url)
         .output()
-        .context("cannot run pgbench (Debian package postgresql-contrib or postgresql-client)");
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = out?;
+        .context("cannot run pgbench (Debian package postgresql-contrib or postgresql-client)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("pgbench failed: {}{}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim());
