@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use prost::Message;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
 use ticketing_proto::{
     events::EventEnvelope,
     v1::{Notification, NotificationKind},
@@ -55,47 +55,41 @@ impl Inbox {
 
     /// Stores `draft` unless its `message_id` is already stored. Returns the new notification,
     /// or `None` for a redelivered event. Returns only after the commit.
+    ///
+    /// One statement, committed on its own: the inbox row, the webhook deliveries it owes and
+    /// the `NOTIFY` (data-modifying CTEs always run; `notified` runs because the result reads
+    /// it). A redelivered event inserts nothing, so it owes no delivery and announces nothing.
     pub async fn store(&self, draft: Draft) -> Result<Option<Notification>, Error> {
-        let tx = self.db.begin().await?;
-        let inserted = tx
+        let Some(row) = self
+            .db
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "INSERT INTO inbox (message_id, user_id, kind, event_id, source) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (message_id) DO NOTHING RETURNING id, created_at",
+                "WITH stored AS (INSERT INTO inbox (message_id, user_id, kind, event_id, source) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING RETURNING id, created_at), \
+                 deliveries AS (INSERT INTO webhook_deliveries (webhook_id, notification_id) \
+                 SELECT webhooks.webhook_id, stored.id FROM webhooks, stored WHERE webhooks.user_id = $2 \
+                 AND (webhooks.kinds = '[]'::jsonb OR webhooks.kinds @> jsonb_build_array($3::int)) \
+                 ON CONFLICT (webhook_id, notification_id) DO NOTHING RETURNING 1), \
+                 notified AS (SELECT pg_notify($6, stored.id::text || $7) FROM stored) \
+                 SELECT stored.id, stored.created_at, (SELECT count(*) FROM deliveries) AS deliveries, \
+                 (SELECT count(*) FROM notified) AS notified FROM stored",
                 [
                     draft.message_id.clone().into(),
                     draft.user_id.clone().into(),
                     (draft.kind as i16).into(),
                     draft.event_id.clone().into(),
                     draft.source.encode_to_vec().into(),
+                    live::CHANNEL.into(),
+                    live::payload_suffix(&draft.user_id).into(),
                 ],
             ))
-            .await?;
-        let Some(row) = inserted else {
-            tx.rollback().await?;
+            .await?
+        else {
             return Ok(None);
         };
         let id: i64 = row.try_get_by("id")?;
         let created_at: chrono::DateTime<chrono::Utc> = row.try_get_by("created_at")?;
-        let deliveries = tx
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "INSERT INTO webhook_deliveries (webhook_id, notification_id) \
-                 SELECT webhook_id, $1 FROM webhooks \
-                 WHERE user_id = $2 AND (kinds = '[]'::jsonb OR kinds @> jsonb_build_array($3::int)) \
-                 ON CONFLICT (webhook_id, notification_id) DO NOTHING",
-                [id.into(), draft.user_id.clone().into(), i32::from(draft.kind as i16).into()],
-            ))
-            .await?
-            .rows_affected();
-        // Delivered to every replica's listener when (and only if) this commits.
-        tx.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [live::CHANNEL.into(), live::payload(id, &draft.user_id).into()],
-        ))
-        .await?;
-        tx.commit().await?;
+        let deliveries: i64 = row.try_get_by("deliveries")?;
 
         metrics::counter!("notifier_stored_total", "kind" => kind_name(draft.kind).to_ascii_lowercase())
             .increment(1);

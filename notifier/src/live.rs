@@ -63,12 +63,14 @@ pub fn user_key(user_id: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// The `NOTIFY` payload of notification `id` of `user_id`: `<id>:<key in hex>`.
-pub fn payload(id: i64, user_id: &str) -> String {
-    format!("{id}:{:016x}", user_key(user_id))
+/// What follows the notification id in a `NOTIFY` payload of `user_id`'s notification, which
+/// is `<id>:<key in hex>`. The inbox appends it to the id Postgres assigns, in the statement
+/// that stores the row.
+pub fn payload_suffix(user_id: &str) -> String {
+    format!(":{:016x}", user_key(user_id))
 }
 
-/// The notification id and user key of a payload made by [`payload`].
+/// The notification id and user key of a payload (see [`payload_suffix`]).
 fn parse_payload(payload: &str) -> Option<(i64, u64)> {
     let (id, key) = payload.split_once(':')?;
     Some((id.parse().ok()?, u64::from_str_radix(key, 16).ok()?))
@@ -307,7 +309,7 @@ mod tests {
     #[test]
     fn payloads_round_trip_and_stay_small() {
         let long = "u".repeat(10_000);
-        let text = payload(42, &long);
+        let text = format!("42{}", payload_suffix(&long));
         assert!(text.len() < 64, "{text}");
         assert_eq!(parse_payload(&text), Some((42, user_key(&long))));
         assert_eq!(parse_payload("x:y"), None);
