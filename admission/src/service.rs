@@ -281,6 +281,8 @@ struct Watcher {
     /// The pass went out (or an error did): the stream ends.
     finished: bool,
     exact_position: u64,
+    /// [`NowServing::published`] when the last exact standing was asked for.
+    asked_at: u64,
     /// `admitted_total` of the view when the position was last exact.
     admitted_then: Option<u64>,
     /// This stream's place among the replica's `MAX_WATCHERS`.
@@ -296,11 +298,15 @@ impl Watcher {
         permit: OwnedSemaphorePermit,
     ) -> Self {
         let serving = service.controller.serving(&info.event_id);
-        let turn = serving.turn(score, first.state == QueueState::PreQueue as i32);
+        // Noted after `first` was read, so a tick that ran meanwhile is not taken as newer:
+        // at worst the stream waits for the next tick to ask again.
+        let asked_at = serving.published();
+        let turn = serving.turn(score, first.state == QueueState::PreQueue as i32, asked_at);
         let seconds = serving.seconds();
         Self {
             finished: first.state == QueueState::Admitted as i32,
             exact_position: first.position,
+            asked_at,
             service,
             info,
             serving,
@@ -325,10 +331,11 @@ impl Watcher {
             return None;
         }
         loop {
-            let Self { service, info, turn, seconds, refreshing, last, .. } = &mut *self;
+            let Self { service, info, serving, turn, seconds, refreshing, last, asked_at, .. } = &mut *self;
             tokio::select! {
                 () = service.stopping.cancelled() => return None,
                 () = turn, if refreshing.is_none() => {
+                    *asked_at = serving.published();
                     let (store, event_id, user_id, opens) =
                         (service.store.clone(), info.event_id.clone(), last.user_id.clone(), info.sale_opens_at_ms);
                     // Boxed: the call's future is large and lives only while the call runs.
@@ -379,7 +386,8 @@ impl Watcher {
                 self.finished = status.state == QueueState::Admitted as i32;
                 self.exact_position = status.position;
                 self.admitted_then = Some(view.admitted_total);
-                self.turn = self.serving.turn(score, status.state == QueueState::PreQueue as i32);
+                self.turn =
+                    self.serving.turn(score, status.state == QueueState::PreQueue as i32, self.asked_at);
                 self.last = status;
                 Ok(self.last.clone())
             }

@@ -161,6 +161,8 @@ impl Default for NowServing {
 #[derive(Default)]
 struct ServingState {
     view: View,
+    /// Views published so far: tells a stream whether the view is newer than its last answer.
+    published: u64,
     next_id: u64,
     /// Waiting streams by (queue score, id): a tick wakes everything below the new head with
     /// one `split_off`, whatever the number of streams filed above it.
@@ -177,6 +179,12 @@ impl NowServing {
     /// The latest view (the default before this replica's first tick of the event).
     pub fn view(&self) -> View {
         self.lock().view
+    }
+
+    /// How many views were published so far; a stream notes it before asking Redis, for its
+    /// next [`NowServing::turn`].
+    pub fn published(&self) -> u64 {
+        self.lock().published
     }
 
     /// A stream's report clock: changes every [`REPORT_INTERVAL`], in one of the
@@ -225,12 +233,17 @@ impl NowServing {
     /// Resolves once a stream of a user waiting at queue `score` must ask Redis again: the
     /// head of the queue has passed the score (the user was admitted, or left), or, for a
     /// user still in the pre-queue (`pre_queue`), the event has opened (the shuffle moved
-    /// everyone). Resolves at once if that is already so. Dropping it unfiles the stream.
-    pub fn turn(self: &Arc<Self>, score: u64, pre_queue: bool) -> Turn {
+    /// everyone). Resolves at once if that is already so in a view published after the
+    /// stream's last answer was asked for (`asked_at`, from [`NowServing::published`]): an
+    /// older view cannot know of a user who joined after its tick (with nobody waiting, its
+    /// head lies above every score), and answering from it would ask Redis again and again
+    /// until the next tick. Dropping it unfiles the stream.
+    pub fn turn(self: &Arc<Self>, score: u64, pre_queue: bool, asked_at: u64) -> Turn {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
         let view = state.view;
-        let key = if view.refreshed && (view.head > score || (pre_queue && view.opened)) {
+        let newer = state.published > asked_at;
+        let key = if view.refreshed && newer && (view.head > score || (pre_queue && view.opened)) {
             let _ = tx.send(());
             None
         } else {
@@ -263,6 +276,7 @@ impl NowServing {
                 view.head
             };
             state.view = view;
+            state.published += 1;
             let rest = state.waiting.split_off(&(threshold, 0));
             std::mem::replace(&mut state.waiting, rest)
         };
@@ -313,7 +327,7 @@ mod tests {
     fn a_stream_waits_for_the_head_unless_redis_lost_the_queue() {
         let serving = Arc::new(NowServing::default());
         serving.publish(view(10, 50));
-        let mut turn = serving.turn(1_000, false);
+        let mut turn = serving.turn(1_000, false, serving.published());
         serving.publish(view(20, 60));
         assert!((&mut turn).now_or_never().is_none(), "the head has not reached the stream");
         // Redis restarted empty: passes issued fall back, tickets start again from 1.
@@ -325,9 +339,28 @@ mod tests {
     fn a_new_epoch_wakes_every_stream_even_when_more_passes_were_issued() {
         let serving = Arc::new(NowServing::default());
         serving.publish(view(10, 50));
-        let mut turn = serving.turn(1_000, false);
+        let mut turn = serving.turn(1_000, false, serving.published());
         // Rebuilt: pass ids (and so the count since) restart above the old ones.
         serving.publish(View { epoch: 7, ..view(20, 60) });
         assert!((&mut turn).now_or_never().is_some(), "the stream asks again at once");
+    }
+
+    #[test]
+    fn a_stream_that_joined_after_the_last_tick_waits_for_the_next_one() {
+        let serving = Arc::new(NowServing::default());
+        // Nobody waited at the last tick: the head lies above every score.
+        serving.publish(view(1 << 50, 50));
+        let asked_at = serving.published();
+        // The user joined after it and Redis answered "waiting at 51".
+        let mut turn = serving.turn(51, false, asked_at);
+        assert!((&mut turn).now_or_never().is_none(), "a view older than the answer says nothing new");
+        serving.publish(view(51, 50));
+        assert!((&mut turn).now_or_never().is_none(), "still waiting at the head");
+        serving.publish(view(52, 51));
+        assert!((&mut turn).now_or_never().is_some(), "admitted: the stream asks again");
+        // A view published while the call ran is newer than the answer: it counts at once.
+        let asked_at = serving.published();
+        serving.publish(view(60, 59));
+        assert!(serving.turn(55, false, asked_at).now_or_never().is_some());
     }
 }
