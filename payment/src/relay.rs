@@ -5,7 +5,10 @@
 //! a crash in between publishes it again with the same `Nats-Msg-Id`, which JetStream drops
 //! as a duplicate within its window. While NATS is down the rows stay and are retried.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use prost::Message;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
@@ -22,6 +25,8 @@ use crate::{error::Error, store::sql};
 pub const RELAY_BATCH: i64 = 100;
 /// Longest pause between attempts while NATS or Postgres keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often `payment_outbox_pending` is counted.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// Queues `event` in the outbox on `db` (a transaction the caller commits with the state the
 /// event announces). A message id already queued is kept once.
@@ -52,6 +57,7 @@ impl OutboxRelay {
     /// Relays until `stopping` is cancelled.
     pub async fn run(self, stopping: CancellationToken) {
         let mut backoff = self.interval;
+        let mut counted: Option<Instant> = None;
         loop {
             let pause = match self.drain().await {
                 Ok(()) => {
@@ -65,6 +71,15 @@ impl OutboxRelay {
                     pause
                 }
             };
+            // Counted on a clock of its own, also while publishing fails (that is when the
+            // outbox grows), and not after every drain: under load the relay drains after
+            // nearly every commit, and a count reads the whole outbox.
+            if counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
+                counted = Some(Instant::now());
+                if let Err(error) = self.count_pending().await {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot count the outbox");
+                }
+            }
             tokio::select! {
                 () = stopping.cancelled() => return,
                 () = self.ready.notified() => {}
@@ -75,12 +90,12 @@ impl OutboxRelay {
 
     /// Publishes batches until the outbox is empty.
     async fn drain(&self) -> Result<(), Error> {
-        loop {
-            let published = self.relay_batch().await?;
-            if published < RELAY_BATCH as usize {
-                break;
-            }
-        }
+        while self.relay_batch().await? == RELAY_BATCH as usize {}
+        Ok(())
+    }
+
+    /// Sets `payment_outbox_pending` to the rows waiting in the outbox.
+    async fn count_pending(&self) -> Result<(), Error> {
         let pending = self
             .db
             .query_one_raw(sql("SELECT count(*) AS pending FROM outbox", []))
