@@ -113,3 +113,22 @@ pub fn build_binaries(debug: bool, which: Binaries) -> anyhow::Result<PathBuf> {
     cargo(&build)?;
     Ok(target_dir().join(if debug { "debug" } else { "release" }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tools/demo` builds what `stack demo` runs in its one cargo invocation: a service
+    /// missing there would be built by `demo` itself afterwards, as two invocations again.
+    #[test]
+    fn the_demo_script_builds_the_stack_tool_and_every_service() {
+        let script = std::fs::read_to_string(workspace_root().join("tools/demo")).unwrap_or_default();
+        let commands =
+            script.lines().filter(|line| !line.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+        let built: Vec<&str> =
+            commands.split("--bin ").skip(1).filter_map(|rest| rest.split_whitespace().next()).collect();
+        let mut expected: Vec<&str> = SERVICES.to_vec();
+        expected.insert(0, "stack");
+        assert_eq!(built, expected, "tools/demo's --bin list");
+    }
+}
