@@ -13,11 +13,11 @@ const TICKS_PER_SEC: f64 = 100.0;
 /// (Postgres runs a process per connection).
 const BACKING: [&str; 4] = ["postgres", "redis-server", "nats-server", "haproxy"];
 
-/// CPU ticks per process group at one instant.
+/// CPU ticks of every counted process at one instant: by pid, with its group.
 #[derive(Debug, Clone)]
 pub struct CpuSnapshot {
     at: Instant,
-    ticks: BTreeMap<String, u64>,
+    ticks: BTreeMap<String, (String, u64)>,
 }
 
 /// One group's share of a window.
@@ -66,25 +66,31 @@ impl CpuSnapshot {
                 }
             };
             if let Some(t) = ticks_of(&pid) {
-                *ticks.entry(group).or_insert(0) += t;
+                ticks.insert(pid, (group, t));
             }
         }
         Self { at: Instant::now(), ticks }
     }
 
-    /// CPU per group from `self` to `later`, busiest first. A group whose processes ended in
-    /// between (a Postgres connection closed) counts only what the survivors spent.
+    /// CPU per group from `self` to `later`, busiest first. Counted per process, then summed
+    /// by group: a process that ended in between (a Postgres connection closed, the load
+    /// balancer of the previous start finishing its last connections) counts nothing, and a
+    /// new one all it spent. Summed by group first, an ended process's whole past would be
+    /// taken off the group's window and hide the survivors' work.
     pub fn split_until(&self, later: &CpuSnapshot) -> Vec<CpuUse> {
         let wall = later.at.duration_since(self.at).as_secs_f64().max(0.001);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let mut out: Vec<CpuUse> = later
-            .ticks
-            .iter()
-            .map(|(process, after)| {
-                let before = self.ticks.get(process).copied().unwrap_or(0);
-                let cpu_secs = after.saturating_sub(before) as f64 / TICKS_PER_SEC;
+        let mut by_group: BTreeMap<&str, u64> = BTreeMap::new();
+        for (pid, (group, after)) in &later.ticks {
+            let before = self.ticks.get(pid).filter(|(was, _)| was == group).map_or(0, |(_, t)| *t);
+            *by_group.entry(group).or_insert(0) += after.saturating_sub(before);
+        }
+        let mut out: Vec<CpuUse> = by_group
+            .into_iter()
+            .map(|(process, ticks)| {
+                let cpu_secs = ticks as f64 / TICKS_PER_SEC;
                 CpuUse {
-                    process: process.clone(),
+                    process: process.to_owned(),
                     cpu_secs,
                     machine_percent: 100.0 * cpu_secs / (wall * cores),
                 }
@@ -116,5 +122,23 @@ mod tests {
         let me = split.iter().find(|u| u.process == "me").map_or(0.0, |u| u.cpu_secs);
         assert!(me >= 0.2, "0.2 CPU seconds spent, {me} counted: {split:?}");
         assert!(split.iter().all(|u| u.machine_percent >= 0.0 && u.cpu_secs > 0.0));
+    }
+
+    #[test]
+    fn a_process_that_ended_in_the_window_does_not_hide_its_groups_work() {
+        let snapshot = |ticks: &[(&str, &str, u64)]| CpuSnapshot {
+            at: Instant::now(),
+            ticks: ticks
+                .iter()
+                .map(|(pid, group, t)| ((*pid).to_owned(), ((*group).to_owned(), *t)))
+                .collect(),
+        };
+        // The previous load balancer (pid 1, 10 s of its own past) exits as the window opens;
+        // the new one (pid 2) works 0.5 s in it; a Postgres backend starts in it.
+        let before = snapshot(&[("1", "haproxy", 1_000), ("2", "haproxy", 10), ("3", "postgres", 500)]);
+        let after = snapshot(&[("2", "haproxy", 60), ("3", "postgres", 700), ("4", "postgres", 30)]);
+        let split: BTreeMap<String, f64> =
+            before.split_until(&after).into_iter().map(|u| (u.process, u.cpu_secs)).collect();
+        assert_eq!(split, BTreeMap::from([("haproxy".to_owned(), 0.5), ("postgres".to_owned(), 2.3)]));
     }
 }
