@@ -40,21 +40,33 @@ INSERT INTO payment.outbox (message_id, kind, payload) \
 SELECT booking_id::text, 'BookingConfirmed', decode(repeat('5a', 180), 'hex') FROM b;
 ";
 
-/// What pgbench measured.
+/// What pgbench measured: one run, or the mean of the runs before and after the measured
+/// scenario ([`Anchor::around`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Anchor {
     /// Booking transactions committed per second.
     pub tps: f64,
     pub clients: u32,
     pub secs: u64,
+    /// The two runs' rates, when this is their mean.
+    pub runs: Option<(f64, f64)>,
 }
 
 impl Anchor {
+    /// The mean of a run before the scenario and one after it.
+    pub fn around(before: Anchor, after: Anchor) -> Anchor {
+        Anchor { tps: (before.tps + after.tps) / 2.0, runs: Some((before.tps, after.tps)), ..before }
+    }
+
     /// How the anchor is described in a row.
     pub fn text(&self) -> String {
+        let runs = match self.runs {
+            Some((before, after)) => format!(", the mean of {before:.0}/s before and {after:.0}/s after"),
+            None => String::new(),
+        };
         format!(
-            "Postgres alone, pgbench {} clients, {} s: {:.0} booking transactions/s (payment, booking, 2 seats, \
-             2 seat guard rows, outbox row in one transaction)",
+            "Postgres alone, pgbench {} clients, {} s: {:.0} booking transactions/s{runs} (payment, booking, \
+             2 seats, 2 seat guard rows, outbox row in one transaction)",
             self.clients, self.secs, self.tps
         )
     }
@@ -137,7 +149,7 @@ fn pgbench(url: &str, duration: Duration, dir: &Path) -> anyhow::Result<Anchor> 
         bail!("pgbench failed: {}{}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim());
     }
     let tps = parse_tps(&stdout).with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
-    Ok(Anchor { tps, clients: CLIENTS, secs })
+    Ok(Anchor { tps, clients: CLIENTS, secs, runs: None })
 }
 
 /// The `tps = N (without initial connection time)` figure of pgbench's report.
@@ -151,7 +163,7 @@ fn parse_tps(report: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_tps;
+    use super::{Anchor, CLIENTS, parse_tps};
 
     #[test]
     fn reads_the_tps_without_connection_time() {
@@ -159,5 +171,16 @@ mod tests {
                       initial connection time = 21.3 ms\ntps = 6243.871 (without initial connection time)\n";
         assert_eq!(parse_tps(report), Some(6243.871));
         assert_eq!(parse_tps("tps = 12.0 (including connections establishing)\n"), None);
+    }
+
+    #[test]
+    fn the_anchor_around_a_scenario_is_the_mean_of_its_two_runs() {
+        let run = |tps| Anchor { tps, clients: CLIENTS, secs: 10, runs: None };
+        let anchor = Anchor::around(run(1_500.0), run(2_500.0));
+        assert_eq!(anchor.tps, 2_000.0);
+        assert!(
+            anchor.text().contains("2000 booking transactions/s, the mean of 1500/s before and 2500/s after")
+        );
+        assert!(!run(1_500.0).text().contains("mean"));
     }
 }

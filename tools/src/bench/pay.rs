@@ -1,7 +1,7 @@
 //! Scenario 3, `Pay` end to end for the holds scenario 1 made (seat-lock checkout, the
 //! sandbox provider, Postgres, the outbox), counting confirmed bookings per second, as a
-//! ratio to its physical anchor measured just before: Postgres alone committing the same
-//! booking writes ([`anchor`]). The row breaks the cost down per `Pay`: CPU microseconds of
+//! ratio to its physical anchor measured just before and just after: Postgres alone
+//! committing the same booking writes ([`anchor`]). The row breaks the cost down per `Pay`: CPU microseconds of
 //! each process, transactions committed in the stack's database, and payment's own view
 //! from its `/metrics`: the mean time of each step and the mean size of a commit group.
 
@@ -85,7 +85,7 @@ pub async fn run(
         PAY_CONCURRENCY.min(config.concurrency),
         total,
     )?;
-    let anchor = anchor::measure(&config.database_url, ANCHOR_TIME).await?;
+    let anchor_before = anchor::measure(&config.database_url, ANCHOR_TIME).await?;
     let db = Database::connect(&config.database_url).await?;
     let metrics_port = payment_metrics_port(config)?;
     let commits_before = commits(&db).await?;
@@ -94,7 +94,13 @@ pub async fn run(
     let pay = config.measure(&spec, Some(observer)).await?;
     let cpu = meter.used();
     let own = Histograms::since(&payment_histograms(metrics_port).await?, &own_before);
-    tokio::time::sleep(STATS_FLUSH).await;
+    // The anchor again, in the scratch database (so not in the commit count), while the
+    // stack's counters flush: pgbench alone varies by a third within minutes here, and the
+    // mean of one run on each side of Pay follows a drift of the machine during it.
+    let flushed = tokio::time::sleep(STATS_FLUSH);
+    let anchor_after = anchor::measure(&config.database_url, ANCHOR_TIME).await?;
+    flushed.await;
+    let anchor = anchor::Anchor::around(anchor_before, anchor_after);
     let committed = commits(&db).await?.saturating_sub(commits_before);
     db.close().await?;
     let confirmed = confirmed.load(std::sync::atomic::Ordering::Relaxed);
