@@ -9,24 +9,37 @@ pub struct Migrator;
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(CreateTables),
-            Box::new(ReserveBookingIds),
-            Box::new(MoneyStates),
-            Box::new(Instances),
-            Box::new(LedgerIndexes),
+            Box::new(Sql { name: "m20250101_000001_create_tables", sql: CREATE_TABLES }),
+            Box::new(Sql { name: "m20250102_000001_reserve_booking_ids", sql: RESERVE_BOOKING_IDS }),
+            Box::new(Sql { name: "m20261201_000001_money_states", sql: MONEY_STATES }),
+            Box::new(Sql { name: "m20261202_000001_instances", sql: INSTANCES }),
+            Box::new(Sql { name: "m20261203_000001_ledger_indexes", sql: LEDGER_INDEXES }),
         ]
     }
 }
 
-/// Payments, idempotency keys, bookings, the seat guard, the outbox and the sandbox ledger.
-struct CreateTables;
+/// One migration: its SQL, run once under its name (the name is what `seaql_migrations`
+/// records, so it never changes).
+struct Sql {
+    name: &'static str,
+    sql: &'static str,
+}
 
-impl MigrationName for CreateTables {
+impl MigrationName for Sql {
     fn name(&self) -> &str {
-        "m20250101_000001_create_tables"
+        self.name
     }
 }
 
+#[async_trait::async_trait]
+impl MigrationTrait for Sql {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(self.sql).await?;
+        Ok(())
+    }
+}
+
+/// Payments, idempotency keys, bookings, the seat guard, the outbox and the sandbox ledger.
 const CREATE_TABLES: &str = r#"
 CREATE TABLE idempotency_keys (
     key            text PRIMARY KEY,
@@ -107,35 +120,10 @@ CREATE TABLE psp_ledger (
 );
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for CreateTables {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(CREATE_TABLES).await?;
-        Ok(())
-    }
-}
-
 /// `payments.reserved_booking_id`: the booking id a Pay confirms the hold under, chosen when
 /// the payment row is written, so the recovery pass can replay ConfirmHold with the same id
 /// after a crash and complete the booking instead of refunding a sale seat-lock already made.
-struct ReserveBookingIds;
-
-impl MigrationName for ReserveBookingIds {
-    fn name(&self) -> &str {
-        "m20250102_000001_reserve_booking_ids"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for ReserveBookingIds {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("ALTER TABLE payments ADD COLUMN reserved_booking_id uuid NULL")
-            .await?;
-        Ok(())
-    }
-}
+const RESERVE_BOOKING_IDS: &str = "ALTER TABLE payments ADD COLUMN reserved_booking_id uuid NULL";
 
 /// Money states committed before every network call, refunds and cancellations:
 /// - `payments.status` gains `charging` (committed before the provider is called), `unknown`
@@ -156,14 +144,6 @@ impl MigrationTrait for ReserveBookingIds {
 /// - The sandbox ledger learns `pending` charges that capture at `settles_at` (asynchronous
 ///   mode, and slow synchronous ones the caller stopped waiting for) and `declined` ones.
 /// - `reconciliation_runs`: each run's outcome, for the time since the last clean run.
-struct MoneyStates;
-
-impl MigrationName for MoneyStates {
-    fn name(&self) -> &str {
-        "m20261201_000001_money_states"
-    }
-}
-
 const MONEY_STATES: &str = r#"
 ALTER TABLE payments DROP CONSTRAINT payments_status_check;
 ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN
@@ -216,27 +196,11 @@ CREATE TABLE reconciliation_runs (
 );
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for MoneyStates {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(MONEY_STATES).await?;
-        Ok(())
-    }
-}
-
 /// Who drives a payment in flight (module `instances`): `payment_instances` holds each
 /// process's lease (`last_seen`, refreshed every heartbeat), `payments.owner_instance` the
 /// process that claimed (or adopted) the payment. Rows of older versions have no owner and
 /// are recovered by age only. The orphan pass reads the unsettled payments through
 /// `payments_unsettled` (few rows), so the owner needs no index of its own.
-struct Instances;
-
-impl MigrationName for Instances {
-    fn name(&self) -> &str {
-        "m20261202_000001_instances"
-    }
-}
-
 const INSTANCES: &str = r#"
 CREATE TABLE payment_instances (
     instance_id  uuid PRIMARY KEY,
@@ -246,36 +210,12 @@ CREATE TABLE payment_instances (
 ALTER TABLE payments ADD COLUMN owner_instance uuid NULL;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Instances {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(INSTANCES).await?;
-        Ok(())
-    }
-}
-
 /// The sandbox ledger's listing order and its pending charges, indexed: reconciliation pages
 /// through the ledger by `(created_at, charge_id)` and every page first captures the due
 /// pending charges. Without them each page sorted the whole ledger, so a run grew with the
 /// square of the charges: over 73,000 charges (a few full sales kept by `stack up`) the
 /// `Reconcile` RPC outlasted the 5 s request timeout.
-struct LedgerIndexes;
-
-impl MigrationName for LedgerIndexes {
-    fn name(&self) -> &str {
-        "m20261203_000001_ledger_indexes"
-    }
-}
-
 const LEDGER_INDEXES: &str = r#"
 CREATE INDEX psp_ledger_listing ON psp_ledger (created_at, charge_id);
 CREATE INDEX psp_ledger_pending ON psp_ledger (settles_at) WHERE status = 'pending';
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for LedgerIndexes {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(LEDGER_INDEXES).await?;
-        Ok(())
-    }
-}
