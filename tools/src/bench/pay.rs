@@ -1,14 +1,14 @@
 //! Scenario 3, `Pay` end to end for the holds scenario 1 made (seat-lock checkout, the
 //! sandbox provider, Postgres, the outbox), counting confirmed bookings per second, as a
 //! ratio to its physical anchor measured just before and just after: Postgres alone
-//! committing the same booking writes ([`anchor`]). The row breaks the cost down per `Pay`: CPU microseconds of
-//! each process, transactions committed in the stack's database, and payment's own view
-//! from its `/metrics`: the mean time of each step and the mean size of a commit group.
+//! committing the same booking writes ([`anchor`]). The row breaks the cost down per `Pay`:
+//! CPU microseconds of each process, transactions committed in the stack's database, and
+//! payment's own view from its `/metrics`: the mean time of each step and the mean size of
+//! a commit group.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use prost::Message as _;
 use ticketing_proto::v1 as pb;
@@ -220,12 +220,7 @@ impl Histograms {
 
 /// Payment's `Pay` histograms as its `/metrics` renders them now.
 async fn payment_histograms(port: u16) -> anyhow::Result<Histograms> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    // HTTP/1.0: the body ends with the connection, never chunked.
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body).context("not an HTTP answer")?;
+    let (_, body) = crate::stack::status::http_get(port, "/metrics").await?;
     Ok(Histograms(
         body.lines()
             .filter(|line| line.starts_with(STEP_SECONDS) || line.starts_with(GROUP_SIZE))

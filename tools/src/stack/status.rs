@@ -26,17 +26,26 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// The most of a log's end read to find its last lines.
 const TAIL_WINDOW_BYTES: u64 = 1 << 20;
 
+/// `GET path` on `127.0.0.1:port` (HTTP/1.0, so the body ends with the connection and is
+/// never chunked): the status code and the body. Reads a service's `/readyz` here and its
+/// `/metrics` in the bench.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
+    let code =
+        head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("not an HTTP answer")?;
+    Ok((code, body.to_owned()))
+}
+
 /// `GET /readyz` on `127.0.0.1:port`: the HTTP status code.
 async fn readyz(port: u16) -> anyhow::Result<u16> {
-    let ask = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await?;
-        let mut head = vec![0u8; 64];
-        let read = stream.read(&mut head).await?;
-        let line = String::from_utf8_lossy(&head[..read]).into_owned();
-        line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("not an HTTP answer")
-    };
-    tokio::time::timeout(HEALTH_ANSWER_TIMEOUT, ask).await.context("no answer")?
+    let (code, _) = tokio::time::timeout(HEALTH_ANSWER_TIMEOUT, http_get(port, "/readyz"))
+        .await
+        .context("no answer")??;
+    Ok(code)
 }
 
 /// Prints the stack's processes and servers; true when every process runs and is ready.
